@@ -1,0 +1,231 @@
+//! The encoder side of a codebook: sorted thresholds, searched without branches.
+//!
+//! A value's code is found by counting the thresholds it exceeds. Thresholds
+//! are pre-adjusted f32 values so that one strict comparison, `x > t`,
+//! implements both "nearest level" and "on a tie, the level nearer zero"
+//! exactly for every f32 input (see [`tie_threshold`]). The same search also
+//! serves the `seed` codec, whose thresholds are derived from the reference
+//! formula instead of from midpoints.
+
+use alloc::vec::Vec;
+
+/// How the search result becomes a code.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Layout {
+    /// Sign-magnitude: the search runs on |x|, and the code is
+    /// `sign << (C-1) | slot_codes[slot]`.
+    SignMagnitude {
+        /// Bit position of the sign (C - 1).
+        sign_shift: u32,
+        /// Whether a negative input whose magnitude encodes as slot 0 keeps
+        /// its sign bit. The reference `seed` encoder does (its n = 1 for any
+        /// M < 0); the other codecs emit the canonical +0 code.
+        zero_keeps_sign: bool,
+    },
+    /// The search runs on x itself over all levels in ascending order.
+    Sorted,
+}
+
+/// Sorted thresholds padded to `2^depth - 1` entries with +inf, plus the code
+/// of each slot.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ThresholdTable {
+    pub(crate) layout: Layout,
+    /// Non-decreasing; `x` falls in slot `#{t : x > t}`.
+    thresholds: Vec<f32>,
+    /// Binary-search depth: `thresholds.len() == 2^depth - 1`.
+    depth: u32,
+    /// Code emitted for each slot (before the sign bit).
+    slot_codes: Vec<u16>,
+}
+
+impl ThresholdTable {
+    /// Builds a table from the real thresholds (one fewer than the slots).
+    pub(crate) fn new(layout: Layout, mut thresholds: Vec<f32>, slot_codes: Vec<u16>) -> Self {
+        debug_assert_eq!(thresholds.len() + 1, slot_codes.len());
+        debug_assert!(thresholds.windows(2).all(|w| w[0] <= w[1]));
+        let depth = usize::BITS - (slot_codes.len() - 1).leading_zeros();
+        thresholds.resize((1usize << depth) - 1, f32::INFINITY);
+        Self {
+            layout,
+            thresholds,
+            depth,
+            slot_codes,
+        }
+    }
+
+    /// Builds the table for "nearest level, ties toward zero" over levels
+    /// given in ascending order, with `codes[i]` the code of `levels[i]`.
+    pub(crate) fn nearest(layout: Layout, levels: &[f32], codes: Vec<u16>) -> Self {
+        let thresholds = levels
+            .windows(2)
+            .map(|w| tie_threshold(w[0], w[1]))
+            .collect();
+        Self::new(layout, thresholds, codes)
+    }
+
+    /// The slot of `x`: the number of thresholds strictly below it.
+    #[inline(always)]
+    fn slot(&self, x: f32) -> usize {
+        let t = &self.thresholds[..];
+        let mut idx = 0usize;
+        let mut step = 1usize << self.depth;
+        while step > 1 {
+            step >>= 1;
+            // Branch-free: the compiler turns this into a conditional add.
+            idx += usize::from(x > t[idx + step - 1]) * step;
+        }
+        idx
+    }
+
+    /// Code of one normalized value `x` (already divided by its scale).
+    #[inline(always)]
+    pub(crate) fn encode(&self, x: f32) -> u16 {
+        match self.layout {
+            Layout::Sorted => self.slot_codes[self.slot(x)],
+            Layout::SignMagnitude {
+                sign_shift,
+                zero_keeps_sign,
+            } => {
+                let slot = self.slot(x.abs());
+                let negative = x < 0.0 && (zero_keeps_sign || slot != 0);
+                self.slot_codes[slot] | (u16::from(negative) << sign_shift)
+            }
+        }
+    }
+
+    /// Encodes `xs[i] * inv_scale` into `out[i]`.
+    ///
+    /// Monomorphised on the search depth so the search unrolls into a fixed
+    /// sequence of compare-and-add steps per element.
+    pub(crate) fn encode_scaled(&self, xs: &[f32], inv_scale: f32, out: &mut [u16]) {
+        debug_assert_eq!(xs.len(), out.len());
+        match self.depth {
+            0 => self.encode_scaled_depth::<0>(xs, inv_scale, out),
+            1 => self.encode_scaled_depth::<1>(xs, inv_scale, out),
+            2 => self.encode_scaled_depth::<2>(xs, inv_scale, out),
+            3 => self.encode_scaled_depth::<3>(xs, inv_scale, out),
+            4 => self.encode_scaled_depth::<4>(xs, inv_scale, out),
+            5 => self.encode_scaled_depth::<5>(xs, inv_scale, out),
+            6 => self.encode_scaled_depth::<6>(xs, inv_scale, out),
+            7 => self.encode_scaled_depth::<7>(xs, inv_scale, out),
+            8 => self.encode_scaled_depth::<8>(xs, inv_scale, out),
+            _ => {
+                for (o, &x) in out.iter_mut().zip(xs) {
+                    *o = self.encode(x * inv_scale);
+                }
+            }
+        }
+    }
+
+    fn encode_scaled_depth<const DEPTH: u32>(&self, xs: &[f32], inv_scale: f32, out: &mut [u16]) {
+        let t = &self.thresholds[..(1usize << DEPTH) - 1];
+        let codes = &self.slot_codes[..];
+        let search = |x: f32| {
+            let mut idx = 0usize;
+            let mut step = 1usize << DEPTH;
+            while step > 1 {
+                step >>= 1;
+                idx += usize::from(x > t[idx + step - 1]) * step;
+            }
+            idx.min(codes.len() - 1)
+        };
+        match self.layout {
+            Layout::Sorted => {
+                for (o, &x) in out.iter_mut().zip(xs) {
+                    *o = codes[search(x * inv_scale)];
+                }
+            }
+            Layout::SignMagnitude {
+                sign_shift,
+                zero_keeps_sign,
+            } => {
+                for (o, &x) in out.iter_mut().zip(xs) {
+                    let v = x * inv_scale;
+                    let slot = search(v.abs());
+                    let negative = v < 0.0 && (zero_keeps_sign || slot != 0);
+                    *o = codes[slot] | (u16::from(negative) << sign_shift);
+                }
+            }
+        }
+    }
+}
+
+/// The f32 threshold `t` between adjacent levels `lo <= hi` such that, for
+/// every f32 `x`, `x > t` exactly when `x` should take `hi`: `x` is nearer
+/// `hi`, or equally near and `hi` is the level nearer zero.
+///
+/// The midpoint of two f32s is exact in f64. Rounding it down to f32 gives
+/// the right strict comparison when the tie goes to `lo`; when the tie goes
+/// to `hi` and the midpoint is itself an f32, the threshold steps one f32
+/// below it so that `x == midpoint` also passes.
+pub(crate) fn tie_threshold(lo: f32, hi: f32) -> f32 {
+    let mid = (f64::from(lo) + f64::from(hi)) / 2.0;
+    let down = f32_round_down(mid);
+    let tie_goes_up = hi.abs() < lo.abs();
+    if tie_goes_up && f64::from(down) == mid {
+        next_down(down)
+    } else {
+        down
+    }
+}
+
+/// The largest f32 not above `x`.
+fn f32_round_down(x: f64) -> f32 {
+    let r = x as f32;
+    if f64::from(r) > x {
+        next_down(r)
+    } else {
+        r
+    }
+}
+
+/// The next f32 toward -inf (for finite inputs).
+pub(crate) fn next_down(x: f32) -> f32 {
+    if x == 0.0 {
+        return -f32::from_bits(1);
+    }
+    let bits = x.to_bits();
+    f32::from_bits(if x > 0.0 { bits - 1 } else { bits + 1 })
+}
+
+/// The next f32 toward +inf (for finite inputs).
+pub(crate) fn next_up(x: f32) -> f32 {
+    if x == 0.0 {
+        return f32::from_bits(1);
+    }
+    let bits = x.to_bits();
+    f32::from_bits(if x > 0.0 { bits + 1 } else { bits - 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn tie_goes_toward_zero() {
+        let lv = [-1.0f32, -0.5, 0.0, 0.5, 1.0];
+        let t = ThresholdTable::nearest(Layout::Sorted, &lv, vec![0, 1, 2, 3, 4]);
+        assert_eq!(t.encode(0.25), 2);
+        assert_eq!(t.encode(-0.25), 2);
+        assert_eq!(t.encode(0.75), 3);
+        assert_eq!(t.encode(-0.75), 1);
+        assert_eq!(t.encode(next_up(0.25)), 3);
+        assert_eq!(t.encode(next_down(-0.25)), 1);
+        assert_eq!(t.encode(7.0), 4);
+        assert_eq!(t.encode(-7.0), 0);
+    }
+
+    #[test]
+    fn straddling_zero_tie_picks_smaller_magnitude() {
+        let lv = [-0.25f32, 0.5];
+        let t = ThresholdTable::nearest(Layout::Sorted, &lv, vec![0, 1]);
+        assert_eq!(t.encode(0.125), 0);
+        assert_eq!(t.encode(next_up(0.125)), 1);
+        let lv = [-0.5f32, 0.25];
+        let t = ThresholdTable::nearest(Layout::Sorted, &lv, vec![0, 1]);
+        assert_eq!(t.encode(-0.125), 1);
+        assert_eq!(t.encode(next_down(-0.125)), 0);
+    }
+}

@@ -1,0 +1,498 @@
+//! From f32 values to codes and scales, and back.
+//!
+//! The pipeline: validate the input, compute each group's scale, choose the
+//! codebook (search μ for `log`, train the table for `lut`), optionally search
+//! each group's clipping ratio, then encode every group against the one
+//! codebook.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::codebook::{CodeWidth, Codebook, CodecKind, FpLayout};
+use crate::scale::{element_count, GroupLayout, GroupScales, ScaleDtype, Scaling};
+use crate::{search, CodecError};
+
+/// Which codebook to quantize with, and how to choose its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodecSpec {
+    /// The reference LSQR codec.
+    Seed,
+    /// μ-law logarithmic; `None` searches μ for the least squared error.
+    Log {
+        /// A fixed μ, or `None` to search it.
+        mu: Option<f32>,
+    },
+    /// Symmetric integer grid.
+    Uniform,
+    /// NormalFloat-C.
+    Nf,
+    /// Minifloat; `None` takes [`FpLayout::for_width`].
+    Fp(Option<FpLayout>),
+    /// Table trained by Lloyd-Max on this tensor.
+    Lut,
+}
+
+impl CodecSpec {
+    /// The spec a codec family gets by default: μ and tables searched, the
+    /// default minifloat layout.
+    pub fn default_for(kind: CodecKind) -> Self {
+        match kind {
+            CodecKind::Seed => Self::Seed,
+            CodecKind::Log => Self::Log { mu: None },
+            CodecKind::Uniform => Self::Uniform,
+            CodecKind::Nf => Self::Nf,
+            CodecKind::Fp => Self::Fp(None),
+            CodecKind::Lut => Self::Lut,
+        }
+    }
+}
+
+/// How a group's scale is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScaleMethod {
+    /// The group's largest magnitude: nothing is clipped.
+    #[default]
+    AbsMax,
+    /// The clipping ratio in 1/2..=1 of absmax with the least squared error
+    /// for the group, from 17 evenly spaced candidates.
+    MseSearch,
+}
+
+/// Everything [`quantize`] needs besides the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizeOptions {
+    /// Codebook family and parameters.
+    pub codec: CodecSpec,
+    /// Code width C.
+    pub bits: u32,
+    /// How scales are shared.
+    pub scaling: Scaling,
+    /// How scales are stored.
+    pub scale_dtype: ScaleDtype,
+    /// How scales are chosen.
+    pub scale_method: ScaleMethod,
+}
+
+impl QuantizeOptions {
+    /// `codec` at `bits`, with the defaults: groups of 64, f16 absmax scales.
+    pub fn new(codec: CodecSpec, bits: u32) -> Self {
+        Self {
+            codec,
+            bits,
+            scaling: Scaling::Group(64),
+            scale_dtype: ScaleDtype::F16,
+            scale_method: ScaleMethod::AbsMax,
+        }
+    }
+
+    /// The reference LSQR behaviour: `seed` codebook, no scale.
+    pub fn seed_reference(bits: u32) -> Self {
+        Self {
+            scaling: Scaling::Unit,
+            ..Self::new(CodecSpec::Seed, bits)
+        }
+    }
+}
+
+/// A quantized tensor: shape, codebook, scales and one code per element.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedTensor {
+    shape: Vec<usize>,
+    codebook: Codebook,
+    scaling: Scaling,
+    layout: GroupLayout,
+    scales: GroupScales,
+    codes: Vec<u16>,
+}
+
+/// Quantizes `data` (row-major, of `shape`).
+pub fn quantize(
+    data: &[f32],
+    shape: &[usize],
+    options: &QuantizeOptions,
+) -> Result<QuantizedTensor, CodecError> {
+    let width = CodeWidth::new(options.bits)?;
+    let layout = layout_for(shape, data.len(), options.scaling)?;
+    if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+        return Err(CodecError::NonFinite {
+            index,
+            value: data[index],
+        });
+    }
+    let unit = options.scaling == Scaling::Unit;
+    let mut scales = if unit {
+        Vec::new()
+    } else {
+        absmax_scales(data, &layout, options.scale_dtype)?
+    };
+    let codebook = choose_codebook(data, &layout, &scales, width, &options.codec)?;
+    if options.scale_method == ScaleMethod::MseSearch && !unit {
+        scales = search::mse_scales(data, &layout, &codebook, options.scale_dtype)?;
+    }
+    let mut codes = vec![0u16; data.len()];
+    encode_groups(data, &layout, &scales, &codebook, &mut codes);
+    let scales = GroupScales::new(options.scale_dtype, scales)?;
+    Ok(QuantizedTensor {
+        shape: shape.to_vec(),
+        codebook,
+        scaling: options.scaling,
+        layout,
+        scales,
+        codes,
+    })
+}
+
+fn layout_for(
+    shape: &[usize],
+    data_len: usize,
+    scaling: Scaling,
+) -> Result<GroupLayout, CodecError> {
+    let shape_elements = element_count(shape);
+    if shape_elements != Some(data_len) {
+        return Err(CodecError::ShapeMismatch {
+            shape_elements,
+            data_len,
+        });
+    }
+    GroupLayout::new(shape, scaling)
+}
+
+/// Each group's largest magnitude, rounded up to the scale dtype.
+fn absmax_scales(
+    data: &[f32],
+    layout: &GroupLayout,
+    dtype: ScaleDtype,
+) -> Result<Vec<f32>, CodecError> {
+    layout
+        .groups()
+        .enumerate()
+        .map(|(g, range)| dtype.round(g, data[range].iter().fold(0.0f32, |m, v| m.max(v.abs()))))
+        .collect()
+}
+
+fn choose_codebook(
+    data: &[f32],
+    layout: &GroupLayout,
+    scales: &[f32],
+    width: CodeWidth,
+    spec: &CodecSpec,
+) -> Result<Codebook, CodecError> {
+    Ok(match spec {
+        CodecSpec::Seed => Codebook::seed(width),
+        CodecSpec::Log { mu: Some(mu) } => Codebook::log(width, *mu)?,
+        CodecSpec::Log { mu: None } => {
+            let sample = search::Sample::strided(data, layout, scales, search::MU_SAMPLE);
+            Codebook::log(width, search::best_mu(&sample, width))?
+        }
+        CodecSpec::Uniform => Codebook::uniform(width),
+        CodecSpec::Nf => Codebook::nf(width),
+        CodecSpec::Fp(layout_opt) => {
+            let fp = layout_opt.unwrap_or_else(|| FpLayout::for_width(width));
+            if fp.width() != width {
+                return Err(CodecError::InvalidFpLayout {
+                    exp_bits: fp.exp_bits(),
+                    man_bits: fp.man_bits(),
+                });
+            }
+            Codebook::fp(fp)
+        }
+        CodecSpec::Lut => {
+            let sample = search::Sample::strided(data, layout, scales, search::LUT_SAMPLE);
+            Codebook::lut(width, search::lloyd_max(&sample, width))?
+        }
+    })
+}
+
+/// The scale of group `g`: 1 when there are no scales (`Scaling::Unit`).
+pub(crate) fn scale_of(scales: &[f32], g: usize) -> f32 {
+    scales.get(g).copied().unwrap_or(1.0)
+}
+
+/// Multiplier that maps a group onto the codebook's unit range.
+pub(crate) fn inverse(scale: f32) -> f32 {
+    if scale > 0.0 {
+        1.0 / scale
+    } else {
+        0.0
+    }
+}
+
+fn encode_groups(
+    data: &[f32],
+    layout: &GroupLayout,
+    scales: &[f32],
+    codebook: &Codebook,
+    codes: &mut [u16],
+) {
+    if layout.element_count() == 0 {
+        return;
+    }
+    for (g, range) in layout.groups().enumerate() {
+        let inv = inverse(scale_of(scales, g));
+        codebook.encode_scaled(&data[range.clone()], inv, &mut codes[range]);
+    }
+}
+
+/// Decodes `codes` into `out`: `out[i] = decode_table[codes[i]] * scale(group of i)`.
+///
+/// `scales` is empty for `Scaling::Unit`, else one per group of `layout`.
+pub fn dequantize_codes(
+    codebook: &Codebook,
+    layout: &GroupLayout,
+    scales: &[f32],
+    codes: &[u16],
+    out: &mut [f32],
+) -> Result<(), CodecError> {
+    let n = layout.element_count();
+    check_len("codes", n, codes.len())?;
+    check_len("output", n, out.len())?;
+    if !scales.is_empty() {
+        check_len("scales", layout.group_count(), scales.len())?;
+    }
+    check_codes(codes, codebook.width())?;
+    if n == 0 {
+        return Ok(());
+    }
+    let table = codebook.decode_table();
+    for (g, range) in layout.groups().enumerate() {
+        let s = scale_of(scales, g);
+        for (o, &c) in out[range.clone()].iter_mut().zip(&codes[range]) {
+            *o = table[usize::from(c)] * s;
+        }
+    }
+    Ok(())
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), CodecError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(CodecError::LengthMismatch {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// Every code must fit in C bits; the first that does not is named.
+fn check_codes(codes: &[u16], width: CodeWidth) -> Result<(), CodecError> {
+    let max = width.max_code();
+    if codes.iter().fold(0u16, |acc, &c| acc | c) <= max {
+        return Ok(());
+    }
+    let index = codes.iter().position(|&c| c > max).unwrap_or(0);
+    Err(CodecError::CodeOutOfRange {
+        index,
+        code: codes[index],
+        bits: width.bits(),
+    })
+}
+
+impl QuantizedTensor {
+    /// Assembles a tensor from stored parts, checking that they agree.
+    pub fn from_parts(
+        shape: Vec<usize>,
+        codebook: Codebook,
+        scaling: Scaling,
+        scales: GroupScales,
+        codes: Vec<u16>,
+    ) -> Result<Self, CodecError> {
+        let layout = layout_for(&shape, codes.len(), scaling)?;
+        let expected_scales = if scaling == Scaling::Unit {
+            0
+        } else {
+            layout.group_count()
+        };
+        check_len("scales", expected_scales, scales.values().len())?;
+        check_codes(&codes, codebook.width())?;
+        Ok(Self {
+            shape,
+            codebook,
+            scaling,
+            layout,
+            scales,
+            codes,
+        })
+    }
+
+    /// Shape of the original tensor.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The codebook (its params are what a container stores).
+    pub fn codebook(&self) -> &Codebook {
+        &self.codebook
+    }
+
+    /// How scales are shared.
+    pub fn scaling(&self) -> Scaling {
+        self.scaling
+    }
+
+    /// Where the groups lie.
+    pub fn layout(&self) -> &GroupLayout {
+        &self.layout
+    }
+
+    /// One scale per group (none for `Scaling::Unit`).
+    pub fn scales(&self) -> &GroupScales {
+        &self.scales
+    }
+
+    /// One code per element, row-major.
+    pub fn codes(&self) -> &[u16] {
+        &self.codes
+    }
+
+    /// Decodes into a caller buffer of exactly one f32 per element.
+    pub fn dequantize_into(&self, out: &mut [f32]) -> Result<(), CodecError> {
+        dequantize_codes(
+            &self.codebook,
+            &self.layout,
+            self.scales.values(),
+            &self.codes,
+            out,
+        )
+    }
+
+    /// Decodes into a new vector.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.codes.len()];
+        self.dequantize_into(&mut out)
+            .expect("parts were validated on construction");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorMetrics;
+
+    fn ramp(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect()
+    }
+
+    #[test]
+    fn rejects_non_finite_with_index() {
+        let mut x = ramp(100);
+        x[42] = f32::NAN;
+        let err = quantize(&x, &[100], &QuantizeOptions::new(CodecSpec::Uniform, 4)).unwrap_err();
+        assert!(matches!(err, CodecError::NonFinite { index: 42, .. }));
+        x[42] = f32::NEG_INFINITY;
+        let err = quantize(&x, &[100], &QuantizeOptions::new(CodecSpec::Uniform, 4)).unwrap_err();
+        assert_eq!(
+            err,
+            CodecError::NonFinite {
+                index: 42,
+                value: f32::NEG_INFINITY
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_shape_mismatch_and_bad_bits() {
+        let x = ramp(10);
+        let opts = QuantizeOptions::new(CodecSpec::Uniform, 4);
+        assert_eq!(
+            quantize(&x, &[3, 4], &opts),
+            Err(CodecError::ShapeMismatch {
+                shape_elements: Some(12),
+                data_len: 10
+            })
+        );
+        assert!(matches!(
+            quantize(&x, &[usize::MAX, 2], &opts),
+            Err(CodecError::ShapeMismatch {
+                shape_elements: None,
+                ..
+            })
+        ));
+        let opts = QuantizeOptions::new(CodecSpec::Uniform, 17);
+        assert_eq!(
+            quantize(&x, &[10], &opts),
+            Err(CodecError::InvalidBits { bits: 17 })
+        );
+    }
+
+    #[test]
+    fn every_codec_round_trips_within_reason() {
+        let x = ramp(4096);
+        for kind in CodecKind::ALL {
+            for bits in [3, 8] {
+                let opts = QuantizeOptions::new(CodecSpec::default_for(kind), bits);
+                let q = quantize(&x, &[64, 64], &opts).unwrap();
+                let y = q.dequantize();
+                let snr = ErrorMetrics::between(&x, &y).unwrap().snr_db();
+                let floor = match (kind, bits) {
+                    (CodecKind::Seed, _) => -10.0,
+                    (_, 3) => 8.0,
+                    _ => 30.0,
+                };
+                assert!(snr > floor, "{kind} C={bits}: {snr} dB");
+            }
+        }
+    }
+
+    #[test]
+    fn from_parts_validates() {
+        let x = ramp(64);
+        let q = quantize(&x, &[2, 32], &QuantizeOptions::new(CodecSpec::Nf, 3)).unwrap();
+        let rebuilt = QuantizedTensor::from_parts(
+            q.shape().to_vec(),
+            q.codebook().clone(),
+            q.scaling(),
+            q.scales().clone(),
+            q.codes().to_vec(),
+        )
+        .unwrap();
+        assert_eq!(rebuilt, q);
+        let mut bad_codes = q.codes().to_vec();
+        bad_codes[5] = 8;
+        let err = QuantizedTensor::from_parts(
+            q.shape().to_vec(),
+            q.codebook().clone(),
+            q.scaling(),
+            q.scales().clone(),
+            bad_codes,
+        );
+        assert_eq!(
+            err,
+            Err(CodecError::CodeOutOfRange {
+                index: 5,
+                code: 8,
+                bits: 3
+            })
+        );
+        let err = QuantizedTensor::from_parts(
+            q.shape().to_vec(),
+            q.codebook().clone(),
+            q.scaling(),
+            GroupScales::new(ScaleDtype::F16, vec![1.0]).unwrap(),
+            q.codes().to_vec(),
+        );
+        assert!(matches!(
+            err,
+            Err(CodecError::LengthMismatch {
+                what: "scales",
+                expected: 2,
+                got: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn empty_and_single_element_tensors() {
+        for kind in CodecKind::ALL {
+            let opts = QuantizeOptions::new(CodecSpec::default_for(kind), 4);
+            let q = quantize(&[], &[0, 7], &opts).unwrap();
+            assert!(q.dequantize().is_empty());
+            let q = quantize(&[0.25], &[], &opts).unwrap();
+            assert_eq!(q.dequantize().len(), 1);
+        }
+    }
+}

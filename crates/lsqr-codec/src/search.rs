@@ -1,0 +1,263 @@
+//! Parameter searches: μ of the `log` codebook, the `lut` table, and
+//! per-group clipping ratios.
+//!
+//! μ and the table are fitted on a strided sample of the tensor (every
+//! element when the tensor is small), each element weighted by its group's
+//! scale squared, so the objective is the tensor's squared error in its own
+//! units. The full tensor is then encoded once with the result.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::codebook::{CodeWidth, Codebook};
+use crate::quantize::{inverse, scale_of};
+use crate::scale::{GroupLayout, ScaleDtype};
+use crate::CodecError;
+
+/// Elements sampled for the μ search. Large enough that the chosen μ is
+/// within noise of the whole-tensor optimum, small enough that the search
+/// costs less than one encoding pass of a large tensor.
+pub(crate) const MU_SAMPLE: usize = 1 << 16;
+/// Elements sampled to train a `lut` table.
+pub(crate) const LUT_SAMPLE: usize = 1 << 18;
+
+/// Elements taken at a fixed stride, divided by their group scales, with
+/// each one's weight `s²` (the factor that turns an error at unit scale into
+/// an error in the tensor's units). Elements of all-zero groups decode to 0
+/// under every codebook, so they are left out.
+pub(crate) struct Sample {
+    normalized: Vec<f32>,
+    weights: Vec<f32>,
+}
+
+impl Sample {
+    pub(crate) fn strided(data: &[f32], layout: &GroupLayout, scales: &[f32], max: usize) -> Self {
+        let stride = data.len().div_ceil(max).max(1);
+        let (normalized, weights) = (0..data.len())
+            .step_by(stride)
+            .map(|i| (data[i], scale_of(scales, layout.group_of(i))))
+            .filter(|&(_, s)| s > 0.0)
+            .map(|(x, s)| (x * inverse(s), s * s))
+            .unzip();
+        Self {
+            normalized,
+            weights,
+        }
+    }
+
+    /// Σ s² (x/s - level(x/s))² over the sample.
+    fn squared_error(&self, codebook: &Codebook) -> f64 {
+        let table = codebook.decode_table();
+        let mut codes = vec![0u16; self.normalized.len()];
+        codebook.encode_scaled(&self.normalized, 1.0, &mut codes);
+        self.normalized
+            .iter()
+            .zip(&self.weights)
+            .zip(&codes)
+            .map(|((&v, &w), &c)| {
+                let e = f64::from(v) - f64::from(table[usize::from(c)]);
+                f64::from(w) * e * e
+            })
+            .sum()
+    }
+}
+
+/// The μ with the least squared error on the sample: a grid over
+/// {0} ∪ {2^(k/2) : k = 0..=28} (μ up to 16384), then a golden-section
+/// refinement of ln μ between the best point's neighbours.
+pub(crate) fn best_mu(sample: &Sample, width: CodeWidth) -> f32 {
+    let error_at = |mu: f64| -> f64 {
+        let codebook = Codebook::log(width, mu as f32).expect("grid mu is finite and >= 0");
+        sample.squared_error(&codebook)
+    };
+    let grid: Vec<f64> = core::iter::once(0.0)
+        .chain((0..=28).map(|k| libm::exp2(f64::from(k) / 2.0)))
+        .collect();
+    let errors: Vec<f64> = grid.iter().map(|&mu| error_at(mu)).collect();
+    let best = (0..grid.len()).fold(0, |b, i| if errors[i] < errors[b] { i } else { b });
+    if best == 0 {
+        return 0.0;
+    }
+    // Search t = ln(μ) between the neighbours; a neighbour μ = 0 becomes
+    // t = ln(1/2), since μ below 1/2 is within rounding of uniform here.
+    let lo = libm::log(grid[best - 1].max(0.5));
+    let hi = libm::log(grid[(best + 1).min(grid.len() - 1)]);
+    let (t, e) = golden_section(lo, hi, 12, |t| error_at(libm::exp(t)));
+    if e < errors[best] {
+        libm::exp(t) as f32
+    } else {
+        grid[best] as f32
+    }
+}
+
+/// Minimises `f` on [lo, hi] with `steps` golden-section steps; returns the
+/// best point seen and its value.
+fn golden_section(mut lo: f64, mut hi: f64, steps: usize, f: impl Fn(f64) -> f64) -> (f64, f64) {
+    const INV_PHI: f64 = 0.618_033_988_749_894_8;
+    let mut a = hi - INV_PHI * (hi - lo);
+    let mut b = lo + INV_PHI * (hi - lo);
+    let (mut fa, mut fb) = (f(a), f(b));
+    for _ in 0..steps {
+        if fa <= fb {
+            hi = b;
+            (b, fb) = (a, fa);
+            a = hi - INV_PHI * (hi - lo);
+            fa = f(a);
+        } else {
+            lo = a;
+            (a, fa) = (b, fb);
+            b = lo + INV_PHI * (hi - lo);
+            fb = f(b);
+        }
+    }
+    if fa <= fb {
+        (a, fa)
+    } else {
+        (b, fb)
+    }
+}
+
+/// A `2^C`-entry ascending table fitted by Lloyd-Max (1-D k-means) to the
+/// sample's normalised values `x / s`, weighted by `s²`.
+///
+/// The sorted sample with prefix sums makes each iteration cost
+/// O(2^C log n): a cell's centroid is a difference of two prefix sums.
+pub(crate) fn lloyd_max(sample: &Sample, width: CodeWidth) -> Vec<f32> {
+    let k = width.code_count();
+    let mut points: Vec<(f32, f32)> = sample
+        .normalized
+        .iter()
+        .zip(&sample.weights)
+        .map(|(&v, &w)| (v.clamp(-1.0, 1.0), w))
+        .collect();
+    if points.is_empty() {
+        return (0..k)
+            .map(|i| (2.0 * i as f64 / (k - 1) as f64 - 1.0) as f32)
+            .collect();
+    }
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = points.len();
+    let mut prefix_w = vec![0.0f64; n + 1];
+    let mut prefix_wv = vec![0.0f64; n + 1];
+    for (i, &(v, w)) in points.iter().enumerate() {
+        prefix_w[i + 1] = prefix_w[i] + f64::from(w);
+        prefix_wv[i + 1] = prefix_wv[i] + f64::from(w) * f64::from(v);
+    }
+    // Start from the sample's quantiles.
+    let mut levels: Vec<f64> = (0..k)
+        .map(|i| f64::from(points[(2 * i + 1) * n / (2 * k)].0))
+        .collect();
+    let mut bounds = vec![0usize; k + 1];
+    bounds[k] = n;
+    for _ in 0..64 {
+        for i in 1..k {
+            let t = (levels[i - 1] + levels[i]) / 2.0;
+            bounds[i] = points.partition_point(|p| f64::from(p.0) <= t);
+        }
+        let mut moved = 0.0f64;
+        for i in 0..k {
+            let w = prefix_w[bounds[i + 1]] - prefix_w[bounds[i]];
+            if w > 0.0 {
+                let c = (prefix_wv[bounds[i + 1]] - prefix_wv[bounds[i]]) / w;
+                moved = moved.max((c - levels[i]).abs());
+                levels[i] = c;
+            }
+        }
+        if moved < 1e-7 {
+            break;
+        }
+    }
+    let mut table: Vec<f32> = levels.into_iter().map(|v| v as f32).collect();
+    // Centroids of ordered cells stay ordered; f32 rounding cannot break
+    // that, but make it a guarantee for `Codebook::lut`.
+    table.sort_by(f32::total_cmp);
+    table
+}
+
+/// Per group, the scale `r · absmax` (r in 1/2..=1, 17 steps), rounded to
+/// `dtype`, with the least squared error under `codebook`.
+pub(crate) fn mse_scales(
+    data: &[f32],
+    layout: &GroupLayout,
+    codebook: &Codebook,
+    dtype: ScaleDtype,
+) -> Result<Vec<f32>, CodecError> {
+    let table = codebook.decode_table();
+    let mut codes = vec![0u16; layout.group_len().min(data.len())];
+    let mut scales = Vec::with_capacity(layout.group_count());
+    for (g, range) in layout.groups().enumerate() {
+        let xs = &data[range];
+        let codes = &mut codes[..xs.len()];
+        let absmax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let mut best = (f64::INFINITY, 0.0f32);
+        for step in 0..=16 {
+            let s = dtype.round(g, absmax * (1.0 - step as f32 / 32.0))?;
+            codebook.encode_scaled(xs, inverse(s), codes);
+            let err: f64 = xs
+                .iter()
+                .zip(codes.iter())
+                .map(|(&x, &c)| {
+                    let e = f64::from(x) - f64::from(table[usize::from(c)] * s);
+                    e * e
+                })
+                .sum();
+            if err < best.0 {
+                best = (err, s);
+            }
+        }
+        scales.push(best.1);
+    }
+    Ok(scales)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale::Scaling;
+
+    fn laplace(n: usize) -> Vec<f32> {
+        // Deterministic Laplacian-ish sample via inverse CDF of a ramp.
+        (0..n)
+            .map(|i| {
+                let u = (i as f64 * 0.618_033_988_75).fract() - 0.5;
+                let v = -u.signum() * libm::log(1.0 - 2.0 * u.abs() + 1e-12);
+                v as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn golden_section_finds_parabola_minimum() {
+        let (x, fx) = golden_section(-3.0, 5.0, 40, |x| (x - 1.25) * (x - 1.25) + 2.0);
+        assert!((x - 1.25).abs() < 1e-6);
+        assert!((fx - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn mu_search_beats_every_grid_point_on_heavy_tails() {
+        let x = laplace(4096);
+        let layout = GroupLayout::new(&[4096], Scaling::Tensor).unwrap();
+        let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let sample = Sample::strided(&x, &layout, &[absmax], MU_SAMPLE);
+        let w = CodeWidth::new(4).unwrap();
+        let mu = best_mu(&sample, w);
+        let err = sample.squared_error(&Codebook::log(w, mu).unwrap());
+        for k in 0..=28 {
+            let grid_mu = libm::exp2(f64::from(k) / 2.0) as f32;
+            assert!(err <= sample.squared_error(&Codebook::log(w, grid_mu).unwrap()));
+        }
+        assert!(mu > 1.0, "heavy tails want log spacing, got mu = {mu}");
+    }
+
+    #[test]
+    fn lloyd_max_beats_its_quantile_start_and_uniform() {
+        let x = laplace(8192);
+        let layout = GroupLayout::new(&[8192], Scaling::Tensor).unwrap();
+        let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let sample = Sample::strided(&x, &layout, &[absmax], LUT_SAMPLE);
+        let w = CodeWidth::new(3).unwrap();
+        let lut = Codebook::lut(w, lloyd_max(&sample, w)).unwrap();
+        let uniform = Codebook::uniform(w);
+        assert!(sample.squared_error(&lut) < 0.8 * sample.squared_error(&uniform));
+    }
+}
