@@ -28,12 +28,14 @@
 //! codebook, so tables are bit-identical with and without `std`).
 #![no_std]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod arch;
 pub mod codebook;
 mod error;
 pub mod metrics;

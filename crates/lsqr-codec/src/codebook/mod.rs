@@ -262,8 +262,7 @@ impl Codebook {
             sign_shift: width.magnitude_bits(),
             zero_keeps_sign: false,
         };
-        let codes = (0..half as u16).collect();
-        let encoder = ThresholdTable::nearest(layout, magnitudes, codes);
+        let encoder = ThresholdTable::nearest(layout, magnitudes, 0);
         Self {
             width,
             params,
@@ -274,8 +273,7 @@ impl Codebook {
 
     /// Codebook whose codes index ascending levels directly.
     fn sorted(width: CodeWidth, params: CodebookParams, levels: Vec<f32>) -> Self {
-        let codes = (0..levels.len()).map(|c| c as u16).collect();
-        let encoder = ThresholdTable::nearest(Layout::Sorted, &levels, codes);
+        let encoder = ThresholdTable::nearest(Layout::Sorted, &levels, 0);
         Self {
             width,
             params,
@@ -321,6 +319,12 @@ impl Codebook {
     #[inline]
     pub fn decode_one(&self, code: u16) -> Option<f32> {
         self.decode_table.get(usize::from(code)).copied()
+    }
+
+    /// The encoder, for the SIMD paths' tests.
+    #[cfg(test)]
+    pub(crate) fn encoder(&self) -> &ThresholdTable {
+        &self.encoder
     }
 
     /// Encodes `xs[i] * inv_scale` into `out[i]`; the caller has checked that

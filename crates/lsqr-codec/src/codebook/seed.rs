@@ -60,15 +60,11 @@ pub(super) fn tables(width: CodeWidth) -> (Vec<f32>, ThresholdTable) {
     let thresholds = (1..half - 1)
         .map(|k| last_input_with_k_at_most(k as u16, b))
         .collect();
-    let slot_codes = (1..half).map(|k| k as u16).collect();
     let layout = Layout::SignMagnitude {
         sign_shift: b,
         zero_keeps_sign: true,
     };
-    (
-        decode_table,
-        ThresholdTable::new(layout, thresholds, slot_codes),
-    )
+    (decode_table, ThresholdTable::new(layout, thresholds, 1))
 }
 
 /// The largest f32 `a` in [0, 1] with `reference_k(a) <= k`.

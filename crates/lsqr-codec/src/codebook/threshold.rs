@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Layout {
     /// Sign-magnitude: the search runs on |x|, and the code is
-    /// `sign << (C-1) | slot_codes[slot]`.
+    /// `sign << (C-1) | (first_code + slot)`.
     SignMagnitude {
         /// Bit position of the sign (C - 1).
         sign_shift: u32,
@@ -26,42 +26,45 @@ pub(crate) enum Layout {
     Sorted,
 }
 
-/// Sorted thresholds padded to `2^depth - 1` entries with +inf, plus the code
-/// of each slot.
+/// Sorted thresholds padded to `2^depth - 1` entries with +inf. Slot `i`
+/// has code `first_code + i` (before the sign bit).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ThresholdTable {
     pub(crate) layout: Layout,
     /// Non-decreasing; `x` falls in slot `#{t : x > t}`.
-    thresholds: Vec<f32>,
+    pub(crate) thresholds: Vec<f32>,
     /// Binary-search depth: `thresholds.len() == 2^depth - 1`.
-    depth: u32,
-    /// Code emitted for each slot (before the sign bit).
-    slot_codes: Vec<u16>,
+    pub(crate) depth: u32,
+    /// Number of real slots (one more than the real thresholds).
+    slots: usize,
+    /// Code of slot 0.
+    pub(crate) first_code: u16,
 }
 
 impl ThresholdTable {
     /// Builds a table from the real thresholds (one fewer than the slots).
-    pub(crate) fn new(layout: Layout, mut thresholds: Vec<f32>, slot_codes: Vec<u16>) -> Self {
-        debug_assert_eq!(thresholds.len() + 1, slot_codes.len());
+    pub(crate) fn new(layout: Layout, mut thresholds: Vec<f32>, first_code: u16) -> Self {
         debug_assert!(thresholds.windows(2).all(|w| w[0] <= w[1]));
-        let depth = usize::BITS - (slot_codes.len() - 1).leading_zeros();
+        let slots = thresholds.len() + 1;
+        let depth = usize::BITS - thresholds.len().leading_zeros();
         thresholds.resize((1usize << depth) - 1, f32::INFINITY);
         Self {
             layout,
             thresholds,
             depth,
-            slot_codes,
+            slots,
+            first_code,
         }
     }
 
     /// Builds the table for "nearest level, ties toward zero" over levels
-    /// given in ascending order, with `codes[i]` the code of `levels[i]`.
-    pub(crate) fn nearest(layout: Layout, levels: &[f32], codes: Vec<u16>) -> Self {
+    /// given in ascending order, slot `i` holding `levels[i]`.
+    pub(crate) fn nearest(layout: Layout, levels: &[f32], first_code: u16) -> Self {
         let thresholds = levels
             .windows(2)
             .map(|w| tie_threshold(w[0], w[1]))
             .collect();
-        Self::new(layout, thresholds, codes)
+        Self::new(layout, thresholds, first_code)
     }
 
     /// The slot of `x`: the number of thresholds strictly below it.
@@ -75,78 +78,36 @@ impl ThresholdTable {
             // Branch-free: the compiler turns this into a conditional add.
             idx += usize::from(x > t[idx + step - 1]) * step;
         }
-        idx
+        idx.min(self.slots - 1)
     }
 
     /// Code of one normalized value `x` (already divided by its scale).
     #[inline(always)]
     pub(crate) fn encode(&self, x: f32) -> u16 {
         match self.layout {
-            Layout::Sorted => self.slot_codes[self.slot(x)],
+            Layout::Sorted => self.first_code + self.slot(x) as u16,
             Layout::SignMagnitude {
                 sign_shift,
                 zero_keeps_sign,
             } => {
                 let slot = self.slot(x.abs());
                 let negative = x < 0.0 && (zero_keeps_sign || slot != 0);
-                self.slot_codes[slot] | (u16::from(negative) << sign_shift)
+                (self.first_code + slot as u16) | (u16::from(negative) << sign_shift)
             }
         }
     }
 
-    /// Encodes `xs[i] * inv_scale` into `out[i]`.
-    ///
-    /// Monomorphised on the search depth so the search unrolls into a fixed
-    /// sequence of compare-and-add steps per element.
+    /// Encodes `xs[i] * inv_scale` into `out[i]`, on the fastest path this
+    /// CPU has.
     pub(crate) fn encode_scaled(&self, xs: &[f32], inv_scale: f32, out: &mut [u16]) {
-        debug_assert_eq!(xs.len(), out.len());
-        match self.depth {
-            0 => self.encode_scaled_depth::<0>(xs, inv_scale, out),
-            1 => self.encode_scaled_depth::<1>(xs, inv_scale, out),
-            2 => self.encode_scaled_depth::<2>(xs, inv_scale, out),
-            3 => self.encode_scaled_depth::<3>(xs, inv_scale, out),
-            4 => self.encode_scaled_depth::<4>(xs, inv_scale, out),
-            5 => self.encode_scaled_depth::<5>(xs, inv_scale, out),
-            6 => self.encode_scaled_depth::<6>(xs, inv_scale, out),
-            7 => self.encode_scaled_depth::<7>(xs, inv_scale, out),
-            8 => self.encode_scaled_depth::<8>(xs, inv_scale, out),
-            _ => {
-                for (o, &x) in out.iter_mut().zip(xs) {
-                    *o = self.encode(x * inv_scale);
-                }
-            }
-        }
+        crate::arch::encode_scaled(self, xs, inv_scale, out);
     }
 
-    fn encode_scaled_depth<const DEPTH: u32>(&self, xs: &[f32], inv_scale: f32, out: &mut [u16]) {
-        let t = &self.thresholds[..(1usize << DEPTH) - 1];
-        let codes = &self.slot_codes[..];
-        let search = |x: f32| {
-            let mut idx = 0usize;
-            let mut step = 1usize << DEPTH;
-            while step > 1 {
-                step >>= 1;
-                idx += usize::from(x > t[idx + step - 1]) * step;
-            }
-            idx.min(codes.len() - 1)
-        };
-        match self.layout {
-            Layout::Sorted => {
-                for (o, &x) in out.iter_mut().zip(xs) {
-                    *o = codes[search(x * inv_scale)];
-                }
-            }
-            Layout::SignMagnitude {
-                sign_shift,
-                zero_keeps_sign,
-            } => {
-                for (o, &x) in out.iter_mut().zip(xs) {
-                    let v = x * inv_scale;
-                    let slot = search(v.abs());
-                    let negative = v < 0.0 && (zero_keeps_sign || slot != 0);
-                    *o = codes[slot] | (u16::from(negative) << sign_shift);
-                }
-            }
+    /// The portable path of [`ThresholdTable::encode_scaled`], also the
+    /// reference the SIMD paths are tested against.
+    pub(crate) fn encode_scaled_generic(&self, xs: &[f32], inv_scale: f32, out: &mut [u16]) {
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = self.encode(x * inv_scale);
         }
     }
 }
@@ -201,12 +162,10 @@ pub(crate) fn next_up(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
-
     #[test]
     fn tie_goes_toward_zero() {
         let lv = [-1.0f32, -0.5, 0.0, 0.5, 1.0];
-        let t = ThresholdTable::nearest(Layout::Sorted, &lv, vec![0, 1, 2, 3, 4]);
+        let t = ThresholdTable::nearest(Layout::Sorted, &lv, 0);
         assert_eq!(t.encode(0.25), 2);
         assert_eq!(t.encode(-0.25), 2);
         assert_eq!(t.encode(0.75), 3);
@@ -220,11 +179,11 @@ mod tests {
     #[test]
     fn straddling_zero_tie_picks_smaller_magnitude() {
         let lv = [-0.25f32, 0.5];
-        let t = ThresholdTable::nearest(Layout::Sorted, &lv, vec![0, 1]);
+        let t = ThresholdTable::nearest(Layout::Sorted, &lv, 0);
         assert_eq!(t.encode(0.125), 0);
         assert_eq!(t.encode(next_up(0.125)), 1);
         let lv = [-0.5f32, 0.25];
-        let t = ThresholdTable::nearest(Layout::Sorted, &lv, vec![0, 1]);
+        let t = ThresholdTable::nearest(Layout::Sorted, &lv, 0);
         assert_eq!(t.encode(-0.125), 1);
         assert_eq!(t.encode(next_down(-0.125)), 0);
     }
