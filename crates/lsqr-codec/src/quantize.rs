@@ -207,10 +207,7 @@ fn choose_codebook(
             }
             Codebook::fp(fp)
         }
-        CodecSpec::Lut => {
-            let sample = search::Sample::strided(data, layout, scales, search::LUT_SAMPLE);
-            Codebook::lut(width, search::lloyd_max(&sample, width))?
-        }
+        CodecSpec::Lut => Codebook::lut(width, search::train_lut(data, layout, scales, width))?,
     })
 }
 
