@@ -1,0 +1,3 @@
+//! x86_64 SIMD kernels.
+
+pub(crate) mod avx2;
