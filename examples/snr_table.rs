@@ -14,10 +14,7 @@ use lsqr::codec::{quantize, CodecKind, CodecSpec, ErrorMetrics, QuantizeOptions}
 use lsqr::synthetic::{weights, Distribution};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
     let (rows, cols) = match args[..] {
         [] => (1024, 1024),
         [r, c] => (r, c),
@@ -34,24 +31,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let header: Vec<String> = bits.iter().map(|c| format!("C={c}")).collect();
         println!("| codec | {} |", header.join(" | "));
         println!("|---|{}", "---:|".repeat(bits.len()));
-        let mut rows_out: Vec<(String, QuantizeOptions)> = vec![(
-            "seed (ref, no scale)".into(),
-            QuantizeOptions::seed_reference(0),
-        )];
+        let mut rows_out: Vec<(String, QuantizeOptions)> =
+            vec![("seed (ref, no scale)".into(), QuantizeOptions::seed_reference(0))];
         for kind in CodecKind::ALL {
-            rows_out.push((
-                kind.name().into(),
-                QuantizeOptions::new(CodecSpec::default_for(kind), 0),
-            ));
+            rows_out
+                .push((kind.name().into(), QuantizeOptions::new(CodecSpec::default_for(kind), 0)));
         }
         let mut mus = Vec::new();
         for (name, template) in rows_out {
             let mut cells = Vec::new();
             for &c in &bits {
-                let options = QuantizeOptions {
-                    bits: c,
-                    ..template.clone()
-                };
+                let options = QuantizeOptions { bits: c, ..template.clone() };
                 let q = quantize(&data, &[rows, cols], &options)?;
                 let snr = ErrorMetrics::between(&data, &q.dequantize())?.snr_db();
                 cells.push(format!("{snr:.2}"));

@@ -84,11 +84,8 @@ mod tests {
         for dist in [Distribution::Gaussian, Distribution::Laplacian] {
             let w = weights(dist, 200_000, 0.02, 7);
             let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / w.len() as f64;
-            let var = w
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / w.len() as f64;
+            let var =
+                w.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / w.len() as f64;
             assert!(mean.abs() < 2e-4, "{mean}");
             assert!((var.sqrt() - 0.02).abs() < 4e-4, "{}", var.sqrt());
         }

@@ -13,7 +13,12 @@ fn quantize_pack_unpack_dequantize_is_lossless_after_quantization() {
     for kind in CodecKind::ALL {
         let mut previous_snr = f64::NEG_INFINITY;
         for bits in 2..=16u32 {
-            let q = quantize(&data, &[rows, cols], &QuantizeOptions::new(CodecSpec::default_for(kind), bits)).unwrap();
+            let q = quantize(
+                &data,
+                &[rows, cols],
+                &QuantizeOptions::new(CodecSpec::default_for(kind), bits),
+            )
+            .unwrap();
             let n = packed_len(q.codes().len(), bits).unwrap();
             assert_eq!(n, (rows * cols * bits as usize).div_ceil(8));
             let mut packed = vec![0u8; n];
@@ -22,13 +27,23 @@ fn quantize_pack_unpack_dequantize_is_lossless_after_quantization() {
             unpack_into(&packed, bits, &mut codes).unwrap();
             assert_eq!(codes, q.codes(), "{kind} C={bits}");
             let mut from_packed = vec![0.0f32; data.len()];
-            lsqr::codec::dequantize_codes(q.codebook(), q.layout(), q.scales().values(), &codes, &mut from_packed).unwrap();
+            lsqr::codec::dequantize_codes(
+                q.codebook(),
+                q.layout(),
+                q.scales().values(),
+                &codes,
+                &mut from_packed,
+            )
+            .unwrap();
             assert_eq!(from_packed, q.dequantize());
             // More bits never hurt, and the codecs with evenly growing
             // resolution gain about 6 dB a bit (nf and fp flatten out:
             // their extreme levels and mantissa set the limit).
             let snr = ErrorMetrics::between(&data, &from_packed).unwrap().snr_db();
-            assert!(snr >= previous_snr - 0.5, "{kind} C={bits}: {snr:.2} dB after {previous_snr:.2}");
+            assert!(
+                snr >= previous_snr - 0.5,
+                "{kind} C={bits}: {snr:.2} dB after {previous_snr:.2}"
+            );
             previous_snr = snr;
             if matches!(kind, CodecKind::Log | CodecKind::Uniform | CodecKind::Lut) && bits >= 3 {
                 assert!(snr > 5.5 * bits as f64 - 9.0, "{kind} C={bits}: {snr:.2} dB");

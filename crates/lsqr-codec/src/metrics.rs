@@ -32,10 +32,7 @@ impl ErrorMetrics {
                 got: reconstructed.len(),
             });
         }
-        let mut m = Self {
-            count: original.len(),
-            ..Self::default()
-        };
+        let mut m = Self { count: original.len(), ..Self::default() };
         for (&x, &y) in original.iter().zip(reconstructed) {
             let (x, y) = (f64::from(x), f64::from(y));
             let e = x - y;
@@ -102,10 +99,7 @@ mod tests {
         assert!((m.snr_db() - 10.0 * 9f64.log10()).abs() < 1e-12);
         assert_eq!(m.max_abs_error, 1.0);
         assert!((m.cosine() - 7.0 / (3.0 * 6f64.sqrt())).abs() < 1e-12);
-        assert_eq!(
-            ErrorMetrics::between(&[1.0], &[1.0]).unwrap().snr_db(),
-            f64::INFINITY
-        );
+        assert_eq!(ErrorMetrics::between(&[1.0], &[1.0]).unwrap().snr_db(), f64::INFINITY);
         assert!(ErrorMetrics::between(&[1.0], &[]).is_err());
     }
 

@@ -87,10 +87,7 @@ impl QuantizeOptions {
 
     /// The reference LSQR behaviour: `seed` codebook, no scale.
     pub fn seed_reference(bits: u32) -> Self {
-        Self {
-            scaling: Scaling::Unit,
-            ..Self::new(CodecSpec::Seed, bits)
-        }
+        Self { scaling: Scaling::Unit, ..Self::new(CodecSpec::Seed, bits) }
     }
 }
 
@@ -119,11 +116,7 @@ pub fn quantize(
         Vec::new()
     } else {
         let dtype = options.scale_dtype;
-        absmax
-            .iter()
-            .enumerate()
-            .map(|(g, &m)| dtype.round(g, m))
-            .collect::<Result<_, _>>()?
+        absmax.iter().enumerate().map(|(g, &m)| dtype.round(g, m)).collect::<Result<_, _>>()?
     };
     let codebook = choose_codebook(data, &layout, &scales, width, &options.codec)?;
     if options.scale_method == ScaleMethod::MseSearch && !unit {
@@ -149,10 +142,7 @@ fn layout_for(
 ) -> Result<GroupLayout, CodecError> {
     let shape_elements = element_count(shape);
     if shape_elements != Some(data_len) {
-        return Err(CodecError::ShapeMismatch {
-            shape_elements,
-            data_len,
-        });
+        return Err(CodecError::ShapeMismatch { shape_elements, data_len });
     }
     GroupLayout::new(shape, scaling)
 }
@@ -166,15 +156,10 @@ fn group_absmax(data: &[f32], layout: &GroupLayout) -> Result<Vec<f32>, CodecErr
     let mut out = Vec::with_capacity(layout.group_count());
     for range in layout.groups() {
         let xs = &data[range.clone()];
-        let max_bits = xs
-            .iter()
-            .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+        let max_bits = xs.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
         if max_bits >= NON_FINITE {
             let at = xs.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(CodecError::NonFinite {
-                index: range.start + at,
-                value: xs[at],
-            });
+            return Err(CodecError::NonFinite { index: range.start + at, value: xs[at] });
         }
         out.push(f32::from_bits(max_bits));
     }
@@ -275,11 +260,7 @@ fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), Code
     if expected == got {
         Ok(())
     } else {
-        Err(CodecError::LengthMismatch {
-            what,
-            expected,
-            got,
-        })
+        Err(CodecError::LengthMismatch { what, expected, got })
     }
 }
 
@@ -290,11 +271,7 @@ fn check_codes(codes: &[u16], width: CodeWidth) -> Result<(), CodecError> {
         return Ok(());
     }
     let index = codes.iter().position(|&c| c > max).unwrap_or(0);
-    Err(CodecError::CodeOutOfRange {
-        index,
-        code: codes[index],
-        bits: width.bits(),
-    })
+    Err(CodecError::CodeOutOfRange { index, code: codes[index], bits: width.bits() })
 }
 
 impl QuantizedTensor {
@@ -307,21 +284,10 @@ impl QuantizedTensor {
         codes: Vec<u16>,
     ) -> Result<Self, CodecError> {
         let layout = layout_for(&shape, codes.len(), scaling)?;
-        let expected_scales = if scaling == Scaling::Unit {
-            0
-        } else {
-            layout.group_count()
-        };
+        let expected_scales = if scaling == Scaling::Unit { 0 } else { layout.group_count() };
         check_len("scales", expected_scales, scales.values().len())?;
         check_codes(&codes, codebook.width())?;
-        Ok(Self {
-            shape,
-            codebook,
-            scaling,
-            layout,
-            scales,
-            codes,
-        })
+        Ok(Self { shape, codebook, scaling, layout, scales, codes })
     }
 
     /// Shape of the original tensor.
@@ -356,20 +322,13 @@ impl QuantizedTensor {
 
     /// Decodes into a caller buffer of exactly one f32 per element.
     pub fn dequantize_into(&self, out: &mut [f32]) -> Result<(), CodecError> {
-        dequantize_codes(
-            &self.codebook,
-            &self.layout,
-            self.scales.values(),
-            &self.codes,
-            out,
-        )
+        dequantize_codes(&self.codebook, &self.layout, self.scales.values(), &self.codes, out)
     }
 
     /// Decodes into a new vector.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.codes.len()];
-        self.dequantize_into(&mut out)
-            .expect("parts were validated on construction");
+        self.dequantize_into(&mut out).expect("parts were validated on construction");
         out
     }
 }
@@ -380,9 +339,7 @@ mod tests {
     use crate::ErrorMetrics;
 
     fn ramp(n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
-            .collect()
+        (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect()
     }
 
     #[test]
@@ -393,13 +350,7 @@ mod tests {
         assert!(matches!(err, CodecError::NonFinite { index: 42, .. }));
         x[42] = f32::NEG_INFINITY;
         let err = quantize(&x, &[100], &QuantizeOptions::new(CodecSpec::Uniform, 4)).unwrap_err();
-        assert_eq!(
-            err,
-            CodecError::NonFinite {
-                index: 42,
-                value: f32::NEG_INFINITY
-            }
-        );
+        assert_eq!(err, CodecError::NonFinite { index: 42, value: f32::NEG_INFINITY });
     }
 
     #[test]
@@ -408,23 +359,14 @@ mod tests {
         let opts = QuantizeOptions::new(CodecSpec::Uniform, 4);
         assert_eq!(
             quantize(&x, &[3, 4], &opts),
-            Err(CodecError::ShapeMismatch {
-                shape_elements: Some(12),
-                data_len: 10
-            })
+            Err(CodecError::ShapeMismatch { shape_elements: Some(12), data_len: 10 })
         );
         assert!(matches!(
             quantize(&x, &[usize::MAX, 2], &opts),
-            Err(CodecError::ShapeMismatch {
-                shape_elements: None,
-                ..
-            })
+            Err(CodecError::ShapeMismatch { shape_elements: None, .. })
         ));
         let opts = QuantizeOptions::new(CodecSpec::Uniform, 17);
-        assert_eq!(
-            quantize(&x, &[10], &opts),
-            Err(CodecError::InvalidBits { bits: 17 })
-        );
+        assert_eq!(quantize(&x, &[10], &opts), Err(CodecError::InvalidBits { bits: 17 }));
     }
 
     #[test]
@@ -468,14 +410,7 @@ mod tests {
             q.scales().clone(),
             bad_codes,
         );
-        assert_eq!(
-            err,
-            Err(CodecError::CodeOutOfRange {
-                index: 5,
-                code: 8,
-                bits: 3
-            })
-        );
+        assert_eq!(err, Err(CodecError::CodeOutOfRange { index: 5, code: 8, bits: 3 }));
         let err = QuantizedTensor::from_parts(
             q.shape().to_vec(),
             q.codebook().clone(),
@@ -485,11 +420,7 @@ mod tests {
         );
         assert!(matches!(
             err,
-            Err(CodecError::LengthMismatch {
-                what: "scales",
-                expected: 2,
-                got: 1
-            })
+            Err(CodecError::LengthMismatch { what: "scales", expected: 2, got: 1 })
         ));
     }
 

@@ -101,10 +101,8 @@ impl GroupLayout {
     /// The layout of a tensor of `shape` under `scaling`.
     pub fn new(shape: &[usize], scaling: Scaling) -> Result<Self, CodecError> {
         let scaling = scaling.validate()?;
-        let total = element_count(shape).ok_or(CodecError::ShapeMismatch {
-            shape_elements: None,
-            data_len: 0,
-        })?;
+        let total = element_count(shape)
+            .ok_or(CodecError::ShapeMismatch { shape_elements: None, data_len: 0 })?;
         let (rows, row_len) = match shape {
             [] | [_] => (1, total),
             [d0, ..] => (*d0, if *d0 == 0 { 0 } else { total / d0 }),
@@ -114,11 +112,7 @@ impl GroupLayout {
             Scaling::Row => (rows, row_len, row_len.max(1)),
             Scaling::Group(g) => (rows, row_len, g),
         };
-        Ok(Self {
-            rows,
-            row_len,
-            group_len,
-        })
+        Ok(Self { rows, row_len, group_len })
     }
 
     /// Number of rows in the row view.
@@ -207,11 +201,9 @@ impl GroupScales {
     /// Little-endian bytes as stored: f16 or f32 per group.
     pub fn to_le_bytes(&self) -> Vec<u8> {
         match self.dtype {
-            ScaleDtype::F16 => self
-                .values
-                .iter()
-                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-                .collect(),
+            ScaleDtype::F16 => {
+                self.values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+            }
             ScaleDtype::F32 => self.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
@@ -227,10 +219,9 @@ impl GroupScales {
             });
         }
         let values = match dtype {
-            ScaleDtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            ScaleDtype::F16 => {
+                bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
             ScaleDtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -250,10 +241,7 @@ mod tests {
         let l = GroupLayout::new(&[3, 2, 50], Scaling::Group(64)).unwrap();
         assert_eq!((l.rows(), l.row_len(), l.groups_per_row()), (3, 100, 2));
         let groups: Vec<_> = l.groups().collect();
-        assert_eq!(
-            groups,
-            vec![0..64, 64..100, 100..164, 164..200, 200..264, 264..300]
-        );
+        assert_eq!(groups, vec![0..64, 64..100, 100..164, 164..200, 200..264, 264..300]);
         assert_eq!(l.group_of(99), 1);
         assert_eq!(l.group_of(100), 2);
         assert_eq!(l.group_of(299), 5);
@@ -261,46 +249,13 @@ mod tests {
 
     #[test]
     fn group_layout_modes() {
-        assert_eq!(
-            GroupLayout::new(&[4, 5], Scaling::Row)
-                .unwrap()
-                .group_count(),
-            4
-        );
-        assert_eq!(
-            GroupLayout::new(&[4, 5], Scaling::Tensor)
-                .unwrap()
-                .group_count(),
-            1
-        );
-        assert_eq!(
-            GroupLayout::new(&[100], Scaling::Group(16))
-                .unwrap()
-                .group_count(),
-            7
-        );
-        assert_eq!(
-            GroupLayout::new(&[], Scaling::Row).unwrap().group_count(),
-            1
-        );
-        assert_eq!(
-            GroupLayout::new(&[0, 5], Scaling::Group(16))
-                .unwrap()
-                .group_count(),
-            0
-        );
-        assert_eq!(
-            GroupLayout::new(&[5, 0], Scaling::Row)
-                .unwrap()
-                .group_count(),
-            0
-        );
-        assert_eq!(
-            GroupLayout::new(&[0], Scaling::Tensor)
-                .unwrap()
-                .group_count(),
-            0
-        );
+        assert_eq!(GroupLayout::new(&[4, 5], Scaling::Row).unwrap().group_count(), 4);
+        assert_eq!(GroupLayout::new(&[4, 5], Scaling::Tensor).unwrap().group_count(), 1);
+        assert_eq!(GroupLayout::new(&[100], Scaling::Group(16)).unwrap().group_count(), 7);
+        assert_eq!(GroupLayout::new(&[], Scaling::Row).unwrap().group_count(), 1);
+        assert_eq!(GroupLayout::new(&[0, 5], Scaling::Group(16)).unwrap().group_count(), 0);
+        assert_eq!(GroupLayout::new(&[5, 0], Scaling::Row).unwrap().group_count(), 0);
+        assert_eq!(GroupLayout::new(&[0], Scaling::Tensor).unwrap().group_count(), 0);
         for bad in [0, 8, 48, 2048] {
             assert_eq!(
                 GroupLayout::new(&[4, 64], Scaling::Group(bad)),
@@ -315,17 +270,11 @@ mod tests {
         assert_eq!(ScaleDtype::F16.round(0, 0.0).unwrap(), 0.0);
         assert_eq!(
             ScaleDtype::F16.round(7, 1e6),
-            Err(CodecError::ScaleOutOfRange {
-                group: 7,
-                scale: 1e6
-            })
+            Err(CodecError::ScaleOutOfRange { group: 7, scale: 1e6 })
         );
         assert!(ScaleDtype::F16.round(0, 1e-9).is_err());
         assert!(ScaleDtype::F16.round(0, 65504.5).is_err());
-        assert_eq!(
-            ScaleDtype::F16.round(0, 1.0001).unwrap(),
-            1.0 + 1.0 / 1024.0
-        );
+        assert_eq!(ScaleDtype::F16.round(0, 1.0001).unwrap(), 1.0 + 1.0 / 1024.0);
         assert_eq!(ScaleDtype::F32.round(0, 1e-9).unwrap(), 1e-9);
     }
 

@@ -39,10 +39,7 @@ impl Sample {
             .filter(|&(_, s)| s > 0.0)
             .map(|(x, s)| (x * inverse(s), s * s))
             .unzip();
-        Self {
-            normalized,
-            weights,
-        }
+        Self { normalized, weights }
     }
 
     /// Σ s² (x/s - level(x/s))² over the sample.
@@ -63,16 +60,15 @@ impl Sample {
 }
 
 /// The μ with the least squared error on the sample: a grid over
-/// {0} ∪ {2^(k/2) : k = 0..=28} (μ up to 16384), then a golden-section
+/// {0} ∪ {2^k : k = 0..=14} (μ up to 16384), then a golden-section
 /// refinement of ln μ between the best point's neighbours.
 pub(crate) fn best_mu(sample: &Sample, width: CodeWidth) -> f32 {
     let error_at = |mu: f64| -> f64 {
         let codebook = Codebook::log(width, mu as f32).expect("grid mu is finite and >= 0");
         sample.squared_error(&codebook)
     };
-    let grid: Vec<f64> = core::iter::once(0.0)
-        .chain((0..=28).map(|k| libm::exp2(f64::from(k) / 2.0)))
-        .collect();
+    let grid: Vec<f64> =
+        core::iter::once(0.0).chain((0..=14).map(|k| libm::exp2(f64::from(k)))).collect();
     let errors: Vec<f64> = grid.iter().map(|&mu| error_at(mu)).collect();
     let best = (0..grid.len()).fold(0, |b, i| if errors[i] < errors[b] { i } else { b });
     if best == 0 {
@@ -82,7 +78,7 @@ pub(crate) fn best_mu(sample: &Sample, width: CodeWidth) -> f32 {
     // t = ln(1/2), since μ below 1/2 is within rounding of uniform here.
     let lo = libm::log(grid[best - 1].max(0.5));
     let hi = libm::log(grid[(best + 1).min(grid.len() - 1)]);
-    let (t, e) = golden_section(lo, hi, 12, |t| error_at(libm::exp(t)));
+    let (t, e) = golden_section(lo, hi, 14, |t| error_at(libm::exp(t)));
     if e < errors[best] {
         libm::exp(t) as f32
     } else {
@@ -141,11 +137,7 @@ pub(crate) fn train_lut(
         let gap = (1..start.len())
             .max_by(|&a, &b| (start[a] - start[a - 1]).total_cmp(&(start[b] - start[b - 1])));
         let at = gap.unwrap_or(1).min(start.len());
-        let mid = if start.len() > 1 {
-            (start[at - 1] + start[at]) / 2.0
-        } else {
-            0.0
-        };
+        let mid = if start.len() > 1 { (start[at - 1] + start[at]) / 2.0 } else { 0.0 };
         start.insert(at, mid);
     }
     lloyd_max(&Sample::strided(data, layout, scales, LUT_SAMPLE), start)

@@ -60,10 +60,8 @@ fn assert_nearest(cb: &Codebook, levels: &[f64], x: f32, code: u16) {
     let got = f64::from(cb.decode_one(code).expect("code fits"));
     let x = f64::from(x);
     let i = levels.partition_point(|&l| l < x);
-    let candidates = [i.checked_sub(1), Some(i)]
-        .into_iter()
-        .flatten()
-        .filter_map(|j| levels.get(j));
+    let candidates =
+        [i.checked_sub(1), Some(i)].into_iter().flatten().filter_map(|j| levels.get(j));
     for &l in candidates {
         let (dg, dl) = ((x - got).abs(), (x - l).abs());
         assert!(
@@ -90,26 +88,13 @@ fn tables_are_monotone_and_sized() {
                 // Sign-magnitude: ascending magnitudes, mirrored.
                 let (pos, neg) = t.split_at(t.len() / 2);
                 let first = usize::from(kind == CodecKind::Seed); // seed's k = 0 is unused
-                assert!(
-                    pos[first..].windows(2).all(|w| w[0] <= w[1]),
-                    "{kind} C={bits}"
-                );
-                assert!(
-                    pos.iter().zip(neg).all(|(p, n)| *n == -*p),
-                    "{kind} C={bits}"
-                );
-                assert!(
-                    pos.iter().all(|&p| (0.0..=1.0).contains(&p)),
-                    "{kind} C={bits}"
-                );
+                assert!(pos[first..].windows(2).all(|w| w[0] <= w[1]), "{kind} C={bits}");
+                assert!(pos.iter().zip(neg).all(|(p, n)| *n == -*p), "{kind} C={bits}");
+                assert!(pos.iter().all(|&p| (0.0..=1.0).contains(&p)), "{kind} C={bits}");
             }
         }
         if kind != CodecKind::Seed && kind != CodecKind::Lut {
-            assert_eq!(
-                t.iter().fold(0.0f32, |m, v| m.max(v.abs())),
-                1.0,
-                "{kind} C={bits}"
-            );
+            assert_eq!(t.iter().fold(0.0f32, |m, v| m.max(v.abs())), 1.0, "{kind} C={bits}");
             assert!(t.contains(&0.0), "{kind} C={bits}");
         }
     }
@@ -119,9 +104,8 @@ fn tables_are_monotone_and_sized() {
 /// level: where ties and off-by-one thresholds live.
 #[test]
 fn nearest_level_at_every_midpoint_and_level() {
-    for cb in codebooks()
-        .iter()
-        .filter(|cb| cb.kind() != CodecKind::Seed && cb.width().bits() <= 10)
+    for cb in
+        codebooks().iter().filter(|cb| cb.kind() != CodecKind::Seed && cb.width().bits() <= 10)
     {
         let levels = sorted_levels(cb);
         let mut probes: Vec<f32> = Vec::new();

@@ -49,22 +49,14 @@ fn all_golden_vectors_are_present() {
 fn reference_formula_reproduces_every_code() {
     for t in vectors() {
         let w = CodeWidth::new(t.b + 1).unwrap();
-        assert_eq!(
-            seed_reference_encode(t.x, w),
-            t.code,
-            "line {}: B={} x={:e}",
-            t.line,
-            t.b,
-            t.x
-        );
+        assert_eq!(seed_reference_encode(t.x, w), t.code, "line {}: B={} x={:e}", t.line, t.b, t.x);
     }
 }
 
 #[test]
 fn threshold_encoder_reproduces_every_code_and_value() {
-    let codebooks: Vec<Codebook> = (2..=16)
-        .map(|c| Codebook::seed(CodeWidth::new(c).unwrap()))
-        .collect();
+    let codebooks: Vec<Codebook> =
+        (2..=16).map(|c| Codebook::seed(CodeWidth::new(c).unwrap())).collect();
     for t in vectors() {
         let cb = &codebooks[t.b as usize - 1];
         let code = cb.encode_one(t.x);

@@ -162,9 +162,7 @@ pub(crate) fn validate_width(width: u32) -> Result<(), PackError> {
 #[inline]
 pub fn packed_len(count: usize, width: u32) -> Result<usize, PackError> {
     validate_width(width)?;
-    let bits = count
-        .checked_mul(width as usize)
-        .ok_or(PackError::LengthOverflow)?;
+    let bits = count.checked_mul(width as usize).ok_or(PackError::LengthOverflow)?;
     Ok(bits / 8 + usize::from(bits % 8 != 0))
 }
 
@@ -245,10 +243,7 @@ pub fn get(packed: &[u8], width: u32, index: usize) -> Result<u16, PackError> {
 fn check_input(packed: &[u8], count: usize, width: u32) -> Result<(), PackError> {
     let needed = packed_len(count, width)?;
     if packed.len() < needed {
-        return Err(PackError::BufferTooSmall {
-            needed,
-            available: packed.len(),
-        });
+        return Err(PackError::BufferTooSmall { needed, available: packed.len() });
     }
     Ok(())
 }
@@ -262,10 +257,7 @@ pub(crate) fn pack_with(
 ) -> Result<usize, PackError> {
     let len = packed_len(codes.len(), width)?;
     let available = out.len();
-    let dst = out.get_mut(..len).ok_or(PackError::BufferTooSmall {
-        needed: len,
-        available,
-    })?;
+    let dst = out.get_mut(..len).ok_or(PackError::BufferTooSmall { needed: len, available })?;
     kernel.pack(codes, width, dst)?;
     Ok(len)
 }
@@ -279,9 +271,7 @@ pub(crate) fn unpack_with(
     out: &mut [u16],
 ) -> Result<(), PackError> {
     validate_width(width)?;
-    let end = first
-        .checked_add(out.len())
-        .ok_or(PackError::LengthOverflow)?;
+    let end = first.checked_add(out.len()).ok_or(PackError::LengthOverflow)?;
     check_input(packed, end, width)?;
     if out.is_empty() {
         return Ok(());

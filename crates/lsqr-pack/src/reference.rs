@@ -58,10 +58,7 @@ pub fn unpack(packed: &[u8], width: u32, count: usize) -> Result<Vec<u16>, PackE
     validate_width(width)?;
     let needed = packed_len(count, width)?;
     if packed.len() < needed {
-        return Err(PackError::BufferTooSmall {
-            needed,
-            available: packed.len(),
-        });
+        return Err(PackError::BufferTooSmall { needed, available: packed.len() });
     }
     let bits: &BitSlice<u8, Lsb0> =
         BitSlice::try_from_slice(&packed[..needed]).map_err(|_| PackError::LengthOverflow)?;

@@ -34,53 +34,32 @@ fn buffer_too_small() {
     let mut out = [0x11u8; 6];
     assert_eq!(
         pack_into(&codes, 5, &mut out),
-        Err(PackError::BufferTooSmall {
-            needed: 7,
-            available: 6
-        })
+        Err(PackError::BufferTooSmall { needed: 7, available: 6 })
     );
     assert_eq!(out, [0x11; 6], "output untouched on error");
     // unpack: 9 codes of 7 bits need 8 bytes.
     let mut dst = [0xAAAAu16; 9];
     assert_eq!(
         unpack_into(&[0u8; 7], 7, &mut dst),
-        Err(PackError::BufferTooSmall {
-            needed: 8,
-            available: 7
-        })
+        Err(PackError::BufferTooSmall { needed: 8, available: 7 })
     );
     assert_eq!(dst, [0xAAAA; 9], "output untouched on error");
     // unpack_from: codes 3..6 of 11 bits need ceil(66/8) = 9 bytes.
     assert_eq!(
         unpack_from(&[0u8; 8], 11, 3, &mut [0u16; 3]),
-        Err(PackError::BufferTooSmall {
-            needed: 9,
-            available: 8
-        })
+        Err(PackError::BufferTooSmall { needed: 9, available: 8 })
     );
     // get: code 2 of 16 bits needs 6 bytes.
-    assert_eq!(
-        get(&[0u8; 5], 16, 2),
-        Err(PackError::BufferTooSmall {
-            needed: 6,
-            available: 5
-        })
-    );
+    assert_eq!(get(&[0u8; 5], 16, 2), Err(PackError::BufferTooSmall { needed: 6, available: 5 }));
     for (name, pack, unpack) in common::impls() {
         assert_eq!(
             pack(&[0u16; 100], 9, &mut [0u8; 112]),
-            Err(PackError::BufferTooSmall {
-                needed: 113,
-                available: 112
-            }),
+            Err(PackError::BufferTooSmall { needed: 113, available: 112 }),
             "{name}"
         );
         assert_eq!(
             unpack(&[0u8; 112], 9, 1, &mut [0u16; 99]),
-            Err(PackError::BufferTooSmall {
-                needed: 113,
-                available: 112
-            }),
+            Err(PackError::BufferTooSmall { needed: 113, available: 112 }),
             "{name}"
         );
     }
@@ -94,20 +73,12 @@ fn code_too_wide() {
     let mut out = [0x5Au8; 64];
     assert_eq!(
         pack_into(&codes, 2, &mut out),
-        Err(PackError::CodeTooWide {
-            index: 37,
-            code: 4,
-            width: 2
-        })
+        Err(PackError::CodeTooWide { index: 37, code: 4, width: 2 })
     );
     assert_eq!(out, [0x5A; 64], "output untouched on error");
     assert_eq!(
         reference::pack(&codes, 2),
-        Err(PackError::CodeTooWide {
-            index: 37,
-            code: 4,
-            width: 2
-        })
+        Err(PackError::CodeTooWide { index: 37, code: 4, width: 2 })
     );
     for (name, pack, _) in common::impls() {
         for width in 1..16u32 {
@@ -117,11 +88,7 @@ fn code_too_wide() {
             let mut out = vec![0u8; 600];
             assert_eq!(
                 pack(&codes, width, &mut out),
-                Err(PackError::CodeTooWide {
-                    index: 299,
-                    code: bad,
-                    width
-                }),
+                Err(PackError::CodeTooWide { index: 299, code: bad, width }),
                 "{name} C={width}"
             );
             assert!(out.iter().all(|&b| b == 0));
@@ -134,20 +101,11 @@ fn code_too_wide() {
 #[test]
 fn length_overflow() {
     assert_eq!(packed_len(usize::MAX, 2), Err(PackError::LengthOverflow));
-    assert_eq!(
-        packed_len(usize::MAX / 16 + 1, 16),
-        Err(PackError::LengthOverflow)
-    );
+    assert_eq!(packed_len(usize::MAX / 16 + 1, 16), Err(PackError::LengthOverflow));
     assert_eq!(packed_len(usize::MAX / 16, 16), Ok(usize::MAX / 16 * 2));
     assert_eq!(packed_len(usize::MAX, 1), Ok(usize::MAX / 8 + 1));
-    assert_eq!(
-        get(&[0u8; 4], 3, usize::MAX),
-        Err(PackError::LengthOverflow)
-    );
-    assert_eq!(
-        get(&[0u8; 4], 4, usize::MAX / 4),
-        Err(PackError::LengthOverflow)
-    );
+    assert_eq!(get(&[0u8; 4], 3, usize::MAX), Err(PackError::LengthOverflow));
+    assert_eq!(get(&[0u8; 4], 4, usize::MAX / 4), Err(PackError::LengthOverflow));
     assert_eq!(
         unpack_from(&[0u8; 4], 3, usize::MAX, &mut [0u16; 1]),
         Err(PackError::LengthOverflow)
@@ -167,18 +125,9 @@ fn length_overflow() {
 fn display_names_the_numbers() {
     let s = PackError::InvalidWidth { width: 17 }.to_string();
     assert!(s.contains("17") && s.contains("16"), "{s}");
-    let s = PackError::BufferTooSmall {
-        needed: 123,
-        available: 45,
-    }
-    .to_string();
+    let s = PackError::BufferTooSmall { needed: 123, available: 45 }.to_string();
     assert!(s.contains("123") && s.contains("45"), "{s}");
-    let s = PackError::CodeTooWide {
-        index: 37,
-        code: 4,
-        width: 2,
-    }
-    .to_string();
+    let s = PackError::CodeTooWide { index: 37, code: 4, width: 2 }.to_string();
     assert!(
         s.contains("37") && s.contains(" 4 ") && s.contains("2 bits") && s.contains("maximum 3"),
         "{s}"
@@ -186,18 +135,8 @@ fn display_names_the_numbers() {
     let s = PackError::LengthOverflow.to_string();
     assert!(s.contains("overflow"), "{s}");
     // Display never panics, even on hand-made out-of-range widths.
-    let _ = PackError::CodeTooWide {
-        index: 0,
-        code: 0,
-        width: u32::MAX,
-    }
-    .to_string();
-    let _ = PackError::CodeTooWide {
-        index: 0,
-        code: 0,
-        width: 0,
-    }
-    .to_string();
+    let _ = PackError::CodeTooWide { index: 0, code: 0, width: u32::MAX }.to_string();
+    let _ = PackError::CodeTooWide { index: 0, code: 0, width: 0 }.to_string();
 }
 
 #[cfg(feature = "std")]

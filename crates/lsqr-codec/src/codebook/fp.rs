@@ -22,10 +22,7 @@ impl FpLayout {
         if exp_bits == 0 || exp_bits > 8 || !(2..=16).contains(&bits) {
             return Err(CodecError::InvalidFpLayout { exp_bits, man_bits });
         }
-        Ok(Self {
-            exp_bits: exp_bits as u8,
-            man_bits: man_bits as u8,
-        })
+        Ok(Self { exp_bits: exp_bits as u8, man_bits: man_bits as u8 })
     }
 
     /// The default layout for a width: the OCP MX element types where they
@@ -40,10 +37,7 @@ impl FpLayout {
             8 | 9 => 4,
             _ => 5,
         };
-        Self {
-            exp_bits,
-            man_bits: (width.bits() - 1 - exp_bits as u32) as u8,
-        }
+        Self { exp_bits, man_bits: (width.bits() - 1 - exp_bits as u32) as u8 }
     }
 
     /// Exponent bits E.
@@ -76,11 +70,7 @@ pub(super) fn magnitudes(layout: FpLayout) -> Vec<f32> {
     let value = |code: u32| -> f64 {
         let e = (code >> m_bits) as i32;
         let m = f64::from(code & ((1 << m_bits) - 1));
-        let implicit = if e == 0 {
-            0.0
-        } else {
-            f64::from(1u32 << m_bits)
-        };
+        let implicit = if e == 0 { 0.0 } else { f64::from(1u32 << m_bits) };
         let exponent = e.max(1) - bias - m_bits as i32;
         (implicit + m) * libm::exp2(f64::from(exponent))
     };
@@ -124,10 +114,7 @@ mod tests {
             let m = magnitudes(l);
             assert!(m.windows(2).all(|p| p[0] < p[1]), "{l}");
         }
-        assert_eq!(
-            FpLayout::for_width(CodeWidth::new(8).unwrap()).to_string(),
-            "E4M3"
-        );
+        assert_eq!(FpLayout::for_width(CodeWidth::new(8).unwrap()).to_string(), "E4M3");
         assert!(FpLayout::new(0, 3).is_err());
         assert!(FpLayout::new(5, 11).is_err());
     }

@@ -17,11 +17,7 @@ pub(super) fn magnitudes(width: CodeWidth, mu: f32) -> Vec<f32> {
                 return 1.0;
             }
             let t = f64::from(j) / f64::from(j_max);
-            let level = if mu == 0.0 {
-                t
-            } else {
-                libm::expm1(t * log1p_mu) / mu
-            };
+            let level = if mu == 0.0 { t } else { libm::expm1(t * log1p_mu) / mu };
             level as f32
         })
         .collect()

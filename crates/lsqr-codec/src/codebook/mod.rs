@@ -86,14 +86,8 @@ pub enum CodecKind {
 
 impl CodecKind {
     /// All families, in a fixed order.
-    pub const ALL: [CodecKind; 6] = [
-        Self::Seed,
-        Self::Log,
-        Self::Uniform,
-        Self::Nf,
-        Self::Fp,
-        Self::Lut,
-    ];
+    pub const ALL: [CodecKind; 6] =
+        [Self::Seed, Self::Log, Self::Uniform, Self::Nf, Self::Fp, Self::Lut];
 
     /// Lower-case name as used on the command line and in files.
     pub fn name(self) -> &'static str {
@@ -157,12 +151,7 @@ impl Codebook {
     /// kept for compatibility only.
     pub fn seed(width: CodeWidth) -> Self {
         let (decode_table, encoder) = seed::tables(width);
-        Self {
-            width,
-            params: CodebookParams::Seed,
-            decode_table,
-            encoder,
-        }
+        Self { width, params: CodebookParams::Seed, decode_table, encoder }
     }
 
     /// μ-law signed logarithmic levels: sign plus magnitude index j in
@@ -174,11 +163,7 @@ impl Codebook {
             return Err(CodecError::InvalidMu { mu });
         }
         let magnitudes = log::magnitudes(width, mu);
-        Ok(Self::sign_magnitude(
-            width,
-            CodebookParams::Log { mu },
-            &magnitudes,
-        ))
+        Ok(Self::sign_magnitude(width, CodebookParams::Log { mu }, &magnitudes))
     }
 
     /// The symmetric integer grid `(-J..=J) / J`, J = 2^B - 1, in
@@ -210,16 +195,10 @@ impl Codebook {
     /// by code (the `lut` codec stores it with the tensor).
     pub fn lut(width: CodeWidth, table: Vec<f32>) -> Result<Self, CodecError> {
         if table.len() != width.code_count() {
-            return Err(CodecError::InvalidTable {
-                reason: "length is not 2^C",
-                at: table.len(),
-            });
+            return Err(CodecError::InvalidTable { reason: "length is not 2^C", at: table.len() });
         }
         if let Some(i) = table.iter().position(|v| !v.is_finite()) {
-            return Err(CodecError::InvalidTable {
-                reason: "entry is not finite",
-                at: i,
-            });
+            return Err(CodecError::InvalidTable { reason: "entry is not finite", at: i });
         }
         if let Some(i) = table.windows(2).position(|w| w[0] > w[1]) {
             return Err(CodecError::InvalidTable {
@@ -227,11 +206,7 @@ impl Codebook {
                 at: i + 1,
             });
         }
-        Ok(Self::sorted(
-            width,
-            CodebookParams::Lut(table.clone()),
-            table,
-        ))
+        Ok(Self::sorted(width, CodebookParams::Lut(table.clone()), table))
     }
 
     /// Rebuilds a codebook from stored parameters.
@@ -258,28 +233,16 @@ impl Codebook {
         let mut decode_table = Vec::with_capacity(2 * half);
         decode_table.extend_from_slice(magnitudes);
         decode_table.extend(magnitudes.iter().map(|&m| -m));
-        let layout = Layout::SignMagnitude {
-            sign_shift: width.magnitude_bits(),
-            zero_keeps_sign: false,
-        };
+        let layout =
+            Layout::SignMagnitude { sign_shift: width.magnitude_bits(), zero_keeps_sign: false };
         let encoder = ThresholdTable::nearest(layout, magnitudes, 0);
-        Self {
-            width,
-            params,
-            decode_table,
-            encoder,
-        }
+        Self { width, params, decode_table, encoder }
     }
 
     /// Codebook whose codes index ascending levels directly.
     fn sorted(width: CodeWidth, params: CodebookParams, levels: Vec<f32>) -> Self {
         let encoder = ThresholdTable::nearest(Layout::Sorted, &levels, 0);
-        Self {
-            width,
-            params,
-            decode_table: levels,
-            encoder,
-        }
+        Self { width, params, decode_table: levels, encoder }
     }
 
     /// The family.

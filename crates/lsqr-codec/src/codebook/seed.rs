@@ -40,30 +40,15 @@ pub(super) fn tables(width: CodeWidth) -> (Vec<f32>, ThresholdTable) {
     let b = width.magnitude_bits();
     let half = 1u32 << b;
     let decode = |n: u32, k: u32| -> f32 {
-        let magnitude = if k == 0 {
-            0.0
-        } else {
-            libm::log2(f64::from(k)) / f64::from(b)
-        };
-        let value = if n == 1 && k != 0 {
-            -magnitude
-        } else {
-            magnitude
-        };
+        let magnitude = if k == 0 { 0.0 } else { libm::log2(f64::from(k)) / f64::from(b) };
+        let value = if n == 1 && k != 0 { -magnitude } else { magnitude };
         value as f32
     };
-    let decode_table = (0..2u32)
-        .flat_map(|n| (0..half).map(move |k| decode(n, k)))
-        .collect();
+    let decode_table = (0..2u32).flat_map(|n| (0..half).map(move |k| decode(n, k))).collect();
 
     // Slots are k = 1..=2^B - 1; threshold k separates k from k + 1.
-    let thresholds = (1..half - 1)
-        .map(|k| last_input_with_k_at_most(k as u16, b))
-        .collect();
-    let layout = Layout::SignMagnitude {
-        sign_shift: b,
-        zero_keeps_sign: true,
-    };
+    let thresholds = (1..half - 1).map(|k| last_input_with_k_at_most(k as u16, b)).collect();
+    let layout = Layout::SignMagnitude { sign_shift: b, zero_keeps_sign: true };
     (decode_table, ThresholdTable::new(layout, thresholds, 1))
 }
 

@@ -39,6 +39,10 @@ pub(crate) struct ThresholdTable {
     slots: usize,
     /// Code of slot 0.
     pub(crate) first_code: u16,
+    /// The first four levels of the binary search, as 8-lane rows for the
+    /// SIMD paths: row k holds level k's 2^k candidate thresholds,
+    /// `thresholds[j * 2^(depth-k) + 2^(depth-k-1) - 1]` for j < 2^k.
+    pub(crate) level_lanes: [[f32; 8]; 4],
 }
 
 impl ThresholdTable {
@@ -48,22 +52,20 @@ impl ThresholdTable {
         let slots = thresholds.len() + 1;
         let depth = usize::BITS - thresholds.len().leading_zeros();
         thresholds.resize((1usize << depth) - 1, f32::INFINITY);
-        Self {
-            layout,
-            thresholds,
-            depth,
-            slots,
-            first_code,
+        let mut level_lanes = [[0.0f32; 8]; 4];
+        for (k, lanes) in level_lanes.iter_mut().enumerate().take(depth.min(4) as usize) {
+            let span = 1usize << (depth as usize - k);
+            for (j, lane) in lanes.iter_mut().enumerate().take(1 << k) {
+                *lane = thresholds[j * span + span / 2 - 1];
+            }
         }
+        Self { layout, thresholds, depth, slots, first_code, level_lanes }
     }
 
     /// Builds the table for "nearest level, ties toward zero" over levels
     /// given in ascending order, slot `i` holding `levels[i]`.
     pub(crate) fn nearest(layout: Layout, levels: &[f32], first_code: u16) -> Self {
-        let thresholds = levels
-            .windows(2)
-            .map(|w| tie_threshold(w[0], w[1]))
-            .collect();
+        let thresholds = levels.windows(2).map(|w| tie_threshold(w[0], w[1])).collect();
         Self::new(layout, thresholds, first_code)
     }
 
@@ -86,10 +88,7 @@ impl ThresholdTable {
     pub(crate) fn encode(&self, x: f32) -> u16 {
         match self.layout {
             Layout::Sorted => self.first_code + self.slot(x) as u16,
-            Layout::SignMagnitude {
-                sign_shift,
-                zero_keeps_sign,
-            } => {
+            Layout::SignMagnitude { sign_shift, zero_keeps_sign } => {
                 let slot = self.slot(x.abs());
                 let negative = x < 0.0 && (zero_keeps_sign || slot != 0);
                 (self.first_code + slot as u16) | (u16::from(negative) << sign_shift)

@@ -48,11 +48,7 @@ pub(crate) fn check_codes(codes: &[u16], width: u32) -> Result<(), PackError> {
 fn first_too_wide(codes: &[u16], width: u32) -> Result<(), PackError> {
     let high = !(mask32(width) as u16);
     match codes.iter().position(|&c| c & high != 0) {
-        Some(index) => Err(PackError::CodeTooWide {
-            index,
-            code: codes[index],
-            width,
-        }),
+        Some(index) => Err(PackError::CodeTooWide { index, code: codes[index], width }),
         None => Ok(()),
     }
 }
@@ -88,9 +84,7 @@ const fn half_shift(c: usize) -> usize {
 
 #[inline(always)]
 fn le64_at(s: &[u8], at: usize) -> Option<u64> {
-    s.get(at..)
-        .and_then(|t| t.first_chunk::<8>())
-        .map(|a| u64::from_le_bytes(*a))
+    s.get(at..).and_then(|t| t.first_chunk::<8>()).map(|a| u64::from_le_bytes(*a))
 }
 
 /// Loads the (`lo`, `hi`) windows of the block starting at byte `p`,
@@ -366,11 +360,7 @@ mod tests {
         assert_eq!(check_codes(&[1, 2, 3], 2), Ok(()));
         assert_eq!(
             check_codes(&[1, 4, 8], 2),
-            Err(PackError::CodeTooWide {
-                index: 1,
-                code: 4,
-                width: 2
-            })
+            Err(PackError::CodeTooWide { index: 1, code: 4, width: 2 })
         );
         assert_eq!(check_codes(&[u16::MAX], 16), Ok(()));
     }

@@ -162,10 +162,7 @@ pub(crate) fn selected() -> Kernel {
     {
         Kernel::Avx2
     }
-    #[cfg(all(
-        not(feature = "std"),
-        not(all(target_arch = "x86_64", target_feature = "avx2"))
-    ))]
+    #[cfg(all(not(feature = "std"), not(all(target_arch = "x86_64", target_feature = "avx2"))))]
     {
         Kernel::Scalar
     }

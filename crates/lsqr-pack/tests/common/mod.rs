@@ -15,11 +15,7 @@ pub type Impl = (&'static str, PackFn, UnpackFn);
 pub fn impls() -> Vec<Impl> {
     let mut v: Vec<Impl> = vec![
         ("dispatch", lsqr_pack::pack_into, lsqr_pack::unpack_from),
-        (
-            "scalar",
-            lsqr_pack::paths::scalar::pack_into,
-            lsqr_pack::paths::scalar::unpack_from,
-        ),
+        ("scalar", lsqr_pack::paths::scalar::pack_into, lsqr_pack::paths::scalar::unpack_from),
     ];
     #[cfg(target_arch = "x86_64")]
     {
@@ -87,16 +83,9 @@ pub fn check_one(
 
     // Pack into an oversized, pre-filled buffer: exactly `len` bytes written.
     let mut out = vec![0xA5u8; len + 40];
-    assert_eq!(
-        pack(codes, width, &mut out),
-        Ok(len),
-        "{name} C={width} n={n}"
-    );
+    assert_eq!(pack(codes, width, &mut out), Ok(len), "{name} C={width} n={n}");
     assert_eq!(&out[..len], expected, "{name} pack C={width} n={n}");
-    assert!(
-        out[len..].iter().all(|&b| b == 0xA5),
-        "{name} pack wrote past len, C={width} n={n}"
-    );
+    assert!(out[len..].iter().all(|&b| b == 0xA5), "{name} pack wrote past len, C={width} n={n}");
 
     // Pack into an exact buffer.
     let mut exact = vec![0xFFu8; len];
@@ -120,11 +109,7 @@ pub fn check_one(
     for src in [expected, &padded[..]] {
         let mut part = vec![0xBEEFu16; n - first];
         unpack(src, width, first, &mut part).unwrap();
-        assert_eq!(
-            part,
-            &ref_all[first..],
-            "{name} unpack_from({first}) C={width} n={n}"
-        );
+        assert_eq!(part, &ref_all[first..], "{name} unpack_from({first}) C={width} n={n}");
     }
     // Sub-range ending before the end.
     if n > first {

@@ -62,9 +62,8 @@ mod tests {
 
     fn books(bits: u32) -> Vec<Codebook> {
         let w = CodeWidth::new(bits).unwrap();
-        let lut: Vec<f32> = (0..w.code_count())
-            .map(|i| ((i as f32).powf(1.3) / 40.0) - 0.9)
-            .collect();
+        let lut: Vec<f32> =
+            (0..w.code_count()).map(|i| ((i as f32).powf(1.3) / 40.0) - 0.9).collect();
         vec![
             Codebook::seed(w),
             Codebook::log(w, 0.0).unwrap(),
@@ -81,15 +80,8 @@ mod tests {
         let mut scalar = vec![0u16; xs.len()];
         // SAFETY: the caller checked that AVX2 is available.
         unsafe { super::avx2::encode_scaled(cb.encoder(), xs, inv_scale, &mut simd) };
-        cb.encoder()
-            .encode_scaled_generic(xs, inv_scale, &mut scalar);
-        assert_eq!(
-            simd,
-            scalar,
-            "{} C={} inv_scale={inv_scale}",
-            cb.kind(),
-            cb.width().bits()
-        );
+        cb.encoder().encode_scaled_generic(xs, inv_scale, &mut scalar);
+        assert_eq!(simd, scalar, "{} C={} inv_scale={inv_scale}", cb.kind(), cb.width().bits());
     }
 
     /// Every threshold and its f32 neighbours, for every family and width.
@@ -106,12 +98,7 @@ mod tests {
                     .iter()
                     .filter(|t| t.is_finite())
                     .flat_map(|&t| {
-                        [
-                            t,
-                            -t,
-                            f32::from_bits(t.to_bits() + 1),
-                            -f32::from_bits(t.to_bits() + 1),
-                        ]
+                        [t, -t, f32::from_bits(t.to_bits() + 1), -f32::from_bits(t.to_bits() + 1)]
                     })
                     .collect();
                 xs.extend([0.0, -0.0, 1.0, -1.0, 3.0, -3.0, 1e-30, -1e-30]);

@@ -99,11 +99,7 @@ static TABLES: Tables = build_tables();
 /// `bytes`.
 #[inline(always)]
 fn steps(codes: usize, bytes: usize, c: usize) -> usize {
-    let by_bytes = if bytes >= c + 16 {
-        (bytes - c - 16) / (2 * c) + 1
-    } else {
-        0
-    };
+    let by_bytes = if bytes >= c + 16 { (bytes - c - 16) / (2 * c) + 1 } else { 0 };
     (codes / 16).min(by_bytes)
 }
 
@@ -158,14 +154,10 @@ unsafe fn unpack_steps(packed: &[u8], width: u32, out: &mut [u16]) -> usize {
             let p = src.add(2 * c * s);
             let a = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast()));
             let b = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(c).cast()));
-            let a = _mm256_and_si256(
-                _mm256_srlv_epi32(_mm256_shuffle_epi8(a, shuffle), shift),
-                mask,
-            );
-            let b = _mm256_and_si256(
-                _mm256_srlv_epi32(_mm256_shuffle_epi8(b, shuffle), shift),
-                mask,
-            );
+            let a =
+                _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(a, shuffle), shift), mask);
+            let b =
+                _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(b, shuffle), shift), mask);
             // packus interleaves 64-bit quarters: [a0..4, b0..4 | a4..8, b4..8].
             let r = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(a, b));
             _mm256_storeu_si256(dst.add(16 * s).cast(), r);
