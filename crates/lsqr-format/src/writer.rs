@@ -161,6 +161,11 @@ impl<W: Write + Seek> LsqWriter<W> {
         self.add_raw(name, RawDtype::F32, shape, &bytes)
     }
 
+    /// The entries of the tensors written so far.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
     /// Sets the layer graph; it is checked against the tensors at `finish`.
     pub fn set_graph(&mut self, graph: Graph) {
         self.graph = Some(graph);
