@@ -30,7 +30,7 @@ fn quantize_pack_unpack_dequantize_is_lossless_after_quantization() {
             lsqr::codec::dequantize_codes(
                 q.codebook(),
                 q.layout(),
-                q.scales().values(),
+                q.scale_values(),
                 &codes,
                 &mut from_packed,
             )

@@ -27,6 +27,8 @@ pub enum CodecError {
         /// Length of the data slice.
         data_len: usize,
     },
+    /// The product of a shape's dimensions overflows `usize`.
+    ShapeOverflow,
     /// A group size that is not a power of two in 16..=1024.
     InvalidGroupSize {
         /// The group size that was asked for.
@@ -94,6 +96,7 @@ impl fmt::Display for CodecError {
             Self::ShapeMismatch { shape_elements: None, data_len } => {
                 write!(f, "shape element count overflows (data has {data_len} elements)")
             }
+            Self::ShapeOverflow => f.write_str("the shape's element count overflows"),
             Self::InvalidGroupSize { group } => {
                 write!(f, "group size {group} is not a power of two in 16..=1024")
             }

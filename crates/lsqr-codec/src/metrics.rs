@@ -49,7 +49,7 @@ impl ErrorMetrics {
     /// pooled measurement is the energy-weighted SNR of a whole model.
     pub fn merge(self, other: Self) -> Self {
         Self {
-            count: self.count + other.count,
+            count: self.count.saturating_add(other.count),
             signal_energy: self.signal_energy + other.signal_energy,
             error_energy: self.error_energy + other.error_energy,
             reconstruction_energy: self.reconstruction_energy + other.reconstruction_energy,

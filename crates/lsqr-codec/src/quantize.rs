@@ -228,20 +228,24 @@ fn encode_groups(
 
 /// Decodes `codes` into `out`: `out[i] = decode_table[codes[i]] * scale(group of i)`.
 ///
-/// `scales` is empty for `Scaling::Unit`, else one per group of `layout`.
+/// `scales` is `None` for `Scaling::Unit`, else one per group of `layout`.
 pub fn dequantize_codes(
     codebook: &Codebook,
     layout: &GroupLayout,
-    scales: &[f32],
+    scales: Option<&[f32]>,
     codes: &[u16],
     out: &mut [f32],
 ) -> Result<(), CodecError> {
     let n = layout.element_count();
     check_len("codes", n, codes.len())?;
     check_len("output", n, out.len())?;
-    if !scales.is_empty() {
-        check_len("scales", layout.group_count(), scales.len())?;
-    }
+    let scales = match scales {
+        None => &[][..],
+        Some(s) => {
+            check_len("scales", layout.group_count(), s.len())?;
+            s
+        }
+    };
     check_codes(codes, codebook.width())?;
     if n == 0 {
         return Ok(());
@@ -315,6 +319,11 @@ impl QuantizedTensor {
         &self.scales
     }
 
+    /// The scales to decode with: `None` for `Scaling::Unit`.
+    pub fn scale_values(&self) -> Option<&[f32]> {
+        (self.scaling != Scaling::Unit).then(|| self.scales.values())
+    }
+
     /// One code per element, row-major.
     pub fn codes(&self) -> &[u16] {
         &self.codes
@@ -322,7 +331,7 @@ impl QuantizedTensor {
 
     /// Decodes into a caller buffer of exactly one f32 per element.
     pub fn dequantize_into(&self, out: &mut [f32]) -> Result<(), CodecError> {
-        dequantize_codes(&self.codebook, &self.layout, self.scales.values(), &self.codes, out)
+        dequantize_codes(&self.codebook, &self.layout, self.scale_values(), &self.codes, out)
     }
 
     /// Decodes into a new vector.
@@ -422,6 +431,39 @@ mod tests {
             err,
             Err(CodecError::LengthMismatch { what: "scales", expected: 2, got: 1 })
         ));
+    }
+
+    #[test]
+    fn mse_search_skips_candidates_too_small_for_f16() {
+        let x = [4e-8f32, -1e-8, 2e-8, 3e-8];
+        let mut o = QuantizeOptions::new(CodecSpec::Uniform, 4);
+        o.scaling = Scaling::Tensor;
+        o.scale_method = ScaleMethod::MseSearch;
+        let q = quantize(&x, &[4], &o).unwrap();
+        assert!(q.scales().values()[0] > 0.0);
+    }
+
+    #[test]
+    fn bad_fp_layouts_are_errors_not_overflows() {
+        assert!(FpLayout::new(2, u32::MAX).is_err());
+        assert!(FpLayout::new(u32::MAX, 2).is_err());
+        assert!(FpLayout::new(1, 14).is_ok());
+        let o = QuantizeOptions::new(CodecSpec::Fp(Some(FpLayout::new(2, 1).unwrap())), 5);
+        assert!(matches!(quantize(&[1.0], &[1], &o), Err(CodecError::InvalidFpLayout { .. })));
+    }
+
+    #[test]
+    fn dequantize_codes_checks_scales_unless_unit() {
+        let q =
+            quantize(&ramp(64), &[2, 32], &QuantizeOptions::new(CodecSpec::Uniform, 4)).unwrap();
+        let mut out = vec![0.0; 64];
+        let e = dequantize_codes(q.codebook(), q.layout(), Some(&[]), q.codes(), &mut out);
+        assert!(matches!(
+            e,
+            Err(CodecError::LengthMismatch { what: "scales", expected: 2, got: 0 })
+        ));
+        dequantize_codes(q.codebook(), q.layout(), None, q.codes(), &mut out).unwrap();
+        assert_eq!(out[0], q.codebook().decode_table()[usize::from(q.codes()[0])]);
     }
 
     #[test]

@@ -101,8 +101,7 @@ impl GroupLayout {
     /// The layout of a tensor of `shape` under `scaling`.
     pub fn new(shape: &[usize], scaling: Scaling) -> Result<Self, CodecError> {
         let scaling = scaling.validate()?;
-        let total = element_count(shape)
-            .ok_or(CodecError::ShapeMismatch { shape_elements: None, data_len: 0 })?;
+        let total = element_count(shape).ok_or(CodecError::ShapeOverflow)?;
         let (rows, row_len) = match shape {
             [] | [_] => (1, total),
             [d0, ..] => (*d0, if *d0 == 0 { 0 } else { total / d0 }),
@@ -208,7 +207,7 @@ impl GroupScales {
         }
     }
 
-    /// Parses [`GroupScales::to_le_bytes`]; `None` if the length is not a
+    /// Parses [`GroupScales::to_le_bytes`]; an error if the length is not a
     /// multiple of the dtype size or a value is negative or not finite.
     pub fn from_le_bytes(dtype: ScaleDtype, bytes: &[u8]) -> Result<Self, CodecError> {
         if bytes.len() % dtype.size() != 0 {

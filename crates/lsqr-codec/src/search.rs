@@ -211,7 +211,9 @@ pub(crate) fn mse_scales(
         let absmax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let mut best = (f64::INFINITY, 0.0f32);
         for step in 0..=16 {
-            let s = dtype.round(g, absmax * (1.0 - step as f32 / 32.0))?;
+            // A clipped scale too small for the dtype is not a candidate;
+            // step 0, absmax itself, was already accepted by the caller.
+            let Ok(s) = dtype.round(g, absmax * (1.0 - step as f32 / 32.0)) else { continue };
             codebook.encode_scaled(xs, inverse(s), codes);
             let err: f64 = xs
                 .iter()

@@ -194,7 +194,7 @@ proptest! {
         let ys = q.dequantize();
         // Every reconstruction is its code's level times its group's scale.
         let mut again = vec![0.0; xs.len()];
-        dequantize_codes(q.codebook(), q.layout(), q.scales().values(), q.codes(), &mut again).unwrap();
+        dequantize_codes(q.codebook(), q.layout(), q.scale_values(), q.codes(), &mut again).unwrap();
         prop_assert_eq!(&ys, &again);
         let table = q.codebook().decode_table();
         for (i, (&x, &y)) in xs.iter().zip(&ys).enumerate() {

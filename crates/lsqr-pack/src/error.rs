@@ -55,7 +55,7 @@ impl fmt::Display for PackError {
             PackError::CodeTooWide { index, code, width } => write!(
                 f,
                 "code {code} at index {index} does not fit in {width} bits (maximum {})",
-                if width >= 64 { u64::MAX } else { (1u64 << width) - 1 }
+                (1u64 << width.min(63)) - 1
             ),
             PackError::LengthOverflow => {
                 f.write_str("packed length overflows usize (code count times width is too large)")

@@ -18,8 +18,12 @@ pub struct FpLayout {
 impl FpLayout {
     /// A layout with E >= 1 and 1 + E + M in 2..=16.
     pub fn new(exp_bits: u32, man_bits: u32) -> Result<Self, CodecError> {
-        let bits = 1 + exp_bits + man_bits;
-        if exp_bits == 0 || exp_bits > 8 || !(2..=16).contains(&bits) {
+        // Bounded before adding, so no sum can overflow.
+        if exp_bits == 0
+            || exp_bits > 8
+            || man_bits > 14
+            || !(2..=16).contains(&(1 + exp_bits + man_bits))
+        {
             return Err(CodecError::InvalidFpLayout { exp_bits, man_bits });
         }
         Ok(Self { exp_bits: exp_bits as u8, man_bits: man_bits as u8 })

@@ -19,7 +19,7 @@ use super::CodeWidth;
 ///
 /// This is the readable definition; [`Codebook::seed`](super::Codebook::seed)
 /// encodes with a threshold table proven equal to it by tests.
-/// NaN is the caller's to reject (it would encode as code 2^B - 1).
+/// NaN is the caller's to reject: it has no reference code.
 pub fn seed_reference_encode(m: f32, width: CodeWidth) -> u16 {
     let b = width.magnitude_bits();
     let m = f64::from(m).clamp(-1.0, 1.0);

@@ -80,6 +80,8 @@ impl ThresholdTable {
             // Branch-free: the compiler turns this into a conditional add.
             idx += usize::from(x > t[idx + step - 1]) * step;
         }
+        // Padding thresholds are +inf, so no finite x passes them.
+        debug_assert!(idx < self.slots || !x.is_finite());
         idx.min(self.slots - 1)
     }
 
@@ -113,17 +115,24 @@ impl ThresholdTable {
 
 /// The f32 threshold `t` between adjacent levels `lo <= hi` such that, for
 /// every f32 `x`, `x > t` exactly when `x` should take `hi`: `x` is nearer
-/// `hi`, or equally near and `hi` is the level nearer zero.
+/// `hi`, or equally near and `hi` is the level nearer zero (between levels
+/// of equal magnitude, the tie goes to `lo`).
 ///
-/// The midpoint of two f32s is exact in f64. Rounding it down to f32 gives
-/// the right strict comparison when the tie goes to `lo`; when the tie goes
-/// to `hi` and the midpoint is itself an f32, the threshold steps one f32
-/// below it so that `x == midpoint` also passes.
+/// `t` is the largest f32 not above the true midpoint `m`, or one below
+/// that when `m` is itself an f32 and the tie goes to `hi`. The sum
+/// `lo + hi` is exact in f64 unless their magnitudes are ~2^29 apart, so
+/// its rounding error is recovered (TwoSum): when the f64 midpoint is an
+/// f32 but the true one lies just below it, the threshold steps down too.
 pub(crate) fn tie_threshold(lo: f32, hi: f32) -> f32 {
-    let mid = (f64::from(lo) + f64::from(hi)) / 2.0;
+    let (a, b) = (f64::from(lo), f64::from(hi));
+    let sum = a + b;
+    let b_part = sum - a;
+    let error = (a - (sum - b_part)) + (b - b_part);
+    let mid = sum / 2.0;
     let down = f32_round_down(mid);
+    let on_f32 = f64::from(down) == mid;
     let tie_goes_up = hi.abs() < lo.abs();
-    if tie_goes_up && f64::from(down) == mid {
+    if on_f32 && (error < 0.0 || (error == 0.0 && tie_goes_up)) {
         next_down(down)
     } else {
         down
@@ -173,6 +182,15 @@ mod tests {
         assert_eq!(t.encode(next_down(-0.25)), 1);
         assert_eq!(t.encode(7.0), 4);
         assert_eq!(t.encode(-7.0), 0);
+    }
+
+    #[test]
+    fn inexact_f64_midpoint_is_handled() {
+        // -1 + 1e-30 is not exact in f64; the true midpoint is just below -0.5.
+        let lv = [-1.0f32, 1e-30, 0.5, 1.0];
+        let t = ThresholdTable::nearest(Layout::Sorted, &lv, 0);
+        assert_eq!(t.encode(-0.5), 0);
+        assert_eq!(t.encode(next_up(-0.5)), 1);
     }
 
     #[test]
