@@ -32,17 +32,24 @@ impl ErrorMetrics {
                 got: reconstructed.len(),
             });
         }
-        let mut m = Self { count: original.len(), ..Self::default() };
+        let mut m = Self::default();
+        m.accumulate(original, reconstructed);
+        Ok(m)
+    }
+
+    /// Adds the pairs of `original` and `reconstructed` (zipped; the caller
+    /// keeps them the same length), so a tensor can be measured in pieces.
+    pub fn accumulate(&mut self, original: &[f32], reconstructed: &[f32]) {
+        self.count += original.len().min(reconstructed.len());
         for (&x, &y) in original.iter().zip(reconstructed) {
             let (x, y) = (f64::from(x), f64::from(y));
             let e = x - y;
-            m.signal_energy += x * x;
-            m.error_energy += e * e;
-            m.reconstruction_energy += y * y;
-            m.dot += x * y;
-            m.max_abs_error = m.max_abs_error.max(e.abs());
+            self.signal_energy += x * x;
+            self.error_energy += e * e;
+            self.reconstruction_energy += y * y;
+            self.dot += x * y;
+            self.max_abs_error = self.max_abs_error.max(e.abs());
         }
-        Ok(m)
     }
 
     /// Pools two measurements, as if over the concatenated tensors. SNR of a

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use crate::codebook::{CodeWidth, Codebook, CodecKind, FpLayout};
 use crate::scale::{element_count, GroupLayout, GroupScales, ScaleDtype, Scaling};
-use crate::{search, CodecError};
+use crate::{search, CodecError, ErrorMetrics};
 
 /// Which codebook to quantize with, and how to choose its parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -334,6 +334,31 @@ impl QuantizedTensor {
         dequantize_codes(&self.codebook, &self.layout, self.scale_values(), &self.codes, out)
     }
 
+    /// The error of this tensor against `original`, decoded a piece at a
+    /// time, so measuring a large tensor needs no second full-size buffer.
+    pub fn metrics_against(&self, original: &[f32]) -> Result<ErrorMetrics, CodecError> {
+        check_len("original", self.codes.len(), original.len())?;
+        let table = self.codebook.decode_table();
+        let scales = self.scale_values().unwrap_or(&[]);
+        let mut m = ErrorMetrics::default();
+        let mut buf = [0.0f32; 256];
+        if self.codes.is_empty() {
+            return Ok(m);
+        }
+        for (g, range) in self.layout.groups().enumerate() {
+            let s = scale_of(scales, g);
+            for start in range.clone().step_by(buf.len()) {
+                let end = (start + buf.len()).min(range.end);
+                let piece = &mut buf[..end - start];
+                for (o, &c) in piece.iter_mut().zip(&self.codes[start..end]) {
+                    *o = table[usize::from(c)] * s;
+                }
+                m.accumulate(&original[start..end], piece);
+            }
+        }
+        Ok(m)
+    }
+
     /// Decodes into a new vector.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.codes.len()];
@@ -345,7 +370,6 @@ impl QuantizedTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorMetrics;
 
     fn ramp(n: usize) -> Vec<f32> {
         (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect()
@@ -386,7 +410,9 @@ mod tests {
                 let opts = QuantizeOptions::new(CodecSpec::default_for(kind), bits);
                 let q = quantize(&x, &[64, 64], &opts).unwrap();
                 let y = q.dequantize();
-                let snr = ErrorMetrics::between(&x, &y).unwrap().snr_db();
+                let m = ErrorMetrics::between(&x, &y).unwrap();
+                assert_eq!(q.metrics_against(&x).unwrap(), m, "piecewise equals whole");
+                let snr = m.snr_db();
                 let floor = match (kind, bits) {
                     (CodecKind::Seed, _) => -10.0,
                     (_, 3) => 8.0,
