@@ -465,6 +465,9 @@ fn parse_tensor(
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| usize::try_from(n).is_ok())
+        // Every dim too, not only the product: a zero dim would otherwise
+        // let a dim that `usize` cannot hold through on 32-bit targets.
+        .filter(|_| shape.iter().all(|&d| usize::try_from(d).is_ok()))
         .ok_or_else(|| FormatError::ShapeOverflow { tensor: name.clone() })?;
 
     let storage = match f[0] {
