@@ -1,0 +1,431 @@
+//! The subcommands. Each returns `Err(message)` for the user; `main` prints
+//! it and exits non-zero.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lsqr::codec::{CodecKind, ScaleDtype, Scaling};
+use lsqr::format::{LsqFile, LsqFileWriter, RawDtype, Storage, TensorView, Value};
+use serde::Serialize;
+
+use crate::import;
+use crate::pipeline::{self, Settings, Totals};
+use crate::table;
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise.
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {wide_msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+#[derive(Serialize)]
+struct QuantizeReport<'a> {
+    input: String,
+    format: &'static str,
+    output: String,
+    settings: SettingsReport,
+    tensors: &'a [pipeline::TensorResult],
+    totals: Totals,
+}
+
+#[derive(Serialize)]
+struct SettingsReport {
+    bits: u32,
+    codec: String,
+    scaling: String,
+    scale_dtype: &'static str,
+}
+
+fn settings_report(s: &Settings) -> SettingsReport {
+    SettingsReport {
+        bits: s.bits,
+        codec: s.codec.to_string(),
+        scaling: scaling_name(s.scaling),
+        scale_dtype: dtype_name(s.scale_dtype),
+    }
+}
+
+pub fn scaling_name(s: Scaling) -> String {
+    match s {
+        Scaling::Unit => "unit".into(),
+        Scaling::Tensor => "tensor".into(),
+        Scaling::Row => "row".into(),
+        Scaling::Group(g) => format!("group {g}"),
+    }
+}
+
+fn dtype_name(d: ScaleDtype) -> &'static str {
+    match d {
+        ScaleDtype::F16 => "f16",
+        ScaleDtype::F32 => "f32",
+    }
+}
+
+/// `lsqr quantize`.
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    settings: &Settings,
+    json: bool,
+) -> Result<(), String> {
+    let model = import::open(input).map_err(|e| e.to_string())?;
+    let mut file = LsqFileWriter::create(output).map_err(|e| e.to_string())?;
+    let writer = file.writer();
+    let source_bytes: u64 = model.tensors.iter().map(|t| t.byte_len() as u64).sum();
+    let source_name = input.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let metadata = [
+        ("lsqr.source", Value::String(source_name)),
+        ("lsqr.source_format", Value::String(model.format.name().into())),
+        ("lsqr.source_bytes", Value::Int(source_bytes as i64)),
+        ("lsqr.tool", Value::String(format!("lsqr {}", env!("CARGO_PKG_VERSION")))),
+    ];
+    for (k, v) in metadata {
+        writer.add_metadata(k, v).map_err(|e| e.to_string())?;
+    }
+    let bar = progress_bar(model.tensors.len() as u64, "quantize");
+    let results = pipeline::run(&model, settings, Some(writer), &|t| {
+        bar.set_message(t.name.clone());
+        bar.inc(1);
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    file.finish().map_err(|e| e.to_string())?;
+    let file_bytes =
+        std::fs::metadata(output).map_err(|e| format!("{}: {e}", output.display()))?.len();
+    let totals = Totals::of(&results, Some(file_bytes));
+    if json {
+        let report = QuantizeReport {
+            input: input.display().to_string(),
+            format: model.format.name(),
+            output: output.display().to_string(),
+            settings: settings_report(settings),
+            tensors: &results,
+            totals,
+        };
+        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+    } else {
+        println!("{} ({}) -> {}", input.display(), model.format.name(), output.display());
+        print!("{}", table::tensor_table(&results));
+        print!("{}", table::totals(&totals));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct InspectTensor {
+    name: String,
+    shape: Vec<u64>,
+    storage: String,
+    codec: Option<String>,
+    bits: Option<u32>,
+    scaling: Option<String>,
+    dtype: Option<String>,
+    stored_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct InspectReport {
+    file: String,
+    file_bytes: u64,
+    metadata: HashMap<String, serde_json::Value>,
+    tensors: Vec<InspectTensor>,
+    parameters: u64,
+    source_bytes: Option<u64>,
+    compression_ratio: Option<f64>,
+    graph_layers: Option<usize>,
+}
+
+fn json_value(v: &Value) -> serde_json::Value {
+    match v {
+        Value::String(s) => s.clone().into(),
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => (*f).into(),
+        Value::Bool(b) => (*b).into(),
+        Value::IntList(l) => l.clone().into(),
+        Value::FloatList(l) => l.clone().into(),
+    }
+}
+
+/// `lsqr inspect`: the header only.
+pub fn inspect(path: &Path, json: bool) -> Result<(), String> {
+    let file = LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file_bytes = file.as_bytes().len() as u64;
+    let tensors: Vec<InspectTensor> = file
+        .tensors()
+        .iter()
+        .map(|t| {
+            let (storage, codec, bits, scaling, dtype) = match t.storage {
+                Storage::Quantized(q) => {
+                    let s = format!("{} C={} {}", q.codec, q.width.bits(), scaling_name(q.scaling));
+                    (
+                        s,
+                        Some(q.codec.name().to_string()),
+                        Some(q.width.bits()),
+                        Some(scaling_name(q.scaling)),
+                        None,
+                    )
+                }
+                Storage::Raw(d) => {
+                    (format!("raw {}", d.name()), None, None, None, Some(d.name().to_string()))
+                }
+            };
+            InspectTensor {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                storage,
+                codec,
+                bits,
+                scaling,
+                dtype,
+                stored_bytes: t.stored_bytes(),
+            }
+        })
+        .collect();
+    let parameters = file.tensors().iter().map(|t| t.element_count() as u64).sum();
+    let source_bytes = match file.metadata_get("lsqr.source_bytes") {
+        Some(Value::Int(n)) if *n > 0 => Some(*n as u64),
+        _ => None,
+    };
+    let report = InspectReport {
+        file: path.display().to_string(),
+        file_bytes,
+        metadata: file.metadata().iter().map(|(k, v)| (k.clone(), json_value(v))).collect(),
+        tensors,
+        parameters,
+        source_bytes,
+        compression_ratio: source_bytes.map(|s| s as f64 / file_bytes as f64),
+        graph_layers: file.graph().map(|g| g.layers.len()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+        return Ok(());
+    }
+    println!(
+        "{} ({} bytes, .lsq {}.{})",
+        report.file,
+        file_bytes,
+        lsqr::format::VERSION.0,
+        lsqr::format::VERSION.1
+    );
+    for (k, v) in file.metadata() {
+        println!("  {k} = {}", json_value(v));
+    }
+    let rows: Vec<[String; 4]> = report
+        .tensors
+        .iter()
+        .map(|t| {
+            [
+                t.name.clone(),
+                format!("{:?}", t.shape),
+                t.storage.clone(),
+                t.stored_bytes.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &["tensor", "shape", "storage", "bytes"],
+            &rows,
+            &[false, false, false, true]
+        )
+    );
+    println!("{} tensors, {} parameters, {} bytes", report.tensors.len(), parameters, file_bytes);
+    if let (Some(s), Some(r)) = (source_bytes, report.compression_ratio) {
+        println!("source {s} bytes, compression {r:.2}x");
+    }
+    if let Some(n) = report.graph_layers {
+        println!("graph: {n} layers");
+    }
+    Ok(())
+}
+
+/// `lsqr eval`.
+pub fn eval(
+    input: &Path,
+    widths: &[u32],
+    codecs: &[String],
+    scaling: Scaling,
+    scale_dtype: ScaleDtype,
+    json: bool,
+    plot: Option<&Path>,
+) -> Result<(), String> {
+    let kinds: Vec<CodecKind> = if codecs.is_empty() {
+        CodecKind::ALL.to_vec()
+    } else {
+        codecs
+            .iter()
+            .map(|c| CodecKind::from_name(c).ok_or_else(|| format!("unknown codec '{c}'")))
+            .collect::<Result<_, _>>()?
+    };
+    let model = import::open(input).map_err(|e| e.to_string())?;
+    let settings = Settings {
+        bits: 4,
+        codec: pipeline::CodecChoice::Fixed(CodecKind::Log),
+        scaling,
+        scale_dtype,
+        keep: Vec::new(),
+        bits_for: Vec::new(),
+    };
+    let quantizable = model
+        .tensors
+        .iter()
+        .filter(|t| matches!(settings.action(t), pipeline::Action::Quantize(_)))
+        .count();
+    let bar = progress_bar((quantizable * kinds.len() * widths.len()) as u64, "eval");
+    let cells = pipeline::evaluate(&model, &settings, &kinds, widths, &|| bar.inc(1))
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    if let Some(svg) = plot {
+        crate::plot::snr_vs_bits(&cells, &input.display().to_string(), svg)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cells).expect("serializable"));
+    } else {
+        println!(
+            "{} ({}): weighted SNR (dB) of {} quantized tensors, {}, {} scales",
+            input.display(),
+            model.format.name(),
+            quantizable,
+            scaling_name(scaling),
+            dtype_name(scale_dtype)
+        );
+        print!("{}", table::eval_table(&cells, &kinds, widths));
+    }
+    Ok(())
+}
+
+/// A tensor to export, decoded only when the serializer asks for its bytes,
+/// so memory holds one tensor at a time.
+struct ExportTensor<'f> {
+    view: TensorView<'f>,
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+}
+
+impl ExportTensor<'_> {
+    fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, lsqr::format::FormatError> {
+        Ok(match &self.view {
+            TensorView::Raw(r) => std::borrow::Cow::Borrowed(r.bytes()),
+            TensorView::Quantized(_) => std::borrow::Cow::Owned(
+                self.view.to_f32_vec()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        })
+    }
+}
+
+impl safetensors::View for &ExportTensor<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        // Decoding was tried once before serializing; a failure here is not
+        // reachable, and would show as a length mismatch, not a panic.
+        self.bytes().unwrap_or_default()
+    }
+    fn data_len(&self) -> usize {
+        let size = match self.dtype {
+            safetensors::Dtype::F32 => 4,
+            d => d.bitsize() / 8,
+        };
+        self.shape.iter().product::<usize>() * size
+    }
+}
+
+fn safetensors_dtype(d: RawDtype) -> safetensors::Dtype {
+    use safetensors::Dtype as D;
+    match d {
+        RawDtype::F32 => D::F32,
+        RawDtype::F16 => D::F16,
+        RawDtype::BF16 => D::BF16,
+        RawDtype::F64 => D::F64,
+        RawDtype::I8 => D::I8,
+        RawDtype::I16 => D::I16,
+        RawDtype::I32 => D::I32,
+        RawDtype::I64 => D::I64,
+        RawDtype::U8 => D::U8,
+        RawDtype::Bool => D::BOOL,
+    }
+}
+
+/// `lsqr export`: dequantized f32 for quantized tensors, raw as stored.
+pub fn export(path: &Path, output: &Path) -> Result<(), String> {
+    let file = LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut tensors = Vec::with_capacity(file.tensors().len());
+    for i in 0..file.tensors().len() {
+        let view = file.tensor_at(i).map_err(|e| format!("{}: {e}", path.display()))?;
+        let info = view.info();
+        let dtype = match &view {
+            TensorView::Raw(r) => safetensors_dtype(r.dtype()),
+            TensorView::Quantized(_) => safetensors::Dtype::F32,
+        };
+        let t = ExportTensor { view, dtype, shape: info.shape_usize() };
+        // Decode once up front so errors surface here, with the file's name.
+        t.bytes().map_err(|e| format!("{}: {e}", path.display()))?;
+        tensors.push((info.name.clone(), t));
+    }
+    write_atomically(output, |temp| {
+        safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), None, temp)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })?;
+    let bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "{} -> {} ({} tensors, {} bytes)",
+        path.display(),
+        output.display(),
+        tensors.len(),
+        bytes
+    );
+    Ok(())
+}
+
+/// Writes a file through `write` into a temporary file beside `path`,
+/// fsyncs it and renames it into place; on error nothing is left behind.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| format!("{} is not a file path", path.display()))?;
+    let temp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = write(&temp)
+        .and_then(|()| std::fs::File::open(&temp)?.sync_all())
+        .and_then(|()| std::fs::rename(&temp, path));
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        format!("{}: {e}", path.display())
+    })
+}
+
+/// `lsqr verify`.
+pub fn verify(path: &Path) -> Result<(), String> {
+    let file = LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.verify().map_err(|e| format!("{}: {e}", path.display()))?;
+    let sections: usize = file
+        .tensors()
+        .iter()
+        .map(|t| [t.data, t.scales, t.table].iter().filter(|s| s.len > 0).count())
+        .sum();
+    println!(
+        "{}: ok ({} tensors, {} data sections, {} bytes; header and every section checksum match)",
+        path.display(),
+        file.tensors().len(),
+        sections,
+        file.as_bytes().len()
+    );
+    Ok(())
+}

@@ -1,0 +1,419 @@
+//! Importers: the formats models actually come in, read into one shape.
+//!
+//! Every importer memory-maps its input and records, per tensor, where its
+//! bytes are; nothing is copied until a tensor is asked for, so peak memory
+//! follows the largest tensor, not the model. Formats are detected from
+//! content, not from the file name.
+
+mod npy;
+mod onnx;
+mod pickle;
+mod protobuf;
+mod safetensors;
+mod torch;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use lsqr::format::RawDtype;
+
+/// The formats an input can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// `.safetensors`.
+    Safetensors,
+    /// NumPy `.npy` (one array).
+    Npy,
+    /// NumPy `.npz` (a zip of `.npy`).
+    Npz,
+    /// PyTorch `torch.save` zip (torch >= 1.6).
+    TorchZip,
+    /// PyTorch legacy `torch.save` stream (before 1.6).
+    TorchLegacy,
+    /// TorchScript archive (`torch.jit.save`).
+    TorchScript,
+    /// ONNX model.
+    Onnx,
+}
+
+impl SourceFormat {
+    /// Name for messages and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Safetensors => "safetensors",
+            Self::Npy => "npy",
+            Self::Npz => "npz",
+            Self::TorchZip => "pytorch (zip)",
+            Self::TorchLegacy => "pytorch (legacy)",
+            Self::TorchScript => "torchscript",
+            Self::Onnx => "onnx",
+        }
+    }
+}
+
+/// A backing buffer: a memory-mapped file, or bytes decoded at import.
+pub enum Buffer {
+    /// A whole file, memory-mapped.
+    Mapped(memmap2::Mmap),
+    /// Bytes held in memory (e.g. an inflated zip entry).
+    Owned(Vec<u8>),
+}
+
+impl Buffer {
+    /// Memory-maps `path`.
+    pub fn map(path: &Path) -> Result<Self, ImportError> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| ImportError::new(path, format!("cannot open: {e}")))?;
+        // SAFETY: read-only private map; the input must not change while the
+        // command runs, the contract of every mmap-based reader.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| ImportError::new(path, format!("cannot map: {e}")))?;
+        Ok(Buffer::Mapped(map))
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Buffer::Mapped(m) => m,
+            Buffer::Owned(v) => v,
+        }
+    }
+}
+
+/// Where a tensor's little-endian bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorBytes {
+    /// Contiguous (row-major) at byte `offset` of buffer `buffer`;
+    /// `element_count * dtype.size()` bytes long.
+    Contiguous {
+        /// Index into the model's buffers.
+        buffer: usize,
+        /// Byte offset in that buffer.
+        offset: usize,
+    },
+    /// A strided view (PyTorch): element `index` (row-major over `shape`) is
+    /// at byte `offset + size * Σ index_k * strides[k]` of buffer `buffer`.
+    Strided {
+        /// Index into the model's buffers.
+        buffer: usize,
+        /// Byte offset of element 0.
+        offset: usize,
+        /// Strides in elements, one per dim.
+        strides: Vec<usize>,
+    },
+    /// Decoded at import: contiguous little-endian bytes.
+    Owned(Vec<u8>),
+}
+
+/// One tensor of an input model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceTensor {
+    /// Name, e.g. `encoder.layer.0.attention.self.query.weight`.
+    pub name: String,
+    /// Element type.
+    pub dtype: RawDtype,
+    /// Shape, row-major.
+    pub shape: Vec<usize>,
+    /// Where its bytes are.
+    pub bytes: TensorBytes,
+}
+
+impl SourceTensor {
+    /// Number of elements.
+    pub fn element_count(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Bytes of its values.
+    pub fn byte_len(&self) -> usize {
+        self.element_count() * self.dtype.size()
+    }
+}
+
+/// An opened input model.
+pub struct SourceModel {
+    /// The input's path.
+    pub path: PathBuf,
+    /// What it was detected as.
+    pub format: SourceFormat,
+    /// Backing buffers (the input, and e.g. ONNX external data files).
+    pub buffers: Vec<Buffer>,
+    /// Every tensor, in the source's order.
+    pub tensors: Vec<SourceTensor>,
+}
+
+impl fmt::Debug for SourceModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceModel")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl SourceModel {
+    /// The tensor's values as contiguous little-endian bytes: borrowed from
+    /// the map when they already are, gathered otherwise. Bounds were
+    /// checked at import; they are checked again here, so a bad importer is
+    /// an error, not a panic.
+    pub fn bytes<'a>(&'a self, t: &'a SourceTensor) -> Result<Cow<'a, [u8]>, ImportError> {
+        let len = t.byte_len();
+        let out_of_bounds = || self.error(&t.name, "data lies outside the file");
+        match &t.bytes {
+            TensorBytes::Owned(v) if v.len() == len => Ok(Cow::Borrowed(v)),
+            TensorBytes::Owned(_) => Err(self.error(&t.name, "decoded data has the wrong length")),
+            TensorBytes::Contiguous { buffer, offset } => {
+                let buf = self.buffers.get(*buffer).ok_or_else(out_of_bounds)?.as_slice();
+                let end = offset.checked_add(len).ok_or_else(out_of_bounds)?;
+                buf.get(*offset..end).map(Cow::Borrowed).ok_or_else(out_of_bounds)
+            }
+            TensorBytes::Strided { buffer, offset, strides } => {
+                let buf = self.buffers.get(*buffer).ok_or_else(out_of_bounds)?.as_slice();
+                gather_strided(buf, *offset, &t.shape, strides, t.dtype.size())
+                    .map(Cow::Owned)
+                    .ok_or_else(out_of_bounds)
+            }
+        }
+    }
+
+    /// The tensor's values as f32 (float dtypes converted exactly where f32
+    /// can hold them; f64 rounded).
+    /// f32 data already in place (little-endian host, 4-byte aligned) is
+    /// borrowed, not copied.
+    pub fn to_f32<'a>(&'a self, t: &'a SourceTensor) -> Result<Cow<'a, [f32]>, ImportError> {
+        let b = self.bytes(t)?;
+        if t.dtype == RawDtype::F32 && cfg!(target_endian = "little") {
+            if let Cow::Borrowed(bytes) = b {
+                if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                    return Ok(Cow::Borrowed(values));
+                }
+            }
+        }
+        let out = match t.dtype {
+            RawDtype::F32 => {
+                b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
+            RawDtype::F16 => {
+                b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
+            RawDtype::BF16 => b
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            RawDtype::F64 => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("chunks_exact(8)")) as f32)
+                .collect(),
+            other => {
+                return Err(
+                    self.error(&t.name, &format!("{} is not a floating-point dtype", other.name()))
+                )
+            }
+        };
+        Ok(Cow::Owned(out))
+    }
+
+    /// Lets the OS drop the resident pages of a tensor read from a mapped
+    /// input, once it has been written out: without this, every page of the
+    /// input stays in the process's resident set until exit, and peak RSS
+    /// would be the model's size, not a tensor's.
+    pub fn release(&self, t: &SourceTensor) {
+        let TensorBytes::Contiguous { buffer, offset } = t.bytes else { return };
+        let Some(Buffer::Mapped(map)) = self.buffers.get(buffer) else { return };
+        // madvise needs a page-aligned start; 64 KiB covers every page size.
+        let start = offset / 65536 * 65536;
+        let end = offset.saturating_add(t.byte_len()).min(map.len());
+        if end > start {
+            // SAFETY: the map is private, read-only and file-backed, so
+            // MADV_DONTNEED only drops resident pages: a later access reads
+            // the same bytes from the file again (which must not change
+            // while mapped, the contract of `Buffer::map`). The range lies
+            // within the map.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
+
+    /// An error about tensor `name` of this model.
+    pub fn error(&self, name: &str, message: &str) -> ImportError {
+        ImportError {
+            path: self.path.clone(),
+            tensor: Some(name.to_string()),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Gathers a strided view into contiguous bytes; `None` if any element lies
+/// outside `buf`.
+fn gather_strided(
+    buf: &[u8],
+    offset: usize,
+    shape: &[usize],
+    strides: &[usize],
+    size: usize,
+) -> Option<Vec<u8>> {
+    if strides.len() != shape.len() {
+        return None;
+    }
+    let count: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(count.checked_mul(size)?);
+    if count == 0 {
+        return Some(out);
+    }
+    // The last element's offset bounds all others (strides are >= 0).
+    let last = shape
+        .iter()
+        .zip(strides)
+        .try_fold(0usize, |acc, (&d, &s)| acc.checked_add((d - 1).checked_mul(s)?))?;
+    let end = offset.checked_add(last.checked_mul(size)?)?.checked_add(size)?;
+    if end > buf.len() {
+        return None;
+    }
+    let mut index = vec![0usize; shape.len()];
+    for _ in 0..count {
+        let element: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
+        let at = offset + element * size;
+        out.extend_from_slice(&buf[at..at + size]);
+        for k in (0..shape.len()).rev() {
+            index[k] += 1;
+            if index[k] < shape[k] {
+                break;
+            }
+            index[k] = 0;
+        }
+    }
+    Some(out)
+}
+
+/// Why an input could not be read: names the file and, where there is one,
+/// the tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportError {
+    /// The input file.
+    pub path: PathBuf,
+    /// The tensor, if the problem is one tensor's.
+    pub tensor: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ImportError {
+    /// An error about the file as a whole.
+    pub fn new(path: &Path, message: impl Into<String>) -> Self {
+        Self { path: path.to_path_buf(), tensor: None, message: message.into() }
+    }
+
+    /// An error about one tensor.
+    pub fn tensor(path: &Path, tensor: &str, message: impl Into<String>) -> Self {
+        Self { path: path.to_path_buf(), tensor: Some(tensor.to_string()), message: message.into() }
+    }
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(t) = &self.tensor {
+            write!(f, ": tensor '{t}'")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// What the first bytes say the file is.
+fn detect(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
+    if bytes.starts_with(b"\x93NUMPY") {
+        return Ok(SourceFormat::Npy);
+    }
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        return zip_kind(path, bytes);
+    }
+    if safetensors::looks_like(bytes) {
+        return Ok(SourceFormat::Safetensors);
+    }
+    if torch::looks_like_legacy(bytes) {
+        return Ok(SourceFormat::TorchLegacy);
+    }
+    if onnx::looks_like(bytes) {
+        return Ok(SourceFormat::Onnx);
+    }
+    Err(ImportError::new(
+        path,
+        "unrecognised format (expected safetensors, .npy/.npz, PyTorch, TorchScript or ONNX)",
+    ))
+}
+
+/// A zip is an .npz, a PyTorch checkpoint or a TorchScript archive, by its
+/// entries.
+fn zip_kind(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| ImportError::new(path, format!("not a readable zip: {e}")))?;
+    let names: Vec<&str> = archive.file_names().collect();
+    let has = |suffix: &str| names.iter().any(|n| n.ends_with(suffix));
+    if names.iter().any(|n| n.contains("/code/") || n.starts_with("code/")) && has("data.pkl") {
+        Ok(SourceFormat::TorchScript)
+    } else if has("data.pkl") {
+        Ok(SourceFormat::TorchZip)
+    } else if !names.is_empty() && names.iter().all(|n| n.ends_with(".npy")) {
+        Ok(SourceFormat::Npz)
+    } else {
+        Err(ImportError::new(
+            path,
+            "zip archive is neither .npz, a PyTorch checkpoint nor a TorchScript archive",
+        ))
+    }
+}
+
+/// Opens any supported input.
+pub fn open(path: &Path) -> Result<SourceModel, ImportError> {
+    let buffer = Buffer::map(path)?;
+    let format = detect(path, buffer.as_slice())?;
+    let mut model = SourceModel {
+        path: path.to_path_buf(),
+        format,
+        buffers: vec![buffer],
+        tensors: Vec::new(),
+    };
+    match format {
+        SourceFormat::Safetensors => safetensors::import(&mut model)?,
+        SourceFormat::Npy => npy::import_npy(&mut model)?,
+        SourceFormat::Npz => npy::import_npz(&mut model)?,
+        SourceFormat::TorchZip | SourceFormat::TorchScript => torch::import_zip(&mut model)?,
+        SourceFormat::TorchLegacy => torch::import_legacy(&mut model)?,
+        SourceFormat::Onnx => onnx::import(&mut model)?,
+    }
+    check_unique_names(&model)?;
+    Ok(model)
+}
+
+fn check_unique_names(model: &SourceModel) -> Result<(), ImportError> {
+    let mut names: Vec<&str> = model.tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    match names.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(ImportError::tensor(&model.path, w[0], "appears twice")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_gather_transposes() {
+        // A 2x3 view with strides (1, 2) over [0, 1, 2, 3, 4, 5] as u8.
+        let buf = [0u8, 1, 2, 3, 4, 5];
+        assert_eq!(gather_strided(&buf, 0, &[2, 3], &[1, 2], 1).unwrap(), [0, 2, 4, 1, 3, 5]);
+        assert_eq!(
+            gather_strided(&buf, 1, &[2, 3], &[1, 2], 1),
+            None,
+            "last element out of bounds"
+        );
+        assert_eq!(gather_strided(&buf, 0, &[0, 3], &[1, 2], 1).unwrap(), Vec::<u8>::new());
+    }
+}

