@@ -1,6 +1,7 @@
 //! Encode (the whole `quantize`: scales, μ search or table training, codes)
 //! and decode (`dequantize_into`) for every codebook at C = 4 and C = 8, on
-//! 16 M elements (a 4096 x 4096 Gaussian weight), groups of 64, f16 scales.
+//! 16 M elements (a 4096 x 4096 Gaussian weight), groups of 64, f16 scales,
+//! beside a memcpy of the same f32 tensor measured in the same run.
 
 use std::time::Duration;
 
@@ -18,6 +19,11 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(3));
+    // Baseline for this machine and run: memcpy of the f32 tensor (64 MiB,
+    // out of cache), the floor for any pass that reads or writes it.
+    let mut copy = vec![0.0f32; data.len()];
+    group.bench_function("memcpy_f32", |b| b.iter(|| copy.copy_from_slice(&data)));
+    drop(copy);
     for kind in CodecKind::ALL {
         for bits in [4u32, 8] {
             let options = QuantizeOptions::new(CodecSpec::default_for(kind), bits);

@@ -58,8 +58,23 @@ fn bench_group(c: &mut Criterion, name: &str, pack: PackFn, unpack: UnpackFn) {
     g.finish();
 }
 
+/// Baseline for this machine and run: copying the 2 MiB of unpacked u16
+/// codes (what unpack writes) with memcpy.
+fn bench_memcpy(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memcpy_u16");
+    g.throughput(Throughput::Elements(N as u64))
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let src = codes(16);
+    let mut dst = vec![0u16; N];
+    g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     eprintln!("dispatched path: {}", paths::selected());
+    bench_memcpy(c);
     bench_group(c, "unpack", pack_into, unpack_into);
     bench_group(c, "pack", pack_into, unpack_into);
     bench_group(c, "unpack_scalar", paths::scalar::pack_into, scalar_unpack);

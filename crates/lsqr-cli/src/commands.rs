@@ -288,7 +288,10 @@ pub fn eval(
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     if let Some(svg) = plot {
-        crate::plot::snr_vs_bits(&cells, &input.display().to_string(), svg)?;
+        let name = input
+            .file_name()
+            .map_or(input.display().to_string(), |n| n.to_string_lossy().into_owned());
+        crate::plot::snr_vs_bits(&cells, &name, svg)?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&cells).expect("serializable"));
