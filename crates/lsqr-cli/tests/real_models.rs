@@ -28,7 +28,10 @@ fn model(rel: &str) -> PathBuf {
     let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     if !path.exists() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-models.sh");
-        assert!(Command::new("bash").arg(script).status().unwrap().success(), "fetch-models.sh failed");
+        assert!(
+            Command::new("bash").arg(script).status().unwrap().success(),
+            "fetch-models.sh failed"
+        );
     }
     assert!(path.exists(), "{} missing after fetch-models.sh", path.display());
     path
@@ -50,7 +53,10 @@ fn temp(name: &str) -> PathBuf {
 fn read_safetensors(path: &Path) -> HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors().into_iter().map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec()))).collect()
+    st.tensors()
+        .into_iter()
+        .map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec())))
+        .collect()
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
@@ -72,19 +78,33 @@ struct Expected {
 fn check_model(e: &Expected, bits: u32) -> f64 {
     let src = model(e.file);
     let tag = e.file.replace('/', "_");
-    let (raw_lsq, raw_st) = (temp(&format!("{tag}.raw.lsq")), temp(&format!("{tag}.raw.safetensors")));
-    let (q_lsq, q_st) = (temp(&format!("{tag}.{bits}.lsq")), temp(&format!("{tag}.{bits}.safetensors")));
+    let (raw_lsq, raw_st) =
+        (temp(&format!("{tag}.raw.lsq")), temp(&format!("{tag}.raw.safetensors")));
+    let (q_lsq, q_st) =
+        (temp(&format!("{tag}.{bits}.lsq")), temp(&format!("{tag}.{bits}.safetensors")));
     let s = |p: &Path| p.display().to_string();
 
     // 1. Import: names, shapes, dtypes, parameter count.
-    let raw: Value =
-        serde_json::from_str(&lsqr(&["quantize", &s(&src), "-o", &s(&raw_lsq), "--keep", "*", "--json"])).unwrap();
+    let raw: Value = serde_json::from_str(&lsqr(&[
+        "quantize",
+        &s(&src),
+        "-o",
+        &s(&raw_lsq),
+        "--keep",
+        "*",
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(raw["format"], e.format, "{}", e.file);
     assert_eq!(raw["totals"]["tensors"], e.tensors, "{}", e.file);
     assert_eq!(raw["totals"]["parameters"], e.parameters, "{}", e.file);
     assert_eq!(raw["totals"]["quantized"], 0);
-    let listed: HashMap<&str, &Value> =
-        raw["tensors"].as_array().unwrap().iter().map(|t| (t["name"].as_str().unwrap(), t)).collect();
+    let listed: HashMap<&str, &Value> = raw["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t))
+        .collect();
     for (name, shape, dtype) in e.samples {
         let t = listed.get(name).unwrap_or_else(|| panic!("{}: no tensor {name}", e.file));
         assert_eq!(t["shape"], serde_json::json!(shape), "{name}");
@@ -95,9 +115,16 @@ fn check_model(e: &Expected, bits: u32) -> f64 {
     assert_eq!(reference.len(), e.tensors);
 
     // 2. Quantize, export, compare.
-    let report: Value =
-        serde_json::from_str(&lsqr(&["quantize", &s(&src), "-o", &s(&q_lsq), "--bits", &bits.to_string(), "--json"]))
-            .unwrap();
+    let report: Value = serde_json::from_str(&lsqr(&[
+        "quantize",
+        &s(&src),
+        "-o",
+        &s(&q_lsq),
+        "--bits",
+        &bits.to_string(),
+        "--json",
+    ]))
+    .unwrap();
     lsqr(&["verify", &s(&q_lsq)]);
     lsqr(&["export", &s(&q_lsq), "-o", &s(&q_st)]);
     let exported = read_safetensors(&q_st);
@@ -110,7 +137,11 @@ fn check_model(e: &Expected, bits: u32) -> f64 {
         assert_eq!(shape, ref_shape, "{name}");
         match t["snr_db"].as_f64() {
             None => {
-                assert_eq!((dtype, bytes), (ref_dtype, ref_bytes), "{name}: raw tensors come back bit-exact");
+                assert_eq!(
+                    (dtype, bytes),
+                    (ref_dtype, ref_bytes),
+                    "{name}: raw tensors come back bit-exact"
+                );
             }
             Some(reported) => {
                 assert_eq!(*dtype, Dtype::F32);
@@ -118,8 +149,12 @@ fn check_model(e: &Expected, bits: u32) -> f64 {
                     Dtype::F32 => f32s(ref_bytes),
                     other => panic!("{name}: quantized a {other:?} tensor"),
                 };
-                let snr = lsqr::codec::ErrorMetrics::between(&original, &f32s(bytes)).unwrap().snr_db();
-                assert!((snr - reported).abs() < 1e-9, "{name}: export decodes to {snr} dB, quantize reported {reported}");
+                let snr =
+                    lsqr::codec::ErrorMetrics::between(&original, &f32s(bytes)).unwrap().snr_db();
+                assert!(
+                    (snr - reported).abs() < 1e-9,
+                    "{name}: export decodes to {snr} dB, quantize reported {reported}"
+                );
                 assert!(snr >= floor, "{name}: {snr:.2} dB at C = {bits}");
             }
         }
@@ -148,7 +183,10 @@ fn minilm_safetensors() {
     // what lsqr imported (names, shapes, dtypes, bytes of raw tensors).
     let source = read_safetensors(&model(e.file));
     assert_eq!(source.len(), e.tensors);
-    assert_eq!(source.values().map(|(_, s, _)| s.iter().product::<usize>() as u64).sum::<u64>(), e.parameters);
+    assert_eq!(
+        source.values().map(|(_, s, _)| s.iter().product::<usize>() as u64).sum::<u64>(),
+        e.parameters
+    );
     let snr4 = check_model(&e, 4);
     let snr8 = check_model(&e, 8);
     assert!(snr4 >= 19.5, "MiniLM log C=4: {snr4:.2} dB");
@@ -170,7 +208,10 @@ fn silero_safetensors_and_torchscript() {
             format: "safetensors",
             tensors: 15,
             parameters: 309_633,
-            samples: &[("stft_conv.weight", &[258, 1, 256], "f32"), ("lstm_cell.weight_ih", &[512, 128], "f32")],
+            samples: &[
+                ("stft_conv.weight", &[258, 1, 256], "f32"),
+                ("lstm_cell.weight_ih", &[512, 128], "f32"),
+            ],
         },
         4,
     );
@@ -192,15 +233,20 @@ fn silero_safetensors_and_torchscript() {
 #[test]
 fn facenet_legacy_pytorch() {
     type Samples = &'static [(&'static str, &'static [usize], &'static str)];
-    const PNET: Samples = &[("conv1.weight", &[10, 3, 3, 3], "f32"), ("conv4_2.weight", &[4, 32, 1, 1], "f32")];
+    const PNET: Samples =
+        &[("conv1.weight", &[10, 3, 3, 3], "f32"), ("conv4_2.weight", &[4, 32, 1, 1], "f32")];
     const RNET: Samples = &[("conv1.weight", &[28, 3, 3, 3], "f32"), ("conv1.bias", &[28], "f32")];
-    const ONET: Samples = &[("dense5.weight", &[256, 1152], "f32"), ("dense6_3.bias", &[10], "f32")];
+    const ONET: Samples =
+        &[("dense5.weight", &[256, 1152], "f32"), ("dense6_3.bias", &[10], "f32")];
     for (file, tensors, parameters, samples) in [
         ("facenet/pnet.pt", 13, 6_632, PNET),
         ("facenet/rnet.pt", 16, 100_178, RNET),
         ("facenet/onet.pt", 21, 389_040, ONET),
     ] {
-        check_model(&Expected { file, format: "pytorch (legacy)", tensors, parameters, samples }, 4);
+        check_model(
+            &Expected { file, format: "pytorch (legacy)", tensors, parameters, samples },
+            4,
+        );
     }
 }
 
@@ -213,7 +259,11 @@ fn magika_onnx() {
             tensors: 36,
             parameters: 784_519,
             samples: &[
-                ("jax2tf_get_logits_/pjit_get_logits_/MagikaV2/LayerNorm_1/Reshape_3:0", &[1, 512], "f32"),
+                (
+                    "jax2tf_get_logits_/pjit_get_logits_/MagikaV2/LayerNorm_1/Reshape_3:0",
+                    &[1, 512],
+                    "f32",
+                ),
                 ("slice_axes__119", &[4], "i32"),
             ],
         },
