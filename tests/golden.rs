@@ -126,7 +126,7 @@ fn writing_the_golden_parts_reproduces_its_bytes() {
             }
             TensorView::Quantized(q) => {
                 let spec = q.spec();
-                let params = q.codebook().params().clone();
+                let params = q.params().clone();
                 let codebook =
                     Codebook::from_params(CodeWidth::new(spec.width.bits()).unwrap(), params)
                         .unwrap();
@@ -140,7 +140,7 @@ fn writing_the_golden_parts_reproduces_its_bytes() {
                     q.codes().unwrap(),
                 )
                 .unwrap();
-                if let CodebookParams::Lut(t) = q.codebook().params() {
+                if let CodebookParams::Lut(t) = q.params() {
                     assert_eq!(t.len(), 1 << spec.width.bits());
                 }
                 w.add_quantized(&q.info().name, &tensor).unwrap();

@@ -274,7 +274,10 @@ impl<'f> RawView<'f> {
 pub struct QuantizedView<'f> {
     info: &'f TensorInfo,
     spec: QuantSpec,
-    codebook: Codebook,
+    params: CodebookParams,
+    /// Only the decode table: building the encoder too would cost far more
+    /// for some codebooks at C = 16, and decoding never needs it.
+    decode_table: Vec<f32>,
     layout: GroupLayout,
     packed: &'f [u8],
     scales: &'f [u8],
@@ -301,8 +304,8 @@ impl<'f> QuantizedView<'f> {
             }
             CodecKind::Lut => CodebookParams::Lut(read_table(info, table)?),
         };
-        let codebook = Codebook::from_params(spec.width, params).map_err(codec_error)?;
-        Ok(Self { info, spec, codebook, layout, packed, scales })
+        let decode_table = Codebook::decode_table_for(spec.width, &params).map_err(codec_error)?;
+        Ok(Self { info, spec, params, decode_table, layout, packed, scales })
     }
 
     /// The header entry.
@@ -315,9 +318,21 @@ impl<'f> QuantizedView<'f> {
         &self.spec
     }
 
-    /// The codebook (decode table at unit scale).
-    pub fn codebook(&self) -> &Codebook {
-        &self.codebook
+    /// The codebook's parameters, as stored.
+    pub fn params(&self) -> &CodebookParams {
+        &self.params
+    }
+
+    /// The `2^C` values of the codes at unit scale.
+    pub fn decode_table(&self) -> &[f32] {
+        &self.decode_table
+    }
+
+    /// The full codebook, encoder included (built on each call: for
+    /// re-encoding, not for decoding).
+    pub fn codebook(&self) -> Result<Codebook, FormatError> {
+        Codebook::from_params(self.spec.width, self.params.clone())
+            .map_err(|source| FormatError::Codec { tensor: self.info.name.clone(), source })
     }
 
     /// Where the groups lie.
@@ -355,7 +370,7 @@ impl<'f> QuantizedView<'f> {
             return Ok(());
         }
         let bits = self.spec.width.bits();
-        let table = self.codebook.decode_table();
+        let table = &self.decode_table;
         let mut codes = [0u16; 1024];
         for (g, range) in self.layout.groups().enumerate() {
             let s = self.scale(g);

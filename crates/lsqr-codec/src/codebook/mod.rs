@@ -170,9 +170,7 @@ impl Codebook {
     /// sign-magnitude (the code for -0 decodes to 0 and is never produced):
     /// the int-C baseline.
     pub fn uniform(width: CodeWidth) -> Self {
-        let j = width.code_count() / 2 - 1;
-        let magnitudes: Vec<f32> = (0..=j).map(|i| (i as f64 / j as f64) as f32).collect();
-        Self::sign_magnitude(width, CodebookParams::Uniform, &magnitudes)
+        Self::sign_magnitude(width, CodebookParams::Uniform, &uniform_magnitudes(width))
     }
 
     /// NormalFloat-C: levels at quantiles of the standard normal, normalised
@@ -194,18 +192,7 @@ impl Codebook {
     /// An explicit table of `2^C` finite values in ascending order, indexed
     /// by code (the `lut` codec stores it with the tensor).
     pub fn lut(width: CodeWidth, table: Vec<f32>) -> Result<Self, CodecError> {
-        if table.len() != width.code_count() {
-            return Err(CodecError::InvalidTable { reason: "length is not 2^C", at: table.len() });
-        }
-        if let Some(i) = table.iter().position(|v| !v.is_finite()) {
-            return Err(CodecError::InvalidTable { reason: "entry is not finite", at: i });
-        }
-        if let Some(i) = table.windows(2).position(|w| w[0] > w[1]) {
-            return Err(CodecError::InvalidTable {
-                reason: "entries are not ascending",
-                at: i + 1,
-            });
-        }
+        check_lut(width, &table)?;
         Ok(Self::sorted(width, CodebookParams::Lut(table.clone()), table))
     }
 
@@ -225,14 +212,45 @@ impl Codebook {
         }
     }
 
+    /// Only the decode table of the codebook `params` describe: what a
+    /// reader needs to decode, without building the encoder (whose `seed`
+    /// thresholds cost far more than the table at C = 16). Equal to
+    /// `Codebook::from_params(width, params)?.decode_table()`.
+    pub fn decode_table_for(
+        width: CodeWidth,
+        params: &CodebookParams,
+    ) -> Result<Vec<f32>, CodecError> {
+        Ok(match params {
+            CodebookParams::Seed => seed::decode_table(width),
+            CodebookParams::Log { mu } => {
+                if !mu.is_finite() || *mu < 0.0 {
+                    return Err(CodecError::InvalidMu { mu: *mu });
+                }
+                mirrored(&log::magnitudes(width, *mu))
+            }
+            CodebookParams::Uniform => mirrored(&uniform_magnitudes(width)),
+            CodebookParams::Nf => nf::levels(width),
+            CodebookParams::Fp(layout) if layout.width() == width => {
+                mirrored(&fp::magnitudes(*layout))
+            }
+            CodebookParams::Fp(layout) => {
+                return Err(CodecError::InvalidFpLayout {
+                    exp_bits: layout.exp_bits(),
+                    man_bits: layout.man_bits(),
+                })
+            }
+            CodebookParams::Lut(table) => {
+                check_lut(width, table)?;
+                table.clone()
+            }
+        })
+    }
+
     /// Sign-magnitude codebook from ascending magnitudes (`2^B` of them, the
     /// first 0): code `(n << B) | j` decodes to `(-1)^n * magnitudes[j]`.
     fn sign_magnitude(width: CodeWidth, params: CodebookParams, magnitudes: &[f32]) -> Self {
-        let half = width.code_count() / 2;
-        debug_assert_eq!(magnitudes.len(), half);
-        let mut decode_table = Vec::with_capacity(2 * half);
-        decode_table.extend_from_slice(magnitudes);
-        decode_table.extend(magnitudes.iter().map(|&m| -m));
+        debug_assert_eq!(magnitudes.len(), width.code_count() / 2);
+        let decode_table = mirrored(magnitudes);
         let layout =
             Layout::SignMagnitude { sign_shift: width.magnitude_bits(), zero_keeps_sign: false };
         let encoder = ThresholdTable::nearest(layout, magnitudes, 0);
@@ -297,9 +315,58 @@ impl Codebook {
     }
 }
 
+/// Sign-magnitude decode table: the magnitudes, then their negations.
+fn mirrored(magnitudes: &[f32]) -> Vec<f32> {
+    magnitudes.iter().copied().chain(magnitudes.iter().map(|&m| -m)).collect()
+}
+
+/// `j / J` for j in 0..=J, J = 2^B - 1.
+fn uniform_magnitudes(width: CodeWidth) -> Vec<f32> {
+    let j = width.code_count() / 2 - 1;
+    (0..=j).map(|i| (i as f64 / j as f64) as f32).collect()
+}
+
+/// A `lut` table holds 2^C finite values in ascending order.
+fn check_lut(width: CodeWidth, table: &[f32]) -> Result<(), CodecError> {
+    if table.len() != width.code_count() {
+        return Err(CodecError::InvalidTable { reason: "length is not 2^C", at: table.len() });
+    }
+    if let Some(i) = table.iter().position(|v| !v.is_finite()) {
+        return Err(CodecError::InvalidTable { reason: "entry is not finite", at: i });
+    }
+    if let Some(i) = table.windows(2).position(|w| w[0] > w[1]) {
+        return Err(CodecError::InvalidTable { reason: "entries are not ascending", at: i + 1 });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_table_for_equals_the_codebook_table() {
+        for bits in 2..=12 {
+            let w = CodeWidth::new(bits).unwrap();
+            let lut: Vec<f32> = (0..w.code_count()).map(|i| i as f32 / 7.0 - 1.0).collect();
+            for params in [
+                CodebookParams::Seed,
+                CodebookParams::Log { mu: 7.5 },
+                CodebookParams::Uniform,
+                CodebookParams::Nf,
+                CodebookParams::Fp(FpLayout::for_width(w)),
+                CodebookParams::Lut(lut),
+            ] {
+                let full = Codebook::from_params(w, params.clone()).unwrap();
+                let table = Codebook::decode_table_for(w, &params).unwrap();
+                let bits_of = |t: &[f32]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits_of(&table), bits_of(full.decode_table()), "{params:?} C={bits}");
+            }
+        }
+        let w = CodeWidth::new(4).unwrap();
+        assert!(Codebook::decode_table_for(w, &CodebookParams::Log { mu: -1.0 }).is_err());
+        assert!(Codebook::decode_table_for(w, &CodebookParams::Lut(alloc::vec![0.0; 3])).is_err());
+    }
 
     #[test]
     fn width_bounds() {

@@ -39,17 +39,23 @@ fn reference_k(a: f64, b: u32) -> u16 {
 pub(super) fn tables(width: CodeWidth) -> (Vec<f32>, ThresholdTable) {
     let b = width.magnitude_bits();
     let half = 1u32 << b;
-    let decode = |n: u32, k: u32| -> f32 {
-        let magnitude = if k == 0 { 0.0 } else { libm::log2(f64::from(k)) / f64::from(b) };
-        let value = if n == 1 && k != 0 { -magnitude } else { magnitude };
-        value as f32
-    };
-    let decode_table = (0..2u32).flat_map(|n| (0..half).map(move |k| decode(n, k))).collect();
+    let decode_table = decode_table(width);
 
     // Slots are k = 1..=2^B - 1; threshold k separates k from k + 1.
     let thresholds = (1..half - 1).map(|k| last_input_with_k_at_most(k as u16, b)).collect();
     let layout = Layout::SignMagnitude { sign_shift: b, zero_keeps_sign: true };
     (decode_table, ThresholdTable::new(layout, thresholds, 1))
+}
+
+/// `(-1)^n * log2(k) / B` for code `(n << B) | k`; k = 0 decodes to 0.
+pub(super) fn decode_table(width: CodeWidth) -> Vec<f32> {
+    let b = width.magnitude_bits();
+    let decode = move |n: u32, k: u32| -> f32 {
+        let magnitude = if k == 0 { 0.0 } else { libm::log2(f64::from(k)) / f64::from(b) };
+        let value = if n == 1 && k != 0 { -magnitude } else { magnitude };
+        value as f32
+    };
+    (0..2u32).flat_map(|n| (0..1u32 << b).map(move |k| decode(n, k))).collect()
 }
 
 /// The largest f32 `a` in [0, 1] with `reference_k(a) <= k`.
