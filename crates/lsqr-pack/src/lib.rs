@@ -112,6 +112,14 @@
 //! portable implementation (`std` builds only; the choice is made once and
 //! cached).
 //!
+//! # Dependencies
+//!
+//! Only `bitvec`: the [`reference`](mod@reference) implementation is
+//! written with its `BitSlice<u8, Lsb0>`, one bit at a time, so that the
+//! layout has a definition that reads like the text above, against which
+//! the fast paths are tested. `byteorder` is not needed: `u32::from_le_bytes`
+//! and friends are in `core`.
+//!
 //! # Errors
 //!
 //! Arguments are validated in this order: width, length arithmetic, buffer
