@@ -180,7 +180,7 @@ pub fn quantize_tensor(
     for kind in kinds {
         let q = quantize(&values, &t.shape, &settings.options(kind, bits)).map_err(codec_error)?;
         let m = q.metrics_against(&values).map_err(codec_error)?;
-        if best.as_ref().map_or(true, |(_, b)| m.error_energy < b.error_energy) {
+        if best.as_ref().is_none_or(|(_, b)| m.error_energy < b.error_energy) {
             best = Some((q, m));
         }
     }

@@ -210,7 +210,7 @@ impl GroupScales {
     /// Parses [`GroupScales::to_le_bytes`]; an error if the length is not a
     /// multiple of the dtype size or a value is negative or not finite.
     pub fn from_le_bytes(dtype: ScaleDtype, bytes: &[u8]) -> Result<Self, CodecError> {
-        if bytes.len() % dtype.size() != 0 {
+        if !bytes.len().is_multiple_of(dtype.size()) {
             return Err(CodecError::LengthMismatch {
                 what: "scale bytes",
                 expected: bytes.len() / dtype.size() * dtype.size(),

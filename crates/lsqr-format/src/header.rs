@@ -585,10 +585,10 @@ fn check_section(
         Some(SectionProblem::WrongLength { expected })
     } else if s.len == 0 {
         (s.offset != 0 || s.crc32 != 0).then_some(SectionProblem::EmptyNotZero)
-    } else if s.offset % ALIGN != 0 {
+    } else if !s.offset.is_multiple_of(ALIGN) {
         Some(SectionProblem::Misaligned)
     } else if s.offset < PREAMBLE_LEN
-        || s.offset.checked_add(s.len).map_or(true, |end| end > data_end)
+        || s.offset.checked_add(s.len).is_none_or(|end| end > data_end)
     {
         Some(SectionProblem::OutOfBounds { limit: data_end })
     } else {

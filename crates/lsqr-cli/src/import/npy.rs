@@ -108,7 +108,7 @@ fn tensor(
     let len = count.and_then(|n| n.checked_mul(header.dtype.size()));
     let offset = npy_start + header.data_offset;
     let available = model.buffers[buffer].as_slice().len().saturating_sub(offset);
-    if len.map_or(true, |len| len > available) {
+    if len.is_none_or(|len| len > available) {
         return Err(ImportError::tensor(&model.path, &name, "array data is truncated"));
     }
     let bytes = if header.big_endian {
@@ -188,7 +188,7 @@ mod tests {
 
     fn npy(header: &str, data: &[u8]) -> Vec<u8> {
         let mut h = header.to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');

@@ -183,7 +183,7 @@ pub(crate) unsafe fn pack(codes: &[u16], width: u32, out: &mut [u8]) -> Result<(
             // SAFETY: the caller guarantees AVX2; widths are in range for
             // each instantiation.
             let done = unsafe {
-                match (width == 15, width % 2 == 0) {
+                match (width == 15, width.is_multiple_of(2)) {
                     (true, _) => pack_steps::<false, false>(codes, width, out),
                     (false, true) => pack_steps::<true, true>(codes, width, out),
                     (false, false) => pack_steps::<true, false>(codes, width, out),
