@@ -1,0 +1,269 @@
+//! Portable scalar kernels: THE reference every SIMD path is tested against.
+//!
+//! Every function here is written for clarity first: one element at a time,
+//! sums accumulated left to right in `f32`, no fused multiply-adds (Rust
+//! never contracts `a * b + c`), transcendentals from `libm` so the reference
+//! is identical with and without `std` and on every target.
+//!
+//! The kernels trust their callers (`Kernels` validates shapes first); with
+//! inconsistent lengths they stop at the shortest buffer, never index out of
+//! bounds.
+
+use core::f32::consts::FRAC_1_SQRT_2;
+
+/// `sqrt(2 / pi)`, the constant of the tanh approximation of GELU.
+pub(crate) const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// The cubic coefficient of the tanh approximation of GELU.
+pub(crate) const GELU_TANH_CUBIC: f32 = 0.044_715;
+
+/// `max(x, 0)`; NaN stays NaN, `-0.0` stays `-0.0`.
+#[inline]
+pub(crate) fn relu1(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// `min(max(x, 0), 6)`; NaN stays NaN.
+#[inline]
+pub(crate) fn relu6_1(x: f32) -> f32 {
+    x.clamp(0.0, 6.0)
+}
+
+/// `max(x, 0)` in place.
+pub fn relu(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = relu1(*v));
+}
+
+/// `min(max(x, 0), 6)` in place.
+pub fn relu6(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = relu6_1(*v));
+}
+
+/// `x` where `x >= 0` (or NaN), `alpha * x` where `x < 0`.
+pub fn leaky_relu(x: &mut [f32], alpha: f32) {
+    x.iter_mut().for_each(|v| {
+        if *v < 0.0 {
+            *v *= alpha;
+        }
+    });
+}
+
+/// `1 / (1 + exp(-x))`.
+pub fn sigmoid(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = 1.0 / (1.0 + libm::expf(-*v)));
+}
+
+/// `tanh(x)`.
+pub fn tanh(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = libm::tanhf(*v));
+}
+
+/// GELU, erf form: `x * Phi(x) = 0.5 * x * erfc(-x / sqrt 2)`.
+///
+/// Written with `erfc` rather than `1 + erf` so the left tail (where
+/// `1 + erf` cancels) keeps its relative accuracy.
+pub fn gelu(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = 0.5 * *v * libm::erfcf(-*v * FRAC_1_SQRT_2));
+}
+
+/// GELU, tanh approximation:
+/// `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`,
+/// evaluated as the identical `x / (1 + exp(-2u))` (no cancellation in the
+/// left tail).
+pub fn gelu_tanh(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| {
+        let u = SQRT_2_OVER_PI * (*v + GELU_TANH_CUBIC * *v * *v * *v);
+        *v /= 1.0 + libm::expf(-2.0 * u);
+    });
+}
+
+/// SiLU (swish): `x * sigmoid(x) = x / (1 + exp(-x))`.
+pub fn silu(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v /= 1.0 + libm::expf(-*v));
+}
+
+/// Hard sigmoid (PyTorch's): `relu6(x + 3) / 6`.
+pub fn hardsigmoid(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = relu6_1(*v + 3.0) / 6.0);
+}
+
+/// Hard swish (PyTorch's): `x * relu6(x + 3) / 6`, evaluated as
+/// `(x * relu6(x + 3)) / 6`.
+pub fn hardswish(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = *v * relu6_1(*v + 3.0) / 6.0);
+}
+
+/// `out[i] = a[i] + b[i]`.
+pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
+}
+
+/// `out[i] = a[i] * b[i]`.
+pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x * y;
+    }
+}
+
+/// `out[i] = a[i] + s`.
+pub fn add_scalar(a: &[f32], s: f32, out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = x + s;
+    }
+}
+
+/// `out[i] = a[i] * s`.
+pub fn mul_scalar(a: &[f32], s: f32, out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = x * s;
+    }
+}
+
+/// `x[i] = x[i] * scale + shift` (a multiply, then an add: not fused).
+pub fn affine(x: &mut [f32], scale: f32, shift: f32) {
+    x.iter_mut().for_each(|v| *v = *v * scale + shift);
+}
+
+/// Softmax of each row of `axis_len` elements: `exp(x - max) / sum`.
+pub fn softmax(x: &mut [f32], axis_len: usize) {
+    if axis_len == 0 {
+        return;
+    }
+    for row in x.chunks_exact_mut(axis_len) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0f32;
+        for v in row.iter_mut() {
+            *v = libm::expf(*v - max);
+            sum += *v;
+        }
+        row.iter_mut().for_each(|v| *v /= sum);
+    }
+}
+
+/// Layer norm of each row of `axis_len` elements:
+/// `(x - mean) * (1 / sqrt(var + eps)) * gamma + beta`, with the biased
+/// (population) variance computed in a second pass.
+pub fn layer_norm(x: &mut [f32], axis_len: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    if axis_len == 0 {
+        return;
+    }
+    for row in x.chunks_exact_mut(axis_len) {
+        let n = row.len() as f32;
+        let mean = row.iter().sum::<f32>() / n;
+        let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let inv = 1.0 / libm::sqrtf(var + eps);
+        for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    }
+}
+
+/// `c[m, n] = a[m, k] * b[k, n]`, row-major, overwriting `c`: each output
+/// row accumulates `a[i, p] * b[p, ..]` for `p = 0, 1, ...` in order.
+pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+    if n == 0 {
+        return;
+    }
+    for (i, c_row) in c.chunks_exact_mut(n).take(m).enumerate() {
+        c_row.fill(0.0);
+        if k == 0 {
+            continue;
+        }
+        let a_row = a.get(i * k..(i + 1) * k).unwrap_or(&[]);
+        for (&av, b_row) in a_row.iter().zip(b.chunks_exact(n)) {
+            for (cv, &bv) in c_row.iter_mut().zip(b_row) {
+                *cv += av * bv;
+            }
+        }
+    }
+}
+
+/// A validated 2-D pooling window on one `[h, w]` plane.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolGeometry {
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl PoolGeometry {
+    /// The clipped input range `[start, end)` of output index `o` along `axis`.
+    #[inline]
+    fn window(&self, axis: usize, o: usize) -> (usize, usize) {
+        let size = if axis == 0 { self.h } else { self.w };
+        let start = (o * self.stride[axis]) as isize - self.padding[axis] as isize;
+        let end = start + self.kernel[axis] as isize;
+        (start.max(0) as usize, (end.max(0) as usize).min(size))
+    }
+}
+
+/// Max pooling of each `[h, w]` plane of `input` into `out` (`oh * ow` per
+/// plane). Padding never wins (it is not a value); NaN propagates.
+pub(crate) fn max_pool2d(input: &[f32], out: &mut [f32], g: &PoolGeometry) {
+    let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
+    if plane == 0 || oplane == 0 {
+        return;
+    }
+    for (src, dst) in input.chunks_exact(plane).zip(out.chunks_exact_mut(oplane)) {
+        for oy in 0..g.oh {
+            let (y0, y1) = g.window(0, oy);
+            for ox in 0..g.ow {
+                let (x0, x1) = g.window(1, ox);
+                let mut m = f32::NEG_INFINITY;
+                for y in y0..y1 {
+                    for &v in &src[y * g.w + x0..y * g.w + x1] {
+                        if v > m || v.is_nan() {
+                            m = v;
+                        }
+                    }
+                }
+                dst[oy * g.ow + ox] = m;
+            }
+        }
+    }
+}
+
+/// Average pooling of each `[h, w]` plane with `count_include_pad = false`:
+/// each output is the mean of the input elements its window covers, padding
+/// excluded from both sum and count.
+pub(crate) fn avg_pool2d(input: &[f32], out: &mut [f32], g: &PoolGeometry) {
+    let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
+    if plane == 0 || oplane == 0 {
+        return;
+    }
+    for (src, dst) in input.chunks_exact(plane).zip(out.chunks_exact_mut(oplane)) {
+        for oy in 0..g.oh {
+            let (y0, y1) = g.window(0, oy);
+            for ox in 0..g.ow {
+                let (x0, x1) = g.window(1, ox);
+                let mut sum = 0.0f32;
+                for y in y0..y1 {
+                    for &v in &src[y * g.w + x0..y * g.w + x1] {
+                        sum += v;
+                    }
+                }
+                let count = (y1 - y0) * (x1 - x0);
+                dst[oy * g.ow + ox] = sum / count as f32;
+            }
+        }
+    }
+}
+
+/// The mean of each plane of `plane` elements.
+pub(crate) fn global_avg_pool(input: &[f32], out: &mut [f32], plane: usize) {
+    if plane == 0 {
+        return;
+    }
+    for (src, dst) in input.chunks_exact(plane).zip(out.iter_mut()) {
+        *dst = src.iter().sum::<f32>() / plane as f32;
+    }
+}

@@ -1,0 +1,95 @@
+//! CPU-specific kernels behind one entry point.
+//!
+//! As in memchr: one module per architecture, a portable path that always
+//! builds ([`generic`], also the reference of every test), and a choice made
+//! once per process and cached in an `AtomicU8`. With `std` the choice is
+//! made at run time (`is_x86_feature_detected!("avx2")` and `("fma")`);
+//! without `std`, from the compile-time target features. With `std`, the
+//! environment variable `LSQR_FORCE_SCALAR` (non-empty and not `"0"`, read
+//! once) forces the portable path, so the whole test suite can run on it.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::kernels::Kernels;
+
+pub mod generic;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_64;
+
+/// The portable kernel table.
+pub(crate) static SCALAR: Kernels = Kernels {
+    name: "scalar",
+    relu: generic::relu,
+    relu6: generic::relu6,
+    leaky_relu: generic::leaky_relu,
+    sigmoid: generic::sigmoid,
+    tanh: generic::tanh,
+    gelu: generic::gelu,
+    gelu_tanh: generic::gelu_tanh,
+    silu: generic::silu,
+    hardsigmoid: generic::hardsigmoid,
+    hardswish: generic::hardswish,
+    add: generic::add,
+    mul: generic::mul,
+    add_scalar: generic::add_scalar,
+    mul_scalar: generic::mul_scalar,
+    affine: generic::affine,
+    softmax: generic::softmax,
+    layer_norm: generic::layer_norm,
+    matmul: generic::matmul,
+};
+
+const UNKNOWN: u8 = 0;
+const PORTABLE: u8 = 1;
+const AVX2_FMA: u8 = 2;
+
+static PATH: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// The AVX2+FMA table if this CPU (or, without `std`, this build) supports it.
+pub(crate) fn avx2() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    if x86_64::avx2_fma_detected() {
+        return Some(&x86_64::AVX2);
+    }
+    None
+}
+
+/// The table this process uses, chosen on first call and cached.
+#[inline]
+pub(crate) fn active() -> &'static Kernels {
+    match PATH.load(Ordering::Relaxed) {
+        PORTABLE => &SCALAR,
+        AVX2_FMA => cached_avx2(),
+        _ => {
+            let best = if force_scalar() { None } else { avx2() };
+            PATH.store(if best.is_some() { AVX2_FMA } else { PORTABLE }, Ordering::Relaxed);
+            best.unwrap_or(&SCALAR)
+        }
+    }
+}
+
+/// The AVX2 table, once `active` has detected it.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn cached_avx2() -> &'static Kernels {
+    &x86_64::AVX2
+}
+
+/// Unreachable off x86-64 (`PATH` is never `AVX2_FMA` there).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn cached_avx2() -> &'static Kernels {
+    &SCALAR
+}
+
+/// Whether the portable path has been forced by `LSQR_FORCE_SCALAR`.
+#[cfg(feature = "std")]
+fn force_scalar() -> bool {
+    std::env::var_os("LSQR_FORCE_SCALAR").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Without `std` there is no environment: never forced.
+#[cfg(not(feature = "std"))]
+fn force_scalar() -> bool {
+    false
+}

@@ -1,0 +1,352 @@
+//! [`Kernels`]: one code path's kernel table, and every operator as a
+//! validating method on it.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::arch::{self, generic};
+use crate::shape::{self, Binary, Pool2d};
+use crate::OpError;
+
+/// Per-channel statistics and affine parameters of an inference batch norm.
+///
+/// Each slice holds one value per channel.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNorm<'a> {
+    /// Running mean.
+    pub mean: &'a [f32],
+    /// Running (biased) variance.
+    pub var: &'a [f32],
+    /// Scale.
+    pub gamma: &'a [f32],
+    /// Shift.
+    pub beta: &'a [f32],
+    /// Added to the variance before the square root (`>= 0`, finite).
+    pub eps: f32,
+}
+
+/// A matmul kernel: `(a, b, c, m, k, n)`.
+pub(crate) type MatmulFn = fn(&[f32], &[f32], &mut [f32], usize, usize, usize);
+
+/// One code path (portable scalar, or AVX2+FMA): a table of kernels, and
+/// the operators as methods that validate shapes and then run them.
+///
+/// [`Kernels::active`] is the path the crate-level functions use; the others
+/// exist so that paths can be compared (and benchmarked) side by side.
+pub struct Kernels {
+    pub(crate) name: &'static str,
+    pub(crate) relu: fn(&mut [f32]),
+    pub(crate) relu6: fn(&mut [f32]),
+    pub(crate) leaky_relu: fn(&mut [f32], f32),
+    pub(crate) sigmoid: fn(&mut [f32]),
+    pub(crate) tanh: fn(&mut [f32]),
+    pub(crate) gelu: fn(&mut [f32]),
+    pub(crate) gelu_tanh: fn(&mut [f32]),
+    pub(crate) silu: fn(&mut [f32]),
+    pub(crate) hardsigmoid: fn(&mut [f32]),
+    pub(crate) hardswish: fn(&mut [f32]),
+    pub(crate) add: fn(&[f32], &[f32], &mut [f32]),
+    pub(crate) mul: fn(&[f32], &[f32], &mut [f32]),
+    pub(crate) add_scalar: fn(&[f32], f32, &mut [f32]),
+    pub(crate) mul_scalar: fn(&[f32], f32, &mut [f32]),
+    pub(crate) affine: fn(&mut [f32], f32, f32),
+    pub(crate) softmax: fn(&mut [f32], usize),
+    pub(crate) layer_norm: fn(&mut [f32], usize, &[f32], &[f32], f32),
+    pub(crate) matmul: MatmulFn,
+}
+
+impl fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernels").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Output rows per rayon task are a multiple of this (the AVX2 tile height).
+#[cfg(feature = "parallel")]
+const PAR_ROW_BLOCK: usize = 6;
+/// Below this many multiply-adds a matmul stays on one thread.
+#[cfg(feature = "parallel")]
+const PAR_MIN_MACS: usize = 1 << 20;
+
+macro_rules! unary_methods {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[inline]
+        pub fn $name(&self, x: &mut [f32]) {
+            (self.$name)(x)
+        }
+    )*};
+}
+
+impl Kernels {
+    /// The path this process uses: AVX2+FMA when available (detected once,
+    /// cached) unless `LSQR_FORCE_SCALAR` is set, else portable.
+    #[inline]
+    pub fn active() -> &'static Kernels {
+        arch::active()
+    }
+
+    /// The portable scalar path (the reference).
+    pub fn portable() -> &'static Kernels {
+        &arch::SCALAR
+    }
+
+    /// The AVX2+FMA path, if this CPU supports it (with `std`: detected at
+    /// run time; without: this build's target features). Ignores
+    /// `LSQR_FORCE_SCALAR`.
+    pub fn avx2() -> Option<&'static Kernels> {
+        arch::avx2()
+    }
+
+    /// The path's name: `"scalar"` or `"avx2+fma"`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    unary_methods! {
+        /// `max(x, 0)` in place (exact; NaN and `-0.0` pass through).
+        relu;
+        /// `min(max(x, 0), 6)` in place (exact).
+        relu6;
+        /// `1 / (1 + exp(-x))` in place.
+        sigmoid;
+        /// `tanh(x)` in place.
+        tanh;
+        /// GELU, erf form `0.5 x (1 + erf(x / sqrt 2))`, in place.
+        gelu;
+        /// GELU, tanh approximation
+        /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, in place.
+        gelu_tanh;
+        /// SiLU / swish `x sigmoid(x)` in place.
+        silu;
+        /// Hard sigmoid `relu6(x + 3) / 6` in place (exact).
+        hardsigmoid;
+        /// Hard swish `x relu6(x + 3) / 6` in place (exact).
+        hardswish;
+    }
+
+    /// `x` where `x >= 0`, `alpha x` where `x < 0`, in place (exact).
+    #[inline]
+    pub fn leaky_relu(&self, x: &mut [f32], alpha: f32) {
+        (self.leaky_relu)(x, alpha)
+    }
+
+    /// Softmax over the last axis: `x` is rows of `axis_len` elements, each
+    /// replaced by `exp(x - max) / sum(exp(x - max))`.
+    pub fn softmax(&self, x: &mut [f32], axis_len: usize) -> Result<(), OpError> {
+        check_rows("softmax", x.len(), axis_len)?;
+        (self.softmax)(x, axis_len);
+        Ok(())
+    }
+
+    /// Layer norm over the last axis: each row of `axis_len` elements becomes
+    /// `(x - mean) / sqrt(var + eps) * gamma + beta` (biased variance;
+    /// `gamma`, `beta` of `axis_len` elements).
+    pub fn layer_norm(
+        &self,
+        x: &mut [f32],
+        axis_len: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) -> Result<(), OpError> {
+        const OP: &str = "layer_norm";
+        check_rows(OP, x.len(), axis_len)?;
+        shape::check_len(OP, "gamma", gamma.len(), &[axis_len])?;
+        shape::check_len(OP, "beta", beta.len(), &[axis_len])?;
+        shape::check_eps(OP, eps)?;
+        (self.layer_norm)(x, axis_len, gamma, beta, eps);
+        Ok(())
+    }
+
+    /// Inference batch norm in place on `x` of `shape = [n, c, ...]` (rank at
+    /// least 2, channels on axis 1): channel `ch` becomes `x * s + t` with
+    /// `s = gamma / sqrt(var + eps)` and `t = beta - mean * s` (computed once
+    /// per channel, identically on every path).
+    pub fn batch_norm(
+        &self,
+        x: &mut [f32],
+        shape: &[usize],
+        p: &BatchNorm<'_>,
+    ) -> Result<(), OpError> {
+        const OP: &str = "batch_norm";
+        if shape.len() < 2 {
+            return Err(OpError::BadParameter {
+                op: OP,
+                reason: "shape must be [n, c, ...] (rank >= 2)",
+            });
+        }
+        shape::check_len(OP, "x", x.len(), shape)?;
+        let c = shape[1];
+        for (what, v) in [("mean", p.mean), ("var", p.var), ("gamma", p.gamma), ("beta", p.beta)] {
+            shape::check_len(OP, what, v.len(), &[c])?;
+        }
+        shape::check_eps(OP, p.eps)?;
+        let spatial = shape::numel(OP, &shape[2..])?;
+        if spatial == 0 || x.is_empty() {
+            return Ok(());
+        }
+        let scale: Vec<f32> =
+            p.gamma.iter().zip(p.var).map(|(&g, &v)| g / libm::sqrtf(v + p.eps)).collect();
+        for (i, plane) in x.chunks_exact_mut(spatial).enumerate() {
+            let ch = i % c;
+            (self.affine)(plane, scale[ch], p.beta[ch] - p.mean[ch] * scale[ch]);
+        }
+        Ok(())
+    }
+
+    /// Elementwise `a + b` with NumPy broadcasting; returns the output and
+    /// its shape.
+    pub fn add(
+        &self,
+        a: &[f32],
+        a_shape: &[usize],
+        b: &[f32],
+        b_shape: &[usize],
+    ) -> Result<(Vec<f32>, Vec<usize>), OpError> {
+        let f = Binary { op: "add", same: self.add, scalar: self.add_scalar, one: |x, y| x + y };
+        shape::broadcast_binary(&f, a, a_shape, b, b_shape)
+    }
+
+    /// Elementwise `a * b` with NumPy broadcasting; returns the output and
+    /// its shape.
+    pub fn mul(
+        &self,
+        a: &[f32],
+        a_shape: &[usize],
+        b: &[f32],
+        b_shape: &[usize],
+    ) -> Result<(Vec<f32>, Vec<usize>), OpError> {
+        let f = Binary { op: "mul", same: self.mul, scalar: self.mul_scalar, one: |x, y| x * y };
+        shape::broadcast_binary(&f, a, a_shape, b, b_shape)
+    }
+
+    /// `[m, k] x [k, n] -> [m, n]`, row-major.
+    pub fn matmul(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<f32>, OpError> {
+        let len = shape::numel("matmul", &[m, n])?;
+        let mut out = vec![0.0; len];
+        self.matmul_into(a, b, &mut out, m, k, n)?;
+        Ok(out)
+    }
+
+    /// `[m, k] x [k, n]` into `out` (`m n` elements, overwritten), row-major.
+    /// With the `parallel` feature, large products split their rows over
+    /// rayon's pool (the result is identical: rows are independent).
+    pub fn matmul_into(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        out: &mut [f32],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<(), OpError> {
+        const OP: &str = "matmul";
+        shape::check_len(OP, "a", a.len(), &[m, k])?;
+        shape::check_len(OP, "b", b.len(), &[k, n])?;
+        shape::check_len(OP, "out", out.len(), &[m, n])?;
+        #[cfg(feature = "parallel")]
+        if m >= 2 * PAR_ROW_BLOCK
+            && n > 0
+            && k > 0
+            && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_MACS
+        {
+            use rayon::prelude::*;
+            let threads = rayon::current_num_threads().max(1);
+            let rows = m.div_ceil(threads).next_multiple_of(PAR_ROW_BLOCK);
+            let kernel = self.matmul;
+            out.par_chunks_mut(rows * n)
+                .zip(a.par_chunks(rows * k))
+                .for_each(|(c, a)| kernel(a, b, c, c.len() / n, k, n));
+            return Ok(());
+        }
+        (self.matmul)(a, b, out, m, k, n);
+        Ok(())
+    }
+
+    /// 2-D max pooling of an NCHW tensor; returns the output and its shape
+    /// `[n, c, oh, ow]`. Padding is never selected (it is not a value); NaN
+    /// propagates.
+    pub fn max_pool2d(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+        pool: &Pool2d,
+    ) -> Result<(Vec<f32>, [usize; 4]), OpError> {
+        pool_with("max_pool2d", input, shape, pool, generic::max_pool2d)
+    }
+
+    /// 2-D average pooling of an NCHW tensor with `count_include_pad =
+    /// false`: each output is the mean of the input elements its window
+    /// covers (padding counts neither in the sum nor in the divisor). Returns
+    /// the output and its shape `[n, c, oh, ow]`.
+    pub fn avg_pool2d(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+        pool: &Pool2d,
+    ) -> Result<(Vec<f32>, [usize; 4]), OpError> {
+        pool_with("avg_pool2d", input, shape, pool, generic::avg_pool2d)
+    }
+
+    /// The mean of each `[h, w]` plane of an NCHW tensor; output shape
+    /// `[n, c, 1, 1]`.
+    pub fn global_avg_pool2d(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+    ) -> Result<(Vec<f32>, [usize; 4]), OpError> {
+        const OP: &str = "global_avg_pool2d";
+        shape::check_len(OP, "input", input.len(), &shape)?;
+        let [n, c, h, w] = shape;
+        if h == 0 || w == 0 {
+            return Err(OpError::BadParameter { op: OP, reason: "empty spatial plane" });
+        }
+        let mut out = vec![0.0; n * c];
+        generic::global_avg_pool(input, &mut out, h * w);
+        Ok((out, [n, c, 1, 1]))
+    }
+}
+
+/// Checks that `len` elements are whole rows of `axis_len`.
+fn check_rows(op: &'static str, len: usize, axis_len: usize) -> Result<(), OpError> {
+    if axis_len == 0 {
+        return if len == 0 {
+            Ok(())
+        } else {
+            Err(OpError::BadParameter { op, reason: "axis_len is 0 but x is not empty" })
+        };
+    }
+    if !len.is_multiple_of(axis_len) {
+        return Err(OpError::LengthMismatch {
+            op,
+            what: "x",
+            expected: (len / axis_len + 1) * axis_len,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
+/// Validates a pooling call, then runs `kernel` into a fresh output.
+fn pool_with(
+    op: &'static str,
+    input: &[f32],
+    shape: [usize; 4],
+    pool: &Pool2d,
+    kernel: fn(&[f32], &mut [f32], &generic::PoolGeometry),
+) -> Result<(Vec<f32>, [usize; 4]), OpError> {
+    let g = pool.geometry(op, shape, input.len())?;
+    let out_shape = [shape[0], shape[1], g.oh, g.ow];
+    let mut out = vec![0.0; shape::numel(op, &out_shape)?];
+    kernel(input, &mut out, &g);
+    Ok((out, out_shape))
+}

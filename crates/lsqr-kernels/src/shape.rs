@@ -1,0 +1,220 @@
+//! Shapes: element counts, NumPy broadcasting, pooling windows.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::arch::generic::PoolGeometry;
+use crate::OpError;
+
+/// The number of elements of `shape` (1 for `[]`), or an error on overflow.
+pub(crate) fn numel(op: &'static str, shape: &[usize]) -> Result<usize, OpError> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or(OpError::BadParameter { op, reason: "shape's element count overflows usize" })
+}
+
+/// Checks that `data` holds exactly `numel(shape)` elements.
+pub(crate) fn check_len(
+    op: &'static str,
+    what: &'static str,
+    data: usize,
+    shape: &[usize],
+) -> Result<(), OpError> {
+    let expected = numel(op, shape)?;
+    if data != expected {
+        return Err(OpError::LengthMismatch { op, what, expected, actual: data });
+    }
+    Ok(())
+}
+
+/// Checks that `eps` is finite and non-negative.
+pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<(), OpError> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(OpError::BadParameter { op, reason: "eps must be finite and >= 0" })
+    }
+}
+
+/// The NumPy broadcast of two shapes: aligned at their last axes, each pair
+/// of sizes must be equal or contain a 1; the result takes the larger.
+///
+/// ```
+/// use lsqr_kernels::broadcast_shape;
+/// assert_eq!(broadcast_shape(&[8, 1, 6, 1], &[7, 1, 5]).unwrap(), vec![8, 7, 6, 5]);
+/// assert!(broadcast_shape(&[2, 3], &[4]).is_err());
+/// ```
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| if i < rank - s.len() { 1 } else { s[i - (rank - s.len())] };
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            _ => {
+                Err(OpError::ShapeMismatch { op: "broadcast", left: a.to_vec(), right: b.to_vec() })
+            }
+        })
+        .collect()
+}
+
+/// An axis of a coalesced broadcast loop: size and the element strides of
+/// both operands (0 where the operand is broadcast).
+#[derive(Clone, Copy, Debug)]
+struct Axis {
+    size: usize,
+    sa: usize,
+    sb: usize,
+}
+
+/// A binary elementwise operator on the three kernels broadcasting needs.
+pub(crate) struct Binary {
+    pub op: &'static str,
+    /// `out = a (op) b`, equal lengths.
+    pub same: fn(&[f32], &[f32], &mut [f32]),
+    /// `out = a (op) s`; the operator must be commutative.
+    pub scalar: fn(&[f32], f32, &mut [f32]),
+    /// One element.
+    pub one: fn(f32, f32) -> f32,
+}
+
+/// `a (op) b` with NumPy broadcasting; returns the output and its shape.
+pub(crate) fn broadcast_binary(
+    f: &Binary,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+) -> Result<(Vec<f32>, Vec<usize>), OpError> {
+    let out_shape = broadcast_shape(a_shape, b_shape).map_err(|_| OpError::ShapeMismatch {
+        op: f.op,
+        left: a_shape.to_vec(),
+        right: b_shape.to_vec(),
+    })?;
+    check_len(f.op, "a", a.len(), a_shape)?;
+    check_len(f.op, "b", b.len(), b_shape)?;
+    let total = numel(f.op, &out_shape)?;
+    let mut out = vec![0.0f32; total];
+    if total == 0 {
+        return Ok((out, out_shape));
+    }
+    // Axes from the innermost out, size-1 axes dropped, contiguous runs merged.
+    let rank = out_shape.len();
+    let (mut run_a, mut run_b) = (1usize, 1usize);
+    let mut axes: Vec<Axis> = Vec::with_capacity(rank);
+    for i in (0..rank).rev() {
+        let pad_a = rank - a_shape.len();
+        let pad_b = rank - b_shape.len();
+        let da = if i < pad_a { 1 } else { a_shape[i - pad_a] };
+        let db = if i < pad_b { 1 } else { b_shape[i - pad_b] };
+        let size = out_shape[i];
+        let axis =
+            Axis { size, sa: if da == 1 { 0 } else { run_a }, sb: if db == 1 { 0 } else { run_b } };
+        run_a *= da;
+        run_b *= db;
+        if size == 1 {
+            continue;
+        }
+        match axes.last_mut() {
+            Some(last) if axis.sa == last.sa * last.size && axis.sb == last.sb * last.size => {
+                last.size *= size;
+            }
+            _ => axes.push(axis),
+        }
+    }
+    let Some((&inner, outer)) = axes.split_first() else {
+        out[0] = (f.one)(a[0], b[0]);
+        return Ok((out, out_shape));
+    };
+    let len = inner.size;
+    let mut counter = vec![0usize; outer.len()];
+    let (mut oa, mut ob) = (0usize, 0usize);
+    for chunk in out.chunks_exact_mut(len) {
+        match (inner.sa, inner.sb) {
+            (1, 1) => (f.same)(&a[oa..oa + len], &b[ob..ob + len], chunk),
+            (1, _) => (f.scalar)(&a[oa..oa + len], b[ob], chunk),
+            (_, 1) => (f.scalar)(&b[ob..ob + len], a[oa], chunk),
+            _ => chunk.fill((f.one)(a[oa], b[ob])),
+        }
+        // Odometer over the outer axes.
+        for (c, axis) in counter.iter_mut().zip(outer) {
+            *c += 1;
+            oa += axis.sa;
+            ob += axis.sb;
+            if *c < axis.size {
+                break;
+            }
+            *c = 0;
+            oa -= axis.sa * axis.size;
+            ob -= axis.sb * axis.size;
+        }
+    }
+    Ok((out, out_shape))
+}
+
+/// A 2-D pooling window: kernel, stride and zero-padding per spatial axis
+/// (`[height, width]`).
+///
+/// Constraints (checked by the pooling operators): kernel and stride `>= 1`,
+/// `2 * padding <= kernel` on each axis (so every window covers at least one
+/// input element), and the padded input at least one kernel large.
+/// Output size per axis: `(in + 2 padding - kernel) / stride + 1` (floor,
+/// i.e. PyTorch's `ceil_mode = false`). No dilation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    /// Window size `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Step `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Implicit padding `[ph, pw]` on both sides of each axis.
+    pub padding: [usize; 2],
+}
+
+impl Pool2d {
+    /// A square window with equal stride and padding on both axes.
+    pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+        Pool2d { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2] }
+    }
+
+    /// Validates the window against an NCHW input of `len` elements.
+    pub(crate) fn geometry(
+        &self,
+        op: &'static str,
+        shape: [usize; 4],
+        len: usize,
+    ) -> Result<PoolGeometry, OpError> {
+        check_len(op, "input", len, &shape)?;
+        let bad = |reason| Err(OpError::BadParameter { op, reason });
+        let [_, _, h, w] = shape;
+        if h == 0 || w == 0 {
+            return bad("empty spatial plane");
+        }
+        let mut out = [0usize; 2];
+        for (axis, size) in [h, w].into_iter().enumerate() {
+            let (k, s, p) = (self.kernel[axis], self.stride[axis], self.padding[axis]);
+            if k == 0 || s == 0 {
+                return bad("kernel and stride must be >= 1");
+            }
+            if p > k / 2 {
+                return bad("padding must be <= kernel / 2");
+            }
+            let padded = p.checked_mul(2).and_then(|p2| p2.checked_add(size));
+            match padded {
+                Some(padded) if padded >= k => out[axis] = (padded - k) / s + 1,
+                Some(_) => return bad("kernel larger than the padded input"),
+                None => return bad("padding overflows usize"),
+            }
+        }
+        Ok(PoolGeometry {
+            h,
+            w,
+            oh: out[0],
+            ow: out[1],
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+        })
+    }
+}
