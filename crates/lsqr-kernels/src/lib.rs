@@ -71,6 +71,7 @@ extern crate std;
 mod arch;
 mod error;
 mod kernels;
+pub mod packed;
 mod shape;
 
 use alloc::vec::Vec;

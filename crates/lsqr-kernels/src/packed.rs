@@ -1,0 +1,232 @@
+//! Operators on packed low-bit weights: decode and multiply without ever
+//! expanding the whole weight to f32.
+//!
+//! This is the portable reference path. A weight is used in its row view
+//! `[dim0, product of the other dims]` (so a linear weight is `[out, in]`);
+//! each row is decoded from its packed codes into a row-sized buffer, a
+//! group at a time, and used there. SIMD paths will be tested against
+//! these functions.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use lsqr_codec::Scaling;
+use lsqr_format::QuantizedView;
+
+use crate::OpError;
+
+/// How the scales of a weight map onto its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScaleMode {
+    /// One scale (1 for `Scaling::Unit`) for the whole weight.
+    One,
+    /// One scale per row.
+    PerRow,
+    /// `ceil(cols / G)` scales per row.
+    PerGroup(usize),
+}
+
+/// A quantized weight ready for the kernels: packed codes borrowed from the
+/// file, the codebook's decode table, and the scales decoded to f32 once
+/// (4 bytes per group: for groups of 64, half a bit per weight of extra
+/// memory, the documented cost of not converting f16 in the inner loop).
+#[derive(Debug, Clone)]
+pub struct PackedWeight<'a> {
+    rows: usize,
+    cols: usize,
+    bits: u32,
+    packed: &'a [u8],
+    table: Vec<f32>,
+    mode: ScaleMode,
+    scales: Vec<f32>,
+}
+
+const OP: &str = "packed weight";
+
+impl<'a> PackedWeight<'a> {
+    /// The weight of a `.lsq` tensor view.
+    pub fn from_view(view: &QuantizedView<'a>) -> Result<Self, OpError> {
+        let shape = view.info().shape_usize();
+        let scales = if view.spec().scale_dtype.is_some() { view.scales_f32() } else { vec![1.0] };
+        Self::new(
+            view.packed(),
+            view.spec().width.bits(),
+            &shape,
+            view.spec().scaling,
+            scales,
+            view.decode_table().to_vec(),
+        )
+    }
+
+    /// A weight from its parts: `packed` holds one C-bit code per element
+    /// of `shape` (LSB-first), `table` has `2^C` entries, and `scales` one
+    /// per group of `scaling` (one value, 1.0, for `Scaling::Unit`).
+    pub fn new(
+        packed: &'a [u8],
+        bits: u32,
+        shape: &[usize],
+        scaling: Scaling,
+        scales: Vec<f32>,
+        table: Vec<f32>,
+    ) -> Result<Self, OpError> {
+        let bad = |reason| OpError::BadParameter { op: OP, reason };
+        if !(1..=16).contains(&bits) || table.len() != 1usize << bits {
+            return Err(bad("the decode table must have 2^C entries, C in 1..=16"));
+        }
+        let count = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or(bad("element count overflows"))?;
+        let (rows, cols) = match shape {
+            [] | [_] => (1, count),
+            [d0, ..] => (*d0, if *d0 == 0 { 0 } else { count / d0 }),
+        };
+        let needed =
+            lsqr_pack::packed_len(count, bits).map_err(|_| bad("packed length overflows"))?;
+        if packed.len() < needed {
+            return Err(OpError::LengthMismatch {
+                op: OP,
+                what: "packed",
+                expected: needed,
+                actual: packed.len(),
+            });
+        }
+        let (mode, expected_scales) = match scaling {
+            Scaling::Unit | Scaling::Tensor => (ScaleMode::One, 1),
+            Scaling::Row => (ScaleMode::PerRow, rows),
+            Scaling::Group(g) if g > 0 => (ScaleMode::PerGroup(g), rows * cols.div_ceil(g)),
+            Scaling::Group(_) => return Err(bad("group size 0")),
+        };
+        // An empty weight has no scales at all.
+        let expected_scales =
+            if count == 0 { scales.len().min(expected_scales) } else { expected_scales };
+        if scales.len() != expected_scales {
+            return Err(OpError::LengthMismatch {
+                op: OP,
+                what: "scales",
+                expected: expected_scales,
+                actual: scales.len(),
+            });
+        }
+        Ok(Self { rows, cols, bits, packed, table, mode, scales })
+    }
+
+    /// Rows of the row view (output features of a linear weight).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of the row view (input features of a linear weight).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The column ranges of row `r` that share a scale, with that scale.
+    fn segments(&self, r: usize) -> impl Iterator<Item = (usize, usize, f32)> + '_ {
+        let (len, first) = match self.mode {
+            ScaleMode::One => (self.cols.max(1), 0),
+            ScaleMode::PerRow => (self.cols.max(1), r),
+            ScaleMode::PerGroup(g) => (g, r * self.cols.div_ceil(g)),
+        };
+        let per_segment = matches!(self.mode, ScaleMode::PerGroup(_));
+        (0..self.cols.div_ceil(len)).map(move |k| {
+            let scale = self.scales[if per_segment { first + k } else { first }];
+            (k * len, ((k + 1) * len).min(self.cols), scale)
+        })
+    }
+
+    /// Decodes row `r` into `out` (`cols` values).
+    pub fn decode_row(&self, r: usize, out: &mut [f32]) -> Result<(), OpError> {
+        if r >= self.rows || out.len() != self.cols {
+            return Err(OpError::LengthMismatch {
+                op: OP,
+                what: "row",
+                expected: self.cols,
+                actual: out.len(),
+            });
+        }
+        let mut codes = [0u16; 256];
+        for (c0, c1, scale) in self.segments(r) {
+            let mut c = c0;
+            while c < c1 {
+                let n = (c1 - c).min(codes.len());
+                lsqr_pack::unpack_from(self.packed, self.bits, r * self.cols + c, &mut codes[..n])
+                    .map_err(|_| OpError::BadParameter {
+                        op: OP,
+                        reason: "packed codes are truncated",
+                    })?;
+                for (o, &code) in out[c..c + n].iter_mut().zip(&codes[..n]) {
+                    *o = self.table[usize::from(code)] * scale;
+                }
+                c += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes the whole weight into `out` (row-major, `rows * cols` values).
+pub fn dequantize_into(w: &PackedWeight<'_>, out: &mut [f32]) -> Result<(), OpError> {
+    let expected = w.rows * w.cols;
+    if out.len() != expected {
+        return Err(OpError::LengthMismatch {
+            op: "dequantize",
+            what: "out",
+            expected,
+            actual: out.len(),
+        });
+    }
+    if w.cols == 0 {
+        return Ok(());
+    }
+    for (r, row) in out.chunks_exact_mut(w.cols).enumerate() {
+        w.decode_row(r, row)?;
+    }
+    Ok(())
+}
+
+/// `y = x · Wᵀ + b` for `batch` rows of `x` (`[batch, in]`), with `W` the
+/// packed `[out, in]` weight, into `y` (`[batch, out]`). Each weight row is
+/// decoded once and used for every row of `x`.
+pub fn linear(
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+) -> Result<(), OpError> {
+    let (out_features, in_features) = (w.rows, w.cols);
+    let check = |what, expected: Option<usize>, actual| match expected {
+        Some(e) if e == actual => Ok(()),
+        Some(e) => Err(OpError::LengthMismatch { op: "linear", what, expected: e, actual }),
+        None => Err(OpError::BadParameter { op: "linear", reason: "batch size overflows" }),
+    };
+    check("x", batch.checked_mul(in_features), x.len())?;
+    check("y", batch.checked_mul(out_features), y.len())?;
+    if let Some(b) = bias {
+        check("bias", Some(out_features), b.len())?;
+    }
+    let mut row = vec![0.0f32; in_features];
+    for r in 0..out_features {
+        w.decode_row(r, &mut row)?;
+        let b = bias.map_or(0.0, |b| b[r]);
+        for n in 0..batch {
+            y[n * out_features + r] = dot(&row, &x[n * in_features..(n + 1) * in_features]) + b;
+        }
+    }
+    Ok(())
+}
+
+/// Dot product with eight independent partial sums (the order the SIMD
+/// paths will use), so the compiler can vectorise it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,140 @@
+//! The packed-weight operators against the codec's own decoding and a
+//! naive f64 matrix product, for every codec, width and scaling.
+
+use std::io::Cursor;
+
+use lsqr_codec::{quantize, CodecKind, CodecSpec, QuantizeOptions, QuantizedTensor, Scaling};
+use lsqr_format::{LsqFile, LsqWriter, TensorView};
+use lsqr_kernels::packed::{dequantize_into, linear, PackedWeight};
+use lsqr_kernels::OpError;
+use proptest::prelude::*;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+        })
+        .collect()
+}
+
+/// Writes `q` to an in-memory .lsq file and returns its bytes.
+fn file_of(q: &QuantizedTensor) -> Vec<u8> {
+    let mut w = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+    w.add_quantized("w", q).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+fn check(kind: CodecKind, bits: u32, scaling: Scaling, shape: &[usize], batch: usize, seed: u64) {
+    let n: usize = shape.iter().product();
+    let mut o = QuantizeOptions::new(CodecSpec::default_for(kind), bits);
+    o.scaling = scaling;
+    let q = quantize(&values(n, seed), shape, &o).unwrap();
+    let bytes = file_of(&q);
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!("quantized") };
+    let w = PackedWeight::from_view(&view).unwrap();
+
+    // Decoding agrees bit for bit with the codec.
+    let mut dense = vec![0.0f32; n];
+    dequantize_into(&w, &mut dense).unwrap();
+    assert_eq!(dense, q.dequantize(), "{kind} C={bits} {scaling:?} {shape:?}");
+
+    // linear agrees with a naive f64 product of the decoded weight.
+    let (rows, cols) = (w.rows(), w.cols());
+    let x = values(batch * cols, seed ^ 7);
+    let bias = values(rows, seed ^ 9);
+    let mut y = vec![0.0f32; batch * rows];
+    linear(&w, Some(&bias), &x, batch, &mut y).unwrap();
+    for b in 0..batch {
+        for r in 0..rows {
+            let (mut exact, mut size) = (f64::from(bias[r]), f64::from(bias[r].abs()));
+            for c in 0..cols {
+                let p = f64::from(dense[r * cols + c]) * f64::from(x[b * cols + c]);
+                exact += p;
+                size += p.abs();
+            }
+            let got = f64::from(y[b * rows + r]);
+            assert!(
+                (got - exact).abs() <= 1e-6 * size + 1e-12,
+                "{kind} C={bits}: y[{b},{r}] = {got}, expected {exact}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_codec_width_and_scaling() {
+    for kind in CodecKind::ALL {
+        for bits in [2, 3, 4, 5, 7, 8, 12, 16] {
+            for scaling in [
+                Scaling::Unit,
+                Scaling::Tensor,
+                Scaling::Row,
+                Scaling::Group(16),
+                Scaling::Group(64),
+            ] {
+                check(kind, bits, scaling, &[7, 50], 3, u64::from(bits));
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_shaped_and_degenerate_weights() {
+    check(CodecKind::Log, 4, Scaling::Group(16), &[8, 3, 3, 3], 2, 1);
+    check(CodecKind::Nf, 4, Scaling::Row, &[1, 1], 1, 2);
+    check(CodecKind::Uniform, 6, Scaling::Group(16), &[5, 17], 0, 3);
+    check(CodecKind::Fp, 8, Scaling::Tensor, &[3, 0], 2, 4);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn random_shapes(kind in 0usize..6, bits in 2u32..=9, rows in 1usize..9, cols in 1usize..140, batch in 0usize..4, g in 0usize..4, seed in any::<u64>()) {
+        let scaling = [Scaling::Tensor, Scaling::Row, Scaling::Group(16), Scaling::Group(32)][g];
+        check(CodecKind::ALL[kind], bits, scaling, &[rows, cols], batch, seed);
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let q =
+        quantize(&values(64, 1), &[4, 16], &QuantizeOptions::new(CodecSpec::Uniform, 4)).unwrap();
+    let bytes = file_of(&q);
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!() };
+    let w = PackedWeight::from_view(&view).unwrap();
+    let mut y = vec![0.0; 8];
+    assert!(matches!(
+        linear(&w, None, &[0.0; 15], 1, &mut y[..4]),
+        Err(OpError::LengthMismatch { what: "x", .. })
+    ));
+    assert!(matches!(
+        linear(&w, None, &[0.0; 16], 1, &mut y),
+        Err(OpError::LengthMismatch { what: "y", .. })
+    ));
+    assert!(matches!(
+        linear(&w, Some(&[0.0; 3]), &[0.0; 16], 1, &mut y[..4]),
+        Err(OpError::LengthMismatch { what: "bias", .. })
+    ));
+    assert!(matches!(dequantize_into(&w, &mut [0.0; 63]), Err(OpError::LengthMismatch { .. })));
+    let table = vec![0.0; 16];
+    assert!(
+        PackedWeight::new(&[0u8; 3], 4, &[4, 2], Scaling::Tensor, vec![1.0], table.clone())
+            .is_err(),
+        "short codes"
+    );
+    assert!(
+        PackedWeight::new(&[0u8; 4], 4, &[4, 2], Scaling::Row, vec![1.0], table.clone()).is_err(),
+        "scale count"
+    );
+    assert!(
+        PackedWeight::new(&[0u8; 4], 4, &[4, 2], Scaling::Tensor, vec![1.0], vec![0.0; 15])
+            .is_err(),
+        "table"
+    );
+}
