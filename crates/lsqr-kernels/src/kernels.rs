@@ -54,6 +54,10 @@ pub struct Kernels {
     pub(crate) softmax: fn(&mut [f32], usize),
     pub(crate) layer_norm: fn(&mut [f32], usize, &[f32], &[f32], f32),
     pub(crate) matmul: MatmulFn,
+    /// `Σ table[codes[i]] * x[i]`: the inner loop of the packed-weight
+    /// linear operator. `table.len()` is a power of two and every code is
+    /// below it (the packed-weight layer guarantees both).
+    pub(crate) dot_codes: fn(&[f32], &[u16], &[f32]) -> f32,
 }
 
 impl fmt::Debug for Kernels {

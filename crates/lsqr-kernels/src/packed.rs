@@ -206,6 +206,9 @@ pub fn linear(
     if let Some(b) = bias {
         check("bias", Some(out_features), b.len())?;
     }
+    if batch == 1 {
+        return gemv(w, bias, x, y);
+    }
     let mut row = vec![0.0f32; in_features];
     for r in 0..out_features {
         w.decode_row(r, &mut row)?;
@@ -213,6 +216,34 @@ pub fn linear(
         for n in 0..batch {
             y[n * out_features + r] = dot(&row, &x[n * in_features..(n + 1) * in_features]) + b;
         }
+    }
+    Ok(())
+}
+
+/// Batch 1: codes are unpacked a segment at a time and multiplied straight
+/// from the decode table (`Kernels::dot_codes`), never written as f32.
+fn gemv(
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), OpError> {
+    let dot_codes = crate::Kernels::active().dot_codes;
+    let mut codes = [0u16; 512];
+    for (r, out) in y.iter_mut().enumerate() {
+        let mut acc = bias.map_or(0.0, |b| b[r]);
+        for (c0, c1, scale) in w.segments(r) {
+            let mut c = c0;
+            while c < c1 {
+                let n = (c1 - c).min(codes.len());
+                lsqr_pack::unpack_from(w.packed, w.bits, r * w.cols + c, &mut codes[..n]).map_err(
+                    |_| OpError::BadParameter { op: OP, reason: "packed codes are truncated" },
+                )?;
+                acc += scale * dot_codes(&w.table, &codes[..n], &x[c..c + n]);
+                c += n;
+            }
+        }
+        *out = acc;
     }
     Ok(())
 }

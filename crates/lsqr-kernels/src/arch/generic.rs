@@ -267,3 +267,24 @@ pub(crate) fn global_avg_pool(input: &[f32], out: &mut [f32], plane: usize) {
         *dst = src.iter().sum::<f32>() / plane as f32;
     }
 }
+
+/// `Σ table[codes[i]] * x[i]` over the shorter of `codes` and `x`, with
+/// eight partial sums. Panics on a code outside the table; the
+/// packed-weight layer only passes codes of C bits with a 2^C table.
+pub fn dot_codes(table: &[f32], codes: &[u16], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let n = codes.len().min(x.len());
+    let (codes8, x8) = (codes[..n].chunks_exact(8), x[..n].chunks_exact(8));
+    let tail: f32 = codes8
+        .remainder()
+        .iter()
+        .zip(x8.remainder())
+        .map(|(&c, &v)| table[usize::from(c)] * v)
+        .sum();
+    for (c, v) in codes8.zip(x8) {
+        for k in 0..8 {
+            acc[k] += table[usize::from(c[k])] * v[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
