@@ -79,8 +79,11 @@ pub fn quantize(
     settings: &Settings,
     json: bool,
 ) -> Result<(), String> {
-    let model = import::open(input).map_err(|e| e.to_string())?;
+    check_output(input, output)?;
+    // The output's folder is checked (by creating the temporary file)
+    // before any work is done.
     let mut file = LsqFileWriter::create(output).map_err(|e| e.to_string())?;
+    let model = import::open(input).map_err(|e| e.to_string())?;
     let writer = file.writer();
     let source_bytes: u64 = model.tensors.iter().map(|t| t.byte_len() as u64).sum();
     let source_name = input.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
@@ -118,6 +121,23 @@ pub fn quantize(
         println!("{} ({}) -> {}", input.display(), model.format.name(), output.display());
         print!("{}", table::tensor_table(&results));
         print!("{}", table::totals(&totals));
+    }
+    Ok(())
+}
+
+/// Refuses an output that is the input itself or a folder, before any work.
+pub fn check_output(input: &Path, output: &Path) -> Result<(), String> {
+    if output.is_dir() {
+        return Err(format!("{}: is a folder; give a file name", output.display()));
+    }
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        if a == b {
+            return Err(format!("{}: the output would overwrite the input", output.display()));
+        }
+    }
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(format!("{}: folder {} does not exist", output.display(), parent.display()));
     }
     Ok(())
 }
@@ -269,6 +289,9 @@ pub fn eval(
             .map(|c| CodecKind::from_name(c).ok_or_else(|| format!("unknown codec '{c}'")))
             .collect::<Result<_, _>>()?
     };
+    if let Some(svg) = plot {
+        check_output(input, svg)?;
+    }
     let model = import::open(input).map_err(|e| e.to_string())?;
     let settings = Settings {
         bits: 4,
@@ -283,7 +306,8 @@ pub fn eval(
         .iter()
         .filter(|t| matches!(settings.action(t), pipeline::Action::Quantize(_)))
         .count();
-    let bar = progress_bar((quantizable * kinds.len() * widths.len()) as u64, "eval");
+    let rows = kinds.len() + usize::from(kinds.contains(&CodecKind::Seed)); // + seed-ref
+    let bar = progress_bar((quantizable * rows * widths.len()) as u64, "eval");
     let cells = pipeline::evaluate(&model, &settings, &kinds, widths, &|| bar.inc(1))
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
@@ -367,6 +391,7 @@ fn safetensors_dtype(d: RawDtype) -> safetensors::Dtype {
 
 /// `lsqr export`: dequantized f32 for quantized tensors, raw as stored.
 pub fn export(path: &Path, output: &Path) -> Result<(), String> {
+    check_output(path, output)?;
     let file = LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut tensors = Vec::with_capacity(file.tensors().len());
     for i in 0..file.tensors().len() {
@@ -398,7 +423,7 @@ pub fn export(path: &Path, output: &Path) -> Result<(), String> {
 
 /// Writes a file through `write` into a temporary file beside `path`,
 /// fsyncs it and renames it into place; on error nothing is left behind.
-fn write_atomically(
+pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<(), String> {

@@ -69,7 +69,7 @@ pub fn run(output: Option<&Path>) -> Result<(), String> {
         print!("{}", table::tensor_table(&results));
         println!("{}", table::totals(&Totals::of(&results, Some(bytes.len() as u64))));
         if let (Some(path), 4) = (output, bits) {
-            std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::commands::write_atomically(path, |temp| std::fs::write(temp, &bytes))?;
             println!("wrote {}\n", path.display());
         }
     }

@@ -31,52 +31,56 @@ pub fn snr_vs_bits(cells: &[EvalCell], title: &str, path: &Path) -> Result<(), S
             )
         });
     let x_min = if x_min.is_finite() { (x_min - 0.5).max(0.0).floor() } else { 0.0 };
-    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("SNR vs bits per weight: {title}"), ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(55)
-        .build_cartesian_2d(x_min..(x_max + 0.5), (y_min - 2.0)..(y_max + 3.0))
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("bits per weight (codes + scales + tables)")
-        .y_desc("weighted SNR (dB)")
-        .draw()
-        .map_err(|e| err(&e))?;
-    let mut codecs: Vec<&str> = Vec::new();
-    for c in &finite {
-        if !codecs.contains(&c.codec.as_str()) {
-            codecs.push(&c.codec);
-        }
-    }
-    for (i, codec) in codecs.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = finite
-            .iter()
-            .filter(|c| c.codec == *codec)
-            .map(|c| (c.bits_per_weight, c.weighted_snr_db))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(codec.to_string())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+    // Drawn into memory and written atomically: no half-written SVG.
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("SNR vs bits per weight: {title}"), ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(55)
+            .build_cartesian_2d(x_min..(x_max + 0.5), (y_min - 2.0)..(y_max + 3.0))
             .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("bits per weight (codes + scales + tables)")
+            .y_desc("weighted SNR (dB)")
+            .draw()
+            .map_err(|e| err(&e))?;
+        let mut codecs: Vec<&str> = Vec::new();
+        for c in &finite {
+            if !codecs.contains(&c.codec.as_str()) {
+                codecs.push(&c.codec);
+            }
+        }
+        for (i, codec) in codecs.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let points: Vec<(f64, f64)> = finite
+                .iter()
+                .filter(|c| c.codec == *codec)
+                .map(|c| (c.bits_per_weight, c.weighted_snr_db))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(codec.to_string())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    crate::commands::write_atomically(path, |temp| std::fs::write(temp, svg.as_bytes()))
 }

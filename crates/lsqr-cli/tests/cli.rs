@@ -307,3 +307,37 @@ fn errors_name_the_file_and_tensor_and_leave_no_output() {
     let e = fails(&["quantize", &dir.s("m.safetensors"), "-o", &dir.s("x.lsq"), "--group", "48"]);
     assert!(e.contains("48"), "{e}");
 }
+
+/// Crafted inputs from a review (tests/data/hostile): views that repeat one
+/// element into terabytes or overflow, zip entries that claim exabytes, an
+/// .npz entry shorter than its array, and a pickle that copies a memoized
+/// million-item list a thousand times. Each must be a clean error naming
+/// the file, quickly, with no output left behind.
+#[test]
+fn hostile_inputs_are_clean_errors() {
+    let dir = TempDir::new("hostile");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let e = fails(&["quantize", &path.display().to_string(), "-o", &dir.s("out.lsq")]);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(e.contains(&name), "{e}");
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "{name} left a file behind");
+        seen += 1;
+    }
+    assert_eq!(seen, 6);
+}
+
+#[test]
+fn output_paths_are_checked_before_any_work() {
+    let dir = TempDir::new("outpath");
+    write_model(&dir.path("m.safetensors"), false);
+    let e = fails(&["quantize", &dir.s("m.safetensors"), "-o", &dir.s("m.safetensors")]);
+    assert!(e.contains("overwrite the input"), "{e}");
+    let e = fails(&["quantize", &dir.s("m.safetensors"), "-o", &dir.0.display().to_string()]);
+    assert!(e.contains("is a folder"), "{e}");
+    let e = fails(&["eval", &dir.s("m.safetensors"), "--plot", &dir.s("missing/p.svg")]);
+    assert!(e.contains("does not exist"), "{e}");
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1, "only the input remains");
+}

@@ -120,14 +120,15 @@ pub struct SourceTensor {
 }
 
 impl SourceTensor {
-    /// Number of elements.
+    /// Number of elements (saturating: an overflowing shape can never fit
+    /// in a buffer, so `SourceModel::bytes` reports it).
     pub fn element_count(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
     }
 
-    /// Bytes of its values.
+    /// Bytes of its values (saturating, as `element_count`).
     pub fn byte_len(&self) -> usize {
-        self.element_count() * self.dtype.size()
+        self.element_count().saturating_mul(self.dtype.size())
     }
 }
 
@@ -259,10 +260,9 @@ fn gather_strided(
     if strides.len() != shape.len() {
         return None;
     }
-    let count: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(count.checked_mul(size)?);
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
     if count == 0 {
-        return Some(out);
+        return Some(Vec::new());
     }
     // The last element's offset bounds all others (strides are >= 0).
     let last = shape
@@ -273,6 +273,7 @@ fn gather_strided(
     if end > buf.len() {
         return None;
     }
+    let mut out = Vec::with_capacity(count.checked_mul(size)?);
     let mut index = vec![0usize; shape.len()];
     for _ in 0..count {
         let element: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();

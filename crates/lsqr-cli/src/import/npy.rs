@@ -103,16 +103,21 @@ fn tensor(
     header: &Header,
     buffer: usize,
     npy_start: usize,
+    npy_end: usize,
 ) -> Result<SourceTensor, ImportError> {
     let count = header.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     let len = count.and_then(|n| n.checked_mul(header.dtype.size()));
+    let Some(len) = len else {
+        return Err(ImportError::tensor(&model.path, &name, "the shape's element count overflows"));
+    };
     let offset = npy_start + header.data_offset;
-    let available = model.buffers[buffer].as_slice().len().saturating_sub(offset);
-    if len.is_none_or(|len| len > available) {
+    // The array ends with its own entry, not with the file around it.
+    let available = npy_end.min(model.buffers[buffer].as_slice().len()).saturating_sub(offset);
+    if len > available {
         return Err(ImportError::tensor(&model.path, &name, "array data is truncated"));
     }
     let bytes = if header.big_endian {
-        let raw = &model.buffers[buffer].as_slice()[offset..offset + len.unwrap_or(0)];
+        let raw = &model.buffers[buffer].as_slice()[offset..offset + len];
         TensorBytes::Owned(
             raw.chunks_exact(header.dtype.size()).flat_map(|c| c.iter().rev().copied()).collect(),
         )
@@ -140,10 +145,14 @@ pub(super) fn import_npy(model: &mut SourceModel) -> Result<(), ImportError> {
     let header =
         parse_header(model.buffers[0].as_slice()).map_err(|e| ImportError::new(&model.path, e))?;
     let name = model.path.file_stem().map_or("array".into(), |s| s.to_string_lossy().into_owned());
-    let t = tensor(model, name, &header, 0, 0)?;
+    let end = model.buffers[0].as_slice().len();
+    let t = tensor(model, name, &header, 0, 0, end)?;
     model.tensors.push(t);
     Ok(())
 }
+
+/// Deflate expands at most ~1032:1; a larger claimed ratio is a zip bomb.
+const MAX_INFLATE_RATIO: u64 = 1100;
 
 pub(super) fn import_npz(model: &mut SourceModel) -> Result<(), ImportError> {
     let zip_error =
@@ -152,31 +161,48 @@ pub(super) fn import_npz(model: &mut SourceModel) -> Result<(), ImportError> {
         .map_err(zip_error)?;
     let mut found = Vec::new();
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(zip_error)?;
-        let name = entry.name().trim_end_matches(".npy").to_string();
+        let entry = archive.by_index(i).map_err(zip_error)?;
+        let name = entry.name().strip_suffix(".npy").unwrap_or(entry.name()).to_string();
+        let declared = entry.size();
         if entry.compression() == zip::CompressionMethod::Stored {
-            found.push((name, 0usize, entry.data_start() as usize, None));
-        } else {
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut bytes).map_err(|e| {
-                ImportError::tensor(&model.path, &name, format!("cannot inflate: {e}"))
-            })?;
-            found.push((name, 0, 0, Some(bytes)));
+            let start = entry.data_start() as usize;
+            found.push((name, start, start.saturating_add(declared as usize), None));
+            continue;
         }
+        let bad = |m: String| ImportError::tensor(&model.path, &name, m);
+        if declared > entry.compressed_size().saturating_mul(MAX_INFLATE_RATIO) + 4096 {
+            return Err(bad(format!(
+                "entry claims to inflate {} bytes to {declared}: refusing a zip bomb",
+                entry.compressed_size()
+            )));
+        }
+        // Never more than the declared size, whatever the stream says.
+        let mut bytes = Vec::with_capacity(declared.min(1 << 30) as usize);
+        entry
+            .take(declared + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("cannot inflate: {e}")))?;
+        if bytes.len() as u64 != declared {
+            return Err(bad(format!(
+                "inflates to {} bytes, not the declared {declared}",
+                bytes.len()
+            )));
+        }
+        found.push((name, 0, bytes.len(), Some(bytes)));
     }
     drop(archive);
-    for (name, _, start, owned) in found {
-        let (buffer, start) = match owned {
+    for (name, start, end, owned) in found {
+        let (buffer, start, end) = match owned {
             Some(bytes) => {
                 model.buffers.push(Buffer::Owned(bytes));
-                (model.buffers.len() - 1, 0)
+                (model.buffers.len() - 1, 0, end)
             }
-            None => (0, start),
+            None => (0, start, end),
         };
-        let bytes =
-            &model.buffers[buffer].as_slice()[start.min(model.buffers[buffer].as_slice().len())..];
+        let all = model.buffers[buffer].as_slice();
+        let bytes = &all[start.min(all.len())..end.min(all.len()).max(start.min(all.len()))];
         let header = parse_header(bytes).map_err(|e| ImportError::tensor(&model.path, &name, e))?;
-        let t = tensor(model, name, &header, buffer, start)?;
+        let t = tensor(model, name, &header, buffer, start, end)?;
         model.tensors.push(t);
     }
     Ok(())

@@ -234,6 +234,7 @@ pub fn load(data: &[u8], start: usize, options: Options) -> Result<(Pickle, usiz
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        copied: 0,
     };
     let root = u.run()?;
     Ok((Pickle { values: u.values, root }, u.pos))
@@ -249,7 +250,14 @@ struct Unpickler<'a> {
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: HashMap<u64, Id>,
+    /// Elements copied by constructors so far (see [`MAX_COPIED`]).
+    copied: usize,
 }
+
+/// Cap on the elements `set(...)`/`OrderedDict(...)` may copy in one
+/// pickle: a few bytes of input can ask to copy a memoized million-item
+/// list a thousand times.
+const MAX_COPIED: usize = 1 << 25;
 
 impl Unpickler<'_> {
     fn err<T>(&self, message: impl Into<String>) -> Result<T, PickleError> {
@@ -397,6 +405,17 @@ impl Unpickler<'_> {
         }
     }
 
+    /// The items of a tuple or list, copied for a constructor, charged
+    /// against [`MAX_COPIED`].
+    fn copy_items(&mut self, id: Id) -> Result<Vec<Id>, PickleError> {
+        let items = self.tuple_items(id);
+        self.copied = self.copied.saturating_add(items.len());
+        if self.copied > MAX_COPIED {
+            return self.err(format!("constructors copy more than {MAX_COPIED} elements"));
+        }
+        Ok(items)
+    }
+
     fn tuple_items(&self, id: Id) -> Vec<Id> {
         match self.values.get(id) {
             Some(Value::Tuple(v)) | Some(Value::List(v)) => v.clone(),
@@ -418,7 +437,7 @@ impl Unpickler<'_> {
             ("collections", "OrderedDict", []) => self.push_new(Value::Dict(Vec::new())),
             ("collections", "OrderedDict", [pairs]) => {
                 let mut dict = Vec::new();
-                for pair in self.tuple_items(*pairs) {
+                for pair in self.copy_items(*pairs)? {
                     match self.tuple_items(pair).as_slice() {
                         [k, v] => dict.push((*k, *v)),
                         _ => return self.err("OrderedDict items are not pairs"),
@@ -430,7 +449,7 @@ impl Unpickler<'_> {
                 self.push_new(Value::List(Vec::new()))
             }
             ("builtins" | "__builtin__", "set" | "frozenset", [items]) => {
-                let items = self.tuple_items(*items);
+                let items = self.copy_items(*items)?;
                 self.push_new(Value::List(items))
             }
             ("torch", "Size", [dims]) => self.push(*dims),

@@ -200,7 +200,15 @@ struct Finder<'a> {
     p: &'a Pickle,
     visits: usize,
     found: Vec<(String, Id)>,
+    /// Bytes of all names found so far (see [`MAX_NAME_BYTES`]).
+    name_bytes: usize,
 }
+
+/// Cap on one tensor name: the `.lsq` format's own limit.
+const MAX_NAME_LEN: usize = 4096;
+/// Cap on all tensor names together: a shared object reached through many
+/// paths would otherwise make the names, not the tensors, fill memory.
+const MAX_NAME_BYTES: usize = 64 << 20;
 
 impl Finder<'_> {
     fn walk(&mut self, id: Id, name: &str, depth: usize) -> Result<(), String> {
@@ -213,7 +221,17 @@ impl Finder<'_> {
         }
         let p = self.p;
         match p.get(id) {
-            Value::Call { func, .. } if is_rebuild(func) => self.found.push((name.to_string(), id)),
+            Value::Call { func, .. } if is_rebuild(func) => {
+                self.name_bytes += name.len();
+                if name.len() > MAX_NAME_LEN || self.name_bytes > MAX_NAME_BYTES {
+                    return Err(format!(
+                        "tensor names too long (a name of {} bytes, {} in all)",
+                        name.len(),
+                        self.name_bytes
+                    ));
+                }
+                self.found.push((name.to_string(), id))
+            }
             // A TorchScript module: its attributes are its BUILD state.
             Value::Call { func, state: Some(state), .. } if func.is_torchscript_class() => {
                 self.walk(*state, name, depth + 1)?
@@ -334,10 +352,23 @@ fn zip_error(path: &Path, e: zip::result::ZipError) -> ImportError {
 fn read_entry(model: &SourceModel, entry: Entry, name: &str) -> Result<Vec<u8>, ImportError> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(model.buffers[0].as_slice()))
         .map_err(|e| zip_error(&model.path, e))?;
-    let mut file = archive.by_index(entry.index).map_err(|e| zip_error(&model.path, e))?;
+    let file = archive.by_index(entry.index).map_err(|e| zip_error(&model.path, e))?;
+    let bad = |m: String| ImportError::new(&model.path, format!("entry '{name}': {m}"));
+    let declared = file.size();
+    // Deflate expands at most ~1032:1; more is a zip bomb.
+    if declared > file.compressed_size().saturating_mul(1100) + 4096 {
+        return Err(bad(format!(
+            "claims to inflate {} bytes to {declared}",
+            file.compressed_size()
+        )));
+    }
     let mut bytes = Vec::with_capacity(entry.size.min(1 << 30));
-    file.read_to_end(&mut bytes)
-        .map_err(|e| ImportError::new(&model.path, format!("cannot read entry '{name}': {e}")))?;
+    file.take(declared + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 != declared {
+        return Err(bad(format!("inflates to {} bytes, not the declared {declared}", bytes.len())));
+    }
     Ok(bytes)
 }
 
@@ -372,6 +403,16 @@ fn place(
         .ok_or_else(|| err("too many elements".into()))?;
     if count == 0 {
         return Ok(TensorBytes::Contiguous { buffer: storage.buffer, offset: storage.start });
+    }
+    // A view may repeat storage elements (stride 0): gathering it makes
+    // count * size bytes. Refuse sizes no real checkpoint has, so a tiny
+    // file cannot ask for terabytes.
+    let bytes = count.checked_mul(size).ok_or_else(|| err("too many elements".into()))?;
+    if bytes > storage.len.max(1 << 20).saturating_mul(64) {
+        return Err(err(format!(
+            "a view of {bytes} bytes over a storage of {} bytes (repeated elements); refusing to expand it",
+            storage.len
+        )));
     }
     // The furthest element; strides are non-negative, so it bounds them all.
     let last = spec
@@ -412,7 +453,7 @@ fn add_tensors(
     p: &Pickle,
     storages: &mut Storages,
 ) -> Result<(), ImportError> {
-    let mut finder = Finder { p, visits: 0, found: Vec::new() };
+    let mut finder = Finder { p, visits: 0, found: Vec::new(), name_bytes: 0 };
     finder.walk(model_root(p), "", 0).map_err(|e| ImportError::new(&model.path, e))?;
     let stem = model.path.file_stem().map_or("tensor".into(), |s| s.to_string_lossy().into_owned());
     for (name, id) in finder.found {
