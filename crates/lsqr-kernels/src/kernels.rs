@@ -29,6 +29,9 @@ pub struct BatchNorm<'a> {
 /// A matmul kernel: `(a, b, c, m, k, n)`.
 pub(crate) type MatmulFn = fn(&[f32], &[f32], &mut [f32], usize, usize, usize);
 
+/// A grouped code-dot kernel: `(table, codes, x, scales, group)`.
+pub(crate) type DotCodesFn = fn(&[f32], &[u16], &[f32], &[f32], usize) -> f32;
+
 /// One code path (portable scalar, or AVX2+FMA): a table of kernels, and
 /// the operators as methods that validate shapes and then run them.
 ///
@@ -54,10 +57,11 @@ pub struct Kernels {
     pub(crate) softmax: fn(&mut [f32], usize),
     pub(crate) layer_norm: fn(&mut [f32], usize, &[f32], &[f32], f32),
     pub(crate) matmul: MatmulFn,
-    /// `Σ table[codes[i]] * x[i]`: the inner loop of the packed-weight
-    /// linear operator. `table.len()` is a power of two and every code is
-    /// below it (the packed-weight layer guarantees both).
-    pub(crate) dot_codes: fn(&[f32], &[u16], &[f32]) -> f32,
+    /// The inner loop of the packed-weight linear operator:
+    /// `Σ_g scales[g] · Σ_{i in group g} table[codes[i]] * x[i]`, groups of
+    /// `group` consecutive elements (the last may be short): a whole row of
+    /// a packed weight in one call.
+    pub(crate) dot_codes_grouped: DotCodesFn,
 }
 
 impl fmt::Debug for Kernels {

@@ -220,30 +220,30 @@ pub fn linear(
     Ok(())
 }
 
-/// Batch 1: codes are unpacked a segment at a time and multiplied straight
-/// from the decode table (`Kernels::dot_codes`), never written as f32.
+/// Batch 1: each row's codes are unpacked at once (lsqr-pack's SIMD
+/// unpack) and multiplied straight from the decode table, a group's scale
+/// at a time (`Kernels::dot_codes_grouped`); no weight is written as f32.
 fn gemv(
     w: &PackedWeight<'_>,
     bias: Option<&[f32]>,
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), OpError> {
-    let dot_codes = crate::Kernels::active().dot_codes;
-    let mut codes = [0u16; 512];
+    let kernel = crate::Kernels::active().dot_codes_grouped;
+    let mut codes = vec![0u16; w.cols];
+    let one = [w.scales.first().copied().unwrap_or(1.0)];
     for (r, out) in y.iter_mut().enumerate() {
-        let mut acc = bias.map_or(0.0, |b| b[r]);
-        for (c0, c1, scale) in w.segments(r) {
-            let mut c = c0;
-            while c < c1 {
-                let n = (c1 - c).min(codes.len());
-                lsqr_pack::unpack_from(w.packed, w.bits, r * w.cols + c, &mut codes[..n]).map_err(
-                    |_| OpError::BadParameter { op: OP, reason: "packed codes are truncated" },
-                )?;
-                acc += scale * dot_codes(&w.table, &codes[..n], &x[c..c + n]);
-                c += n;
+        lsqr_pack::unpack_from(w.packed, w.bits, r * w.cols, &mut codes)
+            .map_err(|_| OpError::BadParameter { op: OP, reason: "packed codes are truncated" })?;
+        let (scales, group): (&[f32], usize) = match w.mode {
+            ScaleMode::One => (&one, w.cols.max(1)),
+            ScaleMode::PerRow => (&w.scales[r..r + 1], w.cols.max(1)),
+            ScaleMode::PerGroup(g) => {
+                let per_row = w.cols.div_ceil(g);
+                (&w.scales[r * per_row..(r + 1) * per_row], g)
             }
-        }
-        *out = acc;
+        };
+        *out = bias.map_or(0.0, |b| b[r]) + kernel(&w.table, &codes, x, scales, group);
     }
     Ok(())
 }

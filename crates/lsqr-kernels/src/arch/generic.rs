@@ -288,3 +288,25 @@ pub fn dot_codes(table: &[f32], codes: &[u16], x: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+/// `Σ_g scales[g] · dot_codes(group g)` over groups of `group` elements
+/// (the last may be short), stopping at the shorter of the inputs and at
+/// `scales.len()` groups.
+pub fn dot_codes_grouped(
+    table: &[f32],
+    codes: &[u16],
+    x: &[f32],
+    scales: &[f32],
+    group: usize,
+) -> f32 {
+    let n = codes.len().min(x.len());
+    if group == 0 {
+        return 0.0;
+    }
+    codes[..n]
+        .chunks(group)
+        .zip(x[..n].chunks(group))
+        .zip(scales)
+        .map(|((c, v), &s)| s * dot_codes(table, c, v))
+        .sum()
+}

@@ -37,7 +37,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
     softmax: generic::softmax,
     layer_norm: generic::layer_norm,
     matmul: generic::matmul,
-    dot_codes: generic::dot_codes,
+    dot_codes_grouped: generic::dot_codes_grouped,
 };
 
 const UNKNOWN: u8 = 0;

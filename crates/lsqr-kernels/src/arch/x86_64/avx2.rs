@@ -657,15 +657,23 @@ unsafe fn kernel<const R: usize, const NV: usize, const MASKED: bool>(t: Tile, w
     }
 }
 
-/// `Σ table[codes[i] & (len - 1)] * x[i]` for a power-of-two `table.len()`.
-/// Tables of up to 16 entries are looked up in registers (`vpermps`, and a
-/// blend on index bit 3 for 16); larger ones are gathered.
+/// `Σ_g scales[g] · Σ_{i in group g} table[codes[i] & (len - 1)] * x[i]`.
+/// One call per weight row: the table registers are set up once, each
+/// group's partial sums are scaled into a running vector total, and only
+/// the row's end is reduced horizontally.
 ///
 /// # Safety
-/// AVX2 and FMA must be available and `table.len()` a power of two.
+/// AVX2 and FMA must be available, `table.len()` a power of two and
+/// `group > 0`.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn dot_codes(table: &[f32], codes: &[u16], x: &[f32]) -> f32 {
-    let n = codes.len().min(x.len());
+pub(crate) unsafe fn dot_codes_grouped(
+    table: &[f32],
+    codes: &[u16],
+    x: &[f32],
+    scales: &[f32],
+    group: usize,
+) -> f32 {
+    let n = codes.len().min(x.len()).min(scales.len().saturating_mul(group));
     let mask = _mm256_set1_epi32((table.len() - 1) as i32);
     let mut lanes = [[0.0f32; 8]; 2];
     for (i, &v) in table.iter().take(16).enumerate() {
@@ -679,32 +687,45 @@ pub(crate) unsafe fn dot_codes(table: &[f32], codes: &[u16], x: &[f32]) -> f32 {
         if small {
             let a = _mm256_permutevar8x32_ps(lo, idx);
             let b = _mm256_permutevar8x32_ps(hi, idx);
-            // Index bit 3 moved to the sign bit chooses the upper half.
             _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)))
         } else {
-            // SAFETY: idx is masked to table.len() - 1 below.
+            // SAFETY: idx is masked to table.len() - 1.
             unsafe { _mm256_i32gather_ps::<4>(table.as_ptr(), idx) }
         }
     };
     let (c, xs) = (codes.as_ptr(), x.as_ptr());
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    while i + 16 <= n {
-        // SAFETY: i + 16 <= n <= codes.len(), x.len().
-        unsafe {
-            let i0 =
-                _mm256_and_si256(_mm256_cvtepu16_epi32(_mm_loadu_si128(c.add(i).cast())), mask);
-            let i1 =
-                _mm256_and_si256(_mm256_cvtepu16_epi32(_mm_loadu_si128(c.add(i + 8).cast())), mask);
-            acc0 = _mm256_fmadd_ps(lookup(i0), _mm256_loadu_ps(xs.add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(lookup(i1), _mm256_loadu_ps(xs.add(i + 8)), acc1);
+    let len_mask = table.len() - 1;
+    let mut total = _mm256_setzero_ps();
+    let mut tail_total = 0.0f32;
+    let mut start = 0;
+    let mut g = 0;
+    while start < n {
+        let end = (start + group).min(n);
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = start;
+        while i + 16 <= end {
+            // SAFETY: i + 16 <= end <= n <= codes.len(), x.len().
+            unsafe {
+                let i0 =
+                    _mm256_and_si256(_mm256_cvtepu16_epi32(_mm_loadu_si128(c.add(i).cast())), mask);
+                let i1 = _mm256_and_si256(
+                    _mm256_cvtepu16_epi32(_mm_loadu_si128(c.add(i + 8).cast())),
+                    mask,
+                );
+                acc0 = _mm256_fmadd_ps(lookup(i0), _mm256_loadu_ps(xs.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(lookup(i1), _mm256_loadu_ps(xs.add(i + 8)), acc1);
+            }
+            i += 16;
         }
-        i += 16;
+        let s = scales[g];
+        total = _mm256_fmadd_ps(_mm256_add_ps(acc0, acc1), _mm256_set1_ps(s), total);
+        let rest: f32 = (i..end).map(|k| table[usize::from(codes[k]) & len_mask] * x[k]).sum();
+        tail_total += s * rest;
+        start = end;
+        g += 1;
     }
     let mut sum = [0.0f32; 8];
     // SAFETY: `sum` is 8 writable f32s.
-    unsafe { _mm256_storeu_ps(sum.as_mut_ptr(), _mm256_add_ps(acc0, acc1)) };
-    let len_mask = table.len() - 1;
-    let tail: f32 = (i..n).map(|k| table[usize::from(codes[k]) & len_mask] * x[k]).sum();
-    sum.iter().sum::<f32>() + tail
+    unsafe { _mm256_storeu_ps(sum.as_mut_ptr(), total) };
+    sum.iter().sum::<f32>() + tail_total
 }

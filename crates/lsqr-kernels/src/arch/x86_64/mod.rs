@@ -52,15 +52,20 @@ mod safe {
         layer_norm(x: &mut [f32], axis_len: usize, gamma: &[f32], beta: &[f32], eps: f32);
     }
 
-    pub(super) fn dot_codes(table: &[f32], codes: &[u16], x: &[f32]) -> f32 {
-        if !table.len().is_power_of_two() {
-            return crate::arch::generic::dot_codes(table, codes, x);
+    pub(super) fn dot_codes_grouped(
+        table: &[f32],
+        codes: &[u16],
+        x: &[f32],
+        scales: &[f32],
+        group: usize,
+    ) -> f32 {
+        if !table.len().is_power_of_two() || group == 0 {
+            return crate::arch::generic::dot_codes_grouped(table, codes, x, scales, group);
         }
-        // SAFETY: reachable only through the AVX2 table (AVX2 and FMA were
-        // detected); the kernel masks every code with `table.len() - 1`, a
-        // power of two minus one, so no look-up leaves the table, and it
-        // reads at most min(codes.len(), x.len()) elements of each.
-        unsafe { avx2::dot_codes(table, codes, x) }
+        // SAFETY: as `dot_codes`; the kernel also reads only the scales of
+        // groups that exist in min(codes.len(), x.len()) and stops at
+        // `scales.len()` groups.
+        unsafe { avx2::dot_codes_grouped(table, codes, x, scales, group) }
     }
 
     pub(super) fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
@@ -99,7 +104,7 @@ pub(crate) static AVX2: Kernels = Kernels {
     softmax: safe::softmax,
     layer_norm: safe::layer_norm,
     matmul: safe::matmul,
-    dot_codes: safe::dot_codes,
+    dot_codes_grouped: safe::dot_codes_grouped,
 };
 
 #[cfg(all(test, feature = "std"))]
@@ -112,11 +117,11 @@ mod tests {
     use crate::arch::generic;
 
     proptest! {
-        /// The AVX2 `dot_codes` equals the portable one up to summation
-        /// order, for register (<= 16 entries) and gathered tables, any
-        /// length (tails included).
+        /// The AVX2 `dot_codes_grouped` equals the portable one up to
+        /// summation order, for register (<= 16 entries) and gathered
+        /// tables, any length and group (tails included).
         #[test]
-        fn dot_codes_matches_portable(log_len in prop::sample::select(vec![1u32, 2, 3, 4, 5, 8, 12, 16]), n in 0usize..150, seed in any::<u64>()) {
+        fn dot_codes_grouped_matches_portable(log_len in prop::sample::select(vec![1u32, 2, 3, 4, 5, 8, 12, 16]), n in 0usize..150, seed in any::<u64>()) {
             if !super::avx2_fma_detected() {
                 return Ok(());
             }
@@ -126,10 +131,13 @@ mod tests {
             let table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
             let codes: Vec<u16> = (0..n).map(|_| (next() as usize % len) as u16).collect();
             let x: Vec<f32> = (0..n).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect();
-            let simd = super::safe::dot_codes(&table, &codes, &x);
-            let scalar = generic::dot_codes(&table, &codes, &x);
-            let size: f32 = codes.iter().zip(&x).map(|(&c, &v)| (table[usize::from(c)] * v).abs()).sum();
-            prop_assert!((simd - scalar).abs() <= 1e-5 * size + 1e-30, "{} vs {}", simd, scalar);
+            for group in [1usize, 16, 64, 7, n.max(1)] {
+                let scales: Vec<f32> = (0..n.div_ceil(group)).map(|g| 0.5 + g as f32 * 0.25).collect();
+                let simd = super::safe::dot_codes_grouped(&table, &codes, &x, &scales, group);
+                let scalar = generic::dot_codes_grouped(&table, &codes, &x, &scales, group);
+                let size: f32 = codes.iter().zip(&x).enumerate().map(|(i, (&c, &v))| (scales[i / group] * table[usize::from(c)] * v).abs()).sum();
+                prop_assert!((simd - scalar).abs() <= 1e-5 * size + 1e-30, "group {}: {} vs {}", group, simd, scalar);
+            }
         }
     }
 }
