@@ -360,8 +360,10 @@ impl safetensors::View for &ExportTensor<'_> {
         &self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        // Decoding was tried once before serializing; a failure here is not
-        // reachable, and would show as a length mismatch, not a panic.
+        // `tensor_at` validated the scales and table, and `open` the section
+        // lengths, so decoding cannot fail here (its only errors are those
+        // checks). Were it to, the empty data would not match `data_len`
+        // and serializing would fail; it cannot write wrong values.
         self.bytes().unwrap_or_default()
     }
     fn data_len(&self) -> usize {
@@ -402,8 +404,6 @@ pub fn export(path: &Path, output: &Path) -> Result<(), String> {
             TensorView::Quantized(_) => safetensors::Dtype::F32,
         };
         let t = ExportTensor { view, dtype, shape: info.shape_usize() };
-        // Decode once up front so errors surface here, with the file's name.
-        t.bytes().map_err(|e| format!("{}: {e}", path.display()))?;
         tensors.push((info.name.clone(), t));
     }
     write_atomically(output, |temp| {
