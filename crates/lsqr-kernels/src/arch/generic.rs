@@ -206,9 +206,15 @@ impl PoolGeometry {
     }
 }
 
-/// Max pooling of each `[h, w]` plane of `input` into `out` (`oh * ow` per
-/// plane). Padding never wins (it is not a value); NaN propagates.
-pub(crate) fn max_pool2d(input: &[f32], out: &mut [f32], g: &PoolGeometry) {
+/// Applies `reduce` to every pooling window of every `[h, w]` plane of
+/// `input`: it gets the window's row slices (padding excluded) and their
+/// number of elements, and returns the output value.
+fn pool_windows<'a>(
+    input: &'a [f32],
+    out: &mut [f32],
+    g: &PoolGeometry,
+    reduce: impl Fn(&mut dyn Iterator<Item = &'a [f32]>, usize) -> f32,
+) {
     let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
     if plane == 0 || oplane == 0 {
         return;
@@ -218,44 +224,28 @@ pub(crate) fn max_pool2d(input: &[f32], out: &mut [f32], g: &PoolGeometry) {
             let (y0, y1) = g.window(0, oy);
             for ox in 0..g.ow {
                 let (x0, x1) = g.window(1, ox);
-                let mut m = f32::NEG_INFINITY;
-                for y in y0..y1 {
-                    for &v in &src[y * g.w + x0..y * g.w + x1] {
-                        if v > m || v.is_nan() {
-                            m = v;
-                        }
-                    }
-                }
-                dst[oy * g.ow + ox] = m;
+                let mut rows = (y0..y1).map(|y| &src[y * g.w + x0..y * g.w + x1]);
+                dst[oy * g.ow + ox] = reduce(&mut rows, (y1 - y0) * (x1 - x0));
             }
         }
     }
+}
+
+/// Max pooling of each `[h, w]` plane of `input` into `out` (`oh * ow` per
+/// plane). Padding never wins (it is not a value); NaN propagates.
+pub(crate) fn max_pool2d(input: &[f32], out: &mut [f32], g: &PoolGeometry) {
+    pool_windows(input, out, g, |rows, _| {
+        rows.flatten().fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() { v } else { m })
+    });
 }
 
 /// Average pooling of each `[h, w]` plane with `count_include_pad = false`:
 /// each output is the mean of the input elements its window covers, padding
 /// excluded from both sum and count.
 pub(crate) fn avg_pool2d(input: &[f32], out: &mut [f32], g: &PoolGeometry) {
-    let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
-    if plane == 0 || oplane == 0 {
-        return;
-    }
-    for (src, dst) in input.chunks_exact(plane).zip(out.chunks_exact_mut(oplane)) {
-        for oy in 0..g.oh {
-            let (y0, y1) = g.window(0, oy);
-            for ox in 0..g.ow {
-                let (x0, x1) = g.window(1, ox);
-                let mut sum = 0.0f32;
-                for y in y0..y1 {
-                    for &v in &src[y * g.w + x0..y * g.w + x1] {
-                        sum += v;
-                    }
-                }
-                let count = (y1 - y0) * (x1 - x0);
-                dst[oy * g.ow + ox] = sum / count as f32;
-            }
-        }
-    }
+    pool_windows(input, out, g, |rows, count| {
+        rows.flatten().fold(0.0f32, |s, &v| s + v) / count as f32
+    });
 }
 
 /// The mean of each plane of `plane` elements.
