@@ -69,6 +69,7 @@ extern crate alloc;
 extern crate std;
 
 mod arch;
+pub mod conv;
 mod error;
 mod kernels;
 pub mod packed;

@@ -32,6 +32,7 @@ enum ScaleMode {
 /// memory, the documented cost of not converting f16 in the inner loop).
 #[derive(Debug, Clone)]
 pub struct PackedWeight<'a> {
+    shape: Vec<usize>,
     rows: usize,
     cols: usize,
     bits: u32,
@@ -108,7 +109,13 @@ impl<'a> PackedWeight<'a> {
                 actual: scales.len(),
             });
         }
-        Ok(Self { rows, cols, bits, packed, table, mode, scales })
+        Ok(Self { shape: shape.to_vec(), rows, cols, bits, packed, table, mode, scales })
+    }
+
+    /// The weight's full shape (`[out, in]` for linear, `[out, in / groups,
+    /// kh, kw]` for conv2d).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
     }
 
     /// Rows of the row view (output features of a linear weight).

@@ -1,0 +1,376 @@
+//! Convolutions on packed weights, NCHW (and NCL for 1-D).
+//!
+//! The weight is `[out_channels, in_channels / groups, kh, kw]` (PyTorch's
+//! layout), packed; each output channel's filter is one row of its row
+//! view, decoded into caller scratch when it is used, so no f32 copy of
+//! the whole weight is ever made. Every entry point has a `_into` form
+//! that writes into caller buffers and allocates nothing (the micro
+//! runtime's contract); [`conv2d_scratch_len`] says how much scratch it
+//! needs.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::packed::PackedWeight;
+use crate::OpError;
+
+const OP2: &str = "conv2d";
+const OP1: &str = "conv1d";
+
+/// Stride, symmetric zero padding, dilation and groups of a 2-D
+/// convolution, as `[along h, along w]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Step between output positions.
+    pub stride: [usize; 2],
+    /// Zeros added on both sides.
+    pub padding: [usize; 2],
+    /// Spacing between kernel taps.
+    pub dilation: [usize; 2],
+    /// Channel groups: `in_channels` and `out_channels` are both split into
+    /// this many groups (`groups == in_channels`: depthwise).
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Self { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 }
+    }
+}
+
+/// The 1-D counterpart of [`Conv2dParams`] on `[n, c, length]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv1dParams {
+    /// Step between output positions.
+    pub stride: usize,
+    /// Zeros added on both sides.
+    pub padding: usize,
+    /// Spacing between kernel taps.
+    pub dilation: usize,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Default for Conv1dParams {
+    fn default() -> Self {
+        Self { stride: 1, padding: 0, dilation: 1, groups: 1 }
+    }
+}
+
+impl Conv1dParams {
+    fn as_2d(&self) -> Conv2dParams {
+        Conv2dParams {
+            stride: [1, self.stride],
+            padding: [0, self.padding],
+            dilation: [1, self.dilation],
+            groups: self.groups,
+        }
+    }
+}
+
+/// The checked geometry of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    groups: usize,
+}
+
+impl Geometry {
+    fn new(
+        op: &'static str,
+        weight_shape: [usize; 4],
+        input_shape: [usize; 4],
+        p: &Conv2dParams,
+    ) -> Result<Self, OpError> {
+        let bad = |reason| OpError::BadParameter { op, reason };
+        let [n, cin, h, w] = input_shape;
+        let [cout, cin_g, kh, kw] = weight_shape;
+        if p.groups == 0 || p.stride.contains(&0) || p.dilation.contains(&0) {
+            return Err(bad("groups, stride and dilation must be at least 1"));
+        }
+        if kh == 0 || kw == 0 {
+            return Err(bad("the kernel must be at least 1x1"));
+        }
+        if cin % p.groups != 0 || cout % p.groups != 0 || cin / p.groups != cin_g {
+            return Err(OpError::ShapeMismatch {
+                op,
+                left: input_shape.to_vec(),
+                right: weight_shape.to_vec(),
+            });
+        }
+        let out_len = |len: usize, pad: usize, dil: usize, k: usize, stride: usize| {
+            let padded = len.checked_add(pad.checked_mul(2)?)?;
+            let span = dil.checked_mul(k - 1)?.checked_add(1)?;
+            padded.checked_sub(span).map(|d| d / stride + 1)
+        };
+        let oh = out_len(h, p.padding[0], p.dilation[0], kh, p.stride[0]);
+        let ow = out_len(w, p.padding[1], p.dilation[1], kw, p.stride[1]);
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return Err(bad("the dilated kernel is larger than the padded input"));
+        };
+        let geometry = Self { n, cin, h, w, cout, kh, kw, oh, ow, groups: p.groups };
+        // Every buffer length used later must fit in usize.
+        [n, cin, h, w]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|_| [n, cout, oh, ow].iter().try_fold(1usize, |a, &d| a.checked_mul(d)))
+            .ok_or(bad("element count overflows"))?;
+        Ok(geometry)
+    }
+
+    fn input_len(&self) -> usize {
+        self.n * self.cin * self.h * self.w
+    }
+
+    fn output_shape(&self) -> [usize; 4] {
+        [self.n, self.cout, self.oh, self.ow]
+    }
+
+    fn output_len(&self) -> usize {
+        self.n * self.cout * self.oh * self.ow
+    }
+
+    /// Elements of one output channel's filter.
+    fn filter_len(&self) -> usize {
+        self.cin / self.groups * self.kh * self.kw
+    }
+}
+
+/// The `[out, in / groups, kh, kw]` shape of a conv2d weight.
+fn weight_shape_2d(weight: &PackedWeight<'_>) -> Result<[usize; 4], OpError> {
+    match *weight.shape() {
+        [o, i, kh, kw] => Ok([o, i, kh, kw]),
+        _ => Err(OpError::BadParameter {
+            op: OP2,
+            reason: "the weight must have rank 4 [out, in / groups, kh, kw]",
+        }),
+    }
+}
+
+/// A conv1d weight `[out, in / groups, k]` seen as conv2d `[out, in / groups, 1, k]`.
+fn weight_shape_1d(weight: &PackedWeight<'_>) -> Result<[usize; 4], OpError> {
+    match *weight.shape() {
+        [o, i, k] => Ok([o, i, 1, k]),
+        _ => Err(OpError::BadParameter {
+            op: OP1,
+            reason: "the weight must have rank 3 [out, in / groups, k]",
+        }),
+    }
+}
+
+fn check_len(
+    op: &'static str,
+    what: &'static str,
+    expected: usize,
+    actual: usize,
+) -> Result<(), OpError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(OpError::LengthMismatch { op, what, expected, actual })
+    }
+}
+
+/// The NCHW output shape of [`conv2d`] on an input of `input_shape`.
+pub fn conv2d_output_shape(
+    weight: &PackedWeight<'_>,
+    input_shape: [usize; 4],
+    params: &Conv2dParams,
+) -> Result<[usize; 4], OpError> {
+    Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params).map(|g| g.output_shape())
+}
+
+/// The `f32` scratch [`conv2d_into`] needs for this shape.
+pub fn conv2d_scratch_len(
+    weight: &PackedWeight<'_>,
+    input_shape: [usize; 4],
+    params: &Conv2dParams,
+) -> Result<usize, OpError> {
+    Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params).map(|g| g.filter_len())
+}
+
+/// 2-D convolution (cross-correlation, as in PyTorch) of NCHW `input`
+/// with a packed weight, plus an optional per-output-channel `bias`.
+/// Returns the output and its shape.
+pub fn conv2d(
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    input_shape: [usize; 4],
+    params: &Conv2dParams,
+) -> Result<(Vec<f32>, [usize; 4]), OpError> {
+    let g = Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params)?;
+    let mut output = vec![0.0; g.output_len()];
+    let mut scratch = vec![0.0; g.filter_len()];
+    conv2d_into(weight, bias, input, input_shape, params, &mut output, &mut scratch)?;
+    Ok((output, g.output_shape()))
+}
+
+/// [`conv2d`] into caller buffers: `output` must hold exactly
+/// [`conv2d_output_shape`]'s element count, `scratch` at least
+/// [`conv2d_scratch_len`] values. Allocates nothing.
+pub fn conv2d_into(
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    input_shape: [usize; 4],
+    params: &Conv2dParams,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    let weight_shape = weight_shape_2d(weight)?;
+    conv_into(OP2, weight, weight_shape, bias, input, input_shape, params, output, scratch)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_into(
+    op: &'static str,
+    weight: &PackedWeight<'_>,
+    weight_shape: [usize; 4],
+    bias: Option<&[f32]>,
+    input: &[f32],
+    input_shape: [usize; 4],
+    params: &Conv2dParams,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    let g = Geometry::new(op, weight_shape, input_shape, params)?;
+    check_len(op, "input", g.input_len(), input.len())?;
+    check_len(op, "output", g.output_len(), output.len())?;
+    if let Some(b) = bias {
+        check_len(op, "bias", g.cout, b.len())?;
+    }
+    if scratch.len() < g.filter_len() {
+        return Err(OpError::LengthMismatch {
+            op,
+            what: "scratch",
+            expected: g.filter_len(),
+            actual: scratch.len(),
+        });
+    }
+    reference(&g, weight, bias, input, params, output, &mut scratch[..g.filter_len()])
+}
+
+/// Direct convolution, one decoded filter at a time.
+fn reference(
+    g: &Geometry,
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    p: &Conv2dParams,
+    output: &mut [f32],
+    filter: &mut [f32],
+) -> Result<(), OpError> {
+    let (cin_g, cout_g) = (g.cin / g.groups, g.cout / g.groups);
+    for oc in 0..g.cout {
+        weight.decode_row(oc, filter)?;
+        let first_ic = oc / cout_g.max(1) * cin_g;
+        let b = bias.map_or(0.0, |b| b[oc]);
+        for n in 0..g.n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = 0.0f32;
+                    for ic in 0..cin_g {
+                        let plane =
+                            &input[((n * g.cin + first_ic + ic) * g.h) * g.w..][..g.h * g.w];
+                        for ky in 0..g.kh {
+                            let Some(y) =
+                                (oy * p.stride[0] + ky * p.dilation[0]).checked_sub(p.padding[0])
+                            else {
+                                continue;
+                            };
+                            if y >= g.h {
+                                continue;
+                            }
+                            for kx in 0..g.kw {
+                                let Some(x) = (ox * p.stride[1] + kx * p.dilation[1])
+                                    .checked_sub(p.padding[1])
+                                else {
+                                    continue;
+                                };
+                                if x < g.w {
+                                    acc +=
+                                        plane[y * g.w + x] * filter[(ic * g.kh + ky) * g.kw + kx];
+                                }
+                            }
+                        }
+                    }
+                    output[((n * g.cout + oc) * g.oh + oy) * g.ow + ox] = acc + b;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `[n, c, length]` output shape of [`conv1d`].
+pub fn conv1d_output_shape(
+    weight: &PackedWeight<'_>,
+    input_shape: [usize; 3],
+    params: &Conv1dParams,
+) -> Result<[usize; 3], OpError> {
+    let [n, c, l] = input_shape;
+    let g = Geometry::new(OP1, weight_shape_1d(weight)?, [n, c, 1, l], &params.as_2d())?;
+    let [n, c, _, l] = g.output_shape();
+    Ok([n, c, l])
+}
+
+/// The `f32` scratch [`conv1d_into`] needs.
+pub fn conv1d_scratch_len(
+    weight: &PackedWeight<'_>,
+    input_shape: [usize; 3],
+    params: &Conv1dParams,
+) -> Result<usize, OpError> {
+    let [n, c, l] = input_shape;
+    Geometry::new(OP1, weight_shape_1d(weight)?, [n, c, 1, l], &params.as_2d())
+        .map(|g| g.filter_len())
+}
+
+/// 1-D convolution of `[n, c, length]` with a packed `[out, in / groups, k]`
+/// weight. Returns the output and its shape.
+pub fn conv1d(
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    input_shape: [usize; 3],
+    params: &Conv1dParams,
+) -> Result<(Vec<f32>, [usize; 3]), OpError> {
+    let shape = conv1d_output_shape(weight, input_shape, params)?;
+    let mut output = vec![0.0; shape.iter().product()];
+    let mut scratch = vec![0.0; conv1d_scratch_len(weight, input_shape, params)?];
+    conv1d_into(weight, bias, input, input_shape, params, &mut output, &mut scratch)?;
+    Ok((output, shape))
+}
+
+/// [`conv1d`] into caller buffers; allocates nothing.
+pub fn conv1d_into(
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    input_shape: [usize; 3],
+    params: &Conv1dParams,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    let [n, c, l] = input_shape;
+    let weight_shape = weight_shape_1d(weight)?;
+    conv_into(
+        OP1,
+        weight,
+        weight_shape,
+        bias,
+        input,
+        [n, c, 1, l],
+        &params.as_2d(),
+        output,
+        scratch,
+    )
+}
