@@ -29,8 +29,29 @@ pub struct BatchNorm<'a> {
 /// A matmul kernel: `(a, b, c, m, k, n)`.
 pub(crate) type MatmulFn = fn(&[f32], &[f32], &mut [f32], usize, usize, usize);
 
-/// A grouped code-dot kernel: `(table, codes, x, scales, group)`.
-pub(crate) type DotCodesFn = fn(&[f32], &[u16], &[f32], &[f32], usize) -> f32;
+/// The batch-1 packed-weight job: `y[r] = Σ_g scale(r, g) · Σ_{c in g}
+/// table[code(r, c)] · x[c]` for every row `r < y.len()`, with codes of
+/// `bits` bits packed LSB-first, row after row, `cols` per row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PackedRows<'a> {
+    pub(crate) packed: &'a [u8],
+    pub(crate) bits: u32,
+    pub(crate) cols: usize,
+    pub(crate) table: &'a [f32],
+    /// Scale of row `r`, group `g`: `scales[r * scale_stride + g]`
+    /// (`scale_stride` 0: one scale for the whole weight).
+    pub(crate) scales: &'a [f32],
+    pub(crate) scale_stride: usize,
+    /// Columns per scale group (`cols` when a row has one scale).
+    pub(crate) group: usize,
+}
+
+/// A batch-1 packed-weight kernel: `(job, x, y)`.
+pub(crate) type GemvFn = fn(&PackedRows<'_>, &[f32], &mut [f32]);
+
+/// A packed-weight decoder: `(job, start, out)` writes elements
+/// `start..start + out.len()` of the row-major weight.
+pub(crate) type DecodeFn = fn(&PackedRows<'_>, usize, &mut [f32]);
 
 /// One code path (portable scalar, or AVX2+FMA): a table of kernels, and
 /// the operators as methods that validate shapes and then run them.
@@ -57,11 +78,10 @@ pub struct Kernels {
     pub(crate) softmax: fn(&mut [f32], usize),
     pub(crate) layer_norm: fn(&mut [f32], usize, &[f32], &[f32], f32),
     pub(crate) matmul: MatmulFn,
-    /// The inner loop of the packed-weight linear operator:
-    /// `Σ_g scales[g] · Σ_{i in group g} table[codes[i]] * x[i]`, groups of
-    /// `group` consecutive elements (the last may be short): a whole row of
-    /// a packed weight in one call.
-    pub(crate) dot_codes_grouped: DotCodesFn,
+    /// Batch-1 linear on packed rows, allocation-free.
+    pub(crate) gemv_packed: GemvFn,
+    /// Dequantization of packed rows, allocation-free.
+    pub(crate) decode_packed: DecodeFn,
 }
 
 impl fmt::Debug for Kernels {

@@ -128,18 +128,22 @@ impl<'a> PackedWeight<'a> {
         self.cols
     }
 
-    /// The column ranges of row `r` that share a scale, with that scale.
-    fn segments(&self, r: usize) -> impl Iterator<Item = (usize, usize, f32)> + '_ {
-        let (len, first) = match self.mode {
-            ScaleMode::One => (self.cols.max(1), 0),
-            ScaleMode::PerRow => (self.cols.max(1), r),
-            ScaleMode::PerGroup(g) => (g, r * self.cols.div_ceil(g)),
+    /// The kernels' view of this weight's rows.
+    fn rows_job(&self, packed_len: usize) -> crate::kernels::PackedRows<'_> {
+        let (scale_stride, group) = match self.mode {
+            ScaleMode::One => (0, self.cols.max(1)),
+            ScaleMode::PerRow => (1, self.cols.max(1)),
+            ScaleMode::PerGroup(g) => (self.cols.div_ceil(g), g),
         };
-        let per_segment = matches!(self.mode, ScaleMode::PerGroup(_));
-        (0..self.cols.div_ceil(len)).map(move |k| {
-            let scale = self.scales[if per_segment { first + k } else { first }];
-            (k * len, ((k + 1) * len).min(self.cols), scale)
-        })
+        crate::kernels::PackedRows {
+            packed: &self.packed[..packed_len],
+            bits: self.bits,
+            cols: self.cols,
+            table: &self.table,
+            scales: &self.scales,
+            scale_stride,
+            group,
+        }
     }
 
     /// Decodes row `r` into `out` (`cols` values).
@@ -152,42 +156,66 @@ impl<'a> PackedWeight<'a> {
                 actual: out.len(),
             });
         }
-        let mut codes = [0u16; 256];
-        for (c0, c1, scale) in self.segments(r) {
-            let mut c = c0;
-            while c < c1 {
-                let n = (c1 - c).min(codes.len());
-                lsqr_pack::unpack_from(self.packed, self.bits, r * self.cols + c, &mut codes[..n])
-                    .map_err(|_| OpError::BadParameter {
-                        op: OP,
-                        reason: "packed codes are truncated",
-                    })?;
-                for (o, &code) in out[c..c + n].iter_mut().zip(&codes[..n]) {
-                    *o = self.table[usize::from(code)] * scale;
-                }
-                c += n;
-            }
-        }
+        self.decode_range(r * self.cols, out)
+    }
+
+    /// Decodes elements `start..start + out.len()` (row-major), which the
+    /// caller has checked lie inside the weight.
+    fn decode_range(&self, start: usize, out: &mut [f32]) -> Result<(), OpError> {
+        let needed = lsqr_pack::packed_len(self.rows * self.cols, self.bits)
+            .map_err(|_| OpError::BadParameter { op: OP, reason: "packed length overflows" })?;
+        (crate::Kernels::active().decode_packed)(&self.rows_job(needed), start, out);
         Ok(())
+    }
+}
+
+/// Checks that `out` holds the whole weight.
+fn check_dequantize_len(w: &PackedWeight<'_>, actual: usize) -> Result<(), OpError> {
+    let expected = w.rows * w.cols;
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(OpError::LengthMismatch { op: "dequantize", what: "out", expected, actual })
     }
 }
 
 /// Decodes the whole weight into `out` (row-major, `rows * cols` values).
 pub fn dequantize_into(w: &PackedWeight<'_>, out: &mut [f32]) -> Result<(), OpError> {
-    let expected = w.rows * w.cols;
-    if out.len() != expected {
-        return Err(OpError::LengthMismatch {
-            op: "dequantize",
-            what: "out",
-            expected,
-            actual: out.len(),
-        });
-    }
-    if w.cols == 0 {
-        return Ok(());
-    }
-    for (r, row) in out.chunks_exact_mut(w.cols).enumerate() {
-        w.decode_row(r, row)?;
+    check_dequantize_len(w, out.len())?;
+    w.decode_range(0, out)
+}
+
+/// Decodes the whole weight into IEEE half floats (round to nearest even;
+/// values beyond ±65504 become ±inf, as any f32 to f16 cast does).
+pub fn dequantize_into_f16(w: &PackedWeight<'_>, out: &mut [half::f16]) -> Result<(), OpError> {
+    check_dequantize_len(w, out.len())?;
+    decode_converted(w, out, |src, dst| {
+        use half::slice::HalfFloatSliceExt;
+        dst.convert_from_f32_slice(src)
+    })
+}
+
+/// Decodes the whole weight into bfloat16 (round to nearest even).
+pub fn dequantize_into_bf16(w: &PackedWeight<'_>, out: &mut [half::bf16]) -> Result<(), OpError> {
+    check_dequantize_len(w, out.len())?;
+    decode_converted(w, out, |src, dst| {
+        use half::slice::HalfFloatSliceExt;
+        dst.convert_from_f32_slice(src)
+    })
+}
+
+/// Decodes through an f32 stack buffer, converting each chunk, so that no
+/// f32 copy of the weight is made.
+fn decode_converted<T>(
+    w: &PackedWeight<'_>,
+    out: &mut [T],
+    convert: impl Fn(&[f32], &mut [T]),
+) -> Result<(), OpError> {
+    let mut buf = [0.0f32; 1024];
+    for (k, dst) in out.chunks_mut(buf.len()).enumerate() {
+        let src = &mut buf[..dst.len()];
+        w.decode_range(k * 1024, src)?;
+        convert(src, dst);
     }
     Ok(())
 }
@@ -227,30 +255,20 @@ pub fn linear(
     Ok(())
 }
 
-/// Batch 1: each row's codes are unpacked at once (lsqr-pack's SIMD
-/// unpack) and multiplied straight from the decode table, a group's scale
-/// at a time (`Kernels::dot_codes_grouped`); no weight is written as f32.
+/// Batch 1: the rows' codes are decoded and multiplied in registers,
+/// a group's scale at a time (`Kernels::gemv_packed`); no weight is written
+/// as f32 and nothing is allocated.
 fn gemv(
     w: &PackedWeight<'_>,
     bias: Option<&[f32]>,
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), OpError> {
-    let kernel = crate::Kernels::active().dot_codes_grouped;
-    let mut codes = vec![0u16; w.cols];
-    let one = [w.scales.first().copied().unwrap_or(1.0)];
-    for (r, out) in y.iter_mut().enumerate() {
-        lsqr_pack::unpack_from(w.packed, w.bits, r * w.cols, &mut codes)
-            .map_err(|_| OpError::BadParameter { op: OP, reason: "packed codes are truncated" })?;
-        let (scales, group): (&[f32], usize) = match w.mode {
-            ScaleMode::One => (&one, w.cols.max(1)),
-            ScaleMode::PerRow => (&w.scales[r..r + 1], w.cols.max(1)),
-            ScaleMode::PerGroup(g) => {
-                let per_row = w.cols.div_ceil(g);
-                (&w.scales[r * per_row..(r + 1) * per_row], g)
-            }
-        };
-        *out = bias.map_or(0.0, |b| b[r]) + kernel(&w.table, &codes, x, scales, group);
+    let needed = lsqr_pack::packed_len(w.rows * w.cols, w.bits)
+        .map_err(|_| OpError::BadParameter { op: OP, reason: "packed length overflows" })?;
+    (crate::Kernels::active().gemv_packed)(&w.rows_job(needed), x, y);
+    if let Some(b) = bias {
+        y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
     }
     Ok(())
 }

@@ -5,7 +5,9 @@ use std::io::Cursor;
 
 use lsqr_codec::{quantize, CodecKind, CodecSpec, QuantizeOptions, QuantizedTensor, Scaling};
 use lsqr_format::{LsqFile, LsqWriter, TensorView};
-use lsqr_kernels::packed::{dequantize_into, linear, PackedWeight};
+use lsqr_kernels::packed::{
+    dequantize_into, dequantize_into_bf16, dequantize_into_f16, linear, PackedWeight,
+};
 use lsqr_kernels::OpError;
 use proptest::prelude::*;
 
@@ -43,6 +45,20 @@ fn check(kind: CodecKind, bits: u32, scaling: Scaling, shape: &[usize], batch: u
     dequantize_into(&w, &mut dense).unwrap();
     assert_eq!(dense, q.dequantize(), "{kind} C={bits} {scaling:?} {shape:?}");
 
+    // Half-precision outputs are the f32 values, rounded once.
+    let mut h = vec![half::f16::ZERO; n];
+    dequantize_into_f16(&w, &mut h).unwrap();
+    let expected: Vec<u16> = dense.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+    assert_eq!(h.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), expected, "f16 {kind} C={bits}");
+    let mut b16 = vec![half::bf16::ZERO; n];
+    dequantize_into_bf16(&w, &mut b16).unwrap();
+    let expected: Vec<u16> = dense.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+    assert_eq!(
+        b16.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        expected,
+        "bf16 {kind} C={bits}"
+    );
+
     // linear agrees with a naive f64 product of the decoded weight.
     let (rows, cols) = (w.rows(), w.cols());
     let x = values(batch * cols, seed ^ 7);
@@ -69,7 +85,7 @@ fn check(kind: CodecKind, bits: u32, scaling: Scaling, shape: &[usize], batch: u
 #[test]
 fn every_codec_width_and_scaling() {
     for kind in CodecKind::ALL {
-        for bits in [2, 3, 4, 5, 7, 8, 12, 16] {
+        for bits in [2, 3, 4, 5, 6, 7, 8, 12, 16] {
             for scaling in [
                 Scaling::Unit,
                 Scaling::Tensor,
@@ -78,6 +94,8 @@ fn every_codec_width_and_scaling() {
                 Scaling::Group(64),
             ] {
                 check(kind, bits, scaling, &[7, 50], 3, u64::from(bits));
+                // Rows of whole 8-code chunks: the fused SIMD kernels.
+                check(kind, bits, scaling, &[9, 128], 1, u64::from(bits) + 1);
             }
         }
     }

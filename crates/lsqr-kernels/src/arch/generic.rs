@@ -300,3 +300,69 @@ pub fn dot_codes_grouped(
         .map(|((c, v), &s)| s * dot_codes(table, c, v))
         .sum()
 }
+
+/// Batch-1 linear on packed rows (`PackedRows`): each row is unpacked a
+/// bounded chunk at a time into a stack buffer (no allocation) and dotted
+/// with `x`, a scale group at a time. Stops at the shortest input.
+pub(crate) fn gemv_packed(w: &crate::kernels::PackedRows<'_>, x: &[f32], y: &mut [f32]) {
+    gemv_packed_with(w, x, y, dot_codes)
+}
+
+/// `gemv_packed` with the inner dot supplied (the AVX2 path reuses the
+/// chunking with its own dot for shapes its fused kernel does not take).
+pub(crate) fn gemv_packed_with(
+    w: &crate::kernels::PackedRows<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    dot: impl Fn(&[f32], &[u16], &[f32]) -> f32,
+) {
+    const CHUNK: usize = 512;
+    let mut codes = [0u16; CHUNK];
+    let cols = w.cols.min(x.len());
+    let group = w.group.max(1);
+    for (r, out) in y.iter_mut().enumerate() {
+        let mut sum = 0.0f32;
+        for (g, c0) in (0..cols).step_by(group).enumerate() {
+            let Some(&scale) = w.scales.get(r * w.scale_stride + g) else { break };
+            let c1 = (c0 + group).min(cols);
+            let mut part = 0.0f32;
+            let mut c = c0;
+            while c < c1 {
+                let n = (c1 - c).min(CHUNK);
+                if lsqr_pack::unpack_from(w.packed, w.bits, r * w.cols + c, &mut codes[..n])
+                    .is_err()
+                {
+                    break;
+                }
+                part += dot(w.table, &codes[..n], &x[c..c + n]);
+                c += n;
+            }
+            sum += scale * part;
+        }
+        *out = sum;
+    }
+}
+
+/// Elements `start..start + out.len()` of the row-major packed weight,
+/// decoded (`table[code] * scale`) a bounded chunk at a time through a
+/// stack buffer. Elements past the packed data are left untouched.
+pub(crate) fn decode_packed(w: &crate::kernels::PackedRows<'_>, start: usize, out: &mut [f32]) {
+    const CHUNK: usize = 512;
+    let mut codes = [0u16; CHUNK];
+    let (cols, group) = (w.cols.max(1), w.group.max(1));
+    let mut done = 0;
+    while done < out.len() {
+        let e = start + done;
+        let (row, col) = (e / cols, e % cols);
+        let group_end = ((col / group + 1) * group).min(cols);
+        let n = (group_end - col).min(CHUNK).min(out.len() - done);
+        let Some(&scale) = w.scales.get(row * w.scale_stride + col / group) else { return };
+        if lsqr_pack::unpack_from(w.packed, w.bits, e, &mut codes[..n]).is_err() {
+            return;
+        }
+        for (o, &c) in out[done..done + n].iter_mut().zip(&codes[..n]) {
+            *o = w.table[usize::from(c)] * scale;
+        }
+        done += n;
+    }
+}

@@ -37,7 +37,8 @@ pub(crate) static SCALAR: Kernels = Kernels {
     softmax: generic::softmax,
     layer_norm: generic::layer_norm,
     matmul: generic::matmul,
-    dot_codes_grouped: generic::dot_codes_grouped,
+    gemv_packed: generic::gemv_packed,
+    decode_packed: generic::decode_packed,
 };
 
 const UNKNOWN: u8 = 0;

@@ -1,6 +1,7 @@
 //! x86-64 paths: the AVX2+FMA kernel table.
 
 pub(crate) mod avx2;
+mod gemv;
 
 use crate::kernels::Kernels;
 
@@ -68,6 +69,55 @@ mod safe {
         unsafe { avx2::dot_codes_grouped(table, codes, x, scales, group) }
     }
 
+    pub(super) fn gemv_packed(w: &crate::kernels::PackedRows<'_>, x: &[f32], y: &mut [f32]) {
+        let consistent = w.cols == x.len()
+            && w.packed.len() >= y.len().saturating_mul(w.cols / 8 * w.bits as usize)
+            && w.group > 0
+            && y.len().checked_sub(1).is_none_or(|last| {
+                w.scales.len() > last * w.scale_stride + (w.cols.max(1) - 1) / w.group
+            });
+        let done = if consistent && super::gemv::supports(w) {
+            // SAFETY: the table is handed out only once AVX2 and FMA were
+            // detected; `supports` and the extents were checked just above.
+            unsafe { super::gemv::gemv(w, x, y) }
+        } else {
+            0
+        };
+        if done < y.len() {
+            // The rows the fused kernel did not take: unpack, then the
+            // AVX2 dot (one scale per call).
+            let rest = crate::kernels::PackedRows {
+                packed: w.packed.get(done * w.cols * w.bits as usize / 8..).unwrap_or_default(),
+                scales: w.scales.get(done * w.scale_stride..).unwrap_or_default(),
+                ..*w
+            };
+            let dot = |t: &[f32], c: &[u16], v: &[f32]| {
+                dot_codes_grouped(t, c, v, &[1.0], c.len().max(1))
+            };
+            crate::arch::generic::gemv_packed_with(&rest, x, &mut y[done..], dot);
+        }
+    }
+
+    pub(super) fn decode_packed(w: &crate::kernels::PackedRows<'_>, start: usize, out: &mut [f32]) {
+        let last_group = |e: usize| (e / w.cols) * w.scale_stride + (e % w.cols) / w.group;
+        let consistent = w.cols > 0
+            && w.group > 0
+            && out.last().is_none_or(|_| {
+                start
+                    .checked_add(out.len())
+                    .is_some_and(|end| end <= w.packed.len() * 8 / w.bits as usize)
+                    && w.scales.len() > last_group(start + out.len() - 1)
+            });
+        let done = if consistent && super::gemv::supports(w) {
+            // SAFETY: AVX2 and FMA were detected (this table is handed out
+            // only then); `supports` and the scale extent checked above.
+            unsafe { super::gemv::decode(w, start, out) }
+        } else {
+            0
+        };
+        crate::arch::generic::decode_packed(w, start + done, &mut out[done..]);
+    }
+
     pub(super) fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
         // The kernel works on raw pointers: check the extents (cheap, once
         // per call) so that no caller can make it read out of bounds.
@@ -104,7 +154,8 @@ pub(crate) static AVX2: Kernels = Kernels {
     softmax: safe::softmax,
     layer_norm: safe::layer_norm,
     matmul: safe::matmul,
-    dot_codes_grouped: safe::dot_codes_grouped,
+    gemv_packed: safe::gemv_packed,
+    decode_packed: safe::decode_packed,
 };
 
 #[cfg(all(test, feature = "std"))]
@@ -137,6 +188,98 @@ mod tests {
                 let scalar = generic::dot_codes_grouped(&table, &codes, &x, &scales, group);
                 let size: f32 = codes.iter().zip(&x).enumerate().map(|(i, (&c, &v))| (scales[i / group] * table[usize::from(c)] * v).abs()).sum();
                 prop_assert!((simd - scalar).abs() <= 1e-5 * size + 1e-30, "group {}: {} vs {}", group, simd, scalar);
+            }
+        }
+    }
+
+    proptest! {
+        /// The AVX2 batch-1 packed kernel (fused for C <= 8 with whole
+        /// 8-code chunks, unpack-then-dot otherwise) equals the portable
+        /// one up to summation order: every C, odd and aligned widths,
+        /// every scale layout, and a packed buffer cut to its exact length
+        /// (so the last rows' wide loads must be avoided).
+        #[test]
+        fn gemv_packed_matches_portable(
+            bits in 1u32..=16,
+            rows in 1usize..10,
+            cols8 in 0usize..40,
+            odd in prop::bool::ANY,
+            layout in 0usize..4,
+            seed in any::<u64>(),
+        ) {
+            if !super::avx2_fma_detected() {
+                return Ok(());
+            }
+            let cols = cols8 * 8 + usize::from(odd) * 3;
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+            let len = 1usize << bits;
+            let table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            let codes: Vec<u16> = (0..rows * cols).map(|_| (next() as usize % len) as u16).collect();
+            let mut packed = vec![0u8; lsqr_pack::packed_len(codes.len(), bits).unwrap()];
+            lsqr_pack::pack_into(&codes, bits, &mut packed).unwrap();
+            let x: Vec<f32> = (0..cols).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect();
+            let (scale_stride, group) = match layout {
+                0 => (0, cols.max(1)),
+                1 => (1, cols.max(1)),
+                2 => (cols.div_ceil(16), 16),
+                _ => (cols.div_ceil(24).max(1), 24),
+            };
+            let scales: Vec<f32> = (0..rows * scale_stride.max(1)).map(|g| 0.5 + (g % 7) as f32 * 0.25).collect();
+            let job = crate::kernels::PackedRows { packed: &packed, bits, cols, table: &table, scales: &scales, scale_stride, group };
+            let (mut simd, mut scalar) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+            super::safe::gemv_packed(&job, &x, &mut simd);
+            generic::gemv_packed(&job, &x, &mut scalar);
+            for r in 0..rows {
+                let size: f32 = (0..cols).map(|c| (scales[r * scale_stride + c / group] * table[usize::from(codes[r * cols + c])] * x[c]).abs()).sum();
+                prop_assert!((simd[r] - scalar[r]).abs() <= 1e-5 * size + 1e-30, "C={} row {}: {} vs {}", bits, r, simd[r], scalar[r]);
+            }
+        }
+    }
+
+    proptest! {
+        /// The AVX2 decoder equals the portable one bit for bit (one
+        /// multiply per element on both paths), from any start, for every
+        /// C and scale layout, up to the exact end of the packed data.
+        #[test]
+        fn decode_packed_matches_portable(
+            bits in 1u32..=16,
+            rows in 1usize..6,
+            cols8 in 1usize..20,
+            odd in prop::bool::ANY,
+            layout in 0usize..4,
+            start8 in 0usize..8,
+            seed in any::<u64>(),
+        ) {
+            if !super::avx2_fma_detected() {
+                return Ok(());
+            }
+            let cols = cols8 * 8 + usize::from(odd) * 5;
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+            let len = 1usize << bits;
+            let table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            let codes: Vec<u16> = (0..rows * cols).map(|_| (next() as usize % len) as u16).collect();
+            let mut packed = vec![0u8; lsqr_pack::packed_len(codes.len(), bits).unwrap()];
+            lsqr_pack::pack_into(&codes, bits, &mut packed).unwrap();
+            let (scale_stride, group) = match layout {
+                0 => (0, cols),
+                1 => (1, cols),
+                2 => (cols.div_ceil(16), 16),
+                _ => (cols.div_ceil(40), 40),
+            };
+            let scales: Vec<f32> = (0..rows * scale_stride.max(1)).map(|g| 0.5 + (g % 7) as f32 * 0.25).collect();
+            let job = crate::kernels::PackedRows { packed: &packed, bits, cols, table: &table, scales: &scales, scale_stride, group };
+            let start = (start8 * 8).min(codes.len());
+            let n = codes.len() - start;
+            let (mut simd, mut scalar) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            super::safe::decode_packed(&job, start, &mut simd);
+            generic::decode_packed(&job, start, &mut scalar);
+            for (k, (&a, &b)) in simd.iter().zip(&scalar).enumerate() {
+                let e = start + k;
+                let expected = table[usize::from(codes[e])] * scales[(e / cols) * scale_stride + (e % cols) / group];
+                prop_assert_eq!(b.to_bits(), expected.to_bits());
+                prop_assert_eq!(a.to_bits(), b.to_bits(), "C={} element {}", bits, e);
             }
         }
     }

@@ -1,0 +1,293 @@
+//! Batch-1 linear on packed rows, AVX2+FMA: codes are unpacked in
+//! registers and looked up in registers, four rows per pass.
+//!
+//! At batch 1 a layer streams its weight once, so the kernel must decode
+//! faster than memory delivers codes. Eight C-bit codes are exactly C
+//! bytes, so when a row is a whole number of such chunks (`cols % 8 == 0`)
+//! every chunk starts on a byte: one unaligned load, a broadcast and one
+//! variable shift put eight codes in eight lanes. The look-up is then:
+//! - C <= 3: one `vpermps` (the table is repeated to fill 8 lanes, so the
+//!   higher, unmasked bits of a lane select the same entry);
+//! - C = 4: two `vpermps` and a blend on bit 3;
+//! - C = 5: four `vpermps` and three blends on bits 3 and 4;
+//! - C = 6..=8: one `vgatherdps` from the table (64..256 entries have no
+//!   register form on AVX2).
+//!
+//! Four rows share each load of `x`. Each group's partial sum is scaled by
+//! its group scale with one FMA, so scales never touch the inner loop.
+
+use core::arch::x86_64::*;
+
+use crate::kernels::PackedRows;
+
+/// Whether [`gemv`] takes this job (otherwise the caller falls back to the
+/// unpack-then-dot path).
+pub(crate) fn supports(w: &PackedRows<'_>) -> bool {
+    (1..=8).contains(&w.bits)
+        && w.cols.is_multiple_of(8)
+        && w.group.is_multiple_of(8)
+        && w.group > 0
+        && w.table.len() == 1usize << w.bits
+}
+
+/// Bytes one row occupies.
+fn row_bytes(w: &PackedRows<'_>) -> usize {
+    w.cols / 8 * w.bits as usize
+}
+
+/// `y[r] = Σ_g scale(r, g) Σ_{c in g} table[code(r, c)] x[c]` for the rows
+/// whose every chunk load stays inside `packed`; returns how many leading
+/// rows were done (the caller finishes the rest).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `supports(w)` must hold; `w` must be
+/// consistent (`packed` holds `y.len()` rows, `scales` covers every
+/// `row * scale_stride + group` index used); `x.len() == w.cols`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn gemv(w: &PackedRows<'_>, x: &[f32], y: &mut [f32]) -> usize {
+    // SAFETY: forwarded contract; each instance checks nothing else.
+    unsafe {
+        match w.bits {
+            1 => gemv_c::<1>(w, x, y),
+            2 => gemv_c::<2>(w, x, y),
+            3 => gemv_c::<3>(w, x, y),
+            4 => gemv_c::<4>(w, x, y),
+            5 => gemv_c::<5>(w, x, y),
+            6 => gemv_c::<6>(w, x, y),
+            7 => gemv_c::<7>(w, x, y),
+            _ => gemv_c::<8>(w, x, y),
+        }
+    }
+}
+
+/// The table in registers: 8-lane slices, repeated for C < 3.
+struct Table {
+    regs: [__m256; 4],
+    ptr: *const f32,
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn table_regs<const C: u32>(table: &[f32]) -> Table {
+    let mut lanes = [[0.0f32; 8]; 4];
+    let len = table.len();
+    for (i, lane) in lanes.iter_mut().flatten().enumerate() {
+        *lane = table[i % len];
+    }
+    // SAFETY: each `lanes` row is 8 readable f32s.
+    let load = |row: &[f32; 8]| unsafe { _mm256_loadu_ps(row.as_ptr()) };
+    Table {
+        regs: [load(&lanes[0]), load(&lanes[1]), load(&lanes[2]), load(&lanes[3])],
+        ptr: table.as_ptr(),
+    }
+}
+
+/// Eight codes from the C bytes at `p`, one per 32-bit lane (C <= 4: the
+/// lanes also hold higher bits of later codes; the look-up ignores them).
+///
+/// # Safety
+/// `p` must be readable for 4 bytes (C <= 4) or 8 bytes (C > 4).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn codes8<const C: u32>(p: *const u8) -> __m256i {
+    let c = C as i32;
+    if C <= 4 {
+        // SAFETY: caller guarantees 4 readable bytes.
+        let word = unsafe { p.cast::<u32>().read_unaligned() };
+        let shifts = _mm256_setr_epi32(0, c, 2 * c, 3 * c, 4 * c, 5 * c, 6 * c, 7 * c);
+        _mm256_srlv_epi32(_mm256_set1_epi32(word as i32), shifts)
+    } else {
+        // SAFETY: caller guarantees 8 readable bytes.
+        let word = unsafe { p.cast::<u64>().read_unaligned() };
+        let v = _mm256_set1_epi64x(word as i64);
+        let c = i64::from(c);
+        // After the shuffle below, lane order is [lo0, lo1, hi0, hi1 | lo2,
+        // lo3, hi2, hi3]: shift amounts are laid out to make that 0..8.
+        let lo = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, c, 4 * c, 5 * c));
+        let hi = _mm256_srlv_epi64(v, _mm256_setr_epi64x(2 * c, 3 * c, 6 * c, 7 * c));
+        let both =
+            _mm256_shuffle_ps::<0b10_00_10_00>(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi));
+        _mm256_and_si256(_mm256_castps_si256(both), _mm256_set1_epi32((1 << C) - 1))
+    }
+}
+
+/// The table entries of eight codes.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn lookup<const C: u32>(t: &Table, idx: __m256i) -> __m256 {
+    let bit = |shift: i32| -> __m256 {
+        // Move bit `shift` of each lane to the sign bit, which blendv reads.
+        match shift {
+            3 => _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<27>(idx)),
+        }
+    };
+    if C <= 3 {
+        _mm256_permutevar8x32_ps(t.regs[0], idx)
+    } else if C == 4 {
+        let a = _mm256_permutevar8x32_ps(t.regs[0], idx);
+        let b = _mm256_permutevar8x32_ps(t.regs[1], idx);
+        _mm256_blendv_ps(a, b, bit(3))
+    } else if C == 5 {
+        let b3 = bit(3);
+        let a = _mm256_permutevar8x32_ps(t.regs[0], idx);
+        let b = _mm256_permutevar8x32_ps(t.regs[1], idx);
+        let c = _mm256_permutevar8x32_ps(t.regs[2], idx);
+        let d = _mm256_permutevar8x32_ps(t.regs[3], idx);
+        _mm256_blendv_ps(_mm256_blendv_ps(a, b, b3), _mm256_blendv_ps(c, d, b3), bit(4))
+    } else {
+        // SAFETY: `codes8` masked each lane to C bits and the table has
+        // 2^C entries (`supports`).
+        unsafe { _mm256_i32gather_ps::<4>(t.ptr, idx) }
+    }
+}
+
+/// Horizontal sum of eight lanes.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Rows done four at a time while all four rows' loads are in bounds,
+/// then one at a time.
+///
+/// # Safety
+/// As [`gemv`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemv_c<const C: u32>(w: &PackedRows<'_>, x: &[f32], y: &mut [f32]) -> usize {
+    let t = table_regs::<C>(w.table);
+    let rb = row_bytes(w);
+    let read = if C <= 4 { 4 } else { 8 };
+    // A row is safe when the last chunk's load fits in `packed`.
+    let safe_rows = (w.packed.len() + C as usize)
+        .saturating_sub(read)
+        .checked_div(rb)
+        .map_or(y.len(), |rows| rows.min(y.len()));
+    let mut r = 0;
+    while r + 4 <= safe_rows {
+        // SAFETY: rows r..r + 4 are safe rows; the rest is the caller's
+        // contract.
+        let sums = unsafe { rows::<C, 4>(w, &t, x, r) };
+        y[r..r + 4].copy_from_slice(&sums);
+        r += 4;
+    }
+    while r < safe_rows {
+        // SAFETY: as above, for one row.
+        y[r] = unsafe { rows::<C, 1>(w, &t, x, r) }[0];
+        r += 1;
+    }
+    safe_rows
+}
+
+/// The dot products of rows `r..r + R`.
+///
+/// # Safety
+/// As [`gemv`], and rows `r..r + R` are safe rows (see `gemv_c`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // q indexes the accumulators and the rows
+unsafe fn rows<const C: u32, const R: usize>(
+    w: &PackedRows<'_>,
+    t: &Table,
+    x: &[f32],
+    r: usize,
+) -> [f32; R] {
+    let rb = row_bytes(w);
+    let chunk = C as usize;
+    let base = w.packed.as_ptr();
+    let mut total = [_mm256_setzero_ps(); R];
+    let mut c0 = 0;
+    let mut g = 0;
+    while c0 < w.cols {
+        let c1 = (c0 + w.group).min(w.cols);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut c = c0;
+        while c < c1 {
+            // SAFETY: c + 8 <= cols = x.len() (cols and c1 are multiples
+            // of 8); row r + q's chunk at byte (r + q) * rb + c / 8 * C is
+            // readable for the 4 or 8 bytes `codes8` loads (safe rows).
+            unsafe {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(c));
+                for q in 0..R {
+                    let p = base.add((r + q) * rb + c / 8 * chunk);
+                    let v = lookup::<C>(t, codes8::<C>(p));
+                    acc[q] = _mm256_fmadd_ps(v, xv, acc[q]);
+                }
+            }
+            c += 8;
+        }
+        for q in 0..R {
+            let s = w.scales[(r + q) * w.scale_stride + g];
+            total[q] = _mm256_fmadd_ps(acc[q], _mm256_set1_ps(s), total[q]);
+        }
+        c0 = c1;
+        g += 1;
+    }
+    let mut out = [0.0f32; R];
+    for q in 0..R {
+        out[q] = hsum(total[q]);
+    }
+    out
+}
+
+/// Decodes elements `start..start + out.len()` of the row-major weight
+/// (`table[code] * scale`) for as long as the chunk loads stay inside
+/// `packed`; returns how many leading elements of `out` were written (the
+/// caller finishes the rest). Takes only jobs that `supports`, with
+/// `start` a multiple of 8.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `supports(w)` must hold; `scales`
+/// must cover every `row * scale_stride + group` of the elements decoded.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn decode(w: &PackedRows<'_>, start: usize, out: &mut [f32]) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match w.bits {
+            1 => decode_c::<1>(w, start, out),
+            2 => decode_c::<2>(w, start, out),
+            3 => decode_c::<3>(w, start, out),
+            4 => decode_c::<4>(w, start, out),
+            5 => decode_c::<5>(w, start, out),
+            6 => decode_c::<6>(w, start, out),
+            7 => decode_c::<7>(w, start, out),
+            _ => decode_c::<8>(w, start, out),
+        }
+    }
+}
+
+/// # Safety
+/// As [`decode`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn decode_c<const C: u32>(w: &PackedRows<'_>, start: usize, out: &mut [f32]) -> usize {
+    if w.cols == 0 || !start.is_multiple_of(8) {
+        return 0;
+    }
+    let t = table_regs::<C>(w.table);
+    let read = if C <= 4 { 4 } else { 8 };
+    // Whole 8-element chunks whose load fits in `packed`.
+    let loadable = ((w.packed.len() + C as usize).saturating_sub(read) / C as usize)
+        .saturating_sub(start / 8)
+        .min(out.len() / 8);
+    let end = start + loadable * 8;
+    let mut e = start;
+    while e < end {
+        let (row, col) = (e / w.cols, e % w.cols);
+        let group_end = ((col / w.group + 1) * w.group).min(w.cols);
+        let stop = (e + group_end - col).min(end);
+        let scale = _mm256_set1_ps(w.scales[row * w.scale_stride + col / w.group]);
+        while e < stop {
+            // SAFETY: e < end, so chunk e / 8 loads inside `packed`
+            // (`loadable`) and writes out[e - start..e - start + 8] inside
+            // `out` (loadable <= out.len() / 8).
+            unsafe {
+                let v = lookup::<C>(&t, codes8::<C>(w.packed.as_ptr().add(e / 8 * C as usize)));
+                _mm256_storeu_ps(out.as_mut_ptr().add(e - start), _mm256_mul_ps(v, scale));
+            }
+            e += 8;
+        }
+    }
+    end - start
+}
