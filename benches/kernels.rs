@@ -9,7 +9,8 @@
 //! Weights are kept out of cache: a 256 MiB buffer is streamed between
 //! repetitions (`iter_custom`), as in the measurement of candle.
 //!
-//! Also: dequantization into f32, f16 and bf16 against memcpy.
+//! Single-threaded, except `packed_log_2threads` (the scaling on both
+//! cores). Also: dequantization into f32, f16 and bf16 against memcpy.
 //!
 //! `cargo bench --bench kernels -- --noplot`
 
@@ -107,6 +108,17 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
                 })
             })
         });
+        if bits == 4 || bits == 8 {
+            let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            g.bench_function(BenchmarkId::new("packed_log_2threads", format!("C{bits}")), |b| {
+                b.iter_custom(|n| {
+                    cold(n, flush_buf, || {
+                        two.install(|| linear(&packed, None, &x, 1, &mut y).unwrap());
+                        black_box(&y);
+                    })
+                })
+            });
+        }
         let read = view.packed().len() + view.scales_f32().len() * 4;
         let src = vec![1u8; read];
         let mut dst = vec![0u8; read];
@@ -125,6 +137,7 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
 /// Dequantize a 4096x4096 `log` weight (groups of 64) into f32, f16 and
 /// bf16, in elements/s, beside a memcpy of the f32 output's size.
 fn dequantize(c: &mut Criterion) {
+    one_thread();
     let (rows, cols) = (4096, 4096);
     let w = weights(Distribution::Gaussian, rows * cols, 0.02, 5);
     let mut g = c.benchmark_group("dequantize_4096x4096");
@@ -165,7 +178,15 @@ fn dequantize(c: &mut Criterion) {
     g.finish();
 }
 
+/// Every figure is single-threaded unless its name says otherwise: the
+/// global rayon pool (lsqr-kernels' `parallel` feature) gets one thread.
+fn one_thread() {
+    // An error means the pool already exists (set by an earlier group).
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(1).build_global();
+}
+
 fn bench(c: &mut Criterion) {
+    one_thread();
     let mut flush_buf = vec![0u8; 256 << 20];
     linear_b1(c, &mut flush_buf, 4096, 4096, &[2, 3, 4, 5, 6, 7, 8]);
     linear_b1(c, &mut flush_buf, 11008, 4096, &[4, 8]);

@@ -266,11 +266,43 @@ fn gemv(
 ) -> Result<(), OpError> {
     let needed = lsqr_pack::packed_len(w.rows * w.cols, w.bits)
         .map_err(|_| OpError::BadParameter { op: OP, reason: "packed length overflows" })?;
-    (crate::Kernels::active().gemv_packed)(&w.rows_job(needed), x, y);
+    gemv_rows(&w.rows_job(needed), x, y);
     if let Some(b) = bias {
         y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
     }
     Ok(())
+}
+
+/// Runs the batch-1 kernel over all rows of `job`, on this thread.
+#[cfg(not(feature = "parallel"))]
+fn gemv_rows(job: &crate::kernels::PackedRows<'_>, x: &[f32], y: &mut [f32]) {
+    (crate::Kernels::active().gemv_packed)(job, x, y)
+}
+
+/// Runs the batch-1 kernel over all rows of `job`; with more than a
+/// million weights, row blocks go to rayon's pool (rows are independent,
+/// so the result is the same as on one thread).
+#[cfg(feature = "parallel")]
+fn gemv_rows(job: &crate::kernels::PackedRows<'_>, x: &[f32], y: &mut [f32]) {
+    use rayon::prelude::*;
+    let kernel = crate::Kernels::active().gemv_packed;
+    let threads = rayon::current_num_threads();
+    if threads < 2 || y.len().saturating_mul(job.cols) < 1 << 20 {
+        return kernel(job, x, y);
+    }
+    // Blocks of a multiple of 8 rows start on a byte whatever C is; four
+    // blocks per thread even out uneven progress.
+    let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
+    y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
+        let first = k * block;
+        let byte = first * job.cols / 8 * job.bits as usize;
+        let sub = crate::kernels::PackedRows {
+            packed: job.packed.get(byte..).unwrap_or_default(),
+            scales: job.scales.get(first * job.scale_stride..).unwrap_or_default(),
+            ..*job
+        };
+        kernel(&sub, x, out)
+    });
 }
 
 /// Dot product with eight independent partial sums (the order the SIMD

@@ -10,8 +10,9 @@
 //!   higher, unmasked bits of a lane select the same entry);
 //! - C = 4: two `vpermps` and a blend on bit 3;
 //! - C = 5: four `vpermps` and three blends on bits 3 and 4;
-//! - C = 6..=8: one `vgatherdps` from the table (64..256 entries have no
-//!   register form on AVX2).
+//! - C = 6..=8: eight scalar table loads (64..256 entries have no
+//!   register form on AVX2, and `vgatherdps`, microcode on Zen 3, measured
+//!   about half as fast).
 //!
 //! Four rows share each load of `x`. Each group's partial sum is scaled by
 //! its group scale with one FMA, so scales never touch the inner loop.
@@ -135,9 +136,35 @@ fn lookup<const C: u32>(t: &Table, idx: __m256i) -> __m256 {
         let d = _mm256_permutevar8x32_ps(t.regs[3], idx);
         _mm256_blendv_ps(_mm256_blendv_ps(a, b, b3), _mm256_blendv_ps(c, d, b3), bit(4))
     } else {
+        // C >= 6 never reaches here (`scalar8`); a gather keeps this
+        // function total.
         // SAFETY: `codes8` masked each lane to C bits and the table has
         // 2^C entries (`supports`).
         unsafe { _mm256_i32gather_ps::<4>(t.ptr, idx) }
+    }
+}
+
+/// The table entries of the eight C-bit codes at `p` (C = 6..=8), looked
+/// up with scalar loads: eight loads beat `vgatherdps` (microcode on Zen
+/// 3) at these widths. C = 8 reads bytes; C = 6, 7 shift one 64-bit word.
+///
+/// # Safety
+/// `p` must be readable for 8 bytes and the table must have 2^C entries.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn scalar8<const C: u32>(t: &Table, p: *const u8) -> __m256 {
+    // SAFETY: 8 readable bytes at `p`; every index is masked to C bits,
+    // inside the 2^C-entry table.
+    unsafe {
+        let l = |k: usize| {
+            let code = if C == 8 {
+                usize::from(*p.add(k))
+            } else {
+                (p.cast::<u64>().read_unaligned() >> (k as u32 * C)) as usize & ((1 << C) - 1)
+            };
+            *t.ptr.add(code)
+        };
+        _mm256_setr_ps(l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7))
     }
 }
 
@@ -212,7 +239,8 @@ unsafe fn rows<const C: u32, const R: usize>(
                 let xv = _mm256_loadu_ps(x.as_ptr().add(c));
                 for q in 0..R {
                     let p = base.add((r + q) * rb + c / 8 * chunk);
-                    let v = lookup::<C>(t, codes8::<C>(p));
+                    let v =
+                        if C >= 6 { scalar8::<C>(t, p) } else { lookup::<C>(t, codes8::<C>(p)) };
                     acc[q] = _mm256_fmadd_ps(v, xv, acc[q]);
                 }
             }
@@ -283,7 +311,8 @@ unsafe fn decode_c<const C: u32>(w: &PackedRows<'_>, start: usize, out: &mut [f3
             // (`loadable`) and writes out[e - start..e - start + 8] inside
             // `out` (loadable <= out.len() / 8).
             unsafe {
-                let v = lookup::<C>(&t, codes8::<C>(w.packed.as_ptr().add(e / 8 * C as usize)));
+                let p = w.packed.as_ptr().add(e / 8 * C as usize);
+                let v = if C >= 6 { scalar8::<C>(&t, p) } else { lookup::<C>(&t, codes8::<C>(p)) };
                 _mm256_storeu_ps(out.as_mut_ptr().add(e - start), _mm256_mul_ps(v, scale));
             }
             e += 8;
