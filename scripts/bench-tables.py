@@ -2,7 +2,7 @@
 """Prints README's performance tables from criterion's results.
 
 Run the benches first (`cargo bench --bench pack --bench codec --bench format
--- --noplot`), then `python3 scripts/bench-tables.py`. Figures are criterion's
+--bench kernels -- --noplot`), then `python3 scripts/bench-tables.py`. Figures are criterion's
 median estimates, read from target/criterion/*/new/{benchmark,estimates}.json.
 """
 import json
@@ -70,6 +70,49 @@ def main():
             t = f"{ns / 1e3:.0f} µs" if ns < 1e6 else f"{ns / 1e6:.0f} ms"
             thr = f"{per_s / 2**20:.0f} MiB/s" if per_s else "-"
             print(f"| {k} | {t} | {thr} |")
+
+    kernels(r)
+
+
+def kernels(r):
+    """Tables of benches/kernels.rs: batch-1 linear, dequantize."""
+    for shape in ("4096x4096", "11008x4096", "4096x11008"):
+        g = f"linear_b1_{shape}"
+        nd, loop = r.get(f"{g}/f32_ndarray_dot"), r.get(f"{g}/f32_loop")
+        if not nd:
+            continue
+        print(f"linear, batch 1, {shape} (out x in), `log` codec, groups of 64, weights out of cache. "
+              f"f32 ndarray: {nd[0] / 1e6:.2f} ms, f32 loop: {loop[0] / 1e6:.2f} ms\n")
+        print("| C | packed | vs ndarray | vs f32 loop | roofline (memcpy) | fraction of roofline | 2 threads |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for c in range(2, 9):
+            p = r.get(f"{g}/packed_log/C{c}")
+            if not p:
+                continue
+            m = r.get(f"{g}/memcpy_packed/C{c}")
+            two = r.get(f"{g}/packed_log_2threads/C{c}")
+            two_s = f"{p[0] / two[0]:.2f}x faster" if two else "-"
+            print(f"| {c} | {p[0] / 1e6:.2f} ms | {nd[0] / p[0]:.2f}x | {loop[0] / p[0]:.2f}x | "
+                  f"{m[0] / 1e6:.2f} ms | {m[0] / p[0]:.0%} | {two_s} |")
+        print()
+    g = "dequantize_4096x4096"
+    if f"{g}/memcpy_f32" in r:
+        base = r[f"{g}/memcpy_f32"][1]
+        print(f"dequantize, 4096x4096 `log`, groups of 64, G elements/s "
+              f"(memcpy of the f32 output: {base / 1e9:.2f} G elements/s)\n")
+        print("| C | f32 | f16 | bf16 | f32 / memcpy |")
+        print("|---:|---:|---:|---:|---:|")
+        for c in (4, 8):
+            f = r.get(f"{g}/f32/C{c}")
+            ratio = f"{f[1] / base:.2f}" if f else "-"
+            print(f"| {c} | {rate(r, f'{g}/f32/C{c}', 1e9)} | {rate(r, f'{g}/f16/C{c}', 1e9)} | "
+                  f"{rate(r, f'{g}/bf16/C{c}', 1e9)} | {ratio} |")
+        print()
+
+
+def rate(r, key, scale):
+    v = r.get(key)
+    return f"{v[1] / scale:.2f}" if v and v[1] else "-"
 
 
 main()

@@ -10,6 +10,9 @@
 //!   higher, unmasked bits of a lane select the same entry);
 //! - C = 4: two `vpermps` and a blend on bit 3;
 //! - C = 5: four `vpermps` and three blends on bits 3 and 4;
+//! - a sign-magnitude table (top half = bottom half negated, as `log` and
+//!   `fp` are) looks up only the magnitudes and flips the sign with one
+//!   xor: C = 4 takes one `vpermps`, C = 5 two, C = 6 four;
 //! - C = 6..=8: eight scalar table loads (64..256 entries have no
 //!   register form on AVX2, and `vgatherdps`, microcode on Zen 3, measured
 //!   about half as fast).
@@ -48,17 +51,29 @@ fn row_bytes(w: &PackedRows<'_>) -> usize {
 pub(crate) unsafe fn gemv(w: &PackedRows<'_>, x: &[f32], y: &mut [f32]) -> usize {
     // SAFETY: forwarded contract; each instance checks nothing else.
     unsafe {
-        match w.bits {
-            1 => gemv_c::<1>(w, x, y),
-            2 => gemv_c::<2>(w, x, y),
-            3 => gemv_c::<3>(w, x, y),
-            4 => gemv_c::<4>(w, x, y),
-            5 => gemv_c::<5>(w, x, y),
-            6 => gemv_c::<6>(w, x, y),
-            7 => gemv_c::<7>(w, x, y),
-            _ => gemv_c::<8>(w, x, y),
+        match (w.bits, sign_magnitude(w.table)) {
+            (1, _) => gemv_c::<1, false>(w, x, y),
+            (2, _) => gemv_c::<2, false>(w, x, y),
+            (3, _) => gemv_c::<3, false>(w, x, y),
+            (4, false) => gemv_c::<4, false>(w, x, y),
+            (4, true) => gemv_c::<4, true>(w, x, y),
+            (5, false) => gemv_c::<5, false>(w, x, y),
+            (5, true) => gemv_c::<5, true>(w, x, y),
+            (6, false) => gemv_c::<6, false>(w, x, y),
+            (6, true) => gemv_c::<6, true>(w, x, y),
+            (7, _) => gemv_c::<7, false>(w, x, y),
+            _ => gemv_c::<8, false>(w, x, y),
         }
     }
+}
+
+/// Whether the top half of the table is the bottom half negated, bit for
+/// bit (`table[i + n/2] == -table[i]`, -0.0 included): true of the
+/// sign-magnitude codebooks (`log`, `fp`, ...). Then the top code bit is a
+/// sign to flip, and only the bottom half need be looked up, exactly.
+fn sign_magnitude(table: &[f32]) -> bool {
+    let (low, high) = table.split_at(table.len() / 2);
+    table.len() >= 2 && low.iter().zip(high).all(|(a, b)| (a.to_bits() ^ b.to_bits()) == 1 << 31)
 }
 
 /// The table in registers: 8-lane slices, repeated for C < 3.
@@ -68,9 +83,10 @@ struct Table {
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn table_regs<const C: u32>(table: &[f32]) -> Table {
+fn table_regs<const C: u32, const S: bool>(table: &[f32]) -> Table {
     let mut lanes = [[0.0f32; 8]; 4];
-    let len = table.len();
+    // Sign-magnitude: registers hold the magnitudes (bottom half) only.
+    let len = if S { table.len() / 2 } else { table.len() };
     for (i, lane) in lanes.iter_mut().flatten().enumerate() {
         *lane = table[i % len];
     }
@@ -111,33 +127,45 @@ unsafe fn codes8<const C: u32>(p: *const u8) -> __m256i {
     }
 }
 
-/// The table entries of eight codes.
+/// The table entries of eight codes. With `S` (sign-magnitude table), the
+/// low C - 1 bits are looked up among the magnitudes and bit C - 1 flips
+/// the sign.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn lookup<const C: u32>(t: &Table, idx: __m256i) -> __m256 {
-    let bit = |shift: i32| -> __m256 {
-        // Move bit `shift` of each lane to the sign bit, which blendv reads.
-        match shift {
-            3 => _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)),
-            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<27>(idx)),
+fn lookup<const C: u32, const S: bool>(t: &Table, idx: __m256i) -> __m256 {
+    // Bit `b` of each lane moved to the sign bit, which blendv reads.
+    let bit = |b: u32| -> __m256i {
+        match b {
+            3 => _mm256_slli_epi32::<28>(idx),
+            4 => _mm256_slli_epi32::<27>(idx),
+            _ => _mm256_slli_epi32::<26>(idx),
         }
     };
-    if C <= 3 {
-        _mm256_permutevar8x32_ps(t.regs[0], idx)
-    } else if C == 4 {
-        let a = _mm256_permutevar8x32_ps(t.regs[0], idx);
-        let b = _mm256_permutevar8x32_ps(t.regs[1], idx);
-        _mm256_blendv_ps(a, b, bit(3))
-    } else if C == 5 {
-        let b3 = bit(3);
-        let a = _mm256_permutevar8x32_ps(t.regs[0], idx);
-        let b = _mm256_permutevar8x32_ps(t.regs[1], idx);
-        let c = _mm256_permutevar8x32_ps(t.regs[2], idx);
-        let d = _mm256_permutevar8x32_ps(t.regs[3], idx);
-        _mm256_blendv_ps(_mm256_blendv_ps(a, b, b3), _mm256_blendv_ps(c, d, b3), bit(4))
+    let select = |b: u32| _mm256_castsi256_ps(bit(b));
+    let p = |k: usize| _mm256_permutevar8x32_ps(t.regs[k], idx);
+    // Up to 32 entries from the registers: bits 0..3 by vpermps, bits 3
+    // and 4 by blends.
+    let levels = |entries: u32| -> __m256 {
+        match entries {
+            8 => p(0),
+            16 => _mm256_blendv_ps(p(0), p(1), select(3)),
+            _ => {
+                let b3 = select(3);
+                let low = _mm256_blendv_ps(p(0), p(1), b3);
+                _mm256_blendv_ps(low, _mm256_blendv_ps(p(2), p(3), b3), select(4))
+            }
+        }
+    };
+    if S {
+        let sign = _mm256_and_si256(bit(C - 1), _mm256_set1_epi32(i32::MIN));
+        _mm256_xor_ps(levels(1 << (C - 1)), _mm256_castsi256_ps(sign))
+    } else if C <= 3 {
+        p(0)
+    } else if C <= 5 {
+        levels(1 << C)
     } else {
-        // C >= 6 never reaches here (`scalar8`); a gather keeps this
-        // function total.
+        // C >= 6 without S never reaches here (`scalar8`); a gather keeps
+        // this function total.
         // SAFETY: `codes8` masked each lane to C bits and the table has
         // 2^C entries (`supports`).
         unsafe { _mm256_i32gather_ps::<4>(t.ptr, idx) }
@@ -168,6 +196,12 @@ unsafe fn scalar8<const C: u32>(t: &Table, p: *const u8) -> __m256 {
     }
 }
 
+/// Whether the look-up runs from registers (at most 32 distinct entries)
+/// rather than by scalar loads.
+const fn registers<const C: u32, const S: bool>() -> bool {
+    C <= 5 || (C == 6 && S)
+}
+
 /// Horizontal sum of eight lanes.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -183,8 +217,12 @@ fn hsum(v: __m256) -> f32 {
 /// # Safety
 /// As [`gemv`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemv_c<const C: u32>(w: &PackedRows<'_>, x: &[f32], y: &mut [f32]) -> usize {
-    let t = table_regs::<C>(w.table);
+unsafe fn gemv_c<const C: u32, const S: bool>(
+    w: &PackedRows<'_>,
+    x: &[f32],
+    y: &mut [f32],
+) -> usize {
+    let t = table_regs::<C, S>(w.table);
     let rb = row_bytes(w);
     let read = if C <= 4 { 4 } else { 8 };
     // A row is safe when the last chunk's load fits in `packed`.
@@ -196,13 +234,13 @@ unsafe fn gemv_c<const C: u32>(w: &PackedRows<'_>, x: &[f32], y: &mut [f32]) -> 
     while r + 4 <= safe_rows {
         // SAFETY: rows r..r + 4 are safe rows; the rest is the caller's
         // contract.
-        let sums = unsafe { rows::<C, 4>(w, &t, x, r) };
+        let sums = unsafe { rows::<C, 4, S>(w, &t, x, r) };
         y[r..r + 4].copy_from_slice(&sums);
         r += 4;
     }
     while r < safe_rows {
         // SAFETY: as above, for one row.
-        y[r] = unsafe { rows::<C, 1>(w, &t, x, r) }[0];
+        y[r] = unsafe { rows::<C, 1, S>(w, &t, x, r) }[0];
         r += 1;
     }
     safe_rows
@@ -215,7 +253,7 @@ unsafe fn gemv_c<const C: u32>(w: &PackedRows<'_>, x: &[f32], y: &mut [f32]) -> 
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // q indexes the accumulators and the rows
-unsafe fn rows<const C: u32, const R: usize>(
+unsafe fn rows<const C: u32, const R: usize, const S: bool>(
     w: &PackedRows<'_>,
     t: &Table,
     x: &[f32],
@@ -239,8 +277,11 @@ unsafe fn rows<const C: u32, const R: usize>(
                 let xv = _mm256_loadu_ps(x.as_ptr().add(c));
                 for q in 0..R {
                     let p = base.add((r + q) * rb + c / 8 * chunk);
-                    let v =
-                        if C >= 6 { scalar8::<C>(t, p) } else { lookup::<C>(t, codes8::<C>(p)) };
+                    let v = if registers::<C, S>() {
+                        lookup::<C, S>(t, codes8::<C>(p))
+                    } else {
+                        scalar8::<C>(t, p)
+                    };
                     acc[q] = _mm256_fmadd_ps(v, xv, acc[q]);
                 }
             }
@@ -273,15 +314,18 @@ unsafe fn rows<const C: u32, const R: usize>(
 pub(crate) unsafe fn decode(w: &PackedRows<'_>, start: usize, out: &mut [f32]) -> usize {
     // SAFETY: forwarded contract.
     unsafe {
-        match w.bits {
-            1 => decode_c::<1>(w, start, out),
-            2 => decode_c::<2>(w, start, out),
-            3 => decode_c::<3>(w, start, out),
-            4 => decode_c::<4>(w, start, out),
-            5 => decode_c::<5>(w, start, out),
-            6 => decode_c::<6>(w, start, out),
-            7 => decode_c::<7>(w, start, out),
-            _ => decode_c::<8>(w, start, out),
+        match (w.bits, sign_magnitude(w.table)) {
+            (1, _) => decode_c::<1, false>(w, start, out),
+            (2, _) => decode_c::<2, false>(w, start, out),
+            (3, _) => decode_c::<3, false>(w, start, out),
+            (4, false) => decode_c::<4, false>(w, start, out),
+            (4, true) => decode_c::<4, true>(w, start, out),
+            (5, false) => decode_c::<5, false>(w, start, out),
+            (5, true) => decode_c::<5, true>(w, start, out),
+            (6, false) => decode_c::<6, false>(w, start, out),
+            (6, true) => decode_c::<6, true>(w, start, out),
+            (7, _) => decode_c::<7, false>(w, start, out),
+            _ => decode_c::<8, false>(w, start, out),
         }
     }
 }
@@ -289,11 +333,15 @@ pub(crate) unsafe fn decode(w: &PackedRows<'_>, start: usize, out: &mut [f32]) -
 /// # Safety
 /// As [`decode`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn decode_c<const C: u32>(w: &PackedRows<'_>, start: usize, out: &mut [f32]) -> usize {
+unsafe fn decode_c<const C: u32, const S: bool>(
+    w: &PackedRows<'_>,
+    start: usize,
+    out: &mut [f32],
+) -> usize {
     if w.cols == 0 || !start.is_multiple_of(8) {
         return 0;
     }
-    let t = table_regs::<C>(w.table);
+    let t = table_regs::<C, S>(w.table);
     let read = if C <= 4 { 4 } else { 8 };
     // Whole 8-element chunks whose load fits in `packed`.
     let loadable = ((w.packed.len() + C as usize).saturating_sub(read) / C as usize)
@@ -312,7 +360,11 @@ unsafe fn decode_c<const C: u32>(w: &PackedRows<'_>, start: usize, out: &mut [f3
             // `out` (loadable <= out.len() / 8).
             unsafe {
                 let p = w.packed.as_ptr().add(e / 8 * C as usize);
-                let v = if C >= 6 { scalar8::<C>(&t, p) } else { lookup::<C>(&t, codes8::<C>(p)) };
+                let v = if registers::<C, S>() {
+                    lookup::<C, S>(&t, codes8::<C>(p))
+                } else {
+                    scalar8::<C>(&t, p)
+                };
                 _mm256_storeu_ps(out.as_mut_ptr().add(e - start), _mm256_mul_ps(v, scale));
             }
             e += 8;

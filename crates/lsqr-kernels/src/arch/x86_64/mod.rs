@@ -172,14 +172,20 @@ mod tests {
         /// summation order, for register (<= 16 entries) and gathered
         /// tables, any length and group (tails included).
         #[test]
-        fn dot_codes_grouped_matches_portable(log_len in prop::sample::select(vec![1u32, 2, 3, 4, 5, 8, 12, 16]), n in 0usize..150, seed in any::<u64>()) {
+        fn dot_codes_grouped_matches_portable(log_len in prop::sample::select(vec![1u32, 2, 3, 4, 5, 8, 12, 16]), n in 0usize..150, sign_magnitude in prop::bool::ANY, seed in any::<u64>()) {
             if !super::avx2_fma_detected() {
                 return Ok(());
             }
             let len = 1usize << log_len;
             let mut s = seed | 1;
             let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
-            let table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            let mut table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            if sign_magnitude && len >= 2 {
+                // The top half is the bottom half negated: the xor-sign path.
+                for i in 0..len / 2 {
+                    table[i + len / 2] = -table[i];
+                }
+            }
             let codes: Vec<u16> = (0..n).map(|_| (next() as usize % len) as u16).collect();
             let x: Vec<f32> = (0..n).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect();
             for group in [1usize, 16, 64, 7, n.max(1)] {
@@ -205,6 +211,7 @@ mod tests {
             cols8 in 0usize..40,
             odd in prop::bool::ANY,
             layout in 0usize..4,
+            sign_magnitude in prop::bool::ANY,
             seed in any::<u64>(),
         ) {
             if !super::avx2_fma_detected() {
@@ -214,7 +221,13 @@ mod tests {
             let mut s = seed | 1;
             let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
             let len = 1usize << bits;
-            let table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            let mut table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            if sign_magnitude && len >= 2 {
+                // The top half is the bottom half negated: the xor-sign path.
+                for i in 0..len / 2 {
+                    table[i + len / 2] = -table[i];
+                }
+            }
             let codes: Vec<u16> = (0..rows * cols).map(|_| (next() as usize % len) as u16).collect();
             let mut packed = vec![0u8; lsqr_pack::packed_len(codes.len(), bits).unwrap()];
             lsqr_pack::pack_into(&codes, bits, &mut packed).unwrap();
@@ -249,6 +262,7 @@ mod tests {
             odd in prop::bool::ANY,
             layout in 0usize..4,
             start8 in 0usize..8,
+            sign_magnitude in prop::bool::ANY,
             seed in any::<u64>(),
         ) {
             if !super::avx2_fma_detected() {
@@ -258,7 +272,13 @@ mod tests {
             let mut s = seed | 1;
             let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
             let len = 1usize << bits;
-            let table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            let mut table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            if sign_magnitude && len >= 2 {
+                // The top half is the bottom half negated: the xor-sign path.
+                for i in 0..len / 2 {
+                    table[i + len / 2] = -table[i];
+                }
+            }
             let codes: Vec<u16> = (0..rows * cols).map(|_| (next() as usize % len) as u16).collect();
             let mut packed = vec![0u8; lsqr_pack::packed_len(codes.len(), bits).unwrap()];
             lsqr_pack::pack_into(&codes, bits, &mut packed).unwrap();
