@@ -301,6 +301,10 @@ unsafe fn rows<const C: u32, const R: usize, const S: bool>(
     out
 }
 
+/// Outputs of at least this many f32 (8 MiB, beyond this CPU's L2 and a
+/// good part of L3) are written with streaming stores.
+const STREAM_MIN: usize = 2 << 20;
+
 /// Decodes elements `start..start + out.len()` of the row-major weight
 /// (`table[code] * scale`) for as long as the chunk loads stay inside
 /// `packed`; returns how many leading elements of `out` were written (the
@@ -348,6 +352,10 @@ unsafe fn decode_c<const C: u32, const S: bool>(
         .saturating_sub(start / 8)
         .min(out.len() / 8);
     let end = start + loadable * 8;
+    // Outputs larger than the caches go around them: streaming stores skip
+    // the read-for-ownership of every destination line. They need 16-byte
+    // alignment, which every allocator gives f32 buffers this size.
+    let stream = out.len() >= STREAM_MIN && (out.as_ptr() as usize).is_multiple_of(16);
     let mut e = start;
     while e < end {
         let (row, col) = (e / w.cols, e % w.cols);
@@ -357,7 +365,8 @@ unsafe fn decode_c<const C: u32, const S: bool>(
         while e < stop {
             // SAFETY: e < end, so chunk e / 8 loads inside `packed`
             // (`loadable`) and writes out[e - start..e - start + 8] inside
-            // `out` (loadable <= out.len() / 8).
+            // `out` (loadable <= out.len() / 8); streamed halves are
+            // 16-byte aligned (`stream`, and e - start is a multiple of 8).
             unsafe {
                 let p = w.packed.as_ptr().add(e / 8 * C as usize);
                 let v = if registers::<C, S>() {
@@ -365,10 +374,22 @@ unsafe fn decode_c<const C: u32, const S: bool>(
                 } else {
                     scalar8::<C>(&t, p)
                 };
-                _mm256_storeu_ps(out.as_mut_ptr().add(e - start), _mm256_mul_ps(v, scale));
+                let v = _mm256_mul_ps(v, scale);
+                let dst = out.as_mut_ptr().add(e - start);
+                if stream {
+                    _mm_stream_ps(dst, _mm256_castps256_ps128(v));
+                    _mm_stream_ps(dst.add(4), _mm256_extractf128_ps::<1>(v));
+                } else {
+                    _mm256_storeu_ps(dst, v);
+                }
             }
             e += 8;
         }
+    }
+    if stream {
+        // Streaming stores are weakly ordered: fence before the caller
+        // (or another thread) reads the output.
+        _mm_sfence();
     }
     end - start
 }
