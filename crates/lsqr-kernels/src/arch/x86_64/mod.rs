@@ -210,7 +210,7 @@ mod tests {
             rows in 1usize..10,
             cols8 in 0usize..40,
             odd in prop::bool::ANY,
-            layout in 0usize..4,
+            layout in 0usize..5,
             sign_magnitude in prop::bool::ANY,
             seed in any::<u64>(),
         ) {
@@ -236,6 +236,7 @@ mod tests {
                 0 => (0, cols.max(1)),
                 1 => (1, cols.max(1)),
                 2 => (cols.div_ceil(16), 16),
+                3 => (cols.div_ceil(32), 32),
                 _ => (cols.div_ceil(24).max(1), 24),
             };
             let scales: Vec<f32> = (0..rows * scale_stride.max(1)).map(|g| 0.5 + (g % 7) as f32 * 0.25).collect();
