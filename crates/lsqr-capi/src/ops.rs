@@ -178,7 +178,7 @@ pub unsafe extern "C" fn lsqr_linear(
             // another branch) so raw weights take the same kernel.
             raw @ TensorView::Raw(_) => {
                 let w = raw.to_f32_vec()?;
-                linear_f32(&w, bias.as_deref(), x, in_features, y);
+                linear_f32(&w, bias.as_deref(), x, [out_features, in_features], y);
             }
         }
         Ok(())
@@ -186,16 +186,12 @@ pub unsafe extern "C" fn lsqr_linear(
 }
 
 /// `y = x · Wᵀ + b` on an f32 weight `[out, in]`; the lengths were checked
-/// by the caller (`y` is `batch * out`, `x` is `batch * in`).
-fn linear_f32(w: &[f32], bias: Option<&[f32]>, x: &[f32], in_features: usize, y: &mut [f32]) {
-    let out_features = if in_features == 0 { 0 } else { w.len() / in_features };
-    if out_features == 0 {
-        return;
-    }
-    for (x_row, y_row) in x.chunks_exact(in_features.max(1)).zip(y.chunks_exact_mut(out_features)) {
+/// by the caller (`x` is `batch * in`, `y` is `batch * out`).
+fn linear_f32(w: &[f32], bias: Option<&[f32]>, x: &[f32], [out, inp]: [usize; 2], y: &mut [f32]) {
+    for (n, y_row) in y.chunks_exact_mut(out.max(1)).enumerate() {
+        let x_row = &x[n * inp..(n + 1) * inp];
         for (r, yv) in y_row.iter_mut().enumerate() {
-            let row = &w[r * in_features..(r + 1) * in_features];
-            let dot: f32 = row.iter().zip(x_row).map(|(a, b)| a * b).sum();
+            let dot: f32 = w[r * inp..(r + 1) * inp].iter().zip(x_row).map(|(a, b)| a * b).sum();
             *yv = dot + bias.map_or(0.0, |b| b[r]);
         }
     }
@@ -225,6 +221,15 @@ impl From<&lsqr_conv2d_params> for Conv2dParams {
 
 /// The packed weight of a conv2d call, or `Unsupported` for a raw one.
 fn conv_weight<'v>(view: &'v TensorView<'v>, name: &str) -> Result<PackedWeight<'v>, Error> {
+    let shape = &view.info().shape;
+    if shape.len() != 4 {
+        return Err(Error::new(
+            lsqr_status::ShapeMismatch,
+            format_args!(
+                "conv2d weight '{name}' has shape {shape:?}; it must be [out, in / groups, kh, kw]"
+            ),
+        ));
+    }
     match view {
         TensorView::Quantized(q) => Ok(PackedWeight::from_view(q)?),
         // TODO(merge): `PackedWeight::from_f32` (another branch) lets raw
