@@ -471,6 +471,21 @@ lsqr_status lsqr_model_open_memory(const uint8_t *buf, size_t len, lsqr_model **
 void lsqr_model_free(lsqr_model *model);
 
 /**
+ * Checks the CRC-32 of every data section of `model` (packed codes,
+ * scales, tables and raw values), which opening does not: opening reads
+ * only the header. Reads the whole file.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_FORMAT` (a mismatch;
+ * the last error names the tensor, the section and its byte offset).
+ *
+ * Thread-safe: a model may be read from several threads at once.
+ *
+ * # Safety
+ * `model` is NULL or a live model.
+ */
+lsqr_status lsqr_model_verify(const lsqr_model *model);
+
+/**
  * Writes the number of tensors of `model` to `*out`.
  *
  * Thread-safe: a model may be read from several threads at once.

@@ -40,8 +40,8 @@ pub use model::{
     lsqr_model_metadata_get_float_list, lsqr_model_metadata_get_int,
     lsqr_model_metadata_get_int_list, lsqr_model_metadata_get_string, lsqr_model_metadata_key_at,
     lsqr_model_metadata_type, lsqr_model_open, lsqr_model_open_memory, lsqr_model_tensor_at,
-    lsqr_model_tensor_count, lsqr_scaling, lsqr_tensor, lsqr_tensor_get_info, lsqr_tensor_info,
-    lsqr_value_type, LSQR_MAX_DIMS,
+    lsqr_model_tensor_count, lsqr_model_verify, lsqr_scaling, lsqr_tensor, lsqr_tensor_get_info,
+    lsqr_tensor_info, lsqr_value_type, LSQR_MAX_DIMS,
 };
 pub use ops::{
     lsqr_conv2d, lsqr_conv2d_output_shape, lsqr_conv2d_params, lsqr_linear, lsqr_tensor_dequantize,

@@ -220,6 +220,27 @@ pub unsafe extern "C" fn lsqr_model_free(model: *mut lsqr_model) {
     });
 }
 
+/// Checks the CRC-32 of every data section of `model` (packed codes,
+/// scales, tables and raw values), which opening does not: opening reads
+/// only the header. Reads the whole file.
+///
+/// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_FORMAT` (a mismatch;
+/// the last error names the tensor, the section and its byte offset).
+///
+/// Thread-safe: a model may be read from several threads at once.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn lsqr_model_verify(model: *const lsqr_model) -> lsqr_status {
+    ffi_fn!({
+        // SAFETY: the export's contract.
+        let model = unsafe { arg(model, "model") }?;
+        model.file.verify()?;
+        Ok(())
+    })
+}
+
 /// Writes the number of tensors of `model` to `*out`.
 ///
 /// Thread-safe: a model may be read from several threads at once.
@@ -502,10 +523,21 @@ fn type_of(v: &Value) -> lsqr_value_type {
     }
 }
 
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Int(_) => "an int",
+        Value::Float(_) => "a float",
+        Value::Bool(_) => "a bool",
+        Value::IntList(_) => "an int list",
+        Value::FloatList(_) => "a float list",
+    }
+}
+
 fn type_mismatch(key: &str, found: &Value, wanted: &str) -> Error {
     Error::new(
         lsqr_status::TypeMismatch,
-        format_args!("metadata '{key}' is {:?}, not {wanted}", type_of(found)),
+        format_args!("metadata '{key}' is {}, not {wanted}", type_name(found)),
     )
 }
 
