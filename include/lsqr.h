@@ -462,6 +462,11 @@ lsqr_status lsqr_model_open_memory(const uint8_t *buf, size_t len, lsqr_model **
  * Frees a model and, with it, every `lsqr_tensor` handle and string it
  * handed out. `lsqr_model_free(NULL)` does nothing.
  *
+ * It returns nothing and leaves `lsqr_last_error` as it was, so a caller
+ * may free a model before reporting the error of an earlier call. (Should
+ * dropping the model panic, which would be a bug, the panic is caught and
+ * its message becomes the last error.)
+ *
  * Not thread-safe with respect to the model: no other thread may be
  * using the model or its tensors during or after the call.
  *

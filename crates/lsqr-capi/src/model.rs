@@ -203,6 +203,11 @@ pub unsafe extern "C" fn lsqr_model_open_memory(
 /// Frees a model and, with it, every `lsqr_tensor` handle and string it
 /// handed out. `lsqr_model_free(NULL)` does nothing.
 ///
+/// It returns nothing and leaves `lsqr_last_error` as it was, so a caller
+/// may free a model before reporting the error of an earlier call. (Should
+/// dropping the model panic, which would be a bug, the panic is caught and
+/// its message becomes the last error.)
+///
 /// Not thread-safe with respect to the model: no other thread may be
 /// using the model or its tensors during or after the call.
 ///
@@ -210,14 +215,16 @@ pub unsafe extern "C" fn lsqr_model_open_memory(
 /// `model` is NULL or a model from `lsqr_model_open*` not freed before.
 #[no_mangle]
 pub unsafe extern "C" fn lsqr_model_free(model: *mut lsqr_model) {
-    let _ = ffi_fn!({
-        if !model.is_null() {
-            // SAFETY: a pointer from `Box::into_raw` in `lsqr_model_open*`,
-            // freed once by the caller's contract.
-            drop(unsafe { Box::from_raw(model) });
-        }
-        Ok(())
-    });
+    if model.is_null() {
+        return;
+    }
+    // SAFETY: a pointer from `Box::into_raw` in `lsqr_model_open*`, freed
+    // once by the caller's contract.
+    let model = unsafe { Box::from_raw(model) };
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(model)));
+    if let Err(payload) = dropped {
+        crate::error::set_last_error(&crate::error::panic_message(&*payload));
+    }
 }
 
 /// Checks the CRC-32 of every data section of `model` (packed codes,

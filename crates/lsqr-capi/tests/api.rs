@@ -91,9 +91,16 @@ fn status_numbers_are_dense_and_named() {
 }
 
 #[test]
-fn free_null_is_a_no_op() {
-    // SAFETY: NULL is explicitly allowed.
-    unsafe { lsqr_model_free(null_mut()) };
+fn free_null_is_a_no_op_and_free_keeps_the_last_error() {
+    let m = Model::example();
+    let mut t = null();
+    // SAFETY: NULL is explicitly allowed for free; live model otherwise.
+    unsafe {
+        lsqr_model_free(null_mut());
+        assert_eq!(lsqr_model_find_tensor(m.ptr, c"gone".as_ptr(), &mut t), lsqr_status::NotFound);
+    }
+    drop(m); // lsqr_model_free
+    assert_eq!(last_error(), "no tensor named 'gone'");
 }
 
 #[test]
