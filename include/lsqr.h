@@ -415,20 +415,20 @@ const char *lsqr_status_str(uint32_t status);
 const char *lsqr_last_error(void);
 
 /**
- * Opens the `.lsq` file at `path` (a NUL-terminated UTF-8 path),
- * memory-mapping it, and validates its whole header; writes the new model
- * to `*out` on success (and leaves `*out` untouched on failure). Free it
- * with `lsqr_model_free`.
+ * Opens the `.lsq` file at `path` (NUL-terminated; any bytes on Unix,
+ * UTF-8 elsewhere), memory-mapping it, and validates its whole header;
+ * writes the new model to `*out` on success (and leaves `*out` untouched
+ * on failure). Free it with `lsqr_model_free`.
  *
  * Only the pages of the preamble and header are read until a tensor is
  * used. As with any memory map, the file must not be truncated or
  * modified while the model is open.
  *
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_INVALID_ARGUMENT`
- * (path not UTF-8), `LSQR_STATUS_IO` (missing or unreadable file),
- * `LSQR_STATUS_FORMAT` (corrupt or unsupported file; the last error names
- * the tensor and byte offset), `LSQR_STATUS_UNSUPPORTED` (a name with a
- * NUL byte).
+ * (a path that is not UTF-8, on systems other than Unix),
+ * `LSQR_STATUS_IO` (missing or unreadable file), `LSQR_STATUS_FORMAT`
+ * (corrupt or unsupported file; the last error names the tensor and byte
+ * offset), `LSQR_STATUS_UNSUPPORTED` (a name with a NUL byte).
  *
  * Thread-safe: any number of models may be opened concurrently.
  *

@@ -127,20 +127,44 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str, 
     })
 }
 
-/// Opens the `.lsq` file at `path` (a NUL-terminated UTF-8 path),
-/// memory-mapping it, and validates its whole header; writes the new model
-/// to `*out` on success (and leaves `*out` untouched on failure). Free it
-/// with `lsqr_model_free`.
+/// A path argument: on Unix any bytes (file names need not be UTF-8),
+/// elsewhere UTF-8.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that lives for the
+/// duration of the call.
+unsafe fn c_path<'a>(p: *const c_char) -> Result<&'a Path, Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        if p.is_null() {
+            return Err(Error::null("path"));
+        }
+        // SAFETY: non-null and NUL-terminated by the caller's contract.
+        let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+        Ok(Path::new(std::ffi::OsStr::from_bytes(bytes)))
+    }
+    #[cfg(not(unix))]
+    {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { c_str(p, "path") }.map(Path::new)
+    }
+}
+
+/// Opens the `.lsq` file at `path` (NUL-terminated; any bytes on Unix,
+/// UTF-8 elsewhere), memory-mapping it, and validates its whole header;
+/// writes the new model to `*out` on success (and leaves `*out` untouched
+/// on failure). Free it with `lsqr_model_free`.
 ///
 /// Only the pages of the preamble and header are read until a tensor is
 /// used. As with any memory map, the file must not be truncated or
 /// modified while the model is open.
 ///
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_INVALID_ARGUMENT`
-/// (path not UTF-8), `LSQR_STATUS_IO` (missing or unreadable file),
-/// `LSQR_STATUS_FORMAT` (corrupt or unsupported file; the last error names
-/// the tensor and byte offset), `LSQR_STATUS_UNSUPPORTED` (a name with a
-/// NUL byte).
+/// (a path that is not UTF-8, on systems other than Unix),
+/// `LSQR_STATUS_IO` (missing or unreadable file), `LSQR_STATUS_FORMAT`
+/// (corrupt or unsupported file; the last error names the tensor and byte
+/// offset), `LSQR_STATUS_UNSUPPORTED` (a name with a NUL byte).
 ///
 /// Thread-safe: any number of models may be opened concurrently.
 ///
@@ -153,8 +177,8 @@ pub unsafe extern "C" fn lsqr_model_open(
 ) -> lsqr_status {
     ffi_fn!({
         // SAFETY: the export's contract on `path` and `out`.
-        let (path, out) = unsafe { (c_str(path, "path")?, self::out(out, "out")?) };
-        let model = lsqr_model::new(LsqFile::open(Path::new(path))?)?;
+        let (path, out) = unsafe { (c_path(path)?, self::out(out, "out")?) };
+        let model = lsqr_model::new(LsqFile::open(path)?)?;
         *out = Box::into_raw(model);
         Ok(())
     })

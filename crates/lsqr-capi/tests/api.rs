@@ -655,6 +655,28 @@ fn open_memory_is_zero_copy_and_open_maps_files() {
         lsqr_model_free(model);
     }
     std::fs::remove_file(&path).unwrap();
+
+    // A file name that is not UTF-8 opens on Unix.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir();
+        let name = std::ffi::OsStr::from_bytes(b"lsqr-capi-\xff.lsq");
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated path, writable out; freed below.
+        unsafe {
+            assert_eq!(
+                lsqr_model_open(c_path.as_ptr(), &mut model),
+                lsqr_status::Ok,
+                "{}",
+                last_error()
+            );
+            lsqr_model_free(model);
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
 }
 
 #[test]
