@@ -18,8 +18,10 @@
 //! with `panic = "abort"` a bug would abort the host process instead of
 //! returning `LSQR_STATUS_PANIC`.
 //!
-//! From Rust, the same functions can be called as `unsafe` functions (the
-//! tests do); Rust programs should use the `lsqr` crate instead.
+//! Only `cdylib` and `staticlib` are built (an rlib would be named like the
+//! root `lsqr` crate's); Rust programs use the `lsqr` crate. The tests call
+//! the exports from Rust exactly as C would (tests/api.rs, compiled into
+//! this crate's unit tests).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(missing_docs)]
@@ -78,6 +80,26 @@ pub extern "C" fn lsqr_version() -> *const c_char {
 // success only). The status number LSQR_STATUS_ARENA_TOO_SMALL = 10 is
 // already reserved for it.
 // ---------------------------------------------------------------------------
+
+/// The example model of the tests and ffi-examples.
+#[cfg(test)]
+#[path = "../gen/example_model.rs"]
+mod example_model;
+
+/// The header generator, for the drift test.
+#[cfg(test)]
+#[path = "../gen/header.rs"]
+mod header;
+
+/// Every export called as C would call it.
+#[cfg(test)]
+#[path = "../tests/api.rs"]
+mod api_tests;
+
+/// The committed header against a fresh generation and the version.
+#[cfg(test)]
+#[path = "../tests/header.rs"]
+mod header_tests;
 
 #[cfg(test)]
 mod tests {

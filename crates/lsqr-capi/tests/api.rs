@@ -2,13 +2,11 @@
 //! last-error messages, and results against lsqr-format's decoder and
 //! naive loops.
 
-#[path = "../gen/example_model.rs"]
-mod example_model;
-
 use std::ffi::{c_char, CStr, CString};
 use std::ptr::{null, null_mut};
 
-use lsqr::*;
+use crate::example_model;
+use crate::*;
 use lsqr_format::LsqFile;
 
 fn last_error() -> String {

@@ -1,8 +1,7 @@
 //! include/lsqr.h is generated, committed, and must not drift from the
 //! exports or from the crate version.
 
-#[path = "../gen/header.rs"]
-mod header;
+use crate::header;
 
 fn committed() -> String {
     std::fs::read_to_string(header::header_path()).expect("include/lsqr.h exists")
@@ -31,7 +30,7 @@ fn version_macros_match_cargo_and_lsqr_version() {
     assert_eq!(macro_value(&text, "LSQR_VERSION_MINOR"), env!("CARGO_PKG_VERSION_MINOR"));
     assert_eq!(macro_value(&text, "LSQR_VERSION_PATCH"), env!("CARGO_PKG_VERSION_PATCH"));
     // SAFETY: lsqr_version returns a static NUL-terminated string.
-    let runtime = unsafe { std::ffi::CStr::from_ptr(lsqr::lsqr_version()) };
+    let runtime = unsafe { std::ffi::CStr::from_ptr(crate::lsqr_version()) };
     assert_eq!(runtime.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
 
