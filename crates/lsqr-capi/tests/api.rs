@@ -713,3 +713,20 @@ fn a_model_is_shared_by_threads_and_last_errors_are_per_thread() {
         }
     });
 }
+
+#[test]
+fn a_name_with_a_nul_byte_is_unsupported() {
+    // Valid UTF-8, so the format accepts it, but no C string can hold it.
+    let mut w = lsqr_format::LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    w.add_raw_f32("a\0b", &[1], &[1.0]).unwrap();
+    let bytes = w.finish().unwrap().into_inner();
+    let mut out = std::ptr::dangling_mut();
+    // SAFETY: valid buffer; writable out.
+    let st = unsafe { lsqr_model_open_memory(bytes.as_ptr(), bytes.len(), &mut out) };
+    assert_eq!(st, lsqr_status::Unsupported, "{}", last_error());
+    assert_eq!(
+        last_error(),
+        "tensor name \"a\\0b\" contains a NUL byte, which a C string cannot hold"
+    );
+    assert_eq!(out, std::ptr::dangling_mut());
+}
