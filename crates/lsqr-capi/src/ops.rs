@@ -1,0 +1,369 @@
+//! Decoding tensors and running layers on their packed weights.
+
+use lsqr_format::TensorView;
+use lsqr_kernels::conv::{self, Conv2dParams};
+use lsqr_kernels::packed::{self, PackedWeight};
+
+use crate::error::{ffi_fn, lsqr_status, Error};
+use crate::model::{arg, lsqr_tensor};
+
+/// A float slice argument of `len` elements: non-null and 4-byte aligned
+/// (a misaligned pointer is `InvalidArgument` rather than undefined
+/// behaviour).
+///
+/// # Safety
+/// `p` is NULL or points to `len` readable floats for the duration of the
+/// call, not written through any other pointer meanwhile.
+unsafe fn floats<'a>(p: *const f32, len: usize, name: &str) -> Result<&'a [f32], Error> {
+    if p.is_null() {
+        return Err(Error::null(name));
+    }
+    if !p.is_aligned() {
+        return Err(misaligned(name));
+    }
+    // SAFETY: non-null, aligned, and `len` readable floats by the contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A writable float slice argument of `len` elements (see [`floats`]).
+///
+/// # Safety
+/// `p` is NULL or points to `len` writable floats for the duration of the
+/// call, not accessed through any other pointer meanwhile.
+unsafe fn floats_mut<'a>(p: *mut f32, len: usize, name: &str) -> Result<&'a mut [f32], Error> {
+    if p.is_null() {
+        return Err(Error::null(name));
+    }
+    if !p.is_aligned() {
+        return Err(misaligned(name));
+    }
+    // SAFETY: non-null, aligned, and `len` writable, unaliased floats by
+    // the contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
+}
+
+fn misaligned(name: &str) -> Error {
+    Error::new(lsqr_status::InvalidArgument, format_args!("`{name}` is not aligned for float"))
+}
+
+fn overflow(what: &str) -> Error {
+    Error::new(lsqr_status::InvalidArgument, format_args!("{what} overflows size_t"))
+}
+
+/// The bias values of a layer with `features` outputs: any tensor (raw or
+/// quantized) with exactly that many elements, decoded to f32.
+fn bias_values(bias: Option<&lsqr_tensor>, features: usize) -> Result<Option<Vec<f32>>, Error> {
+    let Some(bias) = bias else { return Ok(None) };
+    let info = bias.info();
+    if info.element_count() != features {
+        return Err(Error::new(
+            lsqr_status::ShapeMismatch,
+            format_args!(
+                "bias '{}' has {} elements; the weight has {features} outputs",
+                info.name,
+                info.element_count()
+            ),
+        ));
+    }
+    Ok(Some(bias.view()?.to_f32_vec()?))
+}
+
+/// Decodes (quantized) or converts (raw f32, f16, bf16, f64, integers,
+/// bool) every element of `tensor` to f32 into `out`, row-major. Writes
+/// exactly `lsqr_tensor_info.element_count` floats; `out_len` is the
+/// capacity of `out` in floats and must be at least that
+/// (`LSQR_STATUS_BUFFER_TOO_SMALL` otherwise). `out` may be NULL only for
+/// a tensor of 0 elements.
+///
+/// `out` is untouched when an argument check fails; the data is decoded
+/// straight into it, so only a fault in the tensor's data found while
+/// decoding (which the reader's up-front checks rule out) could leave it
+/// partly written.
+///
+/// Cost: one pass over the packed codes; builds the codebook's decode
+/// table (2^C floats) on each call.
+///
+/// Thread-safe: a model may be read from several threads at once.
+///
+/// # Safety
+/// `tensor` is NULL or a handle of a live model; `out` is NULL or has
+/// `out_len` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn lsqr_tensor_dequantize(
+    tensor: *const lsqr_tensor,
+    out: *mut f32,
+    out_len: usize,
+) -> lsqr_status {
+    ffi_fn!({
+        // SAFETY: the export's contract.
+        let tensor = unsafe { arg(tensor, "tensor") }?;
+        let info = tensor.info();
+        let count = info.element_count();
+        if out_len < count {
+            return Err(Error::new(
+                lsqr_status::BufferTooSmall,
+                format_args!(
+                    "tensor '{}' has {count} elements; the buffer holds {out_len}",
+                    info.name
+                ),
+            ));
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let view = tensor.view()?;
+        // SAFETY: the contract gives `out_len >= count` writable floats.
+        let out = unsafe { floats_mut(out, count, "out") }?;
+        view.dequantize_into(out)?;
+        Ok(())
+    })
+}
+
+/// A fully connected layer: `y = x · Wᵀ + b`.
+///
+/// `weight` is a 2-D tensor `[out_features, in_features]` (PyTorch's
+/// `nn.Linear.weight`). `x` holds `batch * in_features` floats (`batch`
+/// rows), `y` receives `batch * out_features` floats. `bias` is NULL or a
+/// tensor of `out_features` elements (raw or quantized).
+///
+/// A quantized weight is multiplied from its packed codes without being
+/// expanded to f32 (each call decodes the scales once, `elements / G`
+/// floats); a raw weight is converted to f32 and multiplied directly.
+///
+/// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
+/// weight that is not 2-D, a bias of the wrong length),
+/// `LSQR_STATUS_INVALID_ARGUMENT` (a length overflowing `size_t`, a
+/// misaligned buffer). `y` is untouched when a check fails.
+///
+/// Thread-safe: a model may be read from several threads at once; `x` and
+/// `y` must not overlap.
+///
+/// # Safety
+/// `weight` and `bias` are NULL or handles of live models; `x` has
+/// `batch * in_features` readable floats and `y` `batch * out_features`
+/// writable ones.
+#[no_mangle]
+pub unsafe extern "C" fn lsqr_linear(
+    weight: *const lsqr_tensor,
+    bias: *const lsqr_tensor,
+    x: *const f32,
+    batch: usize,
+    y: *mut f32,
+) -> lsqr_status {
+    ffi_fn!({
+        // SAFETY: the export's contract on `weight` and `bias`.
+        let (weight, bias) = unsafe { (arg(weight, "weight")?, bias.as_ref()) };
+        let info = weight.info();
+        let &[out_features, in_features] = info.shape_usize().as_slice() else {
+            return Err(Error::new(
+                lsqr_status::ShapeMismatch,
+                format_args!(
+                    "linear weight '{}' has shape {:?}; it must be [out, in]",
+                    info.name, info.shape
+                ),
+            ));
+        };
+        let x_len = batch.checked_mul(in_features).ok_or_else(|| overflow("batch * in"))?;
+        let y_len = batch.checked_mul(out_features).ok_or_else(|| overflow("batch * out"))?;
+        let bias = bias_values(bias, out_features)?;
+        // SAFETY: the contract gives `x_len` readable and `y_len` writable,
+        // non-overlapping floats.
+        let (x, y) = unsafe { (floats(x, x_len, "x")?, floats_mut(y, y_len, "y")?) };
+        match weight.view()? {
+            TensorView::Quantized(q) => {
+                let w = PackedWeight::from_view(&q)?;
+                packed::linear(&w, bias.as_deref(), x, batch, y)?;
+            }
+            // TODO(merge): use `PackedWeight::from_f32` (being added on
+            // another branch) so raw weights take the same kernel.
+            raw @ TensorView::Raw(_) => {
+                let w = raw.to_f32_vec()?;
+                linear_f32(&w, bias.as_deref(), x, [out_features, in_features], y);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `y = x · Wᵀ + b` on an f32 weight `[out, in]`; the lengths were checked
+/// by the caller (`x` is `batch * in`, `y` is `batch * out`).
+fn linear_f32(w: &[f32], bias: Option<&[f32]>, x: &[f32], [out, inp]: [usize; 2], y: &mut [f32]) {
+    for (n, y_row) in y.chunks_exact_mut(out.max(1)).enumerate() {
+        let x_row = &x[n * inp..(n + 1) * inp];
+        for (r, yv) in y_row.iter_mut().enumerate() {
+            let dot: f32 = w[r * inp..(r + 1) * inp].iter().zip(x_row).map(|(a, b)| a * b).sum();
+            *yv = dot + bias.map_or(0.0, |b| b[r]);
+        }
+    }
+}
+
+/// Stride, padding, dilation and groups of `lsqr_conv2d`, each pair as
+/// `{along height, along width}` (PyTorch's `nn.Conv2d` arguments). The
+/// padding is symmetric zero padding.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct lsqr_conv2d_params {
+    /// Step between output positions (at least 1).
+    pub stride: [usize; 2],
+    /// Zeros added on both sides.
+    pub padding: [usize; 2],
+    /// Spacing between kernel taps (at least 1; 1 is a dense kernel).
+    pub dilation: [usize; 2],
+    /// Channel groups (at least 1; `in_channels` for depthwise).
+    pub groups: usize,
+}
+
+impl From<&lsqr_conv2d_params> for Conv2dParams {
+    fn from(p: &lsqr_conv2d_params) -> Self {
+        Self { stride: p.stride, padding: p.padding, dilation: p.dilation, groups: p.groups }
+    }
+}
+
+/// The packed weight of a conv2d call, or `Unsupported` for a raw one.
+fn conv_weight<'v>(view: &'v TensorView<'v>, name: &str) -> Result<PackedWeight<'v>, Error> {
+    let shape = &view.info().shape;
+    if shape.len() != 4 {
+        return Err(Error::new(
+            lsqr_status::ShapeMismatch,
+            format_args!(
+                "conv2d weight '{name}' has shape {shape:?}; it must be [out, in / groups, kh, kw]"
+            ),
+        ));
+    }
+    match view {
+        TensorView::Quantized(q) => Ok(PackedWeight::from_view(q)?),
+        // TODO(merge): `PackedWeight::from_f32` (another branch) lets raw
+        // f32 conv weights through; until then they are refused.
+        TensorView::Raw(_) => Err(Error::new(
+            lsqr_status::Unsupported,
+            format_args!(
+                "conv2d weight '{name}' is raw; only quantized conv weights are supported"
+            ),
+        )),
+    }
+}
+
+/// The `[n, c, h, w]` array argument of the conv2d functions.
+///
+/// # Safety
+/// `p` is NULL or points to 4 readable `size_t`.
+unsafe fn shape4(p: *const usize, name: &str) -> Result<[usize; 4], Error> {
+    if p.is_null() {
+        return Err(Error::null(name));
+    }
+    // SAFETY: non-null with 4 readable elements by the contract; read
+    // unaligned-tolerant since C arrays of size_t are aligned anyway.
+    Ok(unsafe { p.cast::<[usize; 4]>().read_unaligned() })
+}
+
+/// Writes to `out_shape[0..4]` the NCHW shape `lsqr_conv2d` produces for an
+/// NCHW `input_shape[0..4]`, `weight` and `params`, without computing
+/// anything. The weight is `[out_channels, in_channels / groups, kh, kw]`.
+///
+/// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH`
+/// (channels vs weight and groups), `LSQR_STATUS_INVALID_ARGUMENT` (zero
+/// stride, dilation or groups; a kernel larger than the padded input),
+/// `LSQR_STATUS_UNSUPPORTED` (a raw weight).
+///
+/// Thread-safe: a model may be read from several threads at once.
+///
+/// # Safety
+/// `weight` is NULL or a handle of a live model; `params` is NULL or
+/// readable; `input_shape` is NULL or has 4 readable elements;
+/// `out_shape` is NULL or has 4 writable elements.
+#[no_mangle]
+pub unsafe extern "C" fn lsqr_conv2d_output_shape(
+    weight: *const lsqr_tensor,
+    params: *const lsqr_conv2d_params,
+    input_shape: *const usize,
+    out_shape: *mut usize,
+) -> lsqr_status {
+    ffi_fn!({
+        // SAFETY: the export's contract.
+        let (weight, params, input_shape) = unsafe {
+            (arg(weight, "weight")?, arg(params, "params")?, shape4(input_shape, "input_shape")?)
+        };
+        if out_shape.is_null() {
+            return Err(Error::null("out_shape"));
+        }
+        let view = weight.view()?;
+        let w = conv_weight(&view, &weight.info().name)?;
+        let shape = conv::conv2d_output_shape(&w, input_shape, &params.into())?;
+        // SAFETY: non-null with 4 writable elements by the contract.
+        unsafe { out_shape.cast::<[usize; 4]>().write_unaligned(shape) };
+        Ok(())
+    })
+}
+
+/// A 2-D convolution (cross-correlation, as PyTorch's `nn.Conv2d`) of the
+/// NCHW `input` of shape `input_shape[0..4]` with a quantized `weight`
+/// `[out_channels, in_channels / groups, kh, kw]`, plus `bias` (NULL or
+/// `out_channels` elements).
+///
+/// `input` holds `n * c * h * w` floats. The output shape is what
+/// `lsqr_conv2d_output_shape` gives; `output_len` is the capacity of
+/// `output` in floats and must be at least the product of that shape
+/// (`LSQR_STATUS_BUFFER_TOO_SMALL` otherwise), of which exactly that many
+/// are written. The weight is decoded one filter at a time into a scratch
+/// buffer this call allocates; it is never expanded whole.
+///
+/// Errors: as `lsqr_conv2d_output_shape`, plus
+/// `LSQR_STATUS_BUFFER_TOO_SMALL` and `LSQR_STATUS_SHAPE_MISMATCH` for a
+/// bias of the wrong length. A raw weight is `LSQR_STATUS_UNSUPPORTED` in
+/// this version. `output` is untouched when a check fails.
+///
+/// Thread-safe: a model may be read from several threads at once; `input`
+/// and `output` must not overlap.
+///
+/// # Safety
+/// `weight` and `bias` are NULL or handles of live models; `params` is
+/// NULL or readable; `input_shape` is NULL or has 4 readable elements;
+/// `input` has the product of `input_shape` readable floats; `output` has
+/// `output_len` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn lsqr_conv2d(
+    weight: *const lsqr_tensor,
+    bias: *const lsqr_tensor,
+    params: *const lsqr_conv2d_params,
+    input: *const f32,
+    input_shape: *const usize,
+    output: *mut f32,
+    output_len: usize,
+) -> lsqr_status {
+    ffi_fn!({
+        // SAFETY: the export's contract on the handles, params and shape.
+        let (weight, bias, params, input_shape) = unsafe {
+            (
+                arg(weight, "weight")?,
+                bias.as_ref(),
+                arg(params, "params")?,
+                shape4(input_shape, "input_shape")?,
+            )
+        };
+        let params = Conv2dParams::from(params);
+        let view = weight.view()?;
+        let w = conv_weight(&view, &weight.info().name)?;
+        let out_shape = conv::conv2d_output_shape(&w, input_shape, &params)?;
+        let input_len = input_shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| overflow("the input's element count"))?;
+        // conv2d_output_shape has checked the output length fits usize.
+        let needed: usize = out_shape.iter().product();
+        if output_len < needed {
+            return Err(Error::new(
+                lsqr_status::BufferTooSmall,
+                format_args!("conv2d output {out_shape:?} needs {needed} floats, the buffer holds {output_len}"),
+            ));
+        }
+        let bias = bias_values(bias, out_shape[1])?;
+        let mut scratch = vec![0.0; conv::conv2d_scratch_len(&w, input_shape, &params)?];
+        // SAFETY: the contract gives `input_len` readable floats at `input`
+        // and `output_len >= needed` writable, non-overlapping ones at
+        // `output`.
+        let (input, output) =
+            unsafe { (floats(input, input_len, "input")?, floats_mut(output, needed, "output")?) };
+        conv::conv2d_into(&w, bias.as_deref(), input, input_shape, &params, output, &mut scratch)?;
+        Ok(())
+    })
+}
