@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use lsqr::codec::{CodecSpec, QuantizeOptions, Scaling};
-use lsqr::format::LsqFile;
+use lsqr::format::{Layer, LsqFile, Value};
 use lsqr::kernels::conv::Conv2dParams;
 use lsqr::kernels::Pool2d;
 use lsqr::runtime::{ModelBuilder, Plan, WeightFormat};
@@ -106,8 +106,69 @@ fn model() -> Vec<u8> {
     b.to_bytes().unwrap()
 }
 
+/// The other ops: leaky_relu, mul, batch_norm, global_avg_pool2d, reshape,
+/// layer_norm, conv1d (quantized), and every remaining activation.
+fn other_ops_model() -> Vec<u8> {
+    let layer =
+        |op: &str, ins: &[&str], out: &str, weights: &[&str], attrs: Vec<(&str, Value)>| Layer {
+            op: op.into(),
+            inputs: ins.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![out.into()],
+            weights: weights.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+    let f = WeightFormat::F32;
+    let q = WeightFormat::Quantized(QuantizeOptions::new(CodecSpec::Nf, 4));
+    let mut b = ModelBuilder::new();
+    b.input("x", &[2, 3, 4, 5])
+        .input("s", &[1, 3, 1, 1])
+        .leaky_relu("l", "x", 0.2)
+        .mul("m", "l", "s")
+        .tensor("bn.g", &values(3), &[3], &f)
+        .tensor("bn.b", &values(3), &[3], &f)
+        .tensor("bn.m", &values(3), &[3], &f)
+        .tensor("bn.v", &[1.0, 2.0, 3.0], &[3], &f)
+        .layer(layer("batch_norm", &["m"], "bn", &["bn.g", "bn.b", "bn.m", "bn.v"], vec![]))
+        .global_avg_pool2d("gap", "bn")
+        .layer(layer("reshape", &["gap"], "r", &[], vec![("shape", Value::IntList(vec![2, -1]))]))
+        .tensor("ln.g", &values(3), &[3], &f)
+        .tensor("ln.b", &values(3), &[3], &f)
+        .layer(layer("layer_norm", &["r"], "ln", &["ln.g", "ln.b"], vec![]))
+        .layer(layer(
+            "reshape",
+            &["ln"],
+            "seq",
+            &[],
+            vec![("shape", Value::IntList(vec![1, 2, 3]))],
+        ))
+        .tensor("c1.w", &values(4 * 2 * 3), &[4, 2, 3], &q)
+        .layer(layer("conv1d", &["seq"], "c", &["c1.w"], vec![("padding", Value::Int(1))]));
+    let mut prev = "c".to_string();
+    for op in ["relu6", "sigmoid", "tanh", "gelu_tanh", "silu", "hardsigmoid", "hardswish"] {
+        b.activation(op, &prev, op);
+        prev = op.to_string();
+    }
+    b.output(&prev);
+    b.to_bytes().unwrap()
+}
+
 #[test]
 fn running_allocates_nothing() {
+    let bytes = other_ops_model();
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let plan = Plan::new(&file).unwrap();
+    let mut arena = vec![0u8; plan.arena_len()];
+    let mut runner = plan.bind(&mut arena).unwrap();
+    let (x, s) = (values(120), values(3));
+    let (result, n) = counted(|| {
+        runner.set_input(0, &x)?;
+        runner.set_input(1, &s)?;
+        runner.run()
+    });
+    result.unwrap();
+    assert_eq!(n, 0, "allocations while running the other ops");
+    assert_eq!(runner.output(0).unwrap().len(), 12);
+
     let bytes = model();
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let plan = Plan::new(&file).unwrap();
