@@ -34,7 +34,7 @@ use std::error::Error;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lsqr::codec::{CodecKind, CodecSpec, QuantizeOptions};
 use lsqr::format::LsqFile;
@@ -261,21 +261,26 @@ fn write_model(model: &Mlp, format: &WeightFormat, path: &Path) -> Result<(), ls
     b.write(path)
 }
 
-/// Accuracy of a `.lsq` file on `test`, through the runtime.
-fn accuracy(path: &Path, test: &Dataset) -> Result<f64, Box<dyn Error>> {
+/// Accuracy of a `.lsq` file on `test`, through the runtime, and the time
+/// spent in `set_input` + `run` per image.
+fn accuracy(path: &Path, test: &Dataset) -> Result<(f64, Duration), Box<dyn Error>> {
     let file = LsqFile::open(path)?;
     let plan = Plan::new(&file)?;
     let mut arena = vec![0u8; plan.arena_len()];
     let mut runner = plan.bind(&mut arena)?;
     let mut x = vec![0.0f32; PIXELS];
     let mut correct = 0usize;
+    let mut busy = Duration::ZERO;
     for i in 0..test.len() {
         test.image(i, &mut x);
+        let t = Instant::now();
         runner.set_input(0, &x)?;
         runner.run()?;
+        busy += t.elapsed();
         correct += usize::from(argmax(runner.output(0)?) == usize::from(test.labels[i]));
     }
-    Ok(correct as f64 / test.len() as f64)
+    let n = test.len().max(1);
+    Ok((correct as f64 / n as f64, busy / n as u32))
 }
 
 /// Whether the decode table of `fc1.weight` is all zeros (a degenerate
@@ -333,7 +338,8 @@ fn run() -> Result<(), Box<dyn Error>> {
     let t = Instant::now();
     let f32_path = out_dir.join("mnist-f32.lsq");
     write_model(&model, &WeightFormat::F32, &f32_path)?;
-    let f32_acc = accuracy(&f32_path, &test_set)?;
+    let (f32_acc, f32_latency) = accuracy(&f32_path, &test_set)?;
+    let mut latencies = Vec::new();
     let bits: Vec<u32> = (2..=8).collect();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -344,7 +350,9 @@ fn run() -> Result<(), Box<dyn Error>> {
             let path = out_dir.join(format!("mnist-{}-c{c}.lsq", kind.name()));
             match write_model(&model, &WeightFormat::Quantized(options), &path) {
                 Ok(()) => {
-                    let acc = format!("{:.1}", 100.0 * accuracy(&path, &test_set)?);
+                    let (acc, latency) = accuracy(&path, &test_set)?;
+                    latencies.push(latency);
+                    let acc = format!("{:.1}", 100.0 * acc);
                     if all_levels_zero(&path)? {
                         cells.push(format!("{acc}*"));
                         notes.push(format!(
@@ -388,6 +396,11 @@ fn run() -> Result<(), Box<dyn Error>> {
     println!(
         "\nweights: groups of 64 along rows, f16 scales; biases f32. Files in {}.",
         out_dir.display()
+    );
+    let mean = latencies.iter().sum::<Duration>() / latencies.len().max(1) as u32;
+    println!(
+        "runtime, one image (set_input + run, one thread): f32 weights {f32_latency:.2?}, \
+         quantized weights {mean:.2?} on average"
     );
     println!(
         "wall time: {:.2?} total (training {train_time:.2?}; writing + evaluating {} files {quant_time:.2?})",

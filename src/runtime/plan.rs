@@ -36,7 +36,11 @@ pub(super) enum Weight<'f> {
     /// bytes may not be 4-byte aligned, and may be f16/bf16/f64).
     // TODO(merge): becomes `PackedWeight::from_f32` once that lands in
     // lsqr-kernels; then every weight is a `PackedWeight` and the f32 paths
-    // of exec.rs go away.
+    // of exec.rs go away. `from_f32` borrows its data, so the f32 values
+    // must outlive the plan's `PackedWeight`: borrow them in place when the
+    // file's section is f32, little-endian and 4-byte aligned (always, for
+    // a memory-mapped file: sections are 64-byte aligned), else keep this
+    // owned copy next to the plan.
     F32 { data: Vec<f32>, shape: Vec<usize> },
 }
 
