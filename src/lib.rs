@@ -3,7 +3,7 @@
 //! This facade re-exports the layers, each usable alone as a crate:
 //! - [`codec`] (`lsqr-codec`): codebooks, encoding, group scales, metrics;
 //! - [`pack`] (`lsqr-pack`): arbitrary-width bit packing of the codes;
-//! - [`format`] (`lsqr-format`): the `.lsq` container;
+//! - [`format`](mod@format) (`lsqr-format`): the `.lsq` container;
 //! - [`kernels`] (`lsqr-kernels`): the CPU operators;
 //! - [`runtime`]: a micro runtime that runs a file's layer graph with no
 //!   allocation after planning, and a builder for such files.

@@ -637,3 +637,69 @@ fn run_time_errors() {
     let e = r.output(2).unwrap_err();
     assert_eq!(e.to_string(), "output 2 does not exist; the graph has 2 outputs");
 }
+
+/// Every known op, with assorted input shapes (zero-sized dims included),
+/// weights and attributes: planning returns a value or an error, and a plan
+/// that succeeds runs without panicking.
+#[test]
+fn no_panic_on_assorted_layers() {
+    let shapes: &[&[i64]] =
+        &[&[], &[4], &[2, 3], &[0, 3], &[1, 2, 5], &[1, 4, 3, 3], &[2, 2, 0, 3], &[1, 1, 1, 1, 1]];
+    let tensors: &[(&str, &[usize])] = &[
+        ("v3", &[3]),
+        ("v4", &[4]),
+        ("m34", &[3, 4]),
+        ("m23", &[2, 3]),
+        ("t3", &[2, 2, 3]),
+        ("k4", &[4, 4, 3, 3]),
+        ("k1", &[2, 1, 1, 1]),
+    ];
+    let weight_sets: &[&[&str]] = &[
+        &[],
+        &["m34"],
+        &["m23", "v3"],
+        &["t3"],
+        &["k4", "v4"],
+        &["k1"],
+        &["v4", "v4"],
+        &["v3"; 4],
+    ];
+    let attr_sets: Vec<Vec<(&str, Value)>> = vec![
+        vec![],
+        vec![("kernel", Value::Int(2))],
+        vec![("kernel", Value::IntList(vec![3, 1])), ("stride", Value::Int(0))],
+        vec![("padding", Value::Int(1)), ("groups", Value::Int(2))],
+        vec![("stride", Value::IntList(vec![i64::MAX, 1])), ("dilation", Value::Int(i64::MAX))],
+        vec![("start_dim", Value::Int(0))],
+        vec![("shape", Value::IntList(vec![-1]))],
+        vec![("shape", Value::IntList(vec![0, -1]))],
+        vec![("alpha", Value::Float(f64::NAN))],
+        vec![("eps", Value::Float(-1.0))],
+        vec![("padding", Value::IntList(vec![1, 2, 3]))],
+    ];
+    let mut ran = 0;
+    for op in lsqr::format::KNOWN_OPS {
+        for shape in shapes {
+            for weights in weight_sets {
+                for attrs in &attr_sets {
+                    let mut layer = one_layer(op, weights, attrs.clone());
+                    if matches!(*op, "add" | "mul" | "matmul") {
+                        layer.inputs.push("x".into());
+                    }
+                    let bytes =
+                        hand_made(vec![layer], tensors, Some(Value::IntList(shape.to_vec())));
+                    let file = LsqFile::from_bytes(&bytes).unwrap();
+                    let Ok(plan) = Plan::new(&file) else { continue };
+                    let mut arena = vec![0u8; plan.arena_len()];
+                    let mut r = plan.bind(&mut arena).unwrap();
+                    let n: usize = plan.inputs()[0].shape.iter().product();
+                    r.set_input(0, &noise(n, 60)).unwrap();
+                    r.run().unwrap();
+                    ran += 1;
+                }
+            }
+        }
+    }
+    // Some combinations are valid, and did run.
+    assert!(ran > 100, "{ran}");
+}
