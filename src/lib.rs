@@ -3,7 +3,10 @@
 //! This facade re-exports the layers, each usable alone as a crate:
 //! - [`codec`] (`lsqr-codec`): codebooks, encoding, group scales, metrics;
 //! - [`pack`] (`lsqr-pack`): arbitrary-width bit packing of the codes;
-//! - [`format`] (`lsqr-format`): the `.lsq` container.
+//! - [`format`](mod@format) (`lsqr-format`): the `.lsq` container;
+//! - [`kernels`] (`lsqr-kernels`): the CPU operators;
+//! - [`runtime`]: a micro runtime that runs a file's layer graph with no
+//!   allocation after planning, and a builder for such files.
 //!
 //! and the high-level API the reference had, in Rust style:
 //!
@@ -26,9 +29,11 @@
 
 pub use lsqr_codec as codec;
 pub use lsqr_format as format;
+pub use lsqr_kernels as kernels;
 pub use lsqr_pack as pack;
 
 mod model;
+pub mod runtime;
 pub mod synthetic;
 
 pub use model::{

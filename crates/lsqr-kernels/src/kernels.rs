@@ -237,6 +237,34 @@ impl Kernels {
         shape::broadcast_binary(&f, a, a_shape, b, b_shape)
     }
 
+    /// [`Kernels::add`] into `out`, which must hold exactly the broadcast
+    /// shape's element count ([`crate::broadcast_shape`]). Allocates nothing
+    /// on success; at most 16 dims.
+    pub fn add_into(
+        &self,
+        a: &[f32],
+        a_shape: &[usize],
+        b: &[f32],
+        b_shape: &[usize],
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        let f = Binary { op: "add", same: self.add, scalar: self.add_scalar, one: |x, y| x + y };
+        shape::broadcast_binary_into(&f, a, a_shape, b, b_shape, out)
+    }
+
+    /// [`Kernels::mul`] into `out`; see [`Kernels::add_into`].
+    pub fn mul_into(
+        &self,
+        a: &[f32],
+        a_shape: &[usize],
+        b: &[f32],
+        b_shape: &[usize],
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        let f = Binary { op: "mul", same: self.mul, scalar: self.mul_scalar, one: |x, y| x * y };
+        shape::broadcast_binary_into(&f, a, a_shape, b, b_shape, out)
+    }
+
     /// Elementwise `a * b` with NumPy broadcasting; returns the output and
     /// its shape.
     pub fn mul(
@@ -312,6 +340,19 @@ impl Kernels {
         pool_with("max_pool2d", input, shape, pool, generic::max_pool2d)
     }
 
+    /// [`Kernels::max_pool2d`] into `out`, which must hold exactly the
+    /// output's element count ([`Pool2d::output_shape`]); returns the output
+    /// shape. Allocates nothing.
+    pub fn max_pool2d_into(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+        pool: &Pool2d,
+        out: &mut [f32],
+    ) -> Result<[usize; 4], OpError> {
+        pool_into("max_pool2d", input, shape, pool, generic::max_pool2d, out)
+    }
+
     /// 2-D average pooling of an NCHW tensor with `count_include_pad =
     /// false`: each output is the mean of the input elements its window
     /// covers (padding counts neither in the sum nor in the divisor). Returns
@@ -325,6 +366,17 @@ impl Kernels {
         pool_with("avg_pool2d", input, shape, pool, generic::avg_pool2d)
     }
 
+    /// [`Kernels::avg_pool2d`] into `out`; see [`Kernels::max_pool2d_into`].
+    pub fn avg_pool2d_into(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+        pool: &Pool2d,
+        out: &mut [f32],
+    ) -> Result<[usize; 4], OpError> {
+        pool_into("avg_pool2d", input, shape, pool, generic::avg_pool2d, out)
+    }
+
     /// The mean of each `[h, w]` plane of an NCHW tensor; output shape
     /// `[n, c, 1, 1]`.
     pub fn global_avg_pool2d(
@@ -332,15 +384,28 @@ impl Kernels {
         input: &[f32],
         shape: [usize; 4],
     ) -> Result<(Vec<f32>, [usize; 4]), OpError> {
+        let mut out = vec![0.0; shape::numel("global_avg_pool2d", &shape[..2])?];
+        let out_shape = self.global_avg_pool2d_into(input, shape, &mut out)?;
+        Ok((out, out_shape))
+    }
+
+    /// [`Kernels::global_avg_pool2d`] into `out` (`n * c` elements); returns
+    /// the output shape. Allocates nothing.
+    pub fn global_avg_pool2d_into(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+        out: &mut [f32],
+    ) -> Result<[usize; 4], OpError> {
         const OP: &str = "global_avg_pool2d";
         shape::check_len(OP, "input", input.len(), &shape)?;
         let [n, c, h, w] = shape;
         if h == 0 || w == 0 {
             return Err(OpError::BadParameter { op: OP, reason: "empty spatial plane" });
         }
-        let mut out = vec![0.0; n * c];
-        generic::global_avg_pool(input, &mut out, h * w);
-        Ok((out, [n, c, 1, 1]))
+        shape::check_len(OP, "out", out.len(), &[n, c])?;
+        generic::global_avg_pool(input, out, h * w);
+        Ok([n, c, 1, 1])
     }
 }
 
@@ -377,4 +442,20 @@ fn pool_with(
     let mut out = vec![0.0; shape::numel(op, &out_shape)?];
     kernel(input, &mut out, &g);
     Ok((out, out_shape))
+}
+
+/// Validates a pooling call, then runs `kernel` into the caller's `out`.
+fn pool_into(
+    op: &'static str,
+    input: &[f32],
+    shape: [usize; 4],
+    pool: &Pool2d,
+    kernel: fn(&[f32], &mut [f32], &generic::PoolGeometry),
+    out: &mut [f32],
+) -> Result<[usize; 4], OpError> {
+    let g = pool.geometry(op, shape, input.len())?;
+    let out_shape = [shape[0], shape[1], g.oh, g.ow];
+    shape::check_len(op, "out", out.len(), &out_shape)?;
+    kernel(input, out, &g);
+    Ok(out_shape)
 }

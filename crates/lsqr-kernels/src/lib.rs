@@ -9,6 +9,10 @@
 //! - pooling on NCHW: [`max_pool2d`], [`avg_pool2d`] (with
 //!   `count_include_pad = false`), [`global_avg_pool2d`];
 //! - NumPy-broadcasting [`add`] and [`mul`];
+//! - allocation-free `_into` forms of the operators that return a new
+//!   buffer ([`add_into`], [`mul_into`], [`max_pool2d_into`],
+//!   [`avg_pool2d_into`], [`global_avg_pool2d_into`]), for a runtime that
+//!   plans every buffer up front;
 //! - [`matmul`] / [`matmul_into`] of two row-major activations.
 //!
 //! ```
@@ -184,6 +188,28 @@ pub fn add(
     Kernels::active().add(a, a_shape, b, b_shape)
 }
 
+/// `a + b` with NumPy broadcasting into `out`. See [`Kernels::add_into`].
+pub fn add_into(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    Kernels::active().add_into(a, a_shape, b, b_shape, out)
+}
+
+/// `a * b` with NumPy broadcasting into `out`. See [`Kernels::mul_into`].
+pub fn mul_into(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    Kernels::active().mul_into(a, a_shape, b, b_shape, out)
+}
+
 /// `a * b` with NumPy broadcasting. See [`Kernels::mul`].
 pub fn mul(
     a: &[f32],
@@ -236,4 +262,33 @@ pub fn global_avg_pool2d(
     shape: [usize; 4],
 ) -> Result<(Vec<f32>, [usize; 4]), OpError> {
     Kernels::active().global_avg_pool2d(input, shape)
+}
+
+/// [`max_pool2d`] into `out`. See [`Kernels::max_pool2d_into`].
+pub fn max_pool2d_into(
+    input: &[f32],
+    shape: [usize; 4],
+    pool: &Pool2d,
+    out: &mut [f32],
+) -> Result<[usize; 4], OpError> {
+    Kernels::active().max_pool2d_into(input, shape, pool, out)
+}
+
+/// [`avg_pool2d`] into `out`. See [`Kernels::avg_pool2d_into`].
+pub fn avg_pool2d_into(
+    input: &[f32],
+    shape: [usize; 4],
+    pool: &Pool2d,
+    out: &mut [f32],
+) -> Result<[usize; 4], OpError> {
+    Kernels::active().avg_pool2d_into(input, shape, pool, out)
+}
+
+/// [`global_avg_pool2d`] into `out`. See [`Kernels::global_avg_pool2d_into`].
+pub fn global_avg_pool2d_into(
+    input: &[f32],
+    shape: [usize; 4],
+    out: &mut [f32],
+) -> Result<[usize; 4], OpError> {
+    Kernels::active().global_avg_pool2d_into(input, shape, out)
 }

@@ -80,6 +80,11 @@ pub(crate) struct Binary {
     pub one: fn(f32, f32) -> f32,
 }
 
+/// Most axes a broadcast may have. The allocation-free loop keeps its
+/// per-axis state in fixed arrays of this size; tensors of the `.lsq`
+/// format have at most 8 dims, so 16 leaves room.
+pub(crate) const MAX_BROADCAST_RANK: usize = 16;
+
 /// `a (op) b` with NumPy broadcasting; returns the output and its shape.
 pub(crate) fn broadcast_binary(
     f: &Binary,
@@ -93,23 +98,71 @@ pub(crate) fn broadcast_binary(
         left: a_shape.to_vec(),
         right: b_shape.to_vec(),
     })?;
+    let total = numel(f.op, &out_shape)?;
     check_len(f.op, "a", a.len(), a_shape)?;
     check_len(f.op, "b", b.len(), b_shape)?;
-    let total = numel(f.op, &out_shape)?;
     let mut out = vec![0.0f32; total];
+    broadcast_binary_into(f, a, a_shape, b, b_shape, &mut out)?;
+    Ok((out, out_shape))
+}
+
+/// `a (op) b` with NumPy broadcasting into `out`, which must hold exactly
+/// the broadcast shape's element count. Allocates nothing on success (the
+/// per-axis state lives on the stack), which is what the micro runtime
+/// needs between layers.
+pub(crate) fn broadcast_binary_into(
+    f: &Binary,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    let rank = a_shape.len().max(b_shape.len());
+    let (pad_a, pad_b) = (rank - a_shape.len(), rank - b_shape.len());
+    let dim_a = |i: usize| if i < pad_a { 1 } else { a_shape[i - pad_a] };
+    let dim_b = |i: usize| if i < pad_b { 1 } else { b_shape[i - pad_b] };
+    let mismatch =
+        || OpError::ShapeMismatch { op: f.op, left: a_shape.to_vec(), right: b_shape.to_vec() };
+    let mut total = 1usize;
+    for i in 0..rank {
+        let size = match (dim_a(i), dim_b(i)) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(mismatch()),
+        };
+        total = total.checked_mul(size).ok_or(OpError::BadParameter {
+            op: f.op,
+            reason: "shape's element count overflows usize",
+        })?;
+    }
+    if rank > MAX_BROADCAST_RANK {
+        return Err(OpError::BadParameter {
+            op: f.op,
+            reason: "broadcasting supports at most 16 dims",
+        });
+    }
+    check_len(f.op, "a", a.len(), a_shape)?;
+    check_len(f.op, "b", b.len(), b_shape)?;
+    if out.len() != total {
+        return Err(OpError::LengthMismatch {
+            op: f.op,
+            what: "out",
+            expected: total,
+            actual: out.len(),
+        });
+    }
     if total == 0 {
-        return Ok((out, out_shape));
+        return Ok(());
     }
     // Axes from the innermost out, size-1 axes dropped, contiguous runs merged.
-    let rank = out_shape.len();
     let (mut run_a, mut run_b) = (1usize, 1usize);
-    let mut axes: Vec<Axis> = Vec::with_capacity(rank);
+    let mut axes = [Axis { size: 0, sa: 0, sb: 0 }; MAX_BROADCAST_RANK];
+    let mut n_axes = 0usize;
     for i in (0..rank).rev() {
-        let pad_a = rank - a_shape.len();
-        let pad_b = rank - b_shape.len();
-        let da = if i < pad_a { 1 } else { a_shape[i - pad_a] };
-        let db = if i < pad_b { 1 } else { b_shape[i - pad_b] };
-        let size = out_shape[i];
+        let (da, db) = (dim_a(i), dim_b(i));
+        let size = da.max(db);
         let axis =
             Axis { size, sa: if da == 1 { 0 } else { run_a }, sb: if db == 1 { 0 } else { run_b } };
         run_a *= da;
@@ -117,19 +170,22 @@ pub(crate) fn broadcast_binary(
         if size == 1 {
             continue;
         }
-        match axes.last_mut() {
+        match axes[..n_axes].last_mut() {
             Some(last) if axis.sa == last.sa * last.size && axis.sb == last.sb * last.size => {
                 last.size *= size;
             }
-            _ => axes.push(axis),
+            _ => {
+                axes[n_axes] = axis;
+                n_axes += 1;
+            }
         }
     }
-    let Some((&inner, outer)) = axes.split_first() else {
+    let Some((&inner, outer)) = axes[..n_axes].split_first() else {
         out[0] = (f.one)(a[0], b[0]);
-        return Ok((out, out_shape));
+        return Ok(());
     };
     let len = inner.size;
-    let mut counter = vec![0usize; outer.len()];
+    let mut counter = [0usize; MAX_BROADCAST_RANK];
     let (mut oa, mut ob) = (0usize, 0usize);
     for chunk in out.chunks_exact_mut(len) {
         match (inner.sa, inner.sb) {
@@ -151,7 +207,7 @@ pub(crate) fn broadcast_binary(
             ob -= axis.sb * axis.size;
         }
     }
-    Ok((out, out_shape))
+    Ok(())
 }
 
 /// A 2-D pooling window: kernel, stride and zero-padding per spatial axis
@@ -176,6 +232,15 @@ impl Pool2d {
     /// A square window with equal stride and padding on both axes.
     pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
         Pool2d { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2] }
+    }
+
+    /// The `[n, c, oh, ow]` output shape of pooling an NCHW input of
+    /// `shape` with this window, after the same checks the pooling
+    /// operators make (so a planner can size buffers up front).
+    pub fn output_shape(&self, shape: [usize; 4]) -> Result<[usize; 4], OpError> {
+        const OP: &str = "pool2d";
+        let g = self.geometry(OP, shape, numel(OP, &shape)?)?;
+        Ok([shape[0], shape[1], g.oh, g.ow])
     }
 
     /// Validates the window against an NCHW input of `len` elements.

@@ -200,3 +200,54 @@ fn error_messages_name_shapes() {
     let e = add(&[0.0; 6], &[2, 3], &[0.0; 4], &[4]).unwrap_err();
     assert_eq!(e.to_string(), "add: incompatible shapes [2, 3] and [4]");
 }
+
+#[test]
+fn into_forms_match_the_allocating_ones() {
+    let a: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let b = [10.0f32, 20.0, 30.0];
+    // Broadcasting [2, 3, 4] with [3, 1]: a middle axis, an inner broadcast.
+    let (want, s) = add(&a, &[2, 3, 4], &b, &[3, 1]).unwrap();
+    let mut out = vec![f32::NAN; 24];
+    add_into(&a, &[2, 3, 4], &b, &[3, 1], &mut out).unwrap();
+    assert_eq!((out.clone(), s), (want, vec![2, 3, 4]));
+    let (want, _) = mul(&a, &[2, 3, 4], &a, &[2, 3, 4]).unwrap();
+    mul_into(&a, &[2, 3, 4], &a, &[2, 3, 4], &mut out).unwrap();
+    assert_eq!(out, want);
+    // The output buffer must be exactly the broadcast size.
+    assert_eq!(
+        add_into(&a, &[2, 3, 4], &b, &[3, 1], &mut out[..23]).unwrap_err(),
+        OpError::LengthMismatch { op: "add", what: "out", expected: 24, actual: 23 }
+    );
+    assert!(matches!(
+        add_into(&a, &[2, 3, 4], &b, &[3], &mut out),
+        Err(OpError::ShapeMismatch { .. })
+    ));
+
+    let x: Vec<f32> = (0..2 * 3 * 5 * 4).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+    let shape = [2, 3, 5, 4];
+    let pool = Pool2d { kernel: [3, 2], stride: [2, 1], padding: [1, 0] };
+    let out_shape = pool.output_shape(shape).unwrap();
+    assert_eq!(out_shape, [2, 3, 3, 3]);
+    for (f, g) in [
+        (
+            max_pool2d as fn(&[f32], [usize; 4], &Pool2d) -> _,
+            max_pool2d_into as fn(&_, _, &_, &mut _) -> _,
+        ),
+        (avg_pool2d, avg_pool2d_into),
+    ] {
+        let (want, want_shape) = f(&x, shape, &pool).unwrap();
+        let mut out = vec![f32::NAN; 54];
+        assert_eq!(g(&x, shape, &pool, &mut out).unwrap(), want_shape);
+        assert_eq!(out, want);
+        assert!(matches!(
+            g(&x, shape, &pool, &mut out[..53]),
+            Err(OpError::LengthMismatch { what: "out", .. })
+        ));
+    }
+    let (want, _) = global_avg_pool2d(&x, shape).unwrap();
+    let mut out = vec![f32::NAN; 6];
+    assert_eq!(global_avg_pool2d_into(&x, shape, &mut out).unwrap(), [2, 3, 1, 1]);
+    assert_eq!(out, want);
+    assert!(global_avg_pool2d_into(&x, shape, &mut out[..5]).is_err());
+    assert!(Pool2d::new(7, 1, 0).output_shape(shape).is_err());
+}

@@ -1,0 +1,436 @@
+//! Running a bound plan: every buffer is a slice of the caller's arena, so
+//! nothing here allocates (tests/runtime_no_alloc.rs counts).
+
+use std::ops::Range;
+
+use lsqr_kernels::conv::{conv1d_into, conv2d_into, Conv2dParams};
+use lsqr_kernels::packed::PackedWeight;
+use lsqr_kernels::OpError;
+
+use super::error::RuntimeError;
+use super::plan::{conv1d_as_2d, Op, Plan, Step, Unary, Weight, ALIGN_BYTES};
+
+/// A plan bound to an arena: set the inputs, run, read the outputs.
+/// Running allocates nothing and never panics; it may be repeated (inputs
+/// keep their values between runs, outputs stay readable after `run`).
+#[derive(Debug)]
+pub struct Runner<'p, 'f, 'a> {
+    plan: &'p Plan<'f>,
+    /// The aligned part of the arena: scratch, then the values.
+    buf: &'a mut [f32],
+}
+
+impl<'p, 'f, 'a> Runner<'p, 'f, 'a> {
+    pub(super) fn new(plan: &'p Plan<'f>, arena: &'a mut [u8]) -> Result<Self, RuntimeError> {
+        let too_small = RuntimeError::ArenaTooSmall { len: arena.len(), needed: plan.arena_len() };
+        if arena.len() < plan.arena_len() {
+            return Err(too_small);
+        }
+        // SAFETY: `align_to_mut` only returns a middle part whose address is
+        // aligned for f32 and whose bytes lie inside `arena`; every bit
+        // pattern of four bytes is a valid f32, and `arena` stays mutably
+        // borrowed for 'a, so nothing else sees these bytes as u8 meanwhile.
+        let (_, floats, _) = unsafe { arena.align_to_mut::<f32>() };
+        // `align_offset` counts f32 elements to the next 64-byte boundary:
+        // at most 15, which the plan's 63 bytes of slack cover.
+        let skip = floats.as_ptr().align_offset(ALIGN_BYTES);
+        let buf = skip
+            .checked_add(plan.total_len)
+            .and_then(|end| floats.get_mut(skip..end))
+            .ok_or(too_small)?;
+        buf.fill(0.0);
+        Ok(Self { plan, buf })
+    }
+
+    /// The plan being run.
+    pub fn plan(&self) -> &'p Plan<'f> {
+        self.plan
+    }
+
+    /// Copies `data` into graph input `index` (exactly its element count).
+    pub fn set_input(&mut self, index: usize, data: &[f32]) -> Result<(), RuntimeError> {
+        let count = self.plan.input_ids.len();
+        let id =
+            *self.plan.input_ids.get(index).ok_or(RuntimeError::NoSuchInput { index, count })?;
+        let dst = self.value_mut(id)?;
+        if dst.len() != data.len() {
+            return Err(RuntimeError::InputLength {
+                index,
+                expected: dst.len(),
+                actual: data.len(),
+            });
+        }
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Graph output `index`, as computed by the last run.
+    pub fn output(&self, index: usize) -> Result<&[f32], RuntimeError> {
+        let count = self.plan.output_ids.len();
+        let id =
+            *self.plan.output_ids.get(index).ok_or(RuntimeError::NoSuchOutput { index, count })?;
+        let r = self.range(id)?;
+        self.buf.get(r).ok_or(RuntimeError::TooLarge { what: "an output range" })
+    }
+
+    /// Runs every layer in order.
+    pub fn run(&mut self) -> Result<(), RuntimeError> {
+        for i in 0..self.plan.steps.len() {
+            self.run_layer(i)?;
+        }
+        Ok(())
+    }
+
+    /// Runs layer `i` alone (its inputs must have been computed: layers
+    /// `0..i` run since the inputs were set). For stepping through a model
+    /// or timing one layer.
+    pub fn run_layer(&mut self, i: usize) -> Result<(), RuntimeError> {
+        let count = self.plan.steps.len();
+        let step = self.plan.steps.get(i).ok_or(RuntimeError::NoSuchLayer { index: i, count })?;
+        let kernel = |source: OpError| RuntimeError::Kernel { layer: i, op: step.op_name, source };
+        let internal = || {
+            kernel(OpError::BadParameter { op: step.op_name, reason: "planned buffers overlap" })
+        };
+        let out_r = self.range(step.output)?;
+        let scratch_len = self.plan.scratch_len;
+        // Split the arena into scratch | below output | output | above
+        // output; the plan placed every input (live at this step) apart
+        // from the output, so each lies wholly below or above it.
+        let (scratch, values) = self.buf.split_at_mut_checked(scratch_len).ok_or_else(internal)?;
+        let (lo, rest) = values
+            .split_at_mut_checked(out_r.start.checked_sub(scratch_len).ok_or_else(internal)?)
+            .ok_or_else(internal)?;
+        let (out, hi) = rest.split_at_mut_checked(out_r.len()).ok_or_else(internal)?;
+        let (lo, hi) = (&*lo, &*hi);
+        let input = |k: usize| -> Result<&[f32], RuntimeError> {
+            let id = *step.inputs.get(k).ok_or_else(internal)?;
+            let r = self.plan.values.get(id).ok_or_else(internal)?.range.clone();
+            let slice = if r.end <= out_r.start {
+                lo.get(r.start - scratch_len..r.end - scratch_len)
+            } else if r.start >= out_r.end {
+                hi.get(r.start - out_r.end..r.end - out_r.end)
+            } else {
+                None
+            };
+            slice.ok_or_else(internal)
+        };
+        let shape = |k: usize| -> &[usize] {
+            step.inputs
+                .get(k)
+                .and_then(|&id| self.plan.values.get(id))
+                .map_or(&[], |s| s.info.shape.as_slice())
+        };
+        exec(step, out, scratch, input, shape).map_err(kernel)
+    }
+
+    fn range(&self, id: usize) -> Result<Range<usize>, RuntimeError> {
+        self.plan
+            .values
+            .get(id)
+            .map(|s| s.range.clone())
+            .ok_or(RuntimeError::TooLarge { what: "a value index" })
+    }
+
+    fn value_mut(&mut self, id: usize) -> Result<&mut [f32], RuntimeError> {
+        let r = self.range(id)?;
+        self.buf.get_mut(r).ok_or(RuntimeError::TooLarge { what: "a value range" })
+    }
+}
+
+/// Copies `x` into `out` (same length) for the ops that work in place.
+fn copy(op: &'static str, x: &[f32], out: &mut [f32]) -> Result<(), OpError> {
+    if x.len() != out.len() {
+        return Err(OpError::LengthMismatch {
+            op,
+            what: "output",
+            expected: x.len(),
+            actual: out.len(),
+        });
+    }
+    out.copy_from_slice(x);
+    Ok(())
+}
+
+fn exec<'x>(
+    step: &Step<'_>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    input: impl Fn(usize) -> Result<&'x [f32], RuntimeError>,
+    shape: impl Fn(usize) -> &'x [usize],
+) -> Result<(), OpError> {
+    let op = step.op_name;
+    let missing = OpError::BadParameter { op, reason: "missing input" };
+    let x = input(0).map_err(|_| missing.clone())?;
+    match &step.op {
+        Op::Linear { w, bias, batch } => match w {
+            Weight::Packed(w) => linear_into(w, bias.as_deref(), x, *batch, out, scratch),
+            Weight::F32 { data, shape } => linear_f32(data, shape, bias.as_deref(), x, *batch, out),
+        },
+        Op::Conv2d { w, bias, params, input } => match w {
+            Weight::Packed(w) => conv2d_into(w, bias.as_deref(), x, *input, params, out, scratch),
+            Weight::F32 { data, shape } => {
+                let ws = [shape[0], shape[1], shape[2], shape[3]];
+                conv_f32(op, data, ws, bias.as_deref(), x, *input, params, out)
+            }
+        },
+        Op::Conv1d { w, bias, params, input } => match w {
+            Weight::Packed(w) => conv1d_into(w, bias.as_deref(), x, *input, params, out, scratch),
+            Weight::F32 { data, shape } => {
+                let ws = [shape[0], shape[1], 1, shape[2]];
+                let xs = [input[0], input[1], 1, input[2]];
+                conv_f32(op, data, ws, bias.as_deref(), x, xs, &conv1d_as_2d(params), out)
+            }
+        },
+        Op::Unary(u) => {
+            copy(op, x, out)?;
+            match *u {
+                Unary::Relu => lsqr_kernels::relu(out),
+                Unary::Relu6 => lsqr_kernels::relu6(out),
+                Unary::LeakyRelu(alpha) => lsqr_kernels::leaky_relu(out, alpha),
+                Unary::Sigmoid => lsqr_kernels::sigmoid(out),
+                Unary::Tanh => lsqr_kernels::tanh(out),
+                Unary::Gelu => lsqr_kernels::gelu(out),
+                Unary::GeluTanh => lsqr_kernels::gelu_tanh(out),
+                Unary::Silu => lsqr_kernels::silu(out),
+                Unary::Hardsigmoid => lsqr_kernels::hardsigmoid(out),
+                Unary::Hardswish => lsqr_kernels::hardswish(out),
+            }
+            Ok(())
+        }
+        Op::Softmax { axis } => {
+            copy(op, x, out)?;
+            lsqr_kernels::softmax(out, *axis)
+        }
+        Op::LayerNorm { gamma, beta, eps, axis } => {
+            copy(op, x, out)?;
+            lsqr_kernels::layer_norm(out, *axis, gamma, beta, *eps)
+        }
+        Op::BatchNorm { scale, shift, plane } => {
+            copy(op, x, out)?;
+            if *plane == 0 || scale.is_empty() {
+                return Ok(());
+            }
+            for (i, p) in out.chunks_exact_mut(*plane).enumerate() {
+                let c = i % scale.len();
+                let (s, t) = (scale[c], shift[c]);
+                p.iter_mut().for_each(|v| *v = *v * s + t);
+            }
+            Ok(())
+        }
+        Op::MaxPool { pool, input } => {
+            lsqr_kernels::max_pool2d_into(x, *input, pool, out).map(drop)
+        }
+        Op::AvgPool { pool, input } => {
+            lsqr_kernels::avg_pool2d_into(x, *input, pool, out).map(drop)
+        }
+        Op::GlobalAvgPool { input } => {
+            lsqr_kernels::global_avg_pool2d_into(x, *input, out).map(drop)
+        }
+        Op::Add | Op::Mul => {
+            let y = input(1).map_err(|_| missing)?;
+            if matches!(step.op, Op::Add) {
+                lsqr_kernels::add_into(x, shape(0), y, shape(1), out)
+            } else {
+                lsqr_kernels::mul_into(x, shape(0), y, shape(1), out)
+            }
+        }
+        Op::Copy => copy(op, x, out),
+    }
+}
+
+// TODO(merge): the three functions below stand in for
+// `lsqr_kernels::packed::{linear_scratch_len, linear_into}` and
+// `PackedWeight::from_f32`, which land on another branch with these names
+// and semantics; swap them in and delete these.
+
+/// f32 scratch [`linear_into`] needs: one decoded weight row.
+pub(super) fn linear_scratch_len(w: &PackedWeight<'_>, _batch: usize) -> usize {
+    w.cols()
+}
+
+/// `y = x · Wᵀ + b` for `batch` rows of `x` without allocating: each
+/// weight row is decoded into `scratch` once and used for every row of `x`.
+pub(super) fn linear_into(
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    let (out_f, in_f) = (w.rows(), w.cols());
+    check_linear(bias, x, batch, y, out_f, in_f)?;
+    let actual = scratch.len();
+    let row = scratch.get_mut(..in_f).ok_or(OpError::LengthMismatch {
+        op: "linear",
+        what: "scratch",
+        expected: in_f,
+        actual,
+    })?;
+    if in_f == 0 {
+        bias_only(bias, y, out_f);
+        return Ok(());
+    }
+    for r in 0..out_f {
+        w.decode_row(r, row)?;
+        let b = bias.map_or(0.0, |b| b[r]);
+        for (n, xn) in x.chunks_exact(in_f).enumerate() {
+            y[n * out_f + r] = dot(row, xn) + b;
+        }
+    }
+    Ok(())
+}
+
+/// [`linear_into`] for an f32 `[out, in]` weight.
+fn linear_f32(
+    w: &[f32],
+    shape: &[usize],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+) -> Result<(), OpError> {
+    let [out_f, in_f] = [shape[0], shape[1]];
+    check_linear(bias, x, batch, y, out_f, in_f)?;
+    if w.len() != out_f * in_f {
+        return Err(OpError::LengthMismatch {
+            op: "linear",
+            what: "w",
+            expected: out_f * in_f,
+            actual: w.len(),
+        });
+    }
+    if in_f == 0 {
+        bias_only(bias, y, out_f);
+        return Ok(());
+    }
+    for (xn, yn) in x.chunks_exact(in_f).zip(y.chunks_exact_mut(out_f.max(1))) {
+        for (r, (v, wr)) in yn.iter_mut().zip(w.chunks_exact(in_f)).enumerate() {
+            *v = dot(wr, xn) + bias.map_or(0.0, |b| b[r]);
+        }
+    }
+    Ok(())
+}
+
+/// A linear layer with no input features: every output is its bias.
+fn bias_only(bias: Option<&[f32]>, y: &mut [f32], out_f: usize) {
+    for (i, v) in y.iter_mut().enumerate() {
+        *v = bias.map_or(0.0, |b| b[i % out_f.max(1)]);
+    }
+}
+
+fn check_linear(
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &[f32],
+    out_f: usize,
+    in_f: usize,
+) -> Result<(), OpError> {
+    let check = |what, expected: Option<usize>, actual| match expected {
+        Some(e) if e == actual => Ok(()),
+        Some(e) => Err(OpError::LengthMismatch { op: "linear", what, expected: e, actual }),
+        None => Err(OpError::BadParameter { op: "linear", reason: "batch size overflows" }),
+    };
+    check("x", batch.checked_mul(in_f), x.len())?;
+    check("y", batch.checked_mul(out_f), y.len())?;
+    if let Some(b) = bias {
+        check("bias", Some(out_f), b.len())?;
+    }
+    Ok(())
+}
+
+/// Dot product with eight partial sums (as lsqr-kernels' packed linear).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Direct convolution with an f32 weight (lsqr-kernels' conv reads packed
+/// weights only, until `PackedWeight::from_f32`); same loop order as its
+/// reference.
+#[allow(clippy::too_many_arguments)]
+fn conv_f32(
+    op: &'static str,
+    filter: &[f32],
+    ws: [usize; 4],
+    bias: Option<&[f32]>,
+    input: &[f32],
+    xs: [usize; 4],
+    p: &Conv2dParams,
+    output: &mut [f32],
+) -> Result<(), OpError> {
+    let bad = |reason| OpError::BadParameter { op, reason };
+    let [n, cin, h, w] = xs;
+    let [cout, cin_g, kh, kw] = ws;
+    let [_, _, oh, ow] = super::plan::conv_output_shape(xs, ws, p).map_err(bad)?;
+    let len = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let lens = [
+        (len(&xs), input.len(), "input"),
+        (len(&ws), filter.len(), "weight"),
+        (len(&[n, cout, oh, ow]), output.len(), "output"),
+    ];
+    for (expected, actual, what) in lens {
+        match expected {
+            Some(e) if e == actual => {}
+            Some(e) => return Err(OpError::LengthMismatch { op, what, expected: e, actual }),
+            None => return Err(bad("element count overflows")),
+        }
+    }
+    if let Some(b) = bias {
+        if b.len() != cout {
+            return Err(OpError::LengthMismatch {
+                op,
+                what: "bias",
+                expected: cout,
+                actual: b.len(),
+            });
+        }
+    }
+    let cout_g = cout / p.groups;
+    let flen = cin_g * kh * kw;
+    for oc in 0..cout {
+        let f = &filter[oc * flen..(oc + 1) * flen];
+        let first_ic = oc / cout_g.max(1) * cin_g;
+        let b = bias.map_or(0.0, |b| b[oc]);
+        for nn in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0.0f32;
+                    for ic in 0..cin_g {
+                        let plane = &input[((nn * cin + first_ic + ic) * h) * w..][..h * w];
+                        for ky in 0..kh {
+                            let Some(y) =
+                                (oy * p.stride[0] + ky * p.dilation[0]).checked_sub(p.padding[0])
+                            else {
+                                continue;
+                            };
+                            if y >= h {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let Some(x) = (ox * p.stride[1] + kx * p.dilation[1])
+                                    .checked_sub(p.padding[1])
+                                else {
+                                    continue;
+                                };
+                                if x < w {
+                                    acc += plane[y * w + x] * f[(ic * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                    output[((nn * cout + oc) * oh + oy) * ow + ox] = acc + b;
+                }
+            }
+        }
+    }
+    Ok(())
+}

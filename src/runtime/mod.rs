@@ -1,0 +1,89 @@
+//! A micro runtime: runs the layer graph of a `.lsq` file on the CPU with
+//! every buffer planned up front, so that after [`Plan::bind`] nothing is
+//! allocated (the contract firmware needs, and the C API wraps).
+//!
+//! ```no_run
+//! use lsqr::format::LsqFile;
+//! use lsqr::runtime::Plan;
+//!
+//! let file = LsqFile::open("mnist-log-c4.lsq")?;
+//! let plan = Plan::new(&file)?; // checks, weights, shapes, arena layout
+//! let mut arena = vec![0u8; plan.arena_len()]; // or a static buffer
+//! let mut runner = plan.bind(&mut arena)?;
+//! runner.set_input(0, &[0.0; 784])?;
+//! runner.run()?; // no allocation from here on
+//! let logits: &[f32] = runner.output(0)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Phases
+//!
+//! - [`Plan::new`] does everything that may allocate or fail on a bad file:
+//!   checks that each op is supported, that its weights exist with the
+//!   right rank and shape and its attributes are well-typed; prepares the
+//!   weights (packed ones borrowed from the file, raw floats converted to
+//!   f32, batch-norm statistics folded); infers every value's shape; and
+//!   lays out one arena: a shared scratch region sized to the largest
+//!   layer's need, then one 64-byte-aligned buffer per value, where a
+//!   value reuses the space of values whose last use is behind it
+//!   (liveness, first fit). Graph inputs and outputs are never reused, so a
+//!   bound plan can be run again and its outputs read after `run`.
+//! - [`Plan::bind`] carves the arena out of caller memory
+//!   ([`Plan::arena_len`] bytes, alignment slack included).
+//! - [`Runner::set_input`], [`Runner::run`] / [`Runner::run_layer`],
+//!   [`Runner::output`] only read the file and write the arena. Their
+//!   errors are allocation-free values; messages are built in `Display`.
+//!
+//! Nothing panics on a bad file: every problem is a [`RuntimeError`] that
+//! names the layer index, the op and the tensor, attribute or value.
+//!
+//! # Graph inputs
+//!
+//! The shape of graph input `x` is metadata `input_shape.x`, an `IntList`
+//! (for example `[1, 784]`). Shapes are fixed: the batch size is part of
+//! the shape.
+//!
+//! # Ops, weights and attributes
+//!
+//! Every layer has exactly one output. Shapes are row-major; images are
+//! NCHW. `Int` attributes must be `>= 0`. A "pair" attribute is an
+//! `IntList` of two (`[along h, along w]`) or one `Int` for both axes.
+//! Unknown attributes are rejected, so a misspelt one is not silently
+//! replaced by its default.
+//!
+//! | op | inputs | weights | attributes (default) | output |
+//! |---|---|---|---|---|
+//! | `linear` | `x [..., in]` | `[w]` or `[w, b]`: `w [out, in]`, `b [out]` | none | `[..., out]` |
+//! | `conv2d` | `x [n, c, h, w]` | `[w]` or `[w, b]`: `w [out, c / groups, kh, kw]`, `b [out]` | `stride` pair (1), `padding` pair (0, zeros on both sides), `dilation` pair (1), `groups` Int (1) | `[n, out, oh, ow]`, PyTorch's formula |
+//! | `conv1d` | `x [n, c, l]` | `[w]` or `[w, b]`: `w [out, c / groups, k]` | `stride` (1), `padding` (0), `dilation` (1), `groups` (1), all Int | `[n, out, ol]` |
+//! | `relu`, `relu6`, `sigmoid`, `tanh`, `gelu` (erf), `gelu_tanh`, `silu`, `hardsigmoid`, `hardswish` | `x` | none | none | shape of `x` |
+//! | `leaky_relu` | `x` | none | `alpha` Float (0.01) | shape of `x` |
+//! | `softmax` | `x` | none | none: over the last axis | shape of `x` |
+//! | `layer_norm` | `x [..., d]` | `[gamma, beta]`, each `[d]` | `eps` Float (1e-5): over the last axis | shape of `x` |
+//! | `batch_norm` | `x [n, c, ...]` | `[gamma, beta, running_mean, running_var]`, each `[c]` (PyTorch's state order) | `eps` Float (1e-5) | shape of `x` |
+//! | `max_pool2d`, `avg_pool2d` | `x [n, c, h, w]` | none | `kernel` pair (required), `stride` pair (= kernel), `padding` pair (0, at most kernel / 2); floor mode; average excludes padding | `[n, c, oh, ow]` |
+//! | `global_avg_pool2d` | `x [n, c, h, w]` | none | none | `[n, c, 1, 1]` |
+//! | `add`, `mul` | `a`, `b` | none | none: NumPy broadcasting (residuals, channel scales) | broadcast shape |
+//! | `flatten` | `x` | none | `start_dim` Int (1): dims from it on are merged | `[x0, .., x(start-1), rest]` |
+//! | `reshape` | `x` | none | `shape` IntList (required), one entry may be -1 | `shape` |
+//!
+//! Weights may be quantized (any codec, width and scaling) or raw floats
+//! (f32, f16, bf16, f64; converted to f32 once when planning). `matmul`
+//! between two values is a known op of the format that this runtime does
+//! not run yet: [`Plan::new`] rejects it as unsupported.
+//!
+//! # Building models
+//!
+//! [`ModelBuilder`] writes such files from Rust: graph inputs with shapes,
+//! layers with their weights (quantized with a [`crate::codec::QuantizeOptions`]
+//! or kept f32), and the metadata above.
+
+mod builder;
+mod error;
+mod exec;
+mod plan;
+
+pub use builder::{ModelBuilder, WeightFormat};
+pub use error::RuntimeError;
+pub use exec::Runner;
+pub use plan::{Plan, ValueInfo};

@@ -1,0 +1,893 @@
+//! Planning: everything that may allocate happens here, once.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use lsqr_kernels::conv::{conv1d_scratch_len, conv2d_scratch_len, Conv1dParams, Conv2dParams};
+use lsqr_kernels::packed::PackedWeight;
+use lsqr_kernels::{broadcast_shape, Pool2d};
+
+use super::error::RuntimeError;
+use super::exec::{linear_scratch_len, Runner};
+use crate::format::{Layer, LsqFile, TensorView, Value, MAX_DIMS};
+
+/// A graph input or output: its name and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueInfo {
+    /// The value's name in the graph.
+    pub name: String,
+    /// Its shape, row-major.
+    pub shape: Vec<usize>,
+}
+
+/// Floats per alignment unit: every buffer starts on a 64-byte boundary,
+/// so SIMD loads never straddle cache lines at a buffer's start.
+const ALIGN_F32: usize = 16;
+/// Bytes of alignment of the arena's buffers.
+pub(super) const ALIGN_BYTES: usize = 64;
+
+/// A layer's weight, kept the way the kernels read it.
+#[derive(Debug)]
+pub(super) enum Weight<'f> {
+    /// Packed codes borrowed from the file.
+    Packed(PackedWeight<'f>),
+    /// Raw float weights converted to f32 at planning time (the file's
+    /// bytes may not be 4-byte aligned, and may be f16/bf16/f64).
+    // TODO(merge): becomes `PackedWeight::from_f32` once that lands in
+    // lsqr-kernels; then every weight is a `PackedWeight` and the f32 paths
+    // of exec.rs go away. `from_f32` borrows its data, so the f32 values
+    // must outlive the plan's `PackedWeight`: borrow them in place when the
+    // file's section is f32, little-endian and 4-byte aligned (always, for
+    // a memory-mapped file: sections are 64-byte aligned), else keep this
+    // owned copy next to the plan.
+    F32 { data: Vec<f32>, shape: Vec<usize> },
+}
+
+impl Weight<'_> {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Weight::Packed(w) => w.shape(),
+            Weight::F32 { shape, .. } => shape,
+        }
+    }
+}
+
+/// In-place elementwise activations.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Unary {
+    Relu,
+    Relu6,
+    LeakyRelu(f32),
+    Sigmoid,
+    Tanh,
+    Gelu,
+    GeluTanh,
+    Silu,
+    Hardsigmoid,
+    Hardswish,
+}
+
+/// One planned operation with its constants.
+#[derive(Debug)]
+pub(super) enum Op<'f> {
+    Linear {
+        w: Weight<'f>,
+        bias: Option<Vec<f32>>,
+        batch: usize,
+    },
+    Conv2d {
+        w: Weight<'f>,
+        bias: Option<Vec<f32>>,
+        params: Conv2dParams,
+        input: [usize; 4],
+    },
+    Conv1d {
+        w: Weight<'f>,
+        bias: Option<Vec<f32>>,
+        params: Conv1dParams,
+        input: [usize; 3],
+    },
+    Unary(Unary),
+    Softmax {
+        axis: usize,
+    },
+    LayerNorm {
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+        eps: f32,
+        axis: usize,
+    },
+    /// Per-channel `x * scale + shift` (folded from the statistics at
+    /// planning time, so running allocates nothing); `plane` elements per
+    /// channel.
+    BatchNorm {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        plane: usize,
+    },
+    MaxPool {
+        pool: Pool2d,
+        input: [usize; 4],
+    },
+    AvgPool {
+        pool: Pool2d,
+        input: [usize; 4],
+    },
+    GlobalAvgPool {
+        input: [usize; 4],
+    },
+    Add,
+    Mul,
+    /// flatten and reshape: same values, new shape.
+    Copy,
+}
+
+#[derive(Debug)]
+pub(super) struct Step<'f> {
+    pub op_name: &'static str,
+    pub op: Op<'f>,
+    pub inputs: Vec<usize>,
+    pub output: usize,
+    /// f32 scratch this step needs.
+    pub scratch: usize,
+}
+
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub info: ValueInfo,
+    /// Where the value lives in the values region, in f32 elements.
+    pub range: Range<usize>,
+}
+
+/// An executable plan of a `.lsq` graph: checked layers with their weights
+/// ready for the kernels, every value's shape, and the arena layout. See
+/// the [module documentation](super).
+#[derive(Debug)]
+pub struct Plan<'f> {
+    pub(super) values: Vec<Slot>,
+    pub(super) steps: Vec<Step<'f>>,
+    pub(super) input_ids: Vec<usize>,
+    pub(super) output_ids: Vec<usize>,
+    inputs: Vec<ValueInfo>,
+    outputs: Vec<ValueInfo>,
+    /// f32 elements of the scratch region (at the arena's start).
+    pub(super) scratch_len: usize,
+    /// f32 elements of scratch + values.
+    pub(super) total_len: usize,
+    arena_len: usize,
+    _file: PhantomData<&'f ()>,
+}
+
+/// The supported ops, with the `&'static str` run-time errors carry.
+const SUPPORTED: &[&str] = &[
+    "linear",
+    "conv1d",
+    "conv2d",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "hardsigmoid",
+    "hardswish",
+    "softmax",
+    "layer_norm",
+    "batch_norm",
+    "max_pool2d",
+    "avg_pool2d",
+    "global_avg_pool2d",
+    "add",
+    "mul",
+    "flatten",
+    "reshape",
+];
+
+impl<'f> Plan<'f> {
+    /// Checks the graph of `file` and plans its execution: weights are
+    /// prepared (packed ones borrowed from the file), every value's shape
+    /// is inferred from the graph inputs' `input_shape.<name>` metadata,
+    /// and each value gets a 64-byte-aligned place in one arena, reusing
+    /// the places of values no longer needed.
+    pub fn new(file: &'f LsqFile<'_>) -> Result<Plan<'f>, RuntimeError> {
+        // CPU-path selection is lazy in the kernel crates and reads an
+        // environment variable (which allocates); do it now, not in `run`.
+        let _ = lsqr_kernels::Kernels::active();
+        let graph = file.graph().ok_or(RuntimeError::NoGraph)?;
+        let mut values: Vec<ValueInfo> = Vec::new();
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        for name in &graph.inputs {
+            let shape = input_shape(file, name)?;
+            ids.insert(name, values.len());
+            values.push(ValueInfo { name: name.clone(), shape });
+        }
+        let mut steps = Vec::with_capacity(graph.layers.len());
+        for (index, layer) in graph.layers.iter().enumerate() {
+            let cx = Cx { index, layer };
+            let op_name = SUPPORTED.iter().find(|&&s| s == layer.op).copied().ok_or_else(|| {
+                RuntimeError::UnsupportedOp { layer: index, op: layer.op.clone() }
+            })?;
+            if layer.outputs.len() != 1 {
+                return Err(cx.shape(format!(
+                    "has {} outputs; every op writes exactly one",
+                    layer.outputs.len()
+                )));
+            }
+            let mut inputs = Vec::with_capacity(layer.inputs.len());
+            for name in &layer.inputs {
+                let id = ids
+                    .get(name.as_str())
+                    .copied()
+                    .ok_or_else(|| cx.shape(format!("input `{name}` is not defined before")))?;
+                inputs.push(id);
+            }
+            let in_shapes: Vec<&[usize]> =
+                inputs.iter().map(|&id| values[id].shape.as_slice()).collect();
+            let (op, shape, scratch) = plan_layer(&cx, file, op_name, &in_shapes)?;
+            if shape.len() > MAX_DIMS {
+                return Err(cx.shape(format!("output rank {} exceeds {MAX_DIMS}", shape.len())));
+            }
+            element_count(&shape)?;
+            let output = values.len();
+            let out_name = &layer.outputs[0];
+            if ids.insert(out_name, output).is_some() {
+                return Err(cx.shape(format!("value `{out_name}` is produced twice")));
+            }
+            values.push(ValueInfo { name: out_name.clone(), shape });
+            steps.push(Step { op_name, op, inputs, output, scratch });
+        }
+        let lookup = |name: &String| {
+            ids.get(name.as_str()).copied().ok_or_else(|| RuntimeError::Shape {
+                layer: graph.layers.len(),
+                op: "graph".into(),
+                problem: format!("graph output `{name}` is never produced"),
+            })
+        };
+        let input_ids: Vec<usize> = (0..graph.inputs.len()).collect();
+        let output_ids = graph.outputs.iter().map(lookup).collect::<Result<Vec<_>, _>>()?;
+        let ranges = assign_buffers(&values, &steps, &input_ids, &output_ids)?;
+        let values_len = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+        let scratch_len =
+            round_up(steps.iter().map(|s| s.scratch).max().unwrap_or(0)).ok_or(too_large())?;
+        // The value ranges are relative to the values region, after
+        // scratch, and were rounded up to 64 bytes; a slot is the value's
+        // exact elements.
+        let values: Vec<Slot> = values
+            .into_iter()
+            .zip(ranges)
+            .map(|(info, r)| {
+                let start = r.start + scratch_len;
+                let len = info.shape.iter().product::<usize>();
+                Slot { info, range: start..start + len }
+            })
+            .collect();
+        let total_len = scratch_len.checked_add(values_len).ok_or(too_large())?;
+        let arena_len = total_len
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(ALIGN_BYTES - 1))
+            .ok_or(too_large())?;
+        let info = |&id: &usize| values[id].info.clone();
+        let inputs = input_ids.iter().map(info).collect();
+        let outputs = output_ids.iter().map(info).collect();
+        Ok(Plan {
+            values,
+            steps,
+            input_ids,
+            output_ids,
+            inputs,
+            outputs,
+            scratch_len,
+            total_len,
+            arena_len,
+            _file: PhantomData,
+        })
+    }
+
+    /// Bytes of arena [`Plan::bind`] needs: the buffers, plus 63 bytes so
+    /// that any arena can be aligned to 64.
+    pub fn arena_len(&self) -> usize {
+        self.arena_len
+    }
+
+    /// Number of layers ([`Runner::run_layer`] takes `0..layer_count()`).
+    pub fn layer_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The graph inputs, in order, with their shapes.
+    pub fn inputs(&self) -> &[ValueInfo] {
+        &self.inputs
+    }
+
+    /// The graph outputs, in order, with their shapes.
+    pub fn outputs(&self) -> &[ValueInfo] {
+        &self.outputs
+    }
+
+    /// The shape of every value (inputs first, then each layer's output),
+    /// for tools that print a model.
+    pub fn value_shapes(&self) -> impl Iterator<Item = &ValueInfo> {
+        self.values.iter().map(|s| &s.info)
+    }
+
+    /// Binds the plan to a caller-provided arena of at least
+    /// [`Plan::arena_len`] bytes (zeroed here). Nothing is allocated from
+    /// here on: running only writes into the arena.
+    pub fn bind<'p, 'a>(&'p self, arena: &'a mut [u8]) -> Result<Runner<'p, 'f, 'a>, RuntimeError> {
+        Runner::new(self, arena)
+    }
+}
+
+fn too_large() -> RuntimeError {
+    RuntimeError::TooLarge { what: "the arena" }
+}
+
+/// `n` rounded up to whole 64-byte units of f32.
+fn round_up(n: usize) -> Option<usize> {
+    n.checked_next_multiple_of(ALIGN_F32)
+}
+
+fn element_count(shape: &[usize]) -> Result<usize, RuntimeError> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or(RuntimeError::TooLarge { what: "a value's element count" })
+}
+
+/// The shape of graph input `name`, from metadata `input_shape.<name>`.
+fn input_shape(file: &LsqFile<'_>, name: &str) -> Result<Vec<usize>, RuntimeError> {
+    let problem = |p: &str| RuntimeError::InputShape { name: name.into(), problem: p.into() };
+    match file.metadata_get(&format!("input_shape.{name}")) {
+        None => Err(problem("has no shape")),
+        Some(Value::IntList(dims)) => {
+            if dims.len() > MAX_DIMS {
+                return Err(problem("has more than 8 dims"));
+            }
+            let shape = dims
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| problem("has a negative dim")))
+                .collect::<Result<Vec<_>, _>>()?;
+            element_count(&shape)?;
+            Ok(shape)
+        }
+        Some(_) => Err(problem("has a shape entry that is not an IntList")),
+    }
+}
+
+/// Lifetimes in steps: graph inputs are defined at 0, layer `i`'s output
+/// at `i + 1`; graph inputs and outputs live to the end (so a plan can be
+/// run again, and outputs read after `run`). Values are then placed first
+/// fit, in definition order, in the lowest gap no value of overlapping
+/// lifetime occupies. Returns each value's range in f32 elements.
+fn assign_buffers(
+    values: &[ValueInfo],
+    steps: &[Step<'_>],
+    input_ids: &[usize],
+    output_ids: &[usize],
+) -> Result<Vec<Range<usize>>, RuntimeError> {
+    let end = steps.len() + 1;
+    let mut def = vec![0usize; values.len()];
+    let mut last = vec![0usize; values.len()];
+    for (i, s) in steps.iter().enumerate() {
+        def[s.output] = i + 1;
+        last[s.output] = last[s.output].max(i + 1);
+        for &v in &s.inputs {
+            last[v] = last[v].max(i + 1);
+        }
+    }
+    for &v in input_ids.iter().chain(output_ids) {
+        last[v] = end;
+    }
+    let mut ranges: Vec<Range<usize>> = Vec::with_capacity(values.len());
+    let mut busy: Vec<Range<usize>> = Vec::new();
+    for v in 0..values.len() {
+        let len = round_up(element_count(&values[v].shape)?).ok_or(too_large())?;
+        busy.clear();
+        busy.extend(
+            (0..v).filter(|&u| def[u] <= last[v] && def[v] <= last[u]).map(|u| ranges[u].clone()),
+        );
+        busy.sort_by_key(|r| r.start);
+        let mut start = 0usize;
+        for r in &busy {
+            if r.start >= start.checked_add(len).ok_or(too_large())? {
+                break;
+            }
+            start = start.max(r.end);
+        }
+        ranges.push(start..start.checked_add(len).ok_or(too_large())?);
+    }
+    Ok(ranges)
+}
+
+/// A layer being planned, for error messages.
+struct Cx<'g> {
+    index: usize,
+    layer: &'g Layer,
+}
+
+impl Cx<'_> {
+    fn shape(&self, problem: String) -> RuntimeError {
+        RuntimeError::Shape { layer: self.index, op: self.layer.op.clone(), problem }
+    }
+
+    fn attr_err(&self, attr: &str, problem: impl Into<String>) -> RuntimeError {
+        RuntimeError::Attr {
+            layer: self.index,
+            op: self.layer.op.clone(),
+            attr: attr.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn weight_err(&self, weight: &str, problem: impl Into<String>) -> RuntimeError {
+        RuntimeError::Weight {
+            layer: self.index,
+            op: self.layer.op.clone(),
+            weight: weight.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Rejects attributes the op does not define (a typo such as `strides`
+    /// would otherwise silently run with the default).
+    fn allow_attrs(&self, allowed: &[&str]) -> Result<(), RuntimeError> {
+        for (key, _) in &self.layer.attrs {
+            if !allowed.contains(&key.as_str()) {
+                let hint = if allowed.is_empty() {
+                    "is not defined: this op takes no attributes".to_string()
+                } else {
+                    format!("is not defined for this op (it takes {})", allowed.join(", "))
+                };
+                return Err(self.attr_err(key, hint));
+            }
+        }
+        Ok(())
+    }
+
+    fn inputs(&self, shapes: &[&[usize]], n: usize) -> Result<(), RuntimeError> {
+        if shapes.len() != n {
+            return Err(self.shape(format!("takes {n} input(s), the graph gives {}", shapes.len())));
+        }
+        Ok(())
+    }
+
+    fn rank<const N: usize>(&self, shape: &[usize]) -> Result<[usize; N], RuntimeError> {
+        shape.try_into().map_err(|_| {
+            let name = self.layer.inputs.first().map_or("", String::as_str);
+            self.shape(format!("input `{name}` has shape {shape:?}, expected rank {N}"))
+        })
+    }
+
+    fn usize_of(&self, key: &str, v: i64) -> Result<usize, RuntimeError> {
+        usize::try_from(v).map_err(|_| self.attr_err(key, format!("is {v}, must be >= 0")))
+    }
+
+    /// An `Int` attribute (>= 0), or `default` when absent.
+    fn int(&self, key: &str, default: Option<usize>) -> Result<usize, RuntimeError> {
+        match (self.layer.attr(key), default) {
+            (Some(Value::Int(v)), _) => self.usize_of(key, *v),
+            (Some(Value::IntList(l)), _) if l.len() == 1 => self.usize_of(key, l[0]),
+            (Some(other), _) => Err(self.attr_err(key, format!("must be an Int, got {other:?}"))),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(self.attr_err(key, "is required")),
+        }
+    }
+
+    /// A `[h, w]` attribute: an `IntList` of 2, or one `Int` for both axes.
+    fn pair(&self, key: &str, default: Option<[usize; 2]>) -> Result<[usize; 2], RuntimeError> {
+        match (self.layer.attr(key), default) {
+            (Some(Value::Int(v)), _) => Ok([self.usize_of(key, *v)?; 2]),
+            (Some(Value::IntList(l)), _) if l.len() == 2 => {
+                Ok([self.usize_of(key, l[0])?, self.usize_of(key, l[1])?])
+            }
+            (Some(other), _) => Err(self.attr_err(
+                key,
+                format!("must be an IntList of 2 (or one Int for both axes), got {other:?}"),
+            )),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(self.attr_err(key, "is required")),
+        }
+    }
+
+    /// A finite `Float` (or `Int`) attribute, or `default` when absent.
+    fn float(&self, key: &str, default: f32) -> Result<f32, RuntimeError> {
+        let v = match self.layer.attr(key) {
+            None => return Ok(default),
+            Some(Value::Float(v)) => *v as f32,
+            Some(Value::Int(v)) => *v as f32,
+            Some(other) => {
+                return Err(self.attr_err(key, format!("must be a Float, got {other:?}")))
+            }
+        };
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(self.attr_err(key, format!("is {v}, must be finite")))
+        }
+    }
+
+    /// The weight names, `min..=max` of them (`what` names them for the
+    /// message, e.g. "[w] or [w, b]").
+    fn weights(&self, min: usize, max: usize, what: &str) -> Result<&[String], RuntimeError> {
+        let n = self.layer.weights.len();
+        if n < min || n > max {
+            return Err(self.weight_err("", format!("takes weights {what}, the graph gives {n}")));
+        }
+        Ok(&self.layer.weights)
+    }
+
+    /// Weight `name` of rank `rank` (`layout` names its dims).
+    fn weight<'f>(
+        &self,
+        file: &'f LsqFile<'_>,
+        name: &str,
+        rank: usize,
+        layout: &str,
+    ) -> Result<Weight<'f>, RuntimeError> {
+        let view =
+            file.tensor(name).map_err(|e| self.weight_err(name, format!("unreadable: {e}")))?;
+        let shape = view.info().shape_usize();
+        if shape.len() != rank {
+            return Err(self
+                .weight_err(name, format!("has shape {shape:?}, expected rank {rank} {layout}")));
+        }
+        let weight = match &view {
+            TensorView::Quantized(q) => {
+                let w =
+                    PackedWeight::from_view(q).map_err(|e| self.weight_err(name, e.to_string()))?;
+                // Decoding a row once here also selects lsqr-pack's CPU path
+                // (lazy, and it reads the environment) before any run.
+                let mut row = vec![0.0f32; w.cols()];
+                if w.rows() > 0 {
+                    w.decode_row(0, &mut row).map_err(|e| self.weight_err(name, e.to_string()))?;
+                }
+                Weight::Packed(w)
+            }
+            TensorView::Raw(r) if r.dtype().is_float() => Weight::F32 {
+                data: view.to_f32_vec().map_err(|e| self.weight_err(name, e.to_string()))?,
+                shape,
+            },
+            TensorView::Raw(r) => {
+                return Err(self.weight_err(
+                    name,
+                    format!("is raw {}; weights must be float or quantized", r.dtype().name()),
+                ))
+            }
+        };
+        Ok(weight)
+    }
+
+    /// A vector weight (bias, norm parameters) of `len` values, as f32.
+    fn vector(&self, file: &LsqFile<'_>, name: &str, len: usize) -> Result<Vec<f32>, RuntimeError> {
+        let view =
+            file.tensor(name).map_err(|e| self.weight_err(name, format!("unreadable: {e}")))?;
+        let shape = view.info().shape_usize();
+        if shape != [len] {
+            return Err(self.weight_err(name, format!("has shape {shape:?}, expected [{len}]")));
+        }
+        view.to_f32_vec().map_err(|e| self.weight_err(name, e.to_string()))
+    }
+}
+
+type Planned<'f> = (Op<'f>, Vec<usize>, usize);
+
+/// Checks one layer and returns its op, output shape and scratch need.
+fn plan_layer<'f>(
+    cx: &Cx<'_>,
+    file: &'f LsqFile<'_>,
+    op_name: &'static str,
+    ins: &[&[usize]],
+) -> Result<Planned<'f>, RuntimeError> {
+    let unary = |u: Unary| -> Result<Planned<'f>, RuntimeError> {
+        cx.inputs(ins, 1)?;
+        cx.weights(0, 0, "[]")?;
+        Ok((Op::Unary(u), ins[0].to_vec(), 0))
+    };
+    match op_name {
+        "relu" | "relu6" | "sigmoid" | "tanh" | "gelu" | "gelu_tanh" | "silu" | "hardsigmoid"
+        | "hardswish" => {
+            cx.allow_attrs(&[])?;
+            unary(match op_name {
+                "relu" => Unary::Relu,
+                "relu6" => Unary::Relu6,
+                "sigmoid" => Unary::Sigmoid,
+                "tanh" => Unary::Tanh,
+                "gelu" => Unary::Gelu,
+                "gelu_tanh" => Unary::GeluTanh,
+                "silu" => Unary::Silu,
+                "hardsigmoid" => Unary::Hardsigmoid,
+                _ => Unary::Hardswish,
+            })
+        }
+        "leaky_relu" => {
+            cx.allow_attrs(&["alpha"])?;
+            unary(Unary::LeakyRelu(cx.float("alpha", 0.01)?))
+        }
+        "linear" => plan_linear(cx, file, ins),
+        "conv2d" => plan_conv2d(cx, file, ins),
+        "conv1d" => plan_conv1d(cx, file, ins),
+        "softmax" => {
+            cx.allow_attrs(&[])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let axis = last_dim(cx, ins[0])?;
+            Ok((Op::Softmax { axis }, ins[0].to_vec(), 0))
+        }
+        "layer_norm" => {
+            cx.allow_attrs(&["eps"])?;
+            cx.inputs(ins, 1)?;
+            let names = cx.weights(2, 2, "[gamma, beta]")?;
+            let axis = last_dim(cx, ins[0])?;
+            let eps = cx.float("eps", 1e-5)?;
+            if eps < 0.0 {
+                return Err(cx.attr_err("eps", format!("is {eps}, must be >= 0")));
+            }
+            let gamma = cx.vector(file, &names[0], axis)?;
+            let beta = cx.vector(file, &names[1], axis)?;
+            Ok((Op::LayerNorm { gamma, beta, eps, axis }, ins[0].to_vec(), 0))
+        }
+        "batch_norm" => {
+            cx.allow_attrs(&["eps"])?;
+            cx.inputs(ins, 1)?;
+            let names = cx.weights(4, 4, "[gamma, beta, running_mean, running_var]")?;
+            let shape = ins[0];
+            if shape.len() < 2 {
+                return Err(cx.shape(format!("input has shape {shape:?}, expected [n, c, ...]")));
+            }
+            let c = shape[1];
+            let eps = cx.float("eps", 1e-5)?;
+            if eps < 0.0 {
+                return Err(cx.attr_err("eps", format!("is {eps}, must be >= 0")));
+            }
+            let gamma = cx.vector(file, &names[0], c)?;
+            let beta = cx.vector(file, &names[1], c)?;
+            let mean = cx.vector(file, &names[2], c)?;
+            let var = cx.vector(file, &names[3], c)?;
+            // The same fold as lsqr_kernels::batch_norm.
+            let scale: Vec<f32> =
+                gamma.iter().zip(&var).map(|(&g, &v)| g / (v + eps).sqrt()).collect();
+            let shift =
+                beta.iter().zip(&mean).zip(&scale).map(|((&b, &m), &s)| b - m * s).collect();
+            let plane = element_count(&shape[2..])?;
+            Ok((Op::BatchNorm { scale, shift, plane }, shape.to_vec(), 0))
+        }
+        "max_pool2d" | "avg_pool2d" => {
+            cx.allow_attrs(&["kernel", "stride", "padding"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let input = cx.rank::<4>(ins[0])?;
+            let kernel = cx.pair("kernel", None)?;
+            let pool = Pool2d {
+                kernel,
+                stride: cx.pair("stride", Some(kernel))?,
+                padding: cx.pair("padding", Some([0, 0]))?,
+            };
+            let out = pool.output_shape(input).map_err(|e| cx.shape(e.to_string()))?;
+            let op = if op_name == "max_pool2d" {
+                Op::MaxPool { pool, input }
+            } else {
+                Op::AvgPool { pool, input }
+            };
+            Ok((op, out.to_vec(), 0))
+        }
+        "global_avg_pool2d" => {
+            cx.allow_attrs(&[])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let input = cx.rank::<4>(ins[0])?;
+            if input[2] == 0 || input[3] == 0 {
+                return Err(cx.shape(format!("input has shape {input:?}: empty spatial plane")));
+            }
+            Ok((Op::GlobalAvgPool { input }, vec![input[0], input[1], 1, 1], 0))
+        }
+        "add" | "mul" => {
+            cx.allow_attrs(&[])?;
+            cx.inputs(ins, 2)?;
+            cx.weights(0, 0, "[]")?;
+            let out = broadcast_shape(ins[0], ins[1]).map_err(|_| {
+                cx.shape(format!("inputs of shapes {:?} and {:?} do not broadcast", ins[0], ins[1]))
+            })?;
+            Ok((if op_name == "add" { Op::Add } else { Op::Mul }, out, 0))
+        }
+        "flatten" => {
+            cx.allow_attrs(&["start_dim"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let shape = ins[0];
+            let start = cx.int("start_dim", Some(1))?;
+            if start >= shape.len().max(1) {
+                return Err(cx.attr_err(
+                    "start_dim",
+                    format!("is {start}, the input has rank {}", shape.len()),
+                ));
+            }
+            let mut out = shape[..start].to_vec();
+            out.push(element_count(&shape[start..])?);
+            Ok((Op::Copy, out, 0))
+        }
+        "reshape" => {
+            cx.allow_attrs(&["shape"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let out = reshape(cx, ins[0])?;
+            Ok((Op::Copy, out, 0))
+        }
+        _ => Err(RuntimeError::UnsupportedOp { layer: cx.index, op: op_name.into() }),
+    }
+}
+
+fn last_dim(cx: &Cx<'_>, shape: &[usize]) -> Result<usize, RuntimeError> {
+    shape
+        .last()
+        .copied()
+        .ok_or_else(|| cx.shape("input is a scalar; the op works on its last axis".into()))
+}
+
+/// `reshape`'s `shape` attribute: an IntList where one dim may be -1
+/// (inferred from the element count).
+fn reshape(cx: &Cx<'_>, input: &[usize]) -> Result<Vec<usize>, RuntimeError> {
+    let Some(Value::IntList(dims)) = cx.layer.attr("shape") else {
+        return Err(cx.attr_err("shape", "is required, an IntList"));
+    };
+    let count = element_count(input)?;
+    let mut known = 1usize;
+    let mut infer = None;
+    for (i, &d) in dims.iter().enumerate() {
+        if d == -1 && infer.is_none() {
+            infer = Some(i);
+        } else {
+            known = known
+                .checked_mul(cx.usize_of("shape", d)?)
+                .ok_or(RuntimeError::TooLarge { what: "a reshape" })?;
+        }
+    }
+    let mut out: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
+    match infer {
+        Some(i) if known != 0 && count % known == 0 => out[i] = count / known,
+        None if known == count => {}
+        _ => {
+            return Err(cx.attr_err(
+                "shape",
+                format!("{dims:?} does not hold the {count} values of input shape {input:?}"),
+            ))
+        }
+    }
+    Ok(out)
+}
+
+fn plan_linear<'f>(
+    cx: &Cx<'_>,
+    file: &'f LsqFile<'_>,
+    ins: &[&[usize]],
+) -> Result<Planned<'f>, RuntimeError> {
+    cx.allow_attrs(&[])?;
+    cx.inputs(ins, 1)?;
+    let names = cx.weights(1, 2, "[w] or [w, b]")?;
+    let w = cx.weight(file, &names[0], 2, "[out, in]")?;
+    let [out_f, in_f] = [w.shape()[0], w.shape()[1]];
+    let shape = ins[0];
+    if shape.last() != Some(&in_f) {
+        return Err(cx.shape(format!(
+            "input `{}` has shape {shape:?}, but weight `{}` is {:?}: the last dim must be {in_f}",
+            cx.layer.inputs[0],
+            names[0],
+            w.shape()
+        )));
+    }
+    let bias = names.get(1).map(|b| cx.vector(file, b, out_f)).transpose()?;
+    let batch = element_count(&shape[..shape.len() - 1])?;
+    let mut out = shape.to_vec();
+    *out.last_mut().expect("rank >= 1") = out_f;
+    let scratch = match &w {
+        Weight::Packed(p) => linear_scratch_len(p, batch),
+        Weight::F32 { .. } => 0,
+    };
+    Ok((Op::Linear { w, bias, batch }, out, scratch))
+}
+
+fn plan_conv2d<'f>(
+    cx: &Cx<'_>,
+    file: &'f LsqFile<'_>,
+    ins: &[&[usize]],
+) -> Result<Planned<'f>, RuntimeError> {
+    cx.allow_attrs(&["stride", "padding", "dilation", "groups"])?;
+    cx.inputs(ins, 1)?;
+    let names = cx.weights(1, 2, "[w] or [w, b]")?;
+    let input = cx.rank::<4>(ins[0])?;
+    let w = cx.weight(file, &names[0], 4, "[out, in / groups, kh, kw]")?;
+    let params = Conv2dParams {
+        stride: cx.pair("stride", Some([1, 1]))?,
+        padding: cx.pair("padding", Some([0, 0]))?,
+        dilation: cx.pair("dilation", Some([1, 1]))?,
+        groups: cx.int("groups", Some(1))?,
+    };
+    let ws: [usize; 4] = w.shape().try_into().expect("rank checked");
+    let out = conv_output_shape(input, ws, &params)
+        .map_err(|p| cx.shape(format!("input {input:?} with weight `{}` {ws:?}: {p}", names[0])))?;
+    let bias = names.get(1).map(|b| cx.vector(file, b, ws[0])).transpose()?;
+    let scratch = match &w {
+        Weight::Packed(p) => {
+            conv2d_scratch_len(p, input, &params).map_err(|e| cx.shape(e.to_string()))?
+        }
+        Weight::F32 { .. } => 0,
+    };
+    Ok((Op::Conv2d { w, bias, params, input }, out.to_vec(), scratch))
+}
+
+fn plan_conv1d<'f>(
+    cx: &Cx<'_>,
+    file: &'f LsqFile<'_>,
+    ins: &[&[usize]],
+) -> Result<Planned<'f>, RuntimeError> {
+    cx.allow_attrs(&["stride", "padding", "dilation", "groups"])?;
+    cx.inputs(ins, 1)?;
+    let names = cx.weights(1, 2, "[w] or [w, b]")?;
+    let input = cx.rank::<3>(ins[0])?;
+    let w = cx.weight(file, &names[0], 3, "[out, in / groups, k]")?;
+    let params = Conv1dParams {
+        stride: cx.int("stride", Some(1))?,
+        padding: cx.int("padding", Some(0))?,
+        dilation: cx.int("dilation", Some(1))?,
+        groups: cx.int("groups", Some(1))?,
+    };
+    let ws = w.shape();
+    let p2 = conv1d_as_2d(&params);
+    let [n, c, _, l] =
+        conv_output_shape([input[0], input[1], 1, input[2]], [ws[0], ws[1], 1, ws[2]], &p2)
+            .map_err(|p| {
+                cx.shape(format!("input {input:?} with weight `{}` {ws:?}: {p}", names[0]))
+            })?;
+    let bias = names.get(1).map(|b| cx.vector(file, b, ws[0])).transpose()?;
+    let scratch = match &w {
+        Weight::Packed(p) => {
+            conv1d_scratch_len(p, input, &params).map_err(|e| cx.shape(e.to_string()))?
+        }
+        Weight::F32 { .. } => 0,
+    };
+    Ok((Op::Conv1d { w, bias, params, input }, vec![n, c, l], scratch))
+}
+
+/// A conv1d on `[n, c, l]` is a conv2d on `[n, c, 1, l]`.
+pub(super) fn conv1d_as_2d(p: &Conv1dParams) -> Conv2dParams {
+    Conv2dParams {
+        stride: [1, p.stride],
+        padding: [0, p.padding],
+        dilation: [1, p.dilation],
+        groups: p.groups,
+    }
+}
+
+/// The NCHW output shape of a convolution, with PyTorch's rules, checked
+/// (the same checks as lsqr-kernels' conv, which f32 weights bypass).
+pub(super) fn conv_output_shape(
+    input: [usize; 4],
+    weight: [usize; 4],
+    p: &Conv2dParams,
+) -> Result<[usize; 4], &'static str> {
+    let [n, cin, h, w] = input;
+    let [cout, cin_g, kh, kw] = weight;
+    if p.groups == 0 || p.stride.contains(&0) || p.dilation.contains(&0) {
+        return Err("groups, stride and dilation must be at least 1");
+    }
+    if kh == 0 || kw == 0 {
+        return Err("the kernel must be at least 1x1");
+    }
+    if cin % p.groups != 0 || cout % p.groups != 0 || cin / p.groups != cin_g {
+        return Err("channels do not match: the weight must be [out, in / groups, kh, kw] with \
+                    in and out multiples of groups");
+    }
+    let out_len = |len: usize, pad: usize, dil: usize, k: usize, stride: usize| {
+        let padded = len.checked_add(pad.checked_mul(2)?)?;
+        let span = dil.checked_mul(k - 1)?.checked_add(1)?;
+        padded.checked_sub(span).map(|d| d / stride + 1)
+    };
+    let oh = out_len(h, p.padding[0], p.dilation[0], kh, p.stride[0]);
+    let ow = out_len(w, p.padding[1], p.dilation[1], kw, p.stride[1]);
+    match (oh, ow) {
+        (Some(oh), Some(ow)) => Ok([n, cout, oh, ow]),
+        _ => Err("the dilated kernel is larger than the padded input"),
+    }
+}
