@@ -12,7 +12,7 @@
 //! - C = 5: four `vpermps` and three blends on bits 3 and 4;
 //! - a sign-magnitude table (top half = bottom half negated, as `log` and
 //!   `fp` are) looks up only the magnitudes and flips the sign with one
-//!   xor: C = 4 takes one `vpermps`, C = 5 two, C = 6 four;
+//!   xor: C = 4 takes one `vpermps`, C = 5 two;
 //! - C = 6..=8: eight scalar table loads (64..256 entries have no
 //!   register form on AVX2, and `vgatherdps`, microcode on Zen 3, measured
 //!   about half as fast).
@@ -59,8 +59,7 @@ pub(crate) unsafe fn gemv(w: &PackedRows<'_>, x: &[f32], y: &mut [f32]) -> usize
             (4, true) => gemv_c::<4, true>(w, x, y),
             (5, false) => gemv_c::<5, false>(w, x, y),
             (5, true) => gemv_c::<5, true>(w, x, y),
-            (6, false) => gemv_c::<6, false>(w, x, y),
-            (6, true) => gemv_c::<6, true>(w, x, y),
+            (6, _) => gemv_c::<6, false>(w, x, y),
             (7, _) => gemv_c::<7, false>(w, x, y),
             _ => gemv_c::<8, false>(w, x, y),
         }
@@ -196,10 +195,13 @@ unsafe fn scalar8<const C: u32>(t: &Table, p: *const u8) -> __m256 {
     }
 }
 
-/// Whether the look-up runs from registers (at most 32 distinct entries)
-/// rather than by scalar loads.
-const fn registers<const C: u32, const S: bool>() -> bool {
-    C <= 5 || (C == 6 && S)
+/// Whether the look-up runs from registers rather than by scalar loads.
+/// llvm-mca's Zen 3 model, in cycles per 32 weights of the four-row loop:
+/// C <= 3: 8.2; C = 4: 11.4 (10.4 sign-magnitude); C = 5: 22.8 (19.1);
+/// C = 6 sign-magnitude from registers would be 31.3, against 22-24 for the
+/// scalar loads at C = 6..8. So registers up to C = 5.
+const fn registers<const C: u32>() -> bool {
+    C <= 5
 }
 
 /// Horizontal sum of eight lanes.
@@ -277,7 +279,7 @@ unsafe fn rows<const C: u32, const R: usize, const S: bool>(
                 let xv = _mm256_loadu_ps(x.as_ptr().add(c));
                 for q in 0..R {
                     let p = base.add((r + q) * rb + c / 8 * chunk);
-                    let v = if registers::<C, S>() {
+                    let v = if registers::<C>() {
                         lookup::<C, S>(t, codes8::<C>(p))
                     } else {
                         scalar8::<C>(t, p)
@@ -326,8 +328,7 @@ pub(crate) unsafe fn decode(w: &PackedRows<'_>, start: usize, out: &mut [f32]) -
             (4, true) => decode_c::<4, true>(w, start, out),
             (5, false) => decode_c::<5, false>(w, start, out),
             (5, true) => decode_c::<5, true>(w, start, out),
-            (6, false) => decode_c::<6, false>(w, start, out),
-            (6, true) => decode_c::<6, true>(w, start, out),
+            (6, _) => decode_c::<6, false>(w, start, out),
             (7, _) => decode_c::<7, false>(w, start, out),
             _ => decode_c::<8, false>(w, start, out),
         }
@@ -369,7 +370,7 @@ unsafe fn decode_c<const C: u32, const S: bool>(
             // 16-byte aligned (`stream`, and e - start is a multiple of 8).
             unsafe {
                 let p = w.packed.as_ptr().add(e / 8 * C as usize);
-                let v = if registers::<C, S>() {
+                let v = if registers::<C>() {
                     lookup::<C, S>(&t, codes8::<C>(p))
                 } else {
                     scalar8::<C>(&t, p)
