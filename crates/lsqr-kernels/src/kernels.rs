@@ -62,6 +62,12 @@ pub struct Kernels {
     /// `group` consecutive elements (the last may be short): a whole row of
     /// a packed weight in one call.
     pub(crate) dot_codes_grouped: DotCodesFn,
+    /// The register-tile micro-kernel of the blocked GEMM (`crate::gemm`).
+    pub(crate) gemm_tile: crate::gemm::TileFn,
+    /// Codes to f32 through the decode table, times one scale.
+    pub(crate) decode_codes: crate::gemm::DecodeFn,
+    /// One channel plane of a depthwise convolution.
+    pub(crate) depthwise_plane: crate::conv::DwFn,
 }
 
 impl fmt::Debug for Kernels {

@@ -71,6 +71,7 @@ extern crate std;
 mod arch;
 pub mod conv;
 mod error;
+mod gemm;
 mod kernels;
 pub mod packed;
 mod shape;
@@ -100,6 +101,43 @@ pub mod paths {
     /// The path the crate-level functions use.
     pub fn active() -> &'static Kernels {
         Kernels::active()
+    }
+
+    /// Batch-N [`crate::packed::linear`] on the given path (`batch > 1`
+    /// runs the blocked GEMM with that path's micro-kernel and decoder).
+    pub fn linear_with(
+        kern: &Kernels,
+        w: &crate::packed::PackedWeight<'_>,
+        bias: Option<&[f32]>,
+        x: &[f32],
+        batch: usize,
+        y: &mut [f32],
+    ) -> Result<(), crate::OpError> {
+        let mut scratch = alloc::vec![0.0; crate::packed::linear_scratch_len(w, batch)];
+        crate::packed::linear_with(kern, w, bias, x, batch, y, &mut scratch)
+    }
+
+    /// [`crate::conv::conv2d`] on the given path.
+    pub fn conv2d_with(
+        kern: &Kernels,
+        w: &crate::packed::PackedWeight<'_>,
+        bias: Option<&[f32]>,
+        input: &[f32],
+        input_shape: [usize; 4],
+        params: &crate::conv::Conv2dParams,
+    ) -> Result<(alloc::vec::Vec<f32>, [usize; 4]), crate::OpError> {
+        crate::conv::conv2d_with(kern, w, bias, input, input_shape, params)
+    }
+
+    /// The direct (naive) conv2d: the oracle of the fast paths.
+    pub fn conv2d_reference(
+        w: &crate::packed::PackedWeight<'_>,
+        bias: Option<&[f32]>,
+        input: &[f32],
+        input_shape: [usize; 4],
+        params: &crate::conv::Conv2dParams,
+    ) -> Result<(alloc::vec::Vec<f32>, [usize; 4]), crate::OpError> {
+        crate::conv::reference_conv2d(w, bias, input, input_shape, params)
     }
 
     /// The raw portable kernels (no validation; they stop at the shortest

@@ -1,11 +1,14 @@
 //! Operators on packed low-bit weights: decode and multiply without ever
 //! expanding the whole weight to f32.
 //!
-//! This is the portable reference path. A weight is used in its row view
-//! `[dim0, product of the other dims]` (so a linear weight is `[out, in]`);
-//! each row is decoded from its packed codes into a row-sized buffer, a
-//! group at a time, and used there. SIMD paths will be tested against
-//! these functions.
+//! A weight is used in its row view `[dim0, product of the other dims]` (so
+//! a linear weight is `[out, in]`). Batch 1 multiplies straight from the
+//! codes (`gemv`); larger batches decode a cache-sized block of rows at a
+//! time into scratch and run the blocked GEMM of [`crate::gemm`] on it, so
+//! each weight element is decoded once per call (per 256 batch rows), never
+//! the whole weight at once. A weight may also be plain f32
+//! ([`PackedWeight::from_f32`]: raw tensors of a `.lsq` file), which the
+//! GEMM reads in place.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -26,20 +29,46 @@ enum ScaleMode {
     PerGroup(usize),
 }
 
-/// A quantized weight ready for the kernels: packed codes borrowed from the
-/// file, the codebook's decode table, and the scales decoded to f32 once
-/// (4 bytes per group: for groups of 64, half a bit per weight of extra
-/// memory, the documented cost of not converting f16 in the inner loop).
+/// A weight ready for the kernels: either quantized (packed codes borrowed
+/// from the file, the codebook's decode table, and the scales decoded to
+/// f32 once: 4 bytes per group, for groups of 64 half a bit per weight of
+/// extra memory, the documented cost of not converting f16 in the inner
+/// loop) or plain f32 borrowed as is.
 #[derive(Debug, Clone)]
 pub struct PackedWeight<'a> {
     shape: Vec<usize>,
     rows: usize,
     cols: usize,
+    storage: Storage<'a>,
+}
+
+/// How a weight's values are stored.
+#[derive(Debug, Clone)]
+pub(crate) enum Storage<'a> {
+    /// C-bit codes, decode table and scales.
+    Quantized(Quantized<'a>),
+    /// Row-major f32 values of the row view (`rows * cols` of them).
+    Plain(&'a [f32]),
+}
+
+/// The parts of a quantized weight.
+#[derive(Debug, Clone)]
+pub(crate) struct Quantized<'a> {
     bits: u32,
     packed: &'a [u8],
     table: Vec<f32>,
     mode: ScaleMode,
     scales: Vec<f32>,
+}
+
+/// `(rows, cols)` of the row view of `shape`, and its element count.
+fn row_view(shape: &[usize]) -> Option<(usize, usize, usize)> {
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    let (rows, cols) = match shape {
+        [] | [_] => (1, count),
+        [d0, ..] => (*d0, if *d0 == 0 { 0 } else { count / d0 }),
+    };
+    Some((rows, cols, count))
 }
 
 const OP: &str = "packed weight";
@@ -74,14 +103,7 @@ impl<'a> PackedWeight<'a> {
         if !(1..=16).contains(&bits) || table.len() != 1usize << bits {
             return Err(bad("the decode table must have 2^C entries, C in 1..=16"));
         }
-        let count = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or(bad("element count overflows"))?;
-        let (rows, cols) = match shape {
-            [] | [_] => (1, count),
-            [d0, ..] => (*d0, if *d0 == 0 { 0 } else { count / d0 }),
-        };
+        let (rows, cols, count) = row_view(shape).ok_or(bad("element count overflows"))?;
         let needed =
             lsqr_pack::packed_len(count, bits).map_err(|_| bad("packed length overflows"))?;
         if packed.len() < needed {
@@ -109,7 +131,35 @@ impl<'a> PackedWeight<'a> {
                 actual: scales.len(),
             });
         }
-        Ok(Self { shape: shape.to_vec(), rows, cols, bits, packed, table, mode, scales })
+        let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales });
+        Ok(Self { shape: shape.to_vec(), rows, cols, storage })
+    }
+
+    /// A plain (unquantized) f32 weight of `shape`, borrowed: raw tensors
+    /// of a `.lsq` file are stored this way, and the operators must run on
+    /// them as on quantized ones. `decode_row` copies; the GEMM reads the
+    /// values in place.
+    pub fn from_f32(data: &'a [f32], shape: &[usize]) -> Result<Self, OpError> {
+        let (rows, cols, count) = row_view(shape)
+            .ok_or(OpError::BadParameter { op: OP, reason: "element count overflows" })?;
+        if data.len() != count {
+            return Err(OpError::LengthMismatch {
+                op: OP,
+                what: "data",
+                expected: count,
+                actual: data.len(),
+            });
+        }
+        Ok(Self { shape: shape.to_vec(), rows, cols, storage: Storage::Plain(data) })
+    }
+
+    /// Whether the weight holds C-bit codes (`false`: plain f32).
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.storage, Storage::Quantized(_))
+    }
+
+    pub(crate) fn storage(&self) -> &Storage<'a> {
+        &self.storage
     }
 
     /// The weight's full shape (`[out, in]` for linear, `[out, in / groups,
@@ -128,20 +178,6 @@ impl<'a> PackedWeight<'a> {
         self.cols
     }
 
-    /// The column ranges of row `r` that share a scale, with that scale.
-    fn segments(&self, r: usize) -> impl Iterator<Item = (usize, usize, f32)> + '_ {
-        let (len, first) = match self.mode {
-            ScaleMode::One => (self.cols.max(1), 0),
-            ScaleMode::PerRow => (self.cols.max(1), r),
-            ScaleMode::PerGroup(g) => (g, r * self.cols.div_ceil(g)),
-        };
-        let per_segment = matches!(self.mode, ScaleMode::PerGroup(_));
-        (0..self.cols.div_ceil(len)).map(move |k| {
-            let scale = self.scales[if per_segment { first + k } else { first }];
-            (k * len, ((k + 1) * len).min(self.cols), scale)
-        })
-    }
-
     /// Decodes row `r` into `out` (`cols` values).
     pub fn decode_row(&self, r: usize, out: &mut [f32]) -> Result<(), OpError> {
         if r >= self.rows || out.len() != self.cols {
@@ -152,23 +188,64 @@ impl<'a> PackedWeight<'a> {
                 actual: out.len(),
             });
         }
-        let mut codes = [0u16; 256];
-        for (c0, c1, scale) in self.segments(r) {
-            let mut c = c0;
-            while c < c1 {
-                let n = (c1 - c).min(codes.len());
-                lsqr_pack::unpack_from(self.packed, self.bits, r * self.cols + c, &mut codes[..n])
-                    .map_err(|_| OpError::BadParameter {
-                        op: OP,
-                        reason: "packed codes are truncated",
-                    })?;
-                for (o, &code) in out[c..c + n].iter_mut().zip(&codes[..n]) {
-                    *o = self.table[usize::from(code)] * scale;
-                }
-                c += n;
+        self.decode_range(crate::Kernels::active(), r, 0, out)
+    }
+
+    /// Decodes columns `c0..c0 + out.len()` of row `r` into `out` with
+    /// `kern`'s decode kernel (exactly `table[code] * scale` on every
+    /// path). The codes are unpacked 256 at a time and decoded a scale
+    /// segment at a time, so a block of a row costs one unpack call, not
+    /// one per group.
+    pub(crate) fn decode_range(
+        &self,
+        kern: &crate::Kernels,
+        r: usize,
+        c0: usize,
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        let end = c0
+            .checked_add(out.len())
+            .filter(|&e| r < self.rows && e <= self.cols)
+            .ok_or(OpError::BadParameter { op: OP, reason: "decoded range outside the weight" })?;
+        let q = match &self.storage {
+            Storage::Plain(data) => {
+                out.copy_from_slice(&data[r * self.cols + c0..r * self.cols + end]);
+                return Ok(());
             }
+            Storage::Quantized(q) => q,
+        };
+        let mut codes = [0u16; 256];
+        let mut c = c0;
+        while c < end {
+            let n = (end - c).min(codes.len());
+            lsqr_pack::unpack_from(q.packed, q.bits, r * self.cols + c, &mut codes[..n]).map_err(
+                |_| OpError::BadParameter { op: OP, reason: "packed codes are truncated" },
+            )?;
+            let mut i = 0;
+            while i < n {
+                let (scale, seg_end) = q.scale_at(self.cols, r, c + i);
+                let m = seg_end.min(c + n) - (c + i);
+                (kern.decode_codes)(&q.table, &codes[i..i + m], scale, &mut out[c + i - c0..][..m]);
+                i += m;
+            }
+            c += n;
         }
         Ok(())
+    }
+}
+
+impl Quantized<'_> {
+    /// The scale of element `c` of row `r` (of a weight with `cols`
+    /// columns), and the end of the column range sharing it.
+    fn scale_at(&self, cols: usize, r: usize, c: usize) -> (f32, usize) {
+        match self.mode {
+            ScaleMode::One => (self.scales.first().copied().unwrap_or(1.0), cols),
+            ScaleMode::PerRow => (self.scales[r], cols),
+            ScaleMode::PerGroup(g) => {
+                let k = c / g;
+                (self.scales[r * cols.div_ceil(g) + k], ((k + 1) * g).min(cols))
+            }
+        }
     }
 }
 
@@ -193,14 +270,56 @@ pub fn dequantize_into(w: &PackedWeight<'_>, out: &mut [f32]) -> Result<(), OpEr
 }
 
 /// `y = x · Wᵀ + b` for `batch` rows of `x` (`[batch, in]`), with `W` the
-/// packed `[out, in]` weight, into `y` (`[batch, out]`). Each weight row is
-/// decoded once and used for every row of `x`.
+/// packed `[out, in]` weight, into `y` (`[batch, out]`). Allocates the
+/// scratch [`linear_into`] needs; see there.
 pub fn linear(
     w: &PackedWeight<'_>,
     bias: Option<&[f32]>,
     x: &[f32],
     batch: usize,
     y: &mut [f32],
+) -> Result<(), OpError> {
+    let mut scratch = vec![0.0f32; linear_scratch_len(w, batch)];
+    linear_into(w, bias, x, batch, y, &mut scratch)
+}
+
+/// The `f32` scratch [`linear_into`] needs at this batch size: none at
+/// batch 1 (the GEMV multiplies from the codes) nor for an empty weight;
+/// otherwise one packed block of `x` and one decoded block of rows (at
+/// most 256·256 + 72·256 values, whatever the sizes).
+pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
+    if batch <= 1 {
+        return 0;
+    }
+    crate::gemm::scratch_len(w.rows, w.cols, batch)
+}
+
+/// [`linear`] into caller buffers; `scratch` holds at least
+/// [`linear_scratch_len`] values. Allocates nothing at batch > 1 (batch 1
+/// runs the GEMV, which keeps its own row of codes).
+///
+/// Batch > 1: `y` starts as the bias, then the blocked GEMM adds
+/// `x · Wᵀ` block by block, `W` decoded 72 rows × 256 columns at a time.
+pub fn linear_into(
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    linear_with(crate::Kernels::active(), w, bias, x, batch, y, scratch)
+}
+
+/// [`linear_into`] on a given code path.
+pub(crate) fn linear_with(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
 ) -> Result<(), OpError> {
     let (out_features, in_features) = (w.rows, w.cols);
     let check = |what, expected: Option<usize>, actual| match expected {
@@ -213,18 +332,43 @@ pub fn linear(
     if let Some(b) = bias {
         check("bias", Some(out_features), b.len())?;
     }
-    if batch == 1 {
-        return gemv(w, bias, x, y);
+    let needed = linear_scratch_len(w, batch);
+    if scratch.len() < needed {
+        return Err(OpError::LengthMismatch {
+            op: "linear",
+            what: "scratch",
+            expected: needed,
+            actual: scratch.len(),
+        });
     }
-    let mut row = vec![0.0f32; in_features];
-    for r in 0..out_features {
-        w.decode_row(r, &mut row)?;
-        let b = bias.map_or(0.0, |b| b[r]);
-        for n in 0..batch {
-            y[n * out_features + r] = dot(&row, &x[n * in_features..(n + 1) * in_features]) + b;
+    if batch == 1 {
+        return match &w.storage {
+            Storage::Quantized(q) => gemv(w, q, bias, x, y),
+            Storage::Plain(data) => {
+                for (r, out) in y.iter_mut().enumerate() {
+                    let row = &data[r * in_features..(r + 1) * in_features];
+                    *out = bias.map_or(0.0, |b| b[r]) + dot(row, x);
+                }
+                Ok(())
+            }
+        };
+    }
+    if out_features == 0 || batch == 0 {
+        return Ok(());
+    }
+    for y_row in y.chunks_exact_mut(out_features) {
+        match bias {
+            Some(b) => y_row.copy_from_slice(b),
+            None => y_row.fill(0.0),
         }
     }
-    Ok(())
+    // C = Wᵀ-shaped: C[o, b] = y[b * out + o] (row stride 1, column stride
+    // out); B[p, b] = x[b, p], packed panel by panel.
+    let pack_x = |pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, out: &mut [f32]| {
+        crate::gemm::pack_rows_transposed(x, in_features, pc, kc, jc, nc, nr, out)
+    };
+    let c = crate::gemm::Out { data: y, rs: 1, cs: out_features };
+    crate::gemm::gemm(kern, w, 0, out_features, batch, &pack_x, c, &mut scratch[..needed])
 }
 
 /// Batch 1: each row's codes are unpacked at once (lsqr-pack's SIMD
@@ -232,25 +376,26 @@ pub fn linear(
 /// at a time (`Kernels::dot_codes_grouped`); no weight is written as f32.
 fn gemv(
     w: &PackedWeight<'_>,
+    q: &Quantized<'_>,
     bias: Option<&[f32]>,
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), OpError> {
     let kernel = crate::Kernels::active().dot_codes_grouped;
     let mut codes = vec![0u16; w.cols];
-    let one = [w.scales.first().copied().unwrap_or(1.0)];
+    let one = [q.scales.first().copied().unwrap_or(1.0)];
     for (r, out) in y.iter_mut().enumerate() {
-        lsqr_pack::unpack_from(w.packed, w.bits, r * w.cols, &mut codes)
+        lsqr_pack::unpack_from(q.packed, q.bits, r * w.cols, &mut codes)
             .map_err(|_| OpError::BadParameter { op: OP, reason: "packed codes are truncated" })?;
-        let (scales, group): (&[f32], usize) = match w.mode {
+        let (scales, group): (&[f32], usize) = match q.mode {
             ScaleMode::One => (&one, w.cols.max(1)),
-            ScaleMode::PerRow => (&w.scales[r..r + 1], w.cols.max(1)),
+            ScaleMode::PerRow => (&q.scales[r..r + 1], w.cols.max(1)),
             ScaleMode::PerGroup(g) => {
                 let per_row = w.cols.div_ceil(g);
-                (&w.scales[r * per_row..(r + 1) * per_row], g)
+                (&q.scales[r * per_row..(r + 1) * per_row], g)
             }
         };
-        *out = bias.map_or(0.0, |b| b[r]) + kernel(&w.table, &codes, x, scales, group);
+        *out = bias.map_or(0.0, |b| b[r]) + kernel(&q.table, &codes, x, scales, group);
     }
     Ok(())
 }

@@ -38,6 +38,9 @@ pub(crate) static SCALAR: Kernels = Kernels {
     layer_norm: generic::layer_norm,
     matmul: generic::matmul,
     dot_codes_grouped: generic::dot_codes_grouped,
+    gemm_tile: crate::gemm::tile_portable,
+    decode_codes: crate::gemm::decode_portable,
+    depthwise_plane: crate::conv::depthwise_portable,
 };
 
 const UNKNOWN: u8 = 0;

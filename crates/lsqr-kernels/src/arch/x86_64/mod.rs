@@ -1,6 +1,7 @@
 //! x86-64 paths: the AVX2+FMA kernel table.
 
 pub(crate) mod avx2;
+pub(crate) mod gemm;
 
 use crate::kernels::Kernels;
 
@@ -82,6 +83,56 @@ mod safe {
     }
 }
 
+/// Safe wrappers over the GEMM and depthwise kernels, same contract as
+/// [`safe`]: reachable only through [`AVX2`].
+mod safe_gemm {
+    use super::gemm;
+    use crate::conv::DwPlane;
+    use crate::gemm::TILE;
+
+    pub(super) fn gemm_tile(
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        kc: usize,
+        mr: usize,
+        nr: usize,
+        out: &mut [f32; TILE],
+    ) {
+        let max_rows = match nr {
+            16 => 6,
+            8 => 12,
+            _ => 0,
+        };
+        let a_fits = (mr.saturating_sub(1))
+            .checked_mul(lda)
+            .and_then(|s| s.checked_add(kc))
+            .is_some_and(|e| e <= a.len());
+        let b_fits = kc.checked_mul(nr).is_some_and(|e| e <= b.len());
+        if mr == 0 || mr > max_rows || kc == 0 || !a_fits || !b_fits {
+            return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
+        }
+        // SAFETY: AVX2 and FMA were detected (only the AVX2 table reaches
+        // here); the extents of a, b and out were checked just above
+        // (mr * nr <= 96 <= TILE).
+        unsafe { gemm::tile(a, lda, b, kc, mr, nr, out) }
+    }
+
+    pub(super) fn decode_codes(table: &[f32], codes: &[u16], scale: f32, out: &mut [f32]) {
+        if !table.len().is_power_of_two() {
+            return crate::gemm::decode_portable(table, codes, scale, out);
+        }
+        // SAFETY: AVX2 and FMA were detected; the table length is a power
+        // of two, so masked codes index inside it.
+        unsafe { gemm::decode(table, codes, scale, out) }
+    }
+
+    pub(super) fn depthwise_plane(p: &DwPlane<'_>, out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA were detected; the body is safe code.
+        unsafe { gemm::depthwise_plane(p, out) }
+    }
+}
+
 /// The AVX2+FMA kernel table. Only `crate::arch` may hand it out, after
 /// detection.
 pub(crate) static AVX2: Kernels = Kernels {
@@ -105,6 +156,9 @@ pub(crate) static AVX2: Kernels = Kernels {
     layer_norm: safe::layer_norm,
     matmul: safe::matmul,
     dot_codes_grouped: safe::dot_codes_grouped,
+    gemm_tile: safe_gemm::gemm_tile,
+    decode_codes: safe_gemm::decode_codes,
+    depthwise_plane: safe_gemm::depthwise_plane,
 };
 
 #[cfg(all(test, feature = "std"))]
