@@ -15,9 +15,10 @@
 //!   channel would copy every pixel `kh kw` times for a handful of FLOPs;
 //! - everything else: per image and group, the blocked GEMM of
 //!   `crate::gemm` with the group's filters as `A` (decoded 72 × 256 at a
-//!   time) and im2col patches as `B`, built block by block straight into
-//!   the GEMM's packed panel layout (256 pixels × 256 taps at most), so
-//!   the scratch stays bounded (< 84 K values) whatever the image size.
+//!   time) and im2col patches as `B`, built straight into the GEMM's
+//!   packed panel layout 256 pixels at a time, so the scratch is bounded
+//!   by the filter size (`256 · taps` plus fixed blocks), whatever the
+//!   image size.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -214,8 +215,9 @@ pub fn conv2d_output_shape(
 }
 
 /// The `f32` scratch [`conv2d_into`] needs for this shape: one filter for
-/// a depthwise convolution, else one packed patch block and one decoded
-/// filter block of the GEMM (bounded whatever the image size).
+/// a depthwise convolution, else the GEMM's im2col patches of 256 pixels
+/// (all `in / groups · kh · kw` taps), one decoded filter block and one
+/// output block: bounded whatever the image size.
 pub fn conv2d_scratch_len(
     weight: &PackedWeight<'_>,
     input_shape: [usize; 4],

@@ -8,26 +8,34 @@
 //! and `C` is addressed with arbitrary row and column strides (linear
 //! writes `Cᵀ` into `y[batch, out]`, conv writes `[out_channels, pixels]`).
 //!
-//! The loop order is Goto/BLIS's:
-//! - `jc`: `NC` = 256 columns of `B` and `C` at a time;
-//! - `pc`: `KC` = 256 of depth: the `KC x NC` block of `B` is packed into
-//!   panels of `nr` columns (`[kc][nr]` each, zero padded; 256 KiB, L2);
-//! - `ic`: `MC` = 72 rows of `A`, decoded into scratch `[mc][kc]` (72 KiB,
-//!   L2), or read in place from a plain f32 weight;
+//! The loops, outermost first:
+//! - `jc`: `NC` = 256 columns of `B` and `C` at a time; `B` is packed for
+//!   them at full depth, in `KC`-deep blocks of panels of `nr` columns
+//!   (`[kc][nr]` each, zero padded);
+//! - `ic`: `MC` = 72 rows of `A`. Their `MC x NC` block of `C` is
+//!   accumulated in scratch (contiguous, so tiles add with vector
+//!   stores) and added into `C` once at the end: linear's `C` is `yᵀ`,
+//!   whose columns are rows of `y` 16 KiB apart, and updating it tile by
+//!   tile thrashed L1 (every line of a tile in the same cache set);
+//! - `pc`: `KC` = 256 of depth: the rows' `KC` block is decoded into
+//!   scratch `[mc][kc]` (72 KiB, L2), while the next block's packed bytes
+//!   are prefetched (short pieces of many rows defeat the hardware
+//!   prefetcher: without it the decode waited on DRAM);
 //! - `jr` over the panels (16 KiB each: L1), `ir` over register tiles: the
 //!   micro-kernel (`Kernels::gemm_tile`) computes an `mr x nr` tile over
-//!   `kc`, which is then added into `C`.
+//!   `kc`, which is added into the `C` block.
 //!
 //! So each weight element is decoded once per `NC` columns of `B` (once
 //! per call for a linear of batch <= 256), and never is the whole weight
 //! expanded. `A` is not repacked: the micro-kernel broadcasts its elements
-//! from `mr` rows `lda` apart, which the decoder writes directly.
+//! from `mr` rows `kc` apart, as the decoder writes them (plain f32
+//! weights are copied the same way, which also keeps their rows close).
 //!
 //! Tiles are `6 x 16` (12 AVX accumulators) when `C` has more than 8
 //! columns, else `12 x 8` (still 12 accumulators: a batch-8 linear keeps
 //! the FMA units as busy as a wide one).
 
-use crate::packed::{PackedWeight, Storage};
+use crate::packed::PackedWeight;
 use crate::{Kernels, OpError};
 
 /// Depth of one block.
@@ -48,6 +56,12 @@ pub(crate) type TileFn = fn(&[f32], usize, &[f32], usize, usize, usize, &mut [f3
 /// `out[i] = table[codes[i]] * scale` (`table.len()` a power of two).
 pub(crate) type DecodeFn = fn(&[f32], &[u16], f32, &mut [f32]);
 
+/// A byte-aligned decode kernel: `(table, bits, bytes, scale, out)` sets
+/// `out[i] = table[code i] * scale` where code `i` is `bytes[i]` (`bits`
+/// 8) or nibble `i` (`bits` 4: low nibble first), straight from the packed
+/// stream, no `u16` codes in between.
+pub(crate) type DecodeBytesFn = fn(&[f32], u32, &[u8], f32, &mut [f32]);
+
 /// `(nr, mr)`: the tile shape for a product with `n` columns.
 fn tile_shape(n: usize) -> (usize, usize) {
     if n <= 8 {
@@ -58,15 +72,17 @@ fn tile_shape(n: usize) -> (usize, usize) {
 }
 
 /// Scratch (`f32` values) [`gemm`] needs for an `m x k` by `k x n`
-/// product: one packed block of `B` and one decoded block of `A`. Bounded
-/// by `NC KC + MC KC` whatever the sizes, so it cannot overflow.
+/// product: `B` packed for `NC` columns at full depth (`256 k` at most),
+/// one decoded `MC x KC` block of `A`, and the `MC x NC` block of `C`
+/// being accumulated. Saturates instead of overflowing (such a length can
+/// never be provided, so the call then fails cleanly).
 pub(crate) fn scratch_len(m: usize, k: usize, n: usize) -> usize {
     if m == 0 || k == 0 || n == 0 {
         return 0;
     }
     let (nr, _) = tile_shape(n);
-    let kc = k.min(KC);
-    n.min(NC).next_multiple_of(nr) * kc + m.min(MC) * kc
+    let ncp = n.min(NC).next_multiple_of(nr);
+    ncp.saturating_mul(k).saturating_add(m.min(MC) * k.min(KC)).saturating_add(m.min(MC) * ncp)
 }
 
 /// The output matrix: element `(i, j)` is `data[i * rs + j * cs]`.
@@ -77,7 +93,28 @@ pub(crate) struct Out<'a> {
 }
 
 impl Out<'_> {
-    /// Adds the `mr x nv` top-left of `tile` (row stride `nr`) at `(i0, j0)`.
+    /// Adds the `mr x nv` block `src` (row stride `ld`) at `(i0, j0)`,
+    /// walking whichever of `C`'s axes is contiguous innermost.
+    fn add_block(&mut self, src: &[f32], ld: usize, i0: usize, j0: usize, mr: usize, nv: usize) {
+        let (rs, cs) = (self.rs, self.cs);
+        if rs == 1 && cs != 1 {
+            for j in 0..nv {
+                let col = &mut self.data[i0 + (j0 + j) * cs..][..mr];
+                for (i, o) in col.iter_mut().enumerate() {
+                    *o += src[i * ld + j];
+                }
+            }
+        } else {
+            for i in 0..mr {
+                for j in 0..nv {
+                    self.data[(i0 + i) * rs + (j0 + j) * cs] += src[i * ld + j];
+                }
+            }
+        }
+    }
+
+    /// Adds the `mr x nv` top-left of `tile` (row stride `nr`) at
+    /// `(i0, j0)` of a block with contiguous rows (`cs == 1`).
     #[inline]
     fn add_tile(
         &mut self,
@@ -88,26 +125,10 @@ impl Out<'_> {
         mr: usize,
         nv: usize,
     ) {
-        let (rs, cs) = (self.rs, self.cs);
-        if cs == 1 {
-            for i in 0..mr {
-                let row = &mut self.data[(i0 + i) * rs + j0..][..nv];
-                for (o, &t) in row.iter_mut().zip(&tile[i * nr..]) {
-                    *o += t;
-                }
-            }
-        } else if rs == 1 {
-            for j in 0..nv {
-                let col = &mut self.data[i0 + (j0 + j) * cs..][..mr];
-                for (i, o) in col.iter_mut().enumerate() {
-                    *o += tile[i * nr + j];
-                }
-            }
-        } else {
-            for i in 0..mr {
-                for j in 0..nv {
-                    self.data[(i0 + i) * rs + (j0 + j) * cs] += tile[i * nr + j];
-                }
+        for i in 0..mr {
+            let row = &mut self.data[(i0 + i) * self.rs + j0..][..nv];
+            for (o, &t) in row.iter_mut().zip(&tile[i * nr..]) {
+                *o += t;
             }
         }
     }
@@ -156,38 +177,47 @@ pub(crate) fn gemm(
         });
     }
     let (nr, mr_max) = tile_shape(n);
-    let kc_max = k.min(KC);
-    let (bbuf, abuf) = scratch.split_at_mut(n.min(NC).next_multiple_of(nr) * kc_max);
+    let ncp_max = n.min(NC).next_multiple_of(nr);
+    let (bbuf, rest) = scratch.split_at_mut(ncp_max * k);
+    let (abuf, cbuf) = rest.split_at_mut(m.min(MC) * k.min(KC));
     let mut tile = [0.0f32; TILE];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        let panels = nc.div_ceil(nr);
+        let ncp = nc.next_multiple_of(nr);
+        // B[.., jc..jc + nc], every depth block: block pc starts at pc ncp.
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            let bblock = &mut bbuf[..panels * nr * kc];
-            pack_b(pc, kc, jc, nc, nr, bblock);
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                let (a, lda): (&[f32], usize) = match w.storage() {
-                    Storage::Plain(d) => (&d[(row0 + ic) * k + pc..], k),
-                    Storage::Quantized(_) => {
-                        for (i, row) in abuf[..mc * kc].chunks_exact_mut(kc).enumerate() {
-                            w.decode_range(kern, row0 + ic + i, pc, row)?;
-                        }
-                        (&abuf[..mc * kc], kc)
-                    }
-                };
+            pack_b(pc, kc, jc, nc, nr, &mut bbuf[pc * ncp..(pc + kc) * ncp]);
+        }
+        for ic in (0..m).step_by(MC) {
+            let mc = MC.min(m - ic);
+            let cblock = &mut cbuf[..mc * ncp];
+            cblock.fill(0.0);
+            let mut acc = Out { data: cblock, rs: ncp, cs: 1 };
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                // The next block of rows is needed after this one's
+                // multiply-adds: start loading it now.
+                let (next_ic, next_pc) = if pc + KC < k { (ic, pc + KC) } else { (ic + MC, 0) };
+                for r in next_ic..(next_ic + MC).min(m) {
+                    w.prefetch(row0 + r, next_pc, KC.min(k - next_pc));
+                }
+                let a = &mut abuf[..mc * kc];
+                for (i, row) in a.chunks_exact_mut(kc).enumerate() {
+                    w.decode_range(kern, row0 + ic + i, pc, row)?;
+                }
+                let bblock = &bbuf[pc * ncp..(pc + kc) * ncp];
                 for (jr, bp) in bblock.chunks_exact(nr * kc).enumerate() {
-                    let nv = nr.min(nc - jr * nr);
                     let mut ir = 0;
                     while ir < mc {
                         let mr = mr_max.min(mc - ir);
-                        (kern.gemm_tile)(&a[ir * lda..], lda, bp, kc, mr, nr, &mut tile);
-                        c.add_tile(&tile, nr, ic + ir, jc + jr * nr, mr, nv);
+                        (kern.gemm_tile)(&a[ir * kc..], kc, bp, kc, mr, nr, &mut tile);
+                        acc.add_tile(&tile, nr, ir, jr * nr, mr, nr);
                         ir += mr;
                     }
                 }
             }
+            c.add_block(&cbuf[..mc * ncp], ncp, ic, jc, mc, nc);
         }
     }
     Ok(())
@@ -254,5 +284,26 @@ pub(crate) fn decode_portable(table: &[f32], codes: &[u16], scale: f32, out: &mu
     let mask = table.len().wrapping_sub(1);
     for (o, &c) in out.iter_mut().zip(codes) {
         *o = table[usize::from(c) & mask] * scale;
+    }
+}
+
+/// The portable byte-aligned decode kernel (see [`DecodeBytesFn`]).
+pub(crate) fn decode_bytes_portable(
+    table: &[f32],
+    bits: u32,
+    bytes: &[u8],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let mask = table.len().wrapping_sub(1);
+    if bits == 8 {
+        for (o, &b) in out.iter_mut().zip(bytes) {
+            *o = table[usize::from(b) & mask] * scale;
+        }
+    } else {
+        for (i, o) in out.iter_mut().enumerate().take(bytes.len() * 2) {
+            let code = (bytes[i / 2] >> (4 * (i % 2))) & 0x0f;
+            *o = table[usize::from(code) & mask] * scale;
+        }
     }
 }

@@ -66,6 +66,8 @@ pub struct Kernels {
     pub(crate) gemm_tile: crate::gemm::TileFn,
     /// Codes to f32 through the decode table, times one scale.
     pub(crate) decode_codes: crate::gemm::DecodeFn,
+    /// 4- and 8-bit codes to f32 straight from the packed bytes.
+    pub(crate) decode_bytes: crate::gemm::DecodeBytesFn,
     /// One channel plane of a depthwise convolution.
     pub(crate) depthwise_plane: crate::conv::DwFn,
 }

@@ -158,10 +158,6 @@ impl<'a> PackedWeight<'a> {
         matches!(self.storage, Storage::Quantized(_))
     }
 
-    pub(crate) fn storage(&self) -> &Storage<'a> {
-        &self.storage
-    }
-
     /// The weight's full shape (`[out, in]` for linear, `[out, in / groups,
     /// kh, kw]` for conv2d).
     pub fn shape(&self) -> &[usize] {
@@ -191,6 +187,42 @@ impl<'a> PackedWeight<'a> {
         self.decode_range(crate::Kernels::active(), r, 0, out)
     }
 
+    /// Asks the CPU to start loading the storage of columns `c0..c0 + len`
+    /// of row `r` (no-op off x86-64 or out of range). The GEMM decodes
+    /// short pieces of many rows, 2 KiB or more apart: too scattered for
+    /// the hardware prefetcher, so without this every piece waits on DRAM.
+    pub(crate) fn prefetch(&self, r: usize, c0: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let first = r.saturating_mul(self.cols).saturating_add(c0);
+            let last = first.saturating_add(len);
+            let bytes: &[u8] = match &self.storage {
+                Storage::Plain(d) => {
+                    let d = d.get(first.min(d.len())..last.min(d.len())).unwrap_or(&[]);
+                    // SAFETY: plain old data viewed as its bytes, same extent.
+                    unsafe { core::slice::from_raw_parts(d.as_ptr().cast(), d.len() * 4) }
+                }
+                Storage::Quantized(q) => {
+                    let bits = q.bits as usize;
+                    let (start, end) = (first.saturating_mul(bits) / 8, last.saturating_mul(bits));
+                    let end = end.div_ceil(8).min(q.packed.len());
+                    q.packed.get(start.min(end)..end).unwrap_or(&[])
+                }
+            };
+            for line in bytes.chunks(64) {
+                // SAFETY: the address is inside a borrowed slice; a
+                // prefetch never faults nor writes.
+                unsafe {
+                    core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
+                        line.as_ptr().cast(),
+                    )
+                };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (r, c0, len);
+    }
+
     /// Decodes columns `c0..c0 + out.len()` of row `r` into `out` with
     /// `kern`'s decode kernel (exactly `table[code] * scale` on every
     /// path). The codes are unpacked 256 at a time and decoded a scale
@@ -214,24 +246,61 @@ impl<'a> PackedWeight<'a> {
             }
             Storage::Quantized(q) => q,
         };
+        let aligned = |c: usize| match q.bits {
+            8 => true,
+            4 => (r * self.cols + c).is_multiple_of(2),
+            _ => false,
+        };
         let mut codes = [0u16; 256];
         let mut c = c0;
         while c < end {
-            let n = (end - c).min(codes.len());
-            lsqr_pack::unpack_from(q.packed, q.bits, r * self.cols + c, &mut codes[..n]).map_err(
-                |_| OpError::BadParameter { op: OP, reason: "packed codes are truncated" },
-            )?;
-            let mut i = 0;
-            while i < n {
-                let (scale, seg_end) = q.scale_at(self.cols, r, c + i);
-                let m = seg_end.min(c + n) - (c + i);
-                (kern.decode_codes)(&q.table, &codes[i..i + m], scale, &mut out[c + i - c0..][..m]);
-                i += m;
+            let (scale, seg_end) = q.scale_at(self.cols, r, c);
+            let seg_end = seg_end.min(end);
+            let dst = &mut out[c - c0..seg_end - c0];
+            if aligned(c) {
+                // Whole bytes: decode straight from the stream.
+                let first = r * self.cols + c;
+                let (start, len) = if q.bits == 8 {
+                    (first, dst.len())
+                } else {
+                    (first / 2, dst.len().div_ceil(2))
+                };
+                let bytes = q.packed.get(start..start + len).ok_or(OpError::BadParameter {
+                    op: OP,
+                    reason: "packed codes are truncated",
+                })?;
+                (kern.decode_bytes)(&q.table, q.bits, bytes, scale, dst);
+            } else {
+                for (k, chunk) in dst.chunks_mut(codes.len()).enumerate() {
+                    let n = chunk.len();
+                    let first = r * self.cols + c + k * codes.len();
+                    unpack_codes(q.packed, q.bits, first, &mut codes[..n])?;
+                    (kern.decode_codes)(&q.table, &codes[..n], scale, chunk);
+                }
             }
-            c += n;
+            c = seg_end;
         }
         Ok(())
     }
+}
+
+/// Unpacks codes `first..first + out.len()` of the widths `decode_range`
+/// does not decode from whole bytes: 16-bit codes are read here as
+/// little-endian pairs, the others go to lsqr-pack.
+#[inline]
+fn unpack_codes(packed: &[u8], bits: u32, first: usize, out: &mut [u16]) -> Result<(), OpError> {
+    let truncated = OpError::BadParameter { op: OP, reason: "packed codes are truncated" };
+    if bits == 16 {
+        let src = first
+            .checked_mul(2)
+            .and_then(|start| packed.get(start..start.checked_add(out.len() * 2)?))
+            .ok_or(truncated)?;
+        for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
+            *o = u16::from_le_bytes([b[0], b[1]]);
+        }
+        return Ok(());
+    }
+    lsqr_pack::unpack_from(packed, bits, first, out).map_err(|_| truncated)
 }
 
 impl Quantized<'_> {
@@ -285,8 +354,9 @@ pub fn linear(
 
 /// The `f32` scratch [`linear_into`] needs at this batch size: none at
 /// batch 1 (the GEMV multiplies from the codes) nor for an empty weight;
-/// otherwise one packed block of `x` and one decoded block of rows (at
-/// most 256·256 + 72·256 values, whatever the sizes).
+/// otherwise `x` packed for up to 256 batch rows (`256 · in` values at
+/// most), one decoded 72 × 256 block of the weight and one 72 × 256 block
+/// of the output being accumulated.
 pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
     if batch <= 1 {
         return 0;
@@ -299,7 +369,9 @@ pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
 /// runs the GEMV, which keeps its own row of codes).
 ///
 /// Batch > 1: `y` starts as the bias, then the blocked GEMM adds
-/// `x · Wᵀ` block by block, `W` decoded 72 rows × 256 columns at a time.
+/// `x · Wᵀ`, 72 output features at a time, `W` decoded 72 rows × 256
+/// columns at a time; every weight element is decoded once per 256 batch
+/// rows.
 pub fn linear_into(
     w: &PackedWeight<'_>,
     bias: Option<&[f32]>,

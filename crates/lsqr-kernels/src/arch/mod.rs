@@ -40,6 +40,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
     dot_codes_grouped: generic::dot_codes_grouped,
     gemm_tile: crate::gemm::tile_portable,
     decode_codes: crate::gemm::decode_portable,
+    decode_bytes: crate::gemm::decode_bytes_portable,
     depthwise_plane: crate::conv::depthwise_portable,
 };
 

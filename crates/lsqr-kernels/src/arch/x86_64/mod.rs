@@ -127,6 +127,26 @@ mod safe_gemm {
         unsafe { gemm::decode(table, codes, scale, out) }
     }
 
+    pub(super) fn decode_bytes(
+        table: &[f32],
+        bits: u32,
+        bytes: &[u8],
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let want = match bits {
+            8 => 256,
+            4 => 16,
+            _ => 0,
+        };
+        if table.len() != want {
+            return crate::gemm::decode_bytes_portable(table, bits, bytes, scale, out);
+        }
+        // SAFETY: AVX2 and FMA were detected; the table has 2^bits entries
+        // and bits is 4 or 8, the kernel's contract.
+        unsafe { gemm::decode_bytes(table, bits, bytes, scale, out) }
+    }
+
     pub(super) fn depthwise_plane(p: &DwPlane<'_>, out: &mut [f32]) {
         // SAFETY: AVX2 and FMA were detected; the body is safe code.
         unsafe { gemm::depthwise_plane(p, out) }
@@ -158,6 +178,7 @@ pub(crate) static AVX2: Kernels = Kernels {
     dot_codes_grouped: safe::dot_codes_grouped,
     gemm_tile: safe_gemm::gemm_tile,
     decode_codes: safe_gemm::decode_codes,
+    decode_bytes: safe_gemm::decode_bytes,
     depthwise_plane: safe_gemm::depthwise_plane,
 };
 
