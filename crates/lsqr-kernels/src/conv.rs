@@ -361,33 +361,33 @@ fn valid_range(
 }
 
 /// One depthwise plane: the output starts as the bias, then each filter
-/// tap adds `tap * input` along whole output rows (contiguous for stride
-/// 1, so the loop vectorises). Shared by the portable and the AVX2 build.
+/// tap adds `tap * input` along the output rows it reaches (contiguous
+/// for stride 1, so the loop vectorises). The valid output rows and
+/// columns of a tap are computed once per tap (divisions), not per row.
+/// Each output still sums its taps in `(ky, kx)` order. Shared by the
+/// portable and the AVX2 build.
 #[inline(always)]
 pub(crate) fn depthwise_plane_impl(p: &DwPlane<'_>, out: &mut [f32]) {
     let [sh, sw] = p.stride;
     let [ph, pw] = p.padding;
     let [dh, dw] = p.dilation;
     out.fill(p.bias);
-    if p.ow == 0 {
-        return;
-    }
-    for (oy, orow) in out.chunks_exact_mut(p.ow).take(p.oh).enumerate() {
-        for ky in 0..p.kh {
-            let (y0, y1) = valid_range(oy, 1, sh, ky * dh, ph, p.h);
-            if y0 == y1 {
+    for ky in 0..p.kh {
+        let (oy0, oy1) = valid_range(0, p.oh, sh, ky * dh, ph, p.h);
+        if oy0 == oy1 {
+            continue;
+        }
+        for kx in 0..p.kw {
+            let (ox0, ox1) = valid_range(0, p.ow, sw, kx * dw, pw, p.w);
+            if ox0 == ox1 {
                 continue;
             }
-            let y = oy * sh + ky * dh - ph;
-            let irow = &p.input[y * p.w..(y + 1) * p.w];
-            for kx in 0..p.kw {
-                let tap = p.filter[ky * p.kw + kx];
-                let (ox0, ox1) = valid_range(0, p.ow, sw, kx * dw, pw, p.w);
-                if ox0 == ox1 {
-                    continue;
-                }
-                let x0 = ox0 * sw + kx * dw - pw;
-                let dst = &mut orow[ox0..ox1];
+            let tap = p.filter[ky * p.kw + kx];
+            let x0 = ox0 * sw + kx * dw - pw;
+            for oy in oy0..oy1 {
+                let y = oy * sh + ky * dh - ph;
+                let irow = &p.input[y * p.w..(y + 1) * p.w];
+                let dst = &mut out[oy * p.ow + ox0..oy * p.ow + ox1];
                 if sw == 1 {
                     for (o, &v) in dst.iter_mut().zip(&irow[x0..]) {
                         *o += tap * v;
@@ -504,29 +504,29 @@ fn im2col_pack(
         let (ic, ky, kx) = (t / khw, t % khw / g.kw, t % g.kw);
         let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
         let base = (t - pc) * nr;
+        // This tap's valid output rows and columns (the only divisions).
+        let (oy_lo, oy_hi) = valid_range(0, g.oh, sh, ky * dh, ph, g.h);
+        let (ox_lo, ox_hi) = valid_range(0, g.ow, sw, kx * dw, pw, g.w);
         let (mut oy, mut ox) = (jc / g.ow, jc % g.ow);
         let mut j = 0;
         while j < nc {
             let run = (g.ow - ox).min(nr - j % nr).min(nc - j);
             let out = &mut dst[(j / nr) * nr * kc + base + j % nr..][..run];
-            let (y0, y1) = valid_range(oy, 1, sh, ky * dh, ph, g.h);
-            if y0 == y1 {
+            let (x0, x1) = (ox_lo.max(ox), ox_hi.min(ox + run));
+            if oy < oy_lo || oy >= oy_hi || x0 >= x1 {
                 out.fill(0.0);
             } else {
                 let y = oy * sh + ky * dh - ph;
                 let row = &plane[y * g.w..(y + 1) * g.w];
-                let (x0, x1) = valid_range(ox, run, sw, kx * dw, pw, g.w);
                 let (a, b) = (x0 - ox, x1 - ox);
                 out[..a].fill(0.0);
                 out[b..].fill(0.0);
-                if a < b {
-                    let first = x0 * sw + kx * dw - pw;
-                    if sw == 1 {
-                        out[a..b].copy_from_slice(&row[first..first + (b - a)]);
-                    } else {
-                        for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw)) {
-                            *o = v;
-                        }
+                let first = x0 * sw + kx * dw - pw;
+                if sw == 1 {
+                    out[a..b].copy_from_slice(&row[first..first + (b - a)]);
+                } else {
+                    for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw)) {
+                        *o = v;
                     }
                 }
             }
