@@ -9,7 +9,12 @@
 //! - pooling on NCHW: [`max_pool2d`], [`avg_pool2d`] (with
 //!   `count_include_pad = false`), [`global_avg_pool2d`];
 //! - NumPy-broadcasting [`add`] and [`mul`];
-//! - [`matmul`] / [`matmul_into`] of two row-major activations.
+//! - [`matmul`] / [`matmul_into`] of two row-major activations;
+//! - on packed (or plain f32) weights: [`packed::linear`] /
+//!   [`packed::linear_into`] (a GEMV from the codes at batch 1, a blocked
+//!   GEMM on decoded weight blocks above), [`conv::conv2d`] and
+//!   [`conv::conv1d`] (im2col into the same GEMM; a direct path for
+//!   depthwise), each with an allocation-free `_into` form.
 //!
 //! ```
 //! let mut x = vec![-1.0f32, 0.5, 2.0];
@@ -48,6 +53,7 @@
 //! | softmax | 2e-6 | 1e-30 | vector `exp`, 8-lane sum |
 //! | layer_norm | 1e-5 | 1e-5 | summation order of mean and variance only |
 //! | matmul | `k * f32::EPSILON` relative to `sum_p abs(a[i,p] b[p,j])` | | FMA and blocked summation order (standard `γ_k` bound) |
+//! | packed linear (batch > 1), conv2d/conv1d | `(k + 2) f32::EPSILON` relative to `sum abs(w x) + abs(b)`, `k` the dot length (twice that against the f32 direct conv) | | as matmul; both paths tested against f64 / direct-convolution oracles. Decoding is exact (`table[code] * scale`, one multiply, on both paths) |
 //!
 //! The `abs` terms of `1e-30` cover the underflow region, where the vector
 //! `exp` flushes to zero below `exp(-87.3)` instead of returning a

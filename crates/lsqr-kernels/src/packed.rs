@@ -4,7 +4,7 @@
 //! A weight is used in its row view `[dim0, product of the other dims]` (so
 //! a linear weight is `[out, in]`). Batch 1 multiplies straight from the
 //! codes (`gemv`); larger batches decode a cache-sized block of rows at a
-//! time into scratch and run the blocked GEMM of [`crate::gemm`] on it, so
+//! time into scratch and run a blocked GEMM (`crate::gemm`) on it, so
 //! each weight element is decoded once per call (per 256 batch rows), never
 //! the whole weight at once. A weight may also be plain f32
 //! ([`PackedWeight::from_f32`]: raw tensors of a `.lsq` file), which the
