@@ -18,6 +18,9 @@
 //! against f32 im2col + `sgemm` (written here), and for depthwise also a
 //! direct f32 loop.
 //!
+//! The `_alloc` entries run the allocating forms, which split over rayon's
+//! threads when built with `--features lsqr-kernels/parallel`.
+//!
 //! `cargo bench --bench kernels -- --noplot`
 
 use std::hint::black_box;
@@ -28,7 +31,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lsqr::codec::{quantize, CodecSpec, QuantizeOptions};
 use lsqr::format::{LsqFile, LsqWriter, TensorView};
 use lsqr::synthetic::{weights, Distribution};
-use lsqr_kernels::conv::{conv2d_into, conv2d_scratch_len, Conv2dParams};
+use lsqr_kernels::conv::{conv2d, conv2d_into, conv2d_scratch_len, Conv2dParams};
 use lsqr_kernels::packed::{linear, linear_into, linear_scratch_len, PackedWeight};
 use ndarray::{Array1, Array2};
 
@@ -207,6 +210,14 @@ fn bench_linear_batch(c: &mut Criterion) {
                     black_box(&y);
                 })
             });
+            // The allocating form: split over threads with the `parallel`
+            // feature (`--features lsqr-kernels/parallel`).
+            g.bench_function(BenchmarkId::new(format!("packed_log_C{bits}_alloc"), batch), |b| {
+                b.iter(|| {
+                    linear(&packed, None, &x, batch, &mut y).unwrap();
+                    black_box(&y);
+                })
+            });
         }
         let plain = PackedWeight::from_f32(&w, &[ROWS, COLS]).unwrap();
         g.bench_function(BenchmarkId::new("plain_f32_lsqr_gemm", batch), |b| {
@@ -272,6 +283,9 @@ fn bench_conv(c: &mut Criterion) {
     let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
     let packed = PackedWeight::from_view(&view).unwrap();
     let plain = PackedWeight::from_f32(&w, &[cout, cin, 3, 3]).unwrap();
+    g.bench_function(BenchmarkId::new("3x3_64_56", "packed_log_C4_alloc"), |b| {
+        b.iter(|| black_box(conv2d(&packed, None, &x, shape, &p).unwrap()))
+    });
     for (name, weight) in [("packed_log_C4", &packed), ("plain_f32_lsqr", &plain)] {
         let mut scratch = vec![0.0f32; conv2d_scratch_len(weight, shape, &p).unwrap()];
         g.bench_function(BenchmarkId::new("3x3_64_56", name), |b| {

@@ -236,11 +236,7 @@ pub fn conv2d(
     input_shape: [usize; 4],
     params: &Conv2dParams,
 ) -> Result<(Vec<f32>, [usize; 4]), OpError> {
-    let g = Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params)?;
-    let mut output = vec![0.0; g.output_len()];
-    let mut scratch = vec![0.0; g.scratch_len()];
-    conv2d_into(weight, bias, input, input_shape, params, &mut output, &mut scratch)?;
-    Ok((output, g.output_shape()))
+    conv2d_with(Kernels::active(), weight, bias, input, input_shape, params)
 }
 
 /// [`conv2d`] into caller buffers: `output` must hold exactly
@@ -271,15 +267,25 @@ fn conv_into(
     output: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), OpError> {
-    let kern = Kernels::active();
-    conv_with(kern, op, weight, weight_shape, bias, input, input_shape, params, output, scratch)
+    let run = Run { kern: Kernels::active(), op, parallel: false };
+    conv_with(&run, weight, weight_shape, bias, input, input_shape, params, output, scratch)
 }
 
-/// Validates, then runs the depthwise or GEMM path on `kern`.
+/// How to run a convolution: the code path, the operator's name (for
+/// errors), and whether it may split over rayon's threads (only the
+/// allocating forms, with the `parallel` feature: `_into` has one
+/// caller scratch).
+struct Run<'k> {
+    kern: &'k Kernels,
+    op: &'static str,
+    #[cfg_attr(not(feature = "parallel"), allow(dead_code))]
+    parallel: bool,
+}
+
+/// Validates, then runs the depthwise or GEMM path.
 #[allow(clippy::too_many_arguments)]
 fn conv_with(
-    kern: &Kernels,
-    op: &'static str,
+    run: &Run<'_>,
     weight: &PackedWeight<'_>,
     weight_shape: [usize; 4],
     bias: Option<&[f32]>,
@@ -289,6 +295,7 @@ fn conv_with(
     output: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), OpError> {
+    let op = run.op;
     let g = Geometry::new(op, weight_shape, input_shape, params)?;
     check_len(op, "input", g.input_len(), input.len())?;
     check_len(op, "output", g.output_len(), output.len())?;
@@ -309,9 +316,9 @@ fn conv_with(
         return Ok(());
     }
     if g.depthwise() {
-        depthwise(kern, &g, weight, bias, input, params, output, scratch)
+        depthwise(run, &g, weight, bias, input, params, output, scratch)
     } else {
-        im2col_gemm(kern, &g, weight, bias, input, params, output, scratch)
+        im2col_gemm(run, &g, weight, bias, input, params, output, scratch)
     }
 }
 
@@ -419,10 +426,12 @@ pub(crate) fn depthwise_portable(p: &DwPlane<'_>, out: &mut [f32]) {
 }
 
 /// Depthwise path: per output channel, decode its filter into `filter`
-/// and run the plane kernel on each image.
+/// and run the plane kernel on each image. With `run.parallel` (and the
+/// feature), the channels are split over rayon's threads, each decoding
+/// into a filter of its own.
 #[allow(clippy::too_many_arguments)]
 fn depthwise(
-    kern: &Kernels,
+    run: &Run<'_>,
     g: &Geometry,
     weight: &PackedWeight<'_>,
     bias: Option<&[f32]>,
@@ -431,37 +440,74 @@ fn depthwise(
     output: &mut [f32],
     filter: &mut [f32],
 ) -> Result<(), OpError> {
+    #[cfg(feature = "parallel")]
+    if run.parallel && g.output_len().saturating_mul(g.filter_len()) >= PAR_MIN_MACS {
+        use rayon::prelude::*;
+        let oplane = g.oh * g.ow;
+        let planes = g.n * g.cout;
+        let per_task = planes.div_ceil(rayon::current_num_threads().max(1));
+        return output.par_chunks_mut(per_task * oplane).enumerate().try_for_each(|(t, out)| {
+            let mut filter = vec![0.0; g.filter_len()];
+            depthwise_planes(run.kern, g, weight, bias, input, p, t * per_task, out, &mut filter)
+        });
+    }
+    depthwise_planes(run.kern, g, weight, bias, input, p, 0, output, filter)
+}
+
+/// Output planes `first..first + out.len() / (oh ow)` (plane `i` is
+/// image `i / cout`, channel `i % cout`) of a depthwise convolution.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_planes(
+    kern: &Kernels,
+    g: &Geometry,
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    p: &Conv2dParams,
+    first: usize,
+    out: &mut [f32],
+    filter: &mut [f32],
+) -> Result<(), OpError> {
     let cout_g = g.cout / g.groups;
     let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
-    for oc in 0..g.cout {
-        weight.decode_range(kern, oc, 0, filter)?;
-        let ic = oc / cout_g;
-        for n in 0..g.n {
-            let args = DwPlane {
-                input: &input[(n * g.cin + ic) * plane..][..plane],
-                h: g.h,
-                w: g.w,
-                filter,
-                kh: g.kh,
-                kw: g.kw,
-                stride: p.stride,
-                padding: p.padding,
-                dilation: p.dilation,
-                oh: g.oh,
-                ow: g.ow,
-                bias: bias.map_or(0.0, |b| b[oc]),
-            };
-            (kern.depthwise_plane)(&args, &mut output[(n * g.cout + oc) * oplane..][..oplane]);
+    let mut decoded = usize::MAX;
+    for (i, out) in out.chunks_exact_mut(oplane).enumerate() {
+        let (n, oc) = ((first + i) / g.cout, (first + i) % g.cout);
+        if decoded != oc {
+            weight.decode_range(kern, oc, 0, filter)?;
+            decoded = oc;
         }
+        let ic = oc / cout_g;
+        let args = DwPlane {
+            input: &input[(n * g.cin + ic) * plane..][..plane],
+            h: g.h,
+            w: g.w,
+            filter,
+            kh: g.kh,
+            kw: g.kw,
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
+            oh: g.oh,
+            ow: g.ow,
+            bias: bias.map_or(0.0, |b| b[oc]),
+        };
+        (kern.depthwise_plane)(&args, out);
     }
     Ok(())
 }
 
+/// Below this many multiply-adds a convolution stays on one thread.
+#[cfg(feature = "parallel")]
+const PAR_MIN_MACS: usize = 1 << 22;
+
 /// GEMM path: for each image and group, `out[oc, pixel] = bias[oc] +
-/// Σ_tap filter[oc, tap] · patch[tap, pixel]`.
+/// Σ_tap filter[oc, tap] · patch[tap, pixel]`. With `run.parallel` (and
+/// the feature), a group's output channels are split over rayon's threads
+/// (each with its own scratch, each building the patches it multiplies).
 #[allow(clippy::too_many_arguments)]
 fn im2col_gemm(
-    kern: &Kernels,
+    run: &Run<'_>,
     g: &Geometry,
     weight: &PackedWeight<'_>,
     bias: Option<&[f32]>,
@@ -470,6 +516,7 @@ fn im2col_gemm(
     output: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), OpError> {
+    let kern = run.kern;
     let (cin_g, cout_g) = (g.cin / g.groups, g.cout / g.groups);
     let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
     for n in 0..g.n {
@@ -482,8 +529,35 @@ fn im2col_gemm(
             let pack = |pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [f32]| {
                 im2col_pack(g, p, planes, pc, kc, jc, nc, nr, dst)
             };
+            let row0 = group * cout_g;
+            #[cfg(feature = "parallel")]
+            if run.parallel
+                && cout_g >= 12
+                && out.len().saturating_mul(g.filter_len()) >= PAR_MIN_MACS
+            {
+                use rayon::prelude::*;
+                let threads = rayon::current_num_threads().max(1);
+                let rows = cout_g.div_ceil(threads).next_multiple_of(6);
+                out.par_chunks_mut(rows * oplane).enumerate().try_for_each(|(t, out)| {
+                    let m = out.len() / oplane;
+                    let mut scratch =
+                        vec![0.0; crate::gemm::scratch_len(m, g.filter_len(), oplane)];
+                    let c = crate::gemm::Out { data: out, rs: oplane, cs: 1 };
+                    crate::gemm::gemm(
+                        kern,
+                        weight,
+                        row0 + t * rows,
+                        m,
+                        oplane,
+                        &pack,
+                        c,
+                        &mut scratch,
+                    )
+                })?;
+                continue;
+            }
             let c = crate::gemm::Out { data: out, rs: oplane, cs: 1 };
-            crate::gemm::gemm(kern, weight, group * cout_g, cout_g, oplane, &pack, c, scratch)?;
+            crate::gemm::gemm(kern, weight, row0, cout_g, oplane, &pack, c, scratch)?;
         }
     }
     Ok(())
@@ -574,7 +648,8 @@ pub(crate) fn reference_conv2d(
     Ok((output, g.output_shape()))
 }
 
-/// [`conv2d`] on a given code path (tests compare paths).
+/// [`conv2d`] on a given code path (tests compare paths); splits over
+/// threads as [`conv2d`] does.
 pub(crate) fn conv2d_with(
     kern: &Kernels,
     weight: &PackedWeight<'_>,
@@ -587,9 +662,9 @@ pub(crate) fn conv2d_with(
     let g = Geometry::new(OP2, weight_shape, input_shape, params)?;
     let mut output = vec![0.0; g.output_len()];
     let mut scratch = vec![0.0; g.scratch_len()];
+    let run = Run { kern, op: OP2, parallel: true };
     conv_with(
-        kern,
-        OP2,
+        &run,
         weight,
         weight_shape,
         bias,
@@ -688,9 +763,23 @@ pub fn conv1d(
     params: &Conv1dParams,
 ) -> Result<(Vec<f32>, [usize; 3]), OpError> {
     let shape = conv1d_output_shape(weight, input_shape, params)?;
+    let [n, c, l] = input_shape;
     let mut output = vec![0.0; shape.iter().product()];
     let mut scratch = vec![0.0; conv1d_scratch_len(weight, input_shape, params)?];
-    conv1d_into(weight, bias, input, input_shape, params, &mut output, &mut scratch)?;
+    let run = Run { kern: Kernels::active(), op: OP1, parallel: true };
+    let weight_shape = weight_shape_1d(weight)?;
+    let p = params.as_2d();
+    conv_with(
+        &run,
+        weight,
+        weight_shape,
+        bias,
+        input,
+        [n, c, 1, l],
+        &p,
+        &mut output,
+        &mut scratch,
+    )?;
     Ok((output, shape))
 }
 

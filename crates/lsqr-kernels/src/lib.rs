@@ -64,7 +64,10 @@
 //! - `std` (default): run-time CPU detection, `LSQR_FORCE_SCALAR`,
 //!   `std::error::Error` for [`OpError`]. Without it the crate is `no_std` +
 //!   `alloc`.
-//! - `parallel`: large matmuls split their rows over rayon's pool.
+//! - `parallel`: large matmuls split their rows over rayon's pool; the
+//!   allocating [`packed::linear`] (large batches: rows of `x`) and
+//!   [`conv::conv2d`] / [`conv::conv1d`] (output channels) split too. The
+//!   `_into` forms stay on the caller's thread (one caller scratch).
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -109,8 +112,9 @@ pub mod paths {
         Kernels::active()
     }
 
-    /// Batch-N [`crate::packed::linear`] on the given path (`batch > 1`
-    /// runs the blocked GEMM with that path's micro-kernel and decoder).
+    /// [`crate::packed::linear`] on the given path (`batch > 1` runs the
+    /// blocked GEMM with that path's micro-kernel and decoder; split over
+    /// threads as `linear` with the `parallel` feature).
     pub fn linear_with(
         kern: &Kernels,
         w: &crate::packed::PackedWeight<'_>,
@@ -119,8 +123,7 @@ pub mod paths {
         batch: usize,
         y: &mut [f32],
     ) -> Result<(), crate::OpError> {
-        let mut scratch = alloc::vec![0.0; crate::packed::linear_scratch_len(w, batch)];
-        crate::packed::linear_with(kern, w, bias, x, batch, y, &mut scratch)
+        crate::packed::linear_alloc(kern, w, bias, x, batch, y)
     }
 
     /// [`crate::conv::conv2d`] on the given path.

@@ -340,7 +340,10 @@ pub fn dequantize_into(w: &PackedWeight<'_>, out: &mut [f32]) -> Result<(), OpEr
 
 /// `y = x · Wᵀ + b` for `batch` rows of `x` (`[batch, in]`), with `W` the
 /// packed `[out, in]` weight, into `y` (`[batch, out]`). Allocates the
-/// scratch [`linear_into`] needs; see there.
+/// scratch [`linear_into`] needs; see there. With the `parallel` feature,
+/// a large batch is split into one slice of rows per rayon thread, each
+/// with its own scratch (each thread decodes the weight once: decoding is
+/// a few percent of a batch-32+ product).
 pub fn linear(
     w: &PackedWeight<'_>,
     bias: Option<&[f32]>,
@@ -348,8 +351,47 @@ pub fn linear(
     batch: usize,
     y: &mut [f32],
 ) -> Result<(), OpError> {
+    linear_alloc(crate::Kernels::active(), w, bias, x, batch, y)
+}
+
+/// Below this batch, [`linear`] stays on one thread (half a batch per
+/// thread must still fill the 6 x 16 tiles).
+#[cfg(feature = "parallel")]
+const PAR_MIN_BATCH: usize = 32;
+/// Below this many multiply-adds, [`linear`] stays on one thread.
+#[cfg(feature = "parallel")]
+const PAR_MIN_MACS: usize = 1 << 22;
+
+/// [`linear`] on a given path (tests compare paths).
+pub(crate) fn linear_alloc(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+) -> Result<(), OpError> {
+    #[cfg(feature = "parallel")]
+    if batch >= PAR_MIN_BATCH
+        && w.rows > 0
+        && w.cols > 0
+        && batch.checked_mul(w.cols) == Some(x.len())
+        && batch.checked_mul(w.rows) == Some(y.len())
+        && batch.saturating_mul(w.rows).saturating_mul(w.cols) >= PAR_MIN_MACS
+    {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads().max(1);
+        let rows = batch.div_ceil(threads).max(PAR_MIN_BATCH / 2);
+        return y.par_chunks_mut(rows * w.rows).zip(x.par_chunks(rows * w.cols)).try_for_each(
+            |(y, x)| {
+                let b = y.len() / w.rows;
+                let mut scratch = vec![0.0f32; linear_scratch_len(w, b)];
+                linear_with(kern, w, bias, x, b, y, &mut scratch)
+            },
+        );
+    }
     let mut scratch = vec![0.0f32; linear_scratch_len(w, batch)];
-    linear_into(w, bias, x, batch, y, &mut scratch)
+    linear_with(kern, w, bias, x, batch, y, &mut scratch)
 }
 
 /// The `f32` scratch [`linear_into`] needs at this batch size: none at

@@ -319,6 +319,9 @@ fn conv2d_crosses_every_block() {
     assert!(conv_case([14, 30, 5, 3], [2, 60, 19, 23], &p, 3, 4, 2));
     let p = Conv2dParams { stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 32 };
     assert!(conv_case([32, 1, 3, 3], [1, 32, 33, 31], &p, 8, 2, 3));
+    // Large enough for the `parallel` feature to split channels.
+    let p = Conv2dParams { padding: [1, 1], groups: 128, ..Conv2dParams::default() };
+    assert!(conv_case([128, 1, 3, 3], [1, 128, 64, 64], &p, 4, 3, 5));
     // 1x1: a plain GEMM over pixels.
     assert!(conv_case([24, 16, 1, 1], [2, 16, 9, 7], &Conv2dParams::default(), 4, 1, 4));
 }
