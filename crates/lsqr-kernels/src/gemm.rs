@@ -196,11 +196,17 @@ pub(crate) fn gemm(
             let mut acc = Out { data: cblock, rs: ncp, cs: 1 };
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
-                // The next block of rows is needed after this one's
-                // multiply-adds: start loading it now.
+                // The next block (the same rows' next depth block, or the
+                // next rows' first) is decoded after this one's
+                // multiply-adds: start loading its bytes now.
                 let (next_ic, next_pc) = if pc + KC < k { (ic, pc + KC) } else { (ic + MC, 0) };
                 for r in next_ic..(next_ic + MC).min(m) {
                     w.prefetch(row0 + r, next_pc, KC.min(k - next_pc));
+                }
+                let (far_ic, far_pc) =
+                    if next_pc + KC < k { (next_ic, next_pc + KC) } else { (next_ic + MC, 0) };
+                for r in far_ic..(far_ic + MC).min(m) {
+                    w.prefetch(row0 + r, far_pc, KC.min(k - far_pc));
                 }
                 let a = &mut abuf[..mc * kc];
                 for (i, row) in a.chunks_exact_mut(kc).enumerate() {

@@ -251,11 +251,22 @@ impl<'a> PackedWeight<'a> {
             4 => (r * self.cols + c).is_multiple_of(2),
             _ => false,
         };
-        let mut codes = [0u16; 256];
+        // Segments sharing a scale: groups of `g` columns (the whole row
+        // for one scale per tensor or row), walked without a division each.
+        let (g, per_row) = match q.mode {
+            ScaleMode::PerGroup(g) => (g, self.cols.div_ceil(g)),
+            ScaleMode::One | ScaleMode::PerRow => (self.cols.max(1), 1),
+        };
+        let mut k = c0 / g;
         let mut c = c0;
         while c < end {
-            let (scale, seg_end) = q.scale_at(self.cols, r, c);
-            let seg_end = seg_end.min(end);
+            let scale = match q.mode {
+                ScaleMode::One => q.scales.first().copied().unwrap_or(1.0),
+                ScaleMode::PerRow => q.scales[r],
+                ScaleMode::PerGroup(_) => q.scales[r * per_row + k],
+            };
+            let seg_end = ((k + 1) * g).min(self.cols).min(end);
+            k += 1;
             let dst = &mut out[c - c0..seg_end - c0];
             if aligned(c) {
                 // Whole bytes: decode straight from the stream.
@@ -271,9 +282,10 @@ impl<'a> PackedWeight<'a> {
                 })?;
                 (kern.decode_bytes)(&q.table, q.bits, bytes, scale, dst);
             } else {
-                for (k, chunk) in dst.chunks_mut(codes.len()).enumerate() {
+                let mut codes = [0u16; 256];
+                for (i, chunk) in dst.chunks_mut(codes.len()).enumerate() {
                     let n = chunk.len();
-                    let first = r * self.cols + c + k * codes.len();
+                    let first = r * self.cols + c + i * codes.len();
                     unpack_codes(q.packed, q.bits, first, &mut codes[..n])?;
                     (kern.decode_codes)(&q.table, &codes[..n], scale, chunk);
                 }
@@ -301,21 +313,6 @@ fn unpack_codes(packed: &[u8], bits: u32, first: usize, out: &mut [u16]) -> Resu
         return Ok(());
     }
     lsqr_pack::unpack_from(packed, bits, first, out).map_err(|_| truncated)
-}
-
-impl Quantized<'_> {
-    /// The scale of element `c` of row `r` (of a weight with `cols`
-    /// columns), and the end of the column range sharing it.
-    fn scale_at(&self, cols: usize, r: usize, c: usize) -> (f32, usize) {
-        match self.mode {
-            ScaleMode::One => (self.scales.first().copied().unwrap_or(1.0), cols),
-            ScaleMode::PerRow => (self.scales[r], cols),
-            ScaleMode::PerGroup(g) => {
-                let k = c / g;
-                (self.scales[r * cols.div_ceil(g) + k], ((k + 1) * g).min(cols))
-            }
-        }
-    }
 }
 
 /// Decodes the whole weight into `out` (row-major, `rows * cols` values).
