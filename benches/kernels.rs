@@ -1,6 +1,7 @@
-//! Linear at batch 1 on packed weights (4096x4096 at C = 2..8; 11008x4096
-//! and 4096x11008 at C = 4 and 8), beside its baselines measured in the
-//! same run:
+//! Packed-weight operators beside f32 baselines measured in the same run.
+//!
+//! `linear_b1_*`: linear at batch 1 on packed weights (4096x4096 at
+//! C = 2..8; 11008x4096 and 4096x11008 at C = 4 and 8), beside:
 //! - f32 `ndarray` `Array2::dot` (what a Rust user would write),
 //! - a plain f32 loop with eight partial sums, vectorised for this CPU,
 //! - memcpy of the bytes the packed kernel reads (codes and f32 scales):
@@ -12,6 +13,19 @@
 //! Single-threaded, except `packed_log_2threads` (the scaling on both
 //! cores). Also: dequantization into f32, f16 and bf16 against memcpy.
 //!
+//! `linear_batch/{8,64}`: batch-N linear on 4096 x 4096 (log codec, C = 4
+//! and 8, groups of 64: decode blocks + blocked GEMM) against f32 ndarray
+//! `x.dot(&w.t())` and `matrixmultiply::sgemm` (single thread), warm.
+//!
+//! `conv2d/3x3_64_56` (64 -> 64 channels, 56 x 56, pad 1, n = 1) and
+//! `conv2d/dw3x3_256_56` (depthwise, 256 channels): the packed conv
+//! against f32 im2col + `sgemm` (written here), and for depthwise also a
+//! direct f32 loop.
+//!
+//! Everything runs on one thread except the `_2threads` entries: the
+//! allocating forms in a 2-thread rayon pool (the `parallel` feature
+//! splits their work), for the scaling on both cores.
+//!
 //! `cargo bench --bench kernels -- --noplot`
 
 use std::hint::black_box;
@@ -22,8 +36,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use lsqr::codec::{quantize, CodecSpec, QuantizeOptions};
 use lsqr::format::{LsqFile, LsqWriter, TensorView};
 use lsqr::synthetic::{weights, Distribution};
+use lsqr_kernels::conv::{conv2d, conv2d_into, conv2d_scratch_len, Conv2dParams};
 use lsqr_kernels::packed::{
-    dequantize_into, dequantize_into_bf16, dequantize_into_f16, linear, PackedWeight,
+    dequantize_into, dequantize_into_bf16, dequantize_into_f16, linear, linear_into,
+    linear_scratch_len, PackedWeight,
 };
 use ndarray::{Array1, Array2};
 
@@ -178,6 +194,115 @@ fn dequantize(c: &mut Criterion) {
     g.finish();
 }
 
+/// The bytes of an in-memory `.lsq` file holding `w` quantized with the
+/// log codec at `bits` (default scaling: groups of 64).
+fn log_file(w: &[f32], shape: &[usize], bits: u32) -> Vec<u8> {
+    let q = quantize(w, shape, &QuantizeOptions::new(CodecSpec::Log { mu: None }, bits)).unwrap();
+    let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+    writer.add_quantized("w", &q).unwrap();
+    writer.finish().unwrap().into_inner()
+}
+
+/// `c[m, n] = a[m, k] b[k, n]` with general strides, single-threaded
+/// matrixmultiply.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+) {
+    assert!(a.len() > (m - 1) * rsa + (k - 1) * csa && b.len() > (k - 1) * rsb + (n - 1) * csb);
+    assert!(c.len() >= m * n);
+    // SAFETY: the asserts above keep every access inside the slices; c is
+    // written row-major with row stride n.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    }
+}
+
+/// The batch-N groups' 4096 x 4096 weight.
+const ROWS: usize = 4096;
+const COLS: usize = 4096;
+
+fn bench_linear_batch(c: &mut Criterion) {
+    one_thread();
+    let w = weights(Distribution::Gaussian, ROWS * COLS, 0.02, 5);
+    let wa = Array2::from_shape_vec((ROWS, COLS), w.clone()).unwrap();
+    let files: Vec<(u32, Vec<u8>)> =
+        [4u32, 8].iter().map(|&bits| (bits, log_file(&w, &[ROWS, COLS], bits))).collect();
+    let mut g = c.benchmark_group("linear_batch");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for batch in [8usize, 64] {
+        let x = weights(Distribution::Gaussian, batch * COLS, 1.0, 7);
+        let xa = Array2::from_shape_vec((batch, COLS), x.clone()).unwrap();
+        let mut y = vec![0.0f32; batch * ROWS];
+        g.bench_function(BenchmarkId::new("f32_ndarray_dot", batch), |b| {
+            b.iter(|| black_box(xa.dot(&wa.t())))
+        });
+        g.bench_function(BenchmarkId::new("f32_matrixmultiply_sgemm", batch), |b| {
+            // y = x · wᵀ: b = wᵀ is w read with row stride 1, column stride COLS.
+            b.iter(|| {
+                sgemm(batch, COLS, ROWS, &x, (COLS, 1), &w, (1, COLS), &mut y);
+                black_box(&y);
+            })
+        });
+        for (bits, bytes) in &files {
+            let file = LsqFile::from_bytes(bytes).unwrap();
+            let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
+            let packed = PackedWeight::from_view(&view).unwrap();
+            let mut scratch = vec![0.0f32; linear_scratch_len(&packed, batch)];
+            g.bench_function(BenchmarkId::new(format!("packed_log_C{bits}"), batch), |b| {
+                b.iter(|| {
+                    linear_into(&packed, None, &x, batch, &mut y, &mut scratch).unwrap();
+                    black_box(&y);
+                })
+            });
+            // The allocating form on both cores (the `parallel` feature
+            // splits batch rows over rayon's threads).
+            let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            g.bench_function(
+                BenchmarkId::new(format!("packed_log_C{bits}_2threads"), batch),
+                |b| {
+                    b.iter(|| {
+                        two.install(|| linear(&packed, None, &x, batch, &mut y).unwrap());
+                        black_box(&y);
+                    })
+                },
+            );
+        }
+        let plain = PackedWeight::from_f32(&w, &[ROWS, COLS]).unwrap();
+        g.bench_function(BenchmarkId::new("plain_f32_lsqr_gemm", batch), |b| {
+            b.iter(|| {
+                linear(&plain, None, &x, batch, &mut y).unwrap();
+                black_box(&y);
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Every figure is single-threaded unless its name says otherwise: the
 /// global rayon pool (lsqr-kernels' `parallel` feature) gets one thread.
 fn one_thread() {
@@ -193,5 +318,134 @@ fn bench(c: &mut Criterion) {
     linear_b1(c, &mut flush_buf, 4096, 11008, &[4, 8]);
 }
 
-criterion_group!(benches, bench, dequantize);
+/// f32 im2col of one image (`[c, h, w]`, stride 1, square padding `pad`,
+/// `k x k` kernel) into `col[c k k, oh ow]`, rows of contiguous copies.
+fn im2col(x: &[f32], c: usize, h: usize, w: usize, k: usize, pad: usize, col: &mut [f32]) {
+    let (oh, ow) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+    for ch in 0..c {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut col[((ch * k + ky) * k + kx) * oh * ow..][..oh * ow];
+                for oy in 0..oh {
+                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                    let y = (oy + ky).wrapping_sub(pad);
+                    if y >= h {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let xx = (ox + kx).wrapping_sub(pad);
+                        *d = if xx < w { x[(ch * h + y) * w + xx] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bench_conv(c: &mut Criterion) {
+    one_thread();
+    const HW: usize = 56;
+    let mut g = c.benchmark_group("conv2d");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let p = Conv2dParams { padding: [1, 1], ..Conv2dParams::default() };
+
+    // 3x3, 64 -> 64.
+    let (cin, cout) = (64usize, 64usize);
+    let kk = cin * 9;
+    let w = weights(Distribution::Gaussian, cout * kk, 0.05, 11);
+    let x = weights(Distribution::Gaussian, cin * HW * HW, 1.0, 12);
+    let mut col = vec![0.0f32; kk * HW * HW];
+    let mut out = vec![0.0f32; cout * HW * HW];
+    g.bench_function(BenchmarkId::new("3x3_64_56", "f32_im2col_sgemm"), |b| {
+        b.iter(|| {
+            im2col(&x, cin, HW, HW, 3, 1, &mut col);
+            sgemm(cout, kk, HW * HW, &w, (kk, 1), &col, (HW * HW, 1), &mut out);
+            black_box(&out);
+        })
+    });
+    let shape = [1, cin, HW, HW];
+    let bytes = log_file(&w, &[cout, cin, 3, 3], 4);
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
+    let packed = PackedWeight::from_view(&view).unwrap();
+    let plain = PackedWeight::from_f32(&w, &[cout, cin, 3, 3]).unwrap();
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    g.bench_function(BenchmarkId::new("3x3_64_56", "packed_log_C4_2threads"), |b| {
+        b.iter(|| black_box(two.install(|| conv2d(&packed, None, &x, shape, &p).unwrap())))
+    });
+    for (name, weight) in [("packed_log_C4", &packed), ("plain_f32_lsqr", &plain)] {
+        let mut scratch = vec![0.0f32; conv2d_scratch_len(weight, shape, &p).unwrap()];
+        g.bench_function(BenchmarkId::new("3x3_64_56", name), |b| {
+            b.iter(|| {
+                conv2d_into(weight, None, &x, shape, &p, &mut out, &mut scratch).unwrap();
+                black_box(&out);
+            })
+        });
+    }
+
+    // Depthwise 3x3, 256 channels. Baselines: per-channel f32 im2col +
+    // sgemm ([1, 9] x [9, 3136]), and a direct f32 loop (per channel, per
+    // tap, a multiply-add over each output row, as the packed path does
+    // after decoding; compiled for the baseline x86-64 target, SSE2).
+    let ch = 256usize;
+    let w = weights(Distribution::Gaussian, ch * 9, 0.2, 13);
+    let x = weights(Distribution::Gaussian, ch * HW * HW, 1.0, 14);
+    let mut out = vec![0.0f32; ch * HW * HW];
+    let mut col = vec![0.0f32; 9 * HW * HW];
+    g.bench_function(BenchmarkId::new("dw3x3_256_56", "f32_im2col_sgemm"), |b| {
+        b.iter(|| {
+            for k in 0..ch {
+                im2col(&x[k * HW * HW..][..HW * HW], 1, HW, HW, 3, 1, &mut col);
+                let o = &mut out[k * HW * HW..][..HW * HW];
+                sgemm(1, 9, HW * HW, &w[k * 9..][..9], (9, 1), &col, (HW * HW, 1), o);
+            }
+            black_box(&out);
+        })
+    });
+    g.bench_function(BenchmarkId::new("dw3x3_256_56", "f32_direct_loop"), |b| {
+        b.iter(|| {
+            for k in 0..ch {
+                let (src, o) = (&x[k * HW * HW..][..HW * HW], &mut out[k * HW * HW..][..HW * HW]);
+                o.fill(0.0);
+                for oy in 0..HW {
+                    for ky in 0..3 {
+                        let Some(y) = (oy + ky).checked_sub(1).filter(|&y| y < HW) else {
+                            continue;
+                        };
+                        for kx in 0..3 {
+                            let tap = w[k * 9 + ky * 3 + kx];
+                            // Valid ox: 0 <= ox + kx - 1 < HW.
+                            let (o0, o1) = (1usize.saturating_sub(kx), (HW + 1 - kx).min(HW));
+                            let (x0, len) = (o0 + kx - 1, o1 - o0);
+                            let dst = &mut o[oy * HW + o0..][..len];
+                            for (d, &v) in dst.iter_mut().zip(&src[y * HW + x0..][..len]) {
+                                *d += tap * v;
+                            }
+                        }
+                    }
+                }
+            }
+            black_box(&out);
+        })
+    });
+    let bytes = log_file(&w, &[ch, 1, 3, 3], 4);
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
+    let packed = PackedWeight::from_view(&view).unwrap();
+    let shape = [1, ch, HW, HW];
+    let dp = Conv2dParams { groups: ch, ..p };
+    let mut scratch = vec![0.0f32; conv2d_scratch_len(&packed, shape, &dp).unwrap()];
+    g.bench_function(BenchmarkId::new("dw3x3_256_56", "packed_log_C4"), |b| {
+        b.iter(|| {
+            conv2d_into(&packed, None, &x, shape, &dp, &mut out, &mut scratch).unwrap();
+            black_box(&out);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, dequantize, bench_linear_batch, bench_conv);
 criterion_main!(benches);

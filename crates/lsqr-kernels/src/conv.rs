@@ -7,12 +7,24 @@
 //! that writes into caller buffers and allocates nothing (the micro
 //! runtime's contract); [`conv2d_scratch_len`] says how much scratch it
 //! needs.
+//!
+//! Two fast paths, both tested against the direct [`reference`]:
+//! - depthwise (one input channel per output channel, `in / groups == 1`):
+//!   each filter (`kh kw` values) is decoded and slid over its plane by
+//!   whole output rows (`Kernels::depthwise_plane`); an im2col of one
+//!   channel would copy every pixel `kh kw` times for a handful of FLOPs;
+//! - everything else: per image and group, the blocked GEMM of
+//!   `crate::gemm` with the group's filters as `A` (decoded 72 × 256 at a
+//!   time) and im2col patches as `B`, built straight into the GEMM's
+//!   packed panel layout 256 pixels at a time, so the scratch is bounded
+//!   by the filter size (`256 · taps` plus fixed blocks), whatever the
+//!   image size.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::packed::PackedWeight;
-use crate::OpError;
+use crate::{Kernels, OpError};
 
 const OP2: &str = "conv2d";
 const OP1: &str = "conv1d";
@@ -142,6 +154,20 @@ impl Geometry {
     fn filter_len(&self) -> usize {
         self.cin / self.groups * self.kh * self.kw
     }
+
+    /// Whether each output channel reads a single input channel.
+    fn depthwise(&self) -> bool {
+        self.cin / self.groups == 1
+    }
+
+    /// Scratch of the path this geometry takes (see [`conv2d_scratch_len`]).
+    fn scratch_len(&self) -> usize {
+        if self.depthwise() {
+            self.filter_len()
+        } else {
+            crate::gemm::scratch_len(self.cout / self.groups, self.filter_len(), self.oh * self.ow)
+        }
+    }
 }
 
 /// The `[out, in / groups, kh, kw]` shape of a conv2d weight.
@@ -188,13 +214,16 @@ pub fn conv2d_output_shape(
     Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params).map(|g| g.output_shape())
 }
 
-/// The `f32` scratch [`conv2d_into`] needs for this shape.
+/// The `f32` scratch [`conv2d_into`] needs for this shape: one filter for
+/// a depthwise convolution, else the GEMM's im2col patches of 256 pixels
+/// (all `in / groups · kh · kw` taps), one decoded filter block and one
+/// output block: bounded whatever the image size.
 pub fn conv2d_scratch_len(
     weight: &PackedWeight<'_>,
     input_shape: [usize; 4],
     params: &Conv2dParams,
 ) -> Result<usize, OpError> {
-    Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params).map(|g| g.filter_len())
+    Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params).map(|g| g.scratch_len())
 }
 
 /// 2-D convolution (cross-correlation, as in PyTorch) of NCHW `input`
@@ -207,11 +236,7 @@ pub fn conv2d(
     input_shape: [usize; 4],
     params: &Conv2dParams,
 ) -> Result<(Vec<f32>, [usize; 4]), OpError> {
-    let g = Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params)?;
-    let mut output = vec![0.0; g.output_len()];
-    let mut scratch = vec![0.0; g.filter_len()];
-    conv2d_into(weight, bias, input, input_shape, params, &mut output, &mut scratch)?;
-    Ok((output, g.output_shape()))
+    conv2d_with(Kernels::active(), weight, bias, input, input_shape, params)
 }
 
 /// [`conv2d`] into caller buffers: `output` must hold exactly
@@ -242,24 +267,418 @@ fn conv_into(
     output: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), OpError> {
+    let run = Run { kern: Kernels::active(), op, parallel: false };
+    conv_with(&run, weight, weight_shape, bias, input, input_shape, params, output, scratch)
+}
+
+/// How to run a convolution: the code path, the operator's name (for
+/// errors), and whether it may split over rayon's threads (only the
+/// allocating forms, with the `parallel` feature: `_into` has one
+/// caller scratch).
+struct Run<'k> {
+    kern: &'k Kernels,
+    op: &'static str,
+    #[cfg_attr(not(feature = "parallel"), allow(dead_code))]
+    parallel: bool,
+}
+
+/// Validates, then runs the depthwise or GEMM path.
+#[allow(clippy::too_many_arguments)]
+fn conv_with(
+    run: &Run<'_>,
+    weight: &PackedWeight<'_>,
+    weight_shape: [usize; 4],
+    bias: Option<&[f32]>,
+    input: &[f32],
+    input_shape: [usize; 4],
+    params: &Conv2dParams,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    let op = run.op;
     let g = Geometry::new(op, weight_shape, input_shape, params)?;
     check_len(op, "input", g.input_len(), input.len())?;
     check_len(op, "output", g.output_len(), output.len())?;
     if let Some(b) = bias {
         check_len(op, "bias", g.cout, b.len())?;
     }
-    if scratch.len() < g.filter_len() {
+    let needed = g.scratch_len();
+    if scratch.len() < needed {
         return Err(OpError::LengthMismatch {
             op,
             what: "scratch",
-            expected: g.filter_len(),
+            expected: needed,
             actual: scratch.len(),
         });
     }
-    reference(&g, weight, bias, input, params, output, &mut scratch[..g.filter_len()])
+    let scratch = &mut scratch[..needed];
+    if g.output_len() == 0 {
+        return Ok(());
+    }
+    if g.depthwise() {
+        depthwise(run, &g, weight, bias, input, params, output, scratch)
+    } else {
+        im2col_gemm(run, &g, weight, bias, input, params, output, scratch)
+    }
 }
 
-/// Direct convolution, one decoded filter at a time.
+/// The arguments of one depthwise channel plane.
+pub(crate) struct DwPlane<'a> {
+    /// The input plane, `h * w`.
+    pub input: &'a [f32],
+    pub h: usize,
+    pub w: usize,
+    /// The decoded filter, `kh * kw`.
+    pub filter: &'a [f32],
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub oh: usize,
+    pub ow: usize,
+    pub bias: f32,
+}
+
+/// A depthwise plane kernel: writes the `oh * ow` output plane.
+pub(crate) type DwFn = fn(&DwPlane<'_>, &mut [f32]);
+
+/// The output positions `o` in `o0..o0 + count` whose input index
+/// `o s + off - pad` falls inside `0..len`, as a range (empty: `(o0, o0)`).
+#[inline(always)]
+fn valid_range(
+    o0: usize,
+    count: usize,
+    s: usize,
+    off: usize,
+    pad: usize,
+    len: usize,
+) -> (usize, usize) {
+    let first = if pad > off { (pad - off).div_ceil(s) } else { 0 };
+    let end = match (len + pad).checked_sub(off + 1) {
+        Some(last) => last / s + 1,
+        None => 0,
+    };
+    let (lo, hi) = (first.max(o0), end.min(o0 + count));
+    if lo < hi {
+        (lo, hi)
+    } else {
+        (o0, o0)
+    }
+}
+
+/// One depthwise plane: the output starts as the bias, then each filter
+/// tap adds `tap * input` along the output rows it reaches (contiguous
+/// for stride 1, so the loop vectorises). The valid output rows and
+/// columns of a tap are computed once per tap (divisions), not per row.
+/// Each output still sums its taps in `(ky, kx)` order. Shared by the
+/// portable and the AVX2 build.
+#[inline(always)]
+pub(crate) fn depthwise_plane_impl(p: &DwPlane<'_>, out: &mut [f32]) {
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let [dh, dw] = p.dilation;
+    out.fill(p.bias);
+    for ky in 0..p.kh {
+        let (oy0, oy1) = valid_range(0, p.oh, sh, ky * dh, ph, p.h);
+        if oy0 == oy1 {
+            continue;
+        }
+        for kx in 0..p.kw {
+            let (ox0, ox1) = valid_range(0, p.ow, sw, kx * dw, pw, p.w);
+            if ox0 == ox1 {
+                continue;
+            }
+            let tap = p.filter[ky * p.kw + kx];
+            let x0 = ox0 * sw + kx * dw - pw;
+            for oy in oy0..oy1 {
+                let y = oy * sh + ky * dh - ph;
+                let irow = &p.input[y * p.w..(y + 1) * p.w];
+                let dst = &mut out[oy * p.ow + ox0..oy * p.ow + ox1];
+                if sw == 1 {
+                    // Eight at a time, so the AVX2 build does one vector per
+                    // chunk (a plain loop is unrolled by 32 and leaves short
+                    // rows, 56 wide in a typical CNN, to a 4-wide tail).
+                    let src = &irow[x0..x0 + dst.len()];
+                    let mut d8 = dst.chunks_exact_mut(8);
+                    let mut s8 = src.chunks_exact(8);
+                    for (d, s) in (&mut d8).zip(&mut s8) {
+                        for k in 0..8 {
+                            d[k] += tap * s[k];
+                        }
+                    }
+                    for (o, &v) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
+                        *o += tap * v;
+                    }
+                } else {
+                    for (o, &v) in dst.iter_mut().zip(irow[x0..].iter().step_by(sw)) {
+                        *o += tap * v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The portable depthwise plane kernel.
+pub(crate) fn depthwise_portable(p: &DwPlane<'_>, out: &mut [f32]) {
+    depthwise_plane_impl(p, out)
+}
+
+/// Depthwise path: per output channel, decode its filter into `filter`
+/// and run the plane kernel on each image. With `run.parallel` (and the
+/// feature), the channels are split over rayon's threads, each decoding
+/// into a filter of its own.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(
+    run: &Run<'_>,
+    g: &Geometry,
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    p: &Conv2dParams,
+    output: &mut [f32],
+    filter: &mut [f32],
+) -> Result<(), OpError> {
+    #[cfg(feature = "parallel")]
+    if run.parallel && g.output_len().saturating_mul(g.filter_len()) >= PAR_MIN_MACS {
+        use rayon::prelude::*;
+        let oplane = g.oh * g.ow;
+        let planes = g.n * g.cout;
+        let per_task = planes.div_ceil(rayon::current_num_threads().max(1));
+        return output.par_chunks_mut(per_task * oplane).enumerate().try_for_each(|(t, out)| {
+            let mut filter = vec![0.0; g.filter_len()];
+            depthwise_planes(run.kern, g, weight, bias, input, p, t * per_task, out, &mut filter)
+        });
+    }
+    depthwise_planes(run.kern, g, weight, bias, input, p, 0, output, filter)
+}
+
+/// Output planes `first..first + out.len() / (oh ow)` (plane `i` is
+/// image `i / cout`, channel `i % cout`) of a depthwise convolution.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_planes(
+    kern: &Kernels,
+    g: &Geometry,
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    p: &Conv2dParams,
+    first: usize,
+    out: &mut [f32],
+    filter: &mut [f32],
+) -> Result<(), OpError> {
+    let cout_g = g.cout / g.groups;
+    let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
+    let mut decoded = usize::MAX;
+    for (i, out) in out.chunks_exact_mut(oplane).enumerate() {
+        let (n, oc) = ((first + i) / g.cout, (first + i) % g.cout);
+        if decoded != oc {
+            weight.decode_range(kern, oc, 0, filter)?;
+            decoded = oc;
+        }
+        let ic = oc / cout_g;
+        let args = DwPlane {
+            input: &input[(n * g.cin + ic) * plane..][..plane],
+            h: g.h,
+            w: g.w,
+            filter,
+            kh: g.kh,
+            kw: g.kw,
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
+            oh: g.oh,
+            ow: g.ow,
+            bias: bias.map_or(0.0, |b| b[oc]),
+        };
+        (kern.depthwise_plane)(&args, out);
+    }
+    Ok(())
+}
+
+/// Below this many multiply-adds a convolution stays on one thread.
+#[cfg(feature = "parallel")]
+const PAR_MIN_MACS: usize = 1 << 22;
+
+/// GEMM path: for each image and group, `out[oc, pixel] = bias[oc] +
+/// Σ_tap filter[oc, tap] · patch[tap, pixel]`. With `run.parallel` (and
+/// the feature), a group's output channels are split over rayon's threads
+/// (each with its own scratch, each building the patches it multiplies).
+#[allow(clippy::too_many_arguments)]
+fn im2col_gemm(
+    run: &Run<'_>,
+    g: &Geometry,
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    p: &Conv2dParams,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    let kern = run.kern;
+    let (cin_g, cout_g) = (g.cin / g.groups, g.cout / g.groups);
+    let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
+    for n in 0..g.n {
+        for group in 0..g.groups {
+            let planes = &input[(n * g.cin + group * cin_g) * plane..][..cin_g * plane];
+            let out = &mut output[(n * g.cout + group * cout_g) * oplane..][..cout_g * oplane];
+            for (i, row) in out.chunks_exact_mut(oplane).enumerate() {
+                row.fill(bias.map_or(0.0, |b| b[group * cout_g + i]));
+            }
+            let pack = |pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [f32]| {
+                im2col_pack(g, p, planes, pc, kc, jc, nc, nr, dst)
+            };
+            let row0 = group * cout_g;
+            #[cfg(feature = "parallel")]
+            if run.parallel
+                && cout_g >= 12
+                && out.len().saturating_mul(g.filter_len()) >= PAR_MIN_MACS
+            {
+                use rayon::prelude::*;
+                let threads = rayon::current_num_threads().max(1);
+                let rows = cout_g.div_ceil(threads).next_multiple_of(6);
+                out.par_chunks_mut(rows * oplane).enumerate().try_for_each(|(t, out)| {
+                    let m = out.len() / oplane;
+                    let mut scratch =
+                        vec![0.0; crate::gemm::scratch_len(m, g.filter_len(), oplane)];
+                    let c = crate::gemm::Out { data: out, rs: oplane, cs: 1 };
+                    crate::gemm::gemm(
+                        kern,
+                        weight,
+                        row0 + t * rows,
+                        m,
+                        oplane,
+                        &pack,
+                        c,
+                        &mut scratch,
+                    )
+                })?;
+                continue;
+            }
+            let c = crate::gemm::Out { data: out, rs: oplane, cs: 1 };
+            crate::gemm::gemm(kern, weight, row0, cout_g, oplane, &pack, c, scratch)?;
+        }
+    }
+    Ok(())
+}
+
+/// Packs im2col patches straight into the GEMM's panel layout: tap `t`
+/// (`(ic, ky, kx)`) of pixel `j` goes to
+/// `dst[(j / nr) nr kc + (t - pc) nr + j % nr]`, for taps `pc..pc + kc`
+/// and pixels `jc..jc + nc`, zeros for padding and past pixel `nc`. Each
+/// run of pixels on one output row and one panel is a (strided) copy.
+#[allow(clippy::too_many_arguments)]
+fn im2col_pack(
+    g: &Geometry,
+    p: &Conv2dParams,
+    planes: &[f32],
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    nr: usize,
+    dst: &mut [f32],
+) {
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let [dh, dw] = p.dilation;
+    let khw = g.kh * g.kw;
+    let panels = nc.div_ceil(nr);
+    for t in pc..pc + kc {
+        let (ic, ky, kx) = (t / khw, t % khw / g.kw, t % g.kw);
+        let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
+        let base = (t - pc) * nr;
+        // This tap's valid output rows and columns (the only divisions).
+        let (oy_lo, oy_hi) = valid_range(0, g.oh, sh, ky * dh, ph, g.h);
+        let (ox_lo, ox_hi) = valid_range(0, g.ow, sw, kx * dw, pw, g.w);
+        let (mut oy, mut ox) = (jc / g.ow, jc % g.ow);
+        let mut j = 0;
+        while j < nc {
+            let run = (g.ow - ox).min(nr - j % nr).min(nc - j);
+            let out = &mut dst[(j / nr) * nr * kc + base + j % nr..][..run];
+            let (x0, x1) = (ox_lo.max(ox), ox_hi.min(ox + run));
+            if oy < oy_lo || oy >= oy_hi || x0 >= x1 {
+                out.fill(0.0);
+            } else {
+                let y = oy * sh + ky * dh - ph;
+                let row = &plane[y * g.w..(y + 1) * g.w];
+                let (a, b) = (x0 - ox, x1 - ox);
+                out[..a].fill(0.0);
+                out[b..].fill(0.0);
+                let first = x0 * sw + kx * dw - pw;
+                if sw == 1 {
+                    out[a..b].copy_from_slice(&row[first..first + (b - a)]);
+                } else {
+                    for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw)) {
+                        *o = v;
+                    }
+                }
+            }
+            j += run;
+            ox += run;
+            if ox == g.ow {
+                ox = 0;
+                oy += 1;
+            }
+        }
+        for j in nc..panels * nr {
+            dst[(j / nr) * nr * kc + base + j % nr] = 0.0;
+        }
+    }
+}
+
+/// The direct [`reference`] with its own buffers: the test oracle of
+/// both fast paths (`lsqr_kernels::paths::conv2d_reference`).
+pub(crate) fn reference_conv2d(
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    input_shape: [usize; 4],
+    params: &Conv2dParams,
+) -> Result<(Vec<f32>, [usize; 4]), OpError> {
+    let g = Geometry::new(OP2, weight_shape_2d(weight)?, input_shape, params)?;
+    check_len(OP2, "input", g.input_len(), input.len())?;
+    if let Some(b) = bias {
+        check_len(OP2, "bias", g.cout, b.len())?;
+    }
+    let mut output = vec![0.0; g.output_len()];
+    let mut filter = vec![0.0; g.filter_len()];
+    reference(&g, weight, bias, input, params, &mut output, &mut filter)?;
+    Ok((output, g.output_shape()))
+}
+
+/// [`conv2d`] on a given code path (tests compare paths); splits over
+/// threads as [`conv2d`] does.
+pub(crate) fn conv2d_with(
+    kern: &Kernels,
+    weight: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &[f32],
+    input_shape: [usize; 4],
+    params: &Conv2dParams,
+) -> Result<(Vec<f32>, [usize; 4]), OpError> {
+    let weight_shape = weight_shape_2d(weight)?;
+    let g = Geometry::new(OP2, weight_shape, input_shape, params)?;
+    let mut output = vec![0.0; g.output_len()];
+    let mut scratch = vec![0.0; g.scratch_len()];
+    let run = Run { kern, op: OP2, parallel: true };
+    conv_with(
+        &run,
+        weight,
+        weight_shape,
+        bias,
+        input,
+        input_shape,
+        params,
+        &mut output,
+        &mut scratch,
+    )?;
+    Ok((output, g.output_shape()))
+}
+
+/// Direct convolution, one decoded filter at a time: the oracle the fast
+/// paths are tested against.
 fn reference(
     g: &Geometry,
     weight: &PackedWeight<'_>,
@@ -323,7 +742,7 @@ pub fn conv1d_output_shape(
     Ok([n, c, l])
 }
 
-/// The `f32` scratch [`conv1d_into`] needs.
+/// The `f32` scratch [`conv1d_into`] needs (as [`conv2d_scratch_len`]).
 pub fn conv1d_scratch_len(
     weight: &PackedWeight<'_>,
     input_shape: [usize; 3],
@@ -331,7 +750,7 @@ pub fn conv1d_scratch_len(
 ) -> Result<usize, OpError> {
     let [n, c, l] = input_shape;
     Geometry::new(OP1, weight_shape_1d(weight)?, [n, c, 1, l], &params.as_2d())
-        .map(|g| g.filter_len())
+        .map(|g| g.scratch_len())
 }
 
 /// 1-D convolution of `[n, c, length]` with a packed `[out, in / groups, k]`
@@ -344,9 +763,23 @@ pub fn conv1d(
     params: &Conv1dParams,
 ) -> Result<(Vec<f32>, [usize; 3]), OpError> {
     let shape = conv1d_output_shape(weight, input_shape, params)?;
+    let [n, c, l] = input_shape;
     let mut output = vec![0.0; shape.iter().product()];
     let mut scratch = vec![0.0; conv1d_scratch_len(weight, input_shape, params)?];
-    conv1d_into(weight, bias, input, input_shape, params, &mut output, &mut scratch)?;
+    let run = Run { kern: Kernels::active(), op: OP1, parallel: true };
+    let weight_shape = weight_shape_1d(weight)?;
+    let p = params.as_2d();
+    conv_with(
+        &run,
+        weight,
+        weight_shape,
+        bias,
+        input,
+        [n, c, 1, l],
+        &p,
+        &mut output,
+        &mut scratch,
+    )?;
     Ok((output, shape))
 }
 

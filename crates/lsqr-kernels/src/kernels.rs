@@ -82,6 +82,10 @@ pub struct Kernels {
     pub(crate) gemv_packed: GemvFn,
     /// Dequantization of packed rows, allocation-free.
     pub(crate) decode_packed: DecodeFn,
+    /// The register-tile micro-kernel of the blocked GEMM (`crate::gemm`).
+    pub(crate) gemm_tile: crate::gemm::TileFn,
+    /// One channel plane of a depthwise convolution.
+    pub(crate) depthwise_plane: crate::conv::DwFn,
 }
 
 impl fmt::Debug for Kernels {

@@ -13,7 +13,12 @@
 //!   buffer ([`add_into`], [`mul_into`], [`max_pool2d_into`],
 //!   [`avg_pool2d_into`], [`global_avg_pool2d_into`]), for a runtime that
 //!   plans every buffer up front;
-//! - [`matmul`] / [`matmul_into`] of two row-major activations.
+//! - [`matmul`] / [`matmul_into`] of two row-major activations;
+//! - on packed (or plain f32) weights: [`packed::linear`] /
+//!   [`packed::linear_into`] (a GEMV from the codes at batch 1, a blocked
+//!   GEMM on decoded weight blocks above), [`conv::conv2d`] and
+//!   [`conv::conv1d`] (im2col into the same GEMM; a direct path for
+//!   depthwise), each with an allocation-free `_into` form.
 //!
 //! ```
 //! let mut x = vec![-1.0f32, 0.5, 2.0];
@@ -52,6 +57,7 @@
 //! | softmax | 2e-6 | 1e-30 | vector `exp`, 8-lane sum |
 //! | layer_norm | 1e-5 | 1e-5 | summation order of mean and variance only |
 //! | matmul | `k * f32::EPSILON` relative to `sum_p abs(a[i,p] b[p,j])` | | FMA and blocked summation order (standard `γ_k` bound) |
+//! | packed linear (batch > 1), conv2d/conv1d | `(k + 2) f32::EPSILON` relative to `sum abs(w x) + abs(b)`, `k` the dot length (twice that against the f32 direct conv) | | as matmul; both paths tested against f64 / direct-convolution oracles. Decoding is exact (`table[code] * scale`, one multiply, on both paths) |
 //!
 //! The `abs` terms of `1e-30` cover the underflow region, where the vector
 //! `exp` flushes to zero below `exp(-87.3)` instead of returning a
@@ -62,7 +68,10 @@
 //! - `std` (default): run-time CPU detection, `LSQR_FORCE_SCALAR`,
 //!   `std::error::Error` for [`OpError`]. Without it the crate is `no_std` +
 //!   `alloc`.
-//! - `parallel`: large matmuls split their rows over rayon's pool.
+//! - `parallel`: large matmuls split their rows over rayon's pool; the
+//!   allocating [`packed::linear`] (large batches: rows of `x`) and
+//!   [`conv::conv2d`] / [`conv::conv1d`] (output channels) split too. The
+//!   `_into` forms stay on the caller's thread (one caller scratch).
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -75,6 +84,7 @@ extern crate std;
 mod arch;
 pub mod conv;
 mod error;
+mod gemm;
 mod kernels;
 pub mod packed;
 mod shape;
@@ -104,6 +114,43 @@ pub mod paths {
     /// The path the crate-level functions use.
     pub fn active() -> &'static Kernels {
         Kernels::active()
+    }
+
+    /// [`crate::packed::linear`] on the given path (`batch > 1` runs the
+    /// blocked GEMM with that path's micro-kernel and decoder; split over
+    /// threads as `linear` with the `parallel` feature).
+    pub fn linear_with(
+        kern: &Kernels,
+        w: &crate::packed::PackedWeight<'_>,
+        bias: Option<&[f32]>,
+        x: &[f32],
+        batch: usize,
+        y: &mut [f32],
+    ) -> Result<(), crate::OpError> {
+        crate::packed::linear_alloc(kern, w, bias, x, batch, y)
+    }
+
+    /// [`crate::conv::conv2d`] on the given path.
+    pub fn conv2d_with(
+        kern: &Kernels,
+        w: &crate::packed::PackedWeight<'_>,
+        bias: Option<&[f32]>,
+        input: &[f32],
+        input_shape: [usize; 4],
+        params: &crate::conv::Conv2dParams,
+    ) -> Result<(alloc::vec::Vec<f32>, [usize; 4]), crate::OpError> {
+        crate::conv::conv2d_with(kern, w, bias, input, input_shape, params)
+    }
+
+    /// The direct (naive) conv2d: the oracle of the fast paths.
+    pub fn conv2d_reference(
+        w: &crate::packed::PackedWeight<'_>,
+        bias: Option<&[f32]>,
+        input: &[f32],
+        input_shape: [usize; 4],
+        params: &crate::conv::Conv2dParams,
+    ) -> Result<(alloc::vec::Vec<f32>, [usize; 4]), crate::OpError> {
+        crate::conv::reference_conv2d(w, bias, input, input_shape, params)
     }
 
     /// The raw portable kernels (no validation; they stop at the shortest

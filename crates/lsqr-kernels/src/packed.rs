@@ -1,11 +1,14 @@
 //! Operators on packed low-bit weights: decode and multiply without ever
 //! expanding the whole weight to f32.
 //!
-//! This is the portable reference path. A weight is used in its row view
-//! `[dim0, product of the other dims]` (so a linear weight is `[out, in]`);
-//! each row is decoded from its packed codes into a row-sized buffer, a
-//! group at a time, and used there. SIMD paths will be tested against
-//! these functions.
+//! A weight is used in its row view `[dim0, product of the other dims]` (so
+//! a linear weight is `[out, in]`). Batch 1 multiplies straight from the
+//! codes, decoded in registers (`Kernels::gemv_packed`); larger batches decode a cache-sized block of rows at a
+//! time into scratch and run a blocked GEMM (`crate::gemm`) on it, so
+//! each weight element is decoded once per call (per 256 batch rows), never
+//! the whole weight at once. A weight may also be plain f32
+//! ([`PackedWeight::from_f32`]: raw tensors of a `.lsq` file), which the
+//! GEMM reads in place.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -26,20 +29,46 @@ enum ScaleMode {
     PerGroup(usize),
 }
 
-/// A quantized weight ready for the kernels: packed codes borrowed from the
-/// file, the codebook's decode table, and the scales decoded to f32 once
-/// (4 bytes per group: for groups of 64, half a bit per weight of extra
-/// memory, the documented cost of not converting f16 in the inner loop).
+/// A weight ready for the kernels: either quantized (packed codes borrowed
+/// from the file, the codebook's decode table, and the scales decoded to
+/// f32 once: 4 bytes per group, for groups of 64 half a bit per weight of
+/// extra memory, the documented cost of not converting f16 in the inner
+/// loop) or plain f32 borrowed as is.
 #[derive(Debug, Clone)]
 pub struct PackedWeight<'a> {
     shape: Vec<usize>,
     rows: usize,
     cols: usize,
+    storage: Storage<'a>,
+}
+
+/// How a weight's values are stored.
+#[derive(Debug, Clone)]
+pub(crate) enum Storage<'a> {
+    /// C-bit codes, decode table and scales.
+    Quantized(Quantized<'a>),
+    /// Row-major f32 values of the row view (`rows * cols` of them).
+    Plain(&'a [f32]),
+}
+
+/// The parts of a quantized weight.
+#[derive(Debug, Clone)]
+pub(crate) struct Quantized<'a> {
     bits: u32,
     packed: &'a [u8],
     table: Vec<f32>,
     mode: ScaleMode,
     scales: Vec<f32>,
+}
+
+/// `(rows, cols)` of the row view of `shape`, and its element count.
+fn row_view(shape: &[usize]) -> Option<(usize, usize, usize)> {
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    let (rows, cols) = match shape {
+        [] | [_] => (1, count),
+        [d0, ..] => (*d0, if *d0 == 0 { 0 } else { count / d0 }),
+    };
+    Some((rows, cols, count))
 }
 
 const OP: &str = "packed weight";
@@ -74,14 +103,7 @@ impl<'a> PackedWeight<'a> {
         if !(1..=16).contains(&bits) || table.len() != 1usize << bits {
             return Err(bad("the decode table must have 2^C entries, C in 1..=16"));
         }
-        let count = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or(bad("element count overflows"))?;
-        let (rows, cols) = match shape {
-            [] | [_] => (1, count),
-            [d0, ..] => (*d0, if *d0 == 0 { 0 } else { count / d0 }),
-        };
+        let (rows, cols, count) = row_view(shape).ok_or(bad("element count overflows"))?;
         let needed =
             lsqr_pack::packed_len(count, bits).map_err(|_| bad("packed length overflows"))?;
         if packed.len() < needed {
@@ -109,7 +131,31 @@ impl<'a> PackedWeight<'a> {
                 actual: scales.len(),
             });
         }
-        Ok(Self { shape: shape.to_vec(), rows, cols, bits, packed, table, mode, scales })
+        let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales });
+        Ok(Self { shape: shape.to_vec(), rows, cols, storage })
+    }
+
+    /// A plain (unquantized) f32 weight of `shape`, borrowed: raw tensors
+    /// of a `.lsq` file are stored this way, and the operators must run on
+    /// them as on quantized ones. `decode_row` copies; the GEMM reads the
+    /// values in place.
+    pub fn from_f32(data: &'a [f32], shape: &[usize]) -> Result<Self, OpError> {
+        let (rows, cols, count) = row_view(shape)
+            .ok_or(OpError::BadParameter { op: OP, reason: "element count overflows" })?;
+        if data.len() != count {
+            return Err(OpError::LengthMismatch {
+                op: OP,
+                what: "data",
+                expected: count,
+                actual: data.len(),
+            });
+        }
+        Ok(Self { shape: shape.to_vec(), rows, cols, storage: Storage::Plain(data) })
+    }
+
+    /// Whether the weight holds C-bit codes (`false`: plain f32).
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.storage, Storage::Quantized(_))
     }
 
     /// The weight's full shape (`[out, in]` for linear, `[out, in / groups,
@@ -128,19 +174,21 @@ impl<'a> PackedWeight<'a> {
         self.cols
     }
 
-    /// The kernels' view of this weight's rows.
-    fn rows_job(&self, packed_len: usize) -> crate::kernels::PackedRows<'_> {
-        let (scale_stride, group) = match self.mode {
+    /// The kernels' view of a quantized weight's rows.
+    fn rows_job<'s>(&'s self, q: &'s Quantized<'a>) -> crate::kernels::PackedRows<'s> {
+        let (scale_stride, group) = match q.mode {
             ScaleMode::One => (0, self.cols.max(1)),
             ScaleMode::PerRow => (1, self.cols.max(1)),
             ScaleMode::PerGroup(g) => (self.cols.div_ceil(g), g),
         };
+        // The length `new` checked: the kernels see no bytes past the codes.
+        let len = lsqr_pack::packed_len(self.rows * self.cols, q.bits).unwrap_or(0);
         crate::kernels::PackedRows {
-            packed: &self.packed[..packed_len],
-            bits: self.bits,
+            packed: q.packed.get(..len).unwrap_or_default(),
+            bits: q.bits,
             cols: self.cols,
-            table: &self.table,
-            scales: &self.scales,
+            table: &q.table,
+            scales: &q.scales,
             scale_stride,
             group,
         }
@@ -156,15 +204,68 @@ impl<'a> PackedWeight<'a> {
                 actual: out.len(),
             });
         }
-        self.decode_range(r * self.cols, out)
+        self.decode_range(crate::Kernels::active(), r, 0, out)
     }
 
-    /// Decodes elements `start..start + out.len()` (row-major), which the
-    /// caller has checked lie inside the weight.
-    fn decode_range(&self, start: usize, out: &mut [f32]) -> Result<(), OpError> {
-        let needed = lsqr_pack::packed_len(self.rows * self.cols, self.bits)
-            .map_err(|_| OpError::BadParameter { op: OP, reason: "packed length overflows" })?;
-        (crate::Kernels::active().decode_packed)(&self.rows_job(needed), start, out);
+    /// Asks the CPU to start loading the storage of columns `c0..c0 + len`
+    /// of row `r` (no-op off x86-64 or out of range). The GEMM decodes
+    /// short pieces of many rows, 2 KiB or more apart: too scattered for
+    /// the hardware prefetcher, so without this every piece waits on DRAM.
+    pub(crate) fn prefetch(&self, r: usize, c0: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let first = r.saturating_mul(self.cols).saturating_add(c0);
+            let last = first.saturating_add(len);
+            let bytes: &[u8] = match &self.storage {
+                Storage::Plain(d) => {
+                    let d = d.get(first.min(d.len())..last.min(d.len())).unwrap_or(&[]);
+                    // SAFETY: plain old data viewed as its bytes, same extent.
+                    unsafe { core::slice::from_raw_parts(d.as_ptr().cast(), d.len() * 4) }
+                }
+                Storage::Quantized(q) => {
+                    let bits = q.bits as usize;
+                    let (start, end) = (first.saturating_mul(bits) / 8, last.saturating_mul(bits));
+                    let end = end.div_ceil(8).min(q.packed.len());
+                    q.packed.get(start.min(end)..end).unwrap_or(&[])
+                }
+            };
+            for line in bytes.chunks(64) {
+                // SAFETY: the address is inside a borrowed slice; a
+                // prefetch never faults nor writes.
+                unsafe {
+                    core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
+                        line.as_ptr().cast(),
+                    )
+                };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (r, c0, len);
+    }
+
+    /// Decodes columns `c0..c0 + out.len()` of row `r` into `out` with
+    /// `kern`'s decoder (`Kernels::decode_packed`: exactly
+    /// `table[code] * scale` on every path, from registers where the
+    /// codes allow).
+    pub(crate) fn decode_range(
+        &self,
+        kern: &crate::Kernels,
+        r: usize,
+        c0: usize,
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        let end = c0
+            .checked_add(out.len())
+            .filter(|&e| r < self.rows && e <= self.cols)
+            .ok_or(OpError::BadParameter { op: OP, reason: "decoded range outside the weight" })?;
+        let q = match &self.storage {
+            Storage::Plain(data) => {
+                out.copy_from_slice(&data[r * self.cols + c0..r * self.cols + end]);
+                return Ok(());
+            }
+            Storage::Quantized(q) => q,
+        };
+        (kern.decode_packed)(&self.rows_job(q), r * self.cols + c0, out);
         Ok(())
     }
 }
@@ -179,10 +280,23 @@ fn check_dequantize_len(w: &PackedWeight<'_>, actual: usize) -> Result<(), OpErr
     }
 }
 
+/// Decodes elements `start..start + out.len()` (row-major), which the
+/// caller has checked lie inside the weight.
+fn decode_flat(w: &PackedWeight<'_>, start: usize, out: &mut [f32]) {
+    match &w.storage {
+        Storage::Plain(data) => out.copy_from_slice(&data[start..start + out.len()]),
+        Storage::Quantized(q) => {
+            (crate::Kernels::active().decode_packed)(&w.rows_job(q), start, out)
+        }
+    }
+}
+
 /// Decodes the whole weight into `out` (row-major, `rows * cols` values).
+/// Outputs beyond 8 MiB are written with streaming stores on AVX2.
 pub fn dequantize_into(w: &PackedWeight<'_>, out: &mut [f32]) -> Result<(), OpError> {
     check_dequantize_len(w, out.len())?;
-    w.decode_range(0, out)
+    decode_flat(w, 0, out);
+    Ok(())
 }
 
 /// Decodes the whole weight into IEEE half floats (round to nearest even;
@@ -192,7 +306,8 @@ pub fn dequantize_into_f16(w: &PackedWeight<'_>, out: &mut [half::f16]) -> Resul
     decode_converted(w, out, |src, dst| {
         use half::slice::HalfFloatSliceExt;
         dst.convert_from_f32_slice(src)
-    })
+    });
+    Ok(())
 }
 
 /// Decodes the whole weight into bfloat16 (round to nearest even).
@@ -201,34 +316,117 @@ pub fn dequantize_into_bf16(w: &PackedWeight<'_>, out: &mut [half::bf16]) -> Res
     decode_converted(w, out, |src, dst| {
         use half::slice::HalfFloatSliceExt;
         dst.convert_from_f32_slice(src)
-    })
+    });
+    Ok(())
 }
 
 /// Decodes through an f32 stack buffer, converting each chunk, so that no
 /// f32 copy of the weight is made.
-fn decode_converted<T>(
-    w: &PackedWeight<'_>,
-    out: &mut [T],
-    convert: impl Fn(&[f32], &mut [T]),
-) -> Result<(), OpError> {
+fn decode_converted<T>(w: &PackedWeight<'_>, out: &mut [T], convert: impl Fn(&[f32], &mut [T])) {
     let mut buf = [0.0f32; 1024];
     for (k, dst) in out.chunks_mut(buf.len()).enumerate() {
         let src = &mut buf[..dst.len()];
-        w.decode_range(k * 1024, src)?;
+        decode_flat(w, k * 1024, src);
         convert(src, dst);
     }
-    Ok(())
 }
 
 /// `y = x · Wᵀ + b` for `batch` rows of `x` (`[batch, in]`), with `W` the
-/// packed `[out, in]` weight, into `y` (`[batch, out]`). Each weight row is
-/// decoded once and used for every row of `x`.
+/// packed `[out, in]` weight, into `y` (`[batch, out]`). Allocates the
+/// scratch [`linear_into`] needs; see there. With the `parallel` feature,
+/// a large batch is split into one slice of rows per rayon thread, each
+/// with its own scratch (each thread decodes the weight once: decoding is
+/// a few percent of a batch-32+ product).
 pub fn linear(
     w: &PackedWeight<'_>,
     bias: Option<&[f32]>,
     x: &[f32],
     batch: usize,
     y: &mut [f32],
+) -> Result<(), OpError> {
+    linear_alloc(crate::Kernels::active(), w, bias, x, batch, y)
+}
+
+/// Below this batch, [`linear`] stays on one thread (half a batch per
+/// thread must still fill the 6 x 16 tiles).
+#[cfg(feature = "parallel")]
+const PAR_MIN_BATCH: usize = 32;
+/// Below this many multiply-adds, [`linear`] stays on one thread.
+#[cfg(feature = "parallel")]
+const PAR_MIN_MACS: usize = 1 << 22;
+
+/// [`linear`] on a given path (tests compare paths).
+pub(crate) fn linear_alloc(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+) -> Result<(), OpError> {
+    #[cfg(feature = "parallel")]
+    if batch >= PAR_MIN_BATCH
+        && w.rows > 0
+        && w.cols > 0
+        && batch.checked_mul(w.cols) == Some(x.len())
+        && batch.checked_mul(w.rows) == Some(y.len())
+        && batch.saturating_mul(w.rows).saturating_mul(w.cols) >= PAR_MIN_MACS
+    {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads().max(1);
+        let rows = batch.div_ceil(threads).max(PAR_MIN_BATCH / 2);
+        return y.par_chunks_mut(rows * w.rows).zip(x.par_chunks(rows * w.cols)).try_for_each(
+            |(y, x)| {
+                let b = y.len() / w.rows;
+                let mut scratch = vec![0.0f32; linear_scratch_len(w, b)];
+                linear_with(kern, w, bias, x, b, y, &mut scratch)
+            },
+        );
+    }
+    let mut scratch = vec![0.0f32; linear_scratch_len(w, batch)];
+    linear_with(kern, w, bias, x, batch, y, &mut scratch)
+}
+
+/// The `f32` scratch [`linear_into`] needs at this batch size: none at
+/// batch 1 (the GEMV multiplies from the codes) nor for an empty weight;
+/// otherwise `x` packed for up to 256 batch rows (`256 · in` values at
+/// most), one decoded 72 × 256 block of the weight and one 72 × 256 block
+/// of the output being accumulated.
+pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
+    if batch <= 1 {
+        return 0;
+    }
+    crate::gemm::scratch_len(w.rows, w.cols, batch)
+}
+
+/// [`linear`] into caller buffers; `scratch` holds at least
+/// [`linear_scratch_len`] values. Allocates nothing (batch 1 needs no
+/// scratch).
+///
+/// Batch > 1: `y` starts as the bias, then the blocked GEMM adds
+/// `x · Wᵀ`, 72 output features at a time, `W` decoded 72 rows × 256
+/// columns at a time; every weight element is decoded once per 256 batch
+/// rows.
+pub fn linear_into(
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    linear_with(crate::Kernels::active(), w, bias, x, batch, y, scratch)
+}
+
+/// [`linear_into`] on a given code path.
+pub(crate) fn linear_with(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
 ) -> Result<(), OpError> {
     let (out_features, in_features) = (w.rows, w.cols);
     let check = |what, expected: Option<usize>, actual| match expected {
@@ -241,54 +439,78 @@ pub fn linear(
     if let Some(b) = bias {
         check("bias", Some(out_features), b.len())?;
     }
-    if batch == 1 {
-        return gemv(w, bias, x, y);
+    let needed = linear_scratch_len(w, batch);
+    if scratch.len() < needed {
+        return Err(OpError::LengthMismatch {
+            op: "linear",
+            what: "scratch",
+            expected: needed,
+            actual: scratch.len(),
+        });
     }
-    let mut row = vec![0.0f32; in_features];
-    for r in 0..out_features {
-        w.decode_row(r, &mut row)?;
-        let b = bias.map_or(0.0, |b| b[r]);
-        for n in 0..batch {
-            y[n * out_features + r] = dot(&row, &x[n * in_features..(n + 1) * in_features]) + b;
+    if batch == 1 {
+        return match &w.storage {
+            Storage::Quantized(q) => {
+                gemv_rows(kern, &w.rows_job(q), x, y);
+                if let Some(b) = bias {
+                    y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+                Ok(())
+            }
+            Storage::Plain(data) => {
+                for (r, out) in y.iter_mut().enumerate() {
+                    let row = &data[r * in_features..(r + 1) * in_features];
+                    *out = bias.map_or(0.0, |b| b[r]) + dot(row, x);
+                }
+                Ok(())
+            }
+        };
+    }
+    if out_features == 0 || batch == 0 {
+        return Ok(());
+    }
+    for y_row in y.chunks_exact_mut(out_features) {
+        match bias {
+            Some(b) => y_row.copy_from_slice(b),
+            None => y_row.fill(0.0),
         }
     }
-    Ok(())
+    // C = Wᵀ-shaped: C[o, b] = y[b * out + o] (row stride 1, column stride
+    // out); B[p, b] = x[b, p], packed panel by panel.
+    let pack_x = |pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, out: &mut [f32]| {
+        crate::gemm::pack_rows_transposed(x, in_features, pc, kc, jc, nc, nr, out)
+    };
+    let c = crate::gemm::Out { data: y, rs: 1, cs: out_features };
+    crate::gemm::gemm(kern, w, 0, out_features, batch, &pack_x, c, &mut scratch[..needed])
 }
 
-/// Batch 1: the rows' codes are decoded and multiplied in registers,
-/// a group's scale at a time (`Kernels::gemv_packed`); no weight is written
-/// as f32 and nothing is allocated.
-fn gemv(
-    w: &PackedWeight<'_>,
-    bias: Option<&[f32]>,
+/// Batch 1 on this thread: the rows' codes are decoded and multiplied in
+/// registers, a group's scale at a time (`Kernels::gemv_packed`); no
+/// weight is written as f32 and nothing is allocated.
+#[cfg(not(feature = "parallel"))]
+fn gemv_rows(
+    kern: &crate::Kernels,
+    job: &crate::kernels::PackedRows<'_>,
     x: &[f32],
     y: &mut [f32],
-) -> Result<(), OpError> {
-    let needed = lsqr_pack::packed_len(w.rows * w.cols, w.bits)
-        .map_err(|_| OpError::BadParameter { op: OP, reason: "packed length overflows" })?;
-    gemv_rows(&w.rows_job(needed), x, y);
-    if let Some(b) = bias {
-        y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-    }
-    Ok(())
+) {
+    (kern.gemv_packed)(job, x, y)
 }
 
-/// Runs the batch-1 kernel over all rows of `job`, on this thread.
-#[cfg(not(feature = "parallel"))]
-fn gemv_rows(job: &crate::kernels::PackedRows<'_>, x: &[f32], y: &mut [f32]) {
-    (crate::Kernels::active().gemv_packed)(job, x, y)
-}
-
-/// Runs the batch-1 kernel over all rows of `job`; with more than a
-/// million weights, row blocks go to rayon's pool (rows are independent,
-/// so the result is the same as on one thread).
+/// Batch 1; with more than a million weights, row blocks go to rayon's
+/// pool (rows are independent, so the result is the same as on one
+/// thread).
 #[cfg(feature = "parallel")]
-fn gemv_rows(job: &crate::kernels::PackedRows<'_>, x: &[f32], y: &mut [f32]) {
+fn gemv_rows(
+    kern: &crate::Kernels,
+    job: &crate::kernels::PackedRows<'_>,
+    x: &[f32],
+    y: &mut [f32],
+) {
     use rayon::prelude::*;
-    let kernel = crate::Kernels::active().gemv_packed;
     let threads = rayon::current_num_threads();
     if threads < 2 || y.len().saturating_mul(job.cols) < 1 << 20 {
-        return kernel(job, x, y);
+        return (kern.gemv_packed)(job, x, y);
     }
     // Blocks of a multiple of 8 rows start on a byte whatever C is; four
     // blocks per thread even out uneven progress.
@@ -301,7 +523,7 @@ fn gemv_rows(job: &crate::kernels::PackedRows<'_>, x: &[f32], y: &mut [f32]) {
             scales: job.scales.get(first * job.scale_stride..).unwrap_or_default(),
             ..*job
         };
-        kernel(&sub, x, out)
+        (kern.gemv_packed)(&sub, x, out)
     });
 }
 

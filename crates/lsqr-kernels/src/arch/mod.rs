@@ -39,6 +39,8 @@ pub(crate) static SCALAR: Kernels = Kernels {
     matmul: generic::matmul,
     gemv_packed: generic::gemv_packed,
     decode_packed: generic::decode_packed,
+    gemm_tile: crate::gemm::tile_portable,
+    depthwise_plane: crate::conv::depthwise_portable,
 };
 
 const UNKNOWN: u8 = 0;

@@ -1,6 +1,7 @@
 //! x86-64 paths: the AVX2+FMA kernel table.
 
 pub(crate) mod avx2;
+pub(crate) mod gemm;
 mod gemv;
 
 use crate::kernels::Kernels;
@@ -132,6 +133,47 @@ mod safe {
     }
 }
 
+/// Safe wrappers over the GEMM and depthwise kernels, same contract as
+/// [`safe`]: reachable only through [`AVX2`].
+mod safe_gemm {
+    use super::gemm;
+    use crate::conv::DwPlane;
+    use crate::gemm::TILE;
+
+    pub(super) fn gemm_tile(
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        kc: usize,
+        mr: usize,
+        nr: usize,
+        out: &mut [f32; TILE],
+    ) {
+        let max_rows = match nr {
+            16 => 6,
+            8 => 12,
+            _ => 0,
+        };
+        let a_fits = (mr.saturating_sub(1))
+            .checked_mul(lda)
+            .and_then(|s| s.checked_add(kc))
+            .is_some_and(|e| e <= a.len());
+        let b_fits = kc.checked_mul(nr).is_some_and(|e| e <= b.len());
+        if mr == 0 || mr > max_rows || kc == 0 || !a_fits || !b_fits {
+            return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
+        }
+        // SAFETY: AVX2 and FMA were detected (only the AVX2 table reaches
+        // here); the extents of a, b and out were checked just above
+        // (mr * nr <= 96 <= TILE).
+        unsafe { gemm::tile(a, lda, b, kc, mr, nr, out) }
+    }
+
+    pub(super) fn depthwise_plane(p: &DwPlane<'_>, out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA were detected; the body is safe code.
+        unsafe { gemm::depthwise_plane(p, out) }
+    }
+}
+
 /// The AVX2+FMA kernel table. Only `crate::arch` may hand it out, after
 /// detection.
 pub(crate) static AVX2: Kernels = Kernels {
@@ -156,6 +198,8 @@ pub(crate) static AVX2: Kernels = Kernels {
     matmul: safe::matmul,
     gemv_packed: safe::gemv_packed,
     decode_packed: safe::decode_packed,
+    gemm_tile: safe_gemm::gemm_tile,
+    depthwise_plane: safe_gemm::depthwise_plane,
 };
 
 #[cfg(all(test, feature = "std"))]

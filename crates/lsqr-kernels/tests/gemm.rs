@@ -1,0 +1,379 @@
+//! The blocked GEMM behind batch-N linear and conv2d/conv1d, on every code
+//! path (portable, AVX2+FMA when present, the active one), against naive
+//! oracles: an f64 product of the decoded weight for linear, the direct
+//! `paths::conv2d_reference` for convolutions. Tolerance as for matmul:
+//! `(k + 2) ε` relative to `Σ |a b|` (twice that where the oracle is f32
+//! too), `k` the depth of each dot product.
+
+use lsqr_codec::Scaling;
+use lsqr_kernels::conv::{
+    conv1d, conv1d_into, conv1d_scratch_len, conv2d, conv2d_into, conv2d_output_shape,
+    conv2d_scratch_len, Conv1dParams, Conv2dParams,
+};
+use lsqr_kernels::packed::{
+    dequantize_into, linear, linear_into, linear_scratch_len, PackedWeight,
+};
+use lsqr_kernels::{paths, Kernels, OpError};
+use proptest::prelude::*;
+
+fn paths_to_test() -> Vec<&'static Kernels> {
+    let mut v = vec![paths::scalar(), paths::active()];
+    v.extend(paths::avx2());
+    v
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+/// The parts of a random quantized weight: codes, table, scales.
+struct Parts {
+    packed: Vec<u8>,
+    bits: u32,
+    shape: Vec<usize>,
+    scaling: Scaling,
+    scales: Vec<f32>,
+    table: Vec<f32>,
+}
+
+impl Parts {
+    fn new(shape: &[usize], bits: u32, scaling: usize, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let count: usize = shape.iter().product();
+        let rows = shape.first().copied().unwrap_or(1);
+        let cols = count.checked_div(rows).unwrap_or(0);
+        let codes: Vec<u16> = (0..count).map(|_| (rng.next() % (1u64 << bits)) as u16).collect();
+        let mut packed = vec![0u8; lsqr_pack::packed_len(count, bits).unwrap()];
+        lsqr_pack::pack_into(&codes, bits, &mut packed).unwrap();
+        let (scaling, n_scales) = match scaling {
+            0 => (Scaling::Unit, 0),
+            1 => (Scaling::Tensor, 1),
+            2 => (Scaling::Row, rows),
+            3 => (Scaling::Group(64), rows * cols.div_ceil(64)),
+            _ => (Scaling::Group(5), rows * cols.div_ceil(5)),
+        };
+        let scales = if n_scales == 0 {
+            vec![1.0]
+        } else {
+            (0..n_scales).map(|_| 0.25 + rng.f32().abs()).collect()
+        };
+        let table = rng.vec(1 << bits);
+        Self { packed, bits, shape: shape.to_vec(), scaling, scales, table }
+    }
+
+    fn weight(&self) -> PackedWeight<'_> {
+        self.weight_shaped(&self.shape)
+    }
+
+    fn weight_shaped(&self, shape: &[usize]) -> PackedWeight<'_> {
+        PackedWeight::new(
+            &self.packed,
+            self.bits,
+            shape,
+            self.scaling,
+            self.scales.clone(),
+            self.table.clone(),
+        )
+        .unwrap()
+    }
+}
+
+fn dense(w: &PackedWeight<'_>) -> Vec<f32> {
+    let mut d = vec![0.0; w.rows() * w.cols()];
+    dequantize_into(w, &mut d).unwrap();
+    d
+}
+
+/// Checks `y = x Wᵀ + b` against an f64 product of the decoded weight.
+fn check_linear(
+    what: &str,
+    dense: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    bias: &[f32],
+    y: &[f32],
+) {
+    let batch = y.len() / rows.max(1);
+    for b in 0..batch {
+        for r in 0..rows {
+            let (mut exact, mut size) = (f64::from(bias[r]), f64::from(bias[r].abs()));
+            for c in 0..cols {
+                let p = f64::from(dense[r * cols + c]) * f64::from(x[b * cols + c]);
+                exact += p;
+                size += p.abs();
+            }
+            let got = f64::from(y[b * rows + r]);
+            let tol = (cols + 2) as f64 * f64::from(f32::EPSILON) * size + 1e-30;
+            assert!(
+                (got - exact).abs() <= tol,
+                "{what}: y[{b},{r}] = {got}, expected {exact} (rows {rows}, cols {cols}, batch {batch})"
+            );
+        }
+    }
+}
+
+fn linear_case(rows: usize, cols: usize, batch: usize, bits: u32, scaling: usize, seed: u64) {
+    let parts = Parts::new(&[rows, cols], bits, scaling, seed);
+    let w = parts.weight();
+    let d = dense(&w);
+    let mut rng = Rng::new(seed ^ 0x55);
+    let x = rng.vec(batch * cols);
+    let bias = rng.vec(rows);
+    for kern in paths_to_test() {
+        let mut y = vec![f32::NAN; batch * rows];
+        paths::linear_with(kern, &w, Some(&bias), &x, batch, &mut y).unwrap();
+        check_linear(kern.name(), &d, rows, cols, &x, &bias, &y);
+    }
+    // The plain f32 weight of the same values gives the same products.
+    let plain = PackedWeight::from_f32(&d, &[rows, cols]).unwrap();
+    let mut y = vec![f32::NAN; batch * rows];
+    linear(&plain, Some(&bias), &x, batch, &mut y).unwrap();
+    check_linear("plain", &d, rows, cols, &x, &bias, &y);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// Random shapes around the tile sizes (6/12 rows, 8/16 columns).
+    #[test]
+    fn linear_random_shapes(rows in 1usize..30, cols in 1usize..70, batch in 2usize..40, bits in 1u32..=9, scaling in 0usize..5, seed: u64) {
+        linear_case(rows, cols, batch, bits, scaling, seed);
+    }
+}
+
+#[test]
+fn linear_crosses_every_block() {
+    // rows > MC = 72, cols > KC = 256, batch > NC = 256; batch 8 (12 x 8
+    // tiles), 9 (6 x 16 with a ragged panel), 17.
+    linear_case(150, 600, 300, 4, 3, 1);
+    linear_case(77, 513, 8, 8, 4, 2);
+    linear_case(13, 257, 9, 3, 2, 3);
+    linear_case(200, 64, 17, 16, 1, 4);
+}
+
+#[test]
+fn linear_into_scratch_contract() {
+    let parts = Parts::new(&[20, 300], 4, 3, 9);
+    let w = parts.weight();
+    let x = Rng::new(1).vec(5 * 300);
+    let mut y = vec![0.0; 5 * 20];
+    assert_eq!(linear_scratch_len(&w, 1), 0);
+    assert_eq!(linear_scratch_len(&w, 0), 0);
+    let need = linear_scratch_len(&w, 5);
+    assert!(need > 0 && need <= 256 * 256 + 72 * 256);
+    let mut scratch = vec![0.0; need];
+    linear_into(&w, None, &x, 5, &mut y, &mut scratch).unwrap();
+    let mut want = vec![0.0; 5 * 20];
+    linear(&w, None, &x, 5, &mut want).unwrap();
+    assert_eq!(y, want);
+    assert!(matches!(
+        linear_into(&w, None, &x, 5, &mut y, &mut scratch[..need - 1]),
+        Err(OpError::LengthMismatch { what: "scratch", .. })
+    ));
+    // Batch 1 needs none.
+    linear_into(&w, None, &x[..300], 1, &mut y[..20], &mut []).unwrap();
+}
+
+#[test]
+fn plain_f32_weight() {
+    let data: Vec<f32> = (0..12).map(|i| i as f32 - 5.0).collect();
+    let w = PackedWeight::from_f32(&data, &[3, 2, 2]).unwrap();
+    assert!(!w.is_quantized());
+    assert_eq!((w.rows(), w.cols(), w.shape()), (3, 4, &[3usize, 2, 2][..]));
+    let mut row = [0.0; 4];
+    w.decode_row(2, &mut row).unwrap();
+    assert_eq!(row, [3.0, 4.0, 5.0, 6.0]);
+    assert!(w.decode_row(3, &mut row).is_err());
+    // Batch 1 and batch 2, with bias: exact small integers.
+    let x = [1.0, 0.0, -1.0, 2.0, 0.5, 0.5, 0.5, 0.5];
+    let mut y = [0.0; 3];
+    linear(&w, Some(&[1.0, 2.0, 3.0]), &x[..4], 1, &mut y).unwrap();
+    // Rows [-5 -4 -3 -2], [-1 0 1 2], [3 4 5 6] against [1 0 -1 2].
+    assert_eq!(y, [-6.0 + 1.0, 2.0 + 2.0, 10.0 + 3.0]);
+    let mut y2 = [0.0; 6];
+    linear(&w, Some(&[1.0, 2.0, 3.0]), &x, 2, &mut y2).unwrap();
+    assert_eq!(&y2[..3], &y);
+    assert_eq!(&y2[3..], &[-7.0 + 1.0, 1.0 + 2.0, 9.0 + 3.0]);
+    assert!(matches!(
+        PackedWeight::from_f32(&data, &[5, 2]),
+        Err(OpError::LengthMismatch { what: "data", expected: 10, actual: 12, .. })
+    ));
+    assert!(PackedWeight::from_f32(&[], &[usize::MAX, 2]).is_err());
+    // A plain conv weight convolves like the reference.
+    let w = PackedWeight::from_f32(&data, &[3, 2, 1, 2]).unwrap();
+    let (out, shape) =
+        conv2d(&w, None, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1, 2, 1, 3], &Conv2dParams::default())
+            .unwrap();
+    let (want, _) = paths::conv2d_reference(
+        &w,
+        None,
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        [1, 2, 1, 3],
+        &Conv2dParams::default(),
+    )
+    .unwrap();
+    assert_eq!(shape, [1, 3, 1, 2]);
+    assert_eq!(out, want);
+}
+
+/// Compares every path's conv2d with the reference; `Ok(false)` if the
+/// geometry is invalid (both must then fail).
+fn conv_case(
+    weight_shape: [usize; 4],
+    input_shape: [usize; 4],
+    p: &Conv2dParams,
+    bits: u32,
+    scaling: usize,
+    seed: u64,
+) -> bool {
+    let parts = Parts::new(&weight_shape, bits, scaling, seed);
+    let w = parts.weight();
+    let mut rng = Rng::new(seed ^ 0x77);
+    let x = rng.vec(input_shape.iter().product());
+    let bias = rng.vec(weight_shape[0]);
+    let want = paths::conv2d_reference(&w, Some(&bias), &x, input_shape, p);
+    let Ok((want, shape)) = want else {
+        for kern in paths_to_test() {
+            assert!(paths::conv2d_with(kern, &w, Some(&bias), &x, input_shape, p).is_err());
+        }
+        return false;
+    };
+    // Σ |w x| + |b| per output: the reference on absolute values.
+    let abs_w: Vec<f32> = dense(&w).iter().map(|v| v.abs()).collect();
+    let abs_weight = PackedWeight::from_f32(&abs_w, &weight_shape).unwrap();
+    let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let abs_b: Vec<f32> = bias.iter().map(|v| v.abs()).collect();
+    let (size, _) =
+        paths::conv2d_reference(&abs_weight, Some(&abs_b), &abs_x, input_shape, p).unwrap();
+    let depth = weight_shape[1] * weight_shape[2] * weight_shape[3];
+    for kern in paths_to_test() {
+        let (got, got_shape) =
+            paths::conv2d_with(kern, &w, Some(&bias), &x, input_shape, p).unwrap();
+        assert_eq!(got_shape, shape);
+        for i in 0..got.len() {
+            let tol = 2.0 * (depth + 2) as f32 * f32::EPSILON * size[i] + 1e-30;
+            assert!(
+                (got[i] - want[i]).abs() <= tol,
+                "{} conv {weight_shape:?} on {input_shape:?} {p:?} at [{i}]: {} vs {}",
+                kern.name(),
+                got[i],
+                want[i]
+            );
+        }
+    }
+    true
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Random geometry: groups (including depthwise with a channel
+    /// multiplier), kernels 1..5, stride, padding, dilation, odd sizes.
+    #[test]
+    fn conv2d_random_shapes(
+        n in 1usize..=3, groups in 1usize..=3, cin_g in 1usize..=3, cout_g in 1usize..=3,
+        h in 1usize..=11, w in 1usize..=11, kh in 1usize..=5, kw in 1usize..=5,
+        sh in 1usize..=3, sw in 1usize..=3, ph in 0usize..=2, pw in 0usize..=2,
+        dh in 1usize..=2, dw in 1usize..=2, bits in 2u32..=8, scaling in 0usize..5, seed: u64,
+    ) {
+        let p = Conv2dParams { stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups };
+        conv_case([groups * cout_g, cin_g, kh, kw], [n, groups * cin_g, h, w], &p, bits, scaling, seed);
+    }
+
+    /// Depthwise (`groups == channels`) specifically.
+    #[test]
+    fn conv2d_depthwise_random(
+        n in 1usize..=3, c in 1usize..=6, mult in 1usize..=2, h in 1usize..=13, w in 1usize..=13,
+        k in 1usize..=5, s in 1usize..=3, pad in 0usize..=2, d in 1usize..=2, seed: u64,
+    ) {
+        let p = Conv2dParams { stride: [s, s], padding: [pad, pad], dilation: [d, d], groups: c };
+        conv_case([c * mult, 1, k, k], [n, c, h, w], &p, 4, 3, seed);
+    }
+}
+
+#[test]
+fn conv2d_crosses_every_block() {
+    // K = 40 * 9 = 360 > KC, 80 output channels > MC, 20 x 20 = 400
+    // pixels > NC; then a grouped one and a strided depthwise one.
+    let p = Conv2dParams { padding: [1, 1], ..Conv2dParams::default() };
+    assert!(conv_case([80, 40, 3, 3], [1, 40, 20, 20], &p, 4, 3, 1));
+    let p = Conv2dParams { stride: [2, 1], padding: [2, 0], dilation: [1, 2], groups: 2 };
+    assert!(conv_case([14, 30, 5, 3], [2, 60, 19, 23], &p, 3, 4, 2));
+    let p = Conv2dParams { stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 32 };
+    assert!(conv_case([32, 1, 3, 3], [1, 32, 33, 31], &p, 8, 2, 3));
+    // Large enough for the `parallel` feature to split channels.
+    let p = Conv2dParams { padding: [1, 1], groups: 128, ..Conv2dParams::default() };
+    assert!(conv_case([128, 1, 3, 3], [1, 128, 64, 64], &p, 4, 3, 5));
+    // 1x1: a plain GEMM over pixels.
+    assert!(conv_case([24, 16, 1, 1], [2, 16, 9, 7], &Conv2dParams::default(), 4, 1, 4));
+}
+
+#[test]
+fn conv_scratch_contract() {
+    let parts = Parts::new(&[8, 4, 3, 3], 4, 3, 5);
+    let w = parts.weight();
+    let p = Conv2dParams { padding: [1, 1], ..Conv2dParams::default() };
+    let shape = [1, 4, 10, 10];
+    let x = Rng::new(3).vec(400);
+    let out_len: usize = conv2d_output_shape(&w, shape, &p).unwrap().iter().product();
+    let need = conv2d_scratch_len(&w, shape, &p).unwrap();
+    let mut out = vec![0.0; out_len];
+    let mut scratch = vec![0.0; need];
+    conv2d_into(&w, None, &x, shape, &p, &mut out, &mut scratch).unwrap();
+    assert_eq!(out, conv2d(&w, None, &x, shape, &p).unwrap().0);
+    assert!(matches!(
+        conv2d_into(&w, None, &x, shape, &p, &mut out, &mut scratch[..need - 1]),
+        Err(OpError::LengthMismatch { what: "scratch", .. })
+    ));
+    // Depthwise needs one filter only.
+    let dw = Parts::new(&[4, 1, 3, 3], 4, 3, 6);
+    let dp = Conv2dParams { groups: 4, ..p };
+    assert_eq!(conv2d_scratch_len(&dw.weight(), shape, &dp).unwrap(), 9);
+    // Scratch is bounded whatever the image size.
+    let big = conv2d_scratch_len(&w, [1, 4, 1000, 1000], &p).unwrap();
+    assert!(big <= 256 * 256 + 72 * 256, "{big}");
+}
+
+#[test]
+fn conv1d_matches_conv2d_reference() {
+    for (groups, cin, cout, k, stride, pad, dil, len) in
+        [(1, 3, 5, 3, 1, 1, 1, 17), (2, 4, 6, 5, 2, 2, 2, 30), (4, 4, 8, 3, 1, 0, 3, 12)]
+    {
+        let parts = Parts::new(&[cout, cin / groups, k], 5, 4, len as u64);
+        let w1 = parts.weight();
+        let w2 = parts.weight_shaped(&[cout, cin / groups, 1, k]);
+        let x = Rng::new(k as u64).vec(2 * cin * len);
+        let p1 = Conv1dParams { stride, padding: pad, dilation: dil, groups };
+        let p2 =
+            Conv2dParams { stride: [1, stride], padding: [0, pad], dilation: [1, dil], groups };
+        let (got, shape) = conv1d(&w1, None, &x, [2, cin, len], &p1).unwrap();
+        let (want, shape2) = paths::conv2d_reference(&w2, None, &x, [2, cin, 1, len], &p2).unwrap();
+        assert_eq!(shape, [shape2[0], shape2[1], shape2[3]]);
+        let depth = cin / groups * k;
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 2.0 * (depth + 2) as f32 * f32::EPSILON * 4.0 * depth as f32);
+        }
+        let need = conv1d_scratch_len(&w1, [2, cin, len], &p1).unwrap();
+        let mut out = vec![0.0; got.len()];
+        conv1d_into(&w1, None, &x, [2, cin, len], &p1, &mut out, &mut vec![0.0; need]).unwrap();
+        assert_eq!(out, got);
+    }
+}
