@@ -70,22 +70,27 @@ enum lsqr_status
      */
     LSQR_STATUS_FORMAT = 6,
     /**
-     * No tensor or metadata entry of that name or index.
+     * No tensor or metadata entry of that name or index; for the micro
+     * runtime, a model without a layer graph, or a layer, input or output
+     * index past the end.
      */
     LSQR_STATUS_NOT_FOUND = 7,
     /**
      * Shapes or lengths that must agree do not (a linear weight that is
-     * not 2-D, a bias of the wrong length, conv channels vs groups).
+     * not 2-D, a bias of the wrong length, conv channels vs groups, a
+     * graph layer whose inputs or weights do not fit its op, input data
+     * of the wrong length).
      */
     LSQR_STATUS_SHAPE_MISMATCH = 8,
     /**
      * A valid request this version does not implement (e.g. a raw, not
-     * quantized, conv2d weight).
+     * quantized, conv2d weight; a graph op the micro runtime does not
+     * run).
      */
     LSQR_STATUS_UNSUPPORTED = 9,
     /**
-     * Reserved for the micro runtime: the caller's arena is smaller than
-     * `lsqr_micro_arena_len` says it must be.
+     * The micro runtime: the caller's arena is smaller than
+     * `lsqr_micro_arena_size` says it must be.
      */
     LSQR_STATUS_ARENA_TOO_SMALL = 10,
     /**
@@ -288,6 +293,13 @@ typedef uint32_t lsqr_value_type;
 #endif // __cplusplus
 
 /**
+ * A model's layer graph planned and bound to a caller-owned arena: set
+ * the inputs, run (all layers or one at a time), read the outputs.
+ * Created by `lsqr_micro_load`, freed by `lsqr_micro_free`. Opaque to C.
+ */
+typedef struct lsqr_micro lsqr_micro;
+
+/**
  * An opened `.lsq` model: its validated header and its bytes
  * (memory-mapped by `lsqr_model_open`, or the caller's buffer for
  * `lsqr_model_open_memory`). Opaque to C; freed by `lsqr_model_free`.
@@ -413,6 +425,266 @@ const char *lsqr_status_str(uint32_t status);
  * Thread-safe: each thread has its own last error.
  */
 const char *lsqr_last_error(void);
+
+/**
+ * Plans the layer graph of `model` and writes to `*bytes` the size of the
+ * arena `lsqr_micro_load` needs for it: every activation and the
+ * layers' scratch, plus 63 bytes so that an arena at any address can be
+ * aligned inside. Planning checks the whole graph, so this reports the
+ * same errors `lsqr_micro_load` would; it allocates while planning (as
+ * `lsqr_micro_load` does) and frees everything before returning.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`; `LSQR_STATUS_NOT_FOUND` (the model
+ * has no layer graph); `LSQR_STATUS_UNSUPPORTED` (an op the runtime does
+ * not run, e.g. `matmul`); `LSQR_STATUS_SHAPE_MISMATCH` (a layer's inputs
+ * or weights do not fit its op: count, rank, shape or dtype);
+ * `LSQR_STATUS_FORMAT` (a graph input without its `input_shape.<name>`
+ * metadata, a bad attribute, an unreadable tensor);
+ * `LSQR_STATUS_INVALID_ARGUMENT` (sizes that overflow `size_t`). The last
+ * error names the layer index, the op and the tensor, attribute or value.
+ *
+ * Thread-safe: a model may be read from several threads at once.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `bytes` is NULL or writable.
+ */
+lsqr_status lsqr_micro_arena_size(const lsqr_model *model, size_t *bytes);
+
+/**
+ * Plans the layer graph of `model` and binds it to the caller's arena of
+ * `arena_len` bytes; writes the new runner to `*out` on success (untouched
+ * on failure). Free it with `lsqr_micro_free`.
+ *
+ * Memory: all heap allocation happens in this call (the plan: layer
+ * descriptions, f32 copies of raw float weights, folded batch-norm
+ * constants; packed weights are read in place from the model). Every
+ * activation and all scratch live in the arena, which this call zeroes;
+ * `lsqr_micro_set_input`, `lsqr_micro_run`, `lsqr_micro_run_layer`,
+ * `lsqr_micro_get_output` and `lsqr_micro_borrow_output` allocate nothing
+ * when they succeed (a failure allocates its `lsqr_last_error` message;
+ * a thread's first lsqr call allocates that thread's message buffer, so
+ * call `lsqr_micro_load` on the thread that runs). The arena may have any
+ * alignment (buffers are aligned to 64 bytes inside it) and must hold at
+ * least `lsqr_micro_arena_size` bytes.
+ *
+ * Lifetimes: the runner reads the model's weights on every run, so the
+ * model must stay open until `lsqr_micro_free` returns; the arena must
+ * stay valid, and must not be read or written by the caller, until then
+ * too (`lsqr_micro_free` does not free it). Several runners may share one
+ * model, each with its own arena.
+ *
+ * Errors: those of `lsqr_micro_arena_size`, plus
+ * `LSQR_STATUS_NULL_ARGUMENT` (`arena` NULL),
+ * `LSQR_STATUS_ARENA_TOO_SMALL` (the last error gives both sizes),
+ * `LSQR_STATUS_INVALID_ARGUMENT` (`arena_len` above `PTRDIFF_MAX`).
+ *
+ * Thread-safe: a model may be read from several threads at once, so
+ * runners over one model may be loaded concurrently (into distinct
+ * arenas).
+ *
+ * # Safety
+ * `model` is NULL or a live model that outlives the runner; `arena` is
+ * NULL or points to `arena_len` writable bytes that stay valid and
+ * untouched by the caller until the runner is freed; `out` is NULL or
+ * writable.
+ */
+lsqr_status lsqr_micro_load(const lsqr_model *model,
+                            void *arena,
+                            size_t arena_len,
+                            lsqr_micro **out);
+
+/**
+ * Frees a runner (its plan), not the arena, which the caller frees
+ * afterwards, nor the model. `lsqr_micro_free(NULL)` does nothing.
+ *
+ * It returns nothing and leaves `lsqr_last_error` as it was (a panic
+ * while dropping, which would be a bug, is caught and becomes the last
+ * error).
+ *
+ * Not thread-safe with respect to the runner: no other thread may be
+ * using it during or after the call.
+ *
+ * # Safety
+ * `micro` is NULL or a runner from `lsqr_micro_load` not freed before.
+ */
+void lsqr_micro_free(lsqr_micro *micro);
+
+/**
+ * Writes the number of layers to `*out` (`lsqr_micro_run_layer` takes
+ * `0 .. count - 1`).
+ *
+ * Thread-safe with other calls that take a `const lsqr_micro *`; not with
+ * those that modify the runner.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner; `out` is NULL or writable.
+ */
+lsqr_status lsqr_micro_layer_count(const lsqr_micro *micro, size_t *out);
+
+/**
+ * Writes the number of graph inputs to `*out`.
+ *
+ * Thread-safe with other calls that take a `const lsqr_micro *`; not with
+ * those that modify the runner.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner; `out` is NULL or writable.
+ */
+lsqr_status lsqr_micro_input_count(const lsqr_micro *micro, size_t *out);
+
+/**
+ * Writes the number of graph outputs to `*out`.
+ *
+ * Thread-safe with other calls that take a `const lsqr_micro *`; not with
+ * those that modify the runner.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner; `out` is NULL or writable.
+ */
+lsqr_status lsqr_micro_output_count(const lsqr_micro *micro, size_t *out);
+
+/**
+ * Writes the shape of graph input `index`: its rank to `*ndim` and its
+ * dims, row-major, to `dims[0 .. *ndim]` (the rest of the
+ * `LSQR_MAX_DIMS` entries are set to 0). `lsqr_micro_set_input` takes
+ * the product of the dims in floats.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_NOT_FOUND` (`index`
+ * past the inputs).
+ *
+ * Thread-safe with other calls that take a `const lsqr_micro *`; not with
+ * those that modify the runner.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner; `ndim` is NULL or writable; `dims` is
+ * NULL or has `LSQR_MAX_DIMS` writable elements.
+ */
+lsqr_status lsqr_micro_input_shape(const lsqr_micro *micro,
+                                   size_t index,
+                                   size_t *ndim,
+                                   size_t *dims);
+
+/**
+ * Writes the shape of graph output `index`, as `lsqr_micro_input_shape`
+ * does for inputs. `lsqr_micro_get_output` copies the product of the dims
+ * in floats.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_NOT_FOUND` (`index`
+ * past the outputs).
+ *
+ * Thread-safe with other calls that take a `const lsqr_micro *`; not with
+ * those that modify the runner.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner; `ndim` is NULL or writable; `dims` is
+ * NULL or has `LSQR_MAX_DIMS` writable elements.
+ */
+lsqr_status lsqr_micro_output_shape(const lsqr_micro *micro,
+                                    size_t index,
+                                    size_t *ndim,
+                                    size_t *dims);
+
+/**
+ * Copies `len` floats from `data` into graph input `index`; `len` must be
+ * exactly the input's element count (the product of its dims). Inputs
+ * keep their values across runs until set again. Allocates nothing.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_NOT_FOUND` (`index`
+ * past the inputs), `LSQR_STATUS_SHAPE_MISMATCH` (`len` is not the element
+ * count; the last error gives both), `LSQR_STATUS_INVALID_ARGUMENT`
+ * (`data` not aligned for float). The input is unchanged on failure.
+ *
+ * Not thread-safe: no other call may use the runner at the same time.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner; `data` is NULL or points to `len`
+ * readable floats (not inside the runner's arena).
+ */
+lsqr_status lsqr_micro_set_input(lsqr_micro *micro, size_t index, const float *data, size_t len);
+
+/**
+ * Runs layer `index` alone, reading the values earlier layers (or
+ * `lsqr_micro_set_input`) left in the arena. Running layers `0 .. count -
+ * 1` in order is exactly `lsqr_micro_run`; in between, a caller may time
+ * layers or stop early. Allocates nothing.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_NOT_FOUND` (`index`
+ * past the layers; the last error gives the count).
+ *
+ * Not thread-safe: no other call may use the runner at the same time.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner.
+ */
+lsqr_status lsqr_micro_run_layer(lsqr_micro *micro, size_t index);
+
+/**
+ * Runs every layer in order on the current inputs; the outputs are then
+ * readable with `lsqr_micro_get_output` until the next run. May be
+ * repeated. Allocates nothing.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`. (A planned graph has no run-time
+ * failure; any other status would be a bug, reported with its layer.)
+ *
+ * Not thread-safe: no other call may use the runner at the same time.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner.
+ */
+lsqr_status lsqr_micro_run(lsqr_micro *micro);
+
+/**
+ * Copies graph output `index`, as the last run computed it, to `out`:
+ * exactly its element count of floats (the product of
+ * `lsqr_micro_output_shape`'s dims); `out_len` is the capacity of `out`
+ * and may be larger. Allocates nothing.
+ *
+ * An output holds its layer's result from when that layer ran until the
+ * next run reaches it again. Before that layer has run (no run yet, or
+ * part way through a `lsqr_micro_run_layer` loop) its place in the arena
+ * may hold other layers' intermediate values: read outputs after
+ * `lsqr_micro_run` or after the last `lsqr_micro_run_layer`.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_NOT_FOUND` (`index`
+ * past the outputs), `LSQR_STATUS_BUFFER_TOO_SMALL` (`out_len` below the
+ * element count; `out` untouched), `LSQR_STATUS_INVALID_ARGUMENT` (`out`
+ * not aligned for float).
+ *
+ * Thread-safe with other calls that take a `const lsqr_micro *`; not with
+ * those that modify the runner.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner; `out` is NULL or points to `out_len`
+ * writable floats (not inside the runner's arena).
+ */
+lsqr_status lsqr_micro_get_output(const lsqr_micro *micro,
+                                  size_t index,
+                                  float *out,
+                                  size_t out_len);
+
+/**
+ * Borrows graph output `index` without copying: writes a pointer to its
+ * floats (inside the arena) to `*data` and its element count to `*len`.
+ * The pointer stays valid until `lsqr_micro_free`; the values are those
+ * of the last run (see `lsqr_micro_get_output` for when they are
+ * complete) until the next `lsqr_micro_set_input`, `lsqr_micro_run` or
+ * `lsqr_micro_run_layer` on this runner. The caller must not write
+ * through it.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_NOT_FOUND` (`index`
+ * past the outputs).
+ *
+ * Thread-safe with other calls that take a `const lsqr_micro *`; not with
+ * those that modify the runner.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner; `data` and `len` are NULL or
+ * writable.
+ */
+lsqr_status lsqr_micro_borrow_output(const lsqr_micro *micro,
+                                     size_t index,
+                                     const float **data,
+                                     size_t *len);
 
 /**
  * Opens the `.lsq` file at `path` (NUL-terminated; any bytes on Unix,

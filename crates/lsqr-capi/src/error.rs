@@ -2,7 +2,7 @@
 //! export runs inside.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, CStr};
 use std::fmt::Display;
 
 use lsqr_format::FormatError;
@@ -39,16 +39,21 @@ pub enum lsqr_status {
     /// truncated, or of an unsupported version. The message names the
     /// tensor and byte offset where the reader can.
     Format = 6,
-    /// No tensor or metadata entry of that name or index.
+    /// No tensor or metadata entry of that name or index; for the micro
+    /// runtime, a model without a layer graph, or a layer, input or output
+    /// index past the end.
     NotFound = 7,
     /// Shapes or lengths that must agree do not (a linear weight that is
-    /// not 2-D, a bias of the wrong length, conv channels vs groups).
+    /// not 2-D, a bias of the wrong length, conv channels vs groups, a
+    /// graph layer whose inputs or weights do not fit its op, input data
+    /// of the wrong length).
     ShapeMismatch = 8,
     /// A valid request this version does not implement (e.g. a raw, not
-    /// quantized, conv2d weight).
+    /// quantized, conv2d weight; a graph op the micro runtime does not
+    /// run).
     Unsupported = 9,
-    /// Reserved for the micro runtime: the caller's arena is smaller than
-    /// `lsqr_micro_arena_len` says it must be.
+    /// The micro runtime: the caller's arena is smaller than
+    /// `lsqr_micro_arena_size` says it must be.
     ArenaTooSmall = 10,
     /// A metadata entry exists but holds another type than the one asked
     /// for (`lsqr_model_metadata_type` says which).
@@ -140,21 +145,32 @@ impl From<OpError> for Error {
 }
 
 thread_local! {
-    /// The message of the last failed call on this thread (empty: none).
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// The message of the last failed call on this thread, NUL-terminated
+    /// (just the NUL: none). A byte vector rather than a `CString` so that
+    /// clearing it after each successful call keeps its buffer: once a
+    /// thread has made its first call, a successful call never allocates
+    /// (the micro runtime's run functions rely on it).
+    static LAST_ERROR: RefCell<Vec<u8>> = RefCell::new(vec![0]);
 }
 
 /// Replaces this thread's last error. Interior NULs (from a tensor name,
-/// say) would end the C string early, so they are shown as `\0`.
+/// say) would end the C string early, so they are shown as `\0`. An empty
+/// message clears it without allocating.
 pub(crate) fn set_last_error(message: &str) {
-    let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        e.clear();
+        if !message.is_empty() {
+            e.extend_from_slice(message.replace('\0', "\\0").as_bytes());
+        }
+        e.push(0);
+    });
 }
 
 /// A pointer to this thread's last error: valid until the next call that
 /// sets it (any status-returning lsqr call on this thread).
 pub(crate) fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR.with(|e| e.borrow().as_ptr().cast())
 }
 
 /// The text of a caught panic's payload.

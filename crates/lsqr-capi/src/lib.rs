@@ -4,8 +4,10 @@
 //!
 //! The conventions (README.md, "C API conventions") follow rustls-ffi:
 //!
-//! - opaque handles: `lsqr_model` (owned: `lsqr_model_free`) and
-//!   `lsqr_tensor` (borrowed from its model, never freed);
+//! - opaque handles: `lsqr_model` (owned: `lsqr_model_free`),
+//!   `lsqr_tensor` (borrowed from its model, never freed) and `lsqr_micro`
+//!   (the micro runtime: a model's graph planned and bound to a
+//!   caller-owned arena; owned: `lsqr_micro_free`);
 //! - every fallible function returns an `lsqr_status`, whose numbers are
 //!   fixed forever; outputs are written only on success; `*_free(NULL)` is
 //!   a no-op;
@@ -32,10 +34,17 @@
 use std::ffi::c_char;
 
 mod error;
+mod micro;
 mod model;
 mod ops;
 
 pub use error::{lsqr_last_error, lsqr_status, lsqr_status_str};
+pub use micro::{
+    lsqr_micro, lsqr_micro_arena_size, lsqr_micro_borrow_output, lsqr_micro_free,
+    lsqr_micro_get_output, lsqr_micro_input_count, lsqr_micro_input_shape, lsqr_micro_layer_count,
+    lsqr_micro_load, lsqr_micro_output_count, lsqr_micro_output_shape, lsqr_micro_run,
+    lsqr_micro_run_layer, lsqr_micro_set_input,
+};
 pub use model::{
     lsqr_codec, lsqr_dtype, lsqr_model, lsqr_model_find_tensor, lsqr_model_free,
     lsqr_model_metadata_count, lsqr_model_metadata_get_bool, lsqr_model_metadata_get_float,
@@ -66,22 +75,6 @@ pub extern "C" fn lsqr_version() -> *const c_char {
     // exception (its fallback is the same static string).
     error::boundary_value(VERSION.as_ptr(), || VERSION.as_ptr())
 }
-
-// ---------------------------------------------------------------------------
-// Micro runtime (`lsqr_micro_*`): NOT YET IMPLEMENTED.
-//
-// Reserved for the `lsqr::runtime` module (Plan / Runner), which lands on
-// another branch. After that merge this section gets an opaque
-// `lsqr_micro` handle (a plan bound to a caller-owned arena) and:
-//   lsqr_micro_new(model, &out) / lsqr_micro_free(micro)
-//   lsqr_micro_arena_len(micro, &len)
-//   lsqr_micro_bind(micro, arena, arena_len)   -> LSQR_STATUS_ARENA_TOO_SMALL
-//   lsqr_micro_set_input / lsqr_micro_run_layer / lsqr_micro_run /
-//   lsqr_micro_output
-// following the same conventions (status codes, panic boundary, outputs on
-// success only). The status number LSQR_STATUS_ARENA_TOO_SMALL = 10 is
-// already reserved for it.
-// ---------------------------------------------------------------------------
 
 /// The example model of the tests and ffi-examples.
 #[cfg(test)]

@@ -86,6 +86,12 @@ impl lsqr_model {
         Ok(Box::new(Self { file, tensors, metadata_keys }))
     }
 
+    /// The opened file. It is boxed inside the model, so its address is
+    /// stable for the model's whole life (the micro runtime keeps it).
+    pub(crate) fn file(&self) -> &LsqFile<'static> {
+        &self.file
+    }
+
     fn value(&self, key: &str) -> Result<&Value, Error> {
         self.file.metadata_get(key).ok_or_else(|| {
             Error::new(lsqr_status::NotFound, format_args!("no metadata entry '{key}'"))

@@ -14,7 +14,7 @@ use crate::model::{arg, lsqr_tensor};
 /// # Safety
 /// `p` is NULL or points to `len` readable floats for the duration of the
 /// call, not written through any other pointer meanwhile.
-unsafe fn floats<'a>(p: *const f32, len: usize, name: &str) -> Result<&'a [f32], Error> {
+pub(crate) unsafe fn floats<'a>(p: *const f32, len: usize, name: &str) -> Result<&'a [f32], Error> {
     if p.is_null() {
         return Err(Error::null(name));
     }
@@ -30,7 +30,11 @@ unsafe fn floats<'a>(p: *const f32, len: usize, name: &str) -> Result<&'a [f32],
 /// # Safety
 /// `p` is NULL or points to `len` writable floats for the duration of the
 /// call, not accessed through any other pointer meanwhile.
-unsafe fn floats_mut<'a>(p: *mut f32, len: usize, name: &str) -> Result<&'a mut [f32], Error> {
+pub(crate) unsafe fn floats_mut<'a>(
+    p: *mut f32,
+    len: usize,
+    name: &str,
+) -> Result<&'a mut [f32], Error> {
     if p.is_null() {
         return Err(Error::null(name));
     }

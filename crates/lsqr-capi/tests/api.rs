@@ -730,3 +730,486 @@ fn a_name_with_a_nul_byte_is_unsupported() {
     );
     assert_eq!(out, std::ptr::dangling_mut());
 }
+
+// ---- micro runtime ----
+
+use lsqr_facade::codec::{CodecKind, CodecSpec, QuantizeOptions};
+use lsqr_facade::runtime::{ModelBuilder, Plan, WeightFormat};
+
+/// A graph the runtime runs: `x [2, 16]` -> linear 16x12 (log C=4, bias)
+/// -> relu -> linear 12x5 (f32, bias) -> softmax; outputs `y` (the
+/// softmax) and `h` (the relu).
+fn graph_model() -> Vec<u8> {
+    let log4 =
+        WeightFormat::Quantized(QuantizeOptions::new(CodecSpec::default_for(CodecKind::Log), 4));
+    let mut b = ModelBuilder::new();
+    b.input("x", &[2, 16])
+        .linear("a", "x", "fc1", &example_model::values(192, 1), [12, 16], Some(&[0.01; 12]), &log4)
+        .activation("h", "a", "relu")
+        .linear(
+            "z",
+            "h",
+            "fc2",
+            &example_model::values(60, 2),
+            [5, 12],
+            Some(&[0.1; 5]),
+            &WeightFormat::F32,
+        )
+        .layer(lsqr_format::Layer {
+            op: "softmax".into(),
+            inputs: vec!["z".into()],
+            outputs: vec!["y".into()],
+            weights: vec![],
+            attrs: vec![],
+        })
+        .output("y")
+        .output("h");
+    b.to_bytes().unwrap()
+}
+
+/// 32 input values.
+fn graph_input(seed: u32) -> Vec<f32> {
+    example_model::values(32, seed).iter().map(|v| v * 20.0).collect()
+}
+
+/// A runner over `model` with its own arena, which the struct keeps alive
+/// (at an odd address, to show any alignment works).
+struct Micro {
+    ptr: *mut lsqr_micro,
+    _arena: Vec<u8>,
+}
+
+impl Micro {
+    fn load(model: *const lsqr_model) -> Self {
+        let mut need = 0usize;
+        // SAFETY: live model, writable out.
+        let st = unsafe { lsqr_micro_arena_size(model, &mut need) };
+        assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+        let mut arena = vec![0xa5u8; need + 1];
+        let mut ptr = null_mut();
+        // SAFETY: `need` writable bytes from offset 1, kept alive (and not
+        // otherwise touched) by the returned struct until `drop` frees the
+        // runner; the model outlives it in every test.
+        let st =
+            unsafe { lsqr_micro_load(model, arena.as_mut_ptr().add(1).cast(), need, &mut ptr) };
+        assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+        assert!(!ptr.is_null());
+        Self { ptr, _arena: arena }
+    }
+
+    fn set_input(&self, index: usize, x: &[f32]) -> lsqr_status {
+        // SAFETY: live runner, `x.len()` readable floats.
+        unsafe { lsqr_micro_set_input(self.ptr, index, x.as_ptr(), x.len()) }
+    }
+
+    fn output(&self, index: usize, len: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; len];
+        // SAFETY: live runner, `len` writable floats.
+        let st = unsafe { lsqr_micro_get_output(self.ptr, index, out.as_mut_ptr(), len) };
+        assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+        out
+    }
+
+    fn count(
+        &self,
+        f: unsafe extern "C" fn(*const lsqr_micro, *mut usize) -> lsqr_status,
+    ) -> usize {
+        let mut n = usize::MAX;
+        // SAFETY: live runner, writable out.
+        assert_eq!(unsafe { f(self.ptr, &mut n) }, lsqr_status::Ok);
+        n
+    }
+}
+
+impl Drop for Micro {
+    fn drop(&mut self) {
+        // SAFETY: loaded by `Micro::load`, freed once, before the arena.
+        unsafe { lsqr_micro_free(self.ptr) };
+    }
+}
+
+/// The outputs of `lsqr::runtime` run directly on the same bytes.
+fn rust_outputs(bytes: &[u8], x: &[f32]) -> (usize, Vec<Vec<f32>>) {
+    let file = LsqFile::from_bytes(bytes).unwrap();
+    let plan = Plan::new(&file).unwrap();
+    let mut arena = vec![0u8; plan.arena_len()];
+    let mut runner = plan.bind(&mut arena).unwrap();
+    runner.set_input(0, x).unwrap();
+    runner.run().unwrap();
+    let outs = (0..plan.outputs().len()).map(|i| runner.output(i).unwrap().to_vec()).collect();
+    (plan.arena_len(), outs)
+}
+
+#[test]
+fn micro_results_equal_the_rust_runtime_and_run_layer_equals_run() {
+    let bytes = graph_model();
+    let m = Model::open(bytes.clone());
+    let micro = Micro::load(m.ptr);
+    let (x1, x2) = (graph_input(3), graph_input(4));
+    let (arena_len, want1) = rust_outputs(&bytes, &x1);
+    let (_, want2) = rust_outputs(&bytes, &x2);
+    assert_ne!(want1, want2);
+    let mut need = 0;
+    // SAFETY: live model, writable out.
+    unsafe { lsqr_micro_arena_size(m.ptr, &mut need) };
+    assert_eq!(need, arena_len);
+
+    assert_eq!(micro.count(lsqr_micro_layer_count), 4);
+    assert_eq!(micro.count(lsqr_micro_input_count), 1);
+    assert_eq!(micro.count(lsqr_micro_output_count), 2);
+    let shape = |f: unsafe extern "C" fn(
+        *const lsqr_micro,
+        usize,
+        *mut usize,
+        *mut usize,
+    ) -> lsqr_status,
+                 i: usize| {
+        let (mut ndim, mut dims) = (99usize, [77usize; LSQR_MAX_DIMS]);
+        // SAFETY: live runner; writable ndim and LSQR_MAX_DIMS dims.
+        assert_eq!(unsafe { f(micro.ptr, i, &mut ndim, dims.as_mut_ptr()) }, lsqr_status::Ok);
+        assert!(dims[ndim..].iter().all(|&d| d == 0));
+        dims[..ndim].to_vec()
+    };
+    assert_eq!(shape(lsqr_micro_input_shape, 0), [2, 16]);
+    assert_eq!(shape(lsqr_micro_output_shape, 0), [2, 5]);
+    assert_eq!(shape(lsqr_micro_output_shape, 1), [2, 12]);
+
+    // lsqr_micro_load zeroed the arena: before any run, outputs read 0.
+    assert_eq!(micro.output(0, 10), [0.0; 10]);
+    // run: bit-identical to lsqr::runtime.
+    assert_eq!(micro.set_input(0, &x1), lsqr_status::Ok);
+    // SAFETY: live runner.
+    assert_eq!(unsafe { lsqr_micro_run(micro.ptr) }, lsqr_status::Ok);
+    assert_eq!(micro.output(0, 10), want1[0]);
+    assert_eq!(micro.output(1, 24), want1[1]);
+    let rows: Vec<f32> = want1[0].chunks(5).map(|r| r.iter().sum()).collect();
+    assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-5), "softmax rows: {rows:?}");
+    // A larger buffer is filled with exactly the output's values.
+    let mut big = [-1.0f32; 13];
+    // SAFETY: live runner, 13 writable floats.
+    let st = unsafe { lsqr_micro_get_output(micro.ptr, 0, big.as_mut_ptr(), 13) };
+    assert_eq!(st, lsqr_status::Ok);
+    assert_eq!(big[..10], want1[0]);
+    assert_eq!(big[10..], [-1.0; 3]);
+    // The borrowed output is the same values, in the arena.
+    let (mut data, mut len) = (null(), 0usize);
+    // SAFETY: live runner, writable outs; the borrow is read before the
+    // next call that modifies the runner.
+    unsafe {
+        assert_eq!(lsqr_micro_borrow_output(micro.ptr, 1, &mut data, &mut len), lsqr_status::Ok);
+        assert_eq!(std::slice::from_raw_parts(data, len), want1[1]);
+    }
+    let arena = micro._arena.as_ptr_range();
+    assert!(arena.contains(&data.cast::<u8>()));
+
+    // run_layer 0..count on another input equals run, and the values a
+    // layer leaves stay in place for the next call.
+    assert_eq!(micro.set_input(0, &x2), lsqr_status::Ok);
+    for i in 0..4 {
+        // SAFETY: live runner.
+        assert_eq!(unsafe { lsqr_micro_run_layer(micro.ptr, i) }, lsqr_status::Ok);
+        if i == 1 {
+            // After the relu, output `h` is final (output `y` is not: the
+            // plan may keep earlier layers' values in its place until
+            // layer 3 writes it).
+            assert_eq!(micro.output(1, 24), want2[1]);
+        }
+    }
+    assert_eq!(micro.output(0, 10), want2[0]);
+    assert_eq!(micro.output(1, 24), want2[1]);
+    // Inputs keep their values: running again gives the same outputs.
+    // SAFETY: live runner.
+    assert_eq!(unsafe { lsqr_micro_run(micro.ptr) }, lsqr_status::Ok);
+    assert_eq!(micro.output(0, 10), want2[0]);
+}
+
+#[test]
+fn micro_runners_share_a_model_across_threads() {
+    let bytes = graph_model();
+    let m = Model::open(bytes.clone());
+    struct Shared(*const lsqr_model);
+    // SAFETY: the API documents a model as readable from several threads,
+    // and runners over one model as runnable on different threads.
+    unsafe impl Sync for Shared {}
+    let shared = Shared(m.ptr);
+    std::thread::scope(|s| {
+        for k in 0..3u32 {
+            let (shared, bytes) = (&shared, &bytes);
+            s.spawn(move || {
+                let micro = Micro::load(shared.0);
+                for round in 0..5 {
+                    let x = graph_input(10 * k + round);
+                    assert_eq!(micro.set_input(0, &x), lsqr_status::Ok);
+                    // SAFETY: live runner, used by this thread only.
+                    assert_eq!(unsafe { lsqr_micro_run(micro.ptr) }, lsqr_status::Ok);
+                    assert_eq!(micro.output(0, 10), rust_outputs(bytes, &x).1[0]);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn micro_status_paths() {
+    let m = Model::open(graph_model());
+    let micro = Micro::load(m.ptr);
+    let mut need = 0usize;
+    // SAFETY: live model, writable out.
+    unsafe { lsqr_micro_arena_size(m.ptr, &mut need) };
+    let mut arena = vec![0u8; need];
+    let mut count = 12345usize;
+    let mut ptr: *mut lsqr_micro = std::ptr::dangling_mut();
+    let mut floats = [7.0f32; 64];
+    let (mut data, mut dims) = (std::ptr::dangling::<f32>(), [3usize; LSQR_MAX_DIMS]);
+    let x = graph_input(5);
+    // SAFETY: every pointer is NULL, or valid for what the function reads
+    // or writes; the arena outlives every runner loaded into it here (none
+    // is, as every load fails).
+    unsafe {
+        macro_rules! refused {
+            ($call:expr, $arg:literal) => {
+                assert_eq!($call, lsqr_status::NullArgument, stringify!($call));
+                assert_eq!(last_error(), concat!("`", $arg, "` is NULL"));
+            };
+        }
+        let a = arena.as_mut_ptr().cast();
+        refused!(lsqr_micro_arena_size(null(), &mut count), "model");
+        refused!(lsqr_micro_arena_size(m.ptr, null_mut()), "bytes");
+        refused!(lsqr_micro_load(null(), a, need, &mut ptr), "model");
+        refused!(lsqr_micro_load(m.ptr, null_mut(), need, &mut ptr), "arena");
+        refused!(lsqr_micro_load(m.ptr, a, need, null_mut()), "out");
+        refused!(lsqr_micro_layer_count(null(), &mut count), "micro");
+        refused!(lsqr_micro_layer_count(micro.ptr, null_mut()), "out");
+        refused!(lsqr_micro_input_count(null(), &mut count), "micro");
+        refused!(lsqr_micro_output_count(micro.ptr, null_mut()), "out");
+        refused!(lsqr_micro_input_shape(null(), 0, &mut count, dims.as_mut_ptr()), "micro");
+        refused!(lsqr_micro_input_shape(micro.ptr, 0, null_mut(), dims.as_mut_ptr()), "ndim");
+        refused!(lsqr_micro_output_shape(micro.ptr, 0, &mut count, null_mut()), "dims");
+        refused!(lsqr_micro_set_input(null_mut(), 0, x.as_ptr(), 32), "micro");
+        refused!(lsqr_micro_set_input(micro.ptr, 0, null(), 32), "data");
+        refused!(lsqr_micro_run_layer(null_mut(), 0), "micro");
+        refused!(lsqr_micro_run(null_mut()), "micro");
+        refused!(lsqr_micro_get_output(null(), 0, floats.as_mut_ptr(), 64), "micro");
+        refused!(lsqr_micro_get_output(micro.ptr, 0, null_mut(), 64), "out");
+        refused!(lsqr_micro_borrow_output(micro.ptr, 0, null_mut(), &mut count), "data");
+        refused!(lsqr_micro_borrow_output(micro.ptr, 0, &mut data, null_mut()), "len");
+
+        // Arena too small: the message gives the size needed.
+        let st = lsqr_micro_load(m.ptr, a, need - 1, &mut ptr);
+        assert_eq!(st, lsqr_status::ArenaTooSmall);
+        assert_eq!(
+            last_error(),
+            format!(
+                "the arena is {} bytes; this model needs {need} (lsqr_micro_arena_size)",
+                need - 1
+            )
+        );
+        let st = lsqr_micro_load(m.ptr, a, usize::MAX, &mut ptr);
+        assert_eq!(st, lsqr_status::InvalidArgument);
+
+        // Indices past the end.
+        assert_eq!(lsqr_micro_run_layer(micro.ptr, 4), lsqr_status::NotFound);
+        assert_eq!(last_error(), "layer 4 does not exist; the graph has 4 layers");
+        assert_eq!(lsqr_micro_set_input(micro.ptr, 1, x.as_ptr(), 32), lsqr_status::NotFound);
+        assert_eq!(last_error(), "input 1 does not exist; the graph has 1 inputs");
+        let st = lsqr_micro_get_output(micro.ptr, 2, floats.as_mut_ptr(), 64);
+        assert_eq!(st, lsqr_status::NotFound);
+        assert_eq!(last_error(), "output 2 does not exist; the graph has 2 outputs");
+        let st = lsqr_micro_borrow_output(micro.ptr, 2, &mut data, &mut count);
+        assert_eq!(st, lsqr_status::NotFound);
+        let st = lsqr_micro_output_shape(micro.ptr, 2, &mut count, dims.as_mut_ptr());
+        assert_eq!(st, lsqr_status::NotFound);
+        assert_eq!(last_error(), "output 2 does not exist; the graph has 2 outputs");
+        let st = lsqr_micro_input_shape(micro.ptr, 1, &mut count, dims.as_mut_ptr());
+        assert_eq!(st, lsqr_status::NotFound);
+
+        // Wrong input length leaves the input as it was.
+        assert_eq!(micro.set_input(0, &x), lsqr_status::Ok);
+        assert_eq!(lsqr_micro_run(micro.ptr), lsqr_status::Ok);
+        let before = micro.output(0, 10);
+        assert_eq!(micro.set_input(0, &[1.0; 31]), lsqr_status::ShapeMismatch);
+        assert_eq!(last_error(), "input 0 takes 32 values, 31 given");
+        assert_eq!(micro.set_input(0, &[1.0; 33]), lsqr_status::ShapeMismatch);
+        assert_eq!(lsqr_micro_run(micro.ptr), lsqr_status::Ok);
+        assert_eq!(micro.output(0, 10), before);
+
+        // A misaligned input pointer.
+        let bytes = [0u8; 4 * 33];
+        let odd = bytes.as_ptr().add(usize::from(bytes.as_ptr().align_offset(4) == 0));
+        let st = lsqr_micro_set_input(micro.ptr, 0, odd.cast(), 32);
+        assert_eq!(st, lsqr_status::InvalidArgument);
+
+        // An output buffer too small is untouched.
+        let st = lsqr_micro_get_output(micro.ptr, 0, floats.as_mut_ptr(), 9);
+        assert_eq!(st, lsqr_status::BufferTooSmall);
+        assert_eq!(last_error(), "output 0 has 10 values, the buffer holds 9");
+    }
+    assert_eq!(count, 12345);
+    assert_eq!(ptr, std::ptr::dangling_mut());
+    assert_eq!(data, std::ptr::dangling());
+    assert_eq!(dims, [3; LSQR_MAX_DIMS]);
+    assert!(floats.iter().all(|&v| v == 7.0));
+}
+
+/// A model whose graph the runtime refuses: the status and message.
+fn refused_graph(bytes: Vec<u8>) -> (lsqr_status, String) {
+    let m = Model::open(bytes);
+    let mut need = 12345usize;
+    let mut arena = [0u8; 4096];
+    let mut ptr: *mut lsqr_micro = std::ptr::dangling_mut();
+    // SAFETY: live model, writable outputs, a 4096-byte arena.
+    let (st, st2) = unsafe {
+        (
+            lsqr_micro_arena_size(m.ptr, &mut need),
+            lsqr_micro_load(m.ptr, arena.as_mut_ptr().cast(), arena.len(), &mut ptr),
+        )
+    };
+    assert_eq!(st, st2);
+    assert_eq!(need, 12345);
+    assert_eq!(ptr, std::ptr::dangling_mut());
+    (st, last_error())
+}
+
+fn hand_made(layers: Vec<lsqr_format::Layer>, weights: &[(&str, &[usize])]) -> Vec<u8> {
+    let mut w = lsqr_format::LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    w.add_metadata("input_shape.x", lsqr_format::Value::IntList(vec![1, 8])).unwrap();
+    for (name, shape) in weights {
+        let n = shape.iter().product();
+        w.add_raw_f32(name, shape, &example_model::values(n, 9)).unwrap();
+    }
+    let out = layers.last().unwrap().outputs[0].clone();
+    w.set_graph(lsqr_format::Graph { inputs: vec!["x".into()], outputs: vec![out], layers });
+    w.finish().unwrap().into_inner()
+}
+
+fn layer(op: &str, inputs: &[&str], out: &str, weights: &[&str]) -> lsqr_format::Layer {
+    lsqr_format::Layer {
+        op: op.into(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![out.into()],
+        weights: weights.iter().map(|s| s.to_string()).collect(),
+        attrs: vec![],
+    }
+}
+
+#[test]
+fn micro_refuses_graphs_it_cannot_run_with_the_layer_named() {
+    // The example model has tensors but no graph.
+    let (st, msg) = refused_graph(example_model::build());
+    assert_eq!((st, msg.as_str()), (lsqr_status::NotFound, "the model has no layer graph to run"));
+    // An op the runtime does not execute.
+    let bytes = hand_made(
+        vec![layer("relu", &["x"], "r", &[]), layer("matmul", &["r", "x"], "y", &[])],
+        &[],
+    );
+    let (st, msg) = refused_graph(bytes);
+    assert_eq!(st, lsqr_status::Unsupported);
+    assert_eq!(msg, "layer 1 (matmul): the runtime does not execute this op");
+    // A weight whose input features do not match the input.
+    let bytes = hand_made(vec![layer("linear", &["x"], "y", &["w"])], &[("w", &[4, 9])]);
+    let (st, msg) = refused_graph(bytes);
+    assert_eq!(st, lsqr_status::ShapeMismatch);
+    assert!(msg.starts_with("layer 0 (linear): "), "{msg}");
+    assert!(msg.contains('9') && msg.contains('8'), "{msg}");
+    // A graph input without its shape.
+    let mut w = lsqr_format::LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    w.set_graph(lsqr_format::Graph {
+        inputs: vec!["x".into()],
+        outputs: vec!["y".into()],
+        layers: vec![layer("relu", &["x"], "y", &[])],
+    });
+    let (st, msg) = refused_graph(w.finish().unwrap().into_inner());
+    assert_eq!(st, lsqr_status::Format);
+    assert!(msg.starts_with("graph input `x`: has no shape"), "{msg}");
+}
+
+#[test]
+fn micro_free_null_is_a_no_op_and_keeps_the_last_error() {
+    let m = Model::open(graph_model());
+    let micro = Micro::load(m.ptr);
+    // SAFETY: NULL is explicitly allowed; live runner otherwise.
+    unsafe {
+        lsqr_micro_free(null_mut());
+        assert_eq!(lsqr_micro_run_layer(micro.ptr, 9), lsqr_status::NotFound);
+        lsqr_micro_free(null_mut());
+    }
+    drop(micro); // lsqr_micro_free
+    assert_eq!(last_error(), "layer 9 does not exist; the graph has 4 layers");
+}
+
+/// Counts the allocations of threads that arm it (tests run on several
+/// threads; only the armed one is counted).
+struct Counting;
+
+thread_local! {
+    static ARMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_allocation() {
+    // `try_with`: a thread being torn down still allocates and frees.
+    let armed = ARMED.try_with(|a| a.get()).unwrap_or(false);
+    if armed {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the
+// counters are const-initialised thread-locals without destructors, which
+// allocate nothing.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        count_allocation();
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn micro_runs_without_allocating_after_load() {
+    let m = Model::open(graph_model());
+    let micro = Micro::load(m.ptr);
+    let x = graph_input(6);
+    let mut y = [0.0f32; 10];
+    let (mut data, mut len) = (null(), 0usize);
+    ALLOCATIONS.with(|n| n.set(0));
+    ARMED.with(|a| a.set(true));
+    // SAFETY: live runner; valid input, output and out-pointers.
+    let statuses = unsafe {
+        [
+            lsqr_micro_set_input(micro.ptr, 0, x.as_ptr(), x.len()),
+            lsqr_micro_run(micro.ptr),
+            lsqr_micro_run_layer(micro.ptr, 0),
+            lsqr_micro_run_layer(micro.ptr, 1),
+            lsqr_micro_run_layer(micro.ptr, 2),
+            lsqr_micro_run_layer(micro.ptr, 3),
+            lsqr_micro_get_output(micro.ptr, 0, y.as_mut_ptr(), y.len()),
+            lsqr_micro_borrow_output(micro.ptr, 1, &mut data, &mut len),
+        ]
+    };
+    ARMED.with(|a| a.set(false));
+    assert_eq!(statuses, [lsqr_status::Ok; 8]);
+    assert_eq!(ALLOCATIONS.with(|n| n.get()), 0);
+    assert_eq!(y.to_vec(), rust_outputs(&graph_model(), &x).1[0]);
+    // The check can fail: an error message is allocated.
+    ARMED.with(|a| a.set(true));
+    // SAFETY: live runner.
+    let st = unsafe { lsqr_micro_run_layer(micro.ptr, 4) };
+    ARMED.with(|a| a.set(false));
+    assert_eq!(st, lsqr_status::NotFound);
+    assert!(ALLOCATIONS.with(|n| n.get()) > 0);
+}
