@@ -1011,7 +1011,7 @@ lsqr_status lsqr_linear(const lsqr_tensor *weight,
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH`
  * (channels vs weight and groups), `LSQR_STATUS_INVALID_ARGUMENT` (zero
  * stride, dilation or groups; a kernel larger than the padded input),
- * `LSQR_STATUS_UNSUPPORTED` (a raw weight).
+ * `LSQR_STATUS_UNSUPPORTED` (a raw weight of a non-float dtype).
  *
  * Thread-safe: a model may be read from several threads at once.
  *
@@ -1027,7 +1027,8 @@ lsqr_status lsqr_conv2d_output_shape(const lsqr_tensor *weight,
 
 /**
  * A 2-D convolution (cross-correlation, as PyTorch's `nn.Conv2d`) of the
- * NCHW `input` of shape `input_shape[0..4]` with a quantized `weight`
+ * NCHW `input` of shape `input_shape[0..4]` with a `weight` (quantized,
+ * or raw floats converted to f32 for the call)
  * `[out_channels, in_channels / groups, kh, kw]`, plus `bias` (NULL or
  * `out_channels` elements).
  *
@@ -1035,13 +1036,13 @@ lsqr_status lsqr_conv2d_output_shape(const lsqr_tensor *weight,
  * `lsqr_conv2d_output_shape` gives; `output_len` is the capacity of
  * `output` in floats and must be at least the product of that shape
  * (`LSQR_STATUS_BUFFER_TOO_SMALL` otherwise), of which exactly that many
- * are written. The weight is decoded one filter at a time into a scratch
- * buffer this call allocates; it is never expanded whole.
+ * are written. A quantized weight is decoded a block of filters at a time
+ * into scratch this call allocates (im2col + blocked GEMM; depthwise runs
+ * direct); it is never expanded whole.
  *
  * Errors: as `lsqr_conv2d_output_shape`, plus
  * `LSQR_STATUS_BUFFER_TOO_SMALL` and `LSQR_STATUS_SHAPE_MISMATCH` for a
- * bias of the wrong length. A raw weight is `LSQR_STATUS_UNSUPPORTED` in
- * this version. `output` is untouched when a check fails.
+ * bias of the wrong length. `output` is untouched when a check fails.
  *
  * Thread-safe: a model may be read from several threads at once; `input`
  * and `output` must not overlap.

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use lsqr_kernels::conv::{conv1d_into, conv2d_into, Conv2dParams};
-use lsqr_kernels::packed::PackedWeight;
+use lsqr_kernels::packed::linear_into;
 use lsqr_kernels::OpError;
 
 use super::error::RuntimeError;
@@ -238,50 +238,12 @@ fn exec<'x>(
     }
 }
 
-// TODO(merge): the three functions below stand in for
-// `lsqr_kernels::packed::{linear_scratch_len, linear_into}` and
-// `PackedWeight::from_f32`, which land on another branch with these names
-// and semantics; swap them in and delete these.
+// Quantized linear layers run `lsqr_kernels::packed::linear_into` (the
+// register GEMV at batch 1, the blocked GEMM above). Raw float weights stay
+// an owned f32 copy with their own loops below: wrapping them in
+// `PackedWeight::from_f32` would allocate (its shape) on every run.
 
-/// f32 scratch [`linear_into`] needs: one decoded weight row.
-pub(super) fn linear_scratch_len(w: &PackedWeight<'_>, _batch: usize) -> usize {
-    w.cols()
-}
-
-/// `y = x · Wᵀ + b` for `batch` rows of `x` without allocating: each
-/// weight row is decoded into `scratch` once and used for every row of `x`.
-pub(super) fn linear_into(
-    w: &PackedWeight<'_>,
-    bias: Option<&[f32]>,
-    x: &[f32],
-    batch: usize,
-    y: &mut [f32],
-    scratch: &mut [f32],
-) -> Result<(), OpError> {
-    let (out_f, in_f) = (w.rows(), w.cols());
-    check_linear(bias, x, batch, y, out_f, in_f)?;
-    let actual = scratch.len();
-    let row = scratch.get_mut(..in_f).ok_or(OpError::LengthMismatch {
-        op: "linear",
-        what: "scratch",
-        expected: in_f,
-        actual,
-    })?;
-    if in_f == 0 {
-        bias_only(bias, y, out_f);
-        return Ok(());
-    }
-    for r in 0..out_f {
-        w.decode_row(r, row)?;
-        let b = bias.map_or(0.0, |b| b[r]);
-        for (n, xn) in x.chunks_exact(in_f).enumerate() {
-            y[n * out_f + r] = dot(row, xn) + b;
-        }
-    }
-    Ok(())
-}
-
-/// [`linear_into`] for an f32 `[out, in]` weight.
+/// `linear_into` for an f32 `[out, in]` weight.
 fn linear_f32(
     w: &[f32],
     shape: &[usize],

@@ -9,8 +9,9 @@ use lsqr_kernels::packed::PackedWeight;
 use lsqr_kernels::{broadcast_shape, Pool2d};
 
 use super::error::RuntimeError;
-use super::exec::{linear_scratch_len, Runner};
+use super::exec::Runner;
 use crate::format::{Layer, LsqFile, TensorView, Value, MAX_DIMS};
+use lsqr_kernels::packed::linear_scratch_len;
 
 /// A graph input or output: its name and shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,13 +35,9 @@ pub(super) enum Weight<'f> {
     Packed(PackedWeight<'f>),
     /// Raw float weights converted to f32 at planning time (the file's
     /// bytes may not be 4-byte aligned, and may be f16/bf16/f64).
-    // TODO(merge): becomes `PackedWeight::from_f32` once that lands in
-    // lsqr-kernels; then every weight is a `PackedWeight` and the f32 paths
-    // of exec.rs go away. `from_f32` borrows its data, so the f32 values
-    // must outlive the plan's `PackedWeight`: borrow them in place when the
-    // file's section is f32, little-endian and 4-byte aligned (always, for
-    // a memory-mapped file: sections are 64-byte aligned), else keep this
-    // owned copy next to the plan.
+    // (`PackedWeight::from_f32` could borrow them, but only from a
+    // section that is f32, little-endian and 4-byte aligned; the copy
+    // serves every raw dtype, and exec.rs runs it with plain f32 loops.)
     F32 { data: Vec<f32>, shape: Vec<usize> },
 }
 

@@ -178,27 +178,16 @@ pub unsafe extern "C" fn lsqr_linear(
                 let w = PackedWeight::from_view(&q)?;
                 packed::linear(&w, bias.as_deref(), x, batch, y)?;
             }
-            // TODO(merge): use `PackedWeight::from_f32` (being added on
-            // another branch) so raw weights take the same kernel.
+            // Raw weights (any float dtype) are converted to f32 once per
+            // call and take the same kernels.
             raw @ TensorView::Raw(_) => {
-                let w = raw.to_f32_vec()?;
-                linear_f32(&w, bias.as_deref(), x, [out_features, in_features], y);
+                let values = raw.to_f32_vec()?;
+                let w = PackedWeight::from_f32(&values, &[out_features, in_features])?;
+                packed::linear(&w, bias.as_deref(), x, batch, y)?;
             }
         }
         Ok(())
     })
-}
-
-/// `y = x · Wᵀ + b` on an f32 weight `[out, in]`; the lengths were checked
-/// by the caller (`x` is `batch * in`, `y` is `batch * out`).
-fn linear_f32(w: &[f32], bias: Option<&[f32]>, x: &[f32], [out, inp]: [usize; 2], y: &mut [f32]) {
-    for (n, y_row) in y.chunks_exact_mut(out.max(1)).enumerate() {
-        let x_row = &x[n * inp..(n + 1) * inp];
-        for (r, yv) in y_row.iter_mut().enumerate() {
-            let dot: f32 = w[r * inp..(r + 1) * inp].iter().zip(x_row).map(|(a, b)| a * b).sum();
-            *yv = dot + bias.map_or(0.0, |b| b[r]);
-        }
-    }
 }
 
 /// Stride, padding, dilation and groups of `lsqr_conv2d`, each pair as
@@ -223,8 +212,13 @@ impl From<&lsqr_conv2d_params> for Conv2dParams {
     }
 }
 
-/// The packed weight of a conv2d call, or `Unsupported` for a raw one.
-fn conv_weight<'v>(view: &'v TensorView<'v>, name: &str) -> Result<PackedWeight<'v>, Error> {
+/// The weight of a conv2d call: packed codes, or a raw weight converted to
+/// f32 into `values` (which the result borrows).
+fn conv_weight<'v>(
+    view: &'v TensorView<'v>,
+    name: &str,
+    values: &'v mut Vec<f32>,
+) -> Result<PackedWeight<'v>, Error> {
     let shape = &view.info().shape;
     if shape.len() != 4 {
         return Err(Error::new(
@@ -236,14 +230,11 @@ fn conv_weight<'v>(view: &'v TensorView<'v>, name: &str) -> Result<PackedWeight<
     }
     match view {
         TensorView::Quantized(q) => Ok(PackedWeight::from_view(q)?),
-        // TODO(merge): `PackedWeight::from_f32` (another branch) lets raw
-        // f32 conv weights through; until then they are refused.
-        TensorView::Raw(_) => Err(Error::new(
-            lsqr_status::Unsupported,
-            format_args!(
-                "conv2d weight '{name}' is raw; only quantized conv weights are supported"
-            ),
-        )),
+        raw @ TensorView::Raw(_) => {
+            *values = raw.to_f32_vec()?;
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            Ok(PackedWeight::from_f32(values, &shape)?)
+        }
     }
 }
 
@@ -267,7 +258,7 @@ unsafe fn shape4(p: *const usize, name: &str) -> Result<[usize; 4], Error> {
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH`
 /// (channels vs weight and groups), `LSQR_STATUS_INVALID_ARGUMENT` (zero
 /// stride, dilation or groups; a kernel larger than the padded input),
-/// `LSQR_STATUS_UNSUPPORTED` (a raw weight).
+/// `LSQR_STATUS_UNSUPPORTED` (a raw weight of a non-float dtype).
 ///
 /// Thread-safe: a model may be read from several threads at once.
 ///
@@ -291,7 +282,8 @@ pub unsafe extern "C" fn lsqr_conv2d_output_shape(
             return Err(Error::null("out_shape"));
         }
         let view = weight.view()?;
-        let w = conv_weight(&view, &weight.info().name)?;
+        let mut values = Vec::new();
+        let w = conv_weight(&view, &weight.info().name, &mut values)?;
         let shape = conv::conv2d_output_shape(&w, input_shape, &params.into())?;
         // SAFETY: non-null with 4 writable elements by the contract.
         unsafe { out_shape.cast::<[usize; 4]>().write_unaligned(shape) };
@@ -300,7 +292,8 @@ pub unsafe extern "C" fn lsqr_conv2d_output_shape(
 }
 
 /// A 2-D convolution (cross-correlation, as PyTorch's `nn.Conv2d`) of the
-/// NCHW `input` of shape `input_shape[0..4]` with a quantized `weight`
+/// NCHW `input` of shape `input_shape[0..4]` with a `weight` (quantized,
+/// or raw floats converted to f32 for the call)
 /// `[out_channels, in_channels / groups, kh, kw]`, plus `bias` (NULL or
 /// `out_channels` elements).
 ///
@@ -308,13 +301,13 @@ pub unsafe extern "C" fn lsqr_conv2d_output_shape(
 /// `lsqr_conv2d_output_shape` gives; `output_len` is the capacity of
 /// `output` in floats and must be at least the product of that shape
 /// (`LSQR_STATUS_BUFFER_TOO_SMALL` otherwise), of which exactly that many
-/// are written. The weight is decoded one filter at a time into a scratch
-/// buffer this call allocates; it is never expanded whole.
+/// are written. A quantized weight is decoded a block of filters at a time
+/// into scratch this call allocates (im2col + blocked GEMM; depthwise runs
+/// direct); it is never expanded whole.
 ///
 /// Errors: as `lsqr_conv2d_output_shape`, plus
 /// `LSQR_STATUS_BUFFER_TOO_SMALL` and `LSQR_STATUS_SHAPE_MISMATCH` for a
-/// bias of the wrong length. A raw weight is `LSQR_STATUS_UNSUPPORTED` in
-/// this version. `output` is untouched when a check fails.
+/// bias of the wrong length. `output` is untouched when a check fails.
 ///
 /// Thread-safe: a model may be read from several threads at once; `input`
 /// and `output` must not overlap.
@@ -346,7 +339,8 @@ pub unsafe extern "C" fn lsqr_conv2d(
         };
         let params = Conv2dParams::from(params);
         let view = weight.view()?;
-        let w = conv_weight(&view, &weight.info().name)?;
+        let mut values = Vec::new();
+        let w = conv_weight(&view, &weight.info().name, &mut values)?;
         let out_shape = conv::conv2d_output_shape(&w, input_shape, &params)?;
         let input_len = input_shape
             .iter()

@@ -550,21 +550,39 @@ fn conv2d_matches_a_naive_loop_and_checks_its_arguments() {
 }
 
 #[test]
-fn conv2d_refuses_raw_weights_as_unsupported() {
-    // A raw 4-D weight.
+fn conv2d_runs_raw_float_weights() {
+    // A raw 2 -> 1 channel 1x1 weight [3, -1] and bias 0.5.
     let mut w = lsqr_format::LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
-    w.add_raw_f32("k", &[1, 1, 1, 1], &[2.0]).unwrap();
+    w.add_raw_f32("k", &[1, 2, 1, 1], &[3.0, -1.0]).unwrap();
+    w.add_raw_f32("b", &[1], &[0.5]).unwrap();
     let m = Model::open(w.finish().unwrap().into_inner());
     let params =
         lsqr_conv2d_params { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 };
-    let shape = [1usize, 1, 1, 1];
-    let mut out = [0usize; 4];
-    // SAFETY: live handle, 4-element shapes.
+    let shape = [1usize, 2, 1, 2];
+    let input = [1.0f32, 2.0, 10.0, 20.0];
+    let mut out_shape = [0usize; 4];
+    let mut out = [f32::NAN; 2];
+    // SAFETY: live handles, 4-element shapes, buffers of the stated lengths.
     let st = unsafe {
-        lsqr_conv2d_output_shape(m.tensor("k"), &params, shape.as_ptr(), out.as_mut_ptr())
+        lsqr_conv2d_output_shape(m.tensor("k"), &params, shape.as_ptr(), out_shape.as_mut_ptr())
     };
-    assert_eq!(st, lsqr_status::Unsupported);
-    assert!(last_error().contains("'k' is raw"), "{}", last_error());
+    assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+    assert_eq!(out_shape, [1, 1, 1, 2]);
+    // SAFETY: as above.
+    let st = unsafe {
+        lsqr_conv2d(
+            m.tensor("k"),
+            m.tensor("b"),
+            &params,
+            input.as_ptr(),
+            shape.as_ptr(),
+            out.as_mut_ptr(),
+            out.len(),
+        )
+    };
+    assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+    // Pixel 0: 3 * 1 - 10 + 0.5; pixel 1: 3 * 2 - 20 + 0.5.
+    assert_eq!(out, [-6.5, -13.5]);
 }
 
 #[test]
