@@ -72,6 +72,7 @@ def main():
             print(f"| {k} | {t} | {thr} |")
 
     kernels(r)
+    gemm_tables(r)
 
 
 def kernels(r):
@@ -107,6 +108,41 @@ def kernels(r):
             ratio = f"{f[1] / base:.2f}" if f else "-"
             print(f"| {c} | {rate(r, f'{g}/f32/C{c}', 1e9)} | {rate(r, f'{g}/f16/C{c}', 1e9)} | "
                   f"{rate(r, f'{g}/bf16/C{c}', 1e9)} | {ratio} |")
+        print()
+
+
+def gemm_tables(r):
+    """Tables of benches/kernels.rs: batch-N linear and conv2d."""
+    g = "linear_batch"
+    if f"{g}/f32_matrixmultiply_sgemm/64" in r:
+        print("linear, batch 8 and 64, 4096x4096, `log` codec, groups of 64, warm (ms; ratio = "
+              "baseline time / ours, above 1 is faster)\n")
+        print("| batch | f32 ndarray | f32 matrixmultiply sgemm | packed C=4 | vs sgemm | packed C=8 | vs sgemm "
+              "| C=4, 2 threads |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for b in (8, 64):
+            nd, mm = r[f"{g}/f32_ndarray_dot/{b}"][0], r[f"{g}/f32_matrixmultiply_sgemm/{b}"][0]
+            c4, c8 = r[f"{g}/packed_log_C4/{b}"][0], r[f"{g}/packed_log_C8/{b}"][0]
+            two = r.get(f"{g}/packed_log_C4_2threads/{b}")
+            two_s = f"{two[0] / 1e6:.1f} ms ({c4 / two[0]:.2f}x)" if two else "-"
+            print(f"| {b} | {nd / 1e6:.1f} ms | {mm / 1e6:.1f} ms | {c4 / 1e6:.1f} ms | {mm / c4:.2f}x | "
+                  f"{c8 / 1e6:.1f} ms | {mm / c8:.2f}x | {two_s} |")
+        print()
+    g = "conv2d"
+    if f"{g}/3x3_64_56/f32_im2col_sgemm" in r:
+        print("conv2d, n = 1, 56x56, pad 1, `log` C = 4, groups of 64 (ms; ratio = baseline / ours)\n")
+        print("| case | f32 im2col + sgemm | packed C=4 | vs im2col + sgemm | other |")
+        print("|---|---:|---:|---:|---|")
+        base = r[f"{g}/3x3_64_56/f32_im2col_sgemm"][0]
+        ours = r[f"{g}/3x3_64_56/packed_log_C4"][0]
+        two = r.get(f"{g}/3x3_64_56/packed_log_C4_2threads")
+        other = f"2 threads: {two[0] / 1e6:.2f} ms ({ours / two[0]:.2f}x)" if two else ""
+        print(f"| 3x3, 64 -> 64 | {base / 1e6:.2f} ms | {ours / 1e6:.2f} ms | {base / ours:.2f}x | {other} |")
+        base = r[f"{g}/dw3x3_256_56/f32_im2col_sgemm"][0]
+        ours = r[f"{g}/dw3x3_256_56/packed_log_C4"][0]
+        direct = r.get(f"{g}/dw3x3_256_56/f32_direct_loop")
+        other = f"f32 direct loop: {direct[0] / 1e6:.2f} ms ({direct[0] / ours:.2f}x)" if direct else ""
+        print(f"| depthwise 3x3, 256 | {base / 1e6:.2f} ms | {ours / 1e6:.2f} ms | {base / ours:.2f}x | {other} |")
         print()
 
 

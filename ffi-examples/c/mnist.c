@@ -14,7 +14,7 @@
  * one by one with lsqr_micro_run_layer, copy the logits out and take the
  * argmax. One line per model:
  *
- *   mnist-log-c4.lsq: 93.0% (930/1000), 4 layers, arena 4223 bytes
+ *   mnist-log-c4.lsq: 93.0% (930/1000), 3 layers, arena 4223 bytes
  *
  * Exits 1 on any failed call (printing lsqr_last_error()), 2 on bad usage
  * or an unreadable test set. */

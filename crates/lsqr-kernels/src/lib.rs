@@ -14,11 +14,16 @@
 //!   [`avg_pool2d_into`], [`global_avg_pool2d_into`]), for a runtime that
 //!   plans every buffer up front;
 //! - [`matmul`] / [`matmul_into`] of two row-major activations;
-//! - on packed (or plain f32) weights: [`packed::linear`] /
-//!   [`packed::linear_into`] (a GEMV from the codes at batch 1, a blocked
-//!   GEMM on decoded weight blocks above), [`conv::conv2d`] and
-//!   [`conv::conv1d`] (im2col into the same GEMM; a direct path for
-//!   depthwise), each with an allocation-free `_into` form.
+//! - on packed (or plain f32) weights: [`packed::dequantize_into`] (also
+//!   [`packed::dequantize_into_f16`] and [`packed::dequantize_into_bf16`]),
+//!   [`packed::linear`] / [`packed::linear_into`] (a GEMV that decodes the
+//!   codes in registers at batch 1, a blocked GEMM on decoded weight
+//!   blocks above), [`conv::conv2d`] and [`conv::conv1d`] (im2col into the
+//!   same GEMM; a direct path for depthwise), each with an allocation-free
+//!   `_into` form. Every codec and every C in 1..=16 runs; C <= 8 with rows
+//!   of whole 8-code chunks takes the fused AVX2 decoder (codes shifted out
+//!   of one load, looked up with `vpermps` up to C = 5, by scalar loads
+//!   above), anything else a chunked unpack-then-look-up path.
 //!
 //! ```
 //! let mut x = vec![-1.0f32, 0.5, 2.0];
@@ -57,6 +62,8 @@
 //! | softmax | 2e-6 | 1e-30 | vector `exp`, 8-lane sum |
 //! | layer_norm | 1e-5 | 1e-5 | summation order of mean and variance only |
 //! | matmul | `k * f32::EPSILON` relative to `sum_p abs(a[i,p] b[p,j])` | | FMA and blocked summation order (standard `γ_k` bound) |
+//! | packed dequantize | 0 | 0 | `table[code] * scale`, one multiply: bit-identical |
+//! | packed linear (batch 1) | `1e-5` relative to `sum abs(scale w x)` | | summation order (8 lanes, 4 rows, per-group partial sums) |
 //! | packed linear (batch > 1), conv2d/conv1d | `(k + 2) f32::EPSILON` relative to `sum abs(w x) + abs(b)`, `k` the dot length (twice that against the f32 direct conv) | | as matmul; both paths tested against f64 / direct-convolution oracles. Decoding is exact (`table[code] * scale`, one multiply, on both paths) |
 //!
 //! The `abs` terms of `1e-30` cover the underflow region, where the vector
@@ -69,7 +76,8 @@
 //!   `std::error::Error` for [`OpError`]. Without it the crate is `no_std` +
 //!   `alloc`.
 //! - `parallel`: large matmuls split their rows over rayon's pool; the
-//!   allocating [`packed::linear`] (large batches: rows of `x`) and
+//!   batch-1 packed linear splits blocks of weight rows (above a million
+//!   weights), the allocating [`packed::linear`] (large batches: rows of `x`) and
 //!   [`conv::conv2d`] / [`conv::conv1d`] (output channels) split too. The
 //!   `_into` forms stay on the caller's thread (one caller scratch).
 #![no_std]
