@@ -24,6 +24,27 @@ use core::arch::x86_64::*;
 
 use crate::kernels::PackedRows;
 
+/// Calls `$f::<C, S>$args` for the job's width C (1..=8) and, where the
+/// look-up can use it (C = 4, 5), whether its table is sign-magnitude.
+/// The table test runs only for those widths: the GEMM decodes a block of
+/// a row per call, and the other widths have no use for it.
+macro_rules! for_width {
+    ($w:expr, $f:ident, $args:tt) => {
+        match ($w.bits, matches!($w.bits, 4 | 5) && sign_magnitude($w.table)) {
+            (1, _) => $f::<1, false> $args,
+            (2, _) => $f::<2, false> $args,
+            (3, _) => $f::<3, false> $args,
+            (4, false) => $f::<4, false> $args,
+            (4, true) => $f::<4, true> $args,
+            (5, false) => $f::<5, false> $args,
+            (5, true) => $f::<5, true> $args,
+            (6, _) => $f::<6, false> $args,
+            (7, _) => $f::<7, false> $args,
+            _ => $f::<8, false> $args,
+        }
+    };
+}
+
 /// Whether [`gemv`] takes this job (otherwise the caller falls back to the
 /// unpack-then-dot path).
 pub(crate) fn supports(w: &PackedRows<'_>) -> bool {
@@ -50,20 +71,7 @@ fn row_bytes(w: &PackedRows<'_>) -> usize {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn gemv(w: &PackedRows<'_>, x: &[f32], y: &mut [f32]) -> usize {
     // SAFETY: forwarded contract; each instance checks nothing else.
-    unsafe {
-        match (w.bits, sign_magnitude(w.table)) {
-            (1, _) => gemv_c::<1, false>(w, x, y),
-            (2, _) => gemv_c::<2, false>(w, x, y),
-            (3, _) => gemv_c::<3, false>(w, x, y),
-            (4, false) => gemv_c::<4, false>(w, x, y),
-            (4, true) => gemv_c::<4, true>(w, x, y),
-            (5, false) => gemv_c::<5, false>(w, x, y),
-            (5, true) => gemv_c::<5, true>(w, x, y),
-            (6, _) => gemv_c::<6, false>(w, x, y),
-            (7, _) => gemv_c::<7, false>(w, x, y),
-            _ => gemv_c::<8, false>(w, x, y),
-        }
-    }
+    unsafe { for_width!(w, gemv_c, (w, x, y)) }
 }
 
 /// Whether the top half of the table is the bottom half negated, bit for
@@ -319,20 +327,7 @@ const STREAM_MIN: usize = 2 << 20;
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn decode(w: &PackedRows<'_>, start: usize, out: &mut [f32]) -> usize {
     // SAFETY: forwarded contract.
-    unsafe {
-        match (w.bits, sign_magnitude(w.table)) {
-            (1, _) => decode_c::<1, false>(w, start, out),
-            (2, _) => decode_c::<2, false>(w, start, out),
-            (3, _) => decode_c::<3, false>(w, start, out),
-            (4, false) => decode_c::<4, false>(w, start, out),
-            (4, true) => decode_c::<4, true>(w, start, out),
-            (5, false) => decode_c::<5, false>(w, start, out),
-            (5, true) => decode_c::<5, true>(w, start, out),
-            (6, _) => decode_c::<6, false>(w, start, out),
-            (7, _) => decode_c::<7, false>(w, start, out),
-            _ => decode_c::<8, false>(w, start, out),
-        }
-    }
+    unsafe { for_width!(w, decode_c, (w, start, out)) }
 }
 
 /// # Safety

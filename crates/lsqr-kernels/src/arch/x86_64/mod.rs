@@ -211,6 +211,57 @@ mod tests {
 
     use crate::arch::generic;
 
+    /// Random inputs of the code-kernel tests: a table of 2^bits values in
+    /// [-1, 1) (its top half the bottom half negated when `sign_magnitude`,
+    /// the xor-sign path), `count` codes, and more values on demand.
+    struct Case {
+        table: Vec<f32>,
+        codes: Vec<u16>,
+        state: u64,
+    }
+
+    impl Case {
+        fn new(bits: u32, count: usize, sign_magnitude: bool, seed: u64) -> Self {
+            let len = 1usize << bits;
+            let mut case = Case { table: Vec::new(), codes: Vec::new(), state: seed | 1 };
+            case.table =
+                (0..len).map(|_| (case.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            if sign_magnitude && len >= 2 {
+                for i in 0..len / 2 {
+                    case.table[i + len / 2] = -case.table[i];
+                }
+            }
+            case.codes = (0..count).map(|_| (case.next() as usize % len) as u16).collect();
+            case
+        }
+
+        fn next(&mut self) -> u64 {
+            let s = &mut self.state;
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            *s
+        }
+
+        /// `n` values in [-0.5, 0.5).
+        fn values(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect()
+        }
+
+        /// The codes packed LSB-first, exactly as long as they need.
+        fn packed(&self) -> Vec<u8> {
+            let bits = self.table.len().trailing_zeros();
+            let mut packed = vec![0u8; lsqr_pack::packed_len(self.codes.len(), bits).unwrap()];
+            lsqr_pack::pack_into(&self.codes, bits, &mut packed).unwrap();
+            packed
+        }
+    }
+
+    /// `n` group scales, 0.5 to 2.0.
+    fn scales(n: usize) -> Vec<f32> {
+        (0..n).map(|g| 0.5 + (g % 7) as f32 * 0.25).collect()
+    }
+
     proptest! {
         /// The AVX2 `dot_codes_grouped` equals the portable one up to
         /// summation order, for register (<= 16 entries) and gathered
@@ -220,22 +271,13 @@ mod tests {
             if !super::avx2_fma_detected() {
                 return Ok(());
             }
-            let len = 1usize << log_len;
-            let mut s = seed | 1;
-            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
-            let mut table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
-            if sign_magnitude && len >= 2 {
-                // The top half is the bottom half negated: the xor-sign path.
-                for i in 0..len / 2 {
-                    table[i + len / 2] = -table[i];
-                }
-            }
-            let codes: Vec<u16> = (0..n).map(|_| (next() as usize % len) as u16).collect();
-            let x: Vec<f32> = (0..n).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect();
+            let mut case = Case::new(log_len, n, sign_magnitude, seed);
+            let x = case.values(n);
+            let (table, codes) = (&case.table, &case.codes);
             for group in [1usize, 16, 64, 7, n.max(1)] {
                 let scales: Vec<f32> = (0..n.div_ceil(group)).map(|g| 0.5 + g as f32 * 0.25).collect();
-                let simd = super::safe::dot_codes_grouped(&table, &codes, &x, &scales, group);
-                let scalar = generic::dot_codes_grouped(&table, &codes, &x, &scales, group);
+                let simd = super::safe::dot_codes_grouped(table, codes, &x, &scales, group);
+                let scalar = generic::dot_codes_grouped(table, codes, &x, &scales, group);
                 let size: f32 = codes.iter().zip(&x).enumerate().map(|(i, (&c, &v))| (scales[i / group] * table[usize::from(c)] * v).abs()).sum();
                 prop_assert!((simd - scalar).abs() <= 1e-5 * size + 1e-30, "group {}: {} vs {}", group, simd, scalar);
             }
@@ -262,20 +304,9 @@ mod tests {
                 return Ok(());
             }
             let cols = cols8 * 8 + usize::from(odd) * 3;
-            let mut s = seed | 1;
-            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
-            let len = 1usize << bits;
-            let mut table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
-            if sign_magnitude && len >= 2 {
-                // The top half is the bottom half negated: the xor-sign path.
-                for i in 0..len / 2 {
-                    table[i + len / 2] = -table[i];
-                }
-            }
-            let codes: Vec<u16> = (0..rows * cols).map(|_| (next() as usize % len) as u16).collect();
-            let mut packed = vec![0u8; lsqr_pack::packed_len(codes.len(), bits).unwrap()];
-            lsqr_pack::pack_into(&codes, bits, &mut packed).unwrap();
-            let x: Vec<f32> = (0..cols).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect();
+            let mut case = Case::new(bits, rows * cols, sign_magnitude, seed);
+            let x = case.values(cols);
+            let (table, codes, packed) = (&case.table, &case.codes, case.packed());
             let (scale_stride, group) = match layout {
                 0 => (0, cols.max(1)),
                 1 => (1, cols.max(1)),
@@ -283,8 +314,8 @@ mod tests {
                 3 => (cols.div_ceil(32), 32),
                 _ => (cols.div_ceil(24).max(1), 24),
             };
-            let scales: Vec<f32> = (0..rows * scale_stride.max(1)).map(|g| 0.5 + (g % 7) as f32 * 0.25).collect();
-            let job = crate::kernels::PackedRows { packed: &packed, bits, cols, table: &table, scales: &scales, scale_stride, group };
+            let scales = scales(rows * scale_stride.max(1));
+            let job = crate::kernels::PackedRows { packed: &packed, bits, cols, table, scales: &scales, scale_stride, group };
             let (mut simd, mut scalar) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
             super::safe::gemv_packed(&job, &x, &mut simd);
             generic::gemv_packed(&job, &x, &mut scalar);
@@ -314,27 +345,16 @@ mod tests {
                 return Ok(());
             }
             let cols = cols8 * 8 + usize::from(odd) * 5;
-            let mut s = seed | 1;
-            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
-            let len = 1usize << bits;
-            let mut table: Vec<f32> = (0..len).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
-            if sign_magnitude && len >= 2 {
-                // The top half is the bottom half negated: the xor-sign path.
-                for i in 0..len / 2 {
-                    table[i + len / 2] = -table[i];
-                }
-            }
-            let codes: Vec<u16> = (0..rows * cols).map(|_| (next() as usize % len) as u16).collect();
-            let mut packed = vec![0u8; lsqr_pack::packed_len(codes.len(), bits).unwrap()];
-            lsqr_pack::pack_into(&codes, bits, &mut packed).unwrap();
+            let case = Case::new(bits, rows * cols, sign_magnitude, seed);
+            let (table, codes, packed) = (&case.table, &case.codes, case.packed());
             let (scale_stride, group) = match layout {
                 0 => (0, cols),
                 1 => (1, cols),
                 2 => (cols.div_ceil(16), 16),
                 _ => (cols.div_ceil(40), 40),
             };
-            let scales: Vec<f32> = (0..rows * scale_stride.max(1)).map(|g| 0.5 + (g % 7) as f32 * 0.25).collect();
-            let job = crate::kernels::PackedRows { packed: &packed, bits, cols, table: &table, scales: &scales, scale_stride, group };
+            let scales = scales(rows * scale_stride.max(1));
+            let job = crate::kernels::PackedRows { packed: &packed, bits, cols, table, scales: &scales, scale_stride, group };
             let start = (start8 * 8).min(codes.len());
             let n = codes.len() - start;
             let (mut simd, mut scalar) = (vec![f32::NAN; n], vec![f32::NAN; n]);
