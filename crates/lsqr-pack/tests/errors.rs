@@ -17,10 +17,11 @@ fn invalid_width() {
         assert_eq!(get(&[0u8; 8], width, 0), Err(e));
         assert_eq!(reference::pack(&[0], width), Err(e));
         assert_eq!(reference::unpack(&[0u8; 8], width, 1), Err(e));
-        for (name, pack, unpack) in common::impls() {
-            assert_eq!(pack(&[], width, &mut []), Err(e), "{name}");
-            assert_eq!(unpack(&[], width, 0, &mut []), Err(e), "{name}");
-        }
+        common::for_each_impl(|imp| {
+            let name = imp.name;
+            assert_eq!(imp.pack(&[], width, &mut []), Err(e), "{name}");
+            assert_eq!(imp.unpack(&[], width, 0, &mut []), Err(e), "{name}");
+        });
     }
     assert_eq!(MAX_WIDTH, 16);
     assert_eq!(packed_len(0, 16), Ok(0));
@@ -51,18 +52,19 @@ fn buffer_too_small() {
     );
     // get: code 2 of 16 bits needs 6 bytes.
     assert_eq!(get(&[0u8; 5], 16, 2), Err(PackError::BufferTooSmall { needed: 6, available: 5 }));
-    for (name, pack, unpack) in common::impls() {
+    common::for_each_impl(|imp| {
+        let name = imp.name;
         assert_eq!(
-            pack(&[0u16; 100], 9, &mut [0u8; 112]),
+            imp.pack(&[0u16; 100], 9, &mut [0u8; 112]),
             Err(PackError::BufferTooSmall { needed: 113, available: 112 }),
             "{name}"
         );
         assert_eq!(
-            unpack(&[0u8; 112], 9, 1, &mut [0u16; 99]),
+            imp.unpack(&[0u8; 112], 9, 1, &mut [0u16; 99]),
             Err(PackError::BufferTooSmall { needed: 113, available: 112 }),
             "{name}"
         );
-    }
+    });
 }
 
 #[test]
@@ -80,22 +82,23 @@ fn code_too_wide() {
         reference::pack(&codes, 2),
         Err(PackError::CodeTooWide { index: 37, code: 4, width: 2 })
     );
-    for (name, pack, _) in common::impls() {
+    common::for_each_impl(|imp| {
+        let name = imp.name;
         for width in 1..16u32 {
             let mut codes = vec![0u16; 300];
             let bad = 1u16 << width;
             codes[299] = bad;
             let mut out = vec![0u8; 600];
             assert_eq!(
-                pack(&codes, width, &mut out),
+                imp.pack(&codes, width, &mut out),
                 Err(PackError::CodeTooWide { index: 299, code: bad, width }),
                 "{name} C={width}"
             );
             assert!(out.iter().all(|&b| b == 0));
         }
         // Every u16 fits in 16 bits.
-        assert_eq!(pack(&[u16::MAX], 16, &mut [0u8; 2]), Ok(2), "{name}");
-    }
+        assert_eq!(imp.pack(&[u16::MAX], 16, &mut [0u8; 2]), Ok(2), "{name}");
+    });
 }
 
 #[test]

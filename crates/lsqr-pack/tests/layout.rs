@@ -9,11 +9,11 @@ fn worked_example_width_3() {
     assert_eq!(pack_into(&codes, 3, &mut out), Ok(2));
     assert_eq!(out, [0xD5, 0x63, 0xFF, 0xFF]);
     assert_eq!(reference::pack(&codes, 3).unwrap(), [0xD5, 0x63]);
-    for (name, pack, _) in common_impls() {
+    common::for_each_impl(|imp| {
         let mut out = [0u8; 2];
-        assert_eq!(pack(&codes, 3, &mut out), Ok(2), "{name}");
-        assert_eq!(out, [0xD5, 0x63], "{name}");
-    }
+        assert_eq!(imp.pack(&codes, 3, &mut out), Ok(2), "{}", imp.name);
+        assert_eq!(out, [0xD5, 0x63], "{}", imp.name);
+    });
     assert_eq!(get(&[0xD5, 0x63], 3, 2), Ok(7));
 }
 
@@ -92,9 +92,6 @@ fn documented_c_decoder_agrees() {
 }
 
 mod common;
-fn common_impls() -> Vec<common::Impl> {
-    common::impls()
-}
 
 #[test]
 fn selected_path_respects_force_scalar() {
