@@ -39,6 +39,8 @@ mod arch;
 pub mod codebook;
 mod error;
 pub mod metrics;
+#[doc(hidden)]
+pub mod paths;
 pub mod quantize;
 pub mod scale;
 mod search;

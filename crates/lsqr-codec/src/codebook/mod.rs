@@ -302,8 +302,7 @@ impl Codebook {
         self.decode_table.get(usize::from(code)).copied()
     }
 
-    /// The encoder, for the SIMD paths' tests.
-    #[cfg(test)]
+    /// The encoder, for `crate::paths`.
     pub(crate) fn encoder(&self) -> &ThresholdTable {
         &self.encoder
     }
