@@ -96,6 +96,7 @@ mod gemm;
 mod kernels;
 pub mod packed;
 mod shape;
+mod simd;
 
 use alloc::vec::Vec;
 
@@ -108,6 +109,10 @@ pub use shape::{broadcast_shape, Pool2d};
 #[doc(hidden)]
 pub mod paths {
     use crate::Kernels;
+
+    #[cfg(feature = "std")]
+    pub use crate::simd::for_each_simd_path;
+    pub use crate::simd::{available_simd_paths, cpu_has, SimdPath, SIMD_PATHS};
 
     /// The portable scalar path.
     pub fn scalar() -> &'static Kernels {
@@ -148,6 +153,33 @@ pub mod paths {
         params: &crate::conv::Conv2dParams,
     ) -> Result<(alloc::vec::Vec<f32>, [usize; 4]), crate::OpError> {
         crate::conv::conv2d_with(kern, w, bias, input, input_shape, params)
+    }
+
+    /// [`crate::packed::dequantize_into`] with `kern`'s decoder.
+    pub fn dequantize_into_with(
+        kern: &Kernels,
+        w: &crate::packed::PackedWeight<'_>,
+        out: &mut [f32],
+    ) -> Result<(), crate::OpError> {
+        crate::packed::dequantize_with(kern, w, out)
+    }
+
+    /// [`crate::packed::dequantize_into_f16`] with `kern`'s decoder.
+    pub fn dequantize_into_f16_with(
+        kern: &Kernels,
+        w: &crate::packed::PackedWeight<'_>,
+        out: &mut [half::f16],
+    ) -> Result<(), crate::OpError> {
+        crate::packed::dequantize_f16_with(kern, w, out)
+    }
+
+    /// [`crate::packed::dequantize_into_bf16`] with `kern`'s decoder.
+    pub fn dequantize_into_bf16_with(
+        kern: &Kernels,
+        w: &crate::packed::PackedWeight<'_>,
+        out: &mut [half::bf16],
+    ) -> Result<(), crate::OpError> {
+        crate::packed::dequantize_bf16_with(kern, w, out)
     }
 
     /// The direct (naive) conv2d: the oracle of the fast paths.

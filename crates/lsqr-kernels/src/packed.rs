@@ -281,29 +281,45 @@ fn check_dequantize_len(w: &PackedWeight<'_>, actual: usize) -> Result<(), OpErr
 }
 
 /// Decodes elements `start..start + out.len()` (row-major), which the
-/// caller has checked lie inside the weight.
-fn decode_flat(w: &PackedWeight<'_>, start: usize, out: &mut [f32]) {
+/// caller has checked lie inside the weight, with `kern`'s decoder.
+fn decode_flat(kern: &crate::Kernels, w: &PackedWeight<'_>, start: usize, out: &mut [f32]) {
     match &w.storage {
         Storage::Plain(data) => out.copy_from_slice(&data[start..start + out.len()]),
-        Storage::Quantized(q) => {
-            (crate::Kernels::active().decode_packed)(&w.rows_job(q), start, out)
-        }
+        Storage::Quantized(q) => (kern.decode_packed)(&w.rows_job(q), start, out),
     }
 }
 
 /// Decodes the whole weight into `out` (row-major, `rows * cols` values).
 /// Outputs beyond 8 MiB are written with streaming stores on AVX2.
 pub fn dequantize_into(w: &PackedWeight<'_>, out: &mut [f32]) -> Result<(), OpError> {
+    dequantize_with(crate::Kernels::active(), w, out)
+}
+
+/// [`dequantize_into`] on `kern`.
+pub(crate) fn dequantize_with(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    out: &mut [f32],
+) -> Result<(), OpError> {
     check_dequantize_len(w, out.len())?;
-    decode_flat(w, 0, out);
+    decode_flat(kern, w, 0, out);
     Ok(())
 }
 
 /// Decodes the whole weight into IEEE half floats (round to nearest even;
 /// values beyond ±65504 become ±inf, as any f32 to f16 cast does).
 pub fn dequantize_into_f16(w: &PackedWeight<'_>, out: &mut [half::f16]) -> Result<(), OpError> {
+    dequantize_f16_with(crate::Kernels::active(), w, out)
+}
+
+/// [`dequantize_into_f16`] on `kern`.
+pub(crate) fn dequantize_f16_with(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    out: &mut [half::f16],
+) -> Result<(), OpError> {
     check_dequantize_len(w, out.len())?;
-    decode_converted(w, out, |src, dst| {
+    decode_converted(kern, w, out, |src, dst| {
         use half::slice::HalfFloatSliceExt;
         dst.convert_from_f32_slice(src)
     });
@@ -312,8 +328,17 @@ pub fn dequantize_into_f16(w: &PackedWeight<'_>, out: &mut [half::f16]) -> Resul
 
 /// Decodes the whole weight into bfloat16 (round to nearest even).
 pub fn dequantize_into_bf16(w: &PackedWeight<'_>, out: &mut [half::bf16]) -> Result<(), OpError> {
+    dequantize_bf16_with(crate::Kernels::active(), w, out)
+}
+
+/// [`dequantize_into_bf16`] on `kern`.
+pub(crate) fn dequantize_bf16_with(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    out: &mut [half::bf16],
+) -> Result<(), OpError> {
     check_dequantize_len(w, out.len())?;
-    decode_converted(w, out, |src, dst| {
+    decode_converted(kern, w, out, |src, dst| {
         use half::slice::HalfFloatSliceExt;
         dst.convert_from_f32_slice(src)
     });
@@ -322,11 +347,16 @@ pub fn dequantize_into_bf16(w: &PackedWeight<'_>, out: &mut [half::bf16]) -> Res
 
 /// Decodes through an f32 stack buffer, converting each chunk, so that no
 /// f32 copy of the weight is made.
-fn decode_converted<T>(w: &PackedWeight<'_>, out: &mut [T], convert: impl Fn(&[f32], &mut [T])) {
+fn decode_converted<T>(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    out: &mut [T],
+    convert: impl Fn(&[f32], &mut [T]),
+) {
     let mut buf = [0.0f32; 1024];
     for (k, dst) in out.chunks_mut(buf.len()).enumerate() {
         let src = &mut buf[..dst.len()];
-        decode_flat(w, k * 1024, src);
+        decode_flat(kern, w, k * 1024, src);
         convert(src, dst);
     }
 }

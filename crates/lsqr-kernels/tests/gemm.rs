@@ -16,10 +16,12 @@ use lsqr_kernels::packed::{
 use lsqr_kernels::{paths, Kernels, OpError};
 use proptest::prelude::*;
 
-fn paths_to_test() -> Vec<&'static Kernels> {
-    let mut v = vec![paths::scalar(), paths::active()];
-    v.extend(paths::avx2());
-    v
+/// Runs `f` on the active (dispatched) path, then on every path of
+/// `paths::SIMD_PATHS` this CPU has (the portable one first), called
+/// directly, and writes this binary's `lsqr-simd:` report line once.
+fn each_path(mut f: impl FnMut(&'static Kernels)) {
+    f(paths::active());
+    paths::for_each_simd_path(env!("CARGO_CRATE_NAME"), |p| f(p.kernels()));
 }
 
 struct Rng(u64);
@@ -137,11 +139,11 @@ fn linear_case(rows: usize, cols: usize, batch: usize, bits: u32, scaling: usize
     let mut rng = Rng::new(seed ^ 0x55);
     let x = rng.vec(batch * cols);
     let bias = rng.vec(rows);
-    for kern in paths_to_test() {
+    each_path(|kern| {
         let mut y = vec![f32::NAN; batch * rows];
         paths::linear_with(kern, &w, Some(&bias), &x, batch, &mut y).unwrap();
         check_linear(kern.name(), &d, rows, cols, &x, &bias, &y);
-    }
+    });
     // The plain f32 weight of the same values gives the same products.
     let plain = PackedWeight::from_f32(&d, &[rows, cols]).unwrap();
     let mut y = vec![f32::NAN; batch * rows];
@@ -251,9 +253,9 @@ fn conv_case(
     let bias = rng.vec(weight_shape[0]);
     let want = paths::conv2d_reference(&w, Some(&bias), &x, input_shape, p);
     let Ok((want, shape)) = want else {
-        for kern in paths_to_test() {
+        each_path(|kern| {
             assert!(paths::conv2d_with(kern, &w, Some(&bias), &x, input_shape, p).is_err());
-        }
+        });
         return false;
     };
     // Σ |w x| + |b| per output: the reference on absolute values.
@@ -264,7 +266,7 @@ fn conv_case(
     let (size, _) =
         paths::conv2d_reference(&abs_weight, Some(&abs_b), &abs_x, input_shape, p).unwrap();
     let depth = weight_shape[1] * weight_shape[2] * weight_shape[3];
-    for kern in paths_to_test() {
+    each_path(|kern| {
         let (got, got_shape) =
             paths::conv2d_with(kern, &w, Some(&bias), &x, input_shape, p).unwrap();
         assert_eq!(got_shape, shape);
@@ -278,7 +280,7 @@ fn conv_case(
                 want[i]
             );
         }
-    }
+    });
     true
 }
 
@@ -375,5 +377,266 @@ fn conv1d_matches_conv2d_reference() {
         let mut out = vec![0.0; got.len()];
         conv1d_into(&w1, None, &x, [2, cin, len], &p1, &mut out, &mut vec![0.0; need]).unwrap();
         assert_eq!(out, got);
+    }
+}
+
+/// `v` at the end of an exact heap allocation, `offset` elements past its
+/// (aligned) start: AddressSanitizer sees a read past the end, and vector
+/// loads start off their alignment.
+fn exact_at(v: &[f32], offset: usize) -> Box<[f32]> {
+    let mut buf = vec![0.0f32; offset];
+    buf.extend_from_slice(v);
+    buf.into_boxed_slice()
+}
+
+/// Equal bits, or both NaN.
+fn same(got: f32, want: f32) -> bool {
+    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+}
+
+/// Every third value of `v` replaced by one of `special`.
+fn sprinkle(v: &mut [f32], special: &[f32], seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (i, x) in v.iter_mut().enumerate() {
+        if i % 3 == (seed as usize) % 3 {
+            *x = special[rng.next() as usize % special.len()];
+        }
+    }
+}
+
+/// The f32 extremes: ±MAX, ±inf, NaN, ±0, the smallest normal, subnormals.
+const EXTREMES: [f32; 11] = [
+    f32::MAX,
+    f32::MIN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    f32::NAN,
+    0.0,
+    -0.0,
+    f32::MIN_POSITIVE,
+    -f32::MIN_POSITIVE,
+    1e-40,
+    -1e-45,
+];
+
+/// Large but summable (products of two, over a few hundred terms, stay
+/// finite in any order), tiny, subnormal and signed zeros.
+const LARGE: [f32; 10] = [1e17, -1e17, 3e16, -2e16, 1e-40, -1e-40, 0.0, -0.0, 1.2e-38, -1.0];
+
+/// The decoders (f32, f16, bf16) of every path on tables and scales
+/// holding every f32 extreme: bit for bit the portable decoder, which is
+/// `table[code] * scale`; f16 and bf16 are that, rounded once (NaN stays
+/// NaN). Every C, odd widths, every scaling; outputs in exact allocations.
+#[test]
+fn dequantize_extremes_every_path() {
+    for bits in 1..=16u32 {
+        for (rows, cols) in [(3, 8), (5, 13), (2, 67), (1, 1)] {
+            for scaling in 0..5 {
+                let seed = u64::from(bits) * 100 + cols as u64 + scaling as u64;
+                let mut parts = Parts::new(&[rows, cols], bits, scaling, seed);
+                sprinkle(&mut parts.table, &EXTREMES, seed);
+                if scaling > 0 {
+                    sprinkle(&mut parts.scales, &[0.0, 1e-40, f32::MAX, 1e10, 1e-3], seed + 1);
+                }
+                let w = parts.weight();
+                let n = rows * cols;
+                let mut want = vec![0.0f32; n];
+                paths::dequantize_into_with(paths::scalar(), &w, &mut want).unwrap();
+                let mut codes = vec![0u16; n];
+                lsqr_pack::unpack_into(&parts.packed, bits, &mut codes).unwrap();
+                let group = match scaling {
+                    0 | 1 => usize::MAX,
+                    2 => cols,
+                    3 => 64,
+                    _ => 5,
+                };
+                for (e, &v) in want.iter().enumerate() {
+                    let (r, c) = (e / cols, e % cols);
+                    let s = match scaling {
+                        0 | 1 => parts.scales[0],
+                        _ => parts.scales[r * cols.div_ceil(group) + c / group],
+                    };
+                    assert!(same(v, parts.table[usize::from(codes[e])] * s), "portable [{e}]");
+                }
+                each_path(|kern| {
+                    let what =
+                        format!("{} C={bits} [{rows}, {cols}] scaling {scaling}", kern.name());
+                    let mut got = vec![f32::NAN; n].into_boxed_slice();
+                    paths::dequantize_into_with(kern, &w, &mut got).unwrap();
+                    for e in 0..n {
+                        assert!(
+                            same(got[e], want[e]),
+                            "{what} [{e}]: {:e} vs {:e}",
+                            got[e],
+                            want[e]
+                        );
+                    }
+                    let mut h = vec![half::f16::ZERO; n].into_boxed_slice();
+                    paths::dequantize_into_f16_with(kern, &w, &mut h).unwrap();
+                    let mut b = vec![half::bf16::ZERO; n].into_boxed_slice();
+                    paths::dequantize_into_bf16_with(kern, &w, &mut b).unwrap();
+                    for e in 0..n {
+                        let (hw, bw) =
+                            (half::f16::from_f32(want[e]), half::bf16::from_f32(want[e]));
+                        assert!(
+                            h[e].to_bits() == hw.to_bits() || (h[e].is_nan() && hw.is_nan()),
+                            "{what} f16 [{e}]"
+                        );
+                        assert!(
+                            b[e].to_bits() == bw.to_bits() || (b[e].is_nan() && bw.is_nan()),
+                            "{what} bf16 [{e}]"
+                        );
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// `got` against the f64 oracle of `y = x Wᵀ + b`: a NaN or infinite
+/// exact value (an order-independent outcome: a NaN, opposite infinities,
+/// or one infinity among finite terms) must be matched exactly, finite ones
+/// within `(cols + 2) ε Σ |w x|`.
+fn check_linear_extreme(
+    what: &str,
+    dense: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    bias: &[f32],
+    y: &[f32],
+) {
+    let batch = y.len() / rows.max(1);
+    for b in 0..batch {
+        for r in 0..rows {
+            let (mut exact, mut size) = (f64::from(bias[r]), f64::from(bias[r].abs()));
+            for c in 0..cols {
+                let p = f64::from(dense[r * cols + c]) * f64::from(x[b * cols + c]);
+                exact += p;
+                size += p.abs();
+            }
+            let got = y[b * rows + r];
+            let ok = if exact.is_nan() {
+                got.is_nan()
+            } else if exact.is_infinite() {
+                f64::from(got) == exact
+            } else {
+                let tol = (cols + 2) as f64 * f64::from(f32::EPSILON) * size + 1e-30;
+                (f64::from(got) - exact).abs() <= tol
+            };
+            assert!(ok, "{what}: y[{b},{r}] = {got:e}, expected {exact:e} (cols {cols})");
+        }
+    }
+}
+
+/// Batch 1 (the register GEMV) and batch > 1 (the blocked GEMM) of every
+/// path, on weights and inputs holding large values (products near 1e34),
+/// subnormals and signed zeros, then also ±inf and NaN; `x` starts at an
+/// odd offset of an exact allocation, the packed codes are exact too.
+#[test]
+fn linear_extremes_every_path() {
+    for (k, (rows, cols, bits)) in
+        [(5, 16, 4), (9, 24, 3), (7, 40, 5), (6, 13, 8), (13, 264, 2), (4, 64, 7), (3, 9, 11)]
+            .into_iter()
+            .enumerate()
+    {
+        for (special, nonfinite) in [(&LARGE[..], false), (&EXTREMES[2..], true)] {
+            for scaling in [1, 3, 4] {
+                let seed = k as u64 * 31 + scaling as u64;
+                let mut parts = Parts::new(&[rows, cols], bits, scaling, seed);
+                sprinkle(&mut parts.table, special, seed);
+                let w = parts.weight();
+                let d = dense(&w);
+                for batch in [1, 2, 9] {
+                    let mut rng = Rng::new(seed ^ batch as u64);
+                    let mut xs = rng.vec(batch * cols);
+                    sprinkle(&mut xs, special, seed + 7);
+                    let bias = rng.vec(rows);
+                    let offset = 1 + (k + batch) % 7;
+                    let buf = exact_at(&xs, offset);
+                    let x = &buf[offset..];
+                    each_path(|kern| {
+                        let mut y = vec![f32::NAN; batch * rows].into_boxed_slice();
+                        paths::linear_with(kern, &w, Some(&bias), x, batch, &mut y).unwrap();
+                        let what = format!(
+                            "{} C={bits} batch {batch} scaling {scaling} nonfinite {nonfinite}",
+                            kern.name()
+                        );
+                        check_linear_extreme(&what, &d, rows, cols, x, &bias, &y);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// conv2d (im2col + GEMM, and the direct depthwise path) of every path on
+/// large, tiny and subnormal weights and inputs, then with ±inf and NaN in
+/// the input (not the weight: the im2col GEMM multiplies the zero padding
+/// by every weight, the direct reference skips it), against the direct
+/// convolution; the input at an odd offset of an exact allocation.
+#[test]
+fn conv2d_extremes_every_path() {
+    let cases = [
+        ([6, 3, 3, 3], [2, 3, 9, 11], Conv2dParams { padding: [1, 1], ..Conv2dParams::default() }),
+        (
+            [8, 2, 3, 2],
+            [1, 4, 7, 13],
+            Conv2dParams { stride: [2, 1], groups: 2, ..Conv2dParams::default() },
+        ),
+        (
+            [5, 1, 3, 3],
+            [1, 5, 10, 9],
+            Conv2dParams { padding: [1, 1], groups: 5, ..Conv2dParams::default() },
+        ),
+        ([4, 6, 1, 1], [2, 6, 5, 7], Conv2dParams::default()),
+    ];
+    for (k, (ws, is, p)) in cases.into_iter().enumerate() {
+        for (x_special, nonfinite) in [(&LARGE[..], false), (&EXTREMES[2..], true)] {
+            let seed = k as u64 + 11;
+            let mut parts = Parts::new(&ws, 4, 3, seed);
+            // Weights summable against x: LARGE in the large-value round,
+            // tiny and subnormal values against infinite inputs.
+            let w_special: &[f32] = if nonfinite { &[0.0, -0.0, 1e-40, -1.0, 2.0] } else { &LARGE };
+            sprinkle(&mut parts.table, w_special, seed);
+            let w = parts.weight();
+            let mut rng = Rng::new(seed ^ 0x77);
+            let mut xs = rng.vec(is.iter().product());
+            sprinkle(&mut xs, x_special, seed + 3);
+            let offset = 1 + k % 7;
+            let buf = exact_at(&xs, offset);
+            let x = &buf[offset..];
+            let bias = rng.vec(ws[0]);
+            let (want, shape) = paths::conv2d_reference(&w, Some(&bias), x, is, &p).unwrap();
+            let abs_w: Vec<f32> = dense(&w).iter().map(|v| v.abs()).collect();
+            let abs_weight = PackedWeight::from_f32(&abs_w, &ws).unwrap();
+            let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let abs_b: Vec<f32> = bias.iter().map(|v| v.abs()).collect();
+            let (size, _) =
+                paths::conv2d_reference(&abs_weight, Some(&abs_b), &abs_x, is, &p).unwrap();
+            let depth = ws[1] * ws[2] * ws[3];
+            each_path(|kern| {
+                let (got, got_shape) =
+                    paths::conv2d_with(kern, &w, Some(&bias), x, is, &p).unwrap();
+                assert_eq!(got_shape, shape);
+                for i in 0..got.len() {
+                    let ok = if want[i].is_nan() {
+                        got[i].is_nan()
+                    } else if want[i].is_infinite() {
+                        got[i] == want[i]
+                    } else {
+                        let tol = 2.0 * (depth + 2) as f32 * f32::EPSILON * size[i] + 1e-30;
+                        (got[i] - want[i]).abs() <= tol
+                    };
+                    assert!(
+                        ok,
+                        "{} conv {ws:?} on {is:?} nonfinite {nonfinite} at [{i}]: {:e} vs {:e}",
+                        kern.name(),
+                        got[i],
+                        want[i]
+                    );
+                }
+            });
+        }
     }
 }

@@ -21,7 +21,7 @@ pub(crate) fn avx2_fma_detected() -> bool {
 /// Safe wrappers over the `unsafe` AVX2 kernels. They are only reachable
 /// through [`AVX2`], which `crate::arch` hands out only after
 /// [`avx2_fma_detected`] returned `true`.
-mod safe {
+pub(crate) mod safe {
     use super::avx2;
 
     macro_rules! wrap {
@@ -54,7 +54,7 @@ mod safe {
         layer_norm(x: &mut [f32], axis_len: usize, gamma: &[f32], beta: &[f32], eps: f32);
     }
 
-    pub(super) fn dot_codes_grouped(
+    pub(crate) fn dot_codes_grouped(
         table: &[f32],
         codes: &[u16],
         x: &[f32],
@@ -201,171 +201,3 @@ pub(crate) static AVX2: Kernels = Kernels {
     gemm_tile: safe_gemm::gemm_tile,
     depthwise_plane: safe_gemm::depthwise_plane,
 };
-
-#[cfg(all(test, feature = "std"))]
-mod tests {
-    use alloc::vec;
-    use alloc::vec::Vec;
-
-    use proptest::prelude::*;
-
-    use crate::arch::generic;
-
-    /// Random inputs of the code-kernel tests: a table of 2^bits values in
-    /// [-1, 1) (its top half the bottom half negated when `sign_magnitude`,
-    /// the xor-sign path), `count` codes, and more values on demand.
-    struct Case {
-        table: Vec<f32>,
-        codes: Vec<u16>,
-        state: u64,
-    }
-
-    impl Case {
-        fn new(bits: u32, count: usize, sign_magnitude: bool, seed: u64) -> Self {
-            let len = 1usize << bits;
-            let mut case = Case { table: Vec::new(), codes: Vec::new(), state: seed | 1 };
-            case.table =
-                (0..len).map(|_| (case.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
-            if sign_magnitude && len >= 2 {
-                for i in 0..len / 2 {
-                    case.table[i + len / 2] = -case.table[i];
-                }
-            }
-            case.codes = (0..count).map(|_| (case.next() as usize % len) as u16).collect();
-            case
-        }
-
-        fn next(&mut self) -> u64 {
-            let s = &mut self.state;
-            *s ^= *s << 13;
-            *s ^= *s >> 7;
-            *s ^= *s << 17;
-            *s
-        }
-
-        /// `n` values in [-0.5, 0.5).
-        fn values(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect()
-        }
-
-        /// The codes packed LSB-first, exactly as long as they need.
-        fn packed(&self) -> Vec<u8> {
-            let bits = self.table.len().trailing_zeros();
-            let mut packed = vec![0u8; lsqr_pack::packed_len(self.codes.len(), bits).unwrap()];
-            lsqr_pack::pack_into(&self.codes, bits, &mut packed).unwrap();
-            packed
-        }
-    }
-
-    /// `n` group scales, 0.5 to 2.0.
-    fn scales(n: usize) -> Vec<f32> {
-        (0..n).map(|g| 0.5 + (g % 7) as f32 * 0.25).collect()
-    }
-
-    proptest! {
-        /// The AVX2 `dot_codes_grouped` equals the portable one up to
-        /// summation order, for register (<= 16 entries) and gathered
-        /// tables, any length and group (tails included).
-        #[test]
-        fn dot_codes_grouped_matches_portable(log_len in prop::sample::select(vec![1u32, 2, 3, 4, 5, 8, 12, 16]), n in 0usize..150, sign_magnitude in prop::bool::ANY, seed in any::<u64>()) {
-            if !super::avx2_fma_detected() {
-                return Ok(());
-            }
-            let mut case = Case::new(log_len, n, sign_magnitude, seed);
-            let x = case.values(n);
-            let (table, codes) = (&case.table, &case.codes);
-            for group in [1usize, 16, 64, 7, n.max(1)] {
-                let scales: Vec<f32> = (0..n.div_ceil(group)).map(|g| 0.5 + g as f32 * 0.25).collect();
-                let simd = super::safe::dot_codes_grouped(table, codes, &x, &scales, group);
-                let scalar = generic::dot_codes_grouped(table, codes, &x, &scales, group);
-                let size: f32 = codes.iter().zip(&x).enumerate().map(|(i, (&c, &v))| (scales[i / group] * table[usize::from(c)] * v).abs()).sum();
-                prop_assert!((simd - scalar).abs() <= 1e-5 * size + 1e-30, "group {}: {} vs {}", group, simd, scalar);
-            }
-        }
-    }
-
-    proptest! {
-        /// The AVX2 batch-1 packed kernel (fused for C <= 8 with whole
-        /// 8-code chunks, unpack-then-dot otherwise) equals the portable
-        /// one up to summation order: every C, odd and aligned widths,
-        /// every scale layout, and a packed buffer cut to its exact length
-        /// (so the last rows' wide loads must be avoided).
-        #[test]
-        fn gemv_packed_matches_portable(
-            bits in 1u32..=16,
-            rows in 1usize..10,
-            cols8 in 0usize..40,
-            odd in prop::bool::ANY,
-            layout in 0usize..5,
-            sign_magnitude in prop::bool::ANY,
-            seed in any::<u64>(),
-        ) {
-            if !super::avx2_fma_detected() {
-                return Ok(());
-            }
-            let cols = cols8 * 8 + usize::from(odd) * 3;
-            let mut case = Case::new(bits, rows * cols, sign_magnitude, seed);
-            let x = case.values(cols);
-            let (table, codes, packed) = (&case.table, &case.codes, case.packed());
-            let (scale_stride, group) = match layout {
-                0 => (0, cols.max(1)),
-                1 => (1, cols.max(1)),
-                2 => (cols.div_ceil(16), 16),
-                3 => (cols.div_ceil(32), 32),
-                _ => (cols.div_ceil(24).max(1), 24),
-            };
-            let scales = scales(rows * scale_stride.max(1));
-            let job = crate::kernels::PackedRows { packed: &packed, bits, cols, table, scales: &scales, scale_stride, group };
-            let (mut simd, mut scalar) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
-            super::safe::gemv_packed(&job, &x, &mut simd);
-            generic::gemv_packed(&job, &x, &mut scalar);
-            for r in 0..rows {
-                let size: f32 = (0..cols).map(|c| (scales[r * scale_stride + c / group] * table[usize::from(codes[r * cols + c])] * x[c]).abs()).sum();
-                prop_assert!((simd[r] - scalar[r]).abs() <= 1e-5 * size + 1e-30, "C={} row {}: {} vs {}", bits, r, simd[r], scalar[r]);
-            }
-        }
-    }
-
-    proptest! {
-        /// The AVX2 decoder equals the portable one bit for bit (one
-        /// multiply per element on both paths), from any start, for every
-        /// C and scale layout, up to the exact end of the packed data.
-        #[test]
-        fn decode_packed_matches_portable(
-            bits in 1u32..=16,
-            rows in 1usize..6,
-            cols8 in 1usize..20,
-            odd in prop::bool::ANY,
-            layout in 0usize..4,
-            start8 in 0usize..8,
-            sign_magnitude in prop::bool::ANY,
-            seed in any::<u64>(),
-        ) {
-            if !super::avx2_fma_detected() {
-                return Ok(());
-            }
-            let cols = cols8 * 8 + usize::from(odd) * 5;
-            let case = Case::new(bits, rows * cols, sign_magnitude, seed);
-            let (table, codes, packed) = (&case.table, &case.codes, case.packed());
-            let (scale_stride, group) = match layout {
-                0 => (0, cols),
-                1 => (1, cols),
-                2 => (cols.div_ceil(16), 16),
-                _ => (cols.div_ceil(40), 40),
-            };
-            let scales = scales(rows * scale_stride.max(1));
-            let job = crate::kernels::PackedRows { packed: &packed, bits, cols, table, scales: &scales, scale_stride, group };
-            let start = (start8 * 8).min(codes.len());
-            let n = codes.len() - start;
-            let (mut simd, mut scalar) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-            super::safe::decode_packed(&job, start, &mut simd);
-            generic::decode_packed(&job, start, &mut scalar);
-            for (k, (&a, &b)) in simd.iter().zip(&scalar).enumerate() {
-                let e = start + k;
-                let expected = table[usize::from(codes[e])] * scales[(e / cols) * scale_stride + (e % cols) / group];
-                prop_assert_eq!(b.to_bits(), expected.to_bits());
-                prop_assert_eq!(a.to_bits(), b.to_bits(), "C={} element {}", bits, e);
-            }
-        }
-    }
-}

@@ -1,0 +1,492 @@
+//! The list of this crate's code paths and the CPU features each needs,
+//! re-exported from [`crate::paths`] for the tests that compare them.
+
+use crate::Kernels;
+
+/// Which kernel table a [`SimdPath`] stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Table {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+/// A code path of this crate and the CPU features it needs.
+///
+/// [`SIMD_PATHS`] lists every path compiled for this target, the portable
+/// one first. Tests that compare the SIMD paths with the portable one
+/// iterate over it (see [`for_each_simd_path`]), so a path added to the
+/// list (an AVX-512 one, say) is checked wherever the CPU has its features,
+/// and reported as skipped, naming the missing feature, elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimdPath {
+    /// The path's name in reports: `portable`, `avx2+fma`.
+    pub name: &'static str,
+    /// The CPU features the path needs, spelled as
+    /// `is_x86_feature_detected!` (and `/proc/cpuinfo`, up to `_` and `.`)
+    /// spell them; empty for the portable path.
+    pub features: &'static [&'static str],
+    table: Table,
+}
+
+/// Every code path of this crate on this target, the portable one first.
+pub static SIMD_PATHS: &[SimdPath] = &[
+    SimdPath { name: "portable", features: &[], table: Table::Portable },
+    #[cfg(target_arch = "x86_64")]
+    SimdPath { name: "avx2+fma", features: &["avx2", "fma"], table: Table::Avx2Fma },
+];
+
+impl SimdPath {
+    /// The first of [`SimdPath::features`] this CPU lacks (with `std`:
+    /// detected at run time; without: this build's target features), or
+    /// `None` when the path can run here. Ignores `LSQR_FORCE_SCALAR`.
+    pub fn missing_feature(&self) -> Option<&'static str> {
+        self.features.iter().copied().find(|f| !cpu_has(f))
+    }
+
+    /// Whether the path can run on this CPU.
+    pub fn is_available(&self) -> bool {
+        self.missing_feature().is_none()
+    }
+
+    /// The path's kernel table, to run any operator on it directly
+    /// (whatever `LSQR_FORCE_SCALAR` says).
+    ///
+    /// # Panics
+    ///
+    /// If the path is not available on this CPU.
+    pub fn kernels(&self) -> &'static Kernels {
+        let table = match self.table {
+            Table::Portable => Some(Kernels::portable()),
+            #[cfg(target_arch = "x86_64")]
+            Table::Avx2Fma => Kernels::avx2(),
+        };
+        match table {
+            Some(k) if self.is_available() => k,
+            _ => panic!("path {} needs CPU features this CPU lacks", self.name),
+        }
+    }
+}
+
+/// The paths of [`SIMD_PATHS`] this CPU can run.
+pub fn available_simd_paths() -> impl Iterator<Item = &'static SimdPath> {
+    SIMD_PATHS.iter().filter(|p| p.is_available())
+}
+
+/// Whether this CPU has `feature` (a name as `is_x86_feature_detected!`
+/// spells it). With `std`, detected at run time; without, this build's
+/// target features. Names this function does not know are absent.
+pub fn cpu_has(feature: &str) -> bool {
+    macro_rules! known {
+        ($($name:tt)*) => {
+            match feature {
+                $($name => detected!($name),)*
+                _ => false,
+            }
+        };
+    }
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    macro_rules! detected {
+        ($name:tt) => {
+            std::is_x86_feature_detected!($name)
+        };
+    }
+    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
+    macro_rules! detected {
+        ($name:tt) => {
+            cfg!(target_feature = $name)
+        };
+    }
+    known!("avx2" "fma" "avx512f" "avx512bw" "avx512vl" "avx512vbmi")
+}
+
+/// Runs `check` on every available path of [`SIMD_PATHS`] (the portable
+/// one included), then, once per process, writes the report line
+///
+/// `lsqr-simd: lsqr-kernels (SUITE): checked NAME[FEATURES] ...; skipped: none`
+///
+/// (a skipped path reads `NAME[FEATURES](missing FEATURE)`) straight to
+/// the process's stderr, which the test harness does not capture.
+/// `scripts/check-simd-coverage.sh` reads these lines. A path is skipped
+/// only for a CPU feature it lacks.
+#[cfg(feature = "std")]
+pub fn for_each_simd_path(suite: &str, mut check: impl FnMut(&'static SimdPath)) {
+    for path in available_simd_paths() {
+        check(path);
+    }
+    report::once(
+        "lsqr-kernels",
+        suite,
+        SIMD_PATHS.iter().map(|p| (p.name, p.features, p.missing_feature())),
+    );
+}
+
+#[cfg(feature = "std")]
+mod report {
+    use std::io::Write;
+    use std::string::String;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static DONE: AtomicBool = AtomicBool::new(false);
+
+    type Entry = (&'static str, &'static [&'static str], Option<&'static str>);
+
+    /// Writes the report line unless it was written already.
+    pub(super) fn once(krate: &str, suite: &str, paths: impl Iterator<Item = Entry>) {
+        if DONE.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (mut checked, mut skipped) = (String::new(), String::new());
+        for (name, features, missing) in paths {
+            let entry = std::format!("{name}[{}]", features.join(","));
+            match missing {
+                None => checked = std::format!("{checked} {entry}"),
+                Some(f) => skipped = std::format!("{skipped} {entry}(missing {f})"),
+            }
+        }
+        let skipped = if skipped.is_empty() { " none" } else { &skipped };
+        let line =
+            std::format!("\nlsqr-simd: {krate} ({suite}): checked{checked}; skipped:{skipped}\n");
+        // One write of the whole line, after a newline (the harness may have
+        // written half a line), so that concurrent output does not split
+        // it; a failed write to stderr is not the test's failure.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+/// The batch-1 packed kernel and the decoder of every path against the
+/// portable ones, on random and on extreme inputs, from exact heap
+/// allocations (AddressSanitizer sees a read one byte past the codes).
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use alloc::boxed::Box;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::for_each_simd_path;
+    use crate::arch::generic;
+    use crate::kernels::PackedRows;
+
+    const SUITE: &str = "lsqr_kernels";
+
+    /// Extremes of f32 for tables, inputs and scales: ±MAX, ±inf, NaN, ±0,
+    /// the smallest normal and subnormals.
+    const EXTREMES: [f32; 12] = [
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        1e-40,
+        -1e-45,
+        1.0,
+    ];
+
+    /// Large but summable: products of two of these, summed over a few
+    /// hundred columns, stay below f32::MAX in any order, so sums that
+    /// differ only in order stay comparable.
+    const LARGE: [f32; 12] =
+        [1e17, -1e17, 3e16, -3e16, 1e-40, -1e-40, 0.0, -0.0, 1.2e-38, -1.2e-38, 1.0, -1.0];
+
+    /// Random inputs of the code-kernel tests: a table of 2^bits values (in
+    /// [-1, 1), or drawn from `special` when given), its top half the
+    /// bottom half negated when `sign_magnitude` (the xor-sign path),
+    /// `count` codes, and more values on demand.
+    struct Case {
+        table: Vec<f32>,
+        codes: Vec<u16>,
+        state: u64,
+        special: Option<&'static [f32]>,
+    }
+
+    impl Case {
+        fn new(
+            bits: u32,
+            count: usize,
+            sign_magnitude: bool,
+            seed: u64,
+            special: Option<&'static [f32]>,
+        ) -> Self {
+            let len = 1usize << bits;
+            let mut case = Case { table: Vec::new(), codes: Vec::new(), state: seed | 1, special };
+            case.table = case.values(len).iter().map(|v| v * 2.0).collect();
+            if sign_magnitude && len >= 2 {
+                for i in 0..len / 2 {
+                    case.table[i + len / 2] = -case.table[i];
+                }
+            }
+            case.codes = (0..count).map(|_| (case.next() as usize % len) as u16).collect();
+            case
+        }
+
+        fn next(&mut self) -> u64 {
+            let s = &mut self.state;
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            *s
+        }
+
+        /// `n` values in [-0.5, 0.5), one in three drawn from `special`.
+        fn values(&mut self, n: usize) -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    let r = self.next();
+                    match self.special {
+                        Some(s) if r % 3 == 0 => s[(r >> 8) as usize % s.len()] / 2.0,
+                        _ => (r >> 40) as f32 / (1u64 << 24) as f32 - 0.5,
+                    }
+                })
+                .collect()
+        }
+
+        /// The codes packed LSB-first, in an allocation exactly as long as
+        /// they need.
+        fn packed(&self) -> Box<[u8]> {
+            let bits = self.table.len().trailing_zeros();
+            let mut packed = vec![0u8; lsqr_pack::packed_len(self.codes.len(), bits).unwrap()];
+            lsqr_pack::pack_into(&self.codes, bits, &mut packed).unwrap();
+            packed.into_boxed_slice()
+        }
+    }
+
+    /// `v` at the end of an exact allocation, `offset` elements in.
+    fn exact_at(v: &[f32], offset: usize) -> Box<[f32]> {
+        let mut buf = vec![0.0f32; offset];
+        buf.extend_from_slice(v);
+        buf.into_boxed_slice()
+    }
+
+    /// `n` group scales, 0.5 to 2.0, every third one from `special` when
+    /// given.
+    fn scales(n: usize, special: Option<&[f32]>) -> Vec<f32> {
+        (0..n)
+            .map(|g| match special {
+                Some(s) if g % 3 == 1 => s[g / 3 % s.len()],
+                _ => 0.5 + (g % 7) as f32 * 0.25,
+            })
+            .collect()
+    }
+
+    /// Scales for the GEMV: 0, subnormal, tiny (a large one would overflow
+    /// each lane's partial sum on AVX2 but not the portable whole sum).
+    const GEMV_SCALES: [f32; 4] = [0.0, 1e-40, f32::MIN_POSITIVE, 1e-3];
+
+    /// Scales for the decoder: as above, and large ones up to MAX.
+    const DECODE_SCALES: [f32; 6] = [0.0, 1e-40, f32::MIN_POSITIVE, 1e10, f32::MAX, 1e-3];
+
+    /// `|got - want| <= tol`, NaN matching NaN and infinities exactly.
+    fn close(got: f32, want: f32, tol: f32) -> bool {
+        if want.is_nan() || got.is_nan() {
+            return want.is_nan() && got.is_nan();
+        }
+        if want.is_infinite() || got.is_infinite() {
+            return got == want;
+        }
+        (got - want).abs() <= tol
+    }
+
+    /// Equal bits, or both NaN.
+    fn same(got: f32, want: f32) -> bool {
+        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    proptest! {
+        /// The AVX2 `dot_codes_grouped` (the unpack-then-dot fallback of
+        /// the AVX2 GEMV, not a table entry of its own) equals the portable
+        /// one up to summation order, for register (<= 16 entries) and
+        /// gathered tables, any length and group (tails included).
+        #[test]
+        fn dot_codes_grouped_matches_portable(log_len in prop::sample::select(vec![1u32, 2, 3, 4, 5, 8, 12, 16]), n in 0usize..150, sign_magnitude in prop::bool::ANY, large in prop::bool::ANY, seed in any::<u64>()) {
+            let special = if large { Some(&LARGE[..]) } else { None };
+            let mut case = Case::new(log_len, n, sign_magnitude, seed, special);
+            let x = exact_at(&case.values(n), 0);
+            let (table, codes) = (&case.table, &case.codes[..]);
+            let codes: Box<[u16]> = Box::from(codes);
+            for_each_simd_path(SUITE, |path| {
+                if path.name != "avx2+fma" {
+                    return;
+                }
+                for group in [1usize, 16, 64, 7, n.max(1)] {
+                    let scales: Vec<f32> = (0..n.div_ceil(group)).map(|g| 0.5 + g as f32 * 0.25).collect();
+                    let simd = crate::arch::x86_64::safe::dot_codes_grouped(table, &codes, &x, &scales, group);
+                    let scalar = generic::dot_codes_grouped(table, &codes, &x, &scales, group);
+                    let size: f32 = codes.iter().zip(x.iter()).enumerate().map(|(i, (&c, &v))| (scales[i / group] * table[usize::from(c)] * v).abs()).sum();
+                    assert!(close(simd, scalar, 1e-5 * size + 1e-30), "group {group}: {simd} vs {scalar}");
+                }
+            });
+        }
+    }
+
+    proptest! {
+        /// The batch-1 packed kernel of every path (AVX2: fused for C <= 8
+        /// with whole 8-code chunks, unpack-then-dot otherwise) equals the
+        /// portable one up to summation order: every C, odd and aligned
+        /// widths, every scale layout, random or large-and-tiny values
+        /// (tables, inputs and scales; sums stay finite), the input at an
+        /// odd offset, and the packed codes in an exact allocation (so the
+        /// last rows' wide loads must be avoided).
+        #[test]
+        fn gemv_packed_matches_portable(
+            bits in 1u32..=16,
+            rows in 1usize..10,
+            cols8 in 0usize..40,
+            odd in prop::bool::ANY,
+            layout in 0usize..5,
+            sign_magnitude in prop::bool::ANY,
+            large in prop::bool::ANY,
+            x_offset in 0usize..8,
+            seed in any::<u64>(),
+        ) {
+            let cols = cols8 * 8 + usize::from(odd) * 3;
+            let special = if large { Some(&LARGE[..]) } else { None };
+            gemv_case(bits, rows, cols, layout, sign_magnitude, special, x_offset, seed);
+        }
+
+        /// As above with ±MAX, ±inf, NaN, ±0 and subnormals in the table and
+        /// the input: only the non-finite outcomes, which do not depend on
+        /// the summation order (a NaN or opposite infinities give NaN, one
+        /// infinity gives it; finite parts stay below MAX), must agree
+        /// exactly; finite rows within the usual tolerance.
+        #[test]
+        fn gemv_packed_extremes_match_portable(
+            bits in 1u32..=8,
+            rows in 1usize..10,
+            cols8 in 0usize..12,
+            odd in prop::bool::ANY,
+            layout in 0usize..5,
+            x_offset in 0usize..8,
+            seed in any::<u64>(),
+        ) {
+            let cols = cols8 * 8 + usize::from(odd) * 5;
+            gemv_case(bits, rows, cols, layout, false, Some(&EXTREMES_NO_MAX[..]), x_offset, seed);
+        }
+    }
+
+    /// `EXTREMES` without ±MAX, whose products would overflow depending on
+    /// the order of the sum.
+    const EXTREMES_NO_MAX: [f32; 10] = [
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        1e-40,
+        -1e-45,
+        1.0,
+    ];
+
+    fn layout_of(layout: usize, cols: usize) -> (usize, usize) {
+        match layout {
+            0 => (0, cols.max(1)),
+            1 => (1, cols.max(1)),
+            2 => (cols.div_ceil(16), 16),
+            3 => (cols.div_ceil(32), 32),
+            _ => (cols.div_ceil(24).max(1), 24),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemv_case(
+        bits: u32,
+        rows: usize,
+        cols: usize,
+        layout: usize,
+        sign_magnitude: bool,
+        special: Option<&'static [f32]>,
+        x_offset: usize,
+        seed: u64,
+    ) {
+        let mut case = Case::new(bits, rows * cols, sign_magnitude, seed, special);
+        let xs = case.values(cols);
+        let x = exact_at(&xs, x_offset);
+        let x = &x[x_offset..];
+        let (table, codes, packed) = (&case.table, &case.codes, case.packed());
+        let (scale_stride, group) = layout_of(layout, cols);
+        let scales = scales(rows * scale_stride.max(1), special.map(|_| &GEMV_SCALES[..]));
+        let job =
+            PackedRows { packed: &packed, bits, cols, table, scales: &scales, scale_stride, group };
+        let mut want = vec![f32::NAN; rows];
+        generic::gemv_packed(&job, x, &mut want);
+        for_each_simd_path(SUITE, |path| {
+            let mut got = vec![f32::NAN; rows].into_boxed_slice();
+            (path.kernels().gemv_packed)(&job, x, &mut got);
+            for r in 0..rows {
+                let size: f32 = (0..cols)
+                    .map(|c| {
+                        let s = scales[r * scale_stride + c / group];
+                        (s * table[usize::from(codes[r * cols + c])] * x[c]).abs()
+                    })
+                    .filter(|v| v.is_finite())
+                    .sum();
+                assert!(
+                    close(got[r], want[r], 1e-5 * size + 1e-30),
+                    "{} C={bits} row {r}: {} vs {}",
+                    path.name,
+                    got[r],
+                    want[r]
+                );
+            }
+        });
+    }
+
+    proptest! {
+        /// The decoder of every path equals the portable one bit for bit
+        /// (one multiply per element on both paths), from any start
+        /// (multiples of 8 or not), for every C and scale layout, up to the
+        /// exact end of the packed data, on random tables and on tables and
+        /// scales holding ±MAX, ±inf, NaN, ±0 and subnormals.
+        #[test]
+        fn decode_packed_matches_portable(
+            bits in 1u32..=16,
+            rows in 1usize..6,
+            cols8 in 1usize..20,
+            odd in prop::bool::ANY,
+            layout in 0usize..4,
+            start in 0usize..70,
+            sign_magnitude in prop::bool::ANY,
+            extreme in prop::bool::ANY,
+            seed in any::<u64>(),
+        ) {
+            let cols = cols8 * 8 + usize::from(odd) * 5;
+            let special = if extreme { Some(&EXTREMES[..]) } else { None };
+            let case = Case::new(bits, rows * cols, sign_magnitude, seed, special);
+            let (table, codes, packed) = (&case.table, &case.codes, case.packed());
+            let (scale_stride, group) = match layout {
+                0 => (0, cols),
+                1 => (1, cols),
+                2 => (cols.div_ceil(16), 16),
+                _ => (cols.div_ceil(40), 40),
+            };
+            let scales = scales(rows * scale_stride.max(1), special.map(|_| &DECODE_SCALES[..]));
+            let job = PackedRows { packed: &packed, bits, cols, table, scales: &scales, scale_stride, group };
+            let start = start.min(codes.len());
+            // The whole rest, and a piece ending before the end.
+            for n in [codes.len() - start, (codes.len() - start) / 2] {
+                let mut want = vec![f32::NAN; n];
+                generic::decode_packed(&job, start, &mut want);
+                for (k, &b) in want.iter().enumerate() {
+                    let e = start + k;
+                    let expected = table[usize::from(codes[e])] * scales[(e / cols) * scale_stride + (e % cols) / group];
+                    assert!(same(b, expected), "portable element {e}");
+                }
+                for_each_simd_path(SUITE, |path| {
+                    let mut got = vec![f32::NAN; n].into_boxed_slice();
+                    (path.kernels().decode_packed)(&job, start, &mut got);
+                    for (k, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                        assert!(same(a, b), "{} C={bits} element {}: {a:e} vs {b:e}", path.name, start + k);
+                    }
+                });
+            }
+        }
+    }
+}
