@@ -239,7 +239,7 @@ mod tests {
                 .map(|_| {
                     let r = self.next();
                     match self.special {
-                        Some(s) if r % 3 == 0 => s[(r >> 8) as usize % s.len()] / 2.0,
+                        Some(s) if r.is_multiple_of(3) => s[(r >> 8) as usize % s.len()] / 2.0,
                         _ => (r >> 40) as f32 / (1u64 << 24) as f32 - 0.5,
                     }
                 })
