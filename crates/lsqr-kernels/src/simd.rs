@@ -73,32 +73,8 @@ pub fn available_simd_paths() -> impl Iterator<Item = &'static SimdPath> {
     SIMD_PATHS.iter().filter(|p| p.is_available())
 }
 
-/// Whether this CPU has `feature` (a name as `is_x86_feature_detected!`
-/// spells it). With `std`, detected at run time; without, this build's
-/// target features. Names this function does not know are absent.
-pub fn cpu_has(feature: &str) -> bool {
-    macro_rules! known {
-        ($($name:tt)*) => {
-            match feature {
-                $($name => detected!($name),)*
-                _ => false,
-            }
-        };
-    }
-    #[cfg(all(target_arch = "x86_64", feature = "std"))]
-    macro_rules! detected {
-        ($name:tt) => {
-            std::is_x86_feature_detected!($name)
-        };
-    }
-    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
-    macro_rules! detected {
-        ($name:tt) => {
-            cfg!(target_feature = $name)
-        };
-    }
-    known!("avx2" "fma" "avx512f" "avx512bw" "avx512vl" "avx512vbmi")
-}
+/// Whether this CPU has `feature`: `lsqr-pack`'s detection, shared.
+pub use lsqr_pack::paths::cpu_has;
 
 /// Runs `check` on every available path of [`SIMD_PATHS`] (the portable
 /// one included), then, once per process, writes the report line
@@ -114,44 +90,13 @@ pub fn for_each_simd_path(suite: &str, mut check: impl FnMut(&'static SimdPath))
     for path in available_simd_paths() {
         check(path);
     }
-    report::once(
+    static DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    lsqr_pack::paths::write_simd_report_once(
+        &DONE,
         "lsqr-kernels",
         suite,
         SIMD_PATHS.iter().map(|p| (p.name, p.features, p.missing_feature())),
     );
-}
-
-#[cfg(feature = "std")]
-mod report {
-    use std::io::Write;
-    use std::string::String;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static DONE: AtomicBool = AtomicBool::new(false);
-
-    type Entry = (&'static str, &'static [&'static str], Option<&'static str>);
-
-    /// Writes the report line unless it was written already.
-    pub(super) fn once(krate: &str, suite: &str, paths: impl Iterator<Item = Entry>) {
-        if DONE.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let (mut checked, mut skipped) = (String::new(), String::new());
-        for (name, features, missing) in paths {
-            let entry = std::format!("{name}[{}]", features.join(","));
-            match missing {
-                None => checked = std::format!("{checked} {entry}"),
-                Some(f) => skipped = std::format!("{skipped} {entry}(missing {f})"),
-            }
-        }
-        let skipped = if skipped.is_empty() { " none" } else { &skipped };
-        let line =
-            std::format!("\nlsqr-simd: {krate} ({suite}): checked{checked}; skipped:{skipped}\n");
-        // One write of the whole line, after a newline (the harness may have
-        // written half a line), so that concurrent output does not split
-        // it; a failed write to stderr is not the test's failure.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }
 }
 
 /// The batch-1 packed kernel and the decoder of every path against the

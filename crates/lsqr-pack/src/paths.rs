@@ -224,42 +224,49 @@ pub fn for_each_simd_path(suite: &str, mut check: impl FnMut(&'static SimdPath))
     for path in available_simd_paths() {
         check(path);
     }
-    report::once(
+    static DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    write_simd_report_once(
+        &DONE,
         "lsqr-pack",
         suite,
         SIMD_PATHS.iter().map(|p| (p.name, p.features, p.missing_feature())),
     );
 }
 
+/// One path's entry in a report line: name, features, and the first
+/// feature this CPU lacks (`None`: the path was checked).
+pub type SimdReportEntry = (&'static str, &'static [&'static str], Option<&'static str>);
+
+/// Writes the `lsqr-simd:` report line of `krate`'s test `suite` straight
+/// to the process's stderr, unless `done` says it was written already.
+/// Shared with `lsqr-kernels`, whose reports `scripts/check-simd-coverage.sh`
+/// reads in the same format.
 #[cfg(feature = "std")]
-mod report {
+#[doc(hidden)]
+pub fn write_simd_report_once(
+    done: &core::sync::atomic::AtomicBool,
+    krate: &str,
+    suite: &str,
+    paths: impl Iterator<Item = SimdReportEntry>,
+) {
     use std::io::Write;
     use std::string::String;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static DONE: AtomicBool = AtomicBool::new(false);
-
-    type Entry = (&'static str, &'static [&'static str], Option<&'static str>);
-
-    /// Writes the report line unless it was written already.
-    pub(super) fn once(krate: &str, suite: &str, paths: impl Iterator<Item = Entry>) {
-        if DONE.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let (mut checked, mut skipped) = (String::new(), String::new());
-        for (name, features, missing) in paths {
-            let entry = std::format!("{name}[{}]", features.join(","));
-            match missing {
-                None => checked = std::format!("{checked} {entry}"),
-                Some(f) => skipped = std::format!("{skipped} {entry}(missing {f})"),
-            }
-        }
-        let skipped = if skipped.is_empty() { " none" } else { &skipped };
-        let line =
-            std::format!("\nlsqr-simd: {krate} ({suite}): checked{checked}; skipped:{skipped}\n");
-        // One write of the whole line, after a newline (the harness may have
-        // written half a line), so that concurrent output does not split
-        // it; a failed write to stderr is not the test's failure.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    if done.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        return;
     }
+    let (mut checked, mut skipped) = (String::new(), String::new());
+    for (name, features, missing) in paths {
+        let entry = std::format!("{name}[{}]", features.join(","));
+        match missing {
+            None => checked = std::format!("{checked} {entry}"),
+            Some(f) => skipped = std::format!("{skipped} {entry}(missing {f})"),
+        }
+    }
+    let skipped = if skipped.is_empty() { " none" } else { &skipped };
+    let line =
+        std::format!("\nlsqr-simd: {krate} ({suite}): checked{checked}; skipped:{skipped}\n");
+    // One write of the whole line, after a newline (the harness may have
+    // written half a line), so that concurrent output does not split it; a
+    // failed write to stderr is not the test's failure.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
