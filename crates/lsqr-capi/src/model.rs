@@ -1,7 +1,9 @@
 //! Models, tensor handles, tensor descriptions and metadata.
 
 use std::ffi::{c_char, CStr, CString};
+use std::ops::Deref;
 use std::path::Path;
+use std::ptr::NonNull;
 
 use ::lsqr_codec::{CodecKind, Scaling};
 use lsqr_format::{LsqFile, RawDtype, Storage, TensorInfo, TensorView, Value};
@@ -12,9 +14,9 @@ use crate::error::{ffi_fn, lsqr_status, Error};
 /// (memory-mapped by `lsqr_model_open`, or the caller's buffer for
 /// `lsqr_model_open_memory`). Opaque to C; freed by `lsqr_model_free`.
 pub struct lsqr_model {
-    /// Boxed so that its address, which every `lsqr_tensor` keeps, does
-    /// not change when the model value moves.
-    file: Box<LsqFile<'static>>,
+    /// On the heap, so that its address, which every `lsqr_tensor` keeps,
+    /// does not change when the model value moves.
+    file: HeapFile,
     /// One handle per tensor, in file order.
     tensors: Box<[lsqr_tensor]>,
     /// Metadata keys as C strings, in file order.
@@ -43,9 +45,9 @@ unsafe impl Sync for lsqr_tensor {}
 
 impl lsqr_tensor {
     pub(crate) fn file(&self) -> &LsqFile<'static> {
-        // SAFETY: `file` points into the `Box<LsqFile>` of the model that
-        // owns this handle; the box is neither moved out nor dropped
-        // before the handle (they are dropped together).
+        // SAFETY: `file` points to the `HeapFile` of the model that owns
+        // this handle; it is freed only when the model is, together with
+        // the handle.
         unsafe { &*self.file }
     }
 
@@ -59,9 +61,53 @@ impl lsqr_tensor {
     }
 }
 
+/// An owned `LsqFile` on the heap that tensor handles point into.
+///
+/// Not a `Box`: moving a `Box` asserts unique access to its contents,
+/// which would invalidate the handles' pointers under Rust's aliasing
+/// rules (Miri reported exactly that when `lsqr_model::new` moved its
+/// `Box<LsqFile>` into the model). This owner is a raw pointer, so moving
+/// it claims nothing; the file is only ever read through it.
+struct HeapFile(NonNull<LsqFile<'static>>);
+
+impl HeapFile {
+    fn new(file: LsqFile<'static>) -> Self {
+        Self(NonNull::from(Box::leak(Box::new(file))))
+    }
+
+    fn as_ptr(&self) -> *const LsqFile<'static> {
+        self.0.as_ptr()
+    }
+}
+
+impl Deref for HeapFile {
+    type Target = LsqFile<'static>;
+
+    fn deref(&self) -> &LsqFile<'static> {
+        // SAFETY: the pointer came from `Box::leak` in `new` and stays
+        // valid until `drop`; nothing writes through it.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for HeapFile {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::leak` and is freed only here,
+        // once; the tensor handles that point into it are dropped with the
+        // same model and never used after `lsqr_model_free`.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+// SAFETY: `HeapFile` owns an `LsqFile`, which is Send + Sync (a byte slice
+// or a read-only map and owned header data), and gives only shared access.
+unsafe impl Send for HeapFile {}
+// SAFETY: as above.
+unsafe impl Sync for HeapFile {}
+
 impl lsqr_model {
     fn new(file: LsqFile<'static>) -> Result<Box<Self>, Error> {
-        let file = Box::new(file);
+        let file = HeapFile::new(file);
         let c_string = |s: &str, what: &str| {
             CString::new(s).map_err(|_| {
                 Error::new(
@@ -75,7 +121,11 @@ impl lsqr_model {
             .iter()
             .enumerate()
             .map(|(index, t)| {
-                Ok(lsqr_tensor { file: &*file, index, name: c_string(&t.name, "tensor name")? })
+                Ok(lsqr_tensor {
+                    file: file.as_ptr(),
+                    index,
+                    name: c_string(&t.name, "tensor name")?,
+                })
             })
             .collect::<Result<_, Error>>()?;
         let metadata_keys = file
@@ -86,7 +136,7 @@ impl lsqr_model {
         Ok(Box::new(Self { file, tensors, metadata_keys }))
     }
 
-    /// The opened file. It is boxed inside the model, so its address is
+    /// The opened file. It is on the heap, owned by the model, so its address is
     /// stable for the model's whole life (the micro runtime keeps it).
     pub(crate) fn file(&self) -> &LsqFile<'static> {
         &self.file
