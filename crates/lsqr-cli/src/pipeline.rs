@@ -443,3 +443,98 @@ pub fn evaluate(
     }
     Ok(cells)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::{SourceFormat, TensorBytes};
+    use lsqr::format::RawDtype;
+    use proptest::prelude::*;
+
+    /// What `lsqr quantize` uses when no option is given.
+    fn defaults(codec: CodecKind) -> Settings {
+        Settings {
+            bits: 4,
+            codec: CodecChoice::Fixed(codec),
+            scaling: Scaling::Group(64),
+            scale_dtype: ScaleDtype::F16,
+            scale_fallback: true,
+            keep: Vec::new(),
+            bits_for: Vec::new(),
+        }
+    }
+
+    fn model_of(values: &[f32], shape: &[usize]) -> SourceModel {
+        SourceModel {
+            path: "test.safetensors".into(),
+            format: SourceFormat::Safetensors,
+            buffers: Vec::new(),
+            tensors: vec![SourceTensor {
+                name: "w".into(),
+                dtype: RawDtype::F32,
+                shape: shape.to_vec(),
+                bytes: TensorBytes::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            }],
+        }
+    }
+
+    /// A group of 64 values of magnitude about 10^e, e in `lo..=hi`.
+    fn group(lo: f64, hi: f64) -> impl Strategy<Value = Vec<f32>> {
+        proptest::collection::vec((lo..=hi, any::<bool>()), 64).prop_map(|v| {
+            v.into_iter()
+                .map(|(e, negative)| {
+                    let x = (10f64.powf(e) as f32).min(f32::MAX / 2.0);
+                    if negative {
+                        -x
+                    } else {
+                        x
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Default options work on any finite input (issue 11): dead
+        /// channels (1e-45..1e-30), ordinary values and values up to
+        /// f32::MAX / 2, with every codec: no error, and the decoded tensor
+        /// is no worse than zeros. Scales fall back to f32 exactly when some
+        /// group's magnitude exceeds f16's range.
+        #[test]
+        fn default_options_take_any_finite_tensor(
+            groups in proptest::collection::vec(
+                prop_oneof![group(-45.0, -30.0), group(-3.0, 0.0), group(4.0, 38.23)],
+                1..5,
+            ),
+            kind in 0usize..CodecKind::ALL.len(),
+            bits in 2u32..=8,
+        ) {
+            let kind = CodecKind::ALL[kind];
+            let values = groups.concat();
+            let model = model_of(&values, &[groups.len(), 64]);
+            let settings = defaults(kind);
+            let (q, m) = quantize_tensor(
+                &model, &model.tensors[0], &settings, CodecChoice::Fixed(kind), bits,
+            )
+            .unwrap_or_else(|e| panic!("{kind} C={bits}: {e}"));
+            prop_assert!(m.error_energy <= m.signal_energy, "{kind} C={bits}: {m:?}");
+            let overflow = values.iter().any(|v| v.abs() > 65504.0);
+            let want = if overflow { ScaleDtype::F32 } else { ScaleDtype::F16 };
+            prop_assert_eq!(q.scales().dtype(), want);
+        }
+    }
+
+    #[test]
+    fn an_explicit_f16_scale_dtype_is_kept_to() {
+        let mut values = vec![0.5f32; 128];
+        values[3] = 1e6;
+        let model = model_of(&values, &[2, 64]);
+        let settings = Settings { scale_fallback: false, ..defaults(CodecKind::Log) };
+        let e = quantize_tensor(&model, &model.tensors[0], &settings, settings.codec, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'w'") && e.contains("f16"), "{e}");
+    }
+}
