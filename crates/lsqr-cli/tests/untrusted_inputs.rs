@@ -96,7 +96,7 @@ fn safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
         );
     }
     let mut json = serde_json::to_vec(&header).unwrap();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
