@@ -37,5 +37,6 @@ pub mod runtime;
 pub mod synthetic;
 
 pub use model::{
-    load_lsq_model, save_lsq_model, Error, LsqModel, LsqModelWriter, LsqTensor, TensorReport,
+    is_vector, load_lsq_model, load_lsq_model_with, save_lsq_model, Error, LoadOptions, LsqModel,
+    LsqModelWriter, LsqTensor, TensorReport,
 };

@@ -162,9 +162,20 @@ impl LsqModelWriter {
     }
 }
 
-/// Saves a state dict: tensors of two or more dims are quantized with
-/// `options`; vectors and scalars (biases, norms) are kept as f32, since
-/// they are small and quantizing them costs accuracy for no space.
+/// Whether a tensor of `shape` is a vector (or a scalar): fewer than two
+/// dims larger than 1. `[384]`, `[1, 384]`, `[384, 1, 1]` and `[1, 1, 1]`
+/// are vectors; `[2, 3]` is not. Vectors (biases, norms, stored in
+/// whatever shape the exporter chose) are kept raw by [`save_lsq_model`]
+/// and by `lsqr quantize`: they are small, and quantizing them costs
+/// accuracy for no space.
+pub fn is_vector(shape: &[usize]) -> bool {
+    shape.iter().filter(|&&d| d > 1).count() < 2
+}
+
+/// Saves a state dict: tensors with two or more dims larger than 1 are
+/// quantized with `options`; vectors and scalars (biases, norms; see
+/// [`is_vector`]) are kept as f32, since they are small and quantizing them
+/// costs accuracy for no space.
 pub fn save_lsq_model<'a, I>(
     state: I,
     options: &QuantizeOptions,
@@ -175,7 +186,7 @@ where
 {
     let mut w = LsqModelWriter::create(path)?;
     for (name, values) in state {
-        if values.ndim() >= 2 {
+        if !is_vector(values.shape()) {
             w.add_quantized(name, values, options)?;
         } else {
             w.add_raw_f32(name, values)?;
@@ -184,9 +195,53 @@ where
     w.finish()
 }
 
-/// Opens a `.lsq` model (memory-mapped; nothing is decoded until asked).
+/// How [`load_lsq_model_with`] opens a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Check the CRC-32 of every data section (scales, tables, codes, raw
+    /// values) before returning, so corrupted weights are an error instead
+    /// of wrong values. Reads the whole file once. Default: on.
+    pub verify: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { verify: true }
+    }
+}
+
+impl LoadOptions {
+    /// Defaults: data checksums checked.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether to check the data checksums.
+    pub fn verify(self, verify: bool) -> Self {
+        Self { verify }
+    }
+}
+
+/// Opens a `.lsq` model (memory-mapped) and checks every checksum, header
+/// and data: a corrupted file is an error naming the tensor and section.
+/// Nothing is decoded until asked. To skip the data checksums (which read
+/// the whole file), use [`load_lsq_model_with`].
 pub fn load_lsq_model(path: impl AsRef<Path>) -> Result<LsqModel<'static>, Error> {
-    Ok(LsqModel { file: LsqFile::open(path)? })
+    load_lsq_model_with(path, LoadOptions::default())
+}
+
+/// [`load_lsq_model`] with options: `LoadOptions::new().verify(false)`
+/// validates the header only.
+pub fn load_lsq_model_with(
+    path: impl AsRef<Path>,
+    options: LoadOptions,
+) -> Result<LsqModel<'static>, Error> {
+    let file = LsqFile::open(path)?;
+    if options.verify {
+        file.verify()?;
+    }
+    Ok(LsqModel { file })
 }
 
 /// An opened model.
@@ -196,9 +251,19 @@ pub struct LsqModel<'a> {
 }
 
 impl<'a> LsqModel<'a> {
-    /// Opens a model held in memory (for example flash), without copying.
+    /// Opens a model held in memory (for example flash), without copying,
+    /// and checks every checksum as [`load_lsq_model`] does.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {
-        Ok(Self { file: LsqFile::from_bytes(bytes)? })
+        Self::from_bytes_with(bytes, LoadOptions::default())
+    }
+
+    /// [`LsqModel::from_bytes`] with options.
+    pub fn from_bytes_with(bytes: &'a [u8], options: LoadOptions) -> Result<Self, Error> {
+        let file = LsqFile::from_bytes(bytes)?;
+        if options.verify {
+            file.verify()?;
+        }
+        Ok(Self { file })
     }
 
     /// The container underneath.

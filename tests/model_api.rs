@@ -64,3 +64,28 @@ fn a_non_finite_weight_names_the_tensor_and_leaves_no_file() {
     assert!(msg.contains("bad.weight") && msg.contains("element 9"), "{msg}");
     assert!(!path.exists());
 }
+
+#[test]
+fn whole_model_loads_check_data_checksums_unless_told_not_to() {
+    let w = ArrayD::from_shape_vec(IxDyn(&[8, 64]), weights(Distribution::Gaussian, 512, 0.1, 3))
+        .unwrap();
+    let path = temp_path("crc");
+    let options = QuantizeOptions::new(CodecSpec::Uniform, 4);
+    lsqr::save_lsq_model([("fc.weight", w.view())], &options, &path).unwrap();
+    let data = lsqr::format::LsqFile::open(&path).unwrap().tensors()[0].data;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[data.offset as usize + 5] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let message = lsqr::load_lsq_model(&path).unwrap_err().to_string();
+    assert!(message.contains("fc.weight") && message.contains("data"), "{message}");
+    let message = lsqr::LsqModel::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(message.contains("fc.weight"), "{message}");
+    // Opting out validates the header only: the changed codes decode.
+    let unchecked = lsqr::LoadOptions::new().verify(false);
+    let model = lsqr::load_lsq_model_with(&path, unchecked).unwrap();
+    assert!(model.verify().is_err());
+    assert_eq!(model.tensor("fc.weight").unwrap().dequantize().unwrap().len(), 512);
+    assert!(lsqr::LsqModel::from_bytes_with(&bytes, unchecked).is_ok());
+    std::fs::remove_file(&path).unwrap();
+}

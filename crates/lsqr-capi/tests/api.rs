@@ -735,9 +735,19 @@ fn a_model_is_shared_by_threads_and_last_errors_are_per_thread() {
 #[test]
 fn a_name_with_a_nul_byte_is_unsupported() {
     // Valid UTF-8, so the format accepts it, but no C string can hold it.
+    // The writer refuses such names, so the file is written with "a\x01b"
+    // and patched, with the header CRC recomputed.
     let mut w = lsqr_format::LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
-    w.add_raw_f32("a\0b", &[1], &[1.0]).unwrap();
-    let bytes = w.finish().unwrap().into_inner();
+    w.add_raw_f32("a\x01b", &[1], &[1.0]).unwrap();
+    assert!(w.add_raw_f32("c\0d", &[1], &[1.0]).is_err(), "the writer refuses a NUL");
+    let mut bytes = w.finish().unwrap().into_inner();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let (offset, len) = (u64_at(&bytes, 16) as usize, u64_at(&bytes, 24) as usize);
+    let header = &mut bytes[offset..offset + len];
+    let at = header.windows(3).position(|w| w == b"a\x01b").unwrap();
+    header[at + 1] = 0;
+    let preamble = lsqr_format::raw::encode_preamble(offset as u64, len as u64, crc32(header));
+    bytes[..64].copy_from_slice(&preamble);
     let mut out = std::ptr::dangling_mut();
     // SAFETY: valid buffer; writable out.
     let st = unsafe { lsqr_model_open_memory(bytes.as_ptr(), bytes.len(), &mut out) };
@@ -747,6 +757,18 @@ fn a_name_with_a_nul_byte_is_unsupported() {
         "tensor name \"a\\0b\" contains a NUL byte, which a C string cannot hold"
     );
     assert_eq!(out, std::ptr::dangling_mut());
+}
+
+/// CRC-32 (IEEE, as zlib's), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
 }
 
 // ---- micro runtime ----

@@ -66,10 +66,7 @@ pub fn scaling_name(s: Scaling) -> String {
 }
 
 fn dtype_name(d: ScaleDtype) -> &'static str {
-    match d {
-        ScaleDtype::F16 => "f16",
-        ScaleDtype::F32 => "f32",
-    }
+    pipeline::scale_dtype_name(d)
 }
 
 /// `lsqr quantize`.
@@ -104,6 +101,14 @@ pub fn quantize(
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     file.finish().map_err(|e| e.to_string())?;
+    let asked = dtype_name(settings.scale_dtype);
+    for r in results.iter().filter(|r| r.scale_dtype.is_some_and(|d| d != asked)) {
+        eprintln!(
+            "note: tensor '{}': its values exceed f16's range (65504), so its scales are \
+             stored as f32",
+            r.name
+        );
+    }
     let file_bytes =
         std::fs::metadata(output).map_err(|e| format!("{}: {e}", output.display()))?.len();
     let totals = Totals::of(&results, Some(file_bytes));
@@ -164,6 +169,9 @@ struct InspectReport {
     source_bytes: Option<u64>,
     compression_ratio: Option<f64>,
     graph_layers: Option<usize>,
+    /// Always false: inspect validates the header (and its checksum) only.
+    data_checksums_checked: bool,
+    note: &'static str,
 }
 
 fn json_value(v: &Value) -> serde_json::Value {
@@ -177,9 +185,20 @@ fn json_value(v: &Value) -> serde_json::Value {
     }
 }
 
+/// Opens a `.lsq` file after checking that it is a regular file (a FIFO
+/// would block, a device would be read).
+fn open_lsq(path: &Path) -> Result<LsqFile<'static>, String> {
+    import::open_regular(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// What `inspect` says about the data checksums, which it does not read.
+const NOT_CHECKED: &str =
+    "data checksums not checked (inspect reads the header only; `lsqr verify` checks them)";
+
 /// `lsqr inspect`: the header only.
 pub fn inspect(path: &Path, json: bool) -> Result<(), String> {
-    let file = LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = open_lsq(path)?;
     let file_bytes = file.as_bytes().len() as u64;
     let tensors: Vec<InspectTensor> = file
         .tensors()
@@ -226,6 +245,8 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), String> {
         source_bytes,
         compression_ratio: source_bytes.map(|s| s as f64 / file_bytes as f64),
         graph_layers: file.graph().map(|g| g.layers.len()),
+        data_checksums_checked: false,
+        note: NOT_CHECKED,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
@@ -268,6 +289,7 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), String> {
     if let Some(n) = report.graph_layers {
         println!("graph: {n} layers");
     }
+    println!("note: {NOT_CHECKED}");
     Ok(())
 }
 
@@ -277,10 +299,12 @@ pub fn eval(
     widths: &[u32],
     codecs: &[String],
     scaling: Scaling,
-    scale_dtype: ScaleDtype,
+    scale_dtype: Option<ScaleDtype>,
     json: bool,
     plot: Option<&Path>,
 ) -> Result<(), String> {
+    let (scale_dtype, scale_fallback) =
+        (scale_dtype.unwrap_or(ScaleDtype::F16), scale_dtype.is_none());
     let kinds: Vec<CodecKind> = if codecs.is_empty() {
         CodecKind::ALL.to_vec()
     } else {
@@ -298,6 +322,7 @@ pub fn eval(
         codec: pipeline::CodecChoice::Fixed(CodecKind::Log),
         scaling,
         scale_dtype,
+        scale_fallback,
         keep: Vec::new(),
         bits_for: Vec::new(),
     };
@@ -392,9 +417,16 @@ fn safetensors_dtype(d: RawDtype) -> safetensors::Dtype {
 }
 
 /// `lsqr export`: dequantized f32 for quantized tensors, raw as stored.
-pub fn export(path: &Path, output: &Path) -> Result<(), String> {
+/// With `verify`, every data checksum is checked first, so a corrupted
+/// file is refused (naming the tensor and section) before anything is
+/// written.
+pub fn export(path: &Path, output: &Path, verify: bool) -> Result<(), String> {
     check_output(path, output)?;
-    let file = LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = open_lsq(path)?;
+    if verify {
+        file.verify()
+            .map_err(|e| format!("{}: {e} (--no-verify exports it anyway)", path.display()))?;
+    }
     let mut tensors = Vec::with_capacity(file.tensors().len());
     for i in 0..file.tensors().len() {
         let view = file.tensor_at(i).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -441,7 +473,7 @@ pub fn write_atomically(
 
 /// `lsqr verify`.
 pub fn verify(path: &Path) -> Result<(), String> {
-    let file = LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = open_lsq(path)?;
     file.verify().map_err(|e| format!("{}: {e}", path.display()))?;
     let sections: usize = file
         .tensors()

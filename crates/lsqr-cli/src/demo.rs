@@ -49,6 +49,7 @@ fn settings(bits: u32) -> Settings {
         codec: CodecChoice::Fixed(CodecKind::Log),
         scaling: Scaling::Group(64),
         scale_dtype: ScaleDtype::F16,
+        scale_fallback: true,
         keep: Vec::new(),
         bits_for: Vec::new(),
     }

@@ -59,7 +59,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a .lsq file's metadata and tensors, reading only its header.
+    /// Show a .lsq file's metadata and tensors, reading only its header (the
+    /// data checksums are not checked; `verify` does that).
     Inspect {
         /// The .lsq file.
         file: PathBuf,
@@ -80,9 +81,9 @@ enum Command {
         /// Scale groups: `tensor`, `row` or a group size (16..1024).
         #[arg(long, default_value = "64", value_parser = parse_group)]
         group: Scaling,
-        /// Scale storage.
-        #[arg(long, default_value = "f16", value_parser = parse_scale_dtype)]
-        scale_dtype: ScaleDtype,
+        /// Scale storage [default: f16, and f32 for a tensor whose scales overflow f16].
+        #[arg(long, value_parser = parse_scale_dtype)]
+        scale_dtype: Option<ScaleDtype>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -98,6 +99,10 @@ enum Command {
         /// The .safetensors file to write.
         #[arg(short, long)]
         output: PathBuf,
+        /// Do not check the data sections' CRC-32s first (by default a
+        /// corrupted file is refused instead of exported with changed values).
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Check every checksum of a .lsq file.
     Verify {
@@ -123,9 +128,10 @@ struct SettingsArgs {
     /// Scale groups: `tensor`, `row` or a group size (16..1024).
     #[arg(long, default_value = "64", value_parser = parse_group)]
     group: Scaling,
-    /// Scale storage.
-    #[arg(long, default_value = "f16", value_parser = parse_scale_dtype)]
-    scale_dtype: ScaleDtype,
+    /// Scale storage [default: f16, and f32 for a tensor whose scales overflow f16
+    /// (values beyond ±65504); an explicit `f16` makes that an error].
+    #[arg(long, value_parser = parse_scale_dtype)]
+    scale_dtype: Option<ScaleDtype>,
 }
 
 fn parse_group(s: &str) -> Result<Scaling, String> {
@@ -183,7 +189,8 @@ fn main() -> ExitCode {
                 bits: settings.bits,
                 codec: settings.codec,
                 scaling: settings.group,
-                scale_dtype: settings.scale_dtype,
+                scale_dtype: settings.scale_dtype.unwrap_or(ScaleDtype::F16),
+                scale_fallback: settings.scale_dtype.is_none(),
                 keep: keep.iter().map(|k| Pattern::new(k)).collect(),
                 bits_for,
             };
@@ -193,7 +200,7 @@ fn main() -> ExitCode {
         Command::Eval { input, bits, codec, group, scale_dtype, json, plot } => {
             commands::eval(&input, &bits.0, &codec, group, scale_dtype, json, plot.as_deref())
         }
-        Command::Export { file, output } => commands::export(&file, &output),
+        Command::Export { file, output, no_verify } => commands::export(&file, &output, !no_verify),
         Command::Verify { file } => commands::verify(&file),
         Command::Demo { output } => demo::run(output.as_deref()),
     };

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use lsqr::codec::{
-    quantize, CodecKind, CodecSpec, ErrorMetrics, QuantizeOptions, QuantizedTensor, ScaleDtype,
-    Scaling,
+    quantize, CodecError, CodecKind, CodecSpec, ErrorMetrics, QuantizeOptions, QuantizedTensor,
+    ScaleDtype, Scaling,
 };
 use lsqr::format::LsqWriter;
 use rayon::prelude::*;
@@ -55,6 +55,11 @@ pub struct Settings {
     pub scaling: Scaling,
     /// How scales are stored.
     pub scale_dtype: ScaleDtype,
+    /// With f16 scales, a tensor whose scales overflow f16 (values beyond
+    /// ±65504) gets f32 scales instead of failing. On when the scale dtype
+    /// was not asked for explicitly, so default options work on any finite
+    /// input.
+    pub scale_fallback: bool,
     /// Tensors matching any of these stay raw.
     pub keep: Vec<Pattern>,
     /// Per-pattern widths; the first match wins.
@@ -71,10 +76,12 @@ pub enum Action {
 }
 
 impl Settings {
-    /// Floating-point tensors of two or more dims are quantized, unless kept
-    /// by `--keep`; vectors (biases, norms) and integer tensors stay raw.
+    /// Floating-point tensors with two or more dims larger than 1 are
+    /// quantized, unless kept by `--keep`; vectors and scalars (biases,
+    /// norms, whatever their shape: `[N]`, `[1, N]`, `[1, 1, 1]`; see
+    /// [`lsqr::is_vector`]) and integer tensors stay raw.
     pub fn action(&self, t: &SourceTensor) -> Action {
-        let quantizable = t.dtype.is_float() && t.shape.len() >= 2 && t.element_count() > 0;
+        let quantizable = t.dtype.is_float() && !lsqr::is_vector(&t.shape) && t.element_count() > 0;
         if !quantizable || self.keep.iter().any(|p| p.matches(&t.name)) {
             return Action::Keep;
         }
@@ -83,11 +90,32 @@ impl Settings {
         Action::Quantize(bits)
     }
 
-    fn options(&self, kind: CodecKind, bits: u32) -> QuantizeOptions {
+    fn options(&self, kind: CodecKind, bits: u32, scale_dtype: ScaleDtype) -> QuantizeOptions {
         QuantizeOptions {
             scaling: self.scaling,
-            scale_dtype: self.scale_dtype,
+            scale_dtype,
             ..QuantizeOptions::new(CodecSpec::default_for(kind), bits)
+        }
+    }
+
+    /// Quantizes with `kind` at `bits`; with `scale_fallback`, an f16 scale
+    /// overflow is retried with f32 scales.
+    fn quantize(
+        &self,
+        values: &[f32],
+        shape: &[usize],
+        kind: CodecKind,
+        bits: u32,
+    ) -> Result<QuantizedTensor, CodecError> {
+        match quantize(values, shape, &self.options(kind, bits, self.scale_dtype)) {
+            Err(CodecError::ScaleOutOfRange { scale, .. })
+                if self.scale_fallback
+                    && self.scale_dtype == ScaleDtype::F16
+                    && scale > f32::from(half::f16::MAX) =>
+            {
+                quantize(values, shape, &self.options(kind, bits, ScaleDtype::F32))
+            }
+            result => result,
         }
     }
 }
@@ -107,6 +135,9 @@ pub struct TensorResult {
     pub bits: Option<u32>,
     /// SNR in dB against the source, if quantized.
     pub snr_db: Option<f64>,
+    /// How its scales are stored, if quantized with scales: `f32` where
+    /// f16 was asked for means the f16 overflow fallback was taken.
+    pub scale_dtype: Option<&'static str>,
     /// Bytes in the source.
     pub source_bytes: u64,
     /// Bytes in the .lsq file (codes + scales + table, or raw).
@@ -178,13 +209,21 @@ pub fn quantize_tensor(
     };
     let mut best: Option<(QuantizedTensor, ErrorMetrics)> = None;
     for kind in kinds {
-        let q = quantize(&values, &t.shape, &settings.options(kind, bits)).map_err(codec_error)?;
+        let q = settings.quantize(&values, &t.shape, kind, bits).map_err(codec_error)?;
         let m = q.metrics_against(&values).map_err(codec_error)?;
         if best.as_ref().is_none_or(|(_, b)| m.error_energy < b.error_energy) {
             best = Some((q, m));
         }
     }
     Ok(best.expect("at least one codec"))
+}
+
+/// `f16` or `f32`.
+pub fn scale_dtype_name(d: ScaleDtype) -> &'static str {
+    match d {
+        ScaleDtype::F16 => "f16",
+        ScaleDtype::F32 => "f32",
+    }
 }
 
 /// Bytes a quantized tensor takes in the file.
@@ -241,6 +280,8 @@ pub fn run<W: std::io::Write + std::io::Seek>(
                         codec: Some(q.codebook().kind().name().to_string()),
                         bits: Some(q.codebook().width().bits()),
                         snr_db: Some(m.snr_db()),
+                        scale_dtype: (q.scaling() != Scaling::Unit)
+                            .then(|| scale_dtype_name(q.scales().dtype())),
                         source_bytes,
                         stored_bytes: stored_bytes(&q),
                         metrics: Some(m),
@@ -257,6 +298,7 @@ pub fn run<W: std::io::Write + std::io::Seek>(
                         codec: None,
                         bits: None,
                         snr_db: None,
+                        scale_dtype: None,
                         source_bytes,
                         stored_bytes: source_bytes,
                         metrics: None,
@@ -400,4 +442,99 @@ pub fn evaluate(
         }
     }
     Ok(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::{SourceFormat, TensorBytes};
+    use lsqr::format::RawDtype;
+    use proptest::prelude::*;
+
+    /// What `lsqr quantize` uses when no option is given.
+    fn defaults(codec: CodecKind) -> Settings {
+        Settings {
+            bits: 4,
+            codec: CodecChoice::Fixed(codec),
+            scaling: Scaling::Group(64),
+            scale_dtype: ScaleDtype::F16,
+            scale_fallback: true,
+            keep: Vec::new(),
+            bits_for: Vec::new(),
+        }
+    }
+
+    fn model_of(values: &[f32], shape: &[usize]) -> SourceModel {
+        SourceModel {
+            path: "test.safetensors".into(),
+            format: SourceFormat::Safetensors,
+            buffers: Vec::new(),
+            tensors: vec![SourceTensor {
+                name: "w".into(),
+                dtype: RawDtype::F32,
+                shape: shape.to_vec(),
+                bytes: TensorBytes::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            }],
+        }
+    }
+
+    /// A group of 64 values of magnitude about 10^e, e in `lo..=hi`.
+    fn group(lo: f64, hi: f64) -> impl Strategy<Value = Vec<f32>> {
+        proptest::collection::vec((lo..=hi, any::<bool>()), 64).prop_map(|v| {
+            v.into_iter()
+                .map(|(e, negative)| {
+                    let x = (10f64.powf(e) as f32).min(f32::MAX / 2.0);
+                    if negative {
+                        -x
+                    } else {
+                        x
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Default options work on any finite input (issue 11): dead
+        /// channels (1e-45..1e-30), ordinary values and values up to
+        /// f32::MAX / 2, with every codec: no error, and the decoded tensor
+        /// is no worse than zeros. Scales fall back to f32 exactly when some
+        /// group's magnitude exceeds f16's range.
+        #[test]
+        fn default_options_take_any_finite_tensor(
+            groups in proptest::collection::vec(
+                prop_oneof![group(-45.0, -30.0), group(-3.0, 0.0), group(4.0, 38.23)],
+                1..5,
+            ),
+            kind in 0usize..CodecKind::ALL.len(),
+            bits in 2u32..=8,
+        ) {
+            let kind = CodecKind::ALL[kind];
+            let values = groups.concat();
+            let model = model_of(&values, &[groups.len(), 64]);
+            let settings = defaults(kind);
+            let (q, m) = quantize_tensor(
+                &model, &model.tensors[0], &settings, CodecChoice::Fixed(kind), bits,
+            )
+            .unwrap_or_else(|e| panic!("{kind} C={bits}: {e}"));
+            prop_assert!(m.error_energy <= m.signal_energy, "{kind} C={bits}: {m:?}");
+            let overflow = values.iter().any(|v| v.abs() > 65504.0);
+            let want = if overflow { ScaleDtype::F32 } else { ScaleDtype::F16 };
+            prop_assert_eq!(q.scales().dtype(), want);
+        }
+    }
+
+    #[test]
+    fn an_explicit_f16_scale_dtype_is_kept_to() {
+        let mut values = vec![0.5f32; 128];
+        values[3] = 1e6;
+        let model = model_of(&values, &[2, 64]);
+        let settings = Settings { scale_fallback: false, ..defaults(CodecKind::Log) };
+        let e = quantize_tensor(&model, &model.tensors[0], &settings, settings.codec, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'w'") && e.contains("f16"), "{e}");
+    }
 }

@@ -9,7 +9,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::codebook::{CodeWidth, Codebook, CodecKind, FpLayout};
-use crate::scale::{element_count, GroupLayout, GroupScales, ScaleDtype, Scaling};
+use crate::scale::{
+    element_count, settle_tiny_groups, GroupLayout, GroupScales, ScaleDtype, Scaling,
+};
 use crate::{search, CodecError, ErrorMetrics};
 
 /// Which codebook to quantize with, and how to choose its parameters.
@@ -121,6 +123,9 @@ pub fn quantize(
     let codebook = choose_codebook(data, &layout, &scales, width, &options.codec)?;
     if options.scale_method == ScaleMethod::MseSearch && !unit {
         scales = search::mse_scales(data, &layout, &codebook, options.scale_dtype)?;
+    }
+    if !unit {
+        settle_tiny_groups(data, &layout, &codebook, options.scale_dtype, &mut scales);
     }
     let mut codes = vec![0u16; data.len()];
     encode_groups(data, &layout, &scales, &codebook, &mut codes);

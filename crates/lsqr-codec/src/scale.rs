@@ -57,10 +57,25 @@ impl ScaleDtype {
         }
     }
 
+    /// The smallest positive scale this dtype stores and [`ScaleDtype::round`]
+    /// returns: f16's smallest subnormal (2^-24), f32's smallest normal
+    /// (so that `1 / scale` stays finite).
+    pub(crate) fn smallest(self) -> f32 {
+        match self {
+            ScaleDtype::F16 => f16::from_bits(1).to_f32(),
+            ScaleDtype::F32 => f32::MIN_POSITIVE,
+        }
+    }
+
     /// Rounds a non-negative scale up to what this dtype will store, so that
     /// no element of an absmax-scaled group lands outside the codebook's
-    /// range. Scales below the smallest normal f32 become 0 (the group then
-    /// decodes to zero), so `1 / scale` never overflows.
+    /// range. Scales too small for the dtype (below the smallest normal f32,
+    /// or below half of f16's smallest subnormal, where f16 rounds to 0)
+    /// become 0: the group then decodes to zeros, unless
+    /// [`settle_tiny_groups`] finds that [`ScaleDtype::smallest`] gives it
+    /// less squared error. Such groups are dead channels of real models
+    /// (magnitudes down to 1e-40), and must not fail the tensor. Scales
+    /// above f16's largest finite value are an error.
     pub(crate) fn round(self, group: usize, scale: f32) -> Result<f32, CodecError> {
         if scale < f32::MIN_POSITIVE {
             return Ok(0.0);
@@ -70,9 +85,7 @@ impl ScaleDtype {
             ScaleDtype::F16 => {
                 let mut half = f16::from_f32(scale);
                 if half.to_f32() == 0.0 {
-                    // Below half the smallest f16 subnormal: the group would
-                    // lose all precision, so say so instead.
-                    return Err(CodecError::ScaleOutOfRange { group, scale });
+                    return Ok(0.0);
                 }
                 if half.to_f32() < scale {
                     half = f16::from_bits(half.to_bits() + 1);
@@ -84,6 +97,42 @@ impl ScaleDtype {
                     Ok(rounded)
                 }
             }
+        }
+    }
+}
+
+/// For every group whose scale is 0 although it holds non-zero values (too
+/// small for the scale dtype, see [`ScaleDtype::round`]), the scale among 0
+/// and `dtype.smallest()` with the least squared error under `codebook`:
+/// the smallest scale keeps what the codebook can still resolve, 0 is
+/// exact zeros. Never worse than zeros for the group.
+pub(crate) fn settle_tiny_groups(
+    data: &[f32],
+    layout: &GroupLayout,
+    codebook: &crate::codebook::Codebook,
+    dtype: ScaleDtype,
+    scales: &mut [f32],
+) {
+    let table = codebook.decode_table();
+    let candidate = dtype.smallest();
+    let mut codes = Vec::new();
+    for (range, scale) in layout.groups().zip(scales.iter_mut()) {
+        let xs = &data[range];
+        if *scale != 0.0 || xs.iter().all(|&x| x == 0.0) {
+            continue;
+        }
+        codes.clear();
+        codes.resize(xs.len(), 0u16);
+        codebook.encode_scaled(xs, 1.0 / candidate, &mut codes);
+        let (mut zeros, mut coded) = (0.0f64, 0.0f64);
+        for (&x, &c) in xs.iter().zip(&codes) {
+            let x = f64::from(x);
+            let e = x - f64::from(table[usize::from(c)] * candidate);
+            zeros += x * x;
+            coded += e * e;
+        }
+        if coded < zeros {
+            *scale = candidate;
         }
     }
 }
@@ -271,8 +320,19 @@ mod tests {
             ScaleDtype::F16.round(7, 1e6),
             Err(CodecError::ScaleOutOfRange { group: 7, scale: 1e6 })
         );
-        assert!(ScaleDtype::F16.round(0, 1e-9).is_err());
+        // Too small for f16 (below half its smallest subnormal): 0, for
+        // `settle_tiny_groups` to weigh against the smallest subnormal.
+        assert_eq!(ScaleDtype::F16.round(0, 1e-9).unwrap(), 0.0);
+        assert_eq!(ScaleDtype::F16.round(0, 1e-40).unwrap(), 0.0);
+        // Above half the smallest subnormal (half of it is a tie, to even:
+        // 0), rounded up to it.
+        let smallest = ScaleDtype::F16.smallest();
+        assert_eq!(smallest, 2f32.powi(-24));
+        assert_eq!(ScaleDtype::F16.round(0, 2f32.powi(-25)).unwrap(), 0.0);
+        assert_eq!(ScaleDtype::F16.round(0, 2f32.powi(-25) * 1.01).unwrap(), smallest);
+        assert_eq!(ScaleDtype::F16.round(0, 4e-8).unwrap(), smallest);
         assert!(ScaleDtype::F16.round(0, 65504.5).is_err());
+        assert_eq!(ScaleDtype::F16.round(0, 65504.0).unwrap(), 65504.0);
         assert_eq!(ScaleDtype::F16.round(0, 1.0001).unwrap(), 1.0 + 1.0 / 1024.0);
         assert_eq!(ScaleDtype::F32.round(0, 1e-9).unwrap(), 1e-9);
     }

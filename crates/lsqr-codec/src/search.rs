@@ -27,7 +27,8 @@ pub(crate) const LUT_SAMPLE: usize = 1 << 18;
 /// under every codebook, so they are left out.
 pub(crate) struct Sample {
     normalized: Vec<f32>,
-    weights: Vec<f32>,
+    /// `s²`, in f64: f32 overflows for scales above ~1.8e19.
+    weights: Vec<f64>,
 }
 
 impl Sample {
@@ -37,7 +38,7 @@ impl Sample {
             .step_by(stride)
             .map(|i| (data[i], scale_of(scales, layout.group_of(i))))
             .filter(|&(_, s)| s > 0.0)
-            .map(|(x, s)| (x * inverse(s), s * s))
+            .map(|(x, s)| (x * inverse(s), weight(s)))
             .unzip();
         Self { normalized, weights }
     }
@@ -53,9 +54,21 @@ impl Sample {
             .zip(&codes)
             .map(|((&v, &w), &c)| {
                 let e = f64::from(v) - f64::from(table[usize::from(c)]);
-                f64::from(w) * e * e
+                w * e * e
             })
             .sum()
+    }
+}
+
+/// `s²` as f64: the f32 product where it is finite (so results on ordinary
+/// scales stay bit-identical to the f32 weights used before), else computed
+/// in f64.
+fn weight(s: f32) -> f64 {
+    let w = s * s;
+    if w.is_finite() {
+        f64::from(w)
+    } else {
+        f64::from(s) * f64::from(s)
     }
 }
 
@@ -150,7 +163,7 @@ pub(crate) fn train_lut(
 /// O(2^C log n): a cell's centroid is a difference of two prefix sums.
 fn lloyd_max(sample: &Sample, mut levels: Vec<f64>) -> Vec<f32> {
     let k = levels.len();
-    let mut points: Vec<(f32, f32)> = sample
+    let mut points: Vec<(f32, f64)> = sample
         .normalized
         .iter()
         .zip(&sample.weights)
@@ -164,8 +177,8 @@ fn lloyd_max(sample: &Sample, mut levels: Vec<f64>) -> Vec<f32> {
     let mut prefix_w = vec![0.0f64; n + 1];
     let mut prefix_wv = vec![0.0f64; n + 1];
     for (i, &(v, w)) in points.iter().enumerate() {
-        prefix_w[i + 1] = prefix_w[i] + f64::from(w);
-        prefix_wv[i + 1] = prefix_wv[i] + f64::from(w) * f64::from(v);
+        prefix_w[i + 1] = prefix_w[i] + w;
+        prefix_wv[i + 1] = prefix_wv[i] + w * f64::from(v);
     }
     let mut bounds = vec![0usize; k + 1];
     bounds[k] = n;
@@ -213,7 +226,14 @@ pub(crate) fn mse_scales(
         for step in 0..=16 {
             // A clipped scale too small for the dtype is not a candidate;
             // step 0, absmax itself, was already accepted by the caller.
-            let Ok(s) = dtype.round(g, absmax * (1.0 - step as f32 / 32.0)) else { continue };
+            let r = absmax * (1.0 - step as f32 / 32.0);
+            let Ok(s) = dtype.round(g, r) else { continue };
+            if s == 0.0 && r >= f32::MIN_POSITIVE {
+                // Too small for f16, so rounded to 0: not a clipping
+                // candidate (groups whose absmax itself is too small are
+                // left at 0 for `settle_tiny_groups`).
+                continue;
+            }
             codebook.encode_scaled(xs, inverse(s), codes);
             let err: f64 = xs
                 .iter()

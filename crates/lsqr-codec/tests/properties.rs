@@ -212,3 +212,89 @@ proptest! {
         }
     }
 }
+
+/// A group of 64 values of one magnitude class: dead (f32 subnormals and
+/// tiny normals, 1e-45..1e-30, far below f16's smallest subnormal), at f16's
+/// smallest scales, ordinary, or large; some groups all zero.
+fn magnitude_group() -> impl Strategy<Value = Vec<f32>> {
+    let class = prop_oneof![
+        Just((-45.0f32, -30.0f32)),
+        Just((-8.0, -7.0)),
+        Just((-3.0, 1.0)),
+        Just((3.0, 4.8)),
+        Just((0.0, 0.0)),
+    ];
+    class.prop_flat_map(|(lo, hi)| {
+        proptest::collection::vec((lo..=hi, any::<bool>(), 0u8..10), 64).prop_map(move |v| {
+            v.into_iter()
+                .map(|(e, negative, zero)| {
+                    if hi == 0.0 || zero == 0 {
+                        return 0.0;
+                    }
+                    let x = 10f64.powf(f64::from(e)) as f32;
+                    if negative {
+                        -x
+                    } else {
+                        x
+                    }
+                })
+                .collect()
+        })
+    })
+}
+
+/// Squared error of `decoded` against `original`, and of zeros.
+fn errors(original: &[f32], decoded: &[f32]) -> (f64, f64) {
+    original.iter().zip(decoded).fold((0.0, 0.0), |(e, z), (&x, &y)| {
+        let (x, y) = (f64::from(x), f64::from(y));
+        (e + (x - y) * (x - y), z + x * x)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// With the default options (groups of 64, f16 absmax scales) every
+    /// codec takes any finite tensor whose magnitudes fit f16's range, dead
+    /// channels included (issue 11): no error, and no group decodes worse
+    /// than zeros would. A group too small for an f16 scale gets scale 0
+    /// or f16's smallest subnormal, whichever is better. The same holds
+    /// with f32 scales for values up to f32::MAX / 2.
+    #[test]
+    fn default_options_take_any_finite_magnitudes(
+        groups in proptest::collection::vec(magnitude_group(), 1..6),
+        huge in proptest::collection::vec((0usize..64, 30.0f32..38.23), 0..4),
+        kind in 0usize..CodecKind::ALL.len(),
+        bits in 2u32..=8,
+        mse in any::<bool>(),
+    ) {
+        let kind = CodecKind::ALL[kind];
+        let rows = groups.len();
+        let data: Vec<f32> = groups.concat();
+        let method = if mse { ScaleMethod::MseSearch } else { ScaleMethod::AbsMax };
+        let mut options = QuantizeOptions::new(CodecSpec::default_for(kind), bits);
+        options.scale_method = method;
+        let mut wide = data.clone();
+        for (k, &(at, e)) in huge.iter().enumerate() {
+            let x = (10f64.powf(f64::from(e)) as f32).min(f32::MAX / 2.0);
+            wide[(k % rows) * 64 + at] = if k % 2 == 0 { x } else { -x };
+        }
+        for (values, dtype) in [(&data, ScaleDtype::F16), (&wide, ScaleDtype::F32)] {
+            options.scale_dtype = dtype;
+            let q = quantize(values, &[rows, 64], &options)
+                .unwrap_or_else(|e| panic!("{kind} C={bits} {dtype:?}: {e}"));
+            let decoded = q.dequantize();
+            prop_assert!(decoded.iter().all(|v| v.is_finite()));
+            for (g, (x, y)) in values.chunks(64).zip(decoded.chunks(64)).enumerate() {
+                let (err, zeros) = errors(x, y);
+                prop_assert!(
+                    err <= zeros,
+                    "{} C={} {:?} group {}: error {:e} > zeros {:e}",
+                    kind, bits, dtype, g, err, zeros
+                );
+            }
+            let m = q.metrics_against(values).unwrap();
+            prop_assert!(m.error_energy <= m.signal_energy);
+        }
+    }
+}

@@ -45,6 +45,12 @@ fn check_name(what: &str, name: &str) -> Result<(), FormatError> {
     if name.is_empty() || name.len() as u64 > MAX_NAME_LEN {
         return Err(invalid(format!("{what} '{name}' must be 1..=4096 bytes of UTF-8")));
     }
+    // FORMAT.md allows any UTF-8, but C readers (lsqr-capi) hand names out
+    // as NUL-terminated strings and refuse a file holding one with a NUL:
+    // the writer does not make such files.
+    if name.contains('\0') {
+        return Err(invalid(format!("{what} '{}' contains a NUL byte", name.replace('\0', "\\0"))));
+    }
     Ok(())
 }
 

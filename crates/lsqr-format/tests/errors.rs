@@ -366,6 +366,11 @@ fn writer_refuses_what_the_format_cannot_hold() {
     assert!(matches!(w.add_raw_f32("a", &[1], &[1.0]), Err(FormatError::DuplicateName { .. })));
     assert!(matches!(w.add_raw_f32("", &[1], &[1.0]), Err(FormatError::Invalid { .. })));
     assert!(matches!(w.add_raw_f32("b", &[3], &[1.0]), Err(FormatError::Invalid { .. })));
+    // C readers take names as NUL-terminated strings: no NUL inside one.
+    let e = w.add_raw_f32("x\0y", &[1], &[1.0]).unwrap_err();
+    assert!(matches!(e, FormatError::Invalid { .. }) && message(&e).contains("NUL"), "{e}");
+    let e = w.add_metadata("k\0", Value::Bool(true)).unwrap_err();
+    assert!(matches!(e, FormatError::Invalid { .. }) && message(&e).contains("NUL"), "{e}");
     assert!(matches!(
         w.add_raw("c", RawDtype::F32, &[1; 9], &[0; 4]),
         Err(FormatError::Invalid { .. })

@@ -63,8 +63,7 @@ pub enum Buffer {
 impl Buffer {
     /// Memory-maps `path`.
     pub fn map(path: &Path) -> Result<Self, ImportError> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| ImportError::new(path, format!("cannot open: {e}")))?;
+        let file = open_regular(path).map_err(|e| ImportError::new(path, e))?;
         // SAFETY: read-only private map; the input must not change while the
         // command runs, the contract of every mmap-based reader.
         let map = unsafe { memmap2::Mmap::map(&file) }
@@ -79,6 +78,57 @@ impl Buffer {
             Buffer::Owned(v) => v,
         }
     }
+}
+
+/// Opens `path` for reading if it is a regular file (after following
+/// symlinks). A FIFO would block the command forever and a device would be
+/// read as if it were a model, so both are refused: the type is checked
+/// before opening, the file is opened non-blocking (so a FIFO swapped in
+/// between cannot block the open), and the opened file's type is checked
+/// again.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?;
+    check_regular(&meta)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| format!("cannot open: {e}"))?;
+    check_regular(&file.metadata().map_err(|e| format!("cannot open: {e}"))?)?;
+    Ok(file)
+}
+
+fn check_regular(meta: &std::fs::Metadata) -> Result<(), String> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() { "a folder" } else { file_kind(meta) };
+    Err(format!("is {kind}, not a regular file"))
+}
+
+#[cfg(unix)]
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn file_kind(_: &std::fs::Metadata) -> &'static str {
+    "a special file"
 }
 
 /// Where a tensor's little-endian bytes are.
@@ -388,8 +438,32 @@ pub fn open(path: &Path) -> Result<SourceModel, ImportError> {
         SourceFormat::TorchLegacy => torch::import_legacy(&mut model)?,
         SourceFormat::Onnx => onnx::import(&mut model)?,
     }
+    if model.tensors.is_empty() {
+        return Err(ImportError::new(
+            path,
+            format!("no tensor found: the {} file holds no weights", format.name()),
+        ));
+    }
+    check_names(&model)?;
     check_unique_names(&model)?;
     Ok(model)
+}
+
+/// Tensor names become names in the `.lsq` file, which C callers read as
+/// NUL-terminated strings: a NUL inside one is refused here, for every
+/// importer. The tensor is named by index (its name is shown with the NUL
+/// as `\\0`).
+fn check_names(model: &SourceModel) -> Result<(), ImportError> {
+    match model.tensors.iter().position(|t| t.name.contains('\0')) {
+        Some(i) => Err(ImportError::new(
+            &model.path,
+            format!(
+                "tensor #{i} ('{}'): name contains a NUL byte",
+                model.tensors[i].name.replace('\0', "\\0")
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_unique_names(model: &SourceModel) -> Result<(), ImportError> {

@@ -63,7 +63,11 @@ pub(super) fn import(model: &mut SourceModel) -> Result<(), ImportError> {
         collector.model(Message::new(bytes, 0))?;
         collector.tensors
     };
-    let dir = model.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = model.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Canonical, so that a symlink inside the folder cannot lead out of it.
+    let dir = dir.canonicalize().map_err(|e| {
+        ImportError::new(&model.path, format!("cannot resolve the model's folder: {e}"))
+    })?;
     let mut files: HashMap<PathBuf, usize> = HashMap::new();
     for p in pending {
         let bytes = match p.data {
@@ -72,7 +76,7 @@ pub(super) fn import(model: &mut SourceModel) -> Result<(), ImportError> {
                 let path = &model.path;
                 let err = |msg: String| ImportError::tensor(path, &p.name, msg);
                 let rel = safe_relative(&ext.location).map_err(&err)?;
-                let file = dir.join(rel);
+                let file = resolve_inside(&dir, rel, &ext.location).map_err(&err)?;
                 let buffer = match files.get(&file) {
                     Some(&k) => k,
                     None => {
@@ -139,6 +143,25 @@ fn safe_relative(location: &str) -> Result<&Path, String> {
         }
     }
     Ok(path)
+}
+
+/// `rel` under the canonical folder `dir`, with every symlink resolved; an
+/// error if the result lies outside `dir` (a symlink, to a file or to a
+/// folder, pointing out of it).
+fn resolve_inside(dir: &Path, rel: &Path, location: &str) -> Result<PathBuf, String> {
+    let joined = dir.join(rel);
+    let file = joined
+        .canonicalize()
+        .map_err(|e| format!("external data '{location}' ({}): {e}", joined.display()))?;
+    if !file.starts_with(dir) {
+        return Err(format!(
+            "external data location '{location}' resolves to {}, outside the model's folder {} \
+             (through a symlink)",
+            file.display(),
+            dir.display()
+        ));
+    }
+    Ok(file)
 }
 
 /// Where a tensor's bytes will come from.
@@ -850,6 +873,61 @@ mod tests {
             TensorBytes::Contiguous { buffer: 1, offset: 0 }
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A symlink inside the model's folder, to a file or to a folder, must
+    /// not lead out of it; external data must be a regular file (a FIFO
+    /// would block, a device would be read).
+    #[cfg(unix)]
+    #[test]
+    fn external_data_stays_in_the_folder_and_in_regular_files() {
+        let root = temp_dir("symlinks");
+        let (dir, outside) = (root.join("model"), root.join("outside"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), [1u8; 4]).unwrap();
+        std::fs::write(dir.join("inside.bin"), [2u8; 4]).unwrap();
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+        };
+        link(&outside.join("secret"), "file_link");
+        link(&outside, "dir_link");
+        link(Path::new("/etc/passwd"), "passwd");
+        link(&dir.join("inside.bin"), "inside_link");
+        link(&dir, "self_link");
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let path = dir.join("model.onnx");
+        let ext = |location: &str| {
+            let t = tensor("t", 1, &[1]).varint(14, 1);
+            model(
+                Enc::default()
+                    .msg(5, t.msg(13, Enc::default().str(1, "location").str(2, location))),
+            )
+        };
+        let fails = |location: &str, needle: &str| {
+            std::fs::write(&path, ext(location)).unwrap();
+            let e = crate::import::open(&path).unwrap_err();
+            assert_eq!(e.tensor.as_deref(), Some("t"), "{e}");
+            assert!(e.message.contains(location), "{e} should name {location}");
+            assert!(e.message.contains(needle), "{e} should say {needle}");
+        };
+        fails("file_link", "outside the model's folder");
+        fails("dir_link/secret", "outside the model's folder");
+        fails("passwd", "outside the model's folder");
+        // The check is made in the running process: a FIFO is refused
+        // before it is opened, so this returns instead of blocking.
+        fails("fifo", "FIFO");
+        fails("self_link/fifo", "FIFO");
+        fails(".", "folder");
+        // Symlinks that stay inside are fine.
+        for location in ["inside_link", "self_link/inside.bin"] {
+            std::fs::write(&path, ext(location)).unwrap();
+            let m = crate::import::open(&path).unwrap();
+            assert_eq!(m.bytes(&m.tensors[0]).unwrap().into_owned(), [2u8; 4], "{location}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
