@@ -813,10 +813,13 @@ fn graph_input(seed: u32) -> Vec<f32> {
 }
 
 /// A runner over `model` with its own arena, which the struct keeps alive
-/// (at an odd address, to show any alignment works).
+/// (at an odd address, to show any alignment works). The arena is held as
+/// a raw pointer, as a C caller holds it: a Rust reference to it (say
+/// `Vec::as_ptr_range`) would claim access to memory the runner is
+/// writing, which Miri rightly reports.
 struct Micro {
     ptr: *mut lsqr_micro,
-    _arena: Vec<u8>,
+    arena: std::ptr::NonNull<[u8]>,
 }
 
 impl Micro {
@@ -825,16 +828,27 @@ impl Micro {
         // SAFETY: live model, writable out.
         let st = unsafe { lsqr_micro_arena_size(model, &mut need) };
         assert_eq!(st, lsqr_status::Ok, "{}", last_error());
-        let mut arena = vec![0xa5u8; need + 1];
+        let arena = std::ptr::NonNull::from(Box::leak(vec![0xa5u8; need + 1].into_boxed_slice()));
         let mut ptr = null_mut();
         // SAFETY: `need` writable bytes from offset 1, kept alive (and not
         // otherwise touched) by the returned struct until `drop` frees the
         // runner; the model outlives it in every test.
-        let st =
-            unsafe { lsqr_micro_load(model, arena.as_mut_ptr().add(1).cast(), need, &mut ptr) };
+        let st = unsafe {
+            lsqr_micro_load(model, arena.as_ptr().cast::<u8>().add(1).cast(), need, &mut ptr)
+        };
+        if st != lsqr_status::Ok {
+            // SAFETY: from `Box::leak` above, not used by any runner.
+            drop(unsafe { Box::from_raw(arena.as_ptr()) });
+        }
         assert_eq!(st, lsqr_status::Ok, "{}", last_error());
         assert!(!ptr.is_null());
-        Self { ptr, _arena: arena }
+        Self { ptr, arena }
+    }
+
+    /// The arena's address range, computed without a reference to it.
+    fn arena_range(&self) -> std::ops::Range<*const u8> {
+        let start = self.arena.as_ptr().cast::<u8>().cast_const();
+        start..start.wrapping_add(self.arena.len())
     }
 
     fn set_input(&self, index: usize, x: &[f32]) -> lsqr_status {
@@ -863,8 +877,12 @@ impl Micro {
 
 impl Drop for Micro {
     fn drop(&mut self) {
-        // SAFETY: loaded by `Micro::load`, freed once, before the arena.
-        unsafe { lsqr_micro_free(self.ptr) };
+        // SAFETY: loaded by `Micro::load`, freed once, before the arena,
+        // which came from `Box::leak` in `Micro::load` and is freed once.
+        unsafe {
+            lsqr_micro_free(self.ptr);
+            drop(Box::from_raw(self.arena.as_ptr()));
+        }
     }
 }
 
@@ -939,7 +957,7 @@ fn micro_results_equal_the_rust_runtime_and_run_layer_equals_run() {
         assert_eq!(lsqr_micro_borrow_output(micro.ptr, 1, &mut data, &mut len), lsqr_status::Ok);
         assert_eq!(std::slice::from_raw_parts(data, len), want1[1]);
     }
-    let arena = micro._arena.as_ptr_range();
+    let arena = micro.arena_range();
     assert!(arena.contains(&data.cast::<u8>()));
 
     // run_layer 0..count on another input equals run, and the values a
