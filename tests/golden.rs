@@ -33,7 +33,9 @@ fn generate() -> Vec<u8> {
     w.add_metadata("layers", Value::Int(2)).unwrap();
     w.add_metadata("std", Value::Float(0.05)).unwrap();
     w.add_metadata("trained", Value::Bool(false)).unwrap();
-    w.add_metadata("input_shape", Value::IntList(vec![1, 40])).unwrap();
+    // The graph follows the runtime's conventions (FORMAT.md §6.1): graph
+    // input `x` has its shape in `input_shape.x`.
+    w.add_metadata("input_shape.x", Value::IntList(vec![1, 40])).unwrap();
     w.add_metadata("mean", Value::FloatList(vec![0.5, -0.25])).unwrap();
     let data = weights(Distribution::Laplacian, 4 * 40, 0.05, 2024);
     for kind in CodecKind::ALL {
@@ -68,11 +70,11 @@ fn generate() -> Vec<u8> {
                 attrs: vec![],
             },
             Layer {
-                op: "relu".into(),
+                op: "leaky_relu".into(),
                 inputs: vec!["h".into()],
                 outputs: vec!["y".into()],
                 weights: vec![],
-                attrs: vec![("inplace".into(), Value::Bool(true))],
+                attrs: vec![("alpha".into(), Value::Float(0.125))],
             },
         ],
     });
@@ -109,6 +111,17 @@ fn golden_file_decodes_to_the_recorded_values() {
         DECODED_CRC32,
         "decoded values changed: a reader or codebook change?"
     );
+}
+
+/// The golden graph follows the LSQR runtime's conventions (FORMAT.md
+/// §6.1), so the runtime plans it: input shape from `input_shape.x`, only
+/// known attribute keys.
+#[test]
+fn the_golden_graph_follows_the_runtime_conventions() {
+    let f = LsqFile::open(golden_path()).unwrap();
+    let plan = lsqr::runtime::Plan::new(&f).unwrap();
+    assert_eq!(plan.inputs().len(), 1);
+    assert_eq!(plan.outputs().len(), 1);
 }
 
 #[test]

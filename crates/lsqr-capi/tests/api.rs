@@ -733,10 +733,10 @@ fn a_model_is_shared_by_threads_and_last_errors_are_per_thread() {
 }
 
 #[test]
-fn a_name_with_a_nul_byte_is_unsupported() {
-    // Valid UTF-8, so the format accepts it, but no C string can hold it.
-    // The writer refuses such names, so the file is written with "a\x01b"
-    // and patched, with the header CRC recomputed.
+fn a_name_with_a_nul_byte_is_refused_by_the_format() {
+    // FORMAT.md §3.1 forbids U+0000 in names (no C string can hold one):
+    // the writer refuses such names, so the file is written with "a\x01b"
+    // and patched, with the header CRC recomputed; the reader refuses it.
     let mut w = lsqr_format::LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
     w.add_raw_f32("a\x01b", &[1], &[1.0]).unwrap();
     assert!(w.add_raw_f32("c\0d", &[1], &[1.0]).is_err(), "the writer refuses a NUL");
@@ -751,10 +751,11 @@ fn a_name_with_a_nul_byte_is_unsupported() {
     let mut out = std::ptr::dangling_mut();
     // SAFETY: valid buffer; writable out.
     let st = unsafe { lsqr_model_open_memory(bytes.as_ptr(), bytes.len(), &mut out) };
-    assert_eq!(st, lsqr_status::Unsupported, "{}", last_error());
+    assert_eq!(st, lsqr_status::Format, "{}", last_error());
+    let at = offset + at + 1;
     assert_eq!(
         last_error(),
-        "tensor name \"a\\0b\" contains a NUL byte, which a C string cannot hold"
+        format!("tensor 0 name contains a NUL byte (U+0000) at {at:#x}; names must not")
     );
     assert_eq!(out, std::ptr::dangling_mut());
 }

@@ -45,8 +45,13 @@ pub enum SectionProblem {
         /// The length the entry implies.
         expected: u64,
     },
-    /// An empty section whose offset or CRC is not zero.
-    EmptyNotZero,
+    /// An empty section whose offset or CRC is not zero (both must be).
+    EmptyNotZero {
+        /// The stored offset.
+        offset: u64,
+        /// The stored CRC-32.
+        crc32: u32,
+    },
     /// A non-zero reserved field.
     Reserved,
 }
@@ -62,6 +67,14 @@ pub enum FormatError {
         context: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// `LsqFile::open` was given a path that is not a regular file.
+    #[cfg(feature = "std")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is instead ("directory", "FIFO", ...).
+        kind: &'static str,
     },
     /// Fewer bytes than the 64-byte preamble.
     TooShort {
@@ -157,6 +170,14 @@ pub enum FormatError {
         /// File offset of the string.
         offset: u64,
     },
+    /// A name (tensor name, metadata key, op, value name or attribute key)
+    /// holding U+0000, which FORMAT.md §3.1 forbids.
+    NulInName {
+        /// Which name, e.g. "tensor 3 name" or "metadata entry 0 key".
+        context: String,
+        /// File offset of the NUL byte.
+        offset: u64,
+    },
     /// A name that is empty or longer than 4096 bytes.
     InvalidName {
         /// What the name is.
@@ -233,7 +254,7 @@ pub enum FormatError {
         /// File offset of the scale.
         offset: u64,
     },
-    /// A `lut` table entry that is not finite or not ascending.
+    /// A `lut` table entry that is not finite, or less than the one before.
     InvalidTable {
         /// The tensor.
         tensor: String,
@@ -314,6 +335,10 @@ impl fmt::Display for FormatError {
         match self {
             #[cfg(feature = "std")]
             Io { context, source } => write!(f, "{context}: {source}"),
+            #[cfg(feature = "std")]
+            NotAFile { path, kind } => {
+                write!(f, "{path} is a {kind}, not a regular file; .lsq files are read only from regular files")
+            }
             TooShort { len } => write!(f, "file is {len} bytes, shorter than the 64-byte preamble"),
             BadMagic => f.write_str("not an .lsq file (bad magic at offset 0x0)"),
             UnsupportedVersion { major, minor } => {
@@ -344,6 +369,10 @@ impl fmt::Display for FormatError {
                 write!(f, "{what} count {count} at {offset:#x} exceeds {max}")
             }
             InvalidUtf8 { context, offset } => write!(f, "{context} at {offset:#x} is not valid UTF-8"),
+            NulInName { context, offset } => write!(
+                f,
+                "{context} contains a NUL byte (U+0000) at {offset:#x}; names must not"
+            ),
             InvalidName { context, offset, len } => {
                 write!(f, "{context} at {offset:#x} has length {len}; names must be 1..=4096 bytes")
             }
@@ -363,8 +392,14 @@ impl fmt::Display for FormatError {
                     SectionProblem::WrongLength { expected } => {
                         write!(f, "has the wrong length (expected {expected})")
                     }
-                    SectionProblem::EmptyNotZero => {
-                        f.write_str("is empty but has a non-zero offset or CRC")
+                    SectionProblem::EmptyNotZero { offset, crc32 } => {
+                        f.write_str("is empty but has ")?;
+                        match (*offset != 0, *crc32 != 0) {
+                            (true, true) => write!(f, "a non-zero offset and CRC {crc32:#010x}")?,
+                            (true, false) => f.write_str("a non-zero offset")?,
+                            _ => write!(f, "a non-zero CRC {crc32:#010x}")?,
+                        }
+                        f.write_str(" (an empty section's offset and CRC must be 0)")
                     }
                     SectionProblem::Reserved => f.write_str("has a non-zero reserved field"),
                 }
@@ -388,7 +423,7 @@ impl fmt::Display for FormatError {
             ),
             InvalidTable { tensor, index, offset } => write!(
                 f,
-                "tensor '{tensor}': lut entry {index} at {offset:#x} is not finite or not ascending"
+                "tensor '{tensor}': lut entry {index} at {offset:#x} is not finite or is less than the entry before"
             ),
             UnknownOp { layer, op } => write!(f, "graph layer {layer}: unknown op '{op}'"),
             UnknownWeight { layer, tensor } => {

@@ -294,6 +294,7 @@ impl<'a> Cursor<'a> {
             .map_err(|_| FormatError::InvalidUtf8 { context: context(), offset })
     }
 
+    /// A name (FORMAT.md §3.1): 1..=4096 bytes of UTF-8 without U+0000.
     fn name(&mut self, context: &dyn Fn() -> String) -> Result<String, FormatError> {
         let offset = self.offset();
         let s = self.string(context)?;
@@ -302,6 +303,13 @@ impl<'a> Cursor<'a> {
                 context: context(),
                 offset,
                 len: s.len() as u64,
+            });
+        }
+        if let Some(i) = s.bytes().position(|b| b == 0) {
+            // The name's bytes start after its u32 length.
+            return Err(FormatError::NulInName {
+                context: context(),
+                offset: offset + 4 + i as u64,
             });
         }
         Ok(s)
@@ -584,7 +592,8 @@ fn check_section(
     let problem = if s.len != expected {
         Some(SectionProblem::WrongLength { expected })
     } else if s.len == 0 {
-        (s.offset != 0 || s.crc32 != 0).then_some(SectionProblem::EmptyNotZero)
+        (s.offset != 0 || s.crc32 != 0)
+            .then_some(SectionProblem::EmptyNotZero { offset: s.offset, crc32: s.crc32 })
     } else if !s.offset.is_multiple_of(ALIGN) {
         Some(SectionProblem::Misaligned)
     } else if s.offset < PREAMBLE_LEN

@@ -34,6 +34,36 @@ impl core::fmt::Debug for LsqFile<'_> {
     }
 }
 
+/// What a non-regular file is, for [`FormatError::NotAFile`]; `None` for a
+/// regular file.
+#[cfg(feature = "std")]
+fn file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() {
+        return None;
+    }
+    if t.is_dir() {
+        return Some("directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return Some("FIFO");
+        }
+        if t.is_socket() {
+            return Some("socket");
+        }
+        if t.is_block_device() {
+            return Some("block device");
+        }
+        if t.is_char_device() {
+            return Some("character device");
+        }
+    }
+    Some("special file")
+}
+
 impl<'a> LsqFile<'a> {
     /// Opens a file held in memory (a buffer, or flash), without copying.
     /// Every header check of docs/FORMAT.md §7 runs before this returns.
@@ -47,6 +77,12 @@ impl<'a> LsqFile<'a> {
     ///
     /// As with any memory map, the file must not be truncated or modified
     /// by another process while it is open.
+    ///
+    /// A path that is not a regular file (a directory, FIFO, socket or
+    /// device) is refused with [`FormatError::NotAFile`] before anything is
+    /// read from it, so opening never blocks on a FIFO. On Unix the file
+    /// is also opened non-blocking and checked again, so a path swapped for
+    /// a FIFO in between cannot block either.
     #[cfg(feature = "std")]
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<LsqFile<'static>, FormatError> {
         let path = path.as_ref();
@@ -54,8 +90,24 @@ impl<'a> LsqFile<'a> {
             context: alloc::format!("{what} {}", path.display()),
             source,
         };
-        let file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
-        let len = file.metadata().map_err(|e| io("reading metadata of", e))?.len();
+        let regular = |meta: &std::fs::Metadata| -> Result<(), FormatError> {
+            match file_kind(meta) {
+                None => Ok(()),
+                Some(kind) => Err(FormatError::NotAFile { path: path.display().to_string(), kind }),
+            }
+        };
+        regular(&std::fs::metadata(path).map_err(|e| io("reading metadata of", e))?)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        let file = options.open(path).map_err(|e| io("opening", e))?;
+        let meta = file.metadata().map_err(|e| io("reading metadata of", e))?;
+        regular(&meta)?;
+        let len = meta.len();
         if len < PREAMBLE_LEN {
             return Err(FormatError::TooShort { len });
         }
@@ -427,7 +479,7 @@ fn check_scales(info: &TensorInfo, spec: QuantSpec, bytes: &[u8]) -> Result<(), 
     }
 }
 
-/// The lut table must be finite and ascending (FORMAT.md §5.3).
+/// The lut table must be finite and non-decreasing (FORMAT.md §5.3).
 fn read_table(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, FormatError> {
     let table: Vec<f32> =
         bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();

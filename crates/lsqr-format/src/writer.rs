@@ -45,11 +45,30 @@ fn check_name(what: &str, name: &str) -> Result<(), FormatError> {
     if name.is_empty() || name.len() as u64 > MAX_NAME_LEN {
         return Err(invalid(format!("{what} '{name}' must be 1..=4096 bytes of UTF-8")));
     }
-    // FORMAT.md allows any UTF-8, but C readers (lsqr-capi) hand names out
-    // as NUL-terminated strings and refuse a file holding one with a NUL:
-    // the writer does not make such files.
+    // FORMAT.md §3.1: no U+0000 in names, so that C readers (lsqr-capi)
+    // can hand them out as NUL-terminated strings; the reader refuses them.
     if name.contains('\0') {
         return Err(invalid(format!("{what} '{}' contains a NUL byte", name.replace('\0', "\\0"))));
+    }
+    Ok(())
+}
+
+/// Every name of the graph follows FORMAT.md §3.1, as the reader requires.
+fn check_graph_names(g: &Graph) -> Result<(), FormatError> {
+    for v in g.inputs.iter().chain(&g.outputs) {
+        check_name("graph value name", v)?;
+    }
+    for (i, layer) in g.layers.iter().enumerate() {
+        check_name(&format!("graph layer {i} op"), &layer.op)?;
+        for v in layer.inputs.iter().chain(&layer.outputs) {
+            check_name(&format!("graph layer {i} value name"), v)?;
+        }
+        for v in &layer.weights {
+            check_name(&format!("graph layer {i} weight name"), v)?;
+        }
+        for (k, _) in &layer.attrs {
+            check_name(&format!("graph layer {i} attribute key"), k)?;
+        }
     }
     Ok(())
 }
@@ -91,7 +110,8 @@ impl<W: Write + Seek> LsqWriter<W> {
         let width = codebook.width();
         let (fp_layout, mu, table) = match codebook.params() {
             CodebookParams::Fp(layout) => (Some(*layout), 0.0, None),
-            CodebookParams::Log { mu } => (None, *mu, None),
+            // μ = 0 is written +0.0 (FORMAT.md §3.4), whatever its sign.
+            CodebookParams::Log { mu } => (None, if *mu == 0.0 { 0.0 } else { *mu }, None),
             CodebookParams::Lut(table) => (None, 0.0, Some(table)),
             _ => (None, 0.0, None),
         };
@@ -190,6 +210,7 @@ impl<W: Write + Seek> LsqWriter<W> {
             graph: None,
         };
         if let Some(g) = &self.graph {
+            check_graph_names(g)?;
             header::validate_graph(g, &index)?;
         }
         let header = header::encode_header(&self.metadata, &index.tensors, self.graph.as_ref());

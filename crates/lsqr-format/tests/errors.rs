@@ -154,6 +154,49 @@ fn invalid_name() {
 }
 
 #[test]
+fn nul_in_names() {
+    // A tensor name: "tensor {i} name" and the NUL's file offset.
+    let f = edit(&small_model(), |_, t, g| {
+        t[1].name = "a\0b".into();
+        *g = None;
+    });
+    let e = open_err(&f);
+    let at = (header_offset(&f) + find(&f[header_offset(&f)..], b"a\0b") + 1) as u64;
+    assert!(
+        matches!(&e, FormatError::NulInName { context, offset } if context == "tensor 1 name" && *offset == at),
+        "{e}"
+    );
+    assert!(message(&e).contains(&format!("{at:#x}")), "{e}");
+    // A metadata key.
+    let f = edit(&small_model(), |m, _, _| m[1].0 = "\0".into());
+    let e = open_err(&f);
+    assert!(
+        matches!(&e, FormatError::NulInName { context, .. } if context == "metadata entry 1 key"),
+        "{e}"
+    );
+    // A graph value name.
+    let e = with_graph(|g| {
+        g.inputs[0].push('\0');
+        g.layers[0].inputs[0].push('\0');
+    });
+    assert!(matches!(e, FormatError::NulInName { .. }), "{e}");
+    // A string value may hold U+0000.
+    let f = edit(&small_model(), |m, _, _| m[0].1 = Value::String("x\0y".into()));
+    assert!(LsqFile::from_bytes(&f).is_ok());
+}
+
+#[test]
+fn the_writer_refuses_nul_in_graph_names() {
+    let f = LsqFile::from_bytes(&small_model()).unwrap().graph().unwrap().clone();
+    let mut g = f.clone();
+    g.layers[0].op.push('\0');
+    let mut w = LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    w.set_graph(g);
+    let e = w.finish().unwrap_err();
+    assert!(message(&e).contains("NUL"), "{e}");
+}
+
+#[test]
 fn duplicate_names() {
     let f = edit(&small_model(), |_, t, _| t[1].name = t[0].name.clone());
     let e = open_err(&f);
@@ -262,7 +305,12 @@ fn section_problems() {
     assert_eq!((k, p), (SectionKind::Scales, SectionProblem::WrongLength { expected: 0 }));
     let (k, p, _) =
         section_err(&edit(&f, |_, t, _| t[2].table = Section { offset: 64, len: 0, crc32: 0 }));
-    assert_eq!((k, p), (SectionKind::Table, SectionProblem::EmptyNotZero));
+    assert_eq!((k, p), (SectionKind::Table, SectionProblem::EmptyNotZero { offset: 64, crc32: 0 }));
+    // A CRC on an empty section is named as such, not as an offset.
+    let (k, p, msg) =
+        section_err(&edit(&f, |_, t, _| t[2].table = Section { offset: 0, len: 0, crc32: 7 }));
+    assert_eq!((k, p), (SectionKind::Table, SectionProblem::EmptyNotZero { offset: 0, crc32: 7 }));
+    assert!(msg.contains("non-zero CRC 0x00000007") && !msg.contains("non-zero offset"), "{msg}");
 
     // The reserved word after a section's CRC.
     let entry = tensor_entry_offset(&f, 2);
@@ -323,6 +371,29 @@ fn invalid_table() {
     f[at..at + 4].copy_from_slice(&(-5.0f32).to_le_bytes());
     let e = LsqFile::from_bytes(&f).unwrap().tensor("lut.weight").unwrap_err();
     assert!(matches!(e, FormatError::InvalidTable { index: 3, .. }), "{e}");
+    // Non-decreasing is enough: an entry equal to the one before is fine.
+    let before = f[at - 4..at].to_vec();
+    f[at..at + 4].copy_from_slice(&before);
+    assert!(LsqFile::from_bytes(&f).unwrap().tensor("lut.weight").is_ok());
+}
+
+#[test]
+fn mu_negative_zero() {
+    // Non-log codecs: the four bytes must be zero; -0.0 is rejected.
+    let f = edit(&small_model(), |_, t, _| {
+        let i = t.iter().position(|t| t.name == "lut.weight").unwrap();
+        let Storage::Quantized(q) = &mut t[i].storage else { panic!() };
+        q.mu = -0.0;
+    });
+    let e = open_err(&f);
+    assert!(matches!(e, FormatError::InvalidField { field: "mu", value: 0x8000_0000, .. }), "{e}");
+    // log: -0.0 is accepted and means mu = 0.
+    let f = edit(&small_model(), |_, t, _| {
+        let i = t.iter().position(|t| t.name == "fc.weight").unwrap();
+        let Storage::Quantized(q) = &mut t[i].storage else { panic!() };
+        q.mu = -0.0;
+    });
+    assert!(LsqFile::from_bytes(&f).unwrap().tensor("fc.weight").is_ok());
 }
 
 fn with_graph(change: impl FnOnce(&mut Graph)) -> FormatError {

@@ -130,7 +130,7 @@ pub enum CodebookParams {
     Nf,
     /// The minifloat layout.
     Fp(FpLayout),
-    /// The explicit table of `2^C` values, indexed by code, ascending.
+    /// The explicit table of `2^C` values, indexed by code, non-decreasing.
     Lut(Vec<f32>),
 }
 
@@ -189,7 +189,7 @@ impl Codebook {
         Self::sign_magnitude(width, CodebookParams::Fp(layout), &magnitudes)
     }
 
-    /// An explicit table of `2^C` finite values in ascending order, indexed
+    /// An explicit table of `2^C` finite values in non-decreasing order, indexed
     /// by code (the `lut` codec stores it with the tensor).
     pub fn lut(width: CodeWidth, table: Vec<f32>) -> Result<Self, CodecError> {
         check_lut(width, &table)?;
@@ -325,7 +325,9 @@ fn uniform_magnitudes(width: CodeWidth) -> Vec<f32> {
     (0..=j).map(|i| (i as f64 / j as f64) as f32).collect()
 }
 
-/// A `lut` table holds 2^C finite values in ascending order.
+/// A `lut` table holds 2^C finite values in non-decreasing order (FORMAT.md
+/// §5.3): equal neighbours are allowed, since Lloyd-Max levels distinct in
+/// f64 can round to the same f32, and such a table still decodes.
 fn check_lut(width: CodeWidth, table: &[f32]) -> Result<(), CodecError> {
     if table.len() != width.code_count() {
         return Err(CodecError::InvalidTable { reason: "length is not 2^C", at: table.len() });
@@ -334,7 +336,10 @@ fn check_lut(width: CodeWidth, table: &[f32]) -> Result<(), CodecError> {
         return Err(CodecError::InvalidTable { reason: "entry is not finite", at: i });
     }
     if let Some(i) = table.windows(2).position(|w| w[0] > w[1]) {
-        return Err(CodecError::InvalidTable { reason: "entries are not ascending", at: i + 1 });
+        return Err(CodecError::InvalidTable {
+            reason: "entry is less than the one before",
+            at: i + 1,
+        });
     }
     Ok(())
 }
