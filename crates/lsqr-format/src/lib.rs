@@ -59,7 +59,7 @@ pub use model::{
 };
 pub use reader::{LsqFile, QuantizedView, RawView, TensorView};
 #[cfg(feature = "std")]
-pub use tempfile::{remove_stale_temporaries, remove_temporary_files};
+pub use tempfile::{remove_stale_temporaries, remove_temporary_files, NamedTemp};
 #[cfg(feature = "std")]
 pub use writer::{LsqFileWriter, LsqWriter};
 

@@ -57,9 +57,11 @@ fn prefix(file_name: &OsStr) -> String {
     format!(".{}.tmp-", file_name.to_string_lossy())
 }
 
-/// A named temporary file, registered until it is renamed or removed.
+/// A named temporary file, registered until it is renamed or removed
+/// (when dropped); for other atomic writers (the CLI's `export`).
+#[doc(hidden)]
 #[derive(Debug)]
-pub(crate) struct NamedTemp {
+pub struct NamedTemp {
     id: u64,
     path: PathBuf,
 }
@@ -68,7 +70,7 @@ impl NamedTemp {
     /// Makes `.NAME.tmp-PID-N` in `dir` with `make` (which must fail with
     /// `AlreadyExists` if the path exists), trying the next N until it does
     /// not exist.
-    pub(crate) fn new<T>(
+    pub fn new<T>(
         dir: &Path,
         file_name: &OsStr,
         mut make: impl FnMut(&Path) -> io::Result<T>,
@@ -91,14 +93,15 @@ impl NamedTemp {
         }
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    /// Its path.
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Renames the file to `dest`. Under the registry's lock, so that a
     /// concurrent [`remove_temporary_files`] either removes it first (and
     /// the rename fails) or finds it gone.
-    pub(crate) fn rename_to(self, dest: &Path) -> io::Result<()> {
+    pub fn rename_to(self, dest: &Path) -> io::Result<()> {
         let mut r = registry();
         if r.closed {
             return Err(interrupted());
