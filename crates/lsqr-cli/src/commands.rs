@@ -453,22 +453,25 @@ pub fn export(path: &Path, output: &Path, verify: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes a file through `write` into a temporary file beside `path`,
-/// fsyncs it and renames it into place; on error nothing is left behind.
+/// Writes a file through `write` into a temporary file `.NAME.tmp-PID-N`
+/// beside `path` (registered, so SIGINT/SIGTERM remove it; those of dead
+/// processes are removed first), fsyncs it and renames it into place; on
+/// error nothing is left behind.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<(), String> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| format!("{} is not a file path", path.display()))?;
-    let temp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let result = write(&temp)
-        .and_then(|()| std::fs::File::open(&temp)?.sync_all())
-        .and_then(|()| std::fs::rename(&temp, path));
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        format!("{}: {e}", path.display())
-    })
+    lsqr::format::remove_stale_temporaries(dir, name);
+    let result = lsqr::format::NamedTemp::new(dir, name, |p| std::fs::File::create_new(p))
+        .and_then(|(temp, file)| {
+            drop(file);
+            write(temp.path())?;
+            std::fs::File::open(temp.path())?.sync_all()?;
+            temp.rename_to(path)
+        });
+    result.map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// `lsqr verify`.

@@ -17,6 +17,7 @@ mod import;
 mod pattern;
 mod pipeline;
 mod plot;
+mod signals;
 mod table;
 #[cfg(test)]
 mod testutil;
@@ -183,6 +184,7 @@ fn parse_width_list(s: &str) -> Result<Vec<u32>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    signals::install();
     let result = match cli.command {
         Command::Quantize { input, output, settings, keep, bits_for, json } => {
             let settings = Settings {

@@ -31,7 +31,8 @@
 //! reader works on byte slices, e.g. a model in flash. Dependencies:
 //! `lsqr-codec` and `lsqr-pack` (what a tensor entry describes and how its
 //! codes are packed), `crc32fast` (checksums), `half` (f16 scales and raw
-//! f16/bf16), `memmap2` (`open`, with `std`).
+//! f16/bf16), `memmap2` (`open`, with `std`), `libc` (on Unix with `std`:
+//! `O_TMPFILE` temporary files and telling dead processes' ones).
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -46,6 +47,8 @@ pub(crate) mod header;
 mod model;
 mod reader;
 #[cfg(feature = "std")]
+mod tempfile;
+#[cfg(feature = "std")]
 mod writer;
 
 pub use error::{FormatError, SectionKind, SectionProblem};
@@ -55,6 +58,8 @@ pub use model::{
     VERSION,
 };
 pub use reader::{LsqFile, QuantizedView, RawView, TensorView};
+#[cfg(feature = "std")]
+pub use tempfile::{remove_stale_temporaries, remove_temporary_files, NamedTemp};
 #[cfg(feature = "std")]
 pub use writer::{LsqFileWriter, LsqWriter};
 

@@ -5,6 +5,7 @@
 //! go straight to the output, and only its header entry is kept.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use lsqr_codec::{CodebookParams, QuantizedTensor};
 use crate::error::FormatError;
 use crate::header::{self, Index};
 use crate::model::*;
+use crate::tempfile::{self, NamedTemp};
 
 /// Writes a `.lsq` file to any seekable output.
 ///
@@ -274,19 +276,41 @@ impl<W: Write + Seek> LsqWriter<W> {
 }
 
 /// Writes a `.lsq` file atomically: to a temporary file in the destination's
-/// folder, fsynced, then renamed over the destination. An error or a crash
-/// before [`LsqFileWriter::finish`] leaves the destination as it was, and
-/// dropping an unfinished writer removes the temporary file.
+/// folder, fsynced, then put in place of the destination (and the folder
+/// fsynced). An error or a crash before [`LsqFileWriter::finish`] leaves the
+/// destination as it was.
+///
+/// On Linux the temporary file is unnamed (`O_TMPFILE`) and linked into
+/// place at the end, so nothing is left behind even on SIGKILL. Where that
+/// is unsupported (another OS, or a filesystem refusing `O_TMPFILE`), or
+/// when the environment variable `LSQR_NO_O_TMPFILE` is set to anything but
+/// `0` or empty (for tests), it is a named file `.NAME.tmp-PID-N` beside the
+/// destination, renamed over it at the end: dropping an unfinished writer
+/// removes it, [`remove_temporary_files`](crate::remove_temporary_files)
+/// removes it from a signal-handling thread, and those of dead processes
+/// are removed when NAME is next written.
 #[derive(Debug)]
 pub struct LsqFileWriter {
     inner: Option<LsqWriter<BufWriter<File>>>,
-    temp: PathBuf,
+    /// The named temporary file; `None` when the file is unnamed.
+    temp: Option<NamedTemp>,
+    dir: PathBuf,
+    file_name: OsString,
     dest: PathBuf,
 }
 
 impl LsqFileWriter {
     /// Starts writing the file that will appear at `path`.
     pub fn create(path: impl AsRef<Path>) -> Result<Self, FormatError> {
+        let no_tmpfile =
+            std::env::var_os("LSQR_NO_O_TMPFILE").is_some_and(|v| !v.is_empty() && v != "0");
+        Self::create_with(path, !no_tmpfile)
+    }
+
+    /// [`create`](Self::create), choosing whether an unnamed (`O_TMPFILE`)
+    /// temporary file may be used; for tests of the fallback.
+    #[doc(hidden)]
+    pub fn create_with(path: impl AsRef<Path>, unnamed: bool) -> Result<Self, FormatError> {
         let dest = path.as_ref().to_path_buf();
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -295,18 +319,32 @@ impl LsqFileWriter {
         let file_name = dest
             .file_name()
             .ok_or_else(|| invalid(format!("{} is not a file path", dest.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let (temp, file) = create_temp(&dir, &file_name)?;
-        let writer = LsqWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let writer = match writer {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = fs::remove_file(&temp);
-                return Err(e);
+            .to_os_string();
+        tempfile::remove_stale_temporaries(&dir, &file_name);
+        let creating = |source| FormatError::Io {
+            context: format!("creating a temporary file in {}", dir.display()),
+            source,
+        };
+        let unnamed = if unnamed { tempfile::open_unnamed(&dir).map_err(creating)? } else { None };
+        let (temp, file) = match unnamed {
+            Some(file) => (None, file),
+            None => {
+                let (temp, file) = NamedTemp::new(&dir, &file_name, |p| {
+                    fs::OpenOptions::new().write(true).create_new(true).open(p)
+                })
+                .map_err(creating)?;
+                (Some(temp), file)
             }
         };
-        Ok(Self { inner: Some(writer), temp, dest })
+        // On error, dropping `temp` removes the file.
+        let writer = LsqWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+        Ok(Self { inner: Some(writer), temp, dir, file_name, dest })
+    }
+
+    /// Whether the temporary file is unnamed (`O_TMPFILE`); for tests.
+    #[doc(hidden)]
+    pub fn is_unnamed(&self) -> bool {
+        self.temp.is_none()
     }
 
     /// The writer, for adding tensors, metadata and the graph.
@@ -314,57 +352,42 @@ impl LsqFileWriter {
         self.inner.as_mut().expect("only `finish` takes the writer, and it consumes self")
     }
 
-    /// Finishes the file, fsyncs it, and renames it into place.
+    /// Finishes the file, fsyncs it, and puts it in place.
     pub fn finish(mut self) -> Result<(), FormatError> {
         let writer = self.inner.take().expect("present until finish");
-        let context = |what: &str| format!("{what} {}", self.temp.display());
+        let what = match &self.temp {
+            Some(t) => t.path().display().to_string(),
+            None => format!("the temporary file for {}", self.dest.display()),
+        };
+        let context = |verb: &str| format!("{verb} {what}");
         let file = writer.finish()?.into_inner().map_err(|e| FormatError::Io {
             context: context("flushing"),
             source: e.into_error(),
         })?;
         file.sync_all()
             .map_err(|source| FormatError::Io { context: context("syncing"), source })?;
-        drop(file);
-        fs::rename(&self.temp, &self.dest).map_err(|source| FormatError::Io {
-            context: format!("renaming {} to {}", self.temp.display(), self.dest.display()),
+        let placing = |source| FormatError::Io {
+            context: format!("moving {what} to {}", self.dest.display()),
             source,
-        })?;
-        // Make the rename itself durable; not every platform can sync a folder.
-        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+        };
+        match self.temp.take() {
+            None => tempfile::publish_unnamed(&file, &self.dir, &self.file_name, &self.dest)
+                .map_err(placing)?,
+            Some(temp) => {
+                drop(file);
+                temp.rename_to(&self.dest).map_err(placing)?;
+                // Make the rename itself durable; not every platform can
+                // sync a folder.
+                tempfile::sync_dir(&self.dir);
             }
         }
-        self.temp = PathBuf::new();
         Ok(())
     }
 }
 
 impl Drop for LsqFileWriter {
     fn drop(&mut self) {
-        if !self.temp.as_os_str().is_empty() {
-            self.inner = None;
-            let _ = fs::remove_file(&self.temp);
-        }
-    }
-}
-
-/// A new file `.NAME.tmp-PID-N` next to the destination.
-fn create_temp(dir: &Path, file_name: &str) -> Result<(PathBuf, File), FormatError> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = dir.join(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&temp) {
-            Ok(f) => return Ok((temp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(source) => {
-                return Err(FormatError::Io {
-                    context: format!("creating {}", temp.display()),
-                    source,
-                });
-            }
-        }
+        // Close the file before `temp` (dropped after this) removes it.
+        self.inner = None;
     }
 }
