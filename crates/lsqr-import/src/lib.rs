@@ -1,15 +1,49 @@
-//! Importers: the formats models actually come in, read into one shape.
+//! Importers: the formats models actually come in, read into one shape
+//! without executing anything they contain.
 //!
-//! Every importer memory-maps its input and records, per tensor, where its
-//! bytes are; nothing is copied until a tensor is asked for, so peak memory
-//! follows the largest tensor, not the model. Formats are detected from
-//! content, not from the file name.
+//! [`open`] takes a path, [`from_bytes`] a byte slice (for fuzzing and for
+//! callers that already hold the file); both detect the format from the
+//! content, never from the file name, and return a [`SourceModel`]: a list
+//! of [`SourceTensor`]s (name, dtype, shape, where the bytes are) over the
+//! backing buffers.
+//!
+//! # Formats
+//!
+//! | [`Format`] | What is read |
+//! |---|---|
+//! | safetensors | the JSON header (via the `safetensors` crate); data stays in the map |
+//! | npy, npz | the header dict; npz entries stored or deflated |
+//! | PyTorch zip (`torch.save`, torch >= 1.6) | `data.pkl` through a restricted unpickler; storages are zip entries |
+//! | PyTorch legacy (before 1.6) | the pickle stream and the storages that follow it |
+//! | TorchScript (`torch.jit.save`) | `data.pkl` and constants; the `code/` is never run |
+//! | ONNX | initializers, `Constant` nodes and subgraphs, external data beside the file |
+//!
+//! # What is refused, and why
+//!
+//! Inputs are untrusted: a model downloaded from anywhere must not be able
+//! to run code, read files it should not, hang the process or exhaust its
+//! memory. So:
+//!
+//! - **Nothing is executed.** Pickles are read by a restricted unpickler
+//!   that knows only the handful of globals a checkpoint needs (tensor
+//!   rebuilds, storage types, `OrderedDict`, …) and builds *values*, never
+//!   calls anything; any other global is an error naming it. TorchScript
+//!   code is ignored.
+//! - **Bounds are checked.** Every offset, length, shape and stride is
+//!   checked against the buffer it points into, with checked arithmetic;
+//!   ONNX external data must stay in the model's folder and be regular
+//!   files; FIFOs and devices are refused before they are opened.
+//! - **Memory-mapped inputs.** Files are mapped, not read: a tensor's
+//!   bytes are touched only when asked for, so peak memory follows the
+//!   largest tensor, not the model.
 
 mod npy;
 mod onnx;
 mod pickle;
 mod protobuf;
 mod safetensors;
+#[cfg(test)]
+mod testutil;
 mod torch;
 
 use std::borrow::Cow;
@@ -20,7 +54,7 @@ use lsqr::format::RawDtype;
 
 /// The formats an input can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceFormat {
+pub enum Format {
     /// `.safetensors`.
     Safetensors,
     /// NumPy `.npy` (one array).
@@ -37,7 +71,7 @@ pub enum SourceFormat {
     Onnx,
 }
 
-impl SourceFormat {
+impl Format {
     /// Name for messages and reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -187,7 +221,7 @@ pub struct SourceModel {
     /// The input's path.
     pub path: PathBuf,
     /// What it was detected as.
-    pub format: SourceFormat,
+    pub format: Format,
     /// Backing buffers (the input, and e.g. ONNX external data files).
     pub buffers: Vec<Buffer>,
     /// Every tensor, in the source's order.
@@ -377,21 +411,21 @@ impl fmt::Display for ImportError {
 impl std::error::Error for ImportError {}
 
 /// What the first bytes say the file is.
-fn detect(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
+fn detect(path: &Path, bytes: &[u8]) -> Result<Format, ImportError> {
     if bytes.starts_with(b"\x93NUMPY") {
-        return Ok(SourceFormat::Npy);
+        return Ok(Format::Npy);
     }
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return zip_kind(path, bytes);
     }
     if safetensors::looks_like(bytes) {
-        return Ok(SourceFormat::Safetensors);
+        return Ok(Format::Safetensors);
     }
     if torch::looks_like_legacy(bytes) {
-        return Ok(SourceFormat::TorchLegacy);
+        return Ok(Format::TorchLegacy);
     }
     if onnx::looks_like(bytes) {
-        return Ok(SourceFormat::Onnx);
+        return Ok(Format::Onnx);
     }
     Err(ImportError::new(
         path,
@@ -401,17 +435,17 @@ fn detect(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
 
 /// A zip is an .npz, a PyTorch checkpoint or a TorchScript archive, by its
 /// entries.
-fn zip_kind(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
+fn zip_kind(path: &Path, bytes: &[u8]) -> Result<Format, ImportError> {
     let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| ImportError::new(path, format!("not a readable zip: {e}")))?;
     let names: Vec<&str> = archive.file_names().collect();
     let has = |suffix: &str| names.iter().any(|n| n.ends_with(suffix));
     if names.iter().any(|n| n.contains("/code/") || n.starts_with("code/")) && has("data.pkl") {
-        Ok(SourceFormat::TorchScript)
+        Ok(Format::TorchScript)
     } else if has("data.pkl") {
-        Ok(SourceFormat::TorchZip)
+        Ok(Format::TorchZip)
     } else if !names.is_empty() && names.iter().all(|n| n.ends_with(".npy")) {
-        Ok(SourceFormat::Npz)
+        Ok(Format::Npz)
     } else {
         Err(ImportError::new(
             path,
@@ -420,9 +454,22 @@ fn zip_kind(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
     }
 }
 
-/// Opens any supported input.
+/// Opens any supported input: memory-maps `path`, detects its format from
+/// its content and lists its tensors. ONNX external data is read from
+/// beside it.
 pub fn open(path: &Path) -> Result<SourceModel, ImportError> {
     let buffer = Buffer::map(path)?;
+    read(path, buffer, true)
+}
+
+/// Reads a model held in memory, as [`open`] reads a file; `name` stands
+/// for the path in messages. Nothing outside `bytes` is touched: ONNX
+/// external data is refused.
+pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<SourceModel, ImportError> {
+    read(Path::new(name), Buffer::Owned(bytes), false)
+}
+
+fn read(path: &Path, buffer: Buffer, files_allowed: bool) -> Result<SourceModel, ImportError> {
     let format = detect(path, buffer.as_slice())?;
     let mut model = SourceModel {
         path: path.to_path_buf(),
@@ -431,12 +478,12 @@ pub fn open(path: &Path) -> Result<SourceModel, ImportError> {
         tensors: Vec::new(),
     };
     match format {
-        SourceFormat::Safetensors => safetensors::import(&mut model)?,
-        SourceFormat::Npy => npy::import_npy(&mut model)?,
-        SourceFormat::Npz => npy::import_npz(&mut model)?,
-        SourceFormat::TorchZip | SourceFormat::TorchScript => torch::import_zip(&mut model)?,
-        SourceFormat::TorchLegacy => torch::import_legacy(&mut model)?,
-        SourceFormat::Onnx => onnx::import(&mut model)?,
+        Format::Safetensors => safetensors::import(&mut model)?,
+        Format::Npy => npy::import_npy(&mut model)?,
+        Format::Npz => npy::import_npz(&mut model)?,
+        Format::TorchZip | Format::TorchScript => torch::import_zip(&mut model)?,
+        Format::TorchLegacy => torch::import_legacy(&mut model)?,
+        Format::Onnx => onnx::import(&mut model, files_allowed)?,
     }
     if model.tensors.is_empty() {
         return Err(ImportError::new(

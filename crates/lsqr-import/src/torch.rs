@@ -29,7 +29,7 @@ use std::path::Path;
 use lsqr::format::RawDtype;
 
 use super::pickle::{self, Global, Id, Options, Pickle, Value};
-use super::{Buffer, ImportError, SourceFormat, SourceModel, SourceTensor, TensorBytes};
+use super::{Buffer, Format, ImportError, SourceModel, SourceTensor, TensorBytes};
 
 /// `0x1950a86a20f9469cfc6c`, little-endian, as `LONG1` writes it.
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -513,7 +513,7 @@ pub(super) fn import_zip(model: &mut SourceModel) -> Result<(), ImportError> {
         }
     }
     let pickled = read_entry(model, entries[&pkl], &pkl)?;
-    let options = Options { torchscript: model.format == SourceFormat::TorchScript };
+    let options = Options { torchscript: model.format == Format::TorchScript };
     let (p, _) = pickle::load(&pickled, 0, options)
         .map_err(|e| ImportError::new(&path, format!("{pkl}: {e}")))?;
     let mut storages = Storages::Zip { entries, prefix, cache: HashMap::new() };
@@ -633,7 +633,7 @@ mod tests {
     #[test]
     fn nested_checkpoint() {
         let m = open(&fixture("nested.pt")).unwrap();
-        assert_eq!(m.format, SourceFormat::TorchZip);
+        assert_eq!(m.format, Format::TorchZip);
         // The `state_dict` prefix is dropped; optimizer state is ignored.
         assert_eq!(
             summary(&m),
@@ -680,7 +680,7 @@ mod tests {
     #[test]
     fn legacy_fixture() {
         let m = open(&fixture("legacy.pt")).unwrap();
-        assert_eq!(m.format, SourceFormat::TorchLegacy);
+        assert_eq!(m.format, Format::TorchLegacy);
         assert_eq!(
             summary(&m),
             [
@@ -705,7 +705,7 @@ mod tests {
     #[test]
     fn torchscript_fixture() {
         let m = open(&fixture("script.pt")).unwrap();
-        assert_eq!(m.format, SourceFormat::TorchScript);
+        assert_eq!(m.format, Format::TorchScript);
         assert_eq!(
             summary(&m),
             [
@@ -771,7 +771,7 @@ mod tests {
     #[test]
     fn facenet_state_dicts() {
         let pnet = open(&testutil::model("facenet/pnet.pt")).unwrap();
-        assert_eq!(pnet.format, SourceFormat::TorchLegacy);
+        assert_eq!(pnet.format, Format::TorchLegacy);
         let f = RawDtype::F32;
         let want: Vec<(String, RawDtype, Vec<usize>)> = [
             ("conv1.weight", vec![10, 3, 3, 3]),
@@ -837,7 +837,7 @@ mod tests {
     #[test]
     fn silero_torchscript_matches_safetensors() {
         let jit = open(&testutil::model("silero/silero_vad.jit")).unwrap();
-        assert_eq!(jit.format, SourceFormat::TorchScript);
+        assert_eq!(jit.format, Format::TorchScript);
         assert_eq!(jit.tensors.len(), 32);
         // Two empty state buffers, then the 16 kHz and the 8 kHz models.
         assert_eq!((jit.tensors[0].name.as_str(), &jit.tensors[0].shape), ("_state", &vec![0]));
