@@ -195,9 +195,31 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// What is left of a pickle's work budget (see `pickle::WORK_PER_BYTE`),
+/// spent walking its result: a shared object reached through many paths,
+/// or a long name joined again at every level, costs in proportion.
+struct Work(u64);
+
+impl Work {
+    fn charge(&mut self, n: usize, what: &str) -> Result<(), String> {
+        match self.0.checked_sub(n as u64) {
+            Some(left) => {
+                self.0 = left;
+                Ok(())
+            }
+            None => Err(format!(
+                "{what} exceeds the pickle's work budget ({} units per pickle byte); \
+                 a crafted pickle shares objects or names too often",
+                pickle::WORK_PER_BYTE
+            )),
+        }
+    }
+}
+
 /// Finds every tensor record under `id`, with its dotted path.
 struct Finder<'a> {
     p: &'a Pickle,
+    work: Work,
     visits: usize,
     found: Vec<(String, Id)>,
     /// Bytes of all names found so far (see [`MAX_NAME_BYTES`]).
@@ -213,6 +235,7 @@ const MAX_NAME_BYTES: usize = 64 << 20;
 impl Finder<'_> {
     fn walk(&mut self, id: Id, name: &str, depth: usize) -> Result<(), String> {
         self.visits += 1;
+        self.work.charge(1 + name.len(), "searching for tensors")?;
         if depth > MAX_DEPTH {
             return Err(format!("objects nested more than {MAX_DEPTH} deep (at '{name}')"));
         }
@@ -453,14 +476,21 @@ fn add_tensors(
     p: &Pickle,
     storages: &mut Storages,
 ) -> Result<(), ImportError> {
-    let mut finder = Finder { p, visits: 0, found: Vec::new(), name_bytes: 0 };
+    let mut finder =
+        Finder { p, work: Work(p.work_left()), visits: 0, found: Vec::new(), name_bytes: 0 };
     finder.walk(model_root(p), "", 0).map_err(|e| ImportError::new(&model.path, e))?;
+    let mut work = finder.work;
     let stem = model.path.file_stem().map_or("tensor".into(), |s| s.to_string_lossy().into_owned());
     for (name, id) in finder.found {
         let name = if name.is_empty() { stem.clone() } else { name };
         let Value::Call { func, args, .. } = p.get(id) else { continue };
         let spec = tensor_spec(p, func, *args, 0)
             .map_err(|e| ImportError::tensor(&model.path, &name, e))?;
+        work.charge(
+            spec.shape.len() + spec.strides.len() + spec.storage.key.len() + 8,
+            "reading tensor records",
+        )
+        .map_err(|e| ImportError::tensor(&model.path, &name, e))?;
         let storage = storages.get(model, &spec.storage.key, &name)?;
         let bytes = place(model, &name, &spec, storage)?;
         model.tensors.push(SourceTensor {
@@ -552,9 +582,12 @@ pub(super) fn import_legacy(model: &mut SourceModel) -> Result<(), ImportError> 
     let (keys, mut at) = load(at, "storage key list")?;
     // Each storage's element type, from the references to it.
     let mut dtypes = HashMap::new();
+    let mut work = Work(main.work_left());
     for v in main.values() {
         if let Value::PersId(pid) = v {
             let r = storage_ref(&main, *pid).map_err(|e| ImportError::new(&path, e))?;
+            work.charge(r.key.len() + 8, "reading storage references")
+                .map_err(|e| ImportError::new(&path, e))?;
             dtypes.insert(r.key, r.dtype);
         }
     }
