@@ -79,8 +79,9 @@ pub enum Value {
     Tuple(Vec<Id>),
     /// A dict (also `OrderedDict`), in insertion order.
     Dict(Vec<(Id, Id)>),
-    /// An allowed global, as a name.
-    Global(Global),
+    /// An allowed global, as a name (boxed, so every value stays small: a
+    /// pickle may make one value per input byte).
+    Global(Box<Global>),
     /// A persistent id: what the pickler put in place of an object it
     /// stores elsewhere (PyTorch: a storage).
     PersId(Id),
@@ -88,7 +89,7 @@ pub enum Value {
     /// recorded, never made; `state` is what `BUILD` would have applied.
     Call {
         /// The function or class.
-        func: Global,
+        func: Box<Global>,
         /// The argument tuple.
         args: Id,
         /// The `BUILD` state, if any.
@@ -442,13 +443,13 @@ impl Unpickler<'_> {
         if !allowed(&module, &name, self.options) {
             return self.err(format!("global '{module}.{name}' is not allowed"));
         }
-        self.push_new(Value::Global(Global { module, name }))
+        self.push_new(Value::Global(Box::new(Global { module, name })))
     }
 
     fn global_of(&mut self, id: Id, op: &str) -> Result<Global, PickleError> {
         match self.values.get(id) {
             Some(Value::Global(g)) => {
-                let g = g.clone();
+                let g = Global::clone(g);
                 self.charge(g.module.len() + g.name.len())?;
                 Ok(g)
             }
@@ -485,7 +486,7 @@ impl Unpickler<'_> {
         }
         if self.items_len(args) > 2 {
             // Longer than any constructor's arguments: recorded.
-            return self.push_new(Value::Call { func, args, state: None });
+            return self.push_new(Value::Call { func: Box::new(func), args, state: None });
         }
         let items = self.copy_items(args)?;
         let m = func.module.as_str();
@@ -547,7 +548,7 @@ impl Unpickler<'_> {
                 };
                 self.push_new(Value::Bytes(bytes))
             }
-            _ => self.push_new(Value::Call { func, args, state: None }),
+            _ => self.push_new(Value::Call { func: Box::new(func), args, state: None }),
         }
     }
 
@@ -914,7 +915,7 @@ impl Unpickler<'_> {
                     if !matches!(self.values.get(args), Some(Value::Tuple(_))) {
                         return self.err(format!("arguments of '{func}' are not a tuple"));
                     }
-                    self.push_new(Value::Call { func, args, state: None })?
+                    self.push_new(Value::Call { func: Box::new(func), args, state: None })?
                 }
                 // NEWOBJ_EX: keyword arguments are dropped.
                 0x92 => {
@@ -922,7 +923,7 @@ impl Unpickler<'_> {
                     let args = self.pop()?;
                     let cls = self.pop()?;
                     let func = self.global_of(cls, "NEWOBJ_EX")?;
-                    self.push_new(Value::Call { func, args, state: None })?
+                    self.push_new(Value::Call { func: Box::new(func), args, state: None })?
                 }
                 // BUILD: kept on records; dicts (OrderedDict's `_metadata`)
                 // and other values ignore it.
@@ -995,6 +996,12 @@ fn latin1_or_utf8(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_small() {
+        // A pickle may make about one value per input byte.
+        assert!(std::mem::size_of::<Value>() <= 40, "{}", std::mem::size_of::<Value>());
+    }
 
     fn load_all(data: &[u8]) -> Result<Pickle, PickleError> {
         load(data, 0, Options::default()).map(|(p, _)| p)
