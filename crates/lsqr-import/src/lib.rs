@@ -29,6 +29,21 @@
 //!   rebuilds, storage types, `OrderedDict`, …) and builds *values*, never
 //!   calls anything; any other global is an error naming it. TorchScript
 //!   code is ignored.
+//! - **Work is bounded by the input's size.** The unpickler charges every
+//!   opcode one unit, and every element or byte it copies or visits beyond
+//!   what it read one or more, against a budget of 16 units per pickle
+//!   byte plus 1M; the walk over its result spends what is left. A small
+//!   pickle cannot make quadratic work (REDUCE applied many times to one
+//!   shared big tuple, `set(...)` of a shared list, a walk over a shared
+//!   object): it is refused, naming the opcode and its byte offset.
+//!   Nesting depth is bounded, so deep input is an error, not a stack
+//!   overflow.
+//! - **Output is bounded by the input's size.** The elements all tensors
+//!   may make together are at most [`AMPLIFICATION`] × the file's size on
+//!   disk (compressed bytes) plus [`AMPLIFICATION_SLACK`]: stride-0 views or
+//!   deflate bombs that would turn kilobytes into gigabytes are refused,
+//!   naming the tensor. Buffers sized from the input are reserved with
+//!   `try_reserve`, so an allocation failure is an error, not an abort.
 //! - **Bounds are checked.** Every offset, length, shape and stride is
 //!   checked against the buffer it points into, with checked arithmetic;
 //!   ONNX external data must stay in the model's folder and be regular
@@ -51,6 +66,57 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use lsqr::format::RawDtype;
+
+/// How many elements all the tensors of a file may hold together, per byte
+/// of the file on disk (compressed bytes, not inflated ones; ONNX external
+/// data files count as on disk). Real models are about 1:1 (one element per
+/// 1 to 4 bytes); stride-0 views and deflate bombs are what exceed it. The
+/// same bound caps the bytes zip entries may inflate to.
+pub const AMPLIFICATION: u64 = 64;
+/// Elements (and inflated bytes) every file may make beyond
+/// [`AMPLIFICATION`] × its size, so tiny test files are not refused.
+pub const AMPLIFICATION_SLACK: u64 = 1 << 22;
+
+/// Elements, or inflated bytes, a file of `on_disk` bytes may make.
+pub(crate) fn amplification_limit(on_disk: usize) -> u64 {
+    (on_disk as u64).saturating_mul(AMPLIFICATION).saturating_add(AMPLIFICATION_SLACK)
+}
+
+/// Reads a zip entry's `declared` inflated bytes from `reader`, spending
+/// them from `left` (the input's amplification bound, see
+/// [`AMPLIFICATION`]); the buffer is reserved with `try_reserve_exact`, so
+/// an allocation failure is an error, not an abort.
+pub(crate) fn inflate(
+    mut reader: impl std::io::Read,
+    declared: u64,
+    left: &mut u64,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    if declared > *left {
+        return Err(format!(
+            "inflates to {declared} bytes, more than the {left} bytes left of the input's bound \
+             ({AMPLIFICATION} × its size on disk + {AMPLIFICATION_SLACK}): refusing a zip bomb"
+        ));
+    }
+    *left -= declared;
+    let n = usize::try_from(declared).map_err(|_| format!("{declared} bytes is too large"))?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(n).map_err(|_| format!("cannot allocate {n} bytes"))?;
+    (&mut reader)
+        .take(declared)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot inflate: {e}"))?;
+    let mut extra = [0u8; 1];
+    let more = reader.read(&mut extra).map_err(|e| format!("cannot inflate: {e}"))?;
+    if bytes.len() as u64 != declared || more != 0 {
+        return Err(format!(
+            "inflates to {}{} bytes, not the declared {declared}",
+            bytes.len(),
+            if more != 0 { " or more" } else { "" }
+        ));
+    }
+    Ok(bytes)
+}
 
 /// The formats an input can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,9 +322,11 @@ impl SourceModel {
             }
             TensorBytes::Strided { buffer, offset, strides } => {
                 let buf = self.buffers.get(*buffer).ok_or_else(out_of_bounds)?.as_slice();
-                gather_strided(buf, *offset, &t.shape, strides, t.dtype.size())
-                    .map(Cow::Owned)
-                    .ok_or_else(out_of_bounds)
+                match gather_strided(buf, *offset, &t.shape, strides, t.dtype.size()) {
+                    Some(Ok(v)) => Ok(Cow::Owned(v)),
+                    Some(Err(e)) => Err(self.error(&t.name, &e)),
+                    None => Err(out_of_bounds()),
+                }
             }
         }
     }
@@ -333,20 +401,20 @@ impl SourceModel {
 }
 
 /// Gathers a strided view into contiguous bytes; `None` if any element lies
-/// outside `buf`.
+/// outside `buf`, an error if the bytes cannot be allocated.
 fn gather_strided(
     buf: &[u8],
     offset: usize,
     shape: &[usize],
     strides: &[usize],
     size: usize,
-) -> Option<Vec<u8>> {
+) -> Option<Result<Vec<u8>, String>> {
     if strides.len() != shape.len() {
         return None;
     }
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
     if count == 0 {
-        return Some(Vec::new());
+        return Some(Ok(Vec::new()));
     }
     // The last element's offset bounds all others (strides are >= 0).
     let last = shape
@@ -357,7 +425,11 @@ fn gather_strided(
     if end > buf.len() {
         return None;
     }
-    let mut out = Vec::with_capacity(count.checked_mul(size)?);
+    let len = count.checked_mul(size)?;
+    let mut out = Vec::new();
+    if out.try_reserve_exact(len).is_err() {
+        return Some(Err(format!("cannot allocate {len} bytes for the view")));
+    }
     let mut index = vec![0usize; shape.len()];
     for _ in 0..count {
         let element: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
@@ -371,7 +443,7 @@ fn gather_strided(
             index[k] = 0;
         }
     }
-    Some(out)
+    Some(Ok(out))
 }
 
 /// Why an input could not be read: names the file and, where there is one,
@@ -493,6 +565,7 @@ fn read(path: &Path, buffer: Buffer, files_allowed: bool) -> Result<SourceModel,
     }
     check_names(&model)?;
     check_unique_names(&model)?;
+    check_amplification(&model)?;
     Ok(model)
 }
 
@@ -513,6 +586,38 @@ fn check_names(model: &SourceModel) -> Result<(), ImportError> {
     }
 }
 
+/// The elements all tensors hold together stay within [`AMPLIFICATION`] ×
+/// the input's size on disk (+ [`AMPLIFICATION_SLACK`]); the tensor that
+/// crosses the bound is named.
+fn check_amplification(model: &SourceModel) -> Result<(), ImportError> {
+    // The input itself (mapped, or the caller's bytes) and mapped external
+    // data files; inflated entries are not on disk.
+    let on_disk: usize = model
+        .buffers
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| *i == 0 || matches!(b, Buffer::Mapped(_)))
+        .map(|(_, b)| b.as_slice().len())
+        .sum();
+    let limit = amplification_limit(on_disk);
+    let mut total = 0u64;
+    for t in &model.tensors {
+        total = total.saturating_add(t.element_count() as u64);
+        if total > limit {
+            return Err(ImportError::tensor(
+                &model.path,
+                &t.name,
+                format!(
+                    "the tensors up to this one hold {total} elements, more than {limit} \
+                     ({AMPLIFICATION} × the {on_disk} bytes on disk + {AMPLIFICATION_SLACK}): \
+                     refusing repeated (stride-0) views or inflated data no real model has"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_unique_names(model: &SourceModel) -> Result<(), ImportError> {
     let mut names: Vec<&str> = model.tensors.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
@@ -530,12 +635,18 @@ mod tests {
     fn strided_gather_transposes() {
         // A 2x3 view with strides (1, 2) over [0, 1, 2, 3, 4, 5] as u8.
         let buf = [0u8, 1, 2, 3, 4, 5];
-        assert_eq!(gather_strided(&buf, 0, &[2, 3], &[1, 2], 1).unwrap(), [0, 2, 4, 1, 3, 5]);
+        assert_eq!(
+            gather_strided(&buf, 0, &[2, 3], &[1, 2], 1).unwrap().unwrap(),
+            [0, 2, 4, 1, 3, 5]
+        );
         assert_eq!(
             gather_strided(&buf, 1, &[2, 3], &[1, 2], 1),
             None,
             "last element out of bounds"
         );
-        assert_eq!(gather_strided(&buf, 0, &[0, 3], &[1, 2], 1).unwrap(), Vec::<u8>::new());
+        assert_eq!(
+            gather_strided(&buf, 0, &[0, 3], &[1, 2], 1).unwrap().unwrap(),
+            Vec::<u8>::new()
+        );
     }
 }

@@ -23,7 +23,6 @@
 //! Values that are not tensors are ignored.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 
 use lsqr::format::RawDtype;
@@ -300,7 +299,13 @@ fn model_root(p: &Pickle) -> Id {
 /// Where storages come from.
 enum Storages {
     /// Zip entries by name, and those already resolved.
-    Zip { entries: HashMap<String, Entry>, prefix: String, cache: HashMap<String, Storage> },
+    Zip {
+        entries: HashMap<String, Entry>,
+        prefix: String,
+        cache: HashMap<String, Storage>,
+        /// Bytes compressed entries may still inflate to.
+        inflate_left: u64,
+    },
     /// Legacy: every storage, located up front.
     Legacy(HashMap<String, Storage>),
 }
@@ -329,7 +334,7 @@ impl Storages {
                     format!("storage '{key}' is not in the file"),
                 )
             }),
-            Storages::Zip { entries, prefix, cache } => {
+            Storages::Zip { entries, prefix, cache, inflate_left } => {
                 if let Some(s) = cache.get(key) {
                     return Ok(*s);
                 }
@@ -355,7 +360,8 @@ impl Storages {
                     }
                     Storage { buffer: 0, start: entry.data_start, len: entry.size }
                 } else {
-                    let bytes = read_entry(model, entry, &name)?;
+                    let bytes = read_entry(model, entry, &name, inflate_left)
+                        .map_err(|e| ImportError::tensor(&model.path, tensor, e.message))?;
                     let len = bytes.len();
                     model.buffers.push(Buffer::Owned(bytes));
                     Storage { buffer: model.buffers.len() - 1, start: 0, len }
@@ -371,8 +377,14 @@ fn zip_error(path: &Path, e: zip::result::ZipError) -> ImportError {
     ImportError::new(path, format!("bad zip archive: {e}"))
 }
 
-/// A zip entry's (uncompressed) bytes.
-fn read_entry(model: &SourceModel, entry: Entry, name: &str) -> Result<Vec<u8>, ImportError> {
+/// A zip entry's (uncompressed) bytes, spent from `left`, the input's
+/// amplification bound (see `crate::AMPLIFICATION`).
+fn read_entry(
+    model: &SourceModel,
+    entry: Entry,
+    name: &str,
+    left: &mut u64,
+) -> Result<Vec<u8>, ImportError> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(model.buffers[0].as_slice()))
         .map_err(|e| zip_error(&model.path, e))?;
     let file = archive.by_index(entry.index).map_err(|e| zip_error(&model.path, e))?;
@@ -385,14 +397,7 @@ fn read_entry(model: &SourceModel, entry: Entry, name: &str) -> Result<Vec<u8>, 
             file.compressed_size()
         )));
     }
-    let mut bytes = Vec::with_capacity(entry.size.min(1 << 30));
-    file.take(declared + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 != declared {
-        return Err(bad(format!("inflates to {} bytes, not the declared {declared}", bytes.len())));
-    }
-    Ok(bytes)
+    crate::inflate(file, declared, left).map_err(bad)
 }
 
 /// Where a tensor's bytes are, checking that every element lies inside its
@@ -532,8 +537,9 @@ pub(super) fn import_zip(model: &mut SourceModel) -> Result<(), ImportError> {
         .cloned()
         .ok_or_else(|| ImportError::new(&path, "no data.pkl in the archive"))?;
     let prefix = pkl[..pkl.len() - "data.pkl".len()].to_string();
+    let mut inflate_left = crate::amplification_limit(model.buffers[0].as_slice().len());
     if let Some(&entry) = entries.get(&format!("{prefix}byteorder")) {
-        let order = read_entry(model, entry, "byteorder")?;
+        let order = read_entry(model, entry, "byteorder", &mut inflate_left)?;
         match String::from_utf8_lossy(&order).trim() {
             "little" => {}
             "big" => {
@@ -542,11 +548,11 @@ pub(super) fn import_zip(model: &mut SourceModel) -> Result<(), ImportError> {
             other => return Err(ImportError::new(&path, format!("unknown byte order '{other}'"))),
         }
     }
-    let pickled = read_entry(model, entries[&pkl], &pkl)?;
+    let pickled = read_entry(model, entries[&pkl], &pkl, &mut inflate_left)?;
     let options = Options { torchscript: model.format == Format::TorchScript };
     let (p, _) = pickle::load(&pickled, 0, options)
         .map_err(|e| ImportError::new(&path, format!("{pkl}: {e}")))?;
-    let mut storages = Storages::Zip { entries, prefix, cache: HashMap::new() };
+    let mut storages = Storages::Zip { entries, prefix, cache: HashMap::new(), inflate_left };
     add_tensors(model, &p, &mut storages)
 }
 
