@@ -531,18 +531,36 @@ fn zip_kind(path: &Path, bytes: &[u8]) -> Result<Format, ImportError> {
 /// beside it.
 pub fn open(path: &Path) -> Result<SourceModel, ImportError> {
     let buffer = Buffer::map(path)?;
-    read(path, buffer, true)
+    read(path, buffer, None, true)
 }
 
 /// Reads a model held in memory, as [`open`] reads a file; `name` stands
 /// for the path in messages. Nothing outside `bytes` is touched: ONNX
 /// external data is refused.
 pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<SourceModel, ImportError> {
-    read(Path::new(name), Buffer::Owned(bytes), false)
+    read(Path::new(name), Buffer::Owned(bytes), None, false)
 }
 
-fn read(path: &Path, buffer: Buffer, files_allowed: bool) -> Result<SourceModel, ImportError> {
-    let format = detect(path, buffer.as_slice())?;
+/// As [`from_bytes`], read as `format` without detecting it (the fuzz
+/// targets use it, so mutated inputs reach the importer they aim at).
+pub fn from_bytes_as(
+    bytes: Vec<u8>,
+    name: &str,
+    format: Format,
+) -> Result<SourceModel, ImportError> {
+    read(Path::new(name), Buffer::Owned(bytes), Some(format), false)
+}
+
+fn read(
+    path: &Path,
+    buffer: Buffer,
+    format: Option<Format>,
+    files_allowed: bool,
+) -> Result<SourceModel, ImportError> {
+    let format = match format {
+        Some(f) => f,
+        None => detect(path, buffer.as_slice())?,
+    };
     let mut model = SourceModel {
         path: path.to_path_buf(),
         format,

@@ -38,7 +38,8 @@ fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let text = std::str::from_utf8(text).map_err(|_| "the .npy header is not text")?;
     let descr = dict_value(text, "descr").ok_or("the .npy header has no 'descr'")?;
     let descr = quoted(descr).ok_or("the .npy 'descr' is not a quoted string")?;
-    let (order, code) = descr.split_at(1.min(descr.len()));
+    // Not `split_at(1)`: the first character may be more than one byte.
+    let (order, code) = descr.split_at_checked(1).unwrap_or(("", descr));
     let big_endian = order == ">";
     let dtype = match code {
         "f4" => RawDtype::F32,
