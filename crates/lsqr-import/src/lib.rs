@@ -35,7 +35,9 @@
 //!   byte plus 1M; the walk over its result spends what is left. A small
 //!   pickle cannot make quadratic work (REDUCE applied many times to one
 //!   shared big tuple, `set(...)` of a shared list, a walk over a shared
-//!   object): it is refused, naming the opcode and its byte offset.
+//!   object): it is refused, naming the opcode and its byte offset. (A
+//!   deflated `data.pkl` is budgeted by its inflated bytes, which the
+//!   output bound below caps at 64 × the file's size on disk + 4 MiB.)
 //!   Nesting depth is bounded, so deep input is an error, not a stack
 //!   overflow.
 //! - **Output is bounded by the input's size.** The elements all tensors
