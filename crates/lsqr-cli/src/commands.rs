@@ -10,7 +10,6 @@ use lsqr::codec::{CodecKind, ScaleDtype, Scaling};
 use lsqr::format::{LsqFile, LsqFileWriter, RawDtype, Storage, TensorView, Value};
 use serde::Serialize;
 
-use crate::import;
 use crate::pipeline::{self, Settings, Totals};
 use crate::table;
 
@@ -80,7 +79,7 @@ pub fn quantize(
     // The output's folder is checked (by creating the temporary file)
     // before any work is done.
     let mut file = LsqFileWriter::create(output).map_err(|e| e.to_string())?;
-    let model = import::open(input).map_err(|e| e.to_string())?;
+    let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
     let writer = file.writer();
     let source_bytes: u64 = model.tensors.iter().map(|t| t.byte_len() as u64).sum();
     let source_name = input.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
@@ -188,7 +187,7 @@ fn json_value(v: &Value) -> serde_json::Value {
 /// Opens a `.lsq` file after checking that it is a regular file (a FIFO
 /// would block, a device would be read).
 fn open_lsq(path: &Path) -> Result<LsqFile<'static>, String> {
-    import::open_regular(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    lsqr_import::open_regular(path).map_err(|e| format!("{}: {e}", path.display()))?;
     LsqFile::open(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -316,7 +315,7 @@ pub fn eval(
     if let Some(svg) = plot {
         check_output(input, svg)?;
     }
-    let model = import::open(input).map_err(|e| e.to_string())?;
+    let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
     let settings = Settings {
         bits: 4,
         codec: pipeline::CodecChoice::Fixed(CodecKind::Log),

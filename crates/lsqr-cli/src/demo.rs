@@ -7,9 +7,9 @@ use lsqr::codec::{CodecKind, ScaleDtype, Scaling};
 use lsqr::format::{LsqWriter, RawDtype};
 use lsqr::synthetic::{weights, Distribution};
 
-use crate::import::{Buffer, SourceFormat, SourceModel, SourceTensor, TensorBytes};
 use crate::pipeline::{self, CodecChoice, Settings, Totals};
 use crate::table;
+use lsqr_import::{Buffer, Format, SourceModel, SourceTensor, TensorBytes};
 
 /// A 784-512-256-10 MLP with Laplacian and Gaussian weights, std 0.02-0.05
 /// (the spread of trained layers), and small biases.
@@ -37,7 +37,7 @@ pub fn synthetic_model() -> SourceModel {
     }
     SourceModel {
         path: PathBuf::from("<built-in demo MLP>"),
-        format: SourceFormat::Safetensors,
+        format: Format::Safetensors,
         buffers,
         tensors,
     }

@@ -1,26 +1,22 @@
 //! The `lsqr` command: quantize real models into `.lsq`, inspect, evaluate,
 //! export and verify them.
 //!
-//! Modules follow the data: `import` reads the formats models come in into
-//! one shape (memory-mapped, nothing copied until used), `pipeline` decides
-//! what to quantize and runs it on both cores, `commands` are the
-//! subcommands, `table` and `plot` the output. Dependencies, each for one
-//! job: clap (arguments), safetensors (reading and exporting .safetensors),
-//! memmap2 (mapping inputs), zip (.npz and PyTorch archives), serde and
-//! serde_json (`--json`), indicatif (progress on a terminal), plotters
-//! (`eval --plot`), rayon (both cores), half (f16/bf16 inputs), bytemuck
-//! (reading aligned f32 weights in place).
+//! Reading the input formats is the `lsqr-import` library's job (memory-
+//! mapped, nothing executed, nothing copied until used). Modules here:
+//! `pipeline` decides what to quantize and runs it on both cores,
+//! `commands` are the subcommands, `table` and `plot` the output.
+//! Dependencies, each for one job: clap (arguments), safetensors (exporting
+//! .safetensors), serde and serde_json (`--json`), indicatif (progress on a
+//! terminal), plotters (`eval --plot`), rayon (both cores), half (f16 scale
+//! limits).
 
 mod commands;
 mod demo;
-mod import;
 mod pattern;
 mod pipeline;
 mod plot;
 mod signals;
 mod table;
-#[cfg(test)]
-mod testutil;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -11,8 +11,8 @@ use lsqr::format::LsqWriter;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::import::{ImportError, SourceModel, SourceTensor};
 use crate::pattern::Pattern;
+use lsqr_import::{ImportError, SourceModel, SourceTensor};
 
 /// The codec for a tensor: one family, or the best of all at that width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -447,8 +447,8 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::{SourceFormat, TensorBytes};
     use lsqr::format::RawDtype;
+    use lsqr_import::{Format, TensorBytes};
     use proptest::prelude::*;
 
     /// What `lsqr quantize` uses when no option is given.
@@ -467,7 +467,7 @@ mod tests {
     fn model_of(values: &[f32], shape: &[usize]) -> SourceModel {
         SourceModel {
             path: "test.safetensors".into(),
-            format: SourceFormat::Safetensors,
+            format: Format::Safetensors,
             buffers: Vec::new(),
             tensors: vec![SourceTensor {
                 name: "w".into(),

@@ -53,7 +53,10 @@ pub(super) fn looks_like(bytes: &[u8]) -> bool {
 }
 
 /// Imports every weight of an ONNX model.
-pub(super) fn import(model: &mut SourceModel) -> Result<(), ImportError> {
+/// Reads the ONNX model in `model.buffers[0]`. External data files are
+/// mapped from beside `model.path` when `files` is true; otherwise (an
+/// in-memory model) they are an error.
+pub(super) fn import(model: &mut SourceModel, files_allowed: bool) -> Result<(), ImportError> {
     let pending = {
         let bytes = match model.buffers.first() {
             Some(b) => b.as_slice(),
@@ -63,11 +66,7 @@ pub(super) fn import(model: &mut SourceModel) -> Result<(), ImportError> {
         collector.model(Message::new(bytes, 0))?;
         collector.tensors
     };
-    let dir = model.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    // Canonical, so that a symlink inside the folder cannot lead out of it.
-    let dir = dir.canonicalize().map_err(|e| {
-        ImportError::new(&model.path, format!("cannot resolve the model's folder: {e}"))
-    })?;
+    let mut dir: Option<PathBuf> = None;
     let mut files: HashMap<PathBuf, usize> = HashMap::new();
     for p in pending {
         let bytes = match p.data {
@@ -75,8 +74,33 @@ pub(super) fn import(model: &mut SourceModel) -> Result<(), ImportError> {
             Data::External(ext) => {
                 let path = &model.path;
                 let err = |msg: String| ImportError::tensor(path, &p.name, msg);
+                if !files_allowed {
+                    return Err(err(format!(
+                        "external data '{}': an in-memory model cannot refer to other files",
+                        ext.location
+                    )));
+                }
                 let rel = safe_relative(&ext.location).map_err(&err)?;
-                let file = resolve_inside(&dir, rel, &ext.location).map_err(&err)?;
+                let dir = match &dir {
+                    Some(d) => d,
+                    None => {
+                        let d = model
+                            .path
+                            .parent()
+                            .filter(|d| !d.as_os_str().is_empty())
+                            .unwrap_or(Path::new("."));
+                        // Canonical, so that a symlink inside the folder
+                        // cannot lead out of it.
+                        let d = d.canonicalize().map_err(|e| {
+                            ImportError::new(
+                                &model.path,
+                                format!("cannot resolve the model's folder: {e}"),
+                            )
+                        })?;
+                        dir.insert(d)
+                    }
+                };
+                let file = resolve_inside(dir, rel, &ext.location).map_err(&err)?;
                 let buffer = match files.get(&file) {
                     Some(&k) => k,
                     None => {
@@ -565,7 +589,7 @@ fn push_int(out: &mut Vec<u8>, dtype: RawDtype, x: u64) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::SourceFormat;
+    use crate::Format;
 
     /// A tiny protobuf encoder for building ModelProtos by hand.
     #[derive(Default, Clone)]
@@ -640,11 +664,11 @@ mod tests {
     fn import_bytes(bytes: Vec<u8>) -> Result<SourceModel, ImportError> {
         let mut m = SourceModel {
             path: PathBuf::from("test.onnx"),
-            format: SourceFormat::Onnx,
+            format: Format::Onnx,
             buffers: vec![Buffer::Owned(bytes)],
             tensors: Vec::new(),
         };
-        import(&mut m)?;
+        import(&mut m, false)?;
         Ok(m)
     }
 
@@ -842,8 +866,8 @@ mod tests {
         let tb = ext(tensor("b", 2, &[4]), &[("location", "sub/weights.bin"), ("offset", "28")]);
         let path = dir.join("model.onnx");
         std::fs::write(&path, model(Enc::default().msg(5, ta).msg(5, tb))).unwrap();
-        let m = crate::import::open(&path).unwrap();
-        assert_eq!(m.format, SourceFormat::Onnx);
+        let m = crate::open(&path).unwrap();
+        assert_eq!(m.format, Format::Onnx);
         assert_eq!(m.buffers.len(), 2, "the data file is mapped once");
         assert_eq!(m.tensors[0].bytes, TensorBytes::Contiguous { buffer: 1, offset: 16 });
         assert_eq!(m.to_f32(&m.tensors[0]).unwrap().into_owned(), [1.0, 2.0, 3.0]);
@@ -851,7 +875,7 @@ mod tests {
 
         let fails = |t: Enc, needle: &str| {
             std::fs::write(&path, model(Enc::default().msg(5, t))).unwrap();
-            let e = crate::import::open(&path).unwrap_err();
+            let e = crate::open(&path).unwrap_err();
             assert_eq!(e.tensor.as_deref(), Some("t"), "{e}");
             assert!(e.message.contains(needle), "{e} should say {needle}");
         };
@@ -869,7 +893,7 @@ mod tests {
         std::fs::write(&path, model(Enc::default().msg(5, ext(t(), &[("location", "x")]))))
             .unwrap();
         assert_eq!(
-            crate::import::open(&path).unwrap().tensors[0].bytes,
+            crate::open(&path).unwrap().tensors[0].bytes,
             TensorBytes::Contiguous { buffer: 1, offset: 0 }
         );
         std::fs::remove_dir_all(&dir).unwrap();
@@ -908,7 +932,7 @@ mod tests {
         };
         let fails = |location: &str, needle: &str| {
             std::fs::write(&path, ext(location)).unwrap();
-            let e = crate::import::open(&path).unwrap_err();
+            let e = crate::open(&path).unwrap_err();
             assert_eq!(e.tensor.as_deref(), Some("t"), "{e}");
             assert!(e.message.contains(location), "{e} should name {location}");
             assert!(e.message.contains(needle), "{e} should say {needle}");
@@ -924,7 +948,7 @@ mod tests {
         // Symlinks that stay inside are fine.
         for location in ["inside_link", "self_link/inside.bin"] {
             std::fs::write(&path, ext(location)).unwrap();
-            let m = crate::import::open(&path).unwrap();
+            let m = crate::open(&path).unwrap();
             assert_eq!(m.bytes(&m.tensors[0]).unwrap().into_owned(), [2u8; 4], "{location}");
         }
         std::fs::remove_dir_all(&root).unwrap();
@@ -1031,8 +1055,8 @@ mod tests {
     #[test]
     fn magika() {
         let path = crate::testutil::model("magika/model.onnx");
-        let m = crate::import::open(&path).unwrap();
-        assert_eq!(m.format, SourceFormat::Onnx);
+        let m = crate::open(&path).unwrap();
+        assert_eq!(m.format, Format::Onnx);
         assert_eq!(m.buffers.len(), 1);
         // Expected figures from onnx 1.23.2 + numpy_helper, not from this code.
         assert_eq!(m.tensors.len(), 36);

@@ -23,13 +23,12 @@
 //! Values that are not tensors are ignored.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 
 use lsqr::format::RawDtype;
 
 use super::pickle::{self, Global, Id, Options, Pickle, Value};
-use super::{Buffer, ImportError, SourceFormat, SourceModel, SourceTensor, TensorBytes};
+use super::{Buffer, Format, ImportError, SourceModel, SourceTensor, TensorBytes};
 
 /// `0x1950a86a20f9469cfc6c`, little-endian, as `LONG1` writes it.
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -195,9 +194,31 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// What is left of a pickle's work budget (see `pickle::WORK_PER_BYTE`),
+/// spent walking its result: a shared object reached through many paths,
+/// or a long name joined again at every level, costs in proportion.
+struct Work(u64);
+
+impl Work {
+    fn charge(&mut self, n: usize, what: &str) -> Result<(), String> {
+        match self.0.checked_sub(n as u64) {
+            Some(left) => {
+                self.0 = left;
+                Ok(())
+            }
+            None => Err(format!(
+                "{what} exceeds the pickle's work budget ({} units per pickle byte); \
+                 a crafted pickle shares objects or names too often",
+                pickle::WORK_PER_BYTE
+            )),
+        }
+    }
+}
+
 /// Finds every tensor record under `id`, with its dotted path.
 struct Finder<'a> {
     p: &'a Pickle,
+    work: Work,
     visits: usize,
     found: Vec<(String, Id)>,
     /// Bytes of all names found so far (see [`MAX_NAME_BYTES`]).
@@ -213,6 +234,7 @@ const MAX_NAME_BYTES: usize = 64 << 20;
 impl Finder<'_> {
     fn walk(&mut self, id: Id, name: &str, depth: usize) -> Result<(), String> {
         self.visits += 1;
+        self.work.charge(1 + name.len(), "searching for tensors")?;
         if depth > MAX_DEPTH {
             return Err(format!("objects nested more than {MAX_DEPTH} deep (at '{name}')"));
         }
@@ -277,7 +299,13 @@ fn model_root(p: &Pickle) -> Id {
 /// Where storages come from.
 enum Storages {
     /// Zip entries by name, and those already resolved.
-    Zip { entries: HashMap<String, Entry>, prefix: String, cache: HashMap<String, Storage> },
+    Zip {
+        entries: HashMap<String, Entry>,
+        prefix: String,
+        cache: HashMap<String, Storage>,
+        /// Bytes compressed entries may still inflate to.
+        inflate_left: u64,
+    },
     /// Legacy: every storage, located up front.
     Legacy(HashMap<String, Storage>),
 }
@@ -306,7 +334,7 @@ impl Storages {
                     format!("storage '{key}' is not in the file"),
                 )
             }),
-            Storages::Zip { entries, prefix, cache } => {
+            Storages::Zip { entries, prefix, cache, inflate_left } => {
                 if let Some(s) = cache.get(key) {
                     return Ok(*s);
                 }
@@ -332,7 +360,8 @@ impl Storages {
                     }
                     Storage { buffer: 0, start: entry.data_start, len: entry.size }
                 } else {
-                    let bytes = read_entry(model, entry, &name)?;
+                    let bytes = read_entry(model, entry, &name, inflate_left)
+                        .map_err(|e| ImportError::tensor(&model.path, tensor, e.message))?;
                     let len = bytes.len();
                     model.buffers.push(Buffer::Owned(bytes));
                     Storage { buffer: model.buffers.len() - 1, start: 0, len }
@@ -348,8 +377,14 @@ fn zip_error(path: &Path, e: zip::result::ZipError) -> ImportError {
     ImportError::new(path, format!("bad zip archive: {e}"))
 }
 
-/// A zip entry's (uncompressed) bytes.
-fn read_entry(model: &SourceModel, entry: Entry, name: &str) -> Result<Vec<u8>, ImportError> {
+/// A zip entry's (uncompressed) bytes, spent from `left`, the input's
+/// amplification bound (see `crate::AMPLIFICATION`).
+fn read_entry(
+    model: &SourceModel,
+    entry: Entry,
+    name: &str,
+    left: &mut u64,
+) -> Result<Vec<u8>, ImportError> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(model.buffers[0].as_slice()))
         .map_err(|e| zip_error(&model.path, e))?;
     let file = archive.by_index(entry.index).map_err(|e| zip_error(&model.path, e))?;
@@ -362,14 +397,7 @@ fn read_entry(model: &SourceModel, entry: Entry, name: &str) -> Result<Vec<u8>, 
             file.compressed_size()
         )));
     }
-    let mut bytes = Vec::with_capacity(entry.size.min(1 << 30));
-    file.take(declared + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 != declared {
-        return Err(bad(format!("inflates to {} bytes, not the declared {declared}", bytes.len())));
-    }
-    Ok(bytes)
+    crate::inflate(file, declared, left).map_err(bad)
 }
 
 /// Where a tensor's bytes are, checking that every element lies inside its
@@ -453,14 +481,21 @@ fn add_tensors(
     p: &Pickle,
     storages: &mut Storages,
 ) -> Result<(), ImportError> {
-    let mut finder = Finder { p, visits: 0, found: Vec::new(), name_bytes: 0 };
+    let mut finder =
+        Finder { p, work: Work(p.work_left()), visits: 0, found: Vec::new(), name_bytes: 0 };
     finder.walk(model_root(p), "", 0).map_err(|e| ImportError::new(&model.path, e))?;
+    let mut work = finder.work;
     let stem = model.path.file_stem().map_or("tensor".into(), |s| s.to_string_lossy().into_owned());
     for (name, id) in finder.found {
         let name = if name.is_empty() { stem.clone() } else { name };
         let Value::Call { func, args, .. } = p.get(id) else { continue };
         let spec = tensor_spec(p, func, *args, 0)
             .map_err(|e| ImportError::tensor(&model.path, &name, e))?;
+        work.charge(
+            spec.shape.len() + spec.strides.len() + spec.storage.key.len() + 8,
+            "reading tensor records",
+        )
+        .map_err(|e| ImportError::tensor(&model.path, &name, e))?;
         let storage = storages.get(model, &spec.storage.key, &name)?;
         let bytes = place(model, &name, &spec, storage)?;
         model.tensors.push(SourceTensor {
@@ -502,8 +537,9 @@ pub(super) fn import_zip(model: &mut SourceModel) -> Result<(), ImportError> {
         .cloned()
         .ok_or_else(|| ImportError::new(&path, "no data.pkl in the archive"))?;
     let prefix = pkl[..pkl.len() - "data.pkl".len()].to_string();
+    let mut inflate_left = crate::amplification_limit(model.buffers[0].as_slice().len());
     if let Some(&entry) = entries.get(&format!("{prefix}byteorder")) {
-        let order = read_entry(model, entry, "byteorder")?;
+        let order = read_entry(model, entry, "byteorder", &mut inflate_left)?;
         match String::from_utf8_lossy(&order).trim() {
             "little" => {}
             "big" => {
@@ -512,11 +548,11 @@ pub(super) fn import_zip(model: &mut SourceModel) -> Result<(), ImportError> {
             other => return Err(ImportError::new(&path, format!("unknown byte order '{other}'"))),
         }
     }
-    let pickled = read_entry(model, entries[&pkl], &pkl)?;
-    let options = Options { torchscript: model.format == SourceFormat::TorchScript };
+    let pickled = read_entry(model, entries[&pkl], &pkl, &mut inflate_left)?;
+    let options = Options { torchscript: model.format == Format::TorchScript };
     let (p, _) = pickle::load(&pickled, 0, options)
         .map_err(|e| ImportError::new(&path, format!("{pkl}: {e}")))?;
-    let mut storages = Storages::Zip { entries, prefix, cache: HashMap::new() };
+    let mut storages = Storages::Zip { entries, prefix, cache: HashMap::new(), inflate_left };
     add_tensors(model, &p, &mut storages)
 }
 
@@ -552,9 +588,12 @@ pub(super) fn import_legacy(model: &mut SourceModel) -> Result<(), ImportError> 
     let (keys, mut at) = load(at, "storage key list")?;
     // Each storage's element type, from the references to it.
     let mut dtypes = HashMap::new();
+    let mut work = Work(main.work_left());
     for v in main.values() {
         if let Value::PersId(pid) = v {
             let r = storage_ref(&main, *pid).map_err(|e| ImportError::new(&path, e))?;
+            work.charge(r.key.len() + 8, "reading storage references")
+                .map_err(|e| ImportError::new(&path, e))?;
             dtypes.insert(r.key, r.dtype);
         }
     }
@@ -633,7 +672,7 @@ mod tests {
     #[test]
     fn nested_checkpoint() {
         let m = open(&fixture("nested.pt")).unwrap();
-        assert_eq!(m.format, SourceFormat::TorchZip);
+        assert_eq!(m.format, Format::TorchZip);
         // The `state_dict` prefix is dropped; optimizer state is ignored.
         assert_eq!(
             summary(&m),
@@ -680,7 +719,7 @@ mod tests {
     #[test]
     fn legacy_fixture() {
         let m = open(&fixture("legacy.pt")).unwrap();
-        assert_eq!(m.format, SourceFormat::TorchLegacy);
+        assert_eq!(m.format, Format::TorchLegacy);
         assert_eq!(
             summary(&m),
             [
@@ -705,7 +744,7 @@ mod tests {
     #[test]
     fn torchscript_fixture() {
         let m = open(&fixture("script.pt")).unwrap();
-        assert_eq!(m.format, SourceFormat::TorchScript);
+        assert_eq!(m.format, Format::TorchScript);
         assert_eq!(
             summary(&m),
             [
@@ -771,7 +810,7 @@ mod tests {
     #[test]
     fn facenet_state_dicts() {
         let pnet = open(&testutil::model("facenet/pnet.pt")).unwrap();
-        assert_eq!(pnet.format, SourceFormat::TorchLegacy);
+        assert_eq!(pnet.format, Format::TorchLegacy);
         let f = RawDtype::F32;
         let want: Vec<(String, RawDtype, Vec<usize>)> = [
             ("conv1.weight", vec![10, 3, 3, 3]),
@@ -837,7 +876,7 @@ mod tests {
     #[test]
     fn silero_torchscript_matches_safetensors() {
         let jit = open(&testutil::model("silero/silero_vad.jit")).unwrap();
-        assert_eq!(jit.format, SourceFormat::TorchScript);
+        assert_eq!(jit.format, Format::TorchScript);
         assert_eq!(jit.tensors.len(), 32);
         // Two empty state buffers, then the 16 kHz and the 8 kHz models.
         assert_eq!((jit.tensors[0].name.as_str(), &jit.tensors[0].shape), ("_state", &vec![0]));

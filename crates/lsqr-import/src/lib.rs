@@ -1,15 +1,66 @@
-//! Importers: the formats models actually come in, read into one shape.
+//! Importers: the formats models actually come in, read into one shape
+//! without executing anything they contain.
 //!
-//! Every importer memory-maps its input and records, per tensor, where its
-//! bytes are; nothing is copied until a tensor is asked for, so peak memory
-//! follows the largest tensor, not the model. Formats are detected from
-//! content, not from the file name.
+//! [`open`] takes a path, [`from_bytes`] a byte slice (for fuzzing and for
+//! callers that already hold the file); both detect the format from the
+//! content, never from the file name, and return a [`SourceModel`]: a list
+//! of [`SourceTensor`]s (name, dtype, shape, where the bytes are) over the
+//! backing buffers.
+//!
+//! # Formats
+//!
+//! | [`Format`] | What is read |
+//! |---|---|
+//! | safetensors | the JSON header (via the `safetensors` crate); data stays in the map |
+//! | npy, npz | the header dict; npz entries stored or deflated |
+//! | PyTorch zip (`torch.save`, torch >= 1.6) | `data.pkl` through a restricted unpickler; storages are zip entries |
+//! | PyTorch legacy (before 1.6) | the pickle stream and the storages that follow it |
+//! | TorchScript (`torch.jit.save`) | `data.pkl` and constants; the `code/` is never run |
+//! | ONNX | initializers, `Constant` nodes and subgraphs, external data beside the file |
+//!
+//! # What is refused, and why
+//!
+//! Inputs are untrusted: a model downloaded from anywhere must not be able
+//! to run code, read files it should not, hang the process or exhaust its
+//! memory. So:
+//!
+//! - **Nothing is executed.** Pickles are read by a restricted unpickler
+//!   that knows only the handful of globals a checkpoint needs (tensor
+//!   rebuilds, storage types, `OrderedDict`, …) and builds *values*, never
+//!   calls anything; any other global is an error naming it. TorchScript
+//!   code is ignored.
+//! - **Work is bounded by the input's size.** The unpickler charges every
+//!   opcode one unit, and every element or byte it copies or visits beyond
+//!   what it read one or more, against a budget of 16 units per pickle
+//!   byte plus 1M; the walk over its result spends what is left. A small
+//!   pickle cannot make quadratic work (REDUCE applied many times to one
+//!   shared big tuple, `set(...)` of a shared list, a walk over a shared
+//!   object): it is refused, naming the opcode and its byte offset. (A
+//!   deflated `data.pkl` is budgeted by its inflated bytes, which the
+//!   output bound below caps at 64 × the file's size on disk + 4 MiB.)
+//!   Nesting depth is bounded, so deep input is an error, not a stack
+//!   overflow.
+//! - **Output is bounded by the input's size.** The elements all tensors
+//!   may make together are at most [`AMPLIFICATION`] × the file's size on
+//!   disk (compressed bytes) plus [`AMPLIFICATION_SLACK`]: stride-0 views or
+//!   deflate bombs that would turn kilobytes into gigabytes are refused,
+//!   naming the tensor. Buffers sized from the input are reserved with
+//!   `try_reserve`, so an allocation failure is an error, not an abort.
+//! - **Bounds are checked.** Every offset, length, shape and stride is
+//!   checked against the buffer it points into, with checked arithmetic;
+//!   ONNX external data must stay in the model's folder and be regular
+//!   files; FIFOs and devices are refused before they are opened.
+//! - **Memory-mapped inputs.** Files are mapped, not read: a tensor's
+//!   bytes are touched only when asked for, so peak memory follows the
+//!   largest tensor, not the model.
 
 mod npy;
 mod onnx;
 mod pickle;
 mod protobuf;
 mod safetensors;
+#[cfg(test)]
+mod testutil;
 mod torch;
 
 use std::borrow::Cow;
@@ -18,9 +69,60 @@ use std::path::{Path, PathBuf};
 
 use lsqr::format::RawDtype;
 
+/// How many elements all the tensors of a file may hold together, per byte
+/// of the file on disk (compressed bytes, not inflated ones; ONNX external
+/// data files count as on disk). Real models are about 1:1 (one element per
+/// 1 to 4 bytes); stride-0 views and deflate bombs are what exceed it. The
+/// same bound caps the bytes zip entries may inflate to.
+pub const AMPLIFICATION: u64 = 64;
+/// Elements (and inflated bytes) every file may make beyond
+/// [`AMPLIFICATION`] × its size, so tiny test files are not refused.
+pub const AMPLIFICATION_SLACK: u64 = 1 << 22;
+
+/// Elements, or inflated bytes, a file of `on_disk` bytes may make.
+pub(crate) fn amplification_limit(on_disk: usize) -> u64 {
+    (on_disk as u64).saturating_mul(AMPLIFICATION).saturating_add(AMPLIFICATION_SLACK)
+}
+
+/// Reads a zip entry's `declared` inflated bytes from `reader`, spending
+/// them from `left` (the input's amplification bound, see
+/// [`AMPLIFICATION`]); the buffer is reserved with `try_reserve_exact`, so
+/// an allocation failure is an error, not an abort.
+pub(crate) fn inflate(
+    mut reader: impl std::io::Read,
+    declared: u64,
+    left: &mut u64,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    if declared > *left {
+        return Err(format!(
+            "inflates to {declared} bytes, more than the {left} bytes left of the input's bound \
+             ({AMPLIFICATION} × its size on disk + {AMPLIFICATION_SLACK}): refusing a zip bomb"
+        ));
+    }
+    *left -= declared;
+    let n = usize::try_from(declared).map_err(|_| format!("{declared} bytes is too large"))?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(n).map_err(|_| format!("cannot allocate {n} bytes"))?;
+    (&mut reader)
+        .take(declared)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot inflate: {e}"))?;
+    let mut extra = [0u8; 1];
+    let more = reader.read(&mut extra).map_err(|e| format!("cannot inflate: {e}"))?;
+    if bytes.len() as u64 != declared || more != 0 {
+        return Err(format!(
+            "inflates to {}{} bytes, not the declared {declared}",
+            bytes.len(),
+            if more != 0 { " or more" } else { "" }
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The formats an input can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceFormat {
+pub enum Format {
     /// `.safetensors`.
     Safetensors,
     /// NumPy `.npy` (one array).
@@ -37,7 +139,7 @@ pub enum SourceFormat {
     Onnx,
 }
 
-impl SourceFormat {
+impl Format {
     /// Name for messages and reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -187,7 +289,7 @@ pub struct SourceModel {
     /// The input's path.
     pub path: PathBuf,
     /// What it was detected as.
-    pub format: SourceFormat,
+    pub format: Format,
     /// Backing buffers (the input, and e.g. ONNX external data files).
     pub buffers: Vec<Buffer>,
     /// Every tensor, in the source's order.
@@ -222,9 +324,11 @@ impl SourceModel {
             }
             TensorBytes::Strided { buffer, offset, strides } => {
                 let buf = self.buffers.get(*buffer).ok_or_else(out_of_bounds)?.as_slice();
-                gather_strided(buf, *offset, &t.shape, strides, t.dtype.size())
-                    .map(Cow::Owned)
-                    .ok_or_else(out_of_bounds)
+                match gather_strided(buf, *offset, &t.shape, strides, t.dtype.size()) {
+                    Some(Ok(v)) => Ok(Cow::Owned(v)),
+                    Some(Err(e)) => Err(self.error(&t.name, &e)),
+                    None => Err(out_of_bounds()),
+                }
             }
         }
     }
@@ -299,20 +403,20 @@ impl SourceModel {
 }
 
 /// Gathers a strided view into contiguous bytes; `None` if any element lies
-/// outside `buf`.
+/// outside `buf`, an error if the bytes cannot be allocated.
 fn gather_strided(
     buf: &[u8],
     offset: usize,
     shape: &[usize],
     strides: &[usize],
     size: usize,
-) -> Option<Vec<u8>> {
+) -> Option<Result<Vec<u8>, String>> {
     if strides.len() != shape.len() {
         return None;
     }
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
     if count == 0 {
-        return Some(Vec::new());
+        return Some(Ok(Vec::new()));
     }
     // The last element's offset bounds all others (strides are >= 0).
     let last = shape
@@ -323,7 +427,11 @@ fn gather_strided(
     if end > buf.len() {
         return None;
     }
-    let mut out = Vec::with_capacity(count.checked_mul(size)?);
+    let len = count.checked_mul(size)?;
+    let mut out = Vec::new();
+    if out.try_reserve_exact(len).is_err() {
+        return Some(Err(format!("cannot allocate {len} bytes for the view")));
+    }
     let mut index = vec![0usize; shape.len()];
     for _ in 0..count {
         let element: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
@@ -337,7 +445,7 @@ fn gather_strided(
             index[k] = 0;
         }
     }
-    Some(out)
+    Some(Ok(out))
 }
 
 /// Why an input could not be read: names the file and, where there is one,
@@ -377,21 +485,21 @@ impl fmt::Display for ImportError {
 impl std::error::Error for ImportError {}
 
 /// What the first bytes say the file is.
-fn detect(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
+fn detect(path: &Path, bytes: &[u8]) -> Result<Format, ImportError> {
     if bytes.starts_with(b"\x93NUMPY") {
-        return Ok(SourceFormat::Npy);
+        return Ok(Format::Npy);
     }
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return zip_kind(path, bytes);
     }
     if safetensors::looks_like(bytes) {
-        return Ok(SourceFormat::Safetensors);
+        return Ok(Format::Safetensors);
     }
     if torch::looks_like_legacy(bytes) {
-        return Ok(SourceFormat::TorchLegacy);
+        return Ok(Format::TorchLegacy);
     }
     if onnx::looks_like(bytes) {
-        return Ok(SourceFormat::Onnx);
+        return Ok(Format::Onnx);
     }
     Err(ImportError::new(
         path,
@@ -401,17 +509,17 @@ fn detect(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
 
 /// A zip is an .npz, a PyTorch checkpoint or a TorchScript archive, by its
 /// entries.
-fn zip_kind(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
+fn zip_kind(path: &Path, bytes: &[u8]) -> Result<Format, ImportError> {
     let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| ImportError::new(path, format!("not a readable zip: {e}")))?;
     let names: Vec<&str> = archive.file_names().collect();
     let has = |suffix: &str| names.iter().any(|n| n.ends_with(suffix));
     if names.iter().any(|n| n.contains("/code/") || n.starts_with("code/")) && has("data.pkl") {
-        Ok(SourceFormat::TorchScript)
+        Ok(Format::TorchScript)
     } else if has("data.pkl") {
-        Ok(SourceFormat::TorchZip)
+        Ok(Format::TorchZip)
     } else if !names.is_empty() && names.iter().all(|n| n.ends_with(".npy")) {
-        Ok(SourceFormat::Npz)
+        Ok(Format::Npz)
     } else {
         Err(ImportError::new(
             path,
@@ -420,10 +528,41 @@ fn zip_kind(path: &Path, bytes: &[u8]) -> Result<SourceFormat, ImportError> {
     }
 }
 
-/// Opens any supported input.
+/// Opens any supported input: memory-maps `path`, detects its format from
+/// its content and lists its tensors. ONNX external data is read from
+/// beside it.
 pub fn open(path: &Path) -> Result<SourceModel, ImportError> {
     let buffer = Buffer::map(path)?;
-    let format = detect(path, buffer.as_slice())?;
+    read(path, buffer, None, true)
+}
+
+/// Reads a model held in memory, as [`open`] reads a file; `name` stands
+/// for the path in messages. Nothing outside `bytes` is touched: ONNX
+/// external data is refused.
+pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<SourceModel, ImportError> {
+    read(Path::new(name), Buffer::Owned(bytes), None, false)
+}
+
+/// As [`from_bytes`], read as `format` without detecting it (the fuzz
+/// targets use it, so mutated inputs reach the importer they aim at).
+pub fn from_bytes_as(
+    bytes: Vec<u8>,
+    name: &str,
+    format: Format,
+) -> Result<SourceModel, ImportError> {
+    read(Path::new(name), Buffer::Owned(bytes), Some(format), false)
+}
+
+fn read(
+    path: &Path,
+    buffer: Buffer,
+    format: Option<Format>,
+    files_allowed: bool,
+) -> Result<SourceModel, ImportError> {
+    let format = match format {
+        Some(f) => f,
+        None => detect(path, buffer.as_slice())?,
+    };
     let mut model = SourceModel {
         path: path.to_path_buf(),
         format,
@@ -431,12 +570,12 @@ pub fn open(path: &Path) -> Result<SourceModel, ImportError> {
         tensors: Vec::new(),
     };
     match format {
-        SourceFormat::Safetensors => safetensors::import(&mut model)?,
-        SourceFormat::Npy => npy::import_npy(&mut model)?,
-        SourceFormat::Npz => npy::import_npz(&mut model)?,
-        SourceFormat::TorchZip | SourceFormat::TorchScript => torch::import_zip(&mut model)?,
-        SourceFormat::TorchLegacy => torch::import_legacy(&mut model)?,
-        SourceFormat::Onnx => onnx::import(&mut model)?,
+        Format::Safetensors => safetensors::import(&mut model)?,
+        Format::Npy => npy::import_npy(&mut model)?,
+        Format::Npz => npy::import_npz(&mut model)?,
+        Format::TorchZip | Format::TorchScript => torch::import_zip(&mut model)?,
+        Format::TorchLegacy => torch::import_legacy(&mut model)?,
+        Format::Onnx => onnx::import(&mut model, files_allowed)?,
     }
     if model.tensors.is_empty() {
         return Err(ImportError::new(
@@ -446,6 +585,7 @@ pub fn open(path: &Path) -> Result<SourceModel, ImportError> {
     }
     check_names(&model)?;
     check_unique_names(&model)?;
+    check_amplification(&model)?;
     Ok(model)
 }
 
@@ -466,6 +606,38 @@ fn check_names(model: &SourceModel) -> Result<(), ImportError> {
     }
 }
 
+/// The elements all tensors hold together stay within [`AMPLIFICATION`] ×
+/// the input's size on disk (+ [`AMPLIFICATION_SLACK`]); the tensor that
+/// crosses the bound is named.
+fn check_amplification(model: &SourceModel) -> Result<(), ImportError> {
+    // The input itself (mapped, or the caller's bytes) and mapped external
+    // data files; inflated entries are not on disk.
+    let on_disk: usize = model
+        .buffers
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| *i == 0 || matches!(b, Buffer::Mapped(_)))
+        .map(|(_, b)| b.as_slice().len())
+        .sum();
+    let limit = amplification_limit(on_disk);
+    let mut total = 0u64;
+    for t in &model.tensors {
+        total = total.saturating_add(t.element_count() as u64);
+        if total > limit {
+            return Err(ImportError::tensor(
+                &model.path,
+                &t.name,
+                format!(
+                    "the tensors up to this one hold {total} elements, more than {limit} \
+                     ({AMPLIFICATION} × the {on_disk} bytes on disk + {AMPLIFICATION_SLACK}): \
+                     refusing repeated (stride-0) views or inflated data no real model has"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_unique_names(model: &SourceModel) -> Result<(), ImportError> {
     let mut names: Vec<&str> = model.tensors.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
@@ -483,12 +655,18 @@ mod tests {
     fn strided_gather_transposes() {
         // A 2x3 view with strides (1, 2) over [0, 1, 2, 3, 4, 5] as u8.
         let buf = [0u8, 1, 2, 3, 4, 5];
-        assert_eq!(gather_strided(&buf, 0, &[2, 3], &[1, 2], 1).unwrap(), [0, 2, 4, 1, 3, 5]);
+        assert_eq!(
+            gather_strided(&buf, 0, &[2, 3], &[1, 2], 1).unwrap().unwrap(),
+            [0, 2, 4, 1, 3, 5]
+        );
         assert_eq!(
             gather_strided(&buf, 1, &[2, 3], &[1, 2], 1),
             None,
             "last element out of bounds"
         );
-        assert_eq!(gather_strided(&buf, 0, &[0, 3], &[1, 2], 1).unwrap(), Vec::<u8>::new());
+        assert_eq!(
+            gather_strided(&buf, 0, &[0, 3], &[1, 2], 1).unwrap().unwrap(),
+            Vec::<u8>::new()
+        );
     }
 }

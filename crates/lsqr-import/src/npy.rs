@@ -5,8 +5,6 @@
 //! data. An `.npz` is a zip of them; stored entries are read in place,
 //! compressed ones are inflated one at a time.
 
-use std::io::Read;
-
 use lsqr::format::RawDtype;
 
 use super::{Buffer, ImportError, SourceModel, SourceTensor, TensorBytes};
@@ -40,7 +38,8 @@ fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let text = std::str::from_utf8(text).map_err(|_| "the .npy header is not text")?;
     let descr = dict_value(text, "descr").ok_or("the .npy header has no 'descr'")?;
     let descr = quoted(descr).ok_or("the .npy 'descr' is not a quoted string")?;
-    let (order, code) = descr.split_at(1.min(descr.len()));
+    // Not `split_at(1)`: the first character may be more than one byte.
+    let (order, code) = descr.split_at_checked(1).unwrap_or(("", descr));
     let big_endian = order == ">";
     let dtype = match code {
         "f4" => RawDtype::F32,
@@ -160,6 +159,7 @@ pub(super) fn import_npz(model: &mut SourceModel) -> Result<(), ImportError> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(model.buffers[0].as_slice()))
         .map_err(zip_error)?;
     let mut found = Vec::new();
+    let mut inflate_left = crate::amplification_limit(model.buffers[0].as_slice().len());
     for i in 0..archive.len() {
         let entry = archive.by_index(i).map_err(zip_error)?;
         let name = entry.name().strip_suffix(".npy").unwrap_or(entry.name()).to_string();
@@ -177,17 +177,7 @@ pub(super) fn import_npz(model: &mut SourceModel) -> Result<(), ImportError> {
             )));
         }
         // Never more than the declared size, whatever the stream says.
-        let mut bytes = Vec::with_capacity(declared.min(1 << 30) as usize);
-        entry
-            .take(declared + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| bad(format!("cannot inflate: {e}")))?;
-        if bytes.len() as u64 != declared {
-            return Err(bad(format!(
-                "inflates to {} bytes, not the declared {declared}",
-                bytes.len()
-            )));
-        }
+        let bytes = crate::inflate(entry, declared, &mut inflate_left).map_err(bad)?;
         found.push((name, 0, bytes.len(), Some(bytes)));
     }
     drop(archive);

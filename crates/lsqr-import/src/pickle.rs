@@ -16,6 +16,16 @@
 //! objects are shared, as in Python: a dict memoized before its items are
 //! set sees them. Malformed input is an error, never a panic; the stack and
 //! memo are bounded, and the unpickler does not recurse.
+//!
+//! Work is bounded by the input's size: every opcode costs one unit, and
+//! every element or byte an opcode copies or visits beyond what it read
+//! from the input (a memoized tuple handed to `REDUCE` again and again, a
+//! shared list copied by `set(...)`, a long memoized name cloned by
+//! `STACK_GLOBAL`) costs one unit each. A pickle of `n` bytes may spend
+//! [`WORK_PER_BYTE`]` * n + `[`WORK_SLACK`] units; beyond that it is
+//! refused with an error naming the opcode and its byte offset. What is
+//! left of the budget is handed to the code that walks the result
+//! ([`Pickle::work_left`]), so the whole import stays linear.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -69,8 +79,9 @@ pub enum Value {
     Tuple(Vec<Id>),
     /// A dict (also `OrderedDict`), in insertion order.
     Dict(Vec<(Id, Id)>),
-    /// An allowed global, as a name.
-    Global(Global),
+    /// An allowed global, as a name (boxed, so every value stays small: a
+    /// pickle may make one value per input byte).
+    Global(Box<Global>),
     /// A persistent id: what the pickler put in place of an object it
     /// stores elsewhere (PyTorch: a storage).
     PersId(Id),
@@ -78,7 +89,7 @@ pub enum Value {
     /// recorded, never made; `state` is what `BUILD` would have applied.
     Call {
         /// The function or class.
-        func: Global,
+        func: Box<Global>,
         /// The argument tuple.
         args: Id,
         /// The `BUILD` state, if any.
@@ -98,6 +109,7 @@ pub struct Options {
 pub struct Pickle {
     values: Vec<Value>,
     root: Id,
+    work_left: u64,
 }
 
 impl Pickle {
@@ -109,6 +121,12 @@ impl Pickle {
     /// The value with id `id` (ids come from this pickle's values).
     pub fn get(&self, id: Id) -> &Value {
         self.values.get(id).unwrap_or(&Value::None)
+    }
+
+    /// Work units left of the budget (see [`WORK_PER_BYTE`]) for walking
+    /// the result.
+    pub fn work_left(&self) -> u64 {
+        self.work_left
     }
 
     /// Every value, in creation order.
@@ -164,6 +182,18 @@ const MAX_STACK: usize = 1 << 20;
 const MAX_MARKS: usize = 1 << 16;
 /// Most memo entries.
 const MAX_MEMO: usize = 1 << 22;
+
+/// Work units a pickle may spend per byte of input. Real checkpoints spend
+/// well under 1 (one unit per opcode, a few bytes each, plus the walk over
+/// the result); 16 leaves room for any honest pickle and keeps a crafted
+/// one linear in time, and, since a copied item costs [`COPY_COST`], its
+/// copies within 16 bytes of memory per input byte.
+pub const WORK_PER_BYTE: u64 = 16;
+/// Work units per item a constructor (`set(...)`, `OrderedDict(...)`)
+/// copies: the 8 bytes of memory the copy keeps.
+const COPY_COST: usize = 8;
+/// Work units every pickle may spend regardless of its size.
+pub const WORK_SLACK: u64 = 1 << 20;
 
 /// Storage types PyTorch pickles by name (`torch.FloatStorage`, ...).
 pub const STORAGE_TYPES: [&str; 10] = [
@@ -234,10 +264,15 @@ pub fn load(data: &[u8], start: usize, options: Options) -> Result<(Pickle, usiz
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
-        copied: 0,
+        op: 0,
+        work: 0,
+        budget: (data.len().saturating_sub(start) as u64)
+            .saturating_mul(WORK_PER_BYTE)
+            .saturating_add(WORK_SLACK),
     };
     let root = u.run()?;
-    Ok((Pickle { values: u.values, root }, u.pos))
+    let work_left = u.budget.saturating_sub(u.work);
+    Ok((Pickle { values: u.values, root, work_left }, u.pos))
 }
 
 struct Unpickler<'a> {
@@ -250,18 +285,31 @@ struct Unpickler<'a> {
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: HashMap<u64, Id>,
-    /// Elements copied by constructors so far (see [`MAX_COPIED`]).
-    copied: usize,
+    /// The opcode being run, for errors.
+    op: u8,
+    /// Work units spent so far (see [`WORK_PER_BYTE`]).
+    work: u64,
+    /// Work units this pickle may spend.
+    budget: u64,
 }
-
-/// Cap on the elements `set(...)`/`OrderedDict(...)` may copy in one
-/// pickle: a few bytes of input can ask to copy a memoized million-item
-/// list a thousand times.
-const MAX_COPIED: usize = 1 << 25;
 
 impl Unpickler<'_> {
     fn err<T>(&self, message: impl Into<String>) -> Result<T, PickleError> {
         Err(PickleError { offset: self.op_at, message: message.into() })
+    }
+
+    /// Spends `n` work units; an error once the budget is exhausted.
+    fn charge(&mut self, n: usize) -> Result<(), PickleError> {
+        self.work = self.work.saturating_add(n as u64);
+        if self.work > self.budget {
+            return self.err(format!(
+                "opcode {} exceeds the pickle's work budget ({} units: {WORK_PER_BYTE} per \
+                 input byte + {WORK_SLACK}); a pickle this small cannot need that much work",
+                op_name(self.op),
+                self.budget
+            ));
+        }
+        Ok(())
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
@@ -395,42 +443,52 @@ impl Unpickler<'_> {
         if !allowed(&module, &name, self.options) {
             return self.err(format!("global '{module}.{name}' is not allowed"));
         }
-        self.push_new(Value::Global(Global { module, name }))
+        self.push_new(Value::Global(Box::new(Global { module, name })))
     }
 
-    fn global_of(&self, id: Id, op: &str) -> Result<Global, PickleError> {
+    fn global_of(&mut self, id: Id, op: &str) -> Result<Global, PickleError> {
         match self.values.get(id) {
-            Some(Value::Global(g)) => Ok(g.clone()),
+            Some(Value::Global(g)) => {
+                let g = Global::clone(g);
+                self.charge(g.module.len() + g.name.len())?;
+                Ok(g)
+            }
             _ => self.err(format!("{op} on something that is not an allowed global")),
         }
     }
 
-    /// The items of a tuple or list, copied for a constructor, charged
-    /// against [`MAX_COPIED`].
+    /// The items of a tuple or list, copied (and charged for).
     fn copy_items(&mut self, id: Id) -> Result<Vec<Id>, PickleError> {
-        let items = self.tuple_items(id);
-        self.copied = self.copied.saturating_add(items.len());
-        if self.copied > MAX_COPIED {
-            return self.err(format!("constructors copy more than {MAX_COPIED} elements"));
-        }
-        Ok(items)
-    }
-
-    fn tuple_items(&self, id: Id) -> Vec<Id> {
-        match self.values.get(id) {
+        let n = self.items_len(id);
+        self.charge(n.saturating_mul(COPY_COST))?;
+        Ok(match self.values.get(id) {
             Some(Value::Tuple(v)) | Some(Value::List(v)) => v.clone(),
             _ => Vec::new(),
+        })
+    }
+
+    /// How many items a tuple or list has (0 for anything else).
+    fn items_len(&self, id: Id) -> usize {
+        match self.values.get(id) {
+            Some(Value::Tuple(v)) | Some(Value::List(v)) => v.len(),
+            _ => 0,
         }
     }
 
     /// `func(*args)`: built directly for a few pure constructors, recorded
-    /// otherwise.
+    /// otherwise. The argument tuple is only copied when it is short enough
+    /// to be a constructor's, so applying many calls to one shared big tuple
+    /// costs nothing per call.
     fn reduce(&mut self, func: Global, args: Id) -> Result<(), PickleError> {
-        let items = self.tuple_items(args);
         let is_tuple = matches!(self.values.get(args), Some(Value::Tuple(_)));
         if !is_tuple {
             return self.err(format!("arguments of '{func}' are not a tuple"));
         }
+        if self.items_len(args) > 2 {
+            // Longer than any constructor's arguments: recorded.
+            return self.push_new(Value::Call { func: Box::new(func), args, state: None });
+        }
+        let items = self.copy_items(args)?;
         let m = func.module.as_str();
         let n = func.name.as_str();
         match (m, n, items.as_slice()) {
@@ -438,7 +496,10 @@ impl Unpickler<'_> {
             ("collections", "OrderedDict", [pairs]) => {
                 let mut dict = Vec::new();
                 for pair in self.copy_items(*pairs)? {
-                    match self.tuple_items(pair).as_slice() {
+                    if self.items_len(pair) != 2 {
+                        return self.err("OrderedDict items are not pairs");
+                    }
+                    match self.copy_items(pair)?.as_slice() {
                         [k, v] => dict.push((*k, *v)),
                         _ => return self.err("OrderedDict items are not pairs"),
                     }
@@ -465,6 +526,8 @@ impl Unpickler<'_> {
                 else {
                     return self.err("_codecs.encode arguments are not strings");
                 };
+                let (s, enc) = (s.clone(), enc.clone());
+                self.charge(s.len() + enc.len())?;
                 let bytes = match enc.to_ascii_lowercase().replace('-', "_").as_str() {
                     "latin1" | "latin_1" | "iso_8859_1" => {
                         let mut out = Vec::with_capacity(s.len());
@@ -485,7 +548,7 @@ impl Unpickler<'_> {
                 };
                 self.push_new(Value::Bytes(bytes))
             }
-            _ => self.push_new(Value::Call { func, args, state: None }),
+            _ => self.push_new(Value::Call { func: Box::new(func), args, state: None }),
         }
     }
 
@@ -593,6 +656,8 @@ impl Unpickler<'_> {
         loop {
             self.op_at = self.pos;
             let op = self.byte()?;
+            self.op = op;
+            self.charge(1)?;
             match op {
                 // PROTO
                 0x80 => {
@@ -829,6 +894,7 @@ impl Unpickler<'_> {
                     match (self.values.get(module), self.values.get(name)) {
                         (Some(Value::Str(m)), Some(Value::Str(n))) => {
                             let (m, n) = (m.clone(), n.clone());
+                            self.charge(m.len() + n.len())?;
                             self.global(m, n)?
                         }
                         _ => return self.err("STACK_GLOBAL arguments are not strings"),
@@ -849,7 +915,7 @@ impl Unpickler<'_> {
                     if !matches!(self.values.get(args), Some(Value::Tuple(_))) {
                         return self.err(format!("arguments of '{func}' are not a tuple"));
                     }
-                    self.push_new(Value::Call { func, args, state: None })?
+                    self.push_new(Value::Call { func: Box::new(func), args, state: None })?
                 }
                 // NEWOBJ_EX: keyword arguments are dropped.
                 0x92 => {
@@ -857,7 +923,7 @@ impl Unpickler<'_> {
                     let args = self.pop()?;
                     let cls = self.pop()?;
                     let func = self.global_of(cls, "NEWOBJ_EX")?;
-                    self.push_new(Value::Call { func, args, state: None })?
+                    self.push_new(Value::Call { func: Box::new(func), args, state: None })?
                 }
                 // BUILD: kept on records; dicts (OrderedDict's `_metadata`)
                 // and other values ignore it.
@@ -894,6 +960,31 @@ impl Unpickler<'_> {
     }
 }
 
+/// A pickle opcode's name, for messages.
+fn op_name(op: u8) -> String {
+    let name = match op {
+        b'R' => "REDUCE",
+        0x81 => "NEWOBJ",
+        0x92 => "NEWOBJ_EX",
+        b'b' => "BUILD",
+        b'h' => "BINGET",
+        b'j' => "LONG_BINGET",
+        b'g' => "GET",
+        0x93 => "STACK_GLOBAL",
+        b'c' => "GLOBAL",
+        b'a' => "APPEND",
+        b'e' => "APPENDS",
+        b's' => "SETITEM",
+        b'u' => "SETITEMS",
+        b't' => "TUPLE",
+        b'l' => "LIST",
+        b'd' => "DICT",
+        b'2' => "DUP",
+        _ => return format!("0x{op:02x}"),
+    };
+    format!("{name} (0x{op:02x})")
+}
+
 /// Python 2 `str` bytes as text: UTF-8 when valid, latin-1 otherwise.
 fn latin1_or_utf8(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
@@ -905,6 +996,12 @@ fn latin1_or_utf8(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_small() {
+        // A pickle may make about one value per input byte.
+        assert!(std::mem::size_of::<Value>() <= 40, "{}", std::mem::size_of::<Value>());
+    }
 
     fn load_all(data: &[u8]) -> Result<Pickle, PickleError> {
         load(data, 0, Options::default()).map(|(p, _)| p)
