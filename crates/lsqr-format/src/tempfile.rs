@@ -101,7 +101,7 @@ impl NamedTemp {
     /// Renames the file to `dest`. Under the registry's lock, so that a
     /// concurrent [`remove_temporary_files`] either removes it first (and
     /// the rename fails) or finds it gone.
-    pub fn rename_to(self, dest: &Path) -> io::Result<()> {
+    pub fn rename_to(mut self, dest: &Path) -> io::Result<()> {
         let mut r = registry();
         if r.closed {
             return Err(interrupted());
@@ -109,7 +109,12 @@ impl NamedTemp {
         let result = fs::rename(&self.path, dest);
         if result.is_ok() {
             r.paths.retain(|(id, _)| *id != self.id);
+            // Published: skip `Drop` (which would take the lock again and
+            // remove the file), but free the path (AddressSanitizer's leak
+            // check found it leaked by a plain `forget`).
+            let path = core::mem::take(&mut self.path);
             core::mem::forget(self);
+            drop(path);
         }
         result
     }
