@@ -65,7 +65,12 @@ pub use writer::{LsqFileWriter, LsqWriter};
 
 /// Low-level header encoding, for tests and tools that must craft files the
 /// writer would refuse to write (offsets past 4 GiB, corrupt entries).
+/// Also the `from_bytes` fuzz target's checker ([`raw::fuzz_one`]), which
+/// the crate's fuzz regression tests replay saved inputs through.
 #[doc(hidden)]
 pub mod raw {
+    pub use crate::fuzz_check::fuzz_one;
     pub use crate::header::{encode_header, encode_preamble};
 }
+
+mod fuzz_check;
