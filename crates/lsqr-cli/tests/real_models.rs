@@ -9,39 +9,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
 
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-fn models_dir() -> PathBuf {
-    match std::env::var_os("LSQR_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lsqr-models"),
-    }
-}
-
-fn model(rel: &str) -> PathBuf {
-    static FETCH: Mutex<()> = Mutex::new(());
-    let path = models_dir().join(rel);
-    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-models.sh");
-        assert!(
-            Command::new("bash").arg(script).status().unwrap().success(),
-            "fetch-models.sh failed"
-        );
-    }
-    assert!(path.exists(), "{} missing after fetch-models.sh", path.display());
-    path
-}
-
-fn lsqr(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_lsqr")).args(args).output().unwrap();
-    assert!(out.status.success(), "lsqr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::{lsqr, model};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lsqr-real-{}", std::process::id()));
