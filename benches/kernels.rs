@@ -115,7 +115,7 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
         let bytes = writer.finish().unwrap().into_inner();
         let file = LsqFile::from_bytes(&bytes).unwrap();
         let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
-        let packed = PackedWeight::from_view(&view).unwrap();
+        let packed = lsqr::runtime::packed_weight(&view).unwrap();
         g.bench_function(BenchmarkId::new("packed_log", format!("C{bits}")), |b| {
             b.iter_custom(|n| {
                 cold(n, flush_buf, || {
@@ -180,7 +180,7 @@ fn dequantize(c: &mut Criterion) {
         let bytes = writer.finish().unwrap().into_inner();
         let file = LsqFile::from_bytes(&bytes).unwrap();
         let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
-        let packed = PackedWeight::from_view(&view).unwrap();
+        let packed = lsqr::runtime::packed_weight(&view).unwrap();
         g.bench_function(BenchmarkId::new("f32", format!("C{bits}")), |b| {
             b.iter(|| dequantize_into(&packed, black_box(&mut out)).unwrap())
         });
@@ -271,7 +271,7 @@ fn bench_linear_batch(c: &mut Criterion) {
         for (bits, bytes) in &files {
             let file = LsqFile::from_bytes(bytes).unwrap();
             let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
-            let packed = PackedWeight::from_view(&view).unwrap();
+            let packed = lsqr::runtime::packed_weight(&view).unwrap();
             let mut scratch = vec![0.0f32; linear_scratch_len(&packed, batch)];
             g.bench_function(BenchmarkId::new(format!("packed_log_C{bits}"), batch), |b| {
                 b.iter(|| {
@@ -370,7 +370,7 @@ fn bench_conv(c: &mut Criterion) {
     let bytes = log_file(&w, &[cout, cin, 3, 3], 4);
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
-    let packed = PackedWeight::from_view(&view).unwrap();
+    let packed = lsqr::runtime::packed_weight(&view).unwrap();
     let plain = PackedWeight::from_f32(&w, &[cout, cin, 3, 3]).unwrap();
     let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     g.bench_function(BenchmarkId::new("3x3_64_56", "packed_log_C4_2threads"), |b| {
@@ -434,7 +434,7 @@ fn bench_conv(c: &mut Criterion) {
     let bytes = log_file(&w, &[ch, 1, 3, 3], 4);
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
-    let packed = PackedWeight::from_view(&view).unwrap();
+    let packed = lsqr::runtime::packed_weight(&view).unwrap();
     let shape = [1, ch, HW, HW];
     let dp = Conv2dParams { groups: ch, ..p };
     let mut scratch = vec![0.0f32; conv2d_scratch_len(&packed, shape, &dp).unwrap()];

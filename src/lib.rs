@@ -5,7 +5,7 @@
 //! - [`pack`] (`lsqr-pack`): arbitrary-width bit packing of the codes;
 //! - [`format`](mod@format) (`lsqr-format`): the `.lsq` container;
 //! - [`kernels`] (`lsqr-kernels`): the CPU operators;
-//! - [`runtime`]: a micro runtime that runs a file's layer graph with no
+//! - [`runtime`] (`lsqr-runtime`): a micro runtime that runs a file's layer graph with no
 //!   allocation after planning, and a builder for such files.
 //!
 //! and the high-level API the reference had, in Rust style:
@@ -31,9 +31,9 @@ pub use lsqr_codec as codec;
 pub use lsqr_format as format;
 pub use lsqr_kernels as kernels;
 pub use lsqr_pack as pack;
+pub use lsqr_runtime as runtime;
 
 mod model;
-pub mod runtime;
 pub mod synthetic;
 
 pub use model::{

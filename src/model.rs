@@ -43,6 +43,16 @@ impl std::error::Error for Error {
     }
 }
 
+impl From<lsqr_runtime::BuildError> for Error {
+    fn from(e: lsqr_runtime::BuildError) -> Self {
+        match e {
+            lsqr_runtime::BuildError::Codec { tensor, source } => Error::Codec { tensor, source },
+            lsqr_runtime::BuildError::Format(e) => Error::Format(e),
+            other => Error::Format(FormatError::Invalid { message: other.to_string() }),
+        }
+    }
+}
+
 impl From<FormatError> for Error {
     fn from(e: FormatError) -> Self {
         Error::Format(e)

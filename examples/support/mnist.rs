@@ -265,7 +265,7 @@ fn write_model(model: &Mlp, format: &WeightFormat, path: &Path) -> Result<(), ls
         )
         .output("logits")
         .metadata("description", lsqr::format::Value::String("MNIST 784-128-10 MLP".into()));
-    b.write(path)
+    Ok(b.write(path)?)
 }
 
 /// A `.lsq` file classified on `test` through the runtime.

@@ -175,7 +175,7 @@ pub unsafe extern "C" fn lsqr_linear(
         let (x, y) = unsafe { (floats(x, x_len, "x")?, floats_mut(y, y_len, "y")?) };
         match weight.view()? {
             TensorView::Quantized(q) => {
-                let w = PackedWeight::from_view(&q)?;
+                let w = lsqr_facade::runtime::packed_weight(&q)?;
                 packed::linear(&w, bias.as_deref(), x, batch, y)?;
             }
             // Raw weights (any float dtype) are converted to f32 once per
@@ -229,7 +229,7 @@ fn conv_weight<'v>(
         ));
     }
     match view {
-        TensorView::Quantized(q) => Ok(PackedWeight::from_view(q)?),
+        TensorView::Quantized(q) => Ok(lsqr_facade::runtime::packed_weight(q)?),
         raw @ TensorView::Raw(_) => {
             *values = raw.to_f32_vec()?;
             let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();

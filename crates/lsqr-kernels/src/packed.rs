@@ -10,11 +10,11 @@
 //! ([`PackedWeight::from_f32`]: raw tensors of a `.lsq` file), which the
 //! GEMM reads in place.
 
+use alloc::borrow::Cow;
 use alloc::vec;
 use alloc::vec::Vec;
 
 use lsqr_codec::Scaling;
-use lsqr_format::QuantizedView;
 
 use crate::OpError;
 
@@ -47,8 +47,10 @@ pub struct PackedWeight<'a> {
 pub(crate) enum Storage<'a> {
     /// C-bit codes, decode table and scales.
     Quantized(Quantized<'a>),
-    /// Row-major f32 values of the row view (`rows * cols` of them).
-    Plain(&'a [f32]),
+    /// Row-major f32 values of the row view (`rows * cols` of them),
+    /// borrowed or owned (a runtime converts f16/bf16/unaligned raw
+    /// tensors once, and keeps them with the weight).
+    Plain(Cow<'a, [f32]>),
 }
 
 /// The parts of a quantized weight.
@@ -74,20 +76,6 @@ fn row_view(shape: &[usize]) -> Option<(usize, usize, usize)> {
 const OP: &str = "packed weight";
 
 impl<'a> PackedWeight<'a> {
-    /// The weight of a `.lsq` tensor view.
-    pub fn from_view(view: &QuantizedView<'a>) -> Result<Self, OpError> {
-        let shape = view.info().shape_usize();
-        let scales = if view.spec().scale_dtype.is_some() { view.scales_f32() } else { vec![1.0] };
-        Self::new(
-            view.packed(),
-            view.spec().width.bits(),
-            &shape,
-            view.spec().scaling,
-            scales,
-            view.decode_table().to_vec(),
-        )
-    }
-
     /// A weight from its parts: `packed` holds one C-bit code per element
     /// of `shape` (LSB-first), `table` has `2^C` entries, and `scales` one
     /// per group of `scaling` (one value, 1.0, for `Scaling::Unit`).
@@ -140,6 +128,18 @@ impl<'a> PackedWeight<'a> {
     /// them as on quantized ones. `decode_row` copies; the GEMM reads the
     /// values in place.
     pub fn from_f32(data: &'a [f32], shape: &[usize]) -> Result<Self, OpError> {
+        Self::plain(Cow::Borrowed(data), shape)
+    }
+
+    /// A plain f32 weight that owns its values.
+    pub fn from_f32_owned(
+        data: Vec<f32>,
+        shape: &[usize],
+    ) -> Result<PackedWeight<'static>, OpError> {
+        PackedWeight::plain(Cow::Owned(data), shape)
+    }
+
+    fn plain(data: Cow<'a, [f32]>, shape: &[usize]) -> Result<Self, OpError> {
         let (rows, cols, count) = row_view(shape)
             .ok_or(OpError::BadParameter { op: OP, reason: "element count overflows" })?;
         if data.len() != count {

@@ -3,8 +3,8 @@
 //! allocated (the contract firmware needs, and the C API wraps).
 //!
 //! ```no_run
-//! use lsqr::format::LsqFile;
-//! use lsqr::runtime::Plan;
+//! use lsqr_format::LsqFile;
+//! use lsqr_runtime::Plan;
 //!
 //! let file = LsqFile::open("mnist-log-c4.lsq")?;
 //! let plan = Plan::new(&file)?; // checks, weights, shapes, arena layout
@@ -75,15 +75,18 @@
 //! # Building models
 //!
 //! [`ModelBuilder`] writes such files from Rust: graph inputs with shapes,
-//! layers with their weights (quantized with a [`crate::codec::QuantizeOptions`]
+//! layers with their weights (quantized with a [`lsqr_codec::QuantizeOptions`]
 //! or kept f32), and the metadata above.
 
 mod builder;
 mod error;
 mod exec;
 mod plan;
+mod weights;
 
-pub use builder::{ModelBuilder, WeightFormat};
+pub use weights::{packed_weight, weight_of, WeightError};
+
+pub use builder::{BuildError, ModelBuilder, WeightFormat};
 pub use error::RuntimeError;
 pub use exec::Runner;
 pub use plan::{Plan, ValueInfo};

@@ -8,9 +8,9 @@ use lsqr_kernels::conv::{conv1d_scratch_len, conv2d_scratch_len, Conv1dParams, C
 use lsqr_kernels::packed::PackedWeight;
 use lsqr_kernels::{broadcast_shape, Pool2d};
 
-use super::error::RuntimeError;
-use super::exec::Runner;
-use crate::format::{Layer, LsqFile, TensorView, Value, KNOWN_OPS, MAX_DIMS};
+use crate::error::RuntimeError;
+use crate::exec::Runner;
+use lsqr_format::{Layer, LsqFile, Value, KNOWN_OPS, MAX_DIMS};
 use lsqr_kernels::packed::linear_scratch_len;
 
 /// A graph input or output: its name and shape.
@@ -26,33 +26,15 @@ pub struct ValueInfo {
 /// so SIMD loads never straddle cache lines at a buffer's start.
 const ALIGN_F32: usize = 16;
 /// Bytes of alignment of the arena's buffers.
-pub(super) const ALIGN_BYTES: usize = 64;
+pub(crate) const ALIGN_BYTES: usize = 64;
 
-/// A layer's weight, kept the way the kernels read it.
-#[derive(Debug)]
-pub(super) enum Weight<'f> {
-    /// Packed codes borrowed from the file.
-    Packed(PackedWeight<'f>),
-    /// Raw float weights converted to f32 at planning time (the file's
-    /// bytes may not be 4-byte aligned, and may be f16/bf16/f64).
-    // (`PackedWeight::from_f32` could borrow them, but only from a
-    // section that is f32, little-endian and 4-byte aligned; the copy
-    // serves every raw dtype, and exec.rs runs it with plain f32 loops.)
-    F32 { data: Vec<f32>, shape: Vec<usize> },
-}
-
-impl Weight<'_> {
-    fn shape(&self) -> &[usize] {
-        match self {
-            Weight::Packed(w) => w.shape(),
-            Weight::F32 { shape, .. } => shape,
-        }
-    }
-}
+/// A layer's weight, kept the way the kernels read it: packed codes
+/// borrowed from the file, or raw floats converted to f32 once.
+pub(crate) type Weight<'f> = PackedWeight<'f>;
 
 /// In-place elementwise activations.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Unary {
+pub(crate) enum Unary {
     Relu,
     Relu6,
     LeakyRelu(f32),
@@ -67,7 +49,7 @@ pub(super) enum Unary {
 
 /// One planned operation with its constants.
 #[derive(Debug)]
-pub(super) enum Op<'f> {
+pub(crate) enum Op<'f> {
     Linear {
         w: Weight<'f>,
         bias: Option<Vec<f32>>,
@@ -121,7 +103,7 @@ pub(super) enum Op<'f> {
 }
 
 #[derive(Debug)]
-pub(super) struct Step<'f> {
+pub(crate) struct Step<'f> {
     pub op_name: &'static str,
     pub op: Op<'f>,
     pub inputs: Vec<usize>,
@@ -131,7 +113,7 @@ pub(super) struct Step<'f> {
 }
 
 #[derive(Debug)]
-pub(super) struct Slot {
+pub(crate) struct Slot {
     pub info: ValueInfo,
     /// Where the value lives in the values region, in f32 elements.
     pub range: Range<usize>,
@@ -142,16 +124,16 @@ pub(super) struct Slot {
 /// the [module documentation](super).
 #[derive(Debug)]
 pub struct Plan<'f> {
-    pub(super) values: Vec<Slot>,
-    pub(super) steps: Vec<Step<'f>>,
-    pub(super) input_ids: Vec<usize>,
-    pub(super) output_ids: Vec<usize>,
+    pub(crate) values: Vec<Slot>,
+    pub(crate) steps: Vec<Step<'f>>,
+    pub(crate) input_ids: Vec<usize>,
+    pub(crate) output_ids: Vec<usize>,
     inputs: Vec<ValueInfo>,
     outputs: Vec<ValueInfo>,
     /// f32 elements of the scratch region (at the arena's start).
-    pub(super) scratch_len: usize,
+    pub(crate) scratch_len: usize,
     /// f32 elements of scratch + values.
-    pub(super) total_len: usize,
+    pub(crate) total_len: usize,
     arena_len: usize,
     _file: PhantomData<&'f ()>,
 }
@@ -515,29 +497,14 @@ impl Cx<'_> {
             return Err(self
                 .weight_err(name, format!("has shape {shape:?}, expected rank {rank} {layout}")));
         }
-        let weight = match &view {
-            TensorView::Quantized(q) => {
-                let w =
-                    PackedWeight::from_view(q).map_err(|e| self.weight_err(name, e.to_string()))?;
-                // Decoding a row once here also selects lsqr-pack's CPU path
-                // (lazy, and it reads the environment) before any run.
-                let mut row = vec![0.0f32; w.cols()];
-                if w.rows() > 0 {
-                    w.decode_row(0, &mut row).map_err(|e| self.weight_err(name, e.to_string()))?;
-                }
-                Weight::Packed(w)
-            }
-            TensorView::Raw(r) if r.dtype().is_float() => Weight::F32 {
-                data: view.to_f32_vec().map_err(|e| self.weight_err(name, e.to_string()))?,
-                shape,
-            },
-            TensorView::Raw(r) => {
-                return Err(self.weight_err(
-                    name,
-                    format!("is raw {}; weights must be float or quantized", r.dtype().name()),
-                ))
-            }
-        };
+        let weight =
+            crate::weights::weight_of(&view).map_err(|e| self.weight_err(name, e.to_string()))?;
+        // Decoding a row once here also selects lsqr-pack's CPU path (lazy,
+        // and it reads the environment) before any run.
+        let mut row = vec![0.0f32; weight.cols()];
+        if weight.rows() > 0 {
+            weight.decode_row(0, &mut row).map_err(|e| self.weight_err(name, e.to_string()))?;
+        }
         Ok(weight)
     }
 
@@ -762,10 +729,7 @@ fn plan_linear<'f>(
     let batch = element_count(&shape[..shape.len() - 1])?;
     let mut out = shape.to_vec();
     *out.last_mut().expect("rank >= 1") = out_f;
-    let scratch = match &w {
-        Weight::Packed(p) => linear_scratch_len(p, batch),
-        Weight::F32 { .. } => 0,
-    };
+    let scratch = linear_scratch_len(&w, batch);
     Ok((Op::Linear { w, bias, batch }, out, scratch))
 }
 
@@ -789,12 +753,7 @@ fn plan_conv2d<'f>(
     let out = conv_output_shape(input, ws, &params)
         .map_err(|p| cx.shape(format!("input {input:?} with weight `{}` {ws:?}: {p}", names[0])))?;
     let bias = names.get(1).map(|b| cx.vector(file, b, ws[0])).transpose()?;
-    let scratch = match &w {
-        Weight::Packed(p) => {
-            conv2d_scratch_len(p, input, &params).map_err(|e| cx.shape(e.to_string()))?
-        }
-        Weight::F32 { .. } => 0,
-    };
+    let scratch = conv2d_scratch_len(&w, input, &params).map_err(|e| cx.shape(e.to_string()))?;
     Ok((Op::Conv2d { w, bias, params, input }, out.to_vec(), scratch))
 }
 
@@ -822,17 +781,12 @@ fn plan_conv1d<'f>(
                 cx.shape(format!("input {input:?} with weight `{}` {ws:?}: {p}", names[0]))
             })?;
     let bias = names.get(1).map(|b| cx.vector(file, b, ws[0])).transpose()?;
-    let scratch = match &w {
-        Weight::Packed(p) => {
-            conv1d_scratch_len(p, input, &params).map_err(|e| cx.shape(e.to_string()))?
-        }
-        Weight::F32 { .. } => 0,
-    };
+    let scratch = conv1d_scratch_len(&w, input, &params).map_err(|e| cx.shape(e.to_string()))?;
     Ok((Op::Conv1d { w, bias, params, input }, vec![n, c, l], scratch))
 }
 
 /// A conv1d on `[n, c, l]` is a conv2d on `[n, c, 1, l]`.
-pub(super) fn conv1d_as_2d(p: &Conv1dParams) -> Conv2dParams {
+pub(crate) fn conv1d_as_2d(p: &Conv1dParams) -> Conv2dParams {
     Conv2dParams {
         stride: [1, p.stride],
         padding: [0, p.padding],
@@ -843,7 +797,7 @@ pub(super) fn conv1d_as_2d(p: &Conv1dParams) -> Conv2dParams {
 
 /// The NCHW output shape of a convolution, with PyTorch's rules, checked
 /// (the same checks as lsqr-kernels' conv, which f32 weights bypass).
-pub(super) fn conv_output_shape(
+pub(crate) fn conv_output_shape(
     input: [usize; 4],
     weight: [usize; 4],
     p: &Conv2dParams,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::format::FormatError;
+use lsqr_format::FormatError;
 use lsqr_kernels::OpError;
 
 /// Why a graph could not be planned, bound or run.

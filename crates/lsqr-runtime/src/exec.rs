@@ -3,12 +3,12 @@
 
 use std::ops::Range;
 
-use lsqr_kernels::conv::{conv1d_into, conv2d_into, Conv2dParams};
+use lsqr_kernels::conv::{conv1d_into, conv2d_into};
 use lsqr_kernels::packed::linear_into;
 use lsqr_kernels::OpError;
 
-use super::error::RuntimeError;
-use super::plan::{conv1d_as_2d, Op, Plan, Step, Unary, Weight, ALIGN_BYTES};
+use crate::error::RuntimeError;
+use crate::plan::{Op, Plan, Step, Unary, ALIGN_BYTES};
 
 /// A plan bound to an arena: set the inputs, run, read the outputs.
 /// Running allocates nothing and never panics; it may be repeated (inputs
@@ -21,7 +21,7 @@ pub struct Runner<'p, 'f, 'a> {
 }
 
 impl<'p, 'f, 'a> Runner<'p, 'f, 'a> {
-    pub(super) fn new(plan: &'p Plan<'f>, arena: &'a mut [u8]) -> Result<Self, RuntimeError> {
+    pub(crate) fn new(plan: &'p Plan<'f>, arena: &'a mut [u8]) -> Result<Self, RuntimeError> {
         let too_small = RuntimeError::ArenaTooSmall { len: arena.len(), needed: plan.arena_len() };
         if arena.len() < plan.arena_len() {
             return Err(too_small);
@@ -162,25 +162,13 @@ fn exec<'x>(
     let missing = OpError::BadParameter { op, reason: "missing input" };
     let x = input(0).map_err(|_| missing.clone())?;
     match &step.op {
-        Op::Linear { w, bias, batch } => match w {
-            Weight::Packed(w) => linear_into(w, bias.as_deref(), x, *batch, out, scratch),
-            Weight::F32 { data, shape } => linear_f32(data, shape, bias.as_deref(), x, *batch, out),
-        },
-        Op::Conv2d { w, bias, params, input } => match w {
-            Weight::Packed(w) => conv2d_into(w, bias.as_deref(), x, *input, params, out, scratch),
-            Weight::F32 { data, shape } => {
-                let ws = [shape[0], shape[1], shape[2], shape[3]];
-                conv_f32(op, data, ws, bias.as_deref(), x, *input, params, out)
-            }
-        },
-        Op::Conv1d { w, bias, params, input } => match w {
-            Weight::Packed(w) => conv1d_into(w, bias.as_deref(), x, *input, params, out, scratch),
-            Weight::F32 { data, shape } => {
-                let ws = [shape[0], shape[1], 1, shape[2]];
-                let xs = [input[0], input[1], 1, input[2]];
-                conv_f32(op, data, ws, bias.as_deref(), x, xs, &conv1d_as_2d(params), out)
-            }
-        },
+        Op::Linear { w, bias, batch } => linear_into(w, bias.as_deref(), x, *batch, out, scratch),
+        Op::Conv2d { w, bias, params, input } => {
+            conv2d_into(w, bias.as_deref(), x, *input, params, out, scratch)
+        }
+        Op::Conv1d { w, bias, params, input } => {
+            conv1d_into(w, bias.as_deref(), x, *input, params, out, scratch)
+        }
         Op::Unary(u) => {
             copy(op, x, out)?;
             match *u {
@@ -236,163 +224,4 @@ fn exec<'x>(
         }
         Op::Copy => copy(op, x, out),
     }
-}
-
-// Quantized linear layers run `lsqr_kernels::packed::linear_into` (the
-// register GEMV at batch 1, the blocked GEMM above). Raw float weights stay
-// an owned f32 copy with their own loops below: wrapping them in
-// `PackedWeight::from_f32` would allocate (its shape) on every run.
-
-/// `linear_into` for an f32 `[out, in]` weight.
-fn linear_f32(
-    w: &[f32],
-    shape: &[usize],
-    bias: Option<&[f32]>,
-    x: &[f32],
-    batch: usize,
-    y: &mut [f32],
-) -> Result<(), OpError> {
-    let [out_f, in_f] = [shape[0], shape[1]];
-    check_linear(bias, x, batch, y, out_f, in_f)?;
-    if w.len() != out_f * in_f {
-        return Err(OpError::LengthMismatch {
-            op: "linear",
-            what: "w",
-            expected: out_f * in_f,
-            actual: w.len(),
-        });
-    }
-    if in_f == 0 {
-        bias_only(bias, y, out_f);
-        return Ok(());
-    }
-    for (xn, yn) in x.chunks_exact(in_f).zip(y.chunks_exact_mut(out_f.max(1))) {
-        for (r, (v, wr)) in yn.iter_mut().zip(w.chunks_exact(in_f)).enumerate() {
-            *v = dot(wr, xn) + bias.map_or(0.0, |b| b[r]);
-        }
-    }
-    Ok(())
-}
-
-/// A linear layer with no input features: every output is its bias.
-fn bias_only(bias: Option<&[f32]>, y: &mut [f32], out_f: usize) {
-    for (i, v) in y.iter_mut().enumerate() {
-        *v = bias.map_or(0.0, |b| b[i % out_f.max(1)]);
-    }
-}
-
-fn check_linear(
-    bias: Option<&[f32]>,
-    x: &[f32],
-    batch: usize,
-    y: &[f32],
-    out_f: usize,
-    in_f: usize,
-) -> Result<(), OpError> {
-    let check = |what, expected: Option<usize>, actual| match expected {
-        Some(e) if e == actual => Ok(()),
-        Some(e) => Err(OpError::LengthMismatch { op: "linear", what, expected: e, actual }),
-        None => Err(OpError::BadParameter { op: "linear", reason: "batch size overflows" }),
-    };
-    check("x", batch.checked_mul(in_f), x.len())?;
-    check("y", batch.checked_mul(out_f), y.len())?;
-    if let Some(b) = bias {
-        check("bias", Some(out_f), b.len())?;
-    }
-    Ok(())
-}
-
-/// Dot product with eight partial sums (as lsqr-kernels' packed linear).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Direct convolution with an f32 weight (lsqr-kernels' conv reads packed
-/// weights only, until `PackedWeight::from_f32`); same loop order as its
-/// reference.
-#[allow(clippy::too_many_arguments)]
-fn conv_f32(
-    op: &'static str,
-    filter: &[f32],
-    ws: [usize; 4],
-    bias: Option<&[f32]>,
-    input: &[f32],
-    xs: [usize; 4],
-    p: &Conv2dParams,
-    output: &mut [f32],
-) -> Result<(), OpError> {
-    let bad = |reason| OpError::BadParameter { op, reason };
-    let [n, cin, h, w] = xs;
-    let [cout, cin_g, kh, kw] = ws;
-    let [_, _, oh, ow] = super::plan::conv_output_shape(xs, ws, p).map_err(bad)?;
-    let len = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let lens = [
-        (len(&xs), input.len(), "input"),
-        (len(&ws), filter.len(), "weight"),
-        (len(&[n, cout, oh, ow]), output.len(), "output"),
-    ];
-    for (expected, actual, what) in lens {
-        match expected {
-            Some(e) if e == actual => {}
-            Some(e) => return Err(OpError::LengthMismatch { op, what, expected: e, actual }),
-            None => return Err(bad("element count overflows")),
-        }
-    }
-    if let Some(b) = bias {
-        if b.len() != cout {
-            return Err(OpError::LengthMismatch {
-                op,
-                what: "bias",
-                expected: cout,
-                actual: b.len(),
-            });
-        }
-    }
-    let cout_g = cout / p.groups;
-    let flen = cin_g * kh * kw;
-    for oc in 0..cout {
-        let f = &filter[oc * flen..(oc + 1) * flen];
-        let first_ic = oc / cout_g.max(1) * cin_g;
-        let b = bias.map_or(0.0, |b| b[oc]);
-        for nn in 0..n {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0.0f32;
-                    for ic in 0..cin_g {
-                        let plane = &input[((nn * cin + first_ic + ic) * h) * w..][..h * w];
-                        for ky in 0..kh {
-                            let Some(y) =
-                                (oy * p.stride[0] + ky * p.dilation[0]).checked_sub(p.padding[0])
-                            else {
-                                continue;
-                            };
-                            if y >= h {
-                                continue;
-                            }
-                            for kx in 0..kw {
-                                let Some(x) = (ox * p.stride[1] + kx * p.dilation[1])
-                                    .checked_sub(p.padding[1])
-                                else {
-                                    continue;
-                                };
-                                if x < w {
-                                    acc += plane[y * w + x] * f[(ic * kh + ky) * kw + kx];
-                                }
-                            }
-                        }
-                    }
-                    output[((nn * cout + oc) * oh + oy) * ow + ox] = acc + b;
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -6,9 +6,49 @@ use std::path::Path;
 use lsqr_kernels::conv::Conv2dParams;
 use lsqr_kernels::Pool2d;
 
-use crate::codec::{quantize, QuantizeOptions};
-use crate::format::{FormatError, Graph, Layer, LsqFileWriter, LsqWriter, Value};
-use crate::Error;
+use lsqr_codec::{quantize, QuantizeOptions};
+use lsqr_format::{FormatError, Graph, Layer, LsqFileWriter, LsqWriter, Value};
+
+/// Why a model could not be written.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Writing the container (or a graph the builder recorded as invalid).
+    Format(FormatError),
+    /// Quantizing a weight.
+    Codec {
+        /// The weight's tensor name.
+        tensor: String,
+        /// What went wrong.
+        source: lsqr_codec::CodecError,
+    },
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Format(e) => e.fmt(f),
+            BuildError::Codec { tensor, source } => write!(f, "tensor '{tensor}': {source}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Format(e) => Some(e),
+            BuildError::Codec { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<FormatError> for BuildError {
+    fn from(e: FormatError) -> Self {
+        BuildError::Format(e)
+    }
+}
+
+type Error = BuildError;
 
 /// How a weight is stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +81,7 @@ struct Pending {
 /// [`super::Plan::new`].
 ///
 /// ```
-/// use lsqr::runtime::{ModelBuilder, Plan, WeightFormat};
+/// use lsqr_runtime::{ModelBuilder, Plan, WeightFormat};
 ///
 /// let mut b = ModelBuilder::new();
 /// b.input("x", &[1, 3])
@@ -49,7 +89,7 @@ struct Pending {
 ///     .activation("y", "h", "relu")
 ///     .output("y");
 /// let bytes = b.to_bytes()?;
-/// let file = lsqr::format::LsqFile::from_bytes(&bytes)?;
+/// let file = lsqr_format::LsqFile::from_bytes(&bytes)?;
 /// let plan = Plan::new(&file)?;
 /// let mut arena = vec![0u8; plan.arena_len()];
 /// let mut run = plan.bind(&mut arena)?;
