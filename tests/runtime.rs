@@ -678,7 +678,7 @@ fn no_panic_on_assorted_layers() {
         vec![("padding", Value::IntList(vec![1, 2, 3]))],
     ];
     let mut ran = 0;
-    for op in lsqr::format::KNOWN_OPS {
+    for op in lsqr::format::OPS_1_0 {
         for shape in shapes {
             for weights in weight_sets {
                 for attrs in &attr_sets {

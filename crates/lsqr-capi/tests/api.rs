@@ -746,7 +746,7 @@ fn a_name_with_a_nul_byte_is_refused_by_the_format() {
     let header = &mut bytes[offset..offset + len];
     let at = header.windows(3).position(|w| w == b"a\x01b").unwrap();
     header[at + 1] = 0;
-    let preamble = lsqr_format::raw::encode_preamble(offset as u64, len as u64, crc32(header));
+    let preamble = lsqr_format::raw::encode_preamble(0, offset as u64, len as u64, crc32(header));
     bytes[..64].copy_from_slice(&preamble);
     let mut out = std::ptr::dangling_mut();
     // SAFETY: valid buffer; writable out.

@@ -62,7 +62,8 @@ fn check_reencodes(data: &[u8], file: &LsqFile<'_>) {
     let header = crate::header::encode_header(file.metadata(), file.tensors(), file.graph());
     assert!(data[header_offset as usize..] == header[..], "header does not re-encode");
     let crc = u32::from_le_bytes(data[40..44].try_into().unwrap());
-    let preamble = crate::header::encode_preamble(header_offset, header.len() as u64, crc);
+    let minor = u16::from_le_bytes([data[10], data[11]]);
+    let preamble = crate::header::encode_preamble(minor, header_offset, header.len() as u64, crc);
     assert!(data[..64] == preamble[..], "preamble does not re-encode");
 }
 

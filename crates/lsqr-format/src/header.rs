@@ -15,11 +15,17 @@ use crate::model::*;
 // ---------------------------------------------------------------- encoding
 
 /// The 64-byte preamble (FORMAT.md §2).
-pub fn encode_preamble(header_offset: u64, header_len: u64, header_crc: u32) -> [u8; 64] {
+/// `minor` is the version the file needs ([`minor_version_for`]).
+pub fn encode_preamble(
+    minor: u16,
+    header_offset: u64,
+    header_len: u64,
+    header_crc: u32,
+) -> [u8; 64] {
     let mut p = [0u8; 64];
     p[..8].copy_from_slice(&MAGIC);
     p[8..10].copy_from_slice(&VERSION.0.to_le_bytes());
-    p[10..12].copy_from_slice(&VERSION.1.to_le_bytes());
+    p[10..12].copy_from_slice(&minor.to_le_bytes());
     p[16..24].copy_from_slice(&header_offset.to_le_bytes());
     p[24..32].copy_from_slice(&header_len.to_le_bytes());
     p[32..40].copy_from_slice(&(header_offset + header_len).to_le_bytes());
@@ -182,8 +188,21 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Checks the preamble and returns the header's bytes and offset (FORMAT.md §2).
-fn parse_preamble(bytes: &[u8]) -> Result<(&[u8], u64), FormatError> {
+/// The lowest minor version that describes a file with this graph: 1.0
+/// unless an op outside the 1.0 list appears (FORMAT.md §9), so that files
+/// 1.0 readers can read keep saying so.
+pub fn minor_version_for(graph: Option<&Graph>) -> u16 {
+    let new_op = |g: &Graph| g.layers.iter().any(|l| !OPS_1_0.contains(&l.op.as_str()));
+    if graph.is_some_and(new_op) {
+        1
+    } else {
+        0
+    }
+}
+
+/// Checks the preamble and returns the header's bytes, its offset and the
+/// file's minor version (FORMAT.md §2).
+fn parse_preamble(bytes: &[u8]) -> Result<(&[u8], u64, u16), FormatError> {
     let actual = bytes.len() as u64;
     if actual < PREAMBLE_LEN {
         return Err(FormatError::TooShort { len: actual });
@@ -223,7 +242,7 @@ fn parse_preamble(bytes: &[u8]) -> Result<(&[u8], u64), FormatError> {
     if stored != computed {
         return Err(FormatError::HeaderChecksum { stored, computed });
     }
-    Ok((header, offset))
+    Ok((header, offset, minor))
 }
 
 /// Reads header records, tracking the file offset for messages.
@@ -373,7 +392,7 @@ impl<'a> Cursor<'a> {
 
 /// Parses and validates preamble and header; reads no tensor data.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Index, FormatError> {
-    let (header, header_offset) = parse_preamble(bytes)?;
+    let (header, header_offset, minor) = parse_preamble(bytes)?;
     let mut cur = Cursor { buf: header, pos: 0, base: header_offset };
     let ctx = || "header counts".to_string();
     let metadata_count = cur.count("metadata", MAX_METADATA, 6)?;
@@ -427,7 +446,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Index, FormatError> {
     }
     let index = Index { metadata, tensors, by_name, graph };
     if let Some(g) = &index.graph {
-        validate_graph(g, &index)?;
+        validate_graph(g, &index, minor)?;
     }
     Ok(index)
 }
@@ -669,8 +688,10 @@ fn parse_graph(cur: &mut Cursor<'_>) -> Result<Graph, FormatError> {
     Ok(Graph { inputs, outputs, layers })
 }
 
-/// The load-time rules of FORMAT.md §6.
-pub(crate) fn validate_graph(g: &Graph, index: &Index) -> Result<(), FormatError> {
+/// The load-time rules of FORMAT.md §6, for a file of version 1.`minor`:
+/// from 1.1 on any op name is allowed (the runtime decides what it runs);
+/// a 1.0 file may name only the ops of the 1.0 list.
+pub(crate) fn validate_graph(g: &Graph, index: &Index, minor: u16) -> Result<(), FormatError> {
     let mut defined: BTreeSet<&str> = BTreeSet::new();
     for v in &g.inputs {
         if !defined.insert(v) {
@@ -678,7 +699,7 @@ pub(crate) fn validate_graph(g: &Graph, index: &Index) -> Result<(), FormatError
         }
     }
     for (i, layer) in g.layers.iter().enumerate() {
-        if !KNOWN_OPS.contains(&layer.op.as_str()) {
+        if minor == 0 && !OPS_1_0.contains(&layer.op.as_str()) {
             return Err(FormatError::UnknownOp { layer: i, op: layer.op.clone() });
         }
         if let Some(w) = layer.weights.iter().find(|w| index.find(w).is_none()) {

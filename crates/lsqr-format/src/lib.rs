@@ -53,9 +53,8 @@ mod writer;
 
 pub use error::{FormatError, SectionKind, SectionProblem};
 pub use model::{
-    Graph, Layer, QuantSpec, RawDtype, Section, Storage, TensorInfo, Value, ALIGN, KNOWN_OPS,
-    MAGIC, MAX_DIMS, MAX_HEADER_LEN, MAX_METADATA, MAX_NAME_LEN, MAX_TENSORS, PREAMBLE_LEN,
-    VERSION,
+    Graph, Layer, QuantSpec, RawDtype, Section, Storage, TensorInfo, Value, ALIGN, MAGIC, MAX_DIMS,
+    MAX_HEADER_LEN, MAX_METADATA, MAX_NAME_LEN, MAX_TENSORS, OPS_1_0, PREAMBLE_LEN, VERSION,
 };
 pub use reader::{LsqFile, QuantizedView, RawView, TensorView};
 #[cfg(feature = "std")]

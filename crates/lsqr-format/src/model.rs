@@ -9,7 +9,7 @@ use lsqr_codec::{CodeWidth, CodecKind, FpLayout, ScaleDtype, Scaling};
 /// The preamble's magic: `\x89LSQ\r\n\x1a\n`.
 pub const MAGIC: [u8; 8] = [0x89, b'L', b'S', b'Q', b'\r', b'\n', 0x1a, b'\n'];
 /// The version this crate reads and writes.
-pub const VERSION: (u16, u16) = (1, 0);
+pub const VERSION: (u16, u16) = (1, 1);
 /// Size of the preamble, and the alignment of every data section.
 pub const PREAMBLE_LEN: u64 = 64;
 /// Alignment of every data section.
@@ -234,7 +234,7 @@ impl TensorInfo {
 /// One layer of the graph.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Layer {
-    /// The op (one of [`KNOWN_OPS`]).
+    /// The op's name (the runtime that executes the graph defines it).
     pub op: String,
     /// Value names read.
     pub inputs: Vec<String>,
@@ -264,9 +264,10 @@ pub struct Graph {
     pub layers: Vec<Layer>,
 }
 
-/// The ops a graph may name. Others are rejected when the file is opened,
-/// not when the graph is run.
-pub const KNOWN_OPS: &[&str] = &[
+/// The ops a version 1.0 file may name (FORMAT.md §6). From 1.1 on the
+/// container records any op name and the runtime decides what it runs;
+/// writers mark a file 1.1 only when it names an op outside this list.
+pub const OPS_1_0: &[&str] = &[
     "linear",
     "conv1d",
     "conv2d",

@@ -36,8 +36,32 @@ fn bad_magic() {
 fn unsupported_version() {
     let f = patch_preamble(&small_model(), 8, &2u16.to_le_bytes());
     assert!(matches!(open_err(&f), FormatError::UnsupportedVersion { major: 2, minor: 0 }));
-    let f = patch_preamble(&small_model(), 10, &1u16.to_le_bytes());
-    assert!(matches!(open_err(&f), FormatError::UnsupportedVersion { major: 1, minor: 1 }));
+    let f = patch_preamble(&small_model(), 10, &2u16.to_le_bytes());
+    assert!(matches!(open_err(&f), FormatError::UnsupportedVersion { major: 1, minor: 2 }));
+}
+
+/// From 1.1 the container records any op (the runtime decides what it
+/// runs); a 1.0 file keeps the 1.0 list, and writers say 1.0 whenever the
+/// graph fits it, so 1.0 readers keep reading those files.
+#[test]
+fn op_names_by_version() {
+    assert_eq!(&small_model()[10..12], &[0, 0], "a graph of 1.0 ops is written as 1.0");
+    let v1_1 = patch_preamble(&small_model(), 10, &1u16.to_le_bytes());
+    let f = edit(&v1_1, |_, _, g| g.as_mut().unwrap().layers[0].op = "conv3d".into());
+    let file = LsqFile::from_bytes(&f).unwrap();
+    assert_eq!(file.graph().unwrap().layers[0].op, "conv3d");
+    // The writer marks such a graph 1.1 by itself.
+    let mut w = LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    let mut graph = file.graph().unwrap().clone();
+    for t in file.tensors() {
+        let view = file.tensor(&t.name).unwrap();
+        w.add_raw_f32(&t.name, &t.shape_usize(), &view.to_f32_vec().unwrap()).unwrap();
+    }
+    graph.layers[0].op = "my_op".into();
+    w.set_graph(graph);
+    let bytes = w.finish().unwrap().into_inner();
+    assert_eq!(&bytes[10..12], &[1, 0]);
+    assert_eq!(LsqFile::from_bytes(&bytes).unwrap().graph().unwrap().layers[0].op, "my_op");
 }
 
 #[test]

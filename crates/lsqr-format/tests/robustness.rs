@@ -136,7 +136,7 @@ fn offsets_past_4_gib() {
     };
     let header = encode_header(&[], &[info], None);
     let mut file = fs::File::create(&path).unwrap();
-    file.write_all(&encode_preamble(header_at, header.len() as u64, crc32fast::hash(&header)))
+    file.write_all(&encode_preamble(0, header_at, header.len() as u64, crc32fast::hash(&header)))
         .unwrap();
     file.seek(SeekFrom::Start(FAR)).unwrap();
     file.write_all(&packed).unwrap();

@@ -89,4 +89,4 @@ pub use weights::{packed_weight, weight_of, WeightError};
 pub use builder::{BuildError, ModelBuilder, WeightFormat};
 pub use error::RuntimeError;
 pub use exec::Runner;
-pub use plan::{Plan, ValueInfo};
+pub use plan::{Plan, ValueInfo, OPS};

@@ -10,7 +10,7 @@ use lsqr_kernels::{broadcast_shape, Pool2d};
 
 use crate::error::RuntimeError;
 use crate::exec::Runner;
-use lsqr_format::{Layer, LsqFile, Value, KNOWN_OPS, MAX_DIMS};
+use lsqr_format::{Layer, LsqFile, Value, MAX_DIMS};
 use lsqr_kernels::packed::linear_scratch_len;
 
 /// A graph input or output: its name and shape.
@@ -138,11 +138,33 @@ pub struct Plan<'f> {
     _file: PhantomData<&'f ()>,
 }
 
-/// The format's ops this runtime does not execute: `matmul` of two
-/// activations has no planned kernel yet. Every other op of
-/// [`KNOWN_OPS`] runs (their `&'static str` names are what run-time
-/// errors carry).
-const NOT_EXECUTED: &[&str] = &["matmul"];
+/// The ops this runtime executes (FORMAT.md §6.1 documents each). A graph
+/// naming any other op is refused by [`Plan::new`], naming the layer.
+pub const OPS: &[&str] = &[
+    "linear",
+    "conv1d",
+    "conv2d",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "hardsigmoid",
+    "hardswish",
+    "softmax",
+    "layer_norm",
+    "batch_norm",
+    "max_pool2d",
+    "avg_pool2d",
+    "global_avg_pool2d",
+    "add",
+    "mul",
+    "flatten",
+    "reshape",
+];
 
 impl<'f> Plan<'f> {
     /// Checks the graph of `file` and plans its execution: weights are
@@ -165,14 +187,9 @@ impl<'f> Plan<'f> {
         let mut steps = Vec::with_capacity(graph.layers.len());
         for (index, layer) in graph.layers.iter().enumerate() {
             let cx = Cx { index, layer };
-            let op_name = KNOWN_OPS
-                .iter()
-                .find(|&&s| s == layer.op && !NOT_EXECUTED.contains(&s))
-                .copied()
-                .ok_or_else(|| RuntimeError::UnsupportedOp {
-                    layer: index,
-                    op: layer.op.clone(),
-                })?;
+            let op_name = OPS.iter().find(|&&s| s == layer.op).copied().ok_or_else(|| {
+                RuntimeError::UnsupportedOp { layer: index, op: layer.op.clone() }
+            })?;
             if layer.outputs.len() != 1 {
                 return Err(cx.shape(format!(
                     "has {} outputs; every op writes exactly one",

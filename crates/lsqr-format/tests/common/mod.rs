@@ -62,6 +62,7 @@ pub fn with_header(file: &[u8], header: &[u8]) -> Vec<u8> {
     let mut out = file[..at].to_vec();
     out.extend_from_slice(header);
     out[..64].copy_from_slice(&encode_preamble(
+        u16::from_le_bytes([file[10], file[11]]),
         at as u64,
         header.len() as u64,
         crc32fast::hash(header),
