@@ -56,6 +56,7 @@
 
 mod npy;
 mod onnx;
+pub mod onnx_graph;
 mod pickle;
 mod protobuf;
 mod safetensors;

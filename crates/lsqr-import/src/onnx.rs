@@ -478,7 +478,7 @@ impl Collector<'_> {
 }
 
 /// The dtype of an ONNX `TensorProto.DataType`.
-fn onnx_dtype(code: u64) -> Result<RawDtype, String> {
+pub(super) fn onnx_dtype(code: u64) -> Result<RawDtype, String> {
     Ok(match code {
         1 => RawDtype::F32,
         2 => RawDtype::U8,
@@ -516,7 +516,7 @@ fn onnx_dtype(code: u64) -> Result<RawDtype, String> {
 
 /// Decodes the typed repeated field that holds `dtype`'s values into
 /// little-endian bytes. Values in another typed field are an error.
-fn decode_typed(dtype: RawDtype, fields: &[Field<'_>]) -> Result<Vec<u8>, String> {
+pub(super) fn decode_typed(dtype: RawDtype, fields: &[Field<'_>]) -> Result<Vec<u8>, String> {
     let (number, field_name) = match dtype {
         RawDtype::F32 => (4, "float_data"),
         RawDtype::F64 => (10, "double_data"),
