@@ -91,10 +91,13 @@ extern crate std;
 
 mod arch;
 pub mod conv;
+pub mod elementwise;
 mod error;
 mod gemm;
 mod kernels;
+mod matmul;
 pub mod packed;
+pub mod reduce;
 mod shape;
 mod simd;
 
@@ -102,6 +105,7 @@ use alloc::vec::Vec;
 
 pub use error::OpError;
 pub use kernels::{BatchNorm, Kernels};
+pub use matmul::{batched_matmul_into, batched_matmul_shape};
 pub use shape::{broadcast_shape, Pool2d};
 
 /// Each code path on its own, for tests and benchmarks that compare them.
