@@ -98,7 +98,7 @@ fn ref_binary(op: BinaryOp, a: f32, b: f32) -> f32 {
         BinaryOp::Pow => a.powf(b),
         BinaryOp::Max if a.is_nan() || b.is_nan() => f32::NAN,
         BinaryOp::Max => {
-            if a > b {
+            if a >= b {
                 a
             } else {
                 b
@@ -106,7 +106,7 @@ fn ref_binary(op: BinaryOp, a: f32, b: f32) -> f32 {
         }
         BinaryOp::Min if a.is_nan() || b.is_nan() => f32::NAN,
         BinaryOp::Min => {
-            if a < b {
+            if a <= b {
                 a
             } else {
                 b
@@ -357,8 +357,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     /// Every binary operator with broadcasting, on every path, against the
-    /// naive reference: bit for bit (`pow` within 2 ulp: std's powf is not
-    /// libm's).
+    /// naive reference: bit for bit (`pow` within 2 ulp, or 2 subnormal ulp:
+    /// std's powf is not libm's).
     #[test]
     fn binary_matches_naive((sa, sb) in broadcast_pair(), seed: u32) {
         let a = special_fill(numel(&sa), seed);
@@ -371,7 +371,7 @@ proptest! {
                 k.binary_into(op, &a, &sa, &b, &sb, &mut got).unwrap();
                 for i in 0..want.len() {
                     let ok = if op == BinaryOp::Pow {
-                        close(got[i], f64::from(want[i]), 2.5e-7 * f64::from(want[i].abs()))
+                        close(got[i], f64::from(want[i]), 2.5e-7 * f64::from(want[i].abs()) + 3e-45)
                     } else {
                         same(got[i], want[i])
                     };
@@ -418,10 +418,10 @@ proptest! {
                 k.unary_inplace(op, &mut got);
                 for (i, (&g, &x)) in got.iter().zip(&xs).enumerate() {
                     let (want, rel, abs) = ref_unary(op, x);
-                    // Overflow/underflow thresholds and sin/cos of huge
-                    // arguments are compared on the portable path only.
+                    // Results beyond f32::MAX in f64 may round either way
+                    // in f32 (MAX or inf).
                     let tol = rel * want.abs() + abs;
-                    assert!(close(g, want, tol) || (rel > 0.0 && (want.abs() > 3e38 || x.abs() > 1e6)),
+                    assert!(close(g, want, tol) || (want.abs() > 3.4e38 && g.abs() >= f32::MAX),
                         "{op:?} on {} at {i} (x = {x:e}): {g:e} vs {want:e}", k.name());
                 }
             });
@@ -520,8 +520,16 @@ fn naive_reduce(op: ReduceOp, x: &[f32], shape: &[usize], axes: &[usize]) -> Vec
                 ReduceOp::Max => (nan_fold(f64::NEG_INFINITY, f64::max), 0.0),
                 ReduceOp::Min => (nan_fold(f64::INFINITY, f64::min), 0.0),
                 ReduceOp::Prod => {
-                    let p: f64 = g.iter().product();
-                    (p, p.abs())
+                    // In the kernels' order (row-major); a partial product
+                    // outside f32's normal range makes the f32 result
+                    // meaningless to compare: NaN magnitude, skipped.
+                    let mut p = 1.0f64;
+                    let mut in_range = true;
+                    for &v in g {
+                        p *= v;
+                        in_range &= p == 0.0 || (1e-30..=1e30).contains(&p.abs());
+                    }
+                    (p, if in_range { p.abs() } else { f64::NAN })
                 }
                 ReduceOp::L1 => (sum_abs, sum_abs),
                 ReduceOp::L2 => (sum_sq.sqrt(), sum_sq.sqrt()),
@@ -565,6 +573,9 @@ proptest! {
                 let mut got = vec![f32::NAN; want.len()];
                 k.reduce_into(op, &x, &shape, &axes, &mut got).unwrap();
                 for (i, (&g, &(w, mag))) in got.iter().zip(&want).enumerate() {
+                    if mag.is_nan() {
+                        continue;
+                    }
                     let tol = match op {
                         ReduceOp::Max | ReduceOp::Min => 0.0,
                         ReduceOp::LogSumExp => 4.0 * (count as f64 + 2.0) * f64::from(f32::EPSILON) * mag,

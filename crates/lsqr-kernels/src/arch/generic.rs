@@ -372,21 +372,22 @@ pub(crate) fn decode_packed(w: &crate::kernels::PackedRows<'_>, start: usize, ou
 use crate::elementwise::{BinaryOp, UnaryOp};
 use crate::reduce::RowReduce;
 
-/// `max(a, b)` that propagates NaN (as `numpy.maximum`) and otherwise
-/// returns `a > b ? a : b` (so `max(0, -0)` is `-0`, as the AVX2 `maxps`).
+/// `max(a, b)` as `numpy.maximum`: NaN if either is NaN, otherwise
+/// `a >= b ? a : b` (so the first of two equal zeros wins).
 #[inline]
 pub(crate) fn max_nan(a: f32, b: f32) -> f32 {
-    if a > b || a.is_nan() {
+    if a >= b || a.is_nan() {
         a
     } else {
         b
     }
 }
 
-/// `min(a, b)` that propagates NaN; otherwise `a < b ? a : b`.
+/// `min(a, b)` as `numpy.minimum`: NaN if either is NaN, otherwise
+/// `a <= b ? a : b`.
 #[inline]
 pub(crate) fn min_nan(a: f32, b: f32) -> f32 {
-    if a < b || a.is_nan() {
+    if a <= b || a.is_nan() {
         a
     } else {
         b

@@ -735,20 +735,22 @@ pub(crate) unsafe fn dot_codes_grouped(
 use crate::elementwise::{BinaryOp, UnaryOp};
 use crate::reduce::RowReduce;
 
-/// `a > b ? a : b` with NaN propagating from either side: `maxps` already
-/// returns `b` when either is NaN; `a` is put back where it is NaN. The
-/// same selection as the scalar `max_nan`, so bit-identical (zeros too).
+/// The scalar `max_nan` (`a >= b ? a : b`, NaN from either side) on
+/// lanes: `maxps(b, a)` is `b > a ? b : a`, which is already `a` when `a`
+/// is NaN or the two are equal; `b` is put back where it is NaN. The same
+/// selection, so bit-identical (signed zeros too).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn max_nan8(a: __m256, b: __m256) -> __m256 {
-    _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
+    _mm256_blendv_ps(_mm256_max_ps(b, a), b, _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b))
 }
 
-/// `a < b ? a : b` with NaN propagating, as the scalar `min_nan`.
+/// The scalar `min_nan` (`a <= b ? a : b`, NaN from either side), as
+/// `max_nan8`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn min_nan8(a: __m256, b: __m256) -> __m256 {
-    _mm256_blendv_ps(_mm256_min_ps(a, b), a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
+    _mm256_blendv_ps(_mm256_min_ps(b, a), b, _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b))
 }
 
 /// A comparison mask as 1.0 / 0.0.
