@@ -6,6 +6,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::arch::{self, generic};
+use crate::elementwise::{BinaryOp, UnaryOp};
+use crate::reduce::RowReduce;
 use crate::shape::{self, Binary, Pool2d};
 use crate::OpError;
 
@@ -86,6 +88,19 @@ pub struct Kernels {
     pub(crate) gemm_tile: crate::gemm::TileFn,
     /// One channel plane of a depthwise convolution.
     pub(crate) depthwise_plane: crate::conv::DwFn,
+    /// `out = a (op) b`, equal lengths.
+    pub(crate) binary_same: fn(BinaryOp, &[f32], &[f32], &mut [f32]),
+    /// `out = a (op) s`.
+    pub(crate) binary_scalar_right: fn(BinaryOp, &[f32], f32, &mut [f32]),
+    /// `out = s (op) b`.
+    pub(crate) binary_scalar_left: fn(BinaryOp, f32, &[f32], &mut [f32]),
+    /// Any unary operator in place.
+    pub(crate) unary: fn(UnaryOp, &mut [f32]),
+    /// One contiguous run folded to a value.
+    pub(crate) reduce_row: fn(RowReduce, &[f32]) -> f32,
+    /// `acc[i] = acc[i] (fold) x[i]`: the vertical step of a reduction
+    /// whose innermost axis is kept.
+    pub(crate) reduce_acc: fn(RowReduce, &mut [f32], &[f32]),
 }
 
 impl fmt::Debug for Kernels {
@@ -253,7 +268,7 @@ impl Kernels {
         out: &mut [f32],
     ) -> Result<(), OpError> {
         let f = Binary { op: "add", same: self.add, scalar: self.add_scalar, one: |x, y| x + y };
-        shape::broadcast_binary_into(&f, a, a_shape, b, b_shape, out)
+        shape::broadcast_binary_into(&f, a, a_shape, b, b_shape, out, shape::MAX_BROADCAST_RANK)
     }
 
     /// [`Kernels::mul`] into `out`; see [`Kernels::add_into`].
@@ -266,7 +281,7 @@ impl Kernels {
         out: &mut [f32],
     ) -> Result<(), OpError> {
         let f = Binary { op: "mul", same: self.mul, scalar: self.mul_scalar, one: |x, y| x * y };
-        shape::broadcast_binary_into(&f, a, a_shape, b, b_shape, out)
+        shape::broadcast_binary_into(&f, a, a_shape, b, b_shape, out, shape::MAX_BROADCAST_RANK)
     }
 
     /// Elementwise `a * b` with NumPy broadcasting; returns the output and

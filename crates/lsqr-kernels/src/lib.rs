@@ -14,6 +14,18 @@
 //!   [`avg_pool2d_into`], [`global_avg_pool2d_into`]), for a runtime that
 //!   plans every buffer up front;
 //! - [`matmul`] / [`matmul_into`] of two row-major activations;
+//!   [`batched_matmul_into`] (`numpy.matmul`: 1-D operands, broadcast batch
+//!   dims; each product through `matmul_into`) and its planning helper
+//!   [`batched_matmul_shape`];
+//! - the ONNX elementwise operators of the runtime: all allocation-free,
+//!   ranks up to 8: [`elementwise::binary_into`] (the [`elementwise::BinaryOp`]s:
+//!   arithmetic, `pow`, `max`/`min`, comparisons, `mod`/`fmod`, with NumPy
+//!   broadcasting and a scalar on either side), [`elementwise::unary_inplace`]
+//!   (the [`elementwise::UnaryOp`]s, the activations above included) and
+//!   [`elementwise::expand_into`];
+//! - reductions: [`reduce::reduce_into`] (the [`reduce::ReduceOp`]s over any
+//!   axes), [`reduce::softmax_axis_inplace`] and
+//!   [`reduce::log_softmax_axis_inplace`] along any axis;
 //! - on packed (or plain f32) weights: [`packed::dequantize_into`] (also
 //!   [`packed::dequantize_into_f16`] and [`packed::dequantize_into_bf16`]),
 //!   [`packed::linear`] / [`packed::linear_into`] (a GEMV that decodes the
@@ -46,7 +58,10 @@
 //! by run-time detection of AVX2 and FMA, overridden by the environment
 //! variable `LSQR_FORCE_SCALAR` (non-empty and not `"0"`: portable path);
 //! without `std`, by the compile-time target features. Pooling has only the
-//! portable implementation for now.
+//! portable implementation for now; so have `pow`, `mod`, `fmod`, the
+//! unary transcendentals without an activation kernel (`log`, `erf`,
+//! `sin`, ...), `prod` and `log_sum_exp` folds, log-softmax and softmax
+//! along an axis other than the last (one strided loop on every path).
 //!
 //! # Accuracy of the AVX2 path against the portable one
 //!
@@ -60,6 +75,13 @@
 //! | tanh | 2e-6 | 1e-30 | Cephes vector `tanh` |
 //! | gelu (erf form) | 2e-6 | 2e-6 | rational vector `erf` (a few ulp, ~4e-7 absolute); `1 + erf` cancels in the left tail `-5.6 < x < -3` (where the reference uses `erfc` and \|gelu\| < 4e-3); exactly 0 below |
 //! | softmax | 2e-6 | 1e-30 | vector `exp`, 8-lane sum |
+//! | binary add, sub, mul, div, max, min, comparisons (equal lengths, scalar on either side); unary neg, abs, sqrt, reciprocal, clip, hard sigmoid (`alpha`, `beta`), floor, ceil, round, trunc, not | 0 | 0 | same IEEE operations (max/min: the same NaN-propagating selection, signed zeros included): bit-identical |
+//! | unary exp | 2e-6 | 1e-30 | vector `exp`; outside its domain the square of `exp(x / 2)`, so it overflows where libm does and gives subnormals (within `1e-30`) below `-87.3` |
+//! | reduce sum, mean, l1, l2, sum_square (innermost axis reduced) | `n * f32::EPSILON` relative to the sum of `abs(x)` (of `x^2` for squares) | | 8-lane summation order |
+//! | reduce max, min (innermost axis reduced) | 0 | 0 | up to the sign of a zero result (lanes fold in another order) |
+//! | reduce with the innermost axis kept (any op); prod, log_sum_exp | 0 | 0 | the same per-element operations in the same order: bit-identical |
+//! | log_softmax, softmax along an axis other than the last | 0 | 0 | one portable loop |
+//! | batched_matmul | as matmul | | each product is a `matmul_into` |
 //! | layer_norm | 1e-5 | 1e-5 | summation order of mean and variance only |
 //! | matmul | `k * f32::EPSILON` relative to `sum_p abs(a[i,p] b[p,j])` | | FMA and blocked summation order (standard `γ_k` bound) |
 //! | packed dequantize | 0 | 0 | `table[code] * scale`, one multiply: bit-identical |
@@ -91,10 +113,13 @@ extern crate std;
 
 mod arch;
 pub mod conv;
+pub mod elementwise;
 mod error;
 mod gemm;
 mod kernels;
+mod matmul;
 pub mod packed;
+pub mod reduce;
 mod shape;
 mod simd;
 
@@ -102,6 +127,7 @@ use alloc::vec::Vec;
 
 pub use error::OpError;
 pub use kernels::{BatchNorm, Kernels};
+pub use matmul::{batched_matmul_into, batched_matmul_shape};
 pub use shape::{broadcast_shape, Pool2d};
 
 /// Each code path on its own, for tests and benchmarks that compare them.

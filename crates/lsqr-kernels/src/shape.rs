@@ -63,13 +63,30 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> 
 /// An axis of a coalesced broadcast loop: size and the element strides of
 /// both operands (0 where the operand is broadcast).
 #[derive(Clone, Copy, Debug)]
-struct Axis {
-    size: usize,
-    sa: usize,
-    sb: usize,
+pub(crate) struct Axis {
+    pub size: usize,
+    pub sa: usize,
+    pub sb: usize,
 }
 
-/// A binary elementwise operator on the three kernels broadcasting needs.
+/// The three kernels broadcasting needs, and one element for the rare
+/// inner run where both operands are broadcast.
+pub(crate) trait BinaryKernel {
+    /// The operator's name in errors.
+    fn name(&self) -> &'static str;
+    /// `out = a (op) b`, equal lengths.
+    fn same(&self, a: &[f32], b: &[f32], out: &mut [f32]);
+    /// `out = a (op) s`.
+    fn scalar_right(&self, a: &[f32], s: f32, out: &mut [f32]);
+    /// `out = s (op) b`: distinct from `scalar_right` for the operators
+    /// that do not commute (sub, div, pow, comparisons, mod).
+    fn scalar_left(&self, s: f32, b: &[f32], out: &mut [f32]);
+    /// One element.
+    fn one(&self, a: f32, b: f32) -> f32;
+}
+
+/// A commutative binary elementwise operator on plain kernel pointers (add,
+/// mul of the original table).
 pub(crate) struct Binary {
     pub op: &'static str,
     /// `out = a (op) b`, equal lengths.
@@ -80,6 +97,24 @@ pub(crate) struct Binary {
     pub one: fn(f32, f32) -> f32,
 }
 
+impl BinaryKernel for Binary {
+    fn name(&self) -> &'static str {
+        self.op
+    }
+    fn same(&self, a: &[f32], b: &[f32], out: &mut [f32]) {
+        (self.same)(a, b, out)
+    }
+    fn scalar_right(&self, a: &[f32], s: f32, out: &mut [f32]) {
+        (self.scalar)(a, s, out)
+    }
+    fn scalar_left(&self, s: f32, b: &[f32], out: &mut [f32]) {
+        (self.scalar)(b, s, out)
+    }
+    fn one(&self, a: f32, b: f32) -> f32 {
+        (self.one)(a, b)
+    }
+}
+
 /// Most axes a broadcast may have. The allocation-free loop keeps its
 /// per-axis state in fixed arrays of this size; tensors of the `.lsq`
 /// format have at most 8 dims, so 16 leaves room.
@@ -87,23 +122,36 @@ pub(crate) const MAX_BROADCAST_RANK: usize = 16;
 
 /// `a (op) b` with NumPy broadcasting; returns the output and its shape.
 pub(crate) fn broadcast_binary(
-    f: &Binary,
+    f: &impl BinaryKernel,
     a: &[f32],
     a_shape: &[usize],
     b: &[f32],
     b_shape: &[usize],
 ) -> Result<(Vec<f32>, Vec<usize>), OpError> {
+    let op = f.name();
     let out_shape = broadcast_shape(a_shape, b_shape).map_err(|_| OpError::ShapeMismatch {
-        op: f.op,
+        op,
         left: a_shape.to_vec(),
         right: b_shape.to_vec(),
     })?;
-    let total = numel(f.op, &out_shape)?;
-    check_len(f.op, "a", a.len(), a_shape)?;
-    check_len(f.op, "b", b.len(), b_shape)?;
+    let total = numel(op, &out_shape)?;
+    check_len(op, "a", a.len(), a_shape)?;
+    check_len(op, "b", b.len(), b_shape)?;
     let mut out = vec![0.0f32; total];
-    broadcast_binary_into(f, a, a_shape, b, b_shape, &mut out)?;
+    broadcast_binary_into(f, a, a_shape, b, b_shape, &mut out, MAX_BROADCAST_RANK)?;
     Ok((out, out_shape))
+}
+
+/// The error of a rank above `max_rank`.
+fn rank_error(op: &'static str, max_rank: usize) -> OpError {
+    OpError::BadParameter {
+        op,
+        reason: if max_rank <= 8 {
+            "at most 8 dims are supported"
+        } else {
+            "broadcasting supports at most 16 dims"
+        },
+    }
 }
 
 /// `a (op) b` with NumPy broadcasting into `out`, which must hold exactly
@@ -111,19 +159,21 @@ pub(crate) fn broadcast_binary(
 /// per-axis state lives on the stack), which is what the micro runtime
 /// needs between layers.
 pub(crate) fn broadcast_binary_into(
-    f: &Binary,
+    f: &impl BinaryKernel,
     a: &[f32],
     a_shape: &[usize],
     b: &[f32],
     b_shape: &[usize],
     out: &mut [f32],
+    max_rank: usize,
 ) -> Result<(), OpError> {
+    let op = f.name();
     let rank = a_shape.len().max(b_shape.len());
     let (pad_a, pad_b) = (rank - a_shape.len(), rank - b_shape.len());
     let dim_a = |i: usize| if i < pad_a { 1 } else { a_shape[i - pad_a] };
     let dim_b = |i: usize| if i < pad_b { 1 } else { b_shape[i - pad_b] };
     let mismatch =
-        || OpError::ShapeMismatch { op: f.op, left: a_shape.to_vec(), right: b_shape.to_vec() };
+        || OpError::ShapeMismatch { op, left: a_shape.to_vec(), right: b_shape.to_vec() };
     let mut total = 1usize;
     for i in 0..rank {
         let size = match (dim_a(i), dim_b(i)) {
@@ -132,37 +182,94 @@ pub(crate) fn broadcast_binary_into(
             (x, 1) => x,
             _ => return Err(mismatch()),
         };
-        total = total.checked_mul(size).ok_or(OpError::BadParameter {
-            op: f.op,
-            reason: "shape's element count overflows usize",
-        })?;
+        total = total
+            .checked_mul(size)
+            .ok_or(OpError::BadParameter { op, reason: "shape's element count overflows usize" })?;
     }
-    if rank > MAX_BROADCAST_RANK {
-        return Err(OpError::BadParameter {
-            op: f.op,
-            reason: "broadcasting supports at most 16 dims",
-        });
+    if rank > max_rank.min(MAX_BROADCAST_RANK) {
+        return Err(rank_error(op, max_rank));
     }
-    check_len(f.op, "a", a.len(), a_shape)?;
-    check_len(f.op, "b", b.len(), b_shape)?;
+    check_len(op, "a", a.len(), a_shape)?;
+    check_len(op, "b", b.len(), b_shape)?;
     if out.len() != total {
         return Err(OpError::LengthMismatch {
-            op: f.op,
+            op,
             what: "out",
             expected: total,
             actual: out.len(),
         });
     }
-    if total == 0 {
-        return Ok(());
+    let dims = |i: usize| (dim_a(i), dim_b(i), dim_a(i).max(dim_b(i)));
+    for_each_run(rank, dims, out, |chunk, oa, ob, inner| {
+        let len = chunk.len();
+        match (inner.sa, inner.sb) {
+            (1, 1) => f.same(&a[oa..oa + len], &b[ob..ob + len], chunk),
+            (1, _) => f.scalar_right(&a[oa..oa + len], b[ob], chunk),
+            (_, 1) => f.scalar_left(a[oa], &b[ob..ob + len], chunk),
+            _ => chunk.fill(f.one(a[oa], b[ob])),
+        }
+    });
+    Ok(())
+}
+
+/// `x` broadcast to exactly `out_shape` into `out` (ONNX Expand once the
+/// output shape is resolved). Allocates nothing on success; at most 8 dims.
+pub(crate) fn expand_into(
+    x: &[f32],
+    x_shape: &[usize],
+    out_shape: &[usize],
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    const OP: &str = "expand";
+    if x_shape.len() > 8 || out_shape.len() > 8 {
+        return Err(rank_error(OP, 8));
     }
-    // Axes from the innermost out, size-1 axes dropped, contiguous runs merged.
+    let rank = out_shape.len();
+    let mismatch =
+        || OpError::ShapeMismatch { op: OP, left: x_shape.to_vec(), right: out_shape.to_vec() };
+    let Some(pad) = rank.checked_sub(x_shape.len()) else { return Err(mismatch()) };
+    let dim_x = |i: usize| if i < pad { 1 } else { x_shape[i - pad] };
+    if (0..rank).any(|i| dim_x(i) != out_shape[i] && dim_x(i) != 1) {
+        return Err(mismatch());
+    }
+    check_len(OP, "x", x.len(), x_shape)?;
+    check_len(OP, "out", out.len(), out_shape)?;
+    for_each_run(
+        rank,
+        |i| (dim_x(i), 1, out_shape[i]),
+        out,
+        |chunk, ox, _, inner| {
+            if inner.sa == 1 {
+                chunk.copy_from_slice(&x[ox..ox + chunk.len()]);
+            } else {
+                chunk.fill(x[ox]);
+            }
+        },
+    );
+    Ok(())
+}
+
+/// The broadcast loop shared by the binary operators and expand: `dims(i)`
+/// gives axis `i`'s size in operand a, operand b and the output (already
+/// validated: each operand's size is the output's or 1, `rank` at most
+/// `MAX_BROADCAST_RANK`, `out` exactly the output's element count). Axes are
+/// taken from the innermost out, size-1 axes dropped and contiguous runs
+/// merged; `run` gets each innermost run of the output with the offsets of
+/// its first element in a and b and the innermost axis (strides 0 or 1).
+pub(crate) fn for_each_run(
+    rank: usize,
+    dims: impl Fn(usize) -> (usize, usize, usize),
+    out: &mut [f32],
+    mut run: impl FnMut(&mut [f32], usize, usize, Axis),
+) {
+    if out.is_empty() {
+        return;
+    }
     let (mut run_a, mut run_b) = (1usize, 1usize);
-    let mut axes = [Axis { size: 0, sa: 0, sb: 0 }; MAX_BROADCAST_RANK];
+    let mut axes = [Axis { size: 1, sa: 0, sb: 0 }; MAX_BROADCAST_RANK];
     let mut n_axes = 0usize;
-    for i in (0..rank).rev() {
-        let (da, db) = (dim_a(i), dim_b(i));
-        let size = da.max(db);
+    for i in (0..rank.min(MAX_BROADCAST_RANK)).rev() {
+        let (da, db, size) = dims(i);
         let axis =
             Axis { size, sa: if da == 1 { 0 } else { run_a }, sb: if db == 1 { 0 } else { run_b } };
         run_a *= da;
@@ -180,20 +287,16 @@ pub(crate) fn broadcast_binary_into(
             }
         }
     }
-    let Some((&inner, outer)) = axes[..n_axes].split_first() else {
-        out[0] = (f.one)(a[0], b[0]);
-        return Ok(());
+    let n_axes = n_axes.max(1);
+    let (&inner, outer) = match axes[..n_axes].split_first() {
+        Some(split) => split,
+        None => return,
     };
     let len = inner.size;
     let mut counter = [0usize; MAX_BROADCAST_RANK];
     let (mut oa, mut ob) = (0usize, 0usize);
     for chunk in out.chunks_exact_mut(len) {
-        match (inner.sa, inner.sb) {
-            (1, 1) => (f.same)(&a[oa..oa + len], &b[ob..ob + len], chunk),
-            (1, _) => (f.scalar)(&a[oa..oa + len], b[ob], chunk),
-            (_, 1) => (f.scalar)(&b[ob..ob + len], a[oa], chunk),
-            _ => chunk.fill((f.one)(a[oa], b[ob])),
-        }
+        run(chunk, oa, ob, inner);
         // Odometer over the outer axes.
         for (c, axis) in counter.iter_mut().zip(outer) {
             *c += 1;
@@ -207,7 +310,6 @@ pub(crate) fn broadcast_binary_into(
             ob -= axis.sb * axis.size;
         }
     }
-    Ok(())
 }
 
 /// A 2-D pooling window: kernel, stride and zero-padding per spatial axis

@@ -366,3 +366,262 @@ pub(crate) fn decode_packed(w: &crate::kernels::PackedRows<'_>, start: usize, ou
         done += n;
     }
 }
+
+// ------------------------------------------------ elementwise operators
+
+use crate::elementwise::{BinaryOp, UnaryOp};
+use crate::reduce::RowReduce;
+
+/// `max(a, b)` as `numpy.maximum`: NaN if either is NaN, otherwise
+/// `a >= b ? a : b` (so the first of two equal zeros wins).
+#[inline]
+pub(crate) fn max_nan(a: f32, b: f32) -> f32 {
+    if a >= b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+/// `min(a, b)` as `numpy.minimum`: NaN if either is NaN, otherwise
+/// `a <= b ? a : b`.
+#[inline]
+pub(crate) fn min_nan(a: f32, b: f32) -> f32 {
+    if a <= b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+/// 1.0 for true, 0.0 for false: ONNX comparisons cast to f32.
+#[inline]
+fn flag(b: bool) -> f32 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Python's `a % b`: the remainder takes the divisor's sign (a zero
+/// remainder too), built on the exact `fmodf`.
+#[inline]
+pub(crate) fn floor_mod(a: f32, b: f32) -> f32 {
+    let r = libm::fmodf(a, b);
+    if r == 0.0 {
+        libm::copysignf(0.0, b)
+    } else if (r < 0.0) != (b < 0.0) {
+        r + b
+    } else {
+        r
+    }
+}
+
+/// One element of a binary operator.
+#[inline]
+pub(crate) fn binary1(op: BinaryOp, a: f32, b: f32) -> f32 {
+    match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Pow => libm::powf(a, b),
+        BinaryOp::Max => max_nan(a, b),
+        BinaryOp::Min => min_nan(a, b),
+        BinaryOp::Equal => flag(a == b),
+        BinaryOp::Less => flag(a < b),
+        BinaryOp::Greater => flag(a > b),
+        BinaryOp::LessOrEqual => flag(a <= b),
+        BinaryOp::GreaterOrEqual => flag(a >= b),
+        BinaryOp::Mod => floor_mod(a, b),
+        BinaryOp::FMod => libm::fmodf(a, b),
+    }
+}
+
+/// `out[i] = a[i] (op) b[i]`. The `match` sits outside the loop so each
+/// operator gets its own loop.
+pub(crate) fn binary_same(op: BinaryOp, a: &[f32], b: &[f32], out: &mut [f32]) {
+    macro_rules! each {
+        ($($op:ident),*) => {
+            match op {
+                $(BinaryOp::$op => {
+                    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                        *o = binary1(BinaryOp::$op, x, y);
+                    }
+                })*
+            }
+        };
+    }
+    each!(
+        Add,
+        Sub,
+        Mul,
+        Div,
+        Pow,
+        Max,
+        Min,
+        Equal,
+        Less,
+        Greater,
+        LessOrEqual,
+        GreaterOrEqual,
+        Mod,
+        FMod
+    );
+}
+
+/// `out[i] = a[i] (op) s`.
+pub(crate) fn binary_scalar_right(op: BinaryOp, a: &[f32], s: f32, out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = binary1(op, x, s);
+    }
+}
+
+/// `out[i] = s (op) b[i]`.
+pub(crate) fn binary_scalar_left(op: BinaryOp, s: f32, b: &[f32], out: &mut [f32]) {
+    for (o, &y) in out.iter_mut().zip(b) {
+        *o = binary1(op, s, y);
+    }
+}
+
+/// `x` clamped to `[lo, hi]` as ONNX Clip (`min(max(x, lo), hi)`): NaN
+/// stays NaN, a NaN bound is ignored, `lo > hi` gives `hi`. Unlike
+/// `f32::clamp` it never panics.
+#[inline]
+pub(crate) fn clip1(x: f32, lo: f32, hi: f32) -> f32 {
+    let y = if lo > x { lo } else { x };
+    if hi < y {
+        hi
+    } else {
+        y
+    }
+}
+
+/// `log(1 + exp(x))` without overflow for large `x` nor loss for small.
+#[inline]
+fn softplus1(x: f32) -> f32 {
+    if x > 0.0 {
+        x + libm::log1pf(libm::expf(-x))
+    } else {
+        libm::log1pf(libm::expf(x))
+    }
+}
+
+/// One element of a unary operator (the activations of the table included,
+/// for the reference).
+#[inline]
+pub(crate) fn unary1(op: UnaryOp, x: f32) -> f32 {
+    match op {
+        UnaryOp::Relu => relu1(x),
+        UnaryOp::Relu6 => relu6_1(x),
+        UnaryOp::LeakyRelu { alpha } => {
+            if x < 0.0 {
+                x * alpha
+            } else {
+                x
+            }
+        }
+        UnaryOp::Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
+        UnaryOp::Tanh => libm::tanhf(x),
+        UnaryOp::Gelu => 0.5 * x * libm::erfcf(-x * FRAC_1_SQRT_2),
+        UnaryOp::GeluTanh => {
+            let u = SQRT_2_OVER_PI * (x + GELU_TANH_CUBIC * x * x * x);
+            x / (1.0 + libm::expf(-2.0 * u))
+        }
+        UnaryOp::Silu => x / (1.0 + libm::expf(-x)),
+        UnaryOp::HardSigmoid { alpha, beta } => clip1(alpha * x + beta, 0.0, 1.0),
+        UnaryOp::HardSwish => x * relu6_1(x + 3.0) / 6.0,
+        UnaryOp::Clip { min, max } => clip1(x, min, max),
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => libm::fabsf(x),
+        UnaryOp::Sqrt => libm::sqrtf(x),
+        UnaryOp::Reciprocal => 1.0 / x,
+        UnaryOp::Exp => libm::expf(x),
+        UnaryOp::Log => libm::logf(x),
+        UnaryOp::Erf => libm::erff(x),
+        UnaryOp::Floor => libm::floorf(x),
+        UnaryOp::Ceil => libm::ceilf(x),
+        UnaryOp::Round => libm::roundevenf(x),
+        UnaryOp::Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }
+        UnaryOp::Softplus => softplus1(x),
+        UnaryOp::Elu { alpha } => {
+            if x < 0.0 {
+                alpha * libm::expm1f(x)
+            } else {
+                x
+            }
+        }
+        UnaryOp::Sin => libm::sinf(x),
+        UnaryOp::Cos => libm::cosf(x),
+        UnaryOp::Not => flag(x == 0.0),
+        UnaryOp::Trunc => libm::truncf(x),
+    }
+}
+
+/// Any unary operator in place: the table's activations through their
+/// kernels, the rest one element at a time.
+pub(crate) fn unary(op: UnaryOp, x: &mut [f32]) {
+    match op {
+        UnaryOp::Relu => relu(x),
+        UnaryOp::Relu6 => relu6(x),
+        UnaryOp::LeakyRelu { alpha } => leaky_relu(x, alpha),
+        UnaryOp::Sigmoid => sigmoid(x),
+        UnaryOp::Tanh => tanh(x),
+        UnaryOp::Gelu => gelu(x),
+        UnaryOp::GeluTanh => gelu_tanh(x),
+        UnaryOp::Silu => silu(x),
+        UnaryOp::HardSwish => hardswish(x),
+        _ => x.iter_mut().for_each(|v| *v = unary1(op, *v)),
+    }
+}
+
+/// `log(exp(a) + exp(b))`, the online step of a log-sum-exp reduction
+/// that has no room for a separate maximum.
+#[inline]
+pub(crate) fn log_add_exp(a: f32, b: f32) -> f32 {
+    if a == f32::NEG_INFINITY {
+        return b;
+    }
+    if b == f32::NEG_INFINITY || a == b {
+        // a == b: also the +inf + +inf case, where a - b is NaN.
+        return if a == b { a + core::f32::consts::LN_2 } else { a };
+    }
+    let m = max_nan(a, b);
+    m + libm::log1pf(libm::expf(-libm::fabsf(a - b)))
+}
+
+/// The fold of one reduction step.
+#[inline]
+pub(crate) fn fold1(op: RowReduce, acc: f32, x: f32) -> f32 {
+    match op {
+        RowReduce::Sum => acc + x,
+        RowReduce::SumAbs => acc + libm::fabsf(x),
+        RowReduce::SumSquare => acc + x * x,
+        RowReduce::Prod => acc * x,
+        RowReduce::Max => max_nan(x, acc),
+        RowReduce::Min => min_nan(x, acc),
+        RowReduce::SumExp(shift) => acc + libm::expf(x - shift),
+        RowReduce::LogAddExp => log_add_exp(acc, x),
+    }
+}
+
+/// `row` folded left to right from the fold's identity.
+pub(crate) fn reduce_row(op: RowReduce, row: &[f32]) -> f32 {
+    row.iter().fold(op.identity(), |acc, &x| fold1(op, acc, x))
+}
+
+/// `acc[i] = fold(acc[i], x[i])`.
+pub(crate) fn reduce_acc(op: RowReduce, acc: &mut [f32], x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a = fold1(op, *a, v);
+    }
+}

@@ -41,6 +41,12 @@ pub(crate) static SCALAR: Kernels = Kernels {
     decode_packed: generic::decode_packed,
     gemm_tile: crate::gemm::tile_portable,
     depthwise_plane: crate::conv::depthwise_portable,
+    binary_same: generic::binary_same,
+    binary_scalar_right: generic::binary_scalar_right,
+    binary_scalar_left: generic::binary_scalar_left,
+    unary: generic::unary,
+    reduce_row: generic::reduce_row,
+    reduce_acc: generic::reduce_acc,
 };
 
 const UNKNOWN: u8 = 0;

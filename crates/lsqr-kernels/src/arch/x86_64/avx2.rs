@@ -729,3 +729,276 @@ pub(crate) unsafe fn dot_codes_grouped(
     unsafe { _mm256_storeu_ps(sum.as_mut_ptr(), total) };
     sum.iter().sum::<f32>() + tail_total
 }
+
+// ------------------------------------------- ONNX elementwise operators
+
+use crate::elementwise::{BinaryOp, UnaryOp};
+use crate::reduce::RowReduce;
+
+/// The scalar `max_nan` (`a >= b ? a : b`, NaN from either side) on
+/// lanes: `maxps(b, a)` is `b > a ? b : a`, which is already `a` when `a`
+/// is NaN or the two are equal; `b` is put back where it is NaN. The same
+/// selection, so bit-identical (signed zeros too).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn max_nan8(a: __m256, b: __m256) -> __m256 {
+    _mm256_blendv_ps(_mm256_max_ps(b, a), b, _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b))
+}
+
+/// The scalar `min_nan` (`a <= b ? a : b`, NaN from either side), as
+/// `max_nan8`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn min_nan8(a: __m256, b: __m256) -> __m256 {
+    _mm256_blendv_ps(_mm256_min_ps(b, a), b, _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b))
+}
+
+/// A comparison mask as 1.0 / 0.0.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn flag8(mask: __m256) -> __m256 {
+    _mm256_and_ps(mask, _mm256_set1_ps(1.0))
+}
+
+/// `min(max(x, lo), hi)` selected as the scalar `clip1`: NaN `x` kept, a
+/// NaN bound ignored.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn clip8(x: __m256, lo: __m256, hi: __m256) -> __m256 {
+    _mm256_min_ps(hi, _mm256_max_ps(lo, x))
+}
+
+/// `exp(x)` over the whole f32 range: `exp8` inside its domain, the square
+/// of `exp8(x / 2)` outside it, so that `exp(88.5)` is finite and
+/// `exp(-100)` subnormal, as in libm.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_full8(x: __m256) -> __m256 {
+    let half = exp8(_mm256_mul_ps(x, _mm256_set1_ps(0.5)));
+    let outside = _mm256_or_ps(
+        _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(EXP_HI)),
+        _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_LO)),
+    );
+    _mm256_blendv_ps(exp8(x), _mm256_mul_ps(half, half), outside)
+}
+
+/// The binary operators with a vector form, each applied by `$apply!`
+/// to its lane function; `false` for the others.
+macro_rules! simd_binary {
+    ($op:expr, $apply:ident) => {
+        match $op {
+            BinaryOp::Add => $apply!(|x, y| _mm256_add_ps(x, y)),
+            BinaryOp::Sub => $apply!(|x, y| _mm256_sub_ps(x, y)),
+            BinaryOp::Mul => $apply!(|x, y| _mm256_mul_ps(x, y)),
+            BinaryOp::Div => $apply!(|x, y| _mm256_div_ps(x, y)),
+            BinaryOp::Max => $apply!(|x, y| max_nan8(x, y)),
+            BinaryOp::Min => $apply!(|x, y| min_nan8(x, y)),
+            BinaryOp::Equal => $apply!(|x, y| flag8(_mm256_cmp_ps::<_CMP_EQ_OQ>(x, y))),
+            BinaryOp::Less => $apply!(|x, y| flag8(_mm256_cmp_ps::<_CMP_LT_OQ>(x, y))),
+            BinaryOp::Greater => $apply!(|x, y| flag8(_mm256_cmp_ps::<_CMP_GT_OQ>(x, y))),
+            BinaryOp::LessOrEqual => $apply!(|x, y| flag8(_mm256_cmp_ps::<_CMP_LE_OQ>(x, y))),
+            BinaryOp::GreaterOrEqual => $apply!(|x, y| flag8(_mm256_cmp_ps::<_CMP_GE_OQ>(x, y))),
+            BinaryOp::Pow | BinaryOp::Mod | BinaryOp::FMod => false,
+        }
+    };
+}
+
+/// `out = a (op) b` over the shortest; `false` (nothing written) when
+/// `op` has no vector form.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn binary_same(op: BinaryOp, a: &[f32], b: &[f32], out: &mut [f32]) -> bool {
+    macro_rules! apply {
+        ($f:expr) => {{
+            // SAFETY: AVX2 and FMA are available (this function's contract).
+            unsafe { zip_map(a, b, out, $f) };
+            true
+        }};
+    }
+    simd_binary!(op, apply)
+}
+
+/// `out = a (op) s`; `false` when `op` has no vector form.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn binary_scalar_right(op: BinaryOp, a: &[f32], s: f32, out: &mut [f32]) -> bool {
+    let s = _mm256_set1_ps(s);
+    macro_rules! apply {
+        ($f:expr) => {{
+            let f = $f;
+            // SAFETY: AVX2 and FMA are available (this function's contract).
+            unsafe { map_into(a, out, |x| f(x, s)) };
+            true
+        }};
+    }
+    simd_binary!(op, apply)
+}
+
+/// `out = s (op) b`; `false` when `op` has no vector form.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn binary_scalar_left(op: BinaryOp, s: f32, b: &[f32], out: &mut [f32]) -> bool {
+    let s = _mm256_set1_ps(s);
+    macro_rules! apply {
+        ($f:expr) => {{
+            let f = $f;
+            // SAFETY: AVX2 and FMA are available (this function's contract).
+            unsafe { map_into(b, out, |y| f(s, y)) };
+            true
+        }};
+    }
+    simd_binary!(op, apply)
+}
+
+/// The unary operators without a kernel of their own in the table that
+/// have a vector form; `false` (nothing written) for the others.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn unary(op: UnaryOp, x: &mut [f32]) -> bool {
+    let sign = _mm256_set1_ps(-0.0);
+    macro_rules! apply {
+        ($f:expr) => {{
+            // SAFETY: AVX2 and FMA are available (this function's contract).
+            unsafe { map_in_place(x, $f) };
+            true
+        }};
+    }
+    const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const DOWN: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    const UP: i32 = _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC;
+    const ZERO: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+    match op {
+        UnaryOp::Neg => apply!(|v| _mm256_xor_ps(v, sign)),
+        UnaryOp::Abs => apply!(|v| _mm256_andnot_ps(sign, v)),
+        UnaryOp::Sqrt => apply!(|v| _mm256_sqrt_ps(v)),
+        UnaryOp::Reciprocal => apply!(|v| _mm256_div_ps(_mm256_set1_ps(1.0), v)),
+        UnaryOp::Exp => apply!(|v| exp_full8(v)),
+        UnaryOp::Clip { min, max } => {
+            let (lo, hi) = (_mm256_set1_ps(min), _mm256_set1_ps(max));
+            apply!(|v| clip8(v, lo, hi))
+        }
+        UnaryOp::HardSigmoid { alpha, beta } => {
+            let (a, b) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+            let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
+            // Multiply, then add (not fused), as the scalar reference.
+            apply!(|v| clip8(_mm256_add_ps(_mm256_mul_ps(a, v), b), lo, hi))
+        }
+        UnaryOp::Floor => apply!(|v| _mm256_round_ps::<DOWN>(v)),
+        UnaryOp::Ceil => apply!(|v| _mm256_round_ps::<UP>(v)),
+        UnaryOp::Round => apply!(|v| _mm256_round_ps::<NEAREST>(v)),
+        UnaryOp::Trunc => apply!(|v| _mm256_round_ps::<ZERO>(v)),
+        UnaryOp::Not => apply!(|v| flag8(_mm256_cmp_ps::<_CMP_EQ_OQ>(v, _mm256_setzero_ps()))),
+        _ => false,
+    }
+}
+
+/// The maximum (`MAX`) or minimum of `row`, NaN propagating; the lanes are
+/// folded with the scalar `max_nan` / `min_nan` (so only the sign of a
+/// zero result can differ from the left-to-right reference).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_extreme<const MAX: bool>(row: &[f32]) -> f32 {
+    let init = if MAX { f32::NEG_INFINITY } else { f32::INFINITY };
+    let fold = |v: __m256, acc: __m256| if MAX { max_nan8(v, acc) } else { min_nan8(v, acc) };
+    let (n, p) = (row.len(), row.as_ptr());
+    let mut acc = _mm256_set1_ps(init);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        acc = fold(unsafe { _mm256_loadu_ps(p.add(i)) }, acc);
+        i += 8;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        // SAFETY: the mask covers the n - i elements left.
+        let v = unsafe { _mm256_maskload_ps(p.add(i), m) };
+        acc = fold(_mm256_blendv_ps(_mm256_set1_ps(init), v, _mm256_castsi256_ps(m)), acc);
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` is 8 writable f32s.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    let scalar = if MAX { crate::arch::generic::max_nan } else { crate::arch::generic::min_nan };
+    lanes.iter().fold(init, |a, &v| scalar(v, a))
+}
+
+/// `row` folded by `op`; `None` when `op` has no vector form.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn reduce_row(op: RowReduce, row: &[f32]) -> Option<f32> {
+    let sign = _mm256_set1_ps(-0.0);
+    // SAFETY: AVX2 and FMA are available (this function's contract).
+    unsafe {
+        Some(match op {
+            RowReduce::Sum => row_sum(row, |v| v),
+            RowReduce::SumAbs => row_sum(row, |v| _mm256_andnot_ps(sign, v)),
+            RowReduce::SumSquare => row_sum(row, |v| _mm256_mul_ps(v, v)),
+            RowReduce::Max => row_extreme::<true>(row),
+            RowReduce::Min => row_extreme::<false>(row),
+            _ => return None,
+        })
+    }
+}
+
+/// `acc[i] = f(acc[i], x[i])` over the shorter of the two.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn zip_acc(acc: &mut [f32], x: &[f32], f: impl Fn(__m256, __m256) -> __m256) {
+    let n = acc.len().min(x.len());
+    let (pa, px) = (acc.as_mut_ptr(), x.as_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n <= both lengths.
+        unsafe {
+            _mm256_storeu_ps(pa.add(i), f(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(px.add(i))))
+        };
+        i += 8;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        // SAFETY: the mask covers the n - i < 8 elements left in both.
+        unsafe {
+            let v = f(_mm256_maskload_ps(pa.add(i), m), _mm256_maskload_ps(px.add(i), m));
+            _mm256_maskstore_ps(pa.add(i), m, v);
+        }
+    }
+}
+
+/// `acc[i] = fold(acc[i], x[i])`, the same IEEE operation per element as
+/// the scalar `fold1` (bit-identical); `false` when `op` has no vector form.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn reduce_acc(op: RowReduce, acc: &mut [f32], x: &[f32]) -> bool {
+    let sign = _mm256_set1_ps(-0.0);
+    // SAFETY: AVX2 and FMA are available (this function's contract).
+    unsafe {
+        match op {
+            RowReduce::Sum => zip_acc(acc, x, |a, v| _mm256_add_ps(a, v)),
+            RowReduce::SumAbs => {
+                zip_acc(acc, x, |a, v| _mm256_add_ps(a, _mm256_andnot_ps(sign, v)))
+            }
+            RowReduce::SumSquare => zip_acc(acc, x, |a, v| _mm256_add_ps(a, _mm256_mul_ps(v, v))),
+            RowReduce::Prod => zip_acc(acc, x, |a, v| _mm256_mul_ps(a, v)),
+            RowReduce::Max => zip_acc(acc, x, |a, v| max_nan8(v, a)),
+            RowReduce::Min => zip_acc(acc, x, |a, v| min_nan8(v, a)),
+            _ => return false,
+        }
+    }
+    true
+}

@@ -119,6 +119,65 @@ pub(crate) mod safe {
         crate::arch::generic::decode_packed(w, start + done, &mut out[done..]);
     }
 
+    use crate::arch::generic;
+    use crate::elementwise::{BinaryOp, UnaryOp};
+    use crate::reduce::RowReduce;
+
+    pub(super) fn binary_same(op: BinaryOp, a: &[f32], b: &[f32], out: &mut [f32]) {
+        // SAFETY: reachable only through the AVX2 table, handed out only
+        // once AVX2 and FMA were detected; the kernel bounds itself by the
+        // shortest slice.
+        if !unsafe { avx2::binary_same(op, a, b, out) } {
+            generic::binary_same(op, a, b, out)
+        }
+    }
+
+    pub(super) fn binary_scalar_right(op: BinaryOp, a: &[f32], s: f32, out: &mut [f32]) {
+        // SAFETY: as `binary_same`.
+        if !unsafe { avx2::binary_scalar_right(op, a, s, out) } {
+            generic::binary_scalar_right(op, a, s, out)
+        }
+    }
+
+    pub(super) fn binary_scalar_left(op: BinaryOp, s: f32, b: &[f32], out: &mut [f32]) {
+        // SAFETY: as `binary_same`.
+        if !unsafe { avx2::binary_scalar_left(op, s, b, out) } {
+            generic::binary_scalar_left(op, s, b, out)
+        }
+    }
+
+    pub(super) fn unary(op: UnaryOp, x: &mut [f32]) {
+        match op {
+            UnaryOp::Relu => relu(x),
+            UnaryOp::Relu6 => relu6(x),
+            UnaryOp::LeakyRelu { alpha } => leaky_relu(x, alpha),
+            UnaryOp::Sigmoid => sigmoid(x),
+            UnaryOp::Tanh => tanh(x),
+            UnaryOp::Gelu => gelu(x),
+            UnaryOp::GeluTanh => gelu_tanh(x),
+            UnaryOp::Silu => silu(x),
+            UnaryOp::HardSwish => hardswish(x),
+            // SAFETY: as `binary_same`.
+            _ if unsafe { avx2::unary(op, x) } => {}
+            _ => generic::unary(op, x),
+        }
+    }
+
+    pub(super) fn reduce_row(op: RowReduce, row: &[f32]) -> f32 {
+        // SAFETY: as `binary_same`.
+        match unsafe { avx2::reduce_row(op, row) } {
+            Some(v) => v,
+            None => generic::reduce_row(op, row),
+        }
+    }
+
+    pub(super) fn reduce_acc(op: RowReduce, acc: &mut [f32], x: &[f32]) {
+        // SAFETY: as `binary_same`.
+        if !unsafe { avx2::reduce_acc(op, acc, x) } {
+            generic::reduce_acc(op, acc, x)
+        }
+    }
+
     pub(super) fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
         // The kernel works on raw pointers: check the extents (cheap, once
         // per call) so that no caller can make it read out of bounds.
@@ -200,4 +259,10 @@ pub(crate) static AVX2: Kernels = Kernels {
     decode_packed: safe::decode_packed,
     gemm_tile: safe_gemm::gemm_tile,
     depthwise_plane: safe_gemm::depthwise_plane,
+    binary_same: safe::binary_same,
+    binary_scalar_right: safe::binary_scalar_right,
+    binary_scalar_left: safe::binary_scalar_left,
+    unary: safe::unary,
+    reduce_row: safe::reduce_row,
+    reduce_acc: safe::reduce_acc,
 };
