@@ -94,6 +94,7 @@ pub mod conv;
 mod error;
 mod gemm;
 mod kernels;
+pub mod layout;
 pub mod packed;
 mod shape;
 mod simd;
