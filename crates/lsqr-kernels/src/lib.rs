@@ -96,6 +96,7 @@ mod gemm;
 mod kernels;
 pub mod layout;
 pub mod packed;
+pub mod pool;
 mod shape;
 mod simd;
 
