@@ -97,6 +97,7 @@ mod kernels;
 pub mod layout;
 pub mod packed;
 pub mod pool;
+pub mod resize;
 mod shape;
 mod simd;
 
