@@ -91,6 +91,7 @@ extern crate std;
 
 mod arch;
 pub mod conv;
+pub mod conv_transpose;
 mod error;
 mod gemm;
 mod kernels;
