@@ -35,7 +35,28 @@
 //!   `_into` form. Every codec and every C in 1..=16 runs; C <= 8 with rows
 //!   of whole 8-code chunks takes the fused AVX2 decoder (codes shifted out
 //!   of one load, looked up with `vpermps` up to C = 5, by scalar loads
-//!   above), anything else a chunked unpack-then-look-up path.
+//!   above), anything else a chunked unpack-then-look-up path;
+//! - ONNX transposed convolution on packed (or plain f32) weights:
+//!   [`conv_transpose::conv_transpose2d_into`] (with
+//!   [`conv_transpose::conv_transpose2d_output_shape`] and
+//!   [`conv_transpose::conv_transpose2d_scratch_len`]), a per-group GEMM
+//!   of the decoded weight then a col2im scatter-add;
+//! - ONNX pooling with asymmetric pads, dilation, `ceil_mode` and
+//!   `count_include_pad`: [`pool::max_pool2d_ext_into`],
+//!   [`pool::avg_pool2d_ext_into`] (sized by
+//!   [`pool::Pool2dParams::output_shape`]), [`pool::global_max_pool2d_into`]
+//!   and [`pool::global_max_pool_into`];
+//! - ONNX Resize on the last two axes: [`resize::resize_into`] (nearest,
+//!   linear, cubic; the reference implementation's coordinate formulas);
+//! - data movement, in [`layout`]: [`layout::transpose_into`] (coalesced
+//!   axes, blocked 2-D tiles), [`layout::slice_into`] (with
+//!   [`layout::onnx_slice_params`] for ONNX's clamping),
+//!   [`layout::concat_into`], [`layout::pad_into`] (constant, reflect,
+//!   edge) and [`layout::gather_into`].
+//!
+//! The operators added for the ONNX graphs (the last four items) are
+//! allocation-free `_into` forms only, portable code, with ranks up to
+//! [`layout::MAX_RANK`] = 8, because the runtime plans every buffer.
 //!
 //! ```
 //! let mut x = vec![-1.0f32, 0.5, 2.0];
@@ -113,13 +134,17 @@ extern crate std;
 
 mod arch;
 pub mod conv;
+pub mod conv_transpose;
 pub mod elementwise;
 mod error;
 mod gemm;
 mod kernels;
+pub mod layout;
 mod matmul;
 pub mod packed;
+pub mod pool;
 pub mod reduce;
+pub mod resize;
 mod shape;
 mod simd;
 
