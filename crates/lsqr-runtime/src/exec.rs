@@ -4,11 +4,17 @@
 use std::ops::Range;
 
 use lsqr_kernels::conv::{conv1d_into, conv2d_into};
+use lsqr_kernels::conv_transpose::conv_transpose2d_into;
+use lsqr_kernels::elementwise::{binary_into, expand_into, unary_inplace};
+use lsqr_kernels::layout::{concat_into, gather_into, pad_into, slice_into, transpose_into};
 use lsqr_kernels::packed::linear_into;
+use lsqr_kernels::pool::{avg_pool2d_ext_into, global_max_pool2d_into, max_pool2d_ext_into};
+use lsqr_kernels::reduce::{log_softmax_axis_inplace, reduce_into, softmax_axis_inplace};
+use lsqr_kernels::resize::resize_into;
 use lsqr_kernels::OpError;
 
 use crate::error::RuntimeError;
-use crate::plan::{Op, Plan, Step, Unary, ALIGN_BYTES};
+use crate::plan::{Loc, Op, Plan, Step, ALIGN_BYTES};
 
 /// A plan bound to an arena: set the inputs, run, read the outputs.
 /// Running allocates nothing and never panics; it may be repeated (inputs
@@ -69,8 +75,14 @@ impl<'p, 'f, 'a> Runner<'p, 'f, 'a> {
         let count = self.plan.output_ids.len();
         let id =
             *self.plan.output_ids.get(index).ok_or(RuntimeError::NoSuchOutput { index, count })?;
-        let r = self.range(id)?;
-        self.buf.get(r).ok_or(RuntimeError::TooLarge { what: "an output range" })
+        match &self.plan.values.get(id).ok_or(RuntimeError::TooLarge { what: "a value index" })?.loc {
+            Loc::Const(c) => {
+                self.plan.consts.get(*c).map(Vec::as_slice).ok_or(RuntimeError::TooLarge { what: "a constant" })
+            }
+            Loc::Arena(r) => {
+                self.buf.get(r.clone()).ok_or(RuntimeError::TooLarge { what: "an output range" })
+            }
+        }
     }
 
     /// Runs every layer in order.
@@ -102,9 +114,13 @@ impl<'p, 'f, 'a> Runner<'p, 'f, 'a> {
             .ok_or_else(internal)?;
         let (out, hi) = rest.split_at_mut_checked(out_r.len()).ok_or_else(internal)?;
         let (lo, hi) = (&*lo, &*hi);
+        let consts = &self.plan.consts;
         let input = |k: usize| -> Result<&[f32], RuntimeError> {
             let id = *step.inputs.get(k).ok_or_else(internal)?;
-            let r = self.plan.values.get(id).ok_or_else(internal)?.range.clone();
+            let r = match &self.plan.values.get(id).ok_or_else(internal)?.loc {
+                Loc::Const(c) => return consts.get(*c).map(Vec::as_slice).ok_or_else(internal),
+                Loc::Arena(r) => r.clone(),
+            };
             let slice = if r.end <= out_r.start {
                 lo.get(r.start - scratch_len..r.end - scratch_len)
             } else if r.start >= out_r.end {
@@ -120,15 +136,17 @@ impl<'p, 'f, 'a> Runner<'p, 'f, 'a> {
                 .and_then(|&id| self.plan.values.get(id))
                 .map_or(&[], |s| s.info.shape.as_slice())
         };
-        exec(step, out, scratch, input, shape).map_err(kernel)
+        let out_shape =
+            self.plan.values.get(step.output).map_or(&[][..], |s| s.info.shape.as_slice());
+        exec(step, out, out_shape, scratch, input, shape).map_err(kernel)
     }
 
+    /// The arena range of value `id` (constants have none).
     fn range(&self, id: usize) -> Result<Range<usize>, RuntimeError> {
-        self.plan
-            .values
-            .get(id)
-            .map(|s| s.range.clone())
-            .ok_or(RuntimeError::TooLarge { what: "a value index" })
+        match self.plan.values.get(id).map(|s| &s.loc) {
+            Some(Loc::Arena(r)) => Ok(r.clone()),
+            _ => Err(RuntimeError::TooLarge { what: "a value index" }),
+        }
     }
 
     fn value_mut(&mut self, id: usize) -> Result<&mut [f32], RuntimeError> {
@@ -154,13 +172,14 @@ fn copy(op: &'static str, x: &[f32], out: &mut [f32]) -> Result<(), OpError> {
 fn exec<'x>(
     step: &Step<'_>,
     out: &mut [f32],
+    out_shape: &[usize],
     scratch: &mut [f32],
     input: impl Fn(usize) -> Result<&'x [f32], RuntimeError>,
     shape: impl Fn(usize) -> &'x [usize],
 ) -> Result<(), OpError> {
     let op = step.op_name;
-    let missing = OpError::BadParameter { op, reason: "missing input" };
-    let x = input(0).map_err(|_| missing.clone())?;
+    let missing = || OpError::BadParameter { op, reason: "missing input" };
+    let x = input(0).map_err(|_| missing())?;
     match &step.op {
         Op::Linear { w, bias, batch } => linear_into(w, bias.as_deref(), x, *batch, out, scratch),
         Op::Conv2d { w, bias, params, input } => {
@@ -169,25 +188,30 @@ fn exec<'x>(
         Op::Conv1d { w, bias, params, input } => {
             conv1d_into(w, bias.as_deref(), x, *input, params, out, scratch)
         }
+        Op::ConvTranspose2d { w, bias, params, input } => {
+            conv_transpose2d_into(w, bias.as_deref(), x, *input, params, out, scratch)
+        }
         Op::Unary(u) => {
             copy(op, x, out)?;
-            match *u {
-                Unary::Relu => lsqr_kernels::relu(out),
-                Unary::Relu6 => lsqr_kernels::relu6(out),
-                Unary::LeakyRelu(alpha) => lsqr_kernels::leaky_relu(out, alpha),
-                Unary::Sigmoid => lsqr_kernels::sigmoid(out),
-                Unary::Tanh => lsqr_kernels::tanh(out),
-                Unary::Gelu => lsqr_kernels::gelu(out),
-                Unary::GeluTanh => lsqr_kernels::gelu_tanh(out),
-                Unary::Silu => lsqr_kernels::silu(out),
-                Unary::Hardsigmoid => lsqr_kernels::hardsigmoid(out),
-                Unary::Hardswish => lsqr_kernels::hardswish(out),
-            }
+            unary_inplace(*u, out);
             Ok(())
         }
-        Op::Softmax { axis } => {
+        Op::HardSigmoidTorch => {
             copy(op, x, out)?;
-            lsqr_kernels::softmax(out, *axis)
+            lsqr_kernels::hardsigmoid(out);
+            Ok(())
+        }
+        Op::Binary(b) => {
+            let y = input(1).map_err(|_| missing())?;
+            binary_into(*b, x, shape(0), y, shape(1), out)
+        }
+        Op::Softmax { axis, log } => {
+            copy(op, x, out)?;
+            if *log {
+                log_softmax_axis_inplace(out, out_shape, *axis)
+            } else {
+                softmax_axis_inplace(out, out_shape, *axis)
+            }
         }
         Op::LayerNorm { gamma, beta, eps, axis } => {
             copy(op, x, out)?;
@@ -211,17 +235,32 @@ fn exec<'x>(
         Op::AvgPool { pool, input } => {
             lsqr_kernels::avg_pool2d_into(x, *input, pool, out).map(drop)
         }
-        Op::GlobalAvgPool { input } => {
+        Op::Pool { max: true, params, input } => max_pool2d_ext_into(x, *input, params, out),
+        Op::Pool { max: false, params, input } => avg_pool2d_ext_into(x, *input, params, out),
+        Op::GlobalPool { max: false, input } => {
             lsqr_kernels::global_avg_pool2d_into(x, *input, out).map(drop)
         }
-        Op::Add | Op::Mul => {
-            let y = input(1).map_err(|_| missing)?;
-            if matches!(step.op, Op::Add) {
-                lsqr_kernels::add_into(x, shape(0), y, shape(1), out)
-            } else {
-                lsqr_kernels::mul_into(x, shape(0), y, shape(1), out)
-            }
+        Op::GlobalPool { max: true, input } => global_max_pool2d_into(x, *input, out),
+        Op::Reduce { op: r, axes } => reduce_into(*r, x, shape(0), axes, out),
+        Op::MatMul => {
+            let y = input(1).map_err(|_| missing())?;
+            lsqr_kernels::batched_matmul_into(x, shape(0), y, shape(1), out)
         }
+        Op::Transpose { perm } => transpose_into(x, shape(0), perm, out),
+        Op::Concat { axis } => {
+            let mut offset = 0;
+            for k in 0..step.inputs.len() {
+                let part = input(k).map_err(|_| missing())?;
+                concat_into(part, shape(k), *axis, offset, out, out_shape)?;
+                offset += shape(k).get(*axis).copied().unwrap_or(0);
+            }
+            Ok(())
+        }
+        Op::Slice { starts, steps } => slice_into(x, shape(0), starts, steps, out_shape, out),
+        Op::Gather { axis, indices } => gather_into(x, shape(0), *axis, indices, out),
+        Op::Expand => expand_into(x, shape(0), out_shape, out),
+        Op::Pad { begin, end, mode } => pad_into(x, shape(0), begin, end, *mode, out),
+        Op::Resize(params) => resize_into(x, shape(0), out_shape, params, out),
         Op::Copy => copy(op, x, out),
     }
 }

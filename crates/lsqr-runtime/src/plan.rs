@@ -6,6 +6,14 @@ use std::ops::Range;
 
 use lsqr_kernels::conv::{conv1d_scratch_len, conv2d_scratch_len, Conv1dParams, Conv2dParams};
 use lsqr_kernels::packed::PackedWeight;
+use lsqr_kernels::conv_transpose::{
+    conv_transpose2d_output_shape, conv_transpose2d_scratch_len, ConvTranspose2dParams,
+};
+use lsqr_kernels::elementwise::{BinaryOp, UnaryOp, MAX_RANK};
+use lsqr_kernels::layout::PadMode;
+use lsqr_kernels::pool::Pool2dParams;
+use lsqr_kernels::reduce::ReduceOp;
+use lsqr_kernels::resize::{CoordinateTransform, NearestMode, ResizeMode, ResizeParams};
 use lsqr_kernels::{broadcast_shape, Pool2d};
 
 use crate::error::RuntimeError;
@@ -32,21 +40,6 @@ pub(crate) const ALIGN_BYTES: usize = 64;
 /// borrowed from the file, or raw floats converted to f32 once.
 pub(crate) type Weight<'f> = PackedWeight<'f>;
 
-/// In-place elementwise activations.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Unary {
-    Relu,
-    Relu6,
-    LeakyRelu(f32),
-    Sigmoid,
-    Tanh,
-    Gelu,
-    GeluTanh,
-    Silu,
-    Hardsigmoid,
-    Hardswish,
-}
-
 /// One planned operation with its constants.
 #[derive(Debug)]
 pub(crate) enum Op<'f> {
@@ -67,9 +60,20 @@ pub(crate) enum Op<'f> {
         params: Conv1dParams,
         input: [usize; 3],
     },
-    Unary(Unary),
+    ConvTranspose2d {
+        w: Weight<'f>,
+        bias: Option<Vec<f32>>,
+        params: ConvTranspose2dParams,
+        input: [usize; 4],
+    },
+    Unary(UnaryOp),
+    /// PyTorch's hardsigmoid, `relu6(x + 3) / 6` (an attribute-less
+    /// `hardsigmoid`); with alpha and beta it is ONNX's `Unary`.
+    HardSigmoidTorch,
+    Binary(BinaryOp),
     Softmax {
         axis: usize,
+        log: bool,
     },
     LayerNorm {
         gamma: Vec<f32>,
@@ -93,11 +97,43 @@ pub(crate) enum Op<'f> {
         pool: Pool2d,
         input: [usize; 4],
     },
-    GlobalAvgPool {
+    /// ONNX pooling: asymmetric pads, dilation, ceil mode, count_include_pad.
+    Pool {
+        max: bool,
+        params: Pool2dParams,
         input: [usize; 4],
     },
-    Add,
-    Mul,
+    /// Global pooling over the trailing dims of `[n, c, ...]`.
+    GlobalPool {
+        max: bool,
+        input: [usize; 4],
+    },
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+    },
+    MatMul,
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Concat {
+        axis: usize,
+    },
+    Slice {
+        starts: Vec<usize>,
+        steps: Vec<isize>,
+    },
+    Gather {
+        axis: usize,
+        indices: Vec<usize>,
+    },
+    Expand,
+    Pad {
+        begin: Vec<usize>,
+        end: Vec<usize>,
+        mode: PadMode,
+    },
+    Resize(ResizeParams),
     /// flatten and reshape: same values, new shape.
     Copy,
 }
@@ -115,8 +151,17 @@ pub(crate) struct Step<'f> {
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub info: ValueInfo,
-    /// Where the value lives in the values region, in f32 elements.
-    pub range: Range<usize>,
+    /// Where the value lives: in the arena (f32 elements from the arena's
+    /// aligned start), or a constant of the plan.
+    pub loc: Loc,
+}
+
+/// Where a value lives.
+#[derive(Debug, Clone)]
+pub(crate) enum Loc {
+    Arena(Range<usize>),
+    /// Index into [`Plan::consts`].
+    Const(usize),
 }
 
 /// An executable plan of a `.lsq` graph: checked layers with their weights
@@ -125,6 +170,8 @@ pub(crate) struct Slot {
 #[derive(Debug)]
 pub struct Plan<'f> {
     pub(crate) values: Vec<Slot>,
+    /// The values of `constant` layers (read-only at run time).
+    pub(crate) consts: Vec<Vec<f32>>,
     pub(crate) steps: Vec<Step<'f>>,
     pub(crate) input_ids: Vec<usize>,
     pub(crate) output_ids: Vec<usize>,
@@ -141,12 +188,15 @@ pub struct Plan<'f> {
 /// The ops this runtime executes (FORMAT.md §6.1 documents each). A graph
 /// naming any other op is refused by [`Plan::new`], naming the layer.
 pub const OPS: &[&str] = &[
+    "constant",
     "linear",
     "conv1d",
     "conv2d",
+    "conv_transpose2d",
     "relu",
     "relu6",
     "leaky_relu",
+    "elu",
     "sigmoid",
     "tanh",
     "gelu",
@@ -154,14 +204,63 @@ pub const OPS: &[&str] = &[
     "silu",
     "hardsigmoid",
     "hardswish",
+    "clip",
+    "neg",
+    "abs",
+    "sqrt",
+    "reciprocal",
+    "exp",
+    "log",
+    "erf",
+    "floor",
+    "ceil",
+    "round",
+    "sign",
+    "softplus",
+    "sin",
+    "cos",
+    "not",
+    "trunc",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "max",
+    "min",
+    "mod",
+    "fmod",
+    "equal",
+    "less",
+    "greater",
+    "less_or_equal",
+    "greater_or_equal",
     "softmax",
+    "log_softmax",
     "layer_norm",
     "batch_norm",
     "max_pool2d",
     "avg_pool2d",
     "global_avg_pool2d",
-    "add",
-    "mul",
+    "global_avg_pool",
+    "global_max_pool",
+    "reduce_sum",
+    "reduce_mean",
+    "reduce_max",
+    "reduce_min",
+    "reduce_prod",
+    "reduce_l1",
+    "reduce_l2",
+    "reduce_sum_square",
+    "reduce_log_sum_exp",
+    "matmul",
+    "transpose",
+    "concat",
+    "slice",
+    "gather",
+    "expand",
+    "pad",
+    "resize",
     "flatten",
     "reshape",
 ];
@@ -185,6 +284,8 @@ impl<'f> Plan<'f> {
             values.push(ValueInfo { name: name.clone(), shape });
         }
         let mut steps = Vec::with_capacity(graph.layers.len());
+        let mut consts: Vec<Vec<f32>> = Vec::new();
+        let mut const_of: HashMap<usize, usize> = HashMap::new();
         for (index, layer) in graph.layers.iter().enumerate() {
             let cx = Cx { index, layer };
             let op_name = OPS.iter().find(|&&s| s == layer.op).copied().ok_or_else(|| {
@@ -206,18 +307,33 @@ impl<'f> Plan<'f> {
             }
             let in_shapes: Vec<&[usize]> =
                 inputs.iter().map(|&id| values[id].shape.as_slice()).collect();
-            let (op, shape, scratch) = plan_layer(&cx, file, op_name, &in_shapes)?;
+            let output = values.len();
+            let shape = if op_name == "constant" {
+                cx.allow_attrs(&[])?;
+                cx.inputs(&in_shapes, 0)?;
+                let names = cx.weights(1, 1, "[t]")?;
+                let view = file
+                    .tensor(&names[0])
+                    .map_err(|e| cx.weight_err(&names[0], format!("unreadable: {e}")))?;
+                let data =
+                    view.to_f32_vec().map_err(|e| cx.weight_err(&names[0], e.to_string()))?;
+                const_of.insert(output, consts.len());
+                consts.push(data);
+                view.info().shape_usize()
+            } else {
+                let (op, shape, scratch) = plan_layer(&cx, file, op_name, &in_shapes)?;
+                steps.push(Step { op_name, op, inputs, output, scratch });
+                shape
+            };
             if shape.len() > MAX_DIMS {
                 return Err(cx.shape(format!("output rank {} exceeds {MAX_DIMS}", shape.len())));
             }
             element_count(&shape)?;
-            let output = values.len();
             let out_name = &layer.outputs[0];
             if ids.insert(out_name, output).is_some() {
                 return Err(cx.shape(format!("value `{out_name}` is produced twice")));
             }
             values.push(ValueInfo { name: out_name.clone(), shape });
-            steps.push(Step { op_name, op, inputs, output, scratch });
         }
         let lookup = |name: &String| {
             ids.get(name.as_str()).copied().ok_or_else(|| RuntimeError::Shape {
@@ -228,7 +344,8 @@ impl<'f> Plan<'f> {
         };
         let input_ids: Vec<usize> = (0..graph.inputs.len()).collect();
         let output_ids = graph.outputs.iter().map(lookup).collect::<Result<Vec<_>, _>>()?;
-        let ranges = assign_buffers(&values, &steps, &input_ids, &output_ids)?;
+        let is_const: Vec<bool> = (0..values.len()).map(|v| const_of.contains_key(&v)).collect();
+        let ranges = assign_buffers(&values, &is_const, &steps, &input_ids, &output_ids)?;
         let values_len = ranges.iter().map(|r| r.end).max().unwrap_or(0);
         let scratch_len =
             round_up(steps.iter().map(|s| s.scratch).max().unwrap_or(0)).ok_or(too_large())?;
@@ -238,10 +355,15 @@ impl<'f> Plan<'f> {
         let values: Vec<Slot> = values
             .into_iter()
             .zip(ranges)
-            .map(|(info, r)| {
+            .enumerate()
+            .map(|(v, (info, r))| {
                 let start = r.start + scratch_len;
                 let len = info.shape.iter().product::<usize>();
-                Slot { info, range: start..start + len }
+                let loc = match const_of.get(&v) {
+                    Some(&c) => Loc::Const(c),
+                    None => Loc::Arena(start..start + len),
+                };
+                Slot { info, loc }
             })
             .collect();
         let total_len = scratch_len.checked_add(values_len).ok_or(too_large())?;
@@ -254,6 +376,7 @@ impl<'f> Plan<'f> {
         let outputs = output_ids.iter().map(info).collect();
         Ok(Plan {
             values,
+            consts,
             steps,
             input_ids,
             output_ids,
@@ -344,6 +467,7 @@ fn input_shape(file: &LsqFile<'_>, name: &str) -> Result<Vec<usize>, RuntimeErro
 /// lifetime occupies. Returns each value's range in f32 elements.
 fn assign_buffers(
     values: &[ValueInfo],
+    is_const: &[bool],
     steps: &[Step<'_>],
     input_ids: &[usize],
     output_ids: &[usize],
@@ -364,10 +488,17 @@ fn assign_buffers(
     let mut ranges: Vec<Range<usize>> = Vec::with_capacity(values.len());
     let mut busy: Vec<Range<usize>> = Vec::new();
     for v in 0..values.len() {
+        if is_const[v] {
+            // Constants live in the plan, not the arena.
+            ranges.push(0..0);
+            continue;
+        }
         let len = round_up(element_count(&values[v].shape)?).ok_or(too_large())?;
         busy.clear();
         busy.extend(
-            (0..v).filter(|&u| def[u] <= last[v] && def[v] <= last[u]).map(|u| ranges[u].clone()),
+            (0..v)
+                .filter(|&u| !is_const[u] && def[u] <= last[v] && def[v] <= last[u])
+                .map(|u| ranges[u].clone()),
         );
         busy.sort_by_key(|r| r.start);
         let mut start = 0usize;
@@ -489,6 +620,58 @@ impl Cx<'_> {
         }
     }
 
+    /// A Float attribute that may be infinite (clip bounds, pad values).
+    fn float_any(&self, key: &str, default: f32) -> Result<f32, RuntimeError> {
+        match self.layer.attr(key) {
+            None => Ok(default),
+            Some(Value::Float(v)) if !v.is_nan() => Ok(*v as f32),
+            Some(Value::Int(v)) => Ok(*v as f32),
+            Some(other) => Err(self.attr_err(key, format!("must be a Float (not NaN), got {other:?}"))),
+        }
+    }
+
+    /// An IntList attribute (required).
+    fn ints(&self, key: &str) -> Result<Vec<i64>, RuntimeError> {
+        match self.layer.attr(key) {
+            Some(Value::IntList(v)) if v.len() <= MAX_DIMS * 2 || key == "indices" => Ok(v.clone()),
+            Some(Value::IntList(v)) => Err(self.attr_err(key, format!("has {} entries, too many", v.len()))),
+            Some(other) => Err(self.attr_err(key, format!("must be an IntList, got {other:?}"))),
+            None => Err(self.attr_err(key, "is required")),
+        }
+    }
+
+    /// An IntList attribute of values >= 0 (required).
+    fn usizes(&self, key: &str) -> Result<Vec<usize>, RuntimeError> {
+        self.ints(key)?.iter().map(|&v| self.usize_of(key, v)).collect()
+    }
+
+    /// An IntList attribute of values >= 0, or `default` when absent.
+    fn usizes_or(&self, key: &str, default: &[usize]) -> Result<Vec<usize>, RuntimeError> {
+        match self.layer.attr(key) {
+            None => Ok(default.to_vec()),
+            Some(_) => self.usizes(key),
+        }
+    }
+
+    /// Axes: an IntList of distinct values below `rank`, sorted.
+    fn axes(&self, key: &str, rank: usize) -> Result<Vec<usize>, RuntimeError> {
+        let mut axes = self.usizes(key)?;
+        axes.sort_unstable();
+        if axes.windows(2).any(|w| w[0] == w[1]) || axes.last().is_some_and(|&a| a >= rank) {
+            return Err(self.attr_err(key, format!("{axes:?} must be distinct axes below rank {rank}")));
+        }
+        Ok(axes)
+    }
+
+    /// A String attribute, or `default` when absent.
+    fn string(&self, key: &str, default: &str) -> Result<String, RuntimeError> {
+        match self.layer.attr(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(v)) => Ok(v.clone()),
+            Some(other) => Err(self.attr_err(key, format!("must be a String, got {other:?}"))),
+        }
+    }
+
     /// The weight names, `min..=max` of them (`what` names them for the
     /// message, e.g. "[w] or [w, b]").
     fn weights(&self, min: usize, max: usize, what: &str) -> Result<&[String], RuntimeError> {
@@ -546,40 +729,118 @@ fn plan_layer<'f>(
     op_name: &'static str,
     ins: &[&[usize]],
 ) -> Result<Planned<'f>, RuntimeError> {
-    let unary = |u: Unary| -> Result<Planned<'f>, RuntimeError> {
+    let unary = |u: UnaryOp| -> Result<Planned<'f>, RuntimeError> {
         cx.inputs(ins, 1)?;
         cx.weights(0, 0, "[]")?;
         Ok((Op::Unary(u), ins[0].to_vec(), 0))
     };
-    match op_name {
-        "relu" | "relu6" | "sigmoid" | "tanh" | "gelu" | "gelu_tanh" | "silu" | "hardsigmoid"
-        | "hardswish" => {
-            cx.allow_attrs(&[])?;
-            unary(match op_name {
-                "relu" => Unary::Relu,
-                "relu6" => Unary::Relu6,
-                "sigmoid" => Unary::Sigmoid,
-                "tanh" => Unary::Tanh,
-                "gelu" => Unary::Gelu,
-                "gelu_tanh" => Unary::GeluTanh,
-                "silu" => Unary::Silu,
-                "hardsigmoid" => Unary::Hardsigmoid,
-                _ => Unary::Hardswish,
-            })
+    let simple_unary = match op_name {
+        "relu" => Some(UnaryOp::Relu),
+        "relu6" => Some(UnaryOp::Relu6),
+        "sigmoid" => Some(UnaryOp::Sigmoid),
+        "tanh" => Some(UnaryOp::Tanh),
+        "gelu" => Some(UnaryOp::Gelu),
+        "gelu_tanh" => Some(UnaryOp::GeluTanh),
+        "silu" => Some(UnaryOp::Silu),
+        "hardswish" => Some(UnaryOp::HardSwish),
+        "neg" => Some(UnaryOp::Neg),
+        "abs" => Some(UnaryOp::Abs),
+        "sqrt" => Some(UnaryOp::Sqrt),
+        "reciprocal" => Some(UnaryOp::Reciprocal),
+        "exp" => Some(UnaryOp::Exp),
+        "log" => Some(UnaryOp::Log),
+        "erf" => Some(UnaryOp::Erf),
+        "floor" => Some(UnaryOp::Floor),
+        "ceil" => Some(UnaryOp::Ceil),
+        "round" => Some(UnaryOp::Round),
+        "sign" => Some(UnaryOp::Sign),
+        "softplus" => Some(UnaryOp::Softplus),
+        "sin" => Some(UnaryOp::Sin),
+        "cos" => Some(UnaryOp::Cos),
+        "not" => Some(UnaryOp::Not),
+        "trunc" => Some(UnaryOp::Trunc),
+        _ => None,
+    };
+    if let Some(u) = simple_unary {
+        cx.allow_attrs(&[])?;
+        return unary(u);
+    }
+    let binary = match op_name {
+        "add" => Some(BinaryOp::Add),
+        "sub" => Some(BinaryOp::Sub),
+        "mul" => Some(BinaryOp::Mul),
+        "div" => Some(BinaryOp::Div),
+        "pow" => Some(BinaryOp::Pow),
+        "max" => Some(BinaryOp::Max),
+        "min" => Some(BinaryOp::Min),
+        "mod" => Some(BinaryOp::Mod),
+        "fmod" => Some(BinaryOp::FMod),
+        "equal" => Some(BinaryOp::Equal),
+        "less" => Some(BinaryOp::Less),
+        "greater" => Some(BinaryOp::Greater),
+        "less_or_equal" => Some(BinaryOp::LessOrEqual),
+        "greater_or_equal" => Some(BinaryOp::GreaterOrEqual),
+        _ => None,
+    };
+    if let Some(b) = binary {
+        cx.allow_attrs(&[])?;
+        cx.inputs(ins, 2)?;
+        cx.weights(0, 0, "[]")?;
+        let out = broadcast_shape(ins[0], ins[1]).map_err(|_| {
+            cx.shape(format!("inputs of shapes {:?} and {:?} do not broadcast", ins[0], ins[1]))
+        })?;
+        if out.len() > MAX_RANK {
+            return Err(cx.shape(format!("output rank {} exceeds {MAX_RANK}", out.len())));
         }
-        "leaky_relu" => {
+        return Ok((Op::Binary(b), out, 0));
+    }
+    match op_name {
+        "leaky_relu" | "elu" => {
             cx.allow_attrs(&["alpha"])?;
-            unary(Unary::LeakyRelu(cx.float("alpha", 0.01)?))
+            if op_name == "elu" {
+                unary(UnaryOp::Elu { alpha: cx.float("alpha", 1.0)? })
+            } else {
+                unary(UnaryOp::LeakyRelu { alpha: cx.float("alpha", 0.01)? })
+            }
+        }
+        "hardsigmoid" => {
+            cx.allow_attrs(&["alpha", "beta"])?;
+            if cx.layer.attrs.is_empty() {
+                cx.inputs(ins, 1)?;
+                cx.weights(0, 0, "[]")?;
+                return Ok((Op::HardSigmoidTorch, ins[0].to_vec(), 0));
+            }
+            // ONNX's max(0, min(1, alpha x + beta)), ONNX's defaults.
+            let alpha = cx.float("alpha", 0.2)?;
+            let beta = cx.float("beta", 0.5)?;
+            unary(UnaryOp::HardSigmoid { alpha, beta })
+        }
+        "clip" => {
+            cx.allow_attrs(&["min", "max"])?;
+            let min = cx.float_any("min", f32::NEG_INFINITY)?;
+            let max = cx.float_any("max", f32::INFINITY)?;
+            if min.is_nan() || max.is_nan() {
+                return Err(cx.attr_err("min", "and max must not be NaN"));
+            }
+            unary(UnaryOp::Clip { min, max })
         }
         "linear" => plan_linear(cx, file, ins),
         "conv2d" => plan_conv2d(cx, file, ins),
         "conv1d" => plan_conv1d(cx, file, ins),
-        "softmax" => {
-            cx.allow_attrs(&[])?;
+        "conv_transpose2d" => plan_conv_transpose2d(cx, file, ins),
+        "softmax" | "log_softmax" => {
+            cx.allow_attrs(&["axis"])?;
             cx.inputs(ins, 1)?;
             cx.weights(0, 0, "[]")?;
-            let axis = last_dim(cx, ins[0])?;
-            Ok((Op::Softmax { axis }, ins[0].to_vec(), 0))
+            let rank = ins[0].len();
+            if rank == 0 || rank > MAX_RANK {
+                return Err(cx.shape(format!("input has rank {rank}, expected 1..={MAX_RANK}")));
+            }
+            let axis = cx.int("axis", Some(rank - 1))?;
+            if axis >= rank {
+                return Err(cx.attr_err("axis", format!("is {axis}, the input has rank {rank}")));
+            }
+            Ok((Op::Softmax { axis, log: op_name == "log_softmax" }, ins[0].to_vec(), 0))
         }
         "layer_norm" => {
             cx.allow_attrs(&["eps"])?;
@@ -619,25 +880,7 @@ fn plan_layer<'f>(
             let plane = element_count(&shape[2..])?;
             Ok((Op::BatchNorm { scale, shift, plane }, shape.to_vec(), 0))
         }
-        "max_pool2d" | "avg_pool2d" => {
-            cx.allow_attrs(&["kernel", "stride", "padding"])?;
-            cx.inputs(ins, 1)?;
-            cx.weights(0, 0, "[]")?;
-            let input = cx.rank::<4>(ins[0])?;
-            let kernel = cx.pair("kernel", None)?;
-            let pool = Pool2d {
-                kernel,
-                stride: cx.pair("stride", Some(kernel))?,
-                padding: cx.pair("padding", Some([0, 0]))?,
-            };
-            let out = pool.output_shape(input).map_err(|e| cx.shape(e.to_string()))?;
-            let op = if op_name == "max_pool2d" {
-                Op::MaxPool { pool, input }
-            } else {
-                Op::AvgPool { pool, input }
-            };
-            Ok((op, out.to_vec(), 0))
-        }
+        "max_pool2d" | "avg_pool2d" => plan_pool(cx, op_name, ins),
         "global_avg_pool2d" => {
             cx.allow_attrs(&[])?;
             cx.inputs(ins, 1)?;
@@ -646,17 +889,175 @@ fn plan_layer<'f>(
             if input[2] == 0 || input[3] == 0 {
                 return Err(cx.shape(format!("input has shape {input:?}: empty spatial plane")));
             }
-            Ok((Op::GlobalAvgPool { input }, vec![input[0], input[1], 1, 1], 0))
+            Ok((Op::GlobalPool { max: false, input }, vec![input[0], input[1], 1, 1], 0))
         }
-        "add" | "mul" => {
+        "global_avg_pool" | "global_max_pool" => {
+            cx.allow_attrs(&[])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let s = ins[0];
+            if s.len() < 3 {
+                return Err(cx.shape(format!("input has shape {s:?}, expected [n, c, ...]")));
+            }
+            let plane = element_count(&s[2..])?;
+            if plane == 0 {
+                return Err(cx.shape(format!("input has shape {s:?}: empty spatial extent")));
+            }
+            let mut out = s.to_vec();
+            out[2..].iter_mut().for_each(|d| *d = 1);
+            let input = [s[0], s[1], 1, plane];
+            Ok((Op::GlobalPool { max: op_name == "global_max_pool", input }, out, 0))
+        }
+        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" | "reduce_prod"
+        | "reduce_l1" | "reduce_l2" | "reduce_sum_square" | "reduce_log_sum_exp" => {
+            cx.allow_attrs(&["axes", "keepdims"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let s = ins[0];
+            let axes = cx.axes("axes", s.len())?;
+            let keep = cx.int("keepdims", Some(1))? != 0;
+            let out: Vec<usize> = if keep {
+                (0..s.len()).map(|k| if axes.contains(&k) { 1 } else { s[k] }).collect()
+            } else {
+                (0..s.len()).filter(|k| !axes.contains(k)).map(|k| s[k]).collect()
+            };
+            let op = match op_name {
+                "reduce_sum" => ReduceOp::Sum,
+                "reduce_mean" => ReduceOp::Mean,
+                "reduce_max" => ReduceOp::Max,
+                "reduce_min" => ReduceOp::Min,
+                "reduce_prod" => ReduceOp::Prod,
+                "reduce_l1" => ReduceOp::L1,
+                "reduce_l2" => ReduceOp::L2,
+                "reduce_sum_square" => ReduceOp::SumSquare,
+                _ => ReduceOp::LogSumExp,
+            };
+            Ok((Op::Reduce { op, axes }, out, 0))
+        }
+        "matmul" => {
             cx.allow_attrs(&[])?;
             cx.inputs(ins, 2)?;
             cx.weights(0, 0, "[]")?;
-            let out = broadcast_shape(ins[0], ins[1]).map_err(|_| {
-                cx.shape(format!("inputs of shapes {:?} and {:?} do not broadcast", ins[0], ins[1]))
+            let out = lsqr_kernels::batched_matmul_shape(ins[0], ins[1]).map_err(|e| {
+                cx.shape(format!("inputs of shapes {:?} and {:?}: {e}", ins[0], ins[1]))
             })?;
-            Ok((if op_name == "add" { Op::Add } else { Op::Mul }, out, 0))
+            Ok((Op::MatMul, out, 0))
         }
+        "transpose" => {
+            cx.allow_attrs(&["perm"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let s = ins[0];
+            let perm = cx.usizes("perm")?;
+            let mut seen = vec![false; s.len()];
+            if perm.len() != s.len()
+                || perm.iter().any(|&p| p >= s.len() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(cx.attr_err("perm", format!("{perm:?} is not a permutation of 0..{}", s.len())));
+            }
+            let out = perm.iter().map(|&p| s[p]).collect();
+            Ok((Op::Transpose { perm }, out, 0))
+        }
+        "concat" => {
+            cx.allow_attrs(&["axis"])?;
+            cx.weights(0, 0, "[]")?;
+            let first = ins.first().ok_or_else(|| cx.shape("takes at least one input".into()))?;
+            let axis = cx.int("axis", None)?;
+            if axis >= first.len() {
+                return Err(cx.attr_err("axis", format!("is {axis}, the inputs have rank {}", first.len())));
+            }
+            let mut out = first.to_vec();
+            out[axis] = 0;
+            for s in ins {
+                if s.len() != first.len() || (0..s.len()).any(|k| k != axis && s[k] != first[k]) {
+                    return Err(cx.shape(format!("cannot concatenate {first:?} with {s:?}")));
+                }
+                out[axis] = out[axis]
+                    .checked_add(s[axis])
+                    .ok_or(RuntimeError::TooLarge { what: "a concatenation" })?;
+            }
+            Ok((Op::Concat { axis }, out, 0))
+        }
+        "slice" => {
+            cx.allow_attrs(&["starts", "steps", "shape"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let s = ins[0];
+            let starts = cx.usizes("starts")?;
+            let steps = cx.ints("steps")?;
+            let out = cx.usizes("shape")?;
+            if starts.len() != s.len() || steps.len() != s.len() || out.len() != s.len() {
+                return Err(cx.shape(format!("starts, steps and shape must each have {} entries", s.len())));
+            }
+            // Every index the slice reads must lie inside its dim.
+            for d in 0..s.len() {
+                let step = steps[d];
+                let last = (starts[d] as i128) + (out[d] as i128 - 1) * step as i128;
+                let ok = step != 0 && (out[d] == 0 || (starts[d] < s[d] && (0..s[d] as i128).contains(&last)));
+                if !ok {
+                    return Err(cx.attr_err("starts", format!("with steps {steps:?} and shape {out:?} reads outside the input {s:?} on axis {d}")));
+                }
+            }
+            let steps = steps.iter().map(|&v| v as isize).collect();
+            Ok((Op::Slice { starts, steps }, out, 0))
+        }
+        "gather" => {
+            cx.allow_attrs(&["axis", "indices"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let s = ins[0];
+            let axis = cx.int("axis", Some(0))?;
+            if axis >= s.len() {
+                return Err(cx.attr_err("axis", format!("is {axis}, the input has rank {}", s.len())));
+            }
+            let indices = cx.usizes("indices")?;
+            if let Some(&i) = indices.iter().find(|&&i| i >= s[axis]) {
+                return Err(cx.attr_err("indices", format!("holds {i}, past dim {}", s[axis])));
+            }
+            let mut out = s.to_vec();
+            out[axis] = indices.len();
+            Ok((Op::Gather { axis, indices }, out, 0))
+        }
+        "expand" => {
+            cx.allow_attrs(&["shape"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let target = cx.usizes("shape")?;
+            let out = broadcast_shape(ins[0], &target)
+                .ok()
+                .filter(|o| *o == target)
+                .ok_or_else(|| cx.shape(format!("input {:?} does not broadcast to {target:?}", ins[0])))?;
+            Ok((Op::Expand, out, 0))
+        }
+        "pad" => {
+            cx.allow_attrs(&["pads", "mode", "value"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let s = ins[0];
+            let pads = cx.usizes("pads")?;
+            if pads.len() != 2 * s.len() {
+                return Err(cx.attr_err("pads", format!("has {} entries, expected {}", pads.len(), 2 * s.len())));
+            }
+            let (begin, end) = pads.split_at(s.len());
+            let mode = match cx.string("mode", "constant")?.as_str() {
+                "constant" => PadMode::Constant(cx.float_any("value", 0.0)?),
+                "reflect" => PadMode::Reflect,
+                "edge" => PadMode::Edge,
+                other => return Err(cx.attr_err("mode", format!("is `{other}` (constant, reflect, edge)"))),
+            };
+            let mut out = Vec::with_capacity(s.len());
+            for d in 0..s.len() {
+                let grow = |v: usize| v.checked_add(begin[d])?.checked_add(end[d]);
+                out.push(grow(s[d]).ok_or(RuntimeError::TooLarge { what: "a padded dim" })?);
+                let reflect_bad = matches!(mode, PadMode::Reflect) && (begin[d] >= s[d] || end[d] >= s[d]) && begin[d] + end[d] > 0;
+                let edge_bad = matches!(mode, PadMode::Edge) && s[d] == 0 && begin[d] + end[d] > 0;
+                if reflect_bad || edge_bad {
+                    return Err(cx.attr_err("pads", format!("{pads:?} cannot {:?}-pad axis {d} of size {}", mode, s[d])));
+                }
+            }
+            Ok((Op::Pad { begin: begin.to_vec(), end: end.to_vec(), mode }, out, 0))
+        }
+        "resize" => plan_resize(cx, ins),
         "flatten" => {
             cx.allow_attrs(&["start_dim"])?;
             cx.inputs(ins, 1)?;
@@ -682,6 +1083,122 @@ fn plan_layer<'f>(
         }
         _ => Err(RuntimeError::UnsupportedOp { layer: cx.index, op: op_name.into() }),
     }
+}
+
+fn plan_pool<'f>(cx: &Cx<'_>, op_name: &str, ins: &[&[usize]]) -> Result<Planned<'f>, RuntimeError> {
+    cx.allow_attrs(&["kernel", "stride", "padding", "pads", "dilation", "ceil_mode", "count_include_pad"])?;
+    cx.inputs(ins, 1)?;
+    cx.weights(0, 0, "[]")?;
+    let input = cx.rank::<4>(ins[0])?;
+    let kernel = cx.pair("kernel", None)?;
+    let max = op_name == "max_pool2d";
+    let onnx_form = ["pads", "dilation", "ceil_mode", "count_include_pad"]
+        .iter()
+        .any(|k| cx.layer.attr(k).is_some());
+    if !onnx_form {
+        // The 1.0 form: symmetric padding, floor mode, averages exclude padding.
+        let pool = Pool2d {
+            kernel,
+            stride: cx.pair("stride", Some(kernel))?,
+            padding: cx.pair("padding", Some([0, 0]))?,
+        };
+        let out = pool.output_shape(input).map_err(|e| cx.shape(e.to_string()))?;
+        let op = if max { Op::MaxPool { pool, input } } else { Op::AvgPool { pool, input } };
+        return Ok((op, out.to_vec(), 0));
+    }
+    if cx.layer.attr("padding").is_some() {
+        return Err(cx.attr_err("padding", "cannot be combined with pads (give pads only)"));
+    }
+    let pads = match cx.usizes_or("pads", &[0, 0, 0, 0])?.as_slice() {
+        &[a, b, c, d] => [a, b, c, d],
+        other => return Err(cx.attr_err("pads", format!("{other:?} must have 4 entries [top, left, bottom, right]"))),
+    };
+    let params = Pool2dParams {
+        kernel,
+        stride: cx.pair("stride", Some(kernel))?,
+        pads,
+        dilation: cx.pair("dilation", Some([1, 1]))?,
+        ceil_mode: cx.int("ceil_mode", Some(0))? != 0,
+        count_include_pad: cx.int("count_include_pad", Some(0))? != 0,
+    };
+    let out = params.output_shape(input).map_err(|e| cx.shape(e.to_string()))?;
+    Ok((Op::Pool { max, params, input }, out.to_vec(), 0))
+}
+
+fn plan_resize<'f>(cx: &Cx<'_>, ins: &[&[usize]]) -> Result<Planned<'f>, RuntimeError> {
+    cx.allow_attrs(&["shape", "mode", "coordinate_transformation_mode", "nearest_mode", "scales", "cubic_coeff_a", "exclude_outside"])?;
+    cx.inputs(ins, 1)?;
+    cx.weights(0, 0, "[]")?;
+    let s = ins[0];
+    let out = cx.usizes("shape")?;
+    if out.len() != s.len() || s.len() < 2 || (0..s.len() - 2).any(|k| out[k] != s[k]) {
+        return Err(cx.attr_err("shape", format!("{out:?}: only the last two axes of {s:?} may change")));
+    }
+    let mode = match cx.string("mode", "nearest")?.as_str() {
+        "nearest" => ResizeMode::Nearest,
+        "linear" => ResizeMode::Linear,
+        "cubic" => ResizeMode::Cubic,
+        other => return Err(cx.attr_err("mode", format!("is `{other}` (nearest, linear, cubic)"))),
+    };
+    let coordinate_transform = match cx.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
+        "half_pixel" => CoordinateTransform::HalfPixel,
+        "pytorch_half_pixel" => CoordinateTransform::PytorchHalfPixel,
+        "align_corners" => CoordinateTransform::AlignCorners,
+        "asymmetric" => CoordinateTransform::Asymmetric,
+        "tf_half_pixel_for_nearest" => CoordinateTransform::TfHalfPixelForNearest,
+        other => return Err(cx.attr_err("coordinate_transformation_mode", format!("`{other}` is not supported"))),
+    };
+    let nearest_mode = match cx.string("nearest_mode", "round_prefer_floor")?.as_str() {
+        "round_prefer_floor" => NearestMode::RoundPreferFloor,
+        "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+        "floor" => NearestMode::Floor,
+        "ceil" => NearestMode::Ceil,
+        other => return Err(cx.attr_err("nearest_mode", format!("`{other}` is not supported"))),
+    };
+    let r = s.len();
+    let default_scales = [out[r - 2] as f32 / s[r - 2].max(1) as f32, out[r - 1] as f32 / s[r - 1].max(1) as f32];
+    let scales = match cx.layer.attr("scales") {
+        None => default_scales,
+        Some(Value::FloatList(v)) if v.len() == 2 && v.iter().all(|x| x.is_finite() && *x > 0.0) => [v[0] as f32, v[1] as f32],
+        Some(other) => return Err(cx.attr_err("scales", format!("must be a FloatList of 2 positive values, got {other:?}"))),
+    };
+    let params = ResizeParams {
+        mode,
+        coordinate_transform,
+        nearest_mode,
+        scales,
+        cubic_coeff_a: cx.float("cubic_coeff_a", -0.75)?,
+        exclude_outside: cx.int("exclude_outside", Some(0))? != 0,
+    };
+    Ok((Op::Resize(params), out, 0))
+}
+
+fn plan_conv_transpose2d<'f>(
+    cx: &Cx<'_>,
+    file: &'f LsqFile<'_>,
+    ins: &[&[usize]],
+) -> Result<Planned<'f>, RuntimeError> {
+    cx.allow_attrs(&["stride", "pads", "dilation", "output_padding", "groups"])?;
+    cx.inputs(ins, 1)?;
+    let names = cx.weights(1, 2, "[w] or [w, b]")?;
+    let input = cx.rank::<4>(ins[0])?;
+    let w = cx.weight(file, &names[0], 4, "[in, out / groups, kh, kw]")?;
+    let pads = match cx.usizes_or("pads", &[0, 0, 0, 0])?.as_slice() {
+        &[a, b, c, d] => [a, b, c, d],
+        other => return Err(cx.attr_err("pads", format!("{other:?} must have 4 entries [top, left, bottom, right]"))),
+    };
+    let params = ConvTranspose2dParams {
+        stride: cx.pair("stride", Some([1, 1]))?,
+        pads,
+        dilation: cx.pair("dilation", Some([1, 1]))?,
+        output_padding: cx.pair("output_padding", Some([0, 0]))?,
+        groups: cx.int("groups", Some(1))?,
+    };
+    let out = conv_transpose2d_output_shape(input, w.shape(), &params)
+        .map_err(|e| cx.shape(format!("input {input:?} with weight `{}` {:?}: {e}", names[0], w.shape())))?;
+    let bias = names.get(1).map(|b| cx.vector(file, b, out[1])).transpose()?;
+    let scratch = conv_transpose2d_scratch_len(&w, input, &params).map_err(|e| cx.shape(e.to_string()))?;
+    Ok((Op::ConvTranspose2d { w, bias, params, input }, out.to_vec(), scratch))
 }
 
 fn last_dim(cx: &Cx<'_>, shape: &[usize]) -> Result<usize, RuntimeError> {
