@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::pipeline::{self, Settings, Totals};
 use crate::table;
+use lsqr_import::onnx_graph::GraphOptions;
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise.
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
@@ -73,15 +74,40 @@ pub fn quantize(
     input: &Path,
     output: &Path,
     settings: &Settings,
+    graph_options: &GraphOptions,
+    weights_only: bool,
     json: bool,
 ) -> Result<(), String> {
     check_output(input, output)?;
     // The output's folder is checked (by creating the temporary file)
     // before any work is done.
     let mut file = LsqFileWriter::create(output).map_err(|e| e.to_string())?;
-    let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
+    let source = lsqr_import::open(input).map_err(|e| e.to_string())?;
+    let model = &source;
+    let with_graph = model.format == lsqr_import::Format::Onnx && !weights_only;
+    if !with_graph && !graph_options.input_shapes.is_empty() {
+        return Err("--input-shape applies to ONNX graphs only (without --weights-only)".into());
+    }
+    // An ONNX model's graph is imported (folded, fused) and its tensors are
+    // what gets quantized: weights of linear and conv layers, the rest f32.
+    let graph = with_graph
+        .then(|| lsqr_import::onnx_graph::graph_of(model, graph_options))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let graph_model;
+    let (model, settings) = match &graph {
+        Some(g) => {
+            let (m, s) = crate::graph::tensors_as_model(input, g, settings);
+            graph_model = (m, s);
+            (&graph_model.0, &graph_model.1)
+        }
+        None => (model, settings),
+    };
     let writer = file.writer();
-    let source_bytes: u64 = model.tensors.iter().map(|t| t.byte_len() as u64).sum();
+    if let Some(g) = &graph {
+        crate::graph::write_graph(writer, g)?;
+    }
+    let source_bytes: u64 = source.tensors.iter().map(|t| t.byte_len() as u64).sum();
     let source_name = input.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let metadata = [
         ("lsqr.source", Value::String(source_name)),
@@ -93,7 +119,7 @@ pub fn quantize(
         writer.add_metadata(k, v).map_err(|e| e.to_string())?;
     }
     let bar = progress_bar(model.tensors.len() as u64, "quantize");
-    let results = pipeline::run(&model, settings, Some(writer), &|t| {
+    let results = pipeline::run(model, settings, Some(writer), &|t| {
         bar.set_message(t.name.clone());
         bar.inc(1);
     })

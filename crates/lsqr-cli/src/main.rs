@@ -12,9 +12,11 @@
 
 mod commands;
 mod demo;
+mod graph;
 mod pattern;
 mod pipeline;
 mod plot;
+mod run;
 mod signals;
 mod table;
 
@@ -26,6 +28,7 @@ use lsqr::codec::{ScaleDtype, Scaling};
 
 use crate::pattern::{parse_bits_for, Pattern};
 use crate::pipeline::{CodecChoice, Settings};
+use lsqr_import::onnx_graph::GraphOptions;
 
 /// Quantize neural-network weights to C-bit codes (C = 2..16) and store them as .lsq.
 #[derive(Parser, Debug)]
@@ -52,7 +55,32 @@ enum Command {
         /// Use C bits for tensors matching PATTERN, e.g. `--bits-for '*.embeddings.*=8'`. Repeatable.
         #[arg(long, value_name = "PATTERN=C", value_parser = parse_bits_for)]
         bits_for: Vec<(Pattern, u32)>,
+        /// Shape of an ONNX graph input, giving its symbolic dims, e.g.
+        /// `--input-shape x=1,3,48,320`. Repeatable.
+        #[arg(long, value_name = "NAME=D0,D1,...", value_parser = graph::parse_input_shape)]
+        input_shape: Vec<(String, Vec<usize>)>,
+        /// Store the weights only: an ONNX model's graph is not imported.
+        #[arg(long)]
+        weights_only: bool,
         /// Print results as JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a .lsq model's graph on inputs given as .npy files.
+    Run {
+        /// The .lsq file.
+        model: PathBuf,
+        /// A graph input: `NAME=file.npy` (any numeric dtype, converted to
+        /// f32; the shape must be the input's). Repeatable.
+        #[arg(long, value_name = "NAME=FILE", value_parser = run::parse_input)]
+        input: Vec<(String, PathBuf)>,
+        /// Where to write each output as `<name>.npy`.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        output_dir: PathBuf,
+        /// Runs to time (the median is reported).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100000))]
+        repeat: u32,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -182,7 +210,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     signals::install();
     let result = match cli.command {
-        Command::Quantize { input, output, settings, keep, bits_for, json } => {
+        Command::Quantize {
+            input,
+            output,
+            settings,
+            keep,
+            bits_for,
+            input_shape,
+            weights_only,
+            json,
+        } => {
             let settings = Settings {
                 bits: settings.bits,
                 codec: settings.codec,
@@ -192,7 +229,11 @@ fn main() -> ExitCode {
                 keep: keep.iter().map(|k| Pattern::new(k)).collect(),
                 bits_for,
             };
-            commands::quantize(&input, &output, &settings, json)
+            let graph_options = GraphOptions { input_shapes: input_shape };
+            commands::quantize(&input, &output, &settings, &graph_options, weights_only, json)
+        }
+        Command::Run { model, input, output_dir, repeat, json } => {
+            run::run(&model, &input, &output_dir, repeat, json)
         }
         Command::Inspect { file, json } => commands::inspect(&file, json),
         Command::Eval { input, bits, codec, group, scale_dtype, json, plot } => {

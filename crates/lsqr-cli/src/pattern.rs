@@ -19,6 +19,11 @@ impl Pattern {
         }
     }
 
+    /// A pattern that matches `name` only (even if it contains `*`).
+    pub fn exact(name: &str) -> Self {
+        Self { parts: vec![name.to_string()], anchored_start: true, anchored_end: true }
+    }
+
     /// Whether `name` matches the whole pattern.
     pub fn matches(&self, name: &str) -> bool {
         let parts: Vec<&str> = self.parts.iter().map(String::as_str).collect();

@@ -24,13 +24,19 @@ fn main() {
             for l in &g.graph.layers {
                 *ops.entry(l.op.as_str()).or_default() += 1;
             }
-            println!("opset {}; inputs {:?}; outputs {:?}", g.opset, g.input_shapes, g.graph.outputs);
+            println!(
+                "opset {}; inputs {:?}; outputs {:?}",
+                g.opset, g.input_shapes, g.graph.outputs
+            );
             println!("{} layers: {ops:?}", g.graph.layers.len());
             let weights: usize = g.tensors.iter().map(|t| t.data.len()).sum();
             println!("{} tensors, {weights} values", g.tensors.len());
             if std::env::var_os("VERBOSE").is_some() {
                 for l in &g.graph.layers {
-                    println!("{} {:?} -> {:?} w={:?} {:?}", l.op, l.inputs, l.outputs, l.weights, l.attrs);
+                    println!(
+                        "{} {:?} -> {:?} w={:?} {:?}",
+                        l.op, l.inputs, l.outputs, l.weights, l.attrs
+                    );
                 }
             }
         }

@@ -75,10 +75,14 @@ impl<'p, 'f, 'a> Runner<'p, 'f, 'a> {
         let count = self.plan.output_ids.len();
         let id =
             *self.plan.output_ids.get(index).ok_or(RuntimeError::NoSuchOutput { index, count })?;
-        match &self.plan.values.get(id).ok_or(RuntimeError::TooLarge { what: "a value index" })?.loc {
-            Loc::Const(c) => {
-                self.plan.consts.get(*c).map(Vec::as_slice).ok_or(RuntimeError::TooLarge { what: "a constant" })
-            }
+        match &self.plan.values.get(id).ok_or(RuntimeError::TooLarge { what: "a value index" })?.loc
+        {
+            Loc::Const(c) => self
+                .plan
+                .consts
+                .get(*c)
+                .map(Vec::as_slice)
+                .ok_or(RuntimeError::TooLarge { what: "a constant" }),
             Loc::Arena(r) => {
                 self.buf.get(r.clone()).ok_or(RuntimeError::TooLarge { what: "an output range" })
             }

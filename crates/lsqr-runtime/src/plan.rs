@@ -5,12 +5,12 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use lsqr_kernels::conv::{conv1d_scratch_len, conv2d_scratch_len, Conv1dParams, Conv2dParams};
-use lsqr_kernels::packed::PackedWeight;
 use lsqr_kernels::conv_transpose::{
     conv_transpose2d_output_shape, conv_transpose2d_scratch_len, ConvTranspose2dParams,
 };
 use lsqr_kernels::elementwise::{BinaryOp, UnaryOp, MAX_RANK};
 use lsqr_kernels::layout::PadMode;
+use lsqr_kernels::packed::PackedWeight;
 use lsqr_kernels::pool::Pool2dParams;
 use lsqr_kernels::reduce::ReduceOp;
 use lsqr_kernels::resize::{CoordinateTransform, NearestMode, ResizeMode, ResizeParams};
@@ -626,7 +626,9 @@ impl Cx<'_> {
             None => Ok(default),
             Some(Value::Float(v)) if !v.is_nan() => Ok(*v as f32),
             Some(Value::Int(v)) => Ok(*v as f32),
-            Some(other) => Err(self.attr_err(key, format!("must be a Float (not NaN), got {other:?}"))),
+            Some(other) => {
+                Err(self.attr_err(key, format!("must be a Float (not NaN), got {other:?}")))
+            }
         }
     }
 
@@ -634,7 +636,9 @@ impl Cx<'_> {
     fn ints(&self, key: &str) -> Result<Vec<i64>, RuntimeError> {
         match self.layer.attr(key) {
             Some(Value::IntList(v)) if v.len() <= MAX_DIMS * 2 || key == "indices" => Ok(v.clone()),
-            Some(Value::IntList(v)) => Err(self.attr_err(key, format!("has {} entries, too many", v.len()))),
+            Some(Value::IntList(v)) => {
+                Err(self.attr_err(key, format!("has {} entries, too many", v.len())))
+            }
             Some(other) => Err(self.attr_err(key, format!("must be an IntList, got {other:?}"))),
             None => Err(self.attr_err(key, "is required")),
         }
@@ -658,7 +662,9 @@ impl Cx<'_> {
         let mut axes = self.usizes(key)?;
         axes.sort_unstable();
         if axes.windows(2).any(|w| w[0] == w[1]) || axes.last().is_some_and(|&a| a >= rank) {
-            return Err(self.attr_err(key, format!("{axes:?} must be distinct axes below rank {rank}")));
+            return Err(
+                self.attr_err(key, format!("{axes:?} must be distinct axes below rank {rank}"))
+            );
         }
         Ok(axes)
     }
@@ -953,7 +959,9 @@ fn plan_layer<'f>(
             if perm.len() != s.len()
                 || perm.iter().any(|&p| p >= s.len() || std::mem::replace(&mut seen[p], true))
             {
-                return Err(cx.attr_err("perm", format!("{perm:?} is not a permutation of 0..{}", s.len())));
+                return Err(
+                    cx.attr_err("perm", format!("{perm:?} is not a permutation of 0..{}", s.len()))
+                );
             }
             let out = perm.iter().map(|&p| s[p]).collect();
             Ok((Op::Transpose { perm }, out, 0))
@@ -964,7 +972,9 @@ fn plan_layer<'f>(
             let first = ins.first().ok_or_else(|| cx.shape("takes at least one input".into()))?;
             let axis = cx.int("axis", None)?;
             if axis >= first.len() {
-                return Err(cx.attr_err("axis", format!("is {axis}, the inputs have rank {}", first.len())));
+                return Err(
+                    cx.attr_err("axis", format!("is {axis}, the inputs have rank {}", first.len()))
+                );
             }
             let mut out = first.to_vec();
             out[axis] = 0;
@@ -987,13 +997,16 @@ fn plan_layer<'f>(
             let steps = cx.ints("steps")?;
             let out = cx.usizes("shape")?;
             if starts.len() != s.len() || steps.len() != s.len() || out.len() != s.len() {
-                return Err(cx.shape(format!("starts, steps and shape must each have {} entries", s.len())));
+                return Err(
+                    cx.shape(format!("starts, steps and shape must each have {} entries", s.len()))
+                );
             }
             // Every index the slice reads must lie inside its dim.
             for d in 0..s.len() {
                 let step = steps[d];
                 let last = (starts[d] as i128) + (out[d] as i128 - 1) * step as i128;
-                let ok = step != 0 && (out[d] == 0 || (starts[d] < s[d] && (0..s[d] as i128).contains(&last)));
+                let ok = step != 0
+                    && (out[d] == 0 || (starts[d] < s[d] && (0..s[d] as i128).contains(&last)));
                 if !ok {
                     return Err(cx.attr_err("starts", format!("with steps {steps:?} and shape {out:?} reads outside the input {s:?} on axis {d}")));
                 }
@@ -1008,7 +1021,9 @@ fn plan_layer<'f>(
             let s = ins[0];
             let axis = cx.int("axis", Some(0))?;
             if axis >= s.len() {
-                return Err(cx.attr_err("axis", format!("is {axis}, the input has rank {}", s.len())));
+                return Err(
+                    cx.attr_err("axis", format!("is {axis}, the input has rank {}", s.len()))
+                );
             }
             let indices = cx.usizes("indices")?;
             if let Some(&i) = indices.iter().find(|&&i| i >= s[axis]) {
@@ -1023,10 +1038,9 @@ fn plan_layer<'f>(
             cx.inputs(ins, 1)?;
             cx.weights(0, 0, "[]")?;
             let target = cx.usizes("shape")?;
-            let out = broadcast_shape(ins[0], &target)
-                .ok()
-                .filter(|o| *o == target)
-                .ok_or_else(|| cx.shape(format!("input {:?} does not broadcast to {target:?}", ins[0])))?;
+            let out = broadcast_shape(ins[0], &target).ok().filter(|o| *o == target).ok_or_else(
+                || cx.shape(format!("input {:?} does not broadcast to {target:?}", ins[0])),
+            )?;
             Ok((Op::Expand, out, 0))
         }
         "pad" => {
@@ -1036,23 +1050,35 @@ fn plan_layer<'f>(
             let s = ins[0];
             let pads = cx.usizes("pads")?;
             if pads.len() != 2 * s.len() {
-                return Err(cx.attr_err("pads", format!("has {} entries, expected {}", pads.len(), 2 * s.len())));
+                return Err(cx.attr_err(
+                    "pads",
+                    format!("has {} entries, expected {}", pads.len(), 2 * s.len()),
+                ));
             }
             let (begin, end) = pads.split_at(s.len());
             let mode = match cx.string("mode", "constant")?.as_str() {
                 "constant" => PadMode::Constant(cx.float_any("value", 0.0)?),
                 "reflect" => PadMode::Reflect,
                 "edge" => PadMode::Edge,
-                other => return Err(cx.attr_err("mode", format!("is `{other}` (constant, reflect, edge)"))),
+                other => {
+                    return Err(
+                        cx.attr_err("mode", format!("is `{other}` (constant, reflect, edge)"))
+                    )
+                }
             };
             let mut out = Vec::with_capacity(s.len());
             for d in 0..s.len() {
                 let grow = |v: usize| v.checked_add(begin[d])?.checked_add(end[d]);
                 out.push(grow(s[d]).ok_or(RuntimeError::TooLarge { what: "a padded dim" })?);
-                let reflect_bad = matches!(mode, PadMode::Reflect) && (begin[d] >= s[d] || end[d] >= s[d]) && begin[d] + end[d] > 0;
+                let reflect_bad = matches!(mode, PadMode::Reflect)
+                    && (begin[d] >= s[d] || end[d] >= s[d])
+                    && begin[d] + end[d] > 0;
                 let edge_bad = matches!(mode, PadMode::Edge) && s[d] == 0 && begin[d] + end[d] > 0;
                 if reflect_bad || edge_bad {
-                    return Err(cx.attr_err("pads", format!("{pads:?} cannot {:?}-pad axis {d} of size {}", mode, s[d])));
+                    return Err(cx.attr_err(
+                        "pads",
+                        format!("{pads:?} cannot {:?}-pad axis {d} of size {}", mode, s[d]),
+                    ));
                 }
             }
             Ok((Op::Pad { begin: begin.to_vec(), end: end.to_vec(), mode }, out, 0))
@@ -1085,8 +1111,20 @@ fn plan_layer<'f>(
     }
 }
 
-fn plan_pool<'f>(cx: &Cx<'_>, op_name: &str, ins: &[&[usize]]) -> Result<Planned<'f>, RuntimeError> {
-    cx.allow_attrs(&["kernel", "stride", "padding", "pads", "dilation", "ceil_mode", "count_include_pad"])?;
+fn plan_pool<'f>(
+    cx: &Cx<'_>,
+    op_name: &str,
+    ins: &[&[usize]],
+) -> Result<Planned<'f>, RuntimeError> {
+    cx.allow_attrs(&[
+        "kernel",
+        "stride",
+        "padding",
+        "pads",
+        "dilation",
+        "ceil_mode",
+        "count_include_pad",
+    ])?;
     cx.inputs(ins, 1)?;
     cx.weights(0, 0, "[]")?;
     let input = cx.rank::<4>(ins[0])?;
@@ -1111,7 +1149,12 @@ fn plan_pool<'f>(cx: &Cx<'_>, op_name: &str, ins: &[&[usize]]) -> Result<Planned
     }
     let pads = match cx.usizes_or("pads", &[0, 0, 0, 0])?.as_slice() {
         &[a, b, c, d] => [a, b, c, d],
-        other => return Err(cx.attr_err("pads", format!("{other:?} must have 4 entries [top, left, bottom, right]"))),
+        other => {
+            return Err(cx.attr_err(
+                "pads",
+                format!("{other:?} must have 4 entries [top, left, bottom, right]"),
+            ))
+        }
     };
     let params = Pool2dParams {
         kernel,
@@ -1126,13 +1169,23 @@ fn plan_pool<'f>(cx: &Cx<'_>, op_name: &str, ins: &[&[usize]]) -> Result<Planned
 }
 
 fn plan_resize<'f>(cx: &Cx<'_>, ins: &[&[usize]]) -> Result<Planned<'f>, RuntimeError> {
-    cx.allow_attrs(&["shape", "mode", "coordinate_transformation_mode", "nearest_mode", "scales", "cubic_coeff_a", "exclude_outside"])?;
+    cx.allow_attrs(&[
+        "shape",
+        "mode",
+        "coordinate_transformation_mode",
+        "nearest_mode",
+        "scales",
+        "cubic_coeff_a",
+        "exclude_outside",
+    ])?;
     cx.inputs(ins, 1)?;
     cx.weights(0, 0, "[]")?;
     let s = ins[0];
     let out = cx.usizes("shape")?;
     if out.len() != s.len() || s.len() < 2 || (0..s.len() - 2).any(|k| out[k] != s[k]) {
-        return Err(cx.attr_err("shape", format!("{out:?}: only the last two axes of {s:?} may change")));
+        return Err(
+            cx.attr_err("shape", format!("{out:?}: only the last two axes of {s:?} may change"))
+        );
     }
     let mode = match cx.string("mode", "nearest")?.as_str() {
         "nearest" => ResizeMode::Nearest,
@@ -1140,13 +1193,19 @@ fn plan_resize<'f>(cx: &Cx<'_>, ins: &[&[usize]]) -> Result<Planned<'f>, Runtime
         "cubic" => ResizeMode::Cubic,
         other => return Err(cx.attr_err("mode", format!("is `{other}` (nearest, linear, cubic)"))),
     };
-    let coordinate_transform = match cx.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
+    let coordinate_transform = match cx
+        .string("coordinate_transformation_mode", "half_pixel")?
+        .as_str()
+    {
         "half_pixel" => CoordinateTransform::HalfPixel,
         "pytorch_half_pixel" => CoordinateTransform::PytorchHalfPixel,
         "align_corners" => CoordinateTransform::AlignCorners,
         "asymmetric" => CoordinateTransform::Asymmetric,
         "tf_half_pixel_for_nearest" => CoordinateTransform::TfHalfPixelForNearest,
-        other => return Err(cx.attr_err("coordinate_transformation_mode", format!("`{other}` is not supported"))),
+        other => {
+            return Err(cx
+                .attr_err("coordinate_transformation_mode", format!("`{other}` is not supported")))
+        }
     };
     let nearest_mode = match cx.string("nearest_mode", "round_prefer_floor")?.as_str() {
         "round_prefer_floor" => NearestMode::RoundPreferFloor,
@@ -1156,11 +1215,21 @@ fn plan_resize<'f>(cx: &Cx<'_>, ins: &[&[usize]]) -> Result<Planned<'f>, Runtime
         other => return Err(cx.attr_err("nearest_mode", format!("`{other}` is not supported"))),
     };
     let r = s.len();
-    let default_scales = [out[r - 2] as f32 / s[r - 2].max(1) as f32, out[r - 1] as f32 / s[r - 1].max(1) as f32];
+    let default_scales =
+        [out[r - 2] as f32 / s[r - 2].max(1) as f32, out[r - 1] as f32 / s[r - 1].max(1) as f32];
     let scales = match cx.layer.attr("scales") {
         None => default_scales,
-        Some(Value::FloatList(v)) if v.len() == 2 && v.iter().all(|x| x.is_finite() && *x > 0.0) => [v[0] as f32, v[1] as f32],
-        Some(other) => return Err(cx.attr_err("scales", format!("must be a FloatList of 2 positive values, got {other:?}"))),
+        Some(Value::FloatList(v))
+            if v.len() == 2 && v.iter().all(|x| x.is_finite() && *x > 0.0) =>
+        {
+            [v[0] as f32, v[1] as f32]
+        }
+        Some(other) => {
+            return Err(cx.attr_err(
+                "scales",
+                format!("must be a FloatList of 2 positive values, got {other:?}"),
+            ))
+        }
     };
     let params = ResizeParams {
         mode,
@@ -1185,7 +1254,12 @@ fn plan_conv_transpose2d<'f>(
     let w = cx.weight(file, &names[0], 4, "[in, out / groups, kh, kw]")?;
     let pads = match cx.usizes_or("pads", &[0, 0, 0, 0])?.as_slice() {
         &[a, b, c, d] => [a, b, c, d],
-        other => return Err(cx.attr_err("pads", format!("{other:?} must have 4 entries [top, left, bottom, right]"))),
+        other => {
+            return Err(cx.attr_err(
+                "pads",
+                format!("{other:?} must have 4 entries [top, left, bottom, right]"),
+            ))
+        }
     };
     let params = ConvTranspose2dParams {
         stride: cx.pair("stride", Some([1, 1]))?,
@@ -1194,10 +1268,12 @@ fn plan_conv_transpose2d<'f>(
         output_padding: cx.pair("output_padding", Some([0, 0]))?,
         groups: cx.int("groups", Some(1))?,
     };
-    let out = conv_transpose2d_output_shape(input, w.shape(), &params)
-        .map_err(|e| cx.shape(format!("input {input:?} with weight `{}` {:?}: {e}", names[0], w.shape())))?;
+    let out = conv_transpose2d_output_shape(input, w.shape(), &params).map_err(|e| {
+        cx.shape(format!("input {input:?} with weight `{}` {:?}: {e}", names[0], w.shape()))
+    })?;
     let bias = names.get(1).map(|b| cx.vector(file, b, out[1])).transpose()?;
-    let scratch = conv_transpose2d_scratch_len(&w, input, &params).map_err(|e| cx.shape(e.to_string()))?;
+    let scratch =
+        conv_transpose2d_scratch_len(&w, input, &params).map_err(|e| cx.shape(e.to_string()))?;
     Ok((Op::ConvTranspose2d { w, bias, params, input }, out.to_vec(), scratch))
 }
 

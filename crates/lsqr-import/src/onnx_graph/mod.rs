@@ -83,17 +83,91 @@ pub struct ImportedGraph {
 /// The ONNX ops [`import_graph`] handles (some only when their inputs are
 /// constants, as noted in their errors).
 pub const SUPPORTED_ONNX_OPS: &[&str] = &[
-    "Abs", "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
-    "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "Div", "Dropout", "Elu",
-    "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gelu", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid",
-    "HardSwish", "Identity", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log",
-    "LogSoftmax", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or",
-    "Pad", "Pow", "Range", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceMax",
-    "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape",
-    "Resize", "Round", "Shape", "Sigmoid", "Sign", "Sin", "Size", "Slice", "Softmax", "Softplus",
-    "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze",
-    "Upsample", "Where",
+    "Abs",
+    "Add",
+    "And",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "Cos",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Greater",
+    "GreaterOrEqual",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Mean",
+    "Min",
+    "Mod",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Round",
+    "Shape",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Size",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+    "Upsample",
+    "Where",
 ];
 
 /// Reads the graph of the ONNX model at `path`.
@@ -302,7 +376,8 @@ impl<'m> Converter<'m> {
             if input.elem_type != 0 && parse::dtype_of_code(input.elem_type).is_none() {
                 return Err(err(format!("has unsupported element type {}", input.elem_type)));
             }
-            let bad_name = input.name.is_empty() || input.name.len() > 4000 || input.name.contains('\0');
+            let bad_name =
+                input.name.is_empty() || input.name.len() > 4000 || input.name.contains('\0');
             if bad_name {
                 return Err(err("its name is not a valid .lsq value name".into()));
             }
@@ -338,7 +413,9 @@ impl<'m> Converter<'m> {
             if pending.len() == before {
                 let n = pending[0];
                 if let Some(i) = n.inputs.iter().find(|i| {
-                    !i.is_empty() && !available.contains(i.as_str()) && !produced.contains(i.as_str())
+                    !i.is_empty()
+                        && !available.contains(i.as_str())
+                        && !produced.contains(i.as_str())
                 }) {
                     return Err(self.node_err(n, format!("input '{i}' is never produced")));
                 }
@@ -442,7 +519,13 @@ impl<'m> Converter<'m> {
     }
 
     /// Adds a tensor; returns its name.
-    fn tensor(&mut self, base: &str, shape: Vec<usize>, data: Vec<f32>, role: TensorRole) -> String {
+    fn tensor(
+        &mut self,
+        base: &str,
+        shape: Vec<usize>,
+        data: Vec<f32>,
+        role: TensorRole,
+    ) -> String {
         let name = self.claim(base);
         self.tensors.push(GraphTensor { name: name.clone(), shape, data, role });
         name
@@ -460,7 +543,12 @@ impl<'m> Converter<'m> {
                         return name.clone();
                     }
                 }
-                let t = self.tensor(&format!("{hint}.const"), c.shape.clone(), c.to_f32s(), TensorRole::Constant);
+                let t = self.tensor(
+                    &format!("{hint}.const"),
+                    c.shape.clone(),
+                    c.to_f32s(),
+                    TensorRole::Constant,
+                );
                 let out = self.claim(&format!("{hint}.const"));
                 self.push_layer("constant", vec![], vec![t], vec![], &out);
                 self.materialised.insert(key, (c.shape.clone(), out.clone()));
@@ -522,7 +610,8 @@ impl<'m> Converter<'m> {
 
     /// A graph output's `.lsq` value: outputs keep their ONNX names.
     fn output(&mut self, name: &str) -> R<String> {
-        let v = self.get(name)?.ok_or_else(|| self.err(format!("graph output '{name}' is empty")))?;
+        let v =
+            self.get(name)?.ok_or_else(|| self.err(format!("graph output '{name}' is empty")))?;
         match &v {
             Val::Dyn { name: n, .. } if n == name => Ok(n.clone()),
             _ => {
@@ -545,7 +634,9 @@ impl<'m> Converter<'m> {
         match attr_value(node, name) {
             None => Ok(default),
             Some(Attr::Int(v)) => Ok(*v),
-            Some(other) => Err(self.node_err(node, format!("attribute {name} must be an int, got {other:?}"))),
+            Some(other) => {
+                Err(self.node_err(node, format!("attribute {name} must be an int, got {other:?}")))
+            }
         }
     }
 
@@ -554,7 +645,9 @@ impl<'m> Converter<'m> {
             None => Ok(default),
             Some(Attr::Float(v)) => Ok(*v),
             Some(Attr::Int(v)) => Ok(*v as f32),
-            Some(other) => Err(self.node_err(node, format!("attribute {name} must be a float, got {other:?}"))),
+            Some(other) => {
+                Err(self.node_err(node, format!("attribute {name} must be a float, got {other:?}")))
+            }
         }
     }
 
@@ -562,7 +655,10 @@ impl<'m> Converter<'m> {
         match attr_value(node, name) {
             None => Ok(default.to_string()),
             Some(Attr::String(v)) => Ok(v.clone()),
-            Some(other) => Err(self.node_err(node, format!("attribute {name} must be a string, got {other:?}"))),
+            Some(other) => {
+                Err(self
+                    .node_err(node, format!("attribute {name} must be a string, got {other:?}")))
+            }
         }
     }
 
@@ -571,7 +667,9 @@ impl<'m> Converter<'m> {
             None => Ok(None),
             Some(Attr::Ints(v)) => Ok(Some(v.clone())),
             Some(Attr::Int(v)) => Ok(Some(vec![*v])),
-            Some(other) => Err(self.node_err(node, format!("attribute {name} must be ints, got {other:?}"))),
+            Some(other) => {
+                Err(self.node_err(node, format!("attribute {name} must be ints, got {other:?}")))
+            }
         }
     }
 
@@ -594,7 +692,13 @@ impl<'m> Converter<'m> {
 
     /// Axes from an attribute (older opsets) or an input (newer ones),
     /// normalised and sorted; `None` when neither is given.
-    fn axes(&mut self, node: &Node, input: usize, from_opset: i64, rank: usize) -> R<Option<Vec<usize>>> {
+    fn axes(
+        &mut self,
+        node: &Node,
+        input: usize,
+        from_opset: i64,
+        rank: usize,
+    ) -> R<Option<Vec<usize>>> {
         let raw = if self.opset >= from_opset {
             self.opt_const(node, input, "axes")?.map(|c| c.to_i64s())
         } else {
@@ -603,8 +707,9 @@ impl<'m> Converter<'m> {
         let Some(raw) = raw else { return Ok(None) };
         let mut axes = Vec::new();
         for a in raw {
-            let ax = axis_of(a, rank)
-                .ok_or_else(|| self.node_err(node, format!("axis {a} is out of range for rank {rank}")))?;
+            let ax = axis_of(a, rank).ok_or_else(|| {
+                self.node_err(node, format!("axis {a} is out of range for rank {rank}"))
+            })?;
             if axes.contains(&ax) {
                 return Err(self.node_err(node, format!("axis {a} is repeated")));
             }
@@ -645,14 +750,24 @@ impl<'m> Converter<'m> {
             "Shape" => self.shape_op(node),
             "Size" => {
                 let v = self.need(node, 0)?;
-                self.set(node, 0, Val::Const(Const::new(Dtype::Int, vec![], vec![numel(v.shape()) as f64]).map_err(|m| self.node_err(node, m))?))
+                self.set(
+                    node,
+                    0,
+                    Val::Const(
+                        Const::new(Dtype::Int, vec![], vec![numel(v.shape()) as f64])
+                            .map_err(|m| self.node_err(node, m))?,
+                    ),
+                )
             }
             "ConstantOfShape" => {
                 self.allow(node, &["value"])?;
                 let shape = self.need_const(node, 0, "shape")?.to_i64s();
                 let shape: Vec<usize> = shape
                     .iter()
-                    .map(|&d| usize::try_from(d).map_err(|_| self.node_err(node, format!("negative dim {d}"))))
+                    .map(|&d| {
+                        usize::try_from(d)
+                            .map_err(|_| self.node_err(node, format!("negative dim {d}")))
+                    })
                     .collect::<R<_>>()?;
                 let (dtype, v) = match attr_value(node, "value") {
                     Some(Attr::Tensor(t)) if t.len() == 1 => (t.dtype, t.data[0]),
@@ -675,7 +790,8 @@ impl<'m> Converter<'m> {
                     return Err(self.node_err(node, "the range is too long"));
                 }
                 let data = (0..n as usize).map(|i| start + i as f64 * delta).collect();
-                let c = Const::new(s.dtype, vec![n as usize], data).map_err(|m| self.node_err(node, m))?;
+                let c = Const::new(s.dtype, vec![n as usize], data)
+                    .map_err(|m| self.node_err(node, m))?;
                 self.set(node, 0, Val::Const(c))
             }
             "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Reciprocal" | "Neg" | "Abs"
@@ -692,7 +808,14 @@ impl<'m> Converter<'m> {
                 self.allow(node, &["alpha", "beta"])?;
                 let alpha = self.attr_float(node, "alpha", 0.2)?;
                 let beta = self.attr_float(node, "beta", 0.5)?;
-                self.unary(node, "hardsigmoid", vec![("alpha", Value::Float(alpha as f64)), ("beta", Value::Float(beta as f64))])
+                self.unary(
+                    node,
+                    "hardsigmoid",
+                    vec![
+                        ("alpha", Value::Float(alpha as f64)),
+                        ("beta", Value::Float(beta as f64)),
+                    ],
+                )
             }
             "LeakyRelu" | "Elu" => {
                 self.allow(node, &["alpha"])?;
@@ -706,13 +829,17 @@ impl<'m> Converter<'m> {
                 let op = match self.attr_str(node, "approximate", "none")?.as_str() {
                     "none" => "gelu",
                     "tanh" => "gelu_tanh",
-                    other => return Err(self.node_err(node, format!("approximate '{other}' is not supported"))),
+                    other => {
+                        return Err(
+                            self.node_err(node, format!("approximate '{other}' is not supported"))
+                        )
+                    }
                 };
                 self.unary(node, op, vec![])
             }
             "Clip" => self.clip(node),
-            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater" | "LessOrEqual"
-            | "GreaterOrEqual" | "And" | "Or" | "Mod" => {
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater"
+            | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" | "Mod" => {
                 let op = match node.op.as_str() {
                     "LessOrEqual" => "less_or_equal",
                     "GreaterOrEqual" => "greater_or_equal",
@@ -720,7 +847,11 @@ impl<'m> Converter<'m> {
                     "Or" => "max",
                     "Mod" => {
                         self.allow(node, &["fmod"])?;
-                        if self.attr_int(node, "fmod", 0)? == 1 { "fmod" } else { "mod" }
+                        if self.attr_int(node, "fmod", 0)? == 1 {
+                            "fmod"
+                        } else {
+                            "mod"
+                        }
                     }
                     _ => "",
                 };
@@ -744,11 +875,14 @@ impl<'m> Converter<'m> {
                 let x = self.need(node, 0)?;
                 let s = x.shape().to_vec();
                 if s.len() < 3 {
-                    return Err(self.node_err(node, format!("input has shape {s:?}, expected [n, c, ...]")));
+                    return Err(
+                        self.node_err(node, format!("input has shape {s:?}, expected [n, c, ...]"))
+                    );
                 }
                 let mut out = s.clone();
                 out[2..].iter_mut().for_each(|d| *d = 1);
-                let op = if node.op == "GlobalMaxPool" { "global_max_pool" } else { "global_avg_pool" };
+                let op =
+                    if node.op == "GlobalMaxPool" { "global_max_pool" } else { "global_avg_pool" };
                 let xn = self.dyn_name(&x, &node.outputs[0]);
                 self.emit(node, 0, op, vec![xn], vec![], vec![], out).map(drop)
             }
@@ -762,8 +896,11 @@ impl<'m> Converter<'m> {
                 let x = self.need(node, 0)?;
                 let s = x.shape().to_vec();
                 let a = self.attr_int(node, "axis", 1)?;
-                let a = if a == s.len() as i64 { s.len() } else {
-                    axis_of(a, s.len()).ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?
+                let a = if a == s.len() as i64 {
+                    s.len()
+                } else {
+                    axis_of(a, s.len())
+                        .ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?
                 };
                 let out = vec![numel(&s[..a]), numel(&s[a..])];
                 self.reshape_to(node, x, out)
@@ -772,7 +909,8 @@ impl<'m> Converter<'m> {
                 self.allow(node, &["axes"])?;
                 let x = self.need(node, 0)?;
                 let s = x.shape().to_vec();
-                let axes = self.axes(node, 1, 13, s.len())?
+                let axes = self
+                    .axes(node, 1, 13, s.len())?
                     .unwrap_or_else(|| (0..s.len()).filter(|&k| s[k] == 1).collect());
                 if let Some(&a) = axes.iter().find(|&&a| s[a] != 1) {
                     return Err(self.node_err(node, format!("axis {a} has size {}, not 1", s[a])));
@@ -785,10 +923,13 @@ impl<'m> Converter<'m> {
                 let x = self.need(node, 0)?;
                 let s = x.shape().to_vec();
                 let rank = s.len() + self.axes_len(node)?;
-                let axes = self.axes(node, 1, 13, rank)?
+                let axes = self
+                    .axes(node, 1, 13, rank)?
                     .ok_or_else(|| self.node_err(node, "axes are required"))?;
                 let mut it = s.iter();
-                let out = (0..rank).map(|k| if axes.contains(&k) { 1 } else { *it.next().unwrap_or(&1) }).collect();
+                let out = (0..rank)
+                    .map(|k| if axes.contains(&k) { 1 } else { *it.next().unwrap_or(&1) })
+                    .collect();
                 self.reshape_to(node, x, out)
             }
             "Expand" => self.expand(node),
@@ -847,14 +988,22 @@ impl<'m> Converter<'m> {
     }
 
     /// Folds `f` over constant inputs; `None` if any input is computed.
-    fn fold(&mut self, node: &Node, vals: &[Val], dtype: Option<Dtype>, f: impl Fn(&[f64]) -> f64) -> R<bool> {
-        let consts: Option<Vec<&Const>> = vals
-            .iter()
-            .map(|v| if let Val::Const(c) = v { Some(c) } else { None })
-            .collect();
+    fn fold(
+        &mut self,
+        node: &Node,
+        vals: &[Val],
+        dtype: Option<Dtype>,
+        f: impl Fn(&[f64]) -> f64,
+    ) -> R<bool> {
+        let consts: Option<Vec<&Const>> =
+            vals.iter().map(|v| if let Val::Const(c) = v { Some(c) } else { None }).collect();
         let Some(consts) = consts else { return Ok(false) };
         let dtype = dtype.unwrap_or_else(|| {
-            if consts.iter().any(|c| c.dtype == Dtype::Float) { Dtype::Float } else { consts[0].dtype }
+            if consts.iter().any(|c| c.dtype == Dtype::Float) {
+                Dtype::Float
+            } else {
+                consts[0].dtype
+            }
         });
         let c = tensor::elementwise(&consts, dtype, f).map_err(|m| self.node_err(node, m))?;
         self.set(node, 0, Val::Const(c))?;
@@ -864,7 +1013,8 @@ impl<'m> Converter<'m> {
     fn unary(&mut self, node: &Node, op: &str, attrs: Vec<(&str, Value)>) -> R<()> {
         let x = self.need(node, 0)?;
         if let Val::Const(_) = x {
-            let f = unary_fn(op, &attrs).ok_or_else(|| self.node_err(node, "cannot fold this op"))?;
+            let f =
+                unary_fn(op, &attrs).ok_or_else(|| self.node_err(node, "cannot fold this op"))?;
             let dtype = if op == "not" { Some(Dtype::Bool) } else { None };
             self.fold(node, &[x], dtype, |a| f(a[0]))?;
             return Ok(());
@@ -883,21 +1033,35 @@ impl<'m> Converter<'m> {
         self.allow(node, &["min", "max"])?;
         let x = self.need(node, 0)?;
         let (lo, hi) = if self.opset < 11 {
-            (self.attr_float(node, "min", f32::NEG_INFINITY)?, self.attr_float(node, "max", f32::INFINITY)?)
+            (
+                self.attr_float(node, "min", f32::NEG_INFINITY)?,
+                self.attr_float(node, "max", f32::INFINITY)?,
+            )
         } else {
-            let lo = self.opt_const(node, 1, "min")?.map_or(f32::NEG_INFINITY, |c| c.data[0] as f32);
+            let lo =
+                self.opt_const(node, 1, "min")?.map_or(f32::NEG_INFINITY, |c| c.data[0] as f32);
             let hi = self.opt_const(node, 2, "max")?.map_or(f32::INFINITY, |c| c.data[0] as f32);
             (lo, hi)
         };
         if let Val::Const(_) = x {
             let (lo, hi) = (lo as f64, hi as f64);
-            self.fold(node, &[x], None, |a| if a[0].is_nan() { a[0] } else { a[0].max(lo).min(hi) })?;
+            self.fold(
+                node,
+                &[x],
+                None,
+                |a| if a[0].is_nan() { a[0] } else { a[0].max(lo).min(hi) },
+            )?;
             return Ok(());
         }
         match (lo, hi) {
             (0.0, 6.0) => self.unary_dyn(node, x, "relu6", vec![]),
             (0.0, f32::INFINITY) => self.unary_dyn(node, x, "relu", vec![]),
-            _ => self.unary_dyn(node, x, "clip", vec![("min", Value::Float(lo as f64)), ("max", Value::Float(hi as f64))]),
+            _ => self.unary_dyn(
+                node,
+                x,
+                "clip",
+                vec![("min", Value::Float(lo as f64)), ("max", Value::Float(hi as f64))],
+            ),
         }
     }
 
@@ -906,10 +1070,13 @@ impl<'m> Converter<'m> {
         let b = self.need(node, 1)?;
         let f = binary_fn(op).ok_or_else(|| self.node_err(node, "cannot fold this op"))?;
         let cmp = matches!(op, "equal" | "less" | "greater" | "less_or_equal" | "greater_or_equal");
-        if self.fold(node, &[a.clone(), b.clone()], cmp.then_some(Dtype::Bool), |v| f(v[0], v[1]))? {
+        if self
+            .fold(node, &[a.clone(), b.clone()], cmp.then_some(Dtype::Bool), |v| f(v[0], v[1]))?
+        {
             return Ok(());
         }
-        let shape = tensor::broadcast(&[a.shape(), b.shape()]).map_err(|m| self.node_err(node, m))?;
+        let shape =
+            tensor::broadcast(&[a.shape(), b.shape()]).map_err(|m| self.node_err(node, m))?;
         if op == "mul" && self.fuse_gate(node, &a, &b, &shape)? {
             return Ok(());
         }
@@ -925,7 +1092,9 @@ impl<'m> Converter<'m> {
     /// the gate layer is rewritten in place to write the product.
     fn fuse_gate(&mut self, node: &Node, a: &Val, b: &Val, shape: &[usize]) -> R<bool> {
         for (x, g) in [(a, b), (b, a)] {
-            let (Val::Dyn { name: xn, shape: xs }, Val::Dyn { name: gn, .. }) = (x, g) else { continue };
+            let (Val::Dyn { name: xn, shape: xs }, Val::Dyn { name: gn, .. }) = (x, g) else {
+                continue;
+            };
             if xs.as_slice() != shape {
                 continue;
             }
@@ -984,19 +1153,31 @@ impl<'m> Converter<'m> {
                 "conv2d" | "conv1d" | "conv_transpose2d" => 1,
                 _ => continue,
             };
-            if self.layers[li].weights.len() != 1 || !self.single_use_of_lsq(xn) || xs.len() <= channel_axis {
+            if self.layers[li].weights.len() != 1
+                || !self.single_use_of_lsq(xn)
+                || xs.len() <= channel_axis
+            {
                 continue;
             }
             // The constant must vary only along the channel axis.
             let channels = xs[channel_axis];
             let offset = xs.len() - c.shape.len().min(xs.len());
             let only_channels = c.shape.len() <= xs.len()
-                && c.shape.iter().enumerate().all(|(i, &d)| d == 1 || (i + offset == channel_axis && d == channels));
+                && c.shape
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &d)| d == 1 || (i + offset == channel_axis && d == channels));
             if !only_channels || c.len() != channels && c.len() != 1 {
                 continue;
             }
-            let bias: Vec<f32> = if c.len() == 1 { vec![c.data[0] as f32; channels] } else { c.to_f32s() };
-            let t = self.tensor(&format!("{}.bias", self.layers[li].weights[0].trim_end_matches(".weight")), vec![channels], bias, TensorRole::Constant);
+            let bias: Vec<f32> =
+                if c.len() == 1 { vec![c.data[0] as f32; channels] } else { c.to_f32s() };
+            let t = self.tensor(
+                &format!("{}.bias", self.layers[li].weights[0].trim_end_matches(".weight")),
+                vec![channels],
+                bias,
+                TensorRole::Constant,
+            );
             let out = self.claim(&node.outputs[0]);
             let layer = &mut self.layers[li];
             layer.weights.push(t);
@@ -1031,7 +1212,11 @@ impl<'m> Converter<'m> {
         let count = vals.len() as f64;
         if self.fold(node, &vals, None, |v| {
             let r = v[1..].iter().fold(v[0], |acc, &x| f(acc, x));
-            if mean { r / count } else { r }
+            if mean {
+                r / count
+            } else {
+                r
+            }
         })? {
             return Ok(());
         }
@@ -1050,7 +1235,9 @@ impl<'m> Converter<'m> {
             }
             acc = self.emit_tmp(&hint, op, vec![acc, vn], vec![]);
         }
-        let k = Val::Const(Const::new(Dtype::Float, vec![], vec![count]).map_err(|m| self.node_err(node, m))?);
+        let k = Val::Const(
+            Const::new(Dtype::Float, vec![], vec![count]).map_err(|m| self.node_err(node, m))?,
+        );
         let kn = self.dyn_name(&k, &hint);
         self.emit(node, 0, "div", vec![acc, kn], vec![], vec![], shape).map(drop)
     }
@@ -1064,10 +1251,17 @@ impl<'m> Converter<'m> {
             (Val::Const(a), _) => Some(a.dtype),
             _ => None,
         };
-        if self.fold(node, &[c.clone(), x.clone(), y.clone()], dtype, |v| if v[0] != 0.0 { v[1] } else { v[2] })? {
+        if self.fold(node, &[c.clone(), x.clone(), y.clone()], dtype, |v| {
+            if v[0] != 0.0 {
+                v[1]
+            } else {
+                v[2]
+            }
+        })? {
             return Ok(());
         }
-        let shape = tensor::broadcast(&[c.shape(), x.shape(), y.shape()]).map_err(|m| self.node_err(node, m))?;
+        let shape = tensor::broadcast(&[c.shape(), x.shape(), y.shape()])
+            .map_err(|m| self.node_err(node, m))?;
         let hint = node.outputs[0].clone();
         let names = [&c, &x, &y].map(|v| self.dyn_name(v, &hint)).to_vec();
         self.emit(node, 0, "where", names, vec![], vec![], shape).map(drop)
@@ -1083,7 +1277,9 @@ impl<'m> Converter<'m> {
                 let c = const_matmul(ca, cb, &shape).map_err(|m| self.node_err(node, m))?;
                 self.set(node, 0, Val::Const(c))
             }
-            (Val::Dyn { name, shape: xs }, Val::Const(w)) if w.shape.len() == 2 && xs.len() >= 1 => {
+            (Val::Dyn { name, shape: xs }, Val::Const(w))
+                if w.shape.len() == 2 && xs.len() >= 1 =>
+            {
                 let (k, n) = (w.shape[0], w.shape[1]);
                 // linear's weight is [out, in]: the transpose of B.
                 let wt = tensor::transpose(w, &[1, 0]).map_err(|m| self.node_err(node, m))?;
@@ -1091,10 +1287,25 @@ impl<'m> Converter<'m> {
                 let t = self.tensor(&base, vec![n, k], wt.to_f32s(), TensorRole::Weight);
                 if xs.len() == 1 {
                     // [k] @ [k, n] -> [n]: linear over a [1, k] view.
-                    let x2 = self.emit_tmp(&node.outputs[0], "reshape", vec![name.clone()], vec![("shape", ints(&[1, k]))]);
+                    let x2 = self.emit_tmp(
+                        &node.outputs[0],
+                        "reshape",
+                        vec![name.clone()],
+                        vec![("shape", ints(&[1, k]))],
+                    );
                     let y = self.claim(&format!("{}#linear", node.outputs[0]));
                     self.push_layer("linear", vec![x2], vec![t], vec![], &y);
-                    return self.emit(node, 0, "reshape", vec![y], vec![], vec![("shape", ints(&shape))], shape).map(drop);
+                    return self
+                        .emit(
+                            node,
+                            0,
+                            "reshape",
+                            vec![y],
+                            vec![],
+                            vec![("shape", ints(&shape))],
+                            shape,
+                        )
+                        .map(drop);
                 }
                 self.emit(node, 0, "linear", vec![name.clone()], vec![t], vec![], shape).map(drop)
             }
@@ -1117,17 +1328,29 @@ impl<'m> Converter<'m> {
         let b = self.need_const(node, 1, "B")?;
         let c = self.opt_const(node, 2, "C")?;
         if a.shape().len() != 2 || b.shape.len() != 2 {
-            return Err(self.node_err(node, format!("A {:?} and B {:?} must be matrices", a.shape(), b.shape)));
+            return Err(self.node_err(
+                node,
+                format!("A {:?} and B {:?} must be matrices", a.shape(), b.shape),
+            ));
         }
         // Weight [n, k] = (transB ? B : B^T) * alpha.
-        let w = if trans_b { b.clone() } else { tensor::transpose(&b, &[1, 0]).map_err(|m| self.node_err(node, m))? };
+        let w = if trans_b {
+            b.clone()
+        } else {
+            tensor::transpose(&b, &[1, 0]).map_err(|m| self.node_err(node, m))?
+        };
         let (n, k) = (w.shape[0], w.shape[1]);
         let hint = node.outputs[0].clone();
         let (x, m) = match &a {
             Val::Const(_) => return Err(self.node_err(node, "a constant A is not supported")),
             Val::Dyn { name, shape } => {
                 if trans_a {
-                    let t = self.emit_tmp(&hint, "transpose", vec![name.clone()], vec![("perm", ints(&[1, 0]))]);
+                    let t = self.emit_tmp(
+                        &hint,
+                        "transpose",
+                        vec![name.clone()],
+                        vec![("perm", ints(&[1, 0]))],
+                    );
                     (t, shape[1])
                 } else {
                     (name.clone(), shape[0])
@@ -1139,18 +1362,31 @@ impl<'m> Converter<'m> {
             return Err(self.node_err(node, format!("A has {xk} columns, B gives {k}")));
         }
         let weight: Vec<f32> = w.data.iter().map(|&v| (v as f32) * alpha).collect();
-        let mut weights = vec![self.tensor(&format!("{hint}.weight"), vec![n, k], weight, TensorRole::Weight)];
+        let mut weights =
+            vec![self.tensor(&format!("{hint}.weight"), vec![n, k], weight, TensorRole::Weight)];
         let mut bias_2d = None;
         if let Some(c) = c {
             let out = [m, n];
-            let b1 = c.shape.iter().rev().skip(1).all(|&d| d == 1) && (c.len() == n || c.len() == 1);
+            let b1 =
+                c.shape.iter().rev().skip(1).all(|&d| d == 1) && (c.len() == n || c.len() == 1);
             if b1 {
-                let bias: Vec<f32> = (0..n).map(|j| beta * c.data[if c.len() == 1 { 0 } else { j }] as f32).collect();
-                weights.push(self.tensor(&format!("{hint}.bias"), vec![n], bias, TensorRole::Constant));
+                let bias: Vec<f32> = (0..n)
+                    .map(|j| beta * c.data[if c.len() == 1 { 0 } else { j }] as f32)
+                    .collect();
+                weights.push(self.tensor(
+                    &format!("{hint}.bias"),
+                    vec![n],
+                    bias,
+                    TensorRole::Constant,
+                ));
             } else {
                 tensor::broadcast(&[&c.shape, &out]).map_err(|msg| self.node_err(node, msg))?;
-                let scaled = Const::new(Dtype::Float, c.shape.clone(), c.data.iter().map(|&v| (v as f32 * beta) as f64).collect())
-                    .map_err(|msg| self.node_err(node, msg))?;
+                let scaled = Const::new(
+                    Dtype::Float,
+                    c.shape.clone(),
+                    c.data.iter().map(|&v| (v as f32 * beta) as f64).collect(),
+                )
+                .map_err(|msg| self.node_err(node, msg))?;
                 bias_2d = Some(scaled);
             }
         }
@@ -1168,13 +1404,22 @@ impl<'m> Converter<'m> {
 
     /// Spatial attributes of Conv / pooling: kernel from `kernel` (weight
     /// or attribute), explicit begin/end pads (auto_pad resolved).
-    fn spatial(&self, node: &Node, input: &[usize], kernel: &[usize], transpose: bool) -> R<Spatial> {
+    fn spatial(
+        &self,
+        node: &Node,
+        input: &[usize],
+        kernel: &[usize],
+        transpose: bool,
+    ) -> R<Spatial> {
         let nd = kernel.len();
         let get = |name: &str, default: usize| -> R<Vec<usize>> {
             match self.attr_ints(node, name)? {
                 None => Ok(vec![default; nd]),
-                Some(v) if v.len() == nd && v.iter().all(|&x| x >= 0) => Ok(v.iter().map(|&x| x as usize).collect()),
-                Some(v) => Err(self.node_err(node, format!("{name} {v:?} must have {nd} non-negative entries"))),
+                Some(v) if v.len() == nd && v.iter().all(|&x| x >= 0) => {
+                    Ok(v.iter().map(|&x| x as usize).collect())
+                }
+                Some(v) => Err(self
+                    .node_err(node, format!("{name} {v:?} must have {nd} non-negative entries"))),
             }
         };
         let strides = get("strides", 1)?;
@@ -1184,8 +1429,15 @@ impl<'m> Converter<'m> {
         }
         let mut pads = match self.attr_ints(node, "pads")? {
             None => vec![0; 2 * nd],
-            Some(v) if v.len() == 2 * nd && v.iter().all(|&x| x >= 0) => v.iter().map(|&x| x as usize).collect(),
-            Some(v) => return Err(self.node_err(node, format!("pads {v:?} must have {} non-negative entries", 2 * nd))),
+            Some(v) if v.len() == 2 * nd && v.iter().all(|&x| x >= 0) => {
+                v.iter().map(|&x| x as usize).collect()
+            }
+            Some(v) => {
+                return Err(self.node_err(
+                    node,
+                    format!("pads {v:?} must have {} non-negative entries", 2 * nd),
+                ))
+            }
         };
         let auto = self.attr_str(node, "auto_pad", "NOTSET")?;
         match auto.as_str() {
@@ -1195,7 +1447,8 @@ impl<'m> Converter<'m> {
                 for i in 0..nd {
                     let out = input[i].div_ceil(strides[i]);
                     let span = (kernel[i] - 1) * dilations[i] + 1;
-                    let total = ((out.saturating_sub(1)) * strides[i] + span).saturating_sub(input[i]);
+                    let total =
+                        ((out.saturating_sub(1)) * strides[i] + span).saturating_sub(input[i]);
                     let (small, big) = (total / 2, total - total / 2);
                     if auto == "SAME_UPPER" {
                         (pads[i], pads[i + nd]) = (small, big);
@@ -1216,17 +1469,29 @@ impl<'m> Converter<'m> {
         let b = self.opt_const(node, 2, "B")?;
         let xs = x.shape().to_vec();
         if !(xs.len() == 3 || xs.len() == 4) || w.shape.len() != xs.len() {
-            return Err(self.node_err(node, format!("only 1-D and 2-D convolutions are supported (input {xs:?}, weight {:?})", w.shape)));
+            return Err(self.node_err(
+                node,
+                format!(
+                    "only 1-D and 2-D convolutions are supported (input {xs:?}, weight {:?})",
+                    w.shape
+                ),
+            ));
         }
         let nd = xs.len() - 2;
         let kernel = w.shape[2..].to_vec();
         if let Some(k) = self.attr_ints(node, "kernel_shape")? {
             if k.iter().map(|&v| v as usize).ne(kernel.iter().copied()) {
-                return Err(self.node_err(node, format!("kernel_shape {k:?} disagrees with the weight {:?}", w.shape)));
+                return Err(self.node_err(
+                    node,
+                    format!("kernel_shape {k:?} disagrees with the weight {:?}", w.shape),
+                ));
             }
         }
         let groups = self.attr_int(node, "group", 1)?;
-        let groups = usize::try_from(groups).ok().filter(|&g| g > 0).ok_or_else(|| self.node_err(node, "group must be >= 1"))?;
+        let groups = usize::try_from(groups)
+            .ok()
+            .filter(|&g| g > 0)
+            .ok_or_else(|| self.node_err(node, "group must be >= 1"))?;
         let sp = self.spatial(node, &xs[2..], &kernel, false)?;
         let hint = node.outputs[0].clone();
         let mut xn = self.dyn_name(&x, &hint);
@@ -1242,12 +1507,24 @@ impl<'m> Converter<'m> {
                 pads[xs.len() + 2 + i] = sp.pads[i + nd];
                 xs_eff[2 + i] += sp.pads[i] + sp.pads[i + nd];
             }
-            xn = self.emit_tmp(&hint, "pad", vec![xn], vec![("pads", ints(&pads)), ("mode", Value::String("constant".into())), ("value", Value::Float(0.0))]);
+            xn = self.emit_tmp(
+                &hint,
+                "pad",
+                vec![xn],
+                vec![
+                    ("pads", ints(&pads)),
+                    ("mode", Value::String("constant".into())),
+                    ("value", Value::Float(0.0)),
+                ],
+            );
             vec![0; nd]
         };
         let cout = w.shape[0];
         if xs[1] != w.shape[1] * groups || cout % groups != 0 {
-            return Err(self.node_err(node, format!("input {xs:?}, weight {:?} and group {groups} do not agree", w.shape)));
+            return Err(self.node_err(
+                node,
+                format!("input {xs:?}, weight {:?} and group {groups} do not agree", w.shape),
+            ));
         }
         let mut out = vec![xs[0], cout];
         for i in 0..nd {
@@ -1258,70 +1535,131 @@ impl<'m> Converter<'m> {
             }
             out.push((padded - span) / sp.strides[i] + 1);
         }
-        let mut weights = vec![self.tensor(&format!("{hint}.weight"), w.shape.clone(), w.to_f32s(), TensorRole::Weight)];
+        let mut weights = vec![self.tensor(
+            &format!("{hint}.weight"),
+            w.shape.clone(),
+            w.to_f32s(),
+            TensorRole::Weight,
+        )];
         if let Some(b) = b {
             if b.len() != cout {
-                return Err(self.node_err(node, format!("B has {} values for {cout} channels", b.len())));
+                return Err(
+                    self.node_err(node, format!("B has {} values for {cout} channels", b.len()))
+                );
             }
-            weights.push(self.tensor(&format!("{hint}.bias"), vec![cout], b.to_f32s(), TensorRole::Constant));
+            weights.push(self.tensor(
+                &format!("{hint}.bias"),
+                vec![cout],
+                b.to_f32s(),
+                TensorRole::Constant,
+            ));
         }
         let (op, attrs) = if nd == 2 {
-            ("conv2d", vec![
-                ("stride", ints(&sp.strides)),
-                ("padding", ints(&padding)),
-                ("dilation", ints(&sp.dilations)),
-                ("groups", Value::Int(groups as i64)),
-            ])
+            (
+                "conv2d",
+                vec![
+                    ("stride", ints(&sp.strides)),
+                    ("padding", ints(&padding)),
+                    ("dilation", ints(&sp.dilations)),
+                    ("groups", Value::Int(groups as i64)),
+                ],
+            )
         } else {
-            ("conv1d", vec![
-                ("stride", Value::Int(sp.strides[0] as i64)),
-                ("padding", Value::Int(padding[0] as i64)),
-                ("dilation", Value::Int(sp.dilations[0] as i64)),
-                ("groups", Value::Int(groups as i64)),
-            ])
+            (
+                "conv1d",
+                vec![
+                    ("stride", Value::Int(sp.strides[0] as i64)),
+                    ("padding", Value::Int(padding[0] as i64)),
+                    ("dilation", Value::Int(sp.dilations[0] as i64)),
+                    ("groups", Value::Int(groups as i64)),
+                ],
+            )
         };
         self.emit(node, 0, op, vec![xn], weights, attrs, out).map(drop)
     }
 
     fn conv_transpose(&mut self, node: &Node) -> R<()> {
-        self.allow(node, &["auto_pad", "dilations", "group", "kernel_shape", "output_padding", "output_shape", "pads", "strides"])?;
+        self.allow(
+            node,
+            &[
+                "auto_pad",
+                "dilations",
+                "group",
+                "kernel_shape",
+                "output_padding",
+                "output_shape",
+                "pads",
+                "strides",
+            ],
+        )?;
         let x = self.need(node, 0)?;
         let w = self.need_const(node, 1, "W")?;
         let b = self.opt_const(node, 2, "B")?;
         let xs = x.shape().to_vec();
         if xs.len() != 4 || w.shape.len() != 4 {
-            return Err(self.node_err(node, format!("only 2-D transposed convolutions are supported (input {xs:?}, weight {:?})", w.shape)));
+            return Err(self.node_err(
+                node,
+                format!(
+                    "only 2-D transposed convolutions are supported (input {xs:?}, weight {:?})",
+                    w.shape
+                ),
+            ));
         }
         if self.attr_ints(node, "output_shape")?.is_some() {
             return Err(self.node_err(node, "output_shape is not supported; give pads"));
         }
-        let groups = usize::try_from(self.attr_int(node, "group", 1)?).ok().filter(|&g| g > 0).ok_or_else(|| self.node_err(node, "group must be >= 1"))?;
+        let groups = usize::try_from(self.attr_int(node, "group", 1)?)
+            .ok()
+            .filter(|&g| g > 0)
+            .ok_or_else(|| self.node_err(node, "group must be >= 1"))?;
         let kernel = w.shape[2..].to_vec();
         let sp = self.spatial(node, &xs[2..], &kernel, true)?;
         let op_ = match self.attr_ints(node, "output_padding")? {
             None => vec![0, 0],
-            Some(v) if v.len() == 2 && v.iter().all(|&p| p >= 0) => v.iter().map(|&p| p as usize).collect(),
+            Some(v) if v.len() == 2 && v.iter().all(|&p| p >= 0) => {
+                v.iter().map(|&p| p as usize).collect()
+            }
             Some(v) => return Err(self.node_err(node, format!("output_padding {v:?} is invalid"))),
         };
         if xs[1] != w.shape[0] || xs[1] % groups != 0 {
-            return Err(self.node_err(node, format!("input {xs:?}, weight {:?} and group {groups} do not agree", w.shape)));
+            return Err(self.node_err(
+                node,
+                format!("input {xs:?}, weight {:?} and group {groups} do not agree", w.shape),
+            ));
         }
         let cout = w.shape[1] * groups;
         let mut out = vec![xs[0], cout];
         for i in 0..2 {
-            let full = sp.strides[i] * (xs[2 + i].saturating_sub(1)) + op_[i] + (kernel[i] - 1) * sp.dilations[i] + 1;
-            let o = full.checked_sub(sp.pads[i] + sp.pads[i + 2]).filter(|&o| o > 0)
+            let full = sp.strides[i] * (xs[2 + i].saturating_sub(1))
+                + op_[i]
+                + (kernel[i] - 1) * sp.dilations[i]
+                + 1;
+            let o = full
+                .checked_sub(sp.pads[i] + sp.pads[i + 2])
+                .filter(|&o| o > 0)
                 .ok_or_else(|| self.node_err(node, "the padding removes the whole output"))?;
             out.push(o);
         }
         let hint = node.outputs[0].clone();
         let xn = self.dyn_name(&x, &hint);
-        let mut weights = vec![self.tensor(&format!("{hint}.weight"), w.shape.clone(), w.to_f32s(), TensorRole::Weight)];
+        let mut weights = vec![self.tensor(
+            &format!("{hint}.weight"),
+            w.shape.clone(),
+            w.to_f32s(),
+            TensorRole::Weight,
+        )];
         if let Some(b) = b {
             if b.len() != cout {
-                return Err(self.node_err(node, format!("B has {} values for {cout} channels", b.len())));
+                return Err(
+                    self.node_err(node, format!("B has {} values for {cout} channels", b.len()))
+                );
             }
-            weights.push(self.tensor(&format!("{hint}.bias"), vec![cout], b.to_f32s(), TensorRole::Constant));
+            weights.push(self.tensor(
+                &format!("{hint}.bias"),
+                vec![cout],
+                b.to_f32s(),
+                TensorRole::Constant,
+            ));
         }
         let attrs = vec![
             ("stride", ints(&sp.strides)),
@@ -1335,7 +1673,9 @@ impl<'m> Converter<'m> {
 
     fn batch_norm(&mut self, node: &Node) -> R<()> {
         self.allow(node, &["epsilon", "momentum", "spatial", "training_mode"])?;
-        if self.attr_int(node, "training_mode", 0)? != 0 || node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+        if self.attr_int(node, "training_mode", 0)? != 0
+            || node.outputs.iter().skip(1).any(|o| !o.is_empty())
+        {
             return Err(self.node_err(node, "training mode is not supported"));
         }
         let eps = self.attr_float(node, "epsilon", 1e-5)?;
@@ -1344,17 +1684,22 @@ impl<'m> Converter<'m> {
         let (g, b, m, v) = (g?, b?, m?, v?);
         let xs = x.shape().to_vec();
         if xs.len() < 2 || [&g, &b, &m, &v].iter().any(|t| t.len() != xs[1]) {
-            return Err(self.node_err(node, format!("input {xs:?} and statistics of lengths {} do not agree", g.len())));
+            return Err(self.node_err(
+                node,
+                format!("input {xs:?} and statistics of lengths {} do not agree", g.len()),
+            ));
         }
         let c = xs[1];
         // y = x * s + t, s = gamma / sqrt(var + eps), t = beta - mean * s,
         // in f32 as onnxruntime computes it.
-        let s: Vec<f32> = (0..c).map(|i| g.data[i] as f32 / (v.data[i] as f32 + eps).sqrt()).collect();
+        let s: Vec<f32> =
+            (0..c).map(|i| g.data[i] as f32 / (v.data[i] as f32 + eps).sqrt()).collect();
         let t: Vec<f32> = (0..c).map(|i| b.data[i] as f32 - m.data[i] as f32 * s[i]).collect();
         if let Val::Dyn { name, .. } = &x {
             if let Some(&li) = self.producer.get(name) {
                 let layer = &self.layers[li];
-                if matches!(layer.op.as_str(), "conv2d" | "conv1d") && self.single_use_of_lsq(name) {
+                if matches!(layer.op.as_str(), "conv2d" | "conv1d") && self.single_use_of_lsq(name)
+                {
                     let wname = layer.weights[0].clone();
                     let bname = layer.weights.get(1).cloned();
                     let wi = self.tensors.iter().position(|t| t.name == wname).expect("own tensor");
@@ -1362,12 +1707,32 @@ impl<'m> Converter<'m> {
                     for (k, w) in self.tensors[wi].data.iter_mut().enumerate() {
                         *w *= s[k / per.max(1)];
                     }
-                    let old_bias = bname.as_ref().map(|bn| self.tensors.iter().find(|t| &t.name == bn).expect("own tensor").data.clone());
-                    let bias: Vec<f32> = (0..c).map(|i| old_bias.as_ref().map_or(0.0, |ob| ob[i]) * s[i] + t[i]).collect();
+                    let old_bias = bname.as_ref().map(|bn| {
+                        self.tensors
+                            .iter()
+                            .find(|t| &t.name == bn)
+                            .expect("own tensor")
+                            .data
+                            .clone()
+                    });
+                    let bias: Vec<f32> = (0..c)
+                        .map(|i| old_bias.as_ref().map_or(0.0, |ob| ob[i]) * s[i] + t[i])
+                        .collect();
                     match bname {
-                        Some(bn) => self.tensors.iter_mut().find(|t| t.name == bn).expect("own tensor").data = bias,
+                        Some(bn) => {
+                            self.tensors
+                                .iter_mut()
+                                .find(|t| t.name == bn)
+                                .expect("own tensor")
+                                .data = bias
+                        }
                         None => {
-                            let bn = self.tensor(&format!("{wname}.bias"), vec![c], bias, TensorRole::Constant);
+                            let bn = self.tensor(
+                                &format!("{wname}.bias"),
+                                vec![c],
+                                bias,
+                                TensorRole::Constant,
+                            );
                             self.layers[li].weights.push(bn);
                         }
                     }
@@ -1382,8 +1747,14 @@ impl<'m> Converter<'m> {
         let hint = node.outputs[0].clone();
         let mut bshape = vec![1usize; xs.len() - 1];
         bshape[0] = c;
-        let sc = Val::Const(Const::new(Dtype::Float, bshape.clone(), s.iter().map(|&v| v as f64).collect()).map_err(|m| self.node_err(node, m))?);
-        let sh = Val::Const(Const::new(Dtype::Float, bshape, t.iter().map(|&v| v as f64).collect()).map_err(|m| self.node_err(node, m))?);
+        let sc = Val::Const(
+            Const::new(Dtype::Float, bshape.clone(), s.iter().map(|&v| v as f64).collect())
+                .map_err(|m| self.node_err(node, m))?,
+        );
+        let sh = Val::Const(
+            Const::new(Dtype::Float, bshape, t.iter().map(|&v| v as f64).collect())
+                .map_err(|m| self.node_err(node, m))?,
+        );
         let xn = self.dyn_name(&x, &hint);
         let scn = self.dyn_name(&sc, &hint);
         let shn = self.dyn_name(&sh, &hint);
@@ -1395,9 +1766,13 @@ impl<'m> Converter<'m> {
         self.allow(node, &["axis", "epsilon", "stash_type"])?;
         let x = self.need(node, 0)?;
         let xs = x.shape().to_vec();
-        let axis = axis_of(self.attr_int(node, "axis", -1)?, xs.len()).ok_or_else(|| self.node_err(node, "axis out of range"))?;
+        let axis = axis_of(self.attr_int(node, "axis", -1)?, xs.len())
+            .ok_or_else(|| self.node_err(node, "axis out of range"))?;
         if axis + 1 != xs.len() || node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err(self.node_err(node, "only normalisation over the last axis, with one output, is supported"));
+            return Err(self.node_err(
+                node,
+                "only normalisation over the last axis, with one output, is supported",
+            ));
         }
         let d = xs[axis];
         let g = self.need_const(node, 1, "scale")?;
@@ -1408,33 +1783,67 @@ impl<'m> Converter<'m> {
         let eps = self.attr_float(node, "epsilon", 1e-5)?;
         let hint = node.outputs[0].clone();
         let gn = self.tensor(&format!("{hint}.gamma"), vec![d], g.to_f32s(), TensorRole::Constant);
-        let bn = self.tensor(&format!("{hint}.beta"), vec![d], b.map_or(vec![0.0; d], |b| b.to_f32s()), TensorRole::Constant);
+        let bn = self.tensor(
+            &format!("{hint}.beta"),
+            vec![d],
+            b.map_or(vec![0.0; d], |b| b.to_f32s()),
+            TensorRole::Constant,
+        );
         let xn = self.dyn_name(&x, &hint);
-        self.emit(node, 0, "layer_norm", vec![xn], vec![gn, bn], vec![("eps", Value::Float(eps as f64))], xs).map(drop)
+        self.emit(
+            node,
+            0,
+            "layer_norm",
+            vec![xn],
+            vec![gn, bn],
+            vec![("eps", Value::Float(eps as f64))],
+            xs,
+        )
+        .map(drop)
     }
 
     fn pool(&mut self, node: &Node) -> R<()> {
-        self.allow(node, &["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "storage_order", "strides"])?;
-        if self.attr_int(node, "storage_order", 0)? != 0 || node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+        self.allow(
+            node,
+            &[
+                "auto_pad",
+                "ceil_mode",
+                "count_include_pad",
+                "dilations",
+                "kernel_shape",
+                "pads",
+                "storage_order",
+                "strides",
+            ],
+        )?;
+        if self.attr_int(node, "storage_order", 0)? != 0
+            || node.outputs.iter().skip(1).any(|o| !o.is_empty())
+        {
             return Err(self.node_err(node, "the Indices output is not supported"));
         }
         let x = self.need(node, 0)?;
         let xs = x.shape().to_vec();
-        let kernel: Vec<usize> = self.attr_ints(node, "kernel_shape")?
+        let kernel: Vec<usize> = self
+            .attr_ints(node, "kernel_shape")?
             .ok_or_else(|| self.node_err(node, "kernel_shape is required"))?
-            .iter().map(|&k| usize::try_from(k).unwrap_or(0)).collect();
-        if !(xs.len() == 3 || xs.len() == 4) || kernel.len() + 2 != xs.len() || kernel.contains(&0) {
+            .iter()
+            .map(|&k| usize::try_from(k).unwrap_or(0))
+            .collect();
+        if !(xs.len() == 3 || xs.len() == 4) || kernel.len() + 2 != xs.len() || kernel.contains(&0)
+        {
             return Err(self.node_err(node, format!("only 1-D and 2-D pooling with a positive kernel is supported (input {xs:?}, kernel {kernel:?})")));
         }
         let sp = self.spatial(node, &xs[2..], &kernel, false)?;
         let ceil = self.attr_int(node, "ceil_mode", 0)? != 0;
         let include = self.attr_int(node, "count_include_pad", 0)? != 0;
         // 1-D pooling runs as 2-D over [n, c, 1, l].
-        let lift = |v: &[usize], one: usize| if v.len() == 1 { vec![one, v[0]] } else { v.to_vec() };
+        let lift =
+            |v: &[usize], one: usize| if v.len() == 1 { vec![one, v[0]] } else { v.to_vec() };
         let k2 = lift(&kernel, 1);
         let s2 = lift(&sp.strides, 1);
         let d2 = lift(&sp.dilations, 1);
-        let p4 = if kernel.len() == 1 { vec![0, sp.pads[0], 0, sp.pads[1]] } else { sp.pads.clone() };
+        let p4 =
+            if kernel.len() == 1 { vec![0, sp.pads[0], 0, sp.pads[1]] } else { sp.pads.clone() };
         let in4 = if xs.len() == 3 { vec![xs[0], xs[1], 1, xs[2]] } else { xs.clone() };
         let mut out = vec![in4[0], in4[1]];
         for i in 0..2 {
@@ -1468,7 +1877,9 @@ impl<'m> Converter<'m> {
         if xs.len() == 3 {
             let y = self.emit_tmp(&hint, op, vec![xn], attrs);
             let out3 = vec![out[0], out[1], out[3]];
-            return self.emit(node, 0, "reshape", vec![y], vec![], vec![("shape", ints(&out3))], out3).map(drop);
+            return self
+                .emit(node, 0, "reshape", vec![y], vec![], vec![("shape", ints(&out3))], out3)
+                .map(drop);
         }
         self.emit(node, 0, op, vec![xn], vec![], attrs, out).map(drop)
     }
@@ -1479,7 +1890,8 @@ impl<'m> Converter<'m> {
         let xs = x.shape().to_vec();
         let default = if self.opset >= 13 { -1 } else { 1 };
         let a = self.attr_int(node, "axis", default)?;
-        let axis = axis_of(a, xs.len()).ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
+        let axis = axis_of(a, xs.len())
+            .ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
         let op = if node.op == "Softmax" { "softmax" } else { "log_softmax" };
         let hint = node.outputs[0].clone();
         let xn = self.dyn_name(&x, &hint);
@@ -1488,9 +1900,12 @@ impl<'m> Converter<'m> {
             let two = vec![numel(&xs[..axis]), numel(&xs[axis..])];
             let r = self.emit_tmp(&hint, "reshape", vec![xn], vec![("shape", ints(&two))]);
             let s = self.emit_tmp(&hint, op, vec![r], vec![("axis", Value::Int(1))]);
-            return self.emit(node, 0, "reshape", vec![s], vec![], vec![("shape", ints(&xs))], xs).map(drop);
+            return self
+                .emit(node, 0, "reshape", vec![s], vec![], vec![("shape", ints(&xs))], xs)
+                .map(drop);
         }
-        self.emit(node, 0, op, vec![xn], vec![], vec![("axis", Value::Int(axis as i64))], xs).map(drop)
+        self.emit(node, 0, op, vec![xn], vec![], vec![("axis", Value::Int(axis as i64))], xs)
+            .map(drop)
     }
 
     fn reduce(&mut self, node: &Node) -> R<()> {
@@ -1545,8 +1960,12 @@ impl<'m> Converter<'m> {
             return self.set(node, 0, Val::Const(t));
         }
         let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
-            return Err(self.node_err(node, format!("perm {perm:?} is not a permutation of rank {rank}")));
+        if perm.len() != rank
+            || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(
+                self.node_err(node, format!("perm {perm:?} is not a permutation of rank {rank}"))
+            );
         }
         let out: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
@@ -1554,7 +1973,8 @@ impl<'m> Converter<'m> {
         }
         let hint = node.outputs[0].clone();
         let xn = self.dyn_name(&x, &hint);
-        self.emit(node, 0, "transpose", vec![xn], vec![], vec![("perm", ints(&perm))], out).map(drop)
+        self.emit(node, 0, "transpose", vec![xn], vec![], vec![("perm", ints(&perm))], out)
+            .map(drop)
     }
 
     fn reshape(&mut self, node: &Node) -> R<()> {
@@ -1563,7 +1983,8 @@ impl<'m> Converter<'m> {
         let spec = if self.opset >= 5 {
             self.need_const(node, 1, "shape")?.to_i64s()
         } else {
-            self.attr_ints(node, "shape")?.ok_or_else(|| self.node_err(node, "shape is required"))?
+            self.attr_ints(node, "shape")?
+                .ok_or_else(|| self.node_err(node, "shape is required"))?
         };
         let allow_zero = self.attr_int(node, "allowzero", 0)? != 0;
         let xs = x.shape().to_vec();
@@ -1571,7 +1992,12 @@ impl<'m> Converter<'m> {
         let mut infer = None;
         for (i, &d) in spec.iter().enumerate() {
             out.push(match d {
-                0 if !allow_zero => *xs.get(i).ok_or_else(|| self.node_err(node, format!("shape entry {i} copies a dim the input does not have")))?,
+                0 if !allow_zero => *xs.get(i).ok_or_else(|| {
+                    self.node_err(
+                        node,
+                        format!("shape entry {i} copies a dim the input does not have"),
+                    )
+                })?,
                 -1 if infer.is_none() => {
                     infer = Some(i);
                     1
@@ -1605,9 +2031,9 @@ impl<'m> Converter<'m> {
                 self.set(node, 0, Val::Const(r))
             }
             Val::Dyn { name, shape } if shape == out => self.set(node, 0, Val::Dyn { name, shape }),
-            Val::Dyn { name, .. } => {
-                self.emit(node, 0, "reshape", vec![name], vec![], vec![("shape", ints(&out))], out).map(drop)
-            }
+            Val::Dyn { name, .. } => self
+                .emit(node, 0, "reshape", vec![name], vec![], vec![("shape", ints(&out))], out)
+                .map(drop),
         }
     }
 
@@ -1622,14 +2048,21 @@ impl<'m> Converter<'m> {
         let out = tensor::broadcast(&[x.shape(), &spec]).map_err(|m| self.node_err(node, m))?;
         match &x {
             Val::Const(c) => {
-                let zeros = Const::new(c.dtype, out.clone(), vec![0.0; tensor::numel(&out).map_err(|m| self.node_err(node, m))?]).map_err(|m| self.node_err(node, m))?;
-                let r = tensor::elementwise(&[c, &zeros], c.dtype, |v| v[0]).map_err(|m| self.node_err(node, m))?;
+                let zeros = Const::new(
+                    c.dtype,
+                    out.clone(),
+                    vec![0.0; tensor::numel(&out).map_err(|m| self.node_err(node, m))?],
+                )
+                .map_err(|m| self.node_err(node, m))?;
+                let r = tensor::elementwise(&[c, &zeros], c.dtype, |v| v[0])
+                    .map_err(|m| self.node_err(node, m))?;
                 self.set(node, 0, Val::Const(r))
             }
             Val::Dyn { .. } if x.shape() == out.as_slice() => self.set(node, 0, x),
             Val::Dyn { name, .. } => {
                 let name = name.clone();
-                self.emit(node, 0, "expand", vec![name], vec![], vec![("shape", ints(&out))], out).map(drop)
+                self.emit(node, 0, "expand", vec![name], vec![], vec![("shape", ints(&out))], out)
+                    .map(drop)
             }
         }
     }
@@ -1639,9 +2072,16 @@ impl<'m> Converter<'m> {
         let x = self.need_const(node, 0, "input")?;
         let reps = self.need_const(node, 1, "repeats")?.to_i64s();
         if reps.len() != x.shape.len() || reps.iter().any(|&r| r < 0) {
-            return Err(self.node_err(node, format!("repeats {reps:?} do not fit shape {:?}", x.shape)));
+            return Err(
+                self.node_err(node, format!("repeats {reps:?} do not fit shape {:?}", x.shape))
+            );
         }
-        let picks: Vec<Vec<usize>> = x.shape.iter().zip(&reps).map(|(&d, &r)| (0..d * r as usize).map(|i| i % d.max(1)).collect()).collect();
+        let picks: Vec<Vec<usize>> = x
+            .shape
+            .iter()
+            .zip(&reps)
+            .map(|(&d, &r)| (0..d * r as usize).map(|i| i % d.max(1)).collect())
+            .collect();
         let t = tensor::pick(&x, &picks).map_err(|m| self.node_err(node, m))?;
         self.set(node, 0, Val::Const(t))
     }
@@ -1654,10 +2094,13 @@ impl<'m> Converter<'m> {
                 vals.push(v);
             }
         }
-        let first = vals.first().ok_or_else(|| self.node_err(node, "has no inputs"))?.shape().to_vec();
+        let first =
+            vals.first().ok_or_else(|| self.node_err(node, "has no inputs"))?.shape().to_vec();
         let a = self.attr_int(node, "axis", 0)?;
-        let axis = axis_of(a, first.len()).ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
-        let consts: Option<Vec<&Const>> = vals.iter().map(|v| if let Val::Const(c) = v { Some(c) } else { None }).collect();
+        let axis = axis_of(a, first.len())
+            .ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
+        let consts: Option<Vec<&Const>> =
+            vals.iter().map(|v| if let Val::Const(c) = v { Some(c) } else { None }).collect();
         if let Some(consts) = consts {
             let c = tensor::concat(&consts, axis).map_err(|m| self.node_err(node, m))?;
             return self.set(node, 0, Val::Const(c));
@@ -1672,12 +2115,14 @@ impl<'m> Converter<'m> {
             out[axis] += s[axis];
         }
         let hint = node.outputs[0].clone();
-        let names: Vec<String> = vals.iter().filter(|v| numel(v.shape()) > 0).map(|v| self.dyn_name(v, &hint)).collect();
+        let names: Vec<String> =
+            vals.iter().filter(|v| numel(v.shape()) > 0).map(|v| self.dyn_name(v, &hint)).collect();
         if names.len() == 1 {
             let v = vals.into_iter().find(|v| numel(v.shape()) > 0).expect("one");
             return self.reshape_to(node, v, out);
         }
-        self.emit(node, 0, "concat", names, vec![], vec![("axis", Value::Int(axis as i64))], out).map(drop)
+        self.emit(node, 0, "concat", names, vec![], vec![("axis", Value::Int(axis as i64))], out)
+            .map(drop)
     }
 
     fn split(&mut self, node: &Node) -> R<()> {
@@ -1685,17 +2130,25 @@ impl<'m> Converter<'m> {
         let x = self.need(node, 0)?;
         let xs = x.shape().to_vec();
         let a = self.attr_int(node, "axis", 0)?;
-        let axis = axis_of(a, xs.len()).ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
+        let axis = axis_of(a, xs.len())
+            .ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
         let n = node.outputs.len();
-        let sizes: Vec<usize> = match if self.opset >= 13 { self.opt_const(node, 1, "split")?.map(|c| c.to_i64s()) } else { self.attr_ints(node, "split")? } {
+        let sizes: Vec<usize> = match if self.opset >= 13 {
+            self.opt_const(node, 1, "split")?.map(|c| c.to_i64s())
+        } else {
+            self.attr_ints(node, "split")?
+        } {
             Some(s) => s.iter().map(|&v| usize::try_from(v).unwrap_or(usize::MAX)).collect(),
             None => {
                 let each = xs[axis].div_ceil(n.max(1));
                 (0..n).map(|i| each.min(xs[axis].saturating_sub(i * each))).collect()
             }
         };
-        if sizes.len() != n || sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)) != Some(xs[axis]) {
-            return Err(self.node_err(node, format!("split sizes {sizes:?} do not divide dim {}", xs[axis])));
+        if sizes.len() != n
+            || sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)) != Some(xs[axis])
+        {
+            return Err(self
+                .node_err(node, format!("split sizes {sizes:?} do not divide dim {}", xs[axis])));
         }
         let mut start = 0;
         for (k, &len) in sizes.iter().enumerate() {
@@ -1709,12 +2162,18 @@ impl<'m> Converter<'m> {
             }
             match &x {
                 Val::Const(c) => {
-                    let picks: Vec<Vec<usize>> = (0..xs.len()).map(|d| (starts[d]..starts[d] + shape[d]).collect()).collect();
+                    let picks: Vec<Vec<usize>> = (0..xs.len())
+                        .map(|d| (starts[d]..starts[d] + shape[d]).collect())
+                        .collect();
                     let t = tensor::pick(c, &picks).map_err(|m| self.node_err(node, m))?;
                     self.set(node, k, Val::Const(t))?;
                 }
                 Val::Dyn { name, .. } => {
-                    let attrs = vec![("starts", ints(&starts)), ("steps", ints(&vec![1; xs.len()])), ("shape", ints(&shape))];
+                    let attrs = vec![
+                        ("starts", ints(&starts)),
+                        ("steps", ints(&vec![1; xs.len()])),
+                        ("shape", ints(&shape)),
+                    ];
                     let name = name.clone();
                     self.emit(node, k, "slice", vec![name], vec![], attrs, shape)?;
                 }
@@ -1748,15 +2207,23 @@ impl<'m> Converter<'m> {
         let mut step = vec![1i64; rank];
         let mut out = xs.clone();
         for i in 0..starts.len() {
-            let ax = axis_of(axes[i], rank).ok_or_else(|| self.node_err(node, format!("axis {} out of range", axes[i])))?;
-            let (s, count) = slice_range(xs[ax], starts[i], ends[i], steps[i]).map_err(|m| self.node_err(node, m))?;
+            let ax = axis_of(axes[i], rank)
+                .ok_or_else(|| self.node_err(node, format!("axis {} out of range", axes[i])))?;
+            let (s, count) = slice_range(xs[ax], starts[i], ends[i], steps[i])
+                .map_err(|m| self.node_err(node, m))?;
             first[ax] = s;
             step[ax] = steps[i];
             out[ax] = count;
         }
         match &x {
             Val::Const(c) => {
-                let picks: Vec<Vec<usize>> = (0..rank).map(|d| (0..out[d]).map(|i| (first[d] as i64 + i as i64 * step[d]) as usize).collect()).collect();
+                let picks: Vec<Vec<usize>> = (0..rank)
+                    .map(|d| {
+                        (0..out[d])
+                            .map(|i| (first[d] as i64 + i as i64 * step[d]) as usize)
+                            .collect()
+                    })
+                    .collect();
                 let t = tensor::pick(c, &picks).map_err(|m| self.node_err(node, m))?;
                 self.set(node, 0, Val::Const(t))
             }
@@ -1779,7 +2246,8 @@ impl<'m> Converter<'m> {
         let idx = self.need_const(node, 1, "indices")?;
         let xs = x.shape().to_vec();
         let a = self.attr_int(node, "axis", 0)?;
-        let axis = axis_of(a, xs.len()).ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
+        let axis = axis_of(a, xs.len())
+            .ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
         let dim = xs[axis] as i64;
         let mut indices = Vec::with_capacity(idx.len());
         for v in idx.to_i64s() {
@@ -1789,10 +2257,12 @@ impl<'m> Converter<'m> {
             }
             indices.push(r as usize);
         }
-        let out: Vec<usize> = xs[..axis].iter().chain(&idx.shape).chain(&xs[axis + 1..]).copied().collect();
+        let out: Vec<usize> =
+            xs[..axis].iter().chain(&idx.shape).chain(&xs[axis + 1..]).copied().collect();
         match &x {
             Val::Const(c) => {
-                let mut picks: Vec<Vec<usize>> = (0..xs.len()).map(|d| (0..xs[d]).collect()).collect();
+                let mut picks: Vec<Vec<usize>> =
+                    (0..xs.len()).map(|d| (0..xs[d]).collect()).collect();
                 picks[axis] = indices;
                 let t = tensor::pick(c, &picks).map_err(|m| self.node_err(node, m))?;
                 let t = t.reshaped(out).map_err(|m| self.node_err(node, m))?;
@@ -1807,7 +2277,8 @@ impl<'m> Converter<'m> {
                     return self.emit(node, 0, "gather", vec![name], vec![], attrs, out).map(drop);
                 }
                 let g = self.emit_tmp(&node.outputs[0], "gather", vec![name], attrs);
-                self.emit(node, 0, "reshape", vec![g], vec![], vec![("shape", ints(&out))], out).map(drop)
+                self.emit(node, 0, "reshape", vec![g], vec![], vec![("shape", ints(&out))], out)
+                    .map(drop)
             }
         }
     }
@@ -1820,7 +2291,9 @@ impl<'m> Converter<'m> {
         let mode = self.attr_str(node, "mode", "constant")?;
         let (pads, value) = if self.opset >= 11 {
             let p = self.need_const(node, 1, "pads")?.to_i64s();
-            let v = self.opt_const(node, 2, "constant_value")?.map_or(0.0, |c| c.data.first().copied().unwrap_or(0.0));
+            let v = self
+                .opt_const(node, 2, "constant_value")?
+                .map_or(0.0, |c| c.data.first().copied().unwrap_or(0.0));
             let axes = self.opt_const(node, 3, "axes")?;
             let p = match axes {
                 None => p,
@@ -1831,7 +2304,9 @@ impl<'m> Converter<'m> {
                     }
                     let mut full = vec![0i64; 2 * rank];
                     for (i, &ax) in a.iter().enumerate() {
-                        let ax = axis_of(ax, rank).ok_or_else(|| self.node_err(node, format!("axis {ax} out of range")))?;
+                        let ax = axis_of(ax, rank).ok_or_else(|| {
+                            self.node_err(node, format!("axis {ax} out of range"))
+                        })?;
                         full[ax] = p[i];
                         full[ax + rank] = p[i + a.len()];
                     }
@@ -1840,18 +2315,27 @@ impl<'m> Converter<'m> {
             };
             (p, v)
         } else {
-            (self.attr_ints(node, "pads")?.unwrap_or_default(), self.attr_float(node, "value", 0.0)? as f64)
+            (
+                self.attr_ints(node, "pads")?.unwrap_or_default(),
+                self.attr_float(node, "value", 0.0)? as f64,
+            )
         };
         if pads.len() != 2 * rank {
-            return Err(self.node_err(node, format!("pads {pads:?} must have {} entries", 2 * rank)));
+            return Err(
+                self.node_err(node, format!("pads {pads:?} must have {} entries", 2 * rank))
+            );
         }
         if !matches!(mode.as_str(), "constant" | "reflect" | "edge") {
-            return Err(self.node_err(node, format!("mode '{mode}' is not supported (constant, reflect, edge)")));
+            return Err(self.node_err(
+                node,
+                format!("mode '{mode}' is not supported (constant, reflect, edge)"),
+            ));
         }
         if pads.iter().any(|&p| p < 0) {
             return Err(self.node_err(node, "negative pads (cropping) are not supported"));
         }
-        let out: Vec<usize> = (0..rank).map(|k| xs[k] + pads[k] as usize + pads[k + rank] as usize).collect();
+        let out: Vec<usize> =
+            (0..rank).map(|k| xs[k] + pads[k] as usize + pads[k + rank] as usize).collect();
         if pads.iter().all(|&p| p == 0) {
             return self.set(node, 0, x);
         }
@@ -1866,7 +2350,21 @@ impl<'m> Converter<'m> {
     }
 
     fn resize(&mut self, node: &Node) -> R<()> {
-        self.allow(node, &["antialias", "axes", "coordinate_transformation_mode", "cubic_coeff_a", "exclude_outside", "extrapolation_value", "keep_aspect_ratio_policy", "mode", "nearest_mode", "scales"])?;
+        self.allow(
+            node,
+            &[
+                "antialias",
+                "axes",
+                "coordinate_transformation_mode",
+                "cubic_coeff_a",
+                "exclude_outside",
+                "extrapolation_value",
+                "keep_aspect_ratio_policy",
+                "mode",
+                "nearest_mode",
+                "scales",
+            ],
+        )?;
         if self.attr_int(node, "antialias", 0)? != 0 || self.attr_ints(node, "axes")?.is_some() {
             return Err(self.node_err(node, "antialias and axes are not supported"));
         }
@@ -1884,8 +2382,10 @@ impl<'m> Converter<'m> {
             };
             (s, None)
         } else {
-            let s = self.opt_const(node, 2, "scales")?.map(|c| c.to_f32s()).filter(|s| !s.is_empty());
-            let z = self.opt_const(node, 3, "sizes")?.map(|c| c.to_i64s()).filter(|s| !s.is_empty());
+            let s =
+                self.opt_const(node, 2, "scales")?.map(|c| c.to_f32s()).filter(|s| !s.is_empty());
+            let z =
+                self.opt_const(node, 3, "sizes")?.map(|c| c.to_i64s()).filter(|s| !s.is_empty());
             (s, z)
         };
         let rank = xs.len();
@@ -1908,19 +2408,36 @@ impl<'m> Converter<'m> {
             (None, None) => return Err(self.node_err(node, "neither scales nor sizes is given")),
         };
         if rank < 2 || (0..rank - 2).any(|k| out[k] != xs[k]) {
-            return Err(self.node_err(node, format!("only the last two axes may be resized ({xs:?} -> {out:?})")));
+            return Err(self.node_err(
+                node,
+                format!("only the last two axes may be resized ({xs:?} -> {out:?})"),
+            ));
         }
         let mode = self.attr_str(node, "mode", "nearest")?;
         let default_ct = if upsample { "asymmetric" } else { "half_pixel" };
         let ct = self.attr_str(node, "coordinate_transformation_mode", default_ct)?;
-        let nearest = self.attr_str(node, "nearest_mode", if upsample { "floor" } else { "round_prefer_floor" })?;
+        let nearest = self.attr_str(
+            node,
+            "nearest_mode",
+            if upsample { "floor" } else { "round_prefer_floor" },
+        )?;
         let mode = match mode.as_str() {
             "nearest" | "linear" | "cubic" => mode,
             "bilinear" if upsample => "linear".into(),
             other => return Err(self.node_err(node, format!("mode '{other}' is not supported"))),
         };
-        if !matches!(ct.as_str(), "half_pixel" | "pytorch_half_pixel" | "align_corners" | "asymmetric" | "tf_half_pixel_for_nearest") {
-            return Err(self.node_err(node, format!("coordinate_transformation_mode '{ct}' is not supported")));
+        if !matches!(
+            ct.as_str(),
+            "half_pixel"
+                | "pytorch_half_pixel"
+                | "align_corners"
+                | "asymmetric"
+                | "tf_half_pixel_for_nearest"
+        ) {
+            return Err(self.node_err(
+                node,
+                format!("coordinate_transformation_mode '{ct}' is not supported"),
+            ));
         }
         let hint = node.outputs[0].clone();
         let xn = self.dyn_name(&x, &hint);
@@ -1929,7 +2446,10 @@ impl<'m> Converter<'m> {
             ("mode", Value::String(mode)),
             ("coordinate_transformation_mode", Value::String(ct)),
             ("nearest_mode", Value::String(nearest)),
-            ("scales", Value::FloatList(vec![hw_scales[rank - 2] as f64, hw_scales[rank - 1] as f64])),
+            (
+                "scales",
+                Value::FloatList(vec![hw_scales[rank - 2] as f64, hw_scales[rank - 1] as f64]),
+            ),
             ("cubic_coeff_a", Value::Float(self.attr_float(node, "cubic_coeff_a", -0.75)? as f64)),
             ("exclude_outside", Value::Int(self.attr_int(node, "exclude_outside", 0)?)),
         ];
@@ -1958,7 +2478,11 @@ fn slice_range(dim: usize, start: i64, end: i64, step: i64) -> Result<(usize, us
         (s.clamp(-1, d - 1), e.clamp(-1, d - 1))
     };
     let count = if step > 0 {
-        if e > s { ((e - s) as u64).div_ceil(step as u64) } else { 0 }
+        if e > s {
+            ((e - s) as u64).div_ceil(step as u64)
+        } else {
+            0
+        }
     } else if s > e {
         ((s - e) as u64).div_ceil(step.unsigned_abs())
     } else {
@@ -2009,13 +2533,23 @@ fn const_matmul(a: &Const, b: &Const, out: &[usize]) -> Result<Const, String> {
             }
         }
     }
-    let dtype = if a.dtype == Dtype::Float || b.dtype == Dtype::Float { Dtype::Float } else { Dtype::Int };
+    let dtype =
+        if a.dtype == Dtype::Float || b.dtype == Dtype::Float { Dtype::Float } else { Dtype::Int };
     Const::new(dtype, out.to_vec(), data)
 }
 
 fn unary_fn(op: &str, attrs: &[(&str, Value)]) -> Option<Box<dyn Fn(f64) -> f64>> {
-    let attr = |k: &str| attrs.iter().find(|(n, _)| *n == k).and_then(|(_, v)| if let Value::Float(f) = v { Some(*f) } else { None });
-    let f32op = |f: fn(f32) -> f32| -> Box<dyn Fn(f64) -> f64> { Box::new(move |x| f(x as f32) as f64) };
+    let attr = |k: &str| {
+        attrs.iter().find(|(n, _)| *n == k).and_then(|(_, v)| {
+            if let Value::Float(f) = v {
+                Some(*f)
+            } else {
+                None
+            }
+        })
+    };
+    let f32op =
+        |f: fn(f32) -> f32| -> Box<dyn Fn(f64) -> f64> { Box::new(move |x| f(x as f32) as f64) };
     Some(match op {
         "relu" => Box::new(|x: f64| if x < 0.0 { 0.0 } else { x }),
         "neg" => Box::new(|x: f64| -x),
@@ -2027,7 +2561,15 @@ fn unary_fn(op: &str, attrs: &[(&str, Value)]) -> Option<Box<dyn Fn(f64) -> f64>
         "floor" => Box::new(f64::floor),
         "ceil" => Box::new(f64::ceil),
         "round" => Box::new(f64::round_ties_even),
-        "sign" => Box::new(|x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x }),
+        "sign" => Box::new(|x: f64| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }),
         "not" => Box::new(|x: f64| f64::from(u8::from(x == 0.0))),
         "sigmoid" => f32op(|x| 1.0 / (1.0 + (-x).exp())),
         "tanh" => f32op(f32::tanh),
@@ -2057,7 +2599,11 @@ fn binary_fn(op: &str) -> Option<fn(f64, f64) -> f64> {
         "greater_or_equal" => |a, b| f64::from(u8::from(a >= b)),
         "mod" => |a: f64, b: f64| {
             let r = a % b;
-            if r != 0.0 && (r < 0.0) != (b < 0.0) { r + b } else { r }
+            if r != 0.0 && (r < 0.0) != (b < 0.0) {
+                r + b
+            } else {
+                r
+            }
         },
         "fmod" => |a, b| a % b,
         _ => return None,
@@ -2086,14 +2632,19 @@ fn prune(mut graph: Graph, tensors: Vec<GraphTensor>) -> (Graph, Vec<GraphTensor
         for l in &graph.layers {
             read.extend(l.inputs.iter().map(String::as_str));
         }
-        let keep: Vec<bool> = graph.layers.iter().map(|l| l.outputs.iter().any(|o| read.contains(o.as_str()))).collect();
+        let keep: Vec<bool> = graph
+            .layers
+            .iter()
+            .map(|l| l.outputs.iter().any(|o| read.contains(o.as_str())))
+            .collect();
         if keep.iter().all(|&k| k) {
             break;
         }
         let mut k = keep.into_iter();
         graph.layers.retain(|_| k.next().unwrap_or(true));
     }
-    let named: HashSet<&str> = graph.layers.iter().flat_map(|l| l.weights.iter().map(String::as_str)).collect();
+    let named: HashSet<&str> =
+        graph.layers.iter().flat_map(|l| l.weights.iter().map(String::as_str)).collect();
     let tensors = tensors.into_iter().filter(|t| named.contains(t.name.as_str())).collect();
     (graph, tensors)
 }

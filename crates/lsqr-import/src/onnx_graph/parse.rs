@@ -202,7 +202,9 @@ fn attribute(p: &Parser<'_>, msg: Message<'_>) -> Result<(String, Attr), ImportE
         3 => Attr::String(s.unwrap_or_default()),
         4 => match t {
             Some(t) => Attr::Tensor(t),
-            None => return Err(ImportError::new(p.path, format!("attribute '{name}' has no tensor"))),
+            None => {
+                return Err(ImportError::new(p.path, format!("attribute '{name}' has no tensor")))
+            }
         },
         5 | 10 | 13 => Attr::Graph,
         6 => Attr::Floats(floats),
@@ -233,9 +235,7 @@ fn attr_tensor(p: &Parser<'_>, msg: Message<'_>) -> Result<Const, ImportError> {
             2 => data_type = field.varint().map_err(m)?,
             4 | 5 | 7 | 10 | 11 => typed.push(field),
             9 => raw = Some(field.bytes().map_err(m)?.0),
-            14 => {
-                return Err(ImportError::new(p.path, "an attribute tensor with external data"))
-            }
+            14 => return Err(ImportError::new(p.path, "an attribute tensor with external data")),
             _ => {}
         }
     }

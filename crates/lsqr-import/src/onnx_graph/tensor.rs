@@ -182,7 +182,8 @@ pub(crate) fn elementwise(
     let shapes: Vec<&[usize]> = inputs.iter().map(|c| c.shape.as_slice()).collect();
     let out_shape = broadcast(&shapes)?;
     numel(&out_shape)?;
-    let maps: Vec<Vec<usize>> = inputs.iter().map(|c| broadcast_index(&c.shape, &out_shape)).collect();
+    let maps: Vec<Vec<usize>> =
+        inputs.iter().map(|c| broadcast_index(&c.shape, &out_shape)).collect();
     let n: usize = out_shape.iter().product();
     let mut args = vec![0.0; inputs.len()];
     let data = (0..n)
@@ -200,7 +201,9 @@ pub(crate) fn elementwise(
 pub(crate) fn transpose(c: &Const, perm: &[usize]) -> Result<Const, String> {
     let rank = c.shape.len();
     let mut seen = vec![false; rank];
-    if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != rank
+        || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+    {
         return Err(format!("perm {perm:?} is not a permutation of rank {rank}"));
     }
     let out_shape: Vec<usize> = perm.iter().map(|&p| c.shape[p]).collect();
@@ -254,8 +257,8 @@ pub(crate) fn concat(parts: &[&Const], axis: usize) -> Result<Const, String> {
     let mut out_shape = first.shape.clone();
     out_shape[axis] = 0;
     for p in parts {
-        let same = p.shape.len() == rank
-            && (0..rank).all(|k| k == axis || p.shape[k] == first.shape[k]);
+        let same =
+            p.shape.len() == rank && (0..rank).all(|k| k == axis || p.shape[k] == first.shape[k]);
         if !same {
             return Err(format!("cannot concatenate {:?} with {:?}", first.shape, p.shape));
         }
@@ -269,7 +272,8 @@ pub(crate) fn concat(parts: &[&Const], axis: usize) -> Result<Const, String> {
             data.extend_from_slice(&p.data[o * inner..(o + 1) * inner]);
         }
     }
-    let dtype = if parts.iter().any(|p| p.dtype == Dtype::Float) { Dtype::Float } else { first.dtype };
+    let dtype =
+        if parts.iter().any(|p| p.dtype == Dtype::Float) { Dtype::Float } else { first.dtype };
     Const::new(dtype, out_shape, data)
 }
 
