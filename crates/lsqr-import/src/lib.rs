@@ -578,7 +578,11 @@ fn read(
         Format::TorchLegacy => torch::import_legacy(&mut model)?,
         Format::Onnx => onnx::import(&mut model, files_allowed)?,
     }
-    if model.tensors.is_empty() {
+    // A graph without weights is a model (its ops run); anything else
+    // without a tensor is not.
+    let has_graph = format == Format::Onnx
+        && model.buffers.first().is_some_and(|b| onnx::has_nodes(b.as_slice()));
+    if model.tensors.is_empty() && !has_graph {
         return Err(ImportError::new(
             path,
             format!("no tensor found: the {} file holds no weights", format.name()),

@@ -52,6 +52,15 @@ pub(super) fn looks_like(bytes: &[u8]) -> bool {
     }
 }
 
+/// Whether the ModelProto in `bytes` has a graph with at least one node.
+pub(super) fn has_nodes(bytes: &[u8]) -> bool {
+    let graph = Message::new(bytes, 0).fields().find_map(|f| match f {
+        Ok(f) if f.number == 7 => f.message().ok(),
+        _ => None,
+    });
+    graph.is_some_and(|g| g.fields().any(|f| matches!(f, Ok(f) if f.number == 1)))
+}
+
 /// Imports every weight of an ONNX model.
 /// Reads the ONNX model in `model.buffers[0]`. External data files are
 /// mapped from beside `model.path` when `files` is true; otherwise (an

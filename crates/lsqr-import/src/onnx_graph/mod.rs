@@ -227,6 +227,8 @@ struct Converter<'m> {
     producer: HashMap<String, usize>,
     /// Constants already materialised as `constant` layers, by data.
     materialised: HashMap<*const Vec<f64>, (Vec<usize>, String)>,
+    /// Shapes the model declares for its values (fixed dims only count).
+    declared: HashMap<String, Vec<Dim>>,
 }
 
 type R<T> = Result<T, ImportError>;
@@ -273,6 +275,11 @@ impl<'m> Converter<'m> {
             taken: HashSet::new(),
             producer: HashMap::new(),
             materialised: HashMap::new(),
+            declared: onnx
+                .declared
+                .iter()
+                .filter_map(|d| Some((d.name.clone(), d.dims.clone()?)))
+                .collect(),
         }
     }
 
@@ -513,6 +520,31 @@ impl<'m> Converter<'m> {
         let name = node.outputs.get(k).ok_or_else(|| self.node_err(node, "missing output"))?;
         if let Val::Const(c) = &v {
             tensor::numel(&c.shape).map_err(|m| self.node_err(node, m))?;
+        }
+        if let Some(dims) = self.declared.get(name) {
+            let shape = v.shape();
+            let agrees = dims.len() == shape.len()
+                && dims
+                    .iter()
+                    .zip(shape)
+                    .all(|(d, &s)| !matches!(d, Dim::Fixed(f) if *f >= 0 && *f as usize != s));
+            if !agrees {
+                let declared: Vec<String> = dims
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Fixed(f) if *f >= 0 => f.to_string(),
+                        Dim::Param(p) => p.clone(),
+                        _ => "?".into(),
+                    })
+                    .collect();
+                return Err(self.node_err(
+                    node,
+                    format!(
+                        "output '{name}' has shape {shape:?} here, but the model declares [{}]",
+                        declared.join(", ")
+                    ),
+                ));
+            }
         }
         self.vals.insert(name.clone(), v);
         Ok(())
@@ -2648,3 +2680,6 @@ fn prune(mut graph: Graph, tensors: Vec<GraphTensor>) -> (Graph, Vec<GraphTensor
     let tensors = tensors.into_iter().filter(|t| named.contains(t.name.as_str())).collect();
     (graph, tensors)
 }
+
+#[cfg(test)]
+mod tests;

@@ -64,6 +64,9 @@ pub(crate) struct OnnxGraph {
     /// Declared inputs that are not initializers.
     pub inputs: Vec<Input>,
     pub outputs: Vec<String>,
+    /// Declared shapes of outputs and intermediate values (value_info),
+    /// checked against the shapes the import computes.
+    pub declared: Vec<Input>,
 }
 
 struct Parser<'p> {
@@ -132,7 +135,12 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxGraph, ImportError>
                 }
             }
             11 => inputs.push(value_info(&p, p.message(&field)?)?),
-            12 => out.outputs.push(value_info(&p, p.message(&field)?)?.name),
+            12 => {
+                let info = value_info(&p, p.message(&field)?)?;
+                out.outputs.push(info.name.clone());
+                out.declared.push(info);
+            }
+            13 => out.declared.push(value_info(&p, p.message(&field)?)?),
             _ => {}
         }
     }

@@ -1,0 +1,388 @@
+//! Graph import on hand-built ONNX models: folds and fusions checked by
+//! running the result, and one test per kind of bad model.
+
+use std::io::Cursor;
+
+use lsqr::format::{LsqFile, LsqWriter, Value};
+use lsqr::runtime::Plan;
+
+use super::*;
+
+/// A tiny protobuf encoder.
+#[derive(Default, Clone)]
+struct Enc(Vec<u8>);
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+impl Enc {
+    fn key(mut self, field: u32, wire: u64) -> Self {
+        varint(&mut self.0, (u64::from(field) << 3) | wire);
+        self
+    }
+    fn int(self, field: u32, v: i64) -> Self {
+        let mut s = self.key(field, 0);
+        varint(&mut s.0, v as u64);
+        s
+    }
+    fn bytes(self, field: u32, b: &[u8]) -> Self {
+        let mut s = self.key(field, 2);
+        varint(&mut s.0, b.len() as u64);
+        s.0.extend_from_slice(b);
+        s
+    }
+    fn str(self, field: u32, v: &str) -> Self {
+        self.bytes(field, v.as_bytes())
+    }
+    fn msg(self, field: u32, m: Enc) -> Self {
+        self.bytes(field, &m.0)
+    }
+    fn f32(self, field: u32, v: f32) -> Self {
+        let mut s = self.key(field, 5);
+        s.0.extend_from_slice(&v.to_le_bytes());
+        s
+    }
+}
+
+fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> Enc {
+    let mut t = Enc::default();
+    for &d in dims {
+        t = t.int(1, d);
+    }
+    t.int(2, 1)
+        .str(8, name)
+        .bytes(9, &values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())
+}
+
+fn i64_tensor(name: &str, values: &[i64]) -> Enc {
+    Enc::default()
+        .int(1, values.len() as i64)
+        .int(2, 7)
+        .str(8, name)
+        .bytes(9, &values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())
+}
+
+fn attr_int(name: &str, v: i64) -> Enc {
+    Enc::default().str(1, name).int(3, v).int(20, 2)
+}
+
+fn attr_float(name: &str, v: f32) -> Enc {
+    Enc::default().str(1, name).f32(2, v).int(20, 1)
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Enc]) -> Enc {
+    let mut n = Enc::default();
+    for i in inputs {
+        n = n.str(1, i);
+    }
+    for o in outputs {
+        n = n.str(2, o);
+    }
+    n = n.str(3, &format!("{op}_{}", outputs.first().unwrap_or(&"")));
+    n = n.str(4, op);
+    for a in attrs {
+        n = n.msg(5, a.clone());
+    }
+    n
+}
+
+/// A ValueInfoProto of a float tensor; a dim is a number or a symbol.
+fn value_info(name: &str, dims: &[&str]) -> Enc {
+    let mut shape = Enc::default();
+    for d in dims {
+        let dim = match d.parse::<i64>() {
+            Ok(v) => Enc::default().int(1, v),
+            Err(_) => Enc::default().str(2, d),
+        };
+        shape = shape.msg(1, dim);
+    }
+    let tensor = Enc::default().int(1, 1).msg(2, shape);
+    Enc::default().str(1, name).msg(2, Enc::default().msg(1, tensor))
+}
+
+struct Model {
+    nodes: Vec<Enc>,
+    inits: Vec<Enc>,
+    inputs: Vec<Enc>,
+    outputs: Vec<Enc>,
+    value_infos: Vec<Enc>,
+    opset: i64,
+}
+
+impl Model {
+    fn new(inputs: Vec<Enc>, outputs: Vec<Enc>) -> Model {
+        Model { nodes: vec![], inits: vec![], inputs, outputs, value_infos: vec![], opset: 17 }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut g = Enc::default();
+        for n in &self.nodes {
+            g = g.msg(1, n.clone());
+        }
+        g = g.str(2, "g");
+        for t in &self.inits {
+            g = g.msg(5, t.clone());
+        }
+        for i in &self.inputs {
+            g = g.msg(11, i.clone());
+        }
+        for o in &self.outputs {
+            g = g.msg(12, o.clone());
+        }
+        for v in &self.value_infos {
+            g = g.msg(13, v.clone());
+        }
+        Enc::default().int(1, 8).msg(8, Enc::default().str(1, "").int(2, self.opset)).msg(7, g).0
+    }
+
+    fn import(&self, shapes: &[(&str, &[usize])]) -> Result<ImportedGraph, ImportError> {
+        let model = crate::from_bytes(self.bytes(), "test.onnx")?;
+        let options = GraphOptions {
+            input_shapes: shapes.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect(),
+        };
+        graph_of(&model, &options)
+    }
+}
+
+fn error(m: &Model, shapes: &[(&str, &[usize])]) -> String {
+    m.import(shapes).expect_err("the import must fail").to_string()
+}
+
+/// Writes the imported graph (all tensors f32) and runs it.
+fn run(g: &ImportedGraph, inputs: &[&[f32]]) -> Vec<Vec<f32>> {
+    let mut w = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+    for (name, shape) in &g.input_shapes {
+        let dims = shape.iter().map(|&d| d as i64).collect();
+        w.add_metadata(&format!("input_shape.{name}"), Value::IntList(dims)).unwrap();
+    }
+    for t in &g.tensors {
+        w.add_raw_f32(&t.name, &t.shape, &t.data).unwrap();
+    }
+    w.set_graph(g.graph.clone());
+    let bytes = w.finish().unwrap().into_inner();
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let plan = Plan::new(&file).unwrap();
+    let mut arena = vec![0u8; plan.arena_len()];
+    let mut r = plan.bind(&mut arena).unwrap();
+    for (i, x) in inputs.iter().enumerate() {
+        r.set_input(i, x).unwrap();
+    }
+    r.run().unwrap();
+    (0..plan.outputs().len()).map(|i| r.output(i).unwrap().to_vec()).collect()
+}
+
+fn ops(g: &ImportedGraph) -> Vec<&str> {
+    g.graph.layers.iter().map(|l| l.op.as_str()).collect()
+}
+
+#[test]
+fn matmul_add_relu_becomes_linear_with_bias() {
+    let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let mut m = Model::new(vec![value_info("x", &["N", "4"])], vec![value_info("y", &["N", "3"])]);
+    m.inits = vec![f32_tensor("W", &[4, 3], &w), f32_tensor("b", &[3], &[0.5, -0.5, 1.0])];
+    m.nodes = vec![
+        node("MatMul", &["x", "W"], &["h"], &[]),
+        node("Add", &["h", "b"], &["hb"], &[]),
+        node("Relu", &["hb"], &["y"], &[]),
+    ];
+    let g = m.import(&[("x", &[2, 4])]).unwrap();
+    assert_eq!(ops(&g), ["linear", "relu"]);
+    assert_eq!(g.graph.layers[0].weights.len(), 2, "the Add became the bias");
+    assert_eq!(g.tensors.iter().filter(|t| t.role == TensorRole::Weight).count(), 1);
+    let x = [1.0, 2.0, -1.0, 0.5, 0.0, -2.0, 3.0, 1.0];
+    let y = run(&g, &[&x]).remove(0);
+    let b = [0.5, -0.5, 1.0];
+    for r in 0..2 {
+        for c in 0..3 {
+            let v: f32 = (0..4).map(|k| x[r * 4 + k] * w[k * 3 + c]).sum::<f32>() + b[c];
+            assert!((y[r * 3 + c] - v.max(0.0)).abs() < 1e-5, "{r},{c}: {} vs {v}", y[r * 3 + c]);
+        }
+    }
+}
+
+#[test]
+fn conv_batchnorm_folds_and_fusions_are_exact() {
+    // Conv -> BatchNormalization -> x * sigmoid(x) -> Clip(0, 6).
+    let w: Vec<f32> = (0..2 * 1 * 3 * 3).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect();
+    let mut m =
+        Model::new(vec![value_info("x", &["1", "1", "5", "5"])], vec![value_info("y", &[])]);
+    m.outputs = vec![value_info("y", &["1", "2", "5", "5"])];
+    m.inits = vec![
+        f32_tensor("W", &[2, 1, 3, 3], &w),
+        f32_tensor("g", &[2], &[1.5, 0.5]),
+        f32_tensor("beta", &[2], &[0.1, -0.2]),
+        f32_tensor("mean", &[2], &[0.3, -0.1]),
+        f32_tensor("var", &[2], &[2.0, 0.25]),
+        f32_tensor("lo", &[], &[0.0]),
+        f32_tensor("hi", &[], &[6.0]),
+    ];
+    let pads = Enc::default().str(1, "pads").int(8, 1).int(8, 1).int(8, 1).int(8, 1).int(20, 7);
+    m.nodes = vec![
+        node("Conv", &["x", "W"], &["c"], &[pads]),
+        node(
+            "BatchNormalization",
+            &["c", "g", "beta", "mean", "var"],
+            &["bn"],
+            &[attr_float("epsilon", 1e-3)],
+        ),
+        node("Sigmoid", &["bn"], &["s"], &[]),
+        node("Mul", &["bn", "s"], &["m"], &[]),
+        node("Clip", &["m", "lo", "hi"], &["y"], &[]),
+    ];
+    let g = m.import(&[]).unwrap();
+    assert_eq!(ops(&g), ["conv2d", "silu", "relu6"]);
+    let x: Vec<f32> = (0..25).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    let y = run(&g, &[&x]).remove(0);
+    // The unfused computation, in f64.
+    let (gm, bt, mn, vr) = ([1.5, 0.5], [0.1, -0.2], [0.3, -0.1], [2.0, 0.25]);
+    for oc in 0..2 {
+        for i in 0..5i64 {
+            for j in 0..5i64 {
+                let mut acc = 0.0f64;
+                for ki in 0..3i64 {
+                    for kj in 0..3i64 {
+                        let (a, b) = (i + ki - 1, j + kj - 1);
+                        if (0..5).contains(&a) && (0..5).contains(&b) {
+                            acc += x[(a * 5 + b) as usize] as f64
+                                * w[oc * 9 + (ki * 3 + kj) as usize] as f64;
+                        }
+                    }
+                }
+                let bn = (acc - mn[oc]) / (vr[oc] + 1e-3f64).sqrt() * gm[oc] + bt[oc];
+                let want = (bn / (1.0 + (-bn).exp())).clamp(0.0, 6.0);
+                let got = y[oc * 25 + (i * 5 + j) as usize] as f64;
+                assert!((got - want).abs() < 1e-5, "{oc},{i},{j}: {got} vs {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn shape_arithmetic_folds_away() {
+    // y = Reshape(x, Concat(Gather(Shape(x), 0), [-1])): a flatten written
+    // the way exporters write it; nothing but the reshape remains.
+    let mut m =
+        Model::new(vec![value_info("x", &["B", "2", "3"])], vec![value_info("y", &["B", "6"])]);
+    m.inits = vec![i64_tensor("zero", &[0]), i64_tensor("minus1", &[-1])];
+    m.nodes = vec![
+        node("Shape", &["x"], &["s"], &[]),
+        node("Gather", &["s", "zero"], &["b"], &[attr_int("axis", 0)]),
+        node("Concat", &["b", "minus1"], &["shape"], &[attr_int("axis", 0)]),
+        node("Reshape", &["x", "shape"], &["y"], &[]),
+    ];
+    let g = m.import(&[("x", &[3, 2, 3])]).unwrap();
+    assert_eq!(ops(&g), ["reshape"]);
+    assert_eq!(g.graph.layers[0].attr("shape"), Some(&Value::IntList(vec![3, 6])));
+}
+
+#[test]
+fn a_cycle_is_an_error() {
+    let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("b", &["1"])]);
+    m.nodes = vec![node("Add", &["x", "b"], &["a"], &[]), node("Relu", &["a"], &["b"], &[])];
+    let e = error(&m, &[]);
+    assert!(e.contains("cycle"), "{e}");
+}
+
+#[test]
+fn a_dangling_input_is_an_error() {
+    let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("y", &["1"])]);
+    m.nodes = vec![node("Add", &["x", "ghost"], &["y"], &[])];
+    let e = error(&m, &[]);
+    assert!(e.contains("'ghost' is never produced") && e.contains("Add"), "{e}");
+}
+
+#[test]
+fn an_unknown_op_names_node_op_and_opset() {
+    let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("y", &["1"])]);
+    m.nodes = vec![node("FrobnicateV2", &["x"], &["y"], &[])];
+    let e = error(&m, &[]);
+    assert!(e.contains("'FrobnicateV2_y' (FrobnicateV2, opset 17)"), "{e}");
+    assert!(e.contains("supported ops: Abs, Add"), "{e}");
+}
+
+#[test]
+fn an_unsupported_attribute_is_an_error() {
+    let mut m = Model::new(vec![value_info("x", &["2", "3"])], vec![value_info("y", &["2", "3"])]);
+    m.nodes = vec![node("Softmax", &["x"], &["y"], &[attr_int("temperature", 2)])];
+    let e = error(&m, &[]);
+    assert!(e.contains("attribute 'temperature' is not supported (supported: axis)"), "{e}");
+}
+
+#[test]
+fn shapes_that_do_not_broadcast_are_an_error() {
+    let mut m = Model::new(vec![value_info("x", &["2", "4"])], vec![value_info("y", &["2", "4"])]);
+    m.inits = vec![f32_tensor("c", &[3], &[1.0, 2.0, 3.0])];
+    m.nodes = vec![node("Add", &["x", "c"], &["y"], &[])];
+    let e = error(&m, &[]);
+    assert!(e.contains("do not broadcast") && e.contains("Add"), "{e}");
+}
+
+#[test]
+fn a_missing_input_shape_is_an_error_naming_input_and_dim() {
+    let mut m =
+        Model::new(vec![value_info("x", &["batch", "4"])], vec![value_info("y", &["batch", "4"])]);
+    m.nodes = vec![node("Relu", &["x"], &["y"], &[])];
+    let e = error(&m, &[]);
+    assert!(e.contains("graph input 'x': dim 0 is symbolic ('batch')"), "{e}");
+    assert!(e.contains("--input-shape x="), "{e}");
+    // A given shape must agree with the fixed dims.
+    let e = error(&m, &[("x", &[2, 5])]);
+    assert!(e.contains("dim 1 is 4 in the model, --input-shape says 5"), "{e}");
+    let e = error(&m, &[("z", &[2, 4])]);
+    assert!(e.contains("'z', which is not a graph input"), "{e}");
+    assert_eq!(ops(&m.import(&[("x", &[2, 4])]).unwrap()), ["relu"]);
+}
+
+#[test]
+fn a_folded_shape_that_contradicts_the_declared_one_is_an_error() {
+    let mut m = Model::new(vec![value_info("x", &["2", "3"])], vec![value_info("y", &["3", "2"])]);
+    m.value_infos = vec![value_info("t", &["6", "1"])];
+    m.inits = vec![i64_tensor("shape", &[3, 2])];
+    m.nodes =
+        vec![node("Relu", &["x"], &["t"], &[]), node("Reshape", &["t", "shape"], &["y"], &[])];
+    let e = error(&m, &[]);
+    assert!(e.contains("output 't' has shape [2, 3] here, but the model declares [6, 1]"), "{e}");
+}
+
+#[test]
+fn subgraphs_and_other_domains_are_errors() {
+    let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("y", &["1"])]);
+    let branch = Enc::default().str(1, "then_branch").msg(6, Enc::default().str(2, "b")).int(20, 5);
+    m.nodes = vec![node("If", &["x"], &["y"], &[branch])];
+    assert!(error(&m, &[]).contains("subgraphs"), "{}", error(&m, &[]));
+    let mut custom = node("Relu", &["x"], &["y"], &[]);
+    custom = custom.str(7, "com.microsoft");
+    m.nodes = vec![custom];
+    assert!(error(&m, &[]).contains("domain 'com.microsoft'"), "{}", error(&m, &[]));
+}
+
+#[test]
+fn hostile_folds_are_bounded() {
+    // ConstantOfShape of a huge shape must be an error, not an allocation.
+    let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("y", &["1"])]);
+    m.inits = vec![i64_tensor("shape", &[1 << 20, 1 << 20])];
+    m.nodes = vec![
+        node("ConstantOfShape", &["shape"], &["big"], &[]),
+        node("Add", &["x", "big"], &["y"], &[]),
+    ];
+    let e = error(&m, &[]);
+    assert!(e.contains("too many elements"), "{e}");
+}
+
+#[test]
+fn graph_of_refuses_other_formats() {
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let padded = format!("{header:<117}\n");
+    npy.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+    npy.extend_from_slice(padded.as_bytes());
+    npy.extend_from_slice(&1.0f32.to_le_bytes());
+    let model = crate::from_bytes(npy, "x.npy").unwrap();
+    let e = graph_of(&model, &GraphOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("npy files hold no graph"), "{e}");
+}
