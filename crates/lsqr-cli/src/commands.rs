@@ -319,6 +319,7 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), String> {
 }
 
 /// `lsqr eval`.
+#[allow(clippy::too_many_arguments)]
 pub fn eval(
     input: &Path,
     widths: &[u32],
@@ -327,6 +328,7 @@ pub fn eval(
     scale_dtype: Option<ScaleDtype>,
     json: bool,
     plot: Option<&Path>,
+    samples: Option<&Path>,
 ) -> Result<(), String> {
     let (scale_dtype, scale_fallback) =
         (scale_dtype.unwrap_or(ScaleDtype::F16), scale_dtype.is_none());
@@ -340,6 +342,18 @@ pub fn eval(
     };
     if let Some(svg) = plot {
         check_output(input, svg)?;
+    }
+    if let Some(samples) = samples {
+        return crate::graph_eval::eval_graph(
+            input,
+            samples,
+            widths,
+            &kinds,
+            scaling,
+            (!scale_fallback).then_some(scale_dtype),
+            json,
+            plot,
+        );
     }
     let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
     let settings = Settings {

@@ -13,6 +13,7 @@
 mod commands;
 mod demo;
 mod graph;
+mod graph_eval;
 mod pattern;
 mod pipeline;
 mod plot;
@@ -115,6 +116,11 @@ enum Command {
         /// Also draw SNR against bits per weight (overhead included) to this SVG.
         #[arg(long, value_name = "SVG")]
         plot: Option<PathBuf>,
+        /// Samples to run an ONNX model's graph on (.npz, one array per graph
+        /// input, with its full shape): reports output SNR and top-1
+        /// agreement against the float graph for each codec and width.
+        #[arg(long, value_name = "NPZ")]
+        inputs: Option<PathBuf>,
     },
     /// Write a .lsq file's tensors as a .safetensors file: quantized tensors
     /// as dequantized f32, raw tensors as stored.
@@ -236,8 +242,17 @@ fn main() -> ExitCode {
             run::run(&model, &input, &output_dir, repeat, json)
         }
         Command::Inspect { file, json } => commands::inspect(&file, json),
-        Command::Eval { input, bits, codec, group, scale_dtype, json, plot } => {
-            commands::eval(&input, &bits.0, &codec, group, scale_dtype, json, plot.as_deref())
+        Command::Eval { input, bits, codec, group, scale_dtype, json, plot, inputs } => {
+            commands::eval(
+                &input,
+                &bits.0,
+                &codec,
+                group,
+                scale_dtype,
+                json,
+                plot.as_deref(),
+                inputs.as_deref(),
+            )
         }
         Command::Export { file, output, no_verify } => commands::export(&file, &output, !no_verify),
         Command::Verify { file } => commands::verify(&file),

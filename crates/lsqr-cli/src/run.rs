@@ -36,7 +36,7 @@ pub fn read_npy(path: &Path) -> Result<Array, String> {
     Ok(Array { shape: t.shape.clone(), data })
 }
 
-fn to_f32(dtype: RawDtype, b: &[u8]) -> Vec<f32> {
+pub fn to_f32(dtype: RawDtype, b: &[u8]) -> Vec<f32> {
     let n = dtype.size();
     b.chunks_exact(n)
         .map(|c| match dtype {

@@ -209,3 +209,96 @@ fn ppocr_det_c8_keeps_25_db() {
     assert!(snr >= 25.0, "output SNR {snr:.2} dB");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// An f32 .npy file's bytes.
+fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple =
+        if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    let padded =
+        format!("{header:<width$}\n", width = (10 + header.len() + 1).next_multiple_of(64) - 11);
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+    out.extend_from_slice(padded.as_bytes());
+    out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+#[test]
+fn eval_with_inputs_reports_what_quantization_does_to_the_outputs() {
+    use std::io::Write;
+    let dir = temp_dir("eval");
+    let (x_path, _) = reference("ppocr-cls");
+    let (shape, x) = npy(&x_path);
+    let npz = dir.join("samples.npz");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&npz).unwrap());
+    zip.start_file("x.npy", zip::write::SimpleFileOptions::default()).unwrap();
+    zip.write_all(&npy_bytes(&shape, &x)).unwrap();
+    zip.finish().unwrap();
+    let src = model("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let out = lsqr(&[
+        "eval",
+        src.to_str().unwrap(),
+        "--inputs",
+        npz.to_str().unwrap(),
+        "--bits",
+        "4,8",
+        "--codec",
+        "log",
+        "--json",
+    ]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!(rows[0]["codec"], "f32");
+    assert_eq!(rows[0]["top1_agreement"], 1.0);
+    let c8 = &rows[2];
+    assert_eq!((c8["codec"].as_str(), c8["bits"].as_u64()), (Some("log"), Some(8)));
+    assert!(c8["output_snr_db"].as_f64().unwrap() > 25.0, "{out}");
+    assert!(c8["weight_snr_db"].as_f64().unwrap() > 40.0, "{out}");
+    assert!(c8["file_bytes"].as_u64() < rows[0]["file_bytes"].as_u64(), "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn run_refuses_missing_wrong_and_unknown_inputs() {
+    let dir = temp_dir("run-errors");
+    let lsq =
+        import(&dir, "ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x", "1,3,48,192", &[], "cls");
+    let fails = |args: &[&str]| {
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_lsqr")).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let l = lsq.to_str().unwrap();
+    let e = fails(&["run", l]);
+    assert!(e.contains("graph input 'x' (shape [1, 3, 48, 192]) is not given"), "{e}");
+    let small = dir.join("small.npy");
+    std::fs::write(&small, npy_bytes(&[1, 3, 4, 4], &[0.0; 48])).unwrap();
+    let arg = format!("x={}", small.display());
+    let e = fails(&["run", l, "--input", &arg]);
+    assert!(e.contains("has shape [1, 3, 4, 4], graph input 'x' takes [1, 3, 48, 192]"), "{e}");
+    let arg = format!("y={}", small.display());
+    let e = fails(&["run", l, "--input", &arg]);
+    assert!(e.contains("--input y: the model has no such input (inputs: x)"), "{e}");
+    // A model without the graph cannot run.
+    let src = model("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let w = dir.join("weights.lsq");
+    lsqr(&["quantize", src.to_str().unwrap(), "-o", w.to_str().unwrap(), "--weights-only"]);
+    let e = fails(&["run", w.to_str().unwrap()]);
+    assert!(e.contains("no graph"), "{e}");
+    // --input-shape is for ONNX graphs.
+    let e = fails(&[
+        "quantize",
+        src.to_str().unwrap(),
+        "-o",
+        w.to_str().unwrap(),
+        "--weights-only",
+        "--input-shape",
+        "x=1,2",
+    ]);
+    assert!(e.contains("--input-shape applies to ONNX graphs only"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -51,26 +51,17 @@
 //! Unknown attributes are rejected, so a misspelt one is not silently
 //! replaced by its default.
 //!
-//! | op | inputs | weights | attributes (default) | output |
-//! |---|---|---|---|---|
-//! | `linear` | `x [..., in]` | `[w]` or `[w, b]`: `w [out, in]`, `b [out]` | none | `[..., out]` |
-//! | `conv2d` | `x [n, c, h, w]` | `[w]` or `[w, b]`: `w [out, c / groups, kh, kw]`, `b [out]` | `stride` pair (1), `padding` pair (0, zeros on both sides), `dilation` pair (1), `groups` Int (1) | `[n, out, oh, ow]`, PyTorch's formula |
-//! | `conv1d` | `x [n, c, l]` | `[w]` or `[w, b]`: `w [out, c / groups, k]` | `stride` (1), `padding` (0), `dilation` (1), `groups` (1), all Int | `[n, out, ol]` |
-//! | `relu`, `relu6`, `sigmoid`, `tanh`, `gelu` (erf), `gelu_tanh`, `silu`, `hardsigmoid`, `hardswish` | `x` | none | none | shape of `x` |
-//! | `leaky_relu` | `x` | none | `alpha` Float (0.01) | shape of `x` |
-//! | `softmax` | `x` | none | none: over the last axis | shape of `x` |
-//! | `layer_norm` | `x [..., d]` | `[gamma, beta]`, each `[d]` | `eps` Float (1e-5): over the last axis | shape of `x` |
-//! | `batch_norm` | `x [n, c, ...]` | `[gamma, beta, running_mean, running_var]`, each `[c]` (PyTorch's state order) | `eps` Float (1e-5) | shape of `x` |
-//! | `max_pool2d`, `avg_pool2d` | `x [n, c, h, w]` | none | `kernel` pair (required), `stride` pair (= kernel), `padding` pair (0, at most kernel / 2); floor mode; average excludes padding | `[n, c, oh, ow]` |
-//! | `global_avg_pool2d` | `x [n, c, h, w]` | none | none | `[n, c, 1, 1]` |
-//! | `add`, `mul` | `a`, `b` | none | none: NumPy broadcasting (residuals, channel scales) | broadcast shape |
-//! | `flatten` | `x` | none | `start_dim` Int (1): dims from it on are merged | `[x0, .., x(start-1), rest]` |
-//! | `reshape` | `x` | none | `shape` IntList (required), one entry may be -1 | `shape` |
+//! [`OPS`] lists the ops; docs/FORMAT.md §6.1 specifies each one's
+//! inputs, weights, attributes and output shape. They cover what ONNX
+//! exporters emit (opsets 11-17) once `lsqr quantize` has folded the
+//! constants: every elementwise op with broadcasting, matmul, the layout
+//! ops (transpose, concat, slice, gather, expand, pad, resize), pooling,
+//! reductions, softmax on any axis, and (transposed) convolutions. A
+//! `constant` layer's value lives in the plan, not the arena.
 //!
 //! Weights may be quantized (any codec, width and scaling) or raw floats
-//! (f32, f16, bf16, f64; converted to f32 once when planning). `matmul`
-//! between two values is a known op of the format that this runtime does
-//! not run yet: [`Plan::new`] rejects it as unsupported.
+//! (f32, f16, bf16, f64; converted to f32 once when planning); one code
+//! path in lsqr-kernels serves both.
 //!
 //! # Building models
 //!

@@ -610,6 +610,7 @@ impl<'m> Converter<'m> {
     }
 
     /// Emits a layer computing ONNX output `k` of `node` (shape `shape`).
+    #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
         node: &Node,
@@ -1310,7 +1311,7 @@ impl<'m> Converter<'m> {
                 self.set(node, 0, Val::Const(c))
             }
             (Val::Dyn { name, shape: xs }, Val::Const(w))
-                if w.shape.len() == 2 && xs.len() >= 1 =>
+                if w.shape.len() == 2 && !xs.is_empty() =>
             {
                 let (k, n) = (w.shape[0], w.shape[1]);
                 // linear's weight is [out, in]: the transpose of B.
@@ -2041,7 +2042,7 @@ impl<'m> Converter<'m> {
         let total = numel(&xs);
         if let Some(i) = infer {
             let known = numel(&out);
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 return Err(self.node_err(node, format!("cannot reshape {xs:?} to {spec:?}")));
             }
             out[i] = total / known;
@@ -2431,7 +2432,7 @@ impl<'m> Converter<'m> {
                 (out, sc)
             }
             (Some(s), None) => {
-                if s.len() != rank || s.iter().any(|&v| !(v > 0.0) || !v.is_finite()) {
+                if s.len() != rank || s.iter().any(|&v| v.is_nan() || v <= 0.0 || !v.is_finite()) {
                     return Err(self.node_err(node, format!("scales {s:?} do not fit rank {rank}")));
                 }
                 let out = (0..rank).map(|k| (xs[k] as f32 * s[k]).floor() as usize).collect();
