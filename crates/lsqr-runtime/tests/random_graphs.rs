@@ -2,11 +2,23 @@
 //!
 //! A proptest draws chains and diamonds (a value read by two later layers
 //! whose results a binary op joins) of the runtime's ops on random shapes
-//! (rank 1..=4, dims 1..=4, so broadcasting dims of 1 are common), writes
+//! (rank 1..=4, dims mostly 1..=4 so that broadcasting dims of 1 are
+//! common, sometimes up to 19 so that SIMD loops run full width; rank 0
+//! after full reductions), writes
 //! them to an in-memory `.lsq`, plans, binds and runs them, and compares
 //! every graph output with the reference interpreter below: plain loops over
 //! f64, one function per op, with the index arithmetic written from the
-//! op's definition (nothing here calls lsqr-kernels).
+//! op's definition (nothing here calls lsqr-kernels). The ops: constant,
+//! add/sub/mul/div/max/min/pow with broadcasting (against constants,
+//! `[1]`, or other values), relu/relu6/sigmoid/tanh/exp/neg/abs/clip/
+//! hardsigmoid (both forms)/leaky_relu/elu/gelu_tanh/silu/hardswish/
+//! softplus/sin/cos/reciprocal/sqrt, transpose, reshape (with -1), flatten,
+//! concat of 2-3 inputs, slice (steps of +-1, 2, 3), gather, expand, pad
+//! (constant, reflect, edge), the nine reductions with keepdims 0/1,
+//! global avg/max pool, softmax and log_softmax on any axis, matmul (1-D,
+//! batched, broadcasting), linear (f32 weights, with or without bias),
+//! layer_norm and batch_norm. Graph outputs are the last value and up to
+//! two others (intermediates, constants or graph inputs).
 //!
 //! Inputs are bounded: graph inputs and constants are in [-2, 2], divisors
 //! are kept at least 0.25 away from zero, `exp` only sees values of
@@ -36,7 +48,7 @@ use lsqr_runtime::{Plan, RuntimeError};
 use proptest::prelude::*;
 
 /// The largest element count a generated value may have.
-const MAX_NUMEL: usize = 256;
+const MAX_NUMEL: usize = 1024;
 
 // ---------------------------------------------------------------------------
 // Reference tensors and ops.
@@ -123,6 +135,8 @@ enum Bin {
     Div,
     Max,
     Min,
+    /// Only generated with a base >= 0.25 and an exponent in [-2, 2].
+    Pow,
 }
 
 impl Bin {
@@ -136,6 +150,7 @@ impl Bin {
             Bin::Div => "div",
             Bin::Max => "max",
             Bin::Min => "min",
+            Bin::Pow => "pow",
         }
     }
 
@@ -147,6 +162,7 @@ impl Bin {
             Bin::Div => a / b,
             Bin::Max => a.max(b),
             Bin::Min => a.min(b),
+            Bin::Pow => a.powf(b),
         }
     }
 }
@@ -172,6 +188,18 @@ enum Un {
     /// ONNX's `max(0, min(1, alpha x + beta))` with them.
     HardSigmoid(Option<(f32, f32)>),
     LeakyRelu(f32),
+    Relu6,
+    Elu(f32),
+    GeluTanh,
+    Silu,
+    HardSwish,
+    Softplus,
+    Sin,
+    Cos,
+    /// Only generated for inputs of magnitude >= 0.25.
+    Reciprocal,
+    /// Only generated for inputs >= 1/16.
+    Sqrt,
 }
 
 impl Un {
@@ -186,6 +214,16 @@ impl Un {
             Un::Clip(..) => "clip",
             Un::HardSigmoid(_) => "hardsigmoid",
             Un::LeakyRelu(_) => "leaky_relu",
+            Un::Relu6 => "relu6",
+            Un::Elu(_) => "elu",
+            Un::GeluTanh => "gelu_tanh",
+            Un::Silu => "silu",
+            Un::HardSwish => "hardswish",
+            Un::Softplus => "softplus",
+            Un::Sin => "sin",
+            Un::Cos => "cos",
+            Un::Reciprocal => "reciprocal",
+            Un::Sqrt => "sqrt",
         }
     }
 
@@ -203,7 +241,7 @@ impl Un {
                 a
             }
             Un::HardSigmoid(Some((alpha, beta))) => vec![("alpha", f(alpha)), ("beta", f(beta))],
-            Un::LeakyRelu(alpha) => vec![("alpha", f(alpha))],
+            Un::LeakyRelu(alpha) | Un::Elu(alpha) => vec![("alpha", f(alpha))],
             _ => vec![],
         }
     }
@@ -232,6 +270,25 @@ impl Un {
                     f64::from(alpha) * x
                 }
             }
+            Un::Relu6 => x.clamp(0.0, 6.0),
+            Un::Elu(alpha) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    f64::from(alpha) * (x.exp() - 1.0)
+                }
+            }
+            Un::GeluTanh => {
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            }
+            Un::Silu => x / (1.0 + (-x).exp()),
+            Un::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Un::Softplus => x.exp().ln_1p(),
+            Un::Sin => x.sin(),
+            Un::Cos => x.cos(),
+            Un::Reciprocal => 1.0 / x,
+            Un::Sqrt => x.sqrt(),
         }
     }
 }
@@ -329,6 +386,12 @@ enum Red {
     Sum,
     Mean,
     Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    SumSquare,
+    LogSumExp,
 }
 
 impl Red {
@@ -337,6 +400,12 @@ impl Red {
             Red::Sum => "reduce_sum",
             Red::Mean => "reduce_mean",
             Red::Max => "reduce_max",
+            Red::Min => "reduce_min",
+            Red::Prod => "reduce_prod",
+            Red::L1 => "reduce_l1",
+            Red::L2 => "reduce_l2",
+            Red::SumSquare => "reduce_sum_square",
+            Red::LogSumExp => "reduce_log_sum_exp",
         }
     }
 }
@@ -344,23 +413,33 @@ impl Red {
 fn ref_reduce(x: &T, axes: &[usize], keep: bool, op: Red) -> T {
     let r = x.shape.len();
     let full: Vec<usize> = (0..r).map(|d| if axes.contains(&d) { 1 } else { x.shape[d] }).collect();
-    let init = if matches!(op, Red::Max) { f64::NEG_INFINITY } else { 0.0 };
-    let mut acc = vec![init; numel(&full)];
+    // Every reduction as a fold over the reduced elements (collected
+    // first, so log-sum-exp can take their max).
+    let mut groups: Vec<Vec<f64>> = vec![Vec::new(); numel(&full)];
     for (i, &v) in x.data.iter().enumerate() {
         let mut idx = unravel(i, &x.shape);
         for &a in axes {
             idx[a] = 0;
         }
-        let k = ravel(&idx, &full);
-        acc[k] = match op {
-            Red::Max => acc[k].max(v),
-            _ => acc[k] + v,
-        };
+        groups[ravel(&idx, &full)].push(v);
     }
-    if matches!(op, Red::Mean) {
-        let count: usize = axes.iter().map(|&a| x.shape[a]).product();
-        acc.iter_mut().for_each(|v| *v /= count as f64);
-    }
+    let acc: Vec<f64> = groups
+        .iter()
+        .map(|g| match op {
+            Red::Sum => g.iter().sum(),
+            Red::Mean => g.iter().sum::<f64>() / g.len() as f64,
+            Red::Max => g.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b)),
+            Red::Min => g.iter().fold(f64::INFINITY, |a, &b| a.min(b)),
+            Red::Prod => g.iter().product(),
+            Red::L1 => g.iter().map(|v| v.abs()).sum(),
+            Red::L2 => g.iter().map(|v| v * v).sum::<f64>().sqrt(),
+            Red::SumSquare => g.iter().map(|v| v * v).sum(),
+            Red::LogSumExp => {
+                let m = g.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                m + g.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+            }
+        })
+        .collect();
     let shape: Vec<usize> = if keep {
         full
     } else {
@@ -489,8 +568,14 @@ impl Gen<'_> {
         self.below(2) == 1
     }
 
+    /// A dim: mostly 1..=4 (broadcasting, tails), sometimes up to 19 (so
+    /// that SIMD kernels run their full-width loops too).
     fn dim(&mut self) -> usize {
-        1 + self.below(4)
+        if self.below(5) == 0 {
+            5 + self.below(15)
+        } else {
+            1 + self.below(4)
+        }
     }
 
     fn shuffle<X>(&mut self, v: &mut [X]) {
@@ -707,7 +792,19 @@ fn broadcastable_rank(g: &mut Gen, a: &[usize], rank: usize) -> Vec<usize> {
 }
 
 fn random_unary(g: &mut Gen, x: &T) -> Un {
-    match g.below(9) {
+    let min = x.data.iter().fold(f64::INFINITY, |m, &v| m.min(v));
+    match g.below(19) {
+        9 => Un::Relu6,
+        10 => Un::Elu(g.float(0.0, 2.0)),
+        11 => Un::GeluTanh,
+        12 => Un::Silu,
+        13 => Un::HardSwish,
+        14 => Un::Softplus,
+        15 => Un::Sin,
+        16 => Un::Cos,
+        17 if x.min_abs() >= 0.25 => Un::Reciprocal,
+        18 if min >= 1.0 / 16.0 => Un::Sqrt,
+        17 | 18 => Un::Abs,
         0 => Un::Relu,
         1 => Un::Sigmoid,
         2 => Un::Tanh,
@@ -924,7 +1021,20 @@ fn op_reduce(b: &mut Builder, g: &mut Gen, x: usize, keep_forced: bool) -> Optio
     if r == 0 {
         return None;
     }
-    let op = [Red::Sum, Red::Mean, Red::Max][g.below(3)];
+    let op = [
+        Red::Sum,
+        Red::Mean,
+        Red::Max,
+        Red::Sum,
+        Red::Mean,
+        Red::Max,
+        Red::Min,
+        Red::Prod,
+        Red::L1,
+        Red::L2,
+        Red::SumSquare,
+        Red::LogSumExp,
+    ][g.below(12)];
     let mask = 1 + g.below((1 << r) - 1);
     let mut axes: Vec<usize> = (0..r).filter(|a| mask >> a & 1 == 1).collect();
     g.shuffle(&mut axes);
@@ -1051,6 +1161,108 @@ fn op_linear(b: &mut Builder, g: &mut Gen, x: usize) -> Option<usize> {
     Some(b.layer("linear", &[x], weights, vec![], t))
 }
 
+fn op_flatten(b: &mut Builder, g: &mut Gen, x: usize) -> Option<usize> {
+    let sx = b.shape(x);
+    if sx.is_empty() {
+        return None;
+    }
+    let start = g.below(sx.len());
+    let mut shape = sx[..start].to_vec();
+    shape.push(numel(&sx[start..]));
+    let mut attrs = vec![];
+    if start != 1 || g.coin() {
+        attrs.push(("start_dim", Value::Int(start as i64)));
+    }
+    let t = T::new(&shape, b.t(x).data.clone());
+    Some(b.layer("flatten", &[x], vec![], attrs, t))
+}
+
+/// `global_avg_pool` / `global_max_pool` over the dims after `[n, c]`.
+fn op_global_pool(b: &mut Builder, g: &mut Gen, x: usize) -> Option<usize> {
+    let sx = b.shape(x);
+    if sx.len() < 3 {
+        return None;
+    }
+    let max = g.coin();
+    let axes: Vec<usize> = (2..sx.len()).collect();
+    let t = ref_reduce(b.t(x), &axes, true, if max { Red::Max } else { Red::Mean });
+    let op = if max { "global_max_pool" } else { "global_avg_pool" };
+    Some(b.layer(op, &[x], vec![], vec![], t))
+}
+
+/// `layer_norm` over the last axis: `(x - mean) / sqrt(var + eps) * gamma + beta`.
+fn op_layer_norm(b: &mut Builder, g: &mut Gen, x: usize) -> Option<usize> {
+    let t = b.t(x).clone();
+    let &d = t.shape.last()?;
+    let eps = if g.coin() { None } else { Some(g.float(0.0, 0.5) + 1e-3) };
+    // Rows of (almost) equal values amplify rounding by 1/sqrt(var + eps):
+    // only normalise rows that vary.
+    let rows: Vec<&[f64]> = t.data.chunks(d).collect();
+    let stats: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            let mean = r.iter().sum::<f64>() / d as f64;
+            (mean, r.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / d as f64)
+        })
+        .collect();
+    if stats.iter().any(|&(_, var)| var < 0.05) {
+        return None;
+    }
+    let (gn, gt) = b.random_tensor(&[d], -2.0, 2.0);
+    let (bn, bt) = b.random_tensor(&[d], -2.0, 2.0);
+    let e = f64::from(eps.unwrap_or(1e-5));
+    let data = t
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let (mean, var) = stats[i / d];
+            (v - mean) / (var + e).sqrt() * gt.data[i % d] + bt.data[i % d]
+        })
+        .collect();
+    let attrs = eps.map(|e| vec![("eps", Value::Float(f64::from(e)))]).unwrap_or_default();
+    Some(b.layer("layer_norm", &[x], vec![gn, bn], attrs, T::new(&t.shape, data)))
+}
+
+/// `batch_norm` of `[n, c, ...]` with running statistics:
+/// `(x - mean[c]) / sqrt(var[c] + eps) * gamma[c] + beta[c]`.
+fn op_batch_norm(b: &mut Builder, g: &mut Gen, x: usize) -> Option<usize> {
+    let sx = b.shape(x);
+    if sx.len() < 2 {
+        return None;
+    }
+    let c = sx[1];
+    let (gn, gt) = b.random_tensor(&[c], -2.0, 2.0);
+    let (bn, bt) = b.random_tensor(&[c], -2.0, 2.0);
+    let (mn, mt) = b.random_tensor(&[c], -1.0, 1.0);
+    let (vn, vt) = b.random_tensor(&[c], 0.25, 2.0);
+    let eps = if g.coin() { None } else { Some(g.float(0.0, 0.5)) };
+    let e = f64::from(eps.unwrap_or(1e-5));
+    let t = T::from_fn(&sx, |i| {
+        let k = i[1];
+        (b.t(x).at(i) - mt.data[k]) / (vt.data[k] + e).sqrt() * gt.data[k] + bt.data[k]
+    });
+    let attrs = eps.map(|e| vec![("eps", Value::Float(f64::from(e)))]).unwrap_or_default();
+    Some(b.layer("batch_norm", &[x], vec![gn, bn, mn, vn], attrs, t))
+}
+
+/// `x ^ c` for a positive `x` and a constant exponent `c` in [-2, 2]
+/// (broadcast either way).
+fn op_pow(b: &mut Builder, g: &mut Gen, x: usize) -> Option<usize> {
+    let min = b.t(x).data.iter().fold(f64::INFINITY, |m, &v| m.min(v));
+    if min < 0.25 || b.t(x).max_abs() > 4.0 {
+        return None;
+    }
+    let sx = b.shape(x);
+    let s = broadcastable(g, &sx);
+    if numel(&broadcast_shapes(&sx, &s).unwrap()) > MAX_NUMEL {
+        return None;
+    }
+    let c = b.constant(&s);
+    let t = ref_binary(Bin::Pow, b.t(x), b.t(c));
+    Some(b.layer("pow", &[x, c], vec![], vec![], t))
+}
+
 /// One branch of a diamond: `x` itself or a layer of the same (or, for a
 /// kept-dims reduction, broadcastable) shape.
 fn branch(b: &mut Builder, g: &mut Gen, x: usize) -> usize {
@@ -1080,12 +1292,13 @@ fn op_diamond(b: &mut Builder, g: &mut Gen, x: usize) -> Option<usize> {
 fn random_op(b: &mut Builder, g: &mut Gen) {
     for _ in 0..8 {
         let x = b.pick(g);
-        let y = match g.below(16) {
+        let y = match g.below(21) {
             0 => op_unary(b, g, x),
             1 | 2 => {
                 let op = Bin::ALL[g.below(6)];
                 op_binary(b, g, x, op)
             }
+
             3 => op_transpose(b, g, x),
             4 => op_reshape(b, g, x),
             5 => op_concat(b, g, x),
@@ -1097,7 +1310,12 @@ fn random_op(b: &mut Builder, g: &mut Gen) {
             11 => op_softmax(b, g, x),
             12 => op_matmul(b, g, x),
             13 => op_linear(b, g, x),
-            _ => op_diamond(b, g, x),
+            14 | 15 => op_diamond(b, g, x),
+            16 => op_flatten(b, g, x),
+            17 => op_global_pool(b, g, x),
+            18 => op_layer_norm(b, g, x),
+            19 => op_pow(b, g, x),
+            _ => op_batch_norm(b, g, x),
         };
         if let Some(y) = y {
             b.tame(y);
@@ -1107,7 +1325,12 @@ fn random_op(b: &mut Builder, g: &mut Gen) {
 }
 
 fn random_shape(g: &mut Gen) -> Vec<usize> {
-    (0..1 + g.below(4)).map(|_| g.dim()).collect()
+    loop {
+        let s: Vec<usize> = (0..1 + g.below(4)).map(|_| g.dim()).collect();
+        if numel(&s) <= MAX_NUMEL {
+            return s;
+        }
+    }
 }
 
 /// A random valid graph of `1..=8` ops over one or two graph inputs.
@@ -1516,4 +1739,67 @@ proptest! {
         // The message names the layer (or the input), built without panicking.
         prop_assert!(!e.to_string().is_empty());
     }
+}
+
+/// Values with no elements (a dim of 0) flow through the ops that allow
+/// them: a zero-size input, an empty slice and gather, concatenations with
+/// an empty part, and products over an inner dim of 0 (all zeros).
+#[test]
+fn zero_size_values() {
+    let mut b = Builder::new(7);
+    let x = b.input(&[3, 4]);
+    let e = b.input(&[3, 0]);
+    let slice_attrs = vec![
+        ("starts", ints(&[0, 1])),
+        ("steps", Value::IntList(vec![1, -1])),
+        ("shape", ints(&[0, 2])),
+    ];
+    let t = ref_slice(b.t(x), &[0, 1], &[1, -1], &[0, 2]);
+    let s = b.layer("slice", &[x], vec![], slice_attrs, t);
+    let t = ref_gather(b.t(x), 1, &[]);
+    let gat =
+        b.layer("gather", &[x], vec![], vec![("axis", Value::Int(1)), ("indices", ints(&[]))], t);
+    let t = ref_concat(&[b.t(gat), b.t(x), b.t(e)], 1);
+    let cat = b.layer("concat", &[gat, x, e], vec![], vec![("axis", Value::Int(1))], t);
+    let t = ref_unary(Un::Exp, b.t(e));
+    let ex = b.layer("exp", &[e], vec![], vec![], t);
+    let c = b.constant(&[0, 5]);
+    let t = ref_matmul(b.t(e), b.t(c));
+    let mm = b.layer("matmul", &[e, c], vec![], vec![], t);
+    let (w, wt) = b.random_tensor(&[2, 0], -1.0, 1.0);
+    let t = ref_linear(b.t(e), &wt, None);
+    let lin = b.layer("linear", &[e], vec![w], vec![], t);
+    let t = ref_reduce(b.t(e), &[1], false, Red::Sum);
+    let sum = b.layer(
+        "reduce_sum",
+        &[e],
+        vec![],
+        vec![("axes", ints(&[1])), ("keepdims", Value::Int(0))],
+        t,
+    );
+    let t = ref_transpose(b.t(s), &[1, 0]);
+    let tr = b.layer("transpose", &[s], vec![], vec![("perm", ints(&[1, 0]))], t);
+    check(&b, &[s, gat, cat, ex, mm, lin, sum, tr]);
+}
+
+/// Rank-0 values (a full reduction without kept dims) through elementwise
+/// ops, broadcasting, reshape, expand and an empty transpose.
+#[test]
+fn rank_zero_values() {
+    let mut b = Builder::new(8);
+    let x = b.input(&[2, 3]);
+    let axes = vec![("axes", ints(&[1, 0])), ("keepdims", Value::Int(0))];
+    let t = ref_reduce(b.t(x), &[0, 1], false, Red::Mean);
+    let m = b.layer("reduce_mean", &[x], vec![], axes, t);
+    let t = ref_binary(Bin::Sub, b.t(x), b.t(m));
+    let centred = b.layer("sub", &[x, m], vec![], vec![], t);
+    let t = ref_unary(Un::Sigmoid, b.t(m));
+    let sg = b.layer("sigmoid", &[m], vec![], vec![], t);
+    let t = ref_transpose(b.t(sg), &[]);
+    let tr = b.layer("transpose", &[sg], vec![], vec![("perm", ints(&[]))], t);
+    let t = ref_expand(b.t(tr), &[2, 2]);
+    let ex = b.layer("expand", &[tr], vec![], vec![("shape", ints(&[2, 2]))], t);
+    let t = T::new(&[1, 1], b.t(m).data.clone());
+    let rs = b.layer("reshape", &[m], vec![], vec![("shape", ints(&[1, 1]))], t);
+    check(&b, &[m, centred, sg, tr, ex, rs]);
 }
