@@ -109,8 +109,9 @@ fn plan(model: &lsqr_model) -> Result<Plan<'_>, Error> {
 ///
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`; `LSQR_STATUS_NOT_FOUND` (the model
 /// has no layer graph); `LSQR_STATUS_UNSUPPORTED` (an op the runtime does
-/// not run, e.g. `matmul`); `LSQR_STATUS_SHAPE_MISMATCH` (a layer's inputs
-/// or weights do not fit its op: count, rank, shape or dtype);
+/// not run: one missing from docs/FORMAT.md §6.1);
+/// `LSQR_STATUS_SHAPE_MISMATCH` (a layer's inputs or weights do not fit
+/// its op: count, rank, shape or dtype);
 /// `LSQR_STATUS_FORMAT` (a graph input without its `input_shape.<name>`
 /// metadata, a bad attribute, an unreadable tensor);
 /// `LSQR_STATUS_INVALID_ARGUMENT` (sizes that overflow `size_t`). The last

@@ -100,6 +100,7 @@ fn float_graphs_match_onnxruntime() {
         let max_ref = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let max_diff = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(max_ref > 0.0, "{name}: the reference output is all zero");
+        eprintln!("{name}: max |diff| / max |ref| = {:.1e}", max_diff / max_ref);
         assert!(
             max_diff <= 1e-4 * max_ref,
             "{name}: max |diff| {max_diff} > 1e-4 * max |ref| {max_ref}"

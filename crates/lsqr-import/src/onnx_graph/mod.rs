@@ -316,7 +316,10 @@ impl<'m> Converter<'m> {
             outputs,
             layers: std::mem::take(&mut self.layers),
         };
-        let (graph, tensors) = prune(graph, std::mem::take(&mut self.tensors));
+        let mut tensors = std::mem::take(&mut self.tensors);
+        let mut graph = graph;
+        fuse_layer_norms(&mut graph, &mut tensors);
+        let (graph, tensors) = prune(graph, tensors);
         Ok(ImportedGraph { graph, input_shapes, tensors, opset: self.opset })
     }
 
@@ -2655,6 +2658,194 @@ fn reduce_fn(op: &str) -> fn(&[f64]) -> f64 {
         "reduce_sum_square" => |v| v.iter().map(|x| x * x).sum(),
         _ => |v| v.iter().map(|x| x.exp()).sum::<f64>().ln(),
     }
+}
+
+/// Replaces the chain exporters write for a layer norm over the last axis,
+///
+/// ```text
+/// m = reduce_mean(x, last); d = x - m; v = reduce_mean(d ^ 2, last)
+/// y = d / sqrt(v + eps) * gamma + beta
+/// ```
+///
+/// with one `layer_norm` layer (the same function: biased variance over
+/// the last axis). Every intermediate must be read only inside the chain,
+/// `eps`, `2`, `gamma` and `beta` must be constants, and gamma and beta
+/// must vary only along the last axis.
+fn fuse_layer_norms(graph: &mut Graph, tensors: &mut Vec<GraphTensor>) {
+    loop {
+        let Some(fused) = find_layer_norm(graph, tensors) else { return };
+        let LayerNormMatch { remove, x, eps, gamma, beta, out, at } = fused;
+        let d = gamma.len();
+        let base = graph.layers[at].outputs[0].clone();
+        let taken: HashSet<String> = tensors.iter().map(|t| t.name.clone()).collect();
+        let unique = |s: &str| {
+            let mut n = s.to_string();
+            while taken.contains(&n) {
+                n.push('#');
+            }
+            n
+        };
+        let (gn, bn) = (unique(&format!("{base}.gamma")), unique(&format!("{base}.beta")));
+        tensors.push(GraphTensor {
+            name: gn.clone(),
+            shape: vec![d],
+            data: gamma,
+            role: TensorRole::Constant,
+        });
+        tensors.push(GraphTensor {
+            name: bn.clone(),
+            shape: vec![d],
+            data: beta,
+            role: TensorRole::Constant,
+        });
+        graph.layers[at] = Layer {
+            op: "layer_norm".into(),
+            inputs: vec![x],
+            outputs: vec![out],
+            weights: vec![gn, bn],
+            attrs: vec![("eps".into(), Value::Float(eps as f64))],
+        };
+        let mut i = 0;
+        graph.layers.retain(|_| {
+            i += 1;
+            !remove.contains(&(i - 1))
+        });
+    }
+}
+
+struct LayerNormMatch {
+    /// Layers of the chain to drop (all but the last, `at`).
+    remove: Vec<usize>,
+    x: String,
+    eps: f32,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    out: String,
+    at: usize,
+}
+
+fn find_layer_norm(graph: &Graph, tensors: &[GraphTensor]) -> Option<LayerNormMatch> {
+    let producer: HashMap<&str, usize> = graph
+        .layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| l.outputs.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for l in &graph.layers {
+        for i in &l.inputs {
+            *readers.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    for o in &graph.outputs {
+        *readers.entry(o.as_str()).or_default() += 1;
+    }
+    let layer = |v: &str| producer.get(v).map(|&i| (i, &graph.layers[i]));
+    // The values of a `constant` layer's output.
+    let constant = |v: &str| -> Option<&GraphTensor> {
+        let (_, l) = layer(v)?;
+        (l.op == "constant").then(|| tensors.iter().find(|t| t.name == l.weights[0]))?
+    };
+    let scalar = |v: &str| constant(v).filter(|t| t.data.len() == 1).map(|t| t.data[0]);
+    // A constant varying only along the last axis, as a [d] vector.
+    let along_last = |v: &str, d: usize| -> Option<Vec<f32>> {
+        let t = constant(v)?;
+        let last_only = t.shape.iter().rev().skip(1).all(|&s| s == 1);
+        match t.data.len() {
+            n if n == d && last_only && t.shape.last() == Some(&d) => Some(t.data.clone()),
+            1 => Some(vec![t.data[0]; d]),
+            _ => None,
+        }
+    };
+    let single = |v: &str| readers.get(v).copied().unwrap_or(0) == 1;
+    let last_axis_mean = |l: &Layer, rank: usize| {
+        l.op == "reduce_mean"
+            && l.attr("axes") == Some(&Value::IntList(vec![rank as i64 - 1]))
+            && l.attr("keepdims") == Some(&Value::Int(1))
+    };
+    let other = |l: &Layer, v: &str| -> Option<String> {
+        match l.inputs.as_slice() {
+            [a, b] if a == v => Some(b.clone()),
+            [a, b] if b == v => Some(a.clone()),
+            _ => None,
+        }
+    };
+    for (at, add) in graph.layers.iter().enumerate() {
+        if add.op != "add" || add.inputs.len() != 2 {
+            continue;
+        }
+        for (y, beta_v) in [(&add.inputs[0], &add.inputs[1]), (&add.inputs[1], &add.inputs[0])] {
+            let Some((mul_i, mul)) = layer(y) else { continue };
+            if mul.op != "mul" || !single(y) {
+                continue;
+            }
+            for (n, gamma_v) in [(&mul.inputs[0], &mul.inputs[1]), (&mul.inputs[1], &mul.inputs[0])]
+            {
+                let Some((div_i, div)) = layer(n) else { continue };
+                if div.op != "div" || div.inputs.len() != 2 || !single(n) {
+                    continue;
+                }
+                let (dv, sv) = (&div.inputs[0], &div.inputs[1]);
+                let found = (|| {
+                    let (sqrt_i, sqrt) = layer(sv)?;
+                    (sqrt.op == "sqrt" && single(sv)).then_some(())?;
+                    let ev = &sqrt.inputs[0];
+                    let (eadd_i, eadd) = layer(ev)?;
+                    (eadd.op == "add" && single(ev)).then_some(())?;
+                    let (vv, eps) = eadd.inputs.iter().find_map(|i| {
+                        let o = other(eadd, i)?;
+                        Some((i.clone(), scalar(&o)?))
+                    })?;
+                    let (var_i, var) = layer(&vv)?;
+                    let pv = var.inputs.first()?;
+                    let (pow_i, pow) = layer(pv)?;
+                    (pow.op == "pow" && single(pv) && single(&vv)).then_some(())?;
+                    (pow.inputs.first()? == dv && scalar(pow.inputs.get(1)?)? == 2.0)
+                        .then_some(())?;
+                    let (sub_i, sub) = layer(dv)?;
+                    (sub.op == "sub" && sub.inputs.len() == 2).then_some(())?;
+                    // d is read by the pow and the div only.
+                    (readers.get(dv.as_str()).copied() == Some(2)).then_some(())?;
+                    let (x, mv) = (&sub.inputs[0], &sub.inputs[1]);
+                    let (mean_i, mean) = layer(mv)?;
+                    (mean.inputs.first()? == x && single(mv)).then_some(())?;
+                    Some((
+                        x.clone(),
+                        eps,
+                        [sqrt_i, eadd_i, var_i, pow_i, sub_i, mean_i],
+                        var.clone(),
+                        mean.clone(),
+                    ))
+                })();
+                let Some((x, eps, chain, var, mean)) = found else { continue };
+                // The rank and last dim of x, from the mean's axes (planning
+                // checks the rest: the runtime plans what this writes).
+                let Some(Value::IntList(axes)) = mean.attr("axes") else { continue };
+                let rank = axes[0] as usize + 1;
+                if !last_axis_mean(&mean, rank) || !last_axis_mean(&var, rank) || eps < 0.0 {
+                    continue;
+                }
+                let Some(gamma_t) = constant(gamma_v) else { continue };
+                let d = *gamma_t.shape.last().unwrap_or(&gamma_t.data.len());
+                let (Some(gamma), Some(beta)) = (along_last(gamma_v, d), along_last(beta_v, d))
+                else {
+                    continue;
+                };
+                let mut remove = chain.to_vec();
+                remove.extend([mul_i, div_i]);
+                return Some(LayerNormMatch {
+                    remove,
+                    x,
+                    eps,
+                    gamma,
+                    beta,
+                    out: add.outputs[0].clone(),
+                    at,
+                });
+            }
+        }
+    }
+    None
 }
 
 /// Drops layers whose output nothing reads (and tensors no layer names),
