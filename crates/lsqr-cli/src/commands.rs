@@ -76,6 +76,7 @@ pub fn quantize(
     settings: &Settings,
     graph_options: &GraphOptions,
     weights_only: bool,
+    require_graph: bool,
     json: bool,
 ) -> Result<(), String> {
     check_output(input, output)?;
@@ -84,16 +85,36 @@ pub fn quantize(
     let mut file = LsqFileWriter::create(output).map_err(|e| e.to_string())?;
     let source = lsqr_import::open(input).map_err(|e| e.to_string())?;
     let model = &source;
-    let with_graph = model.format == lsqr_import::Format::Onnx && !weights_only;
-    if !with_graph && !graph_options.input_shapes.is_empty() {
+    let is_onnx = model.format == lsqr_import::Format::Onnx;
+    if (!is_onnx || weights_only) && !graph_options.input_shapes.is_empty() {
         return Err("--input-shape applies to ONNX graphs only (without --weights-only)".into());
+    }
+    if !is_onnx && require_graph {
+        return Err(format!("--graph: {} files hold no graph (ONNX does)", model.format.name()));
     }
     // An ONNX model's graph is imported (folded, fused) and its tensors are
     // what gets quantized: weights of linear and conv layers, the rest f32.
-    let graph = with_graph
+    // With default options a graph that cannot be imported (a symbolic dim
+    // without --input-shape, an unsupported op) leaves the weights only,
+    // with a note saying why; --graph or --input-shape make it an error.
+    let graph = match (is_onnx && !weights_only)
         .then(|| lsqr_import::onnx_graph::graph_of(model, graph_options))
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    {
+        None => None,
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) if require_graph || !graph_options.input_shapes.is_empty() => {
+            return Err(e.to_string())
+        }
+        Some(Err(e)) => {
+            eprintln!(
+                "note: the graph is not imported, the file holds the weights only: {}\n      \
+                 (give the graph's input shapes with --input-shape NAME=d0,d1,...; --graph \
+                 makes this an error, --weights-only silences it)",
+                e.message
+            );
+            None
+        }
+    };
     let graph_model;
     let (model, settings) = match &graph {
         Some(g) => {

@@ -61,8 +61,12 @@ enum Command {
         #[arg(long, value_name = "NAME=D0,D1,...", value_parser = graph::parse_input_shape)]
         input_shape: Vec<(String, Vec<usize>)>,
         /// Store the weights only: an ONNX model's graph is not imported.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "graph")]
         weights_only: bool,
+        /// Require the graph: an ONNX graph that cannot be imported is an
+        /// error (by default it leaves the weights only, with a note).
+        #[arg(long)]
+        graph: bool,
         /// Print results as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
@@ -224,6 +228,7 @@ fn main() -> ExitCode {
             bits_for,
             input_shape,
             weights_only,
+            graph,
             json,
         } => {
             let settings = Settings {
@@ -236,7 +241,15 @@ fn main() -> ExitCode {
                 bits_for,
             };
             let graph_options = GraphOptions { input_shapes: input_shape };
-            commands::quantize(&input, &output, &settings, &graph_options, weights_only, json)
+            commands::quantize(
+                &input,
+                &output,
+                &settings,
+                &graph_options,
+                weights_only,
+                graph,
+                json,
+            )
         }
         Command::Run { model, input, output_dir, repeat, json } => {
             run::run(&model, &input, &output_dir, repeat, json)

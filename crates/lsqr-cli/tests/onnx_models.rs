@@ -303,3 +303,35 @@ fn run_refuses_missing_wrong_and_unknown_inputs() {
     assert!(e.contains("--input-shape applies to ONNX graphs only"), "{e}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_graph_that_cannot_be_imported_leaves_the_weights_with_a_note() {
+    let dir = temp_dir("fallback");
+    let src = model("magika/model.onnx");
+    let out = dir.join("m.lsq");
+    let (s, o) = (src.to_str().unwrap(), out.to_str().unwrap());
+    // Default options: the symbolic batch dim has no value, so the weights
+    // only, and a note that says why and what to do.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lsqr"))
+        .args(["quantize", s, "-o", o])
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let note = String::from_utf8_lossy(&run.stderr);
+    assert!(note.contains("the graph is not imported") && note.contains("--input-shape"), "{note}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(LsqFile::from_bytes(&bytes).unwrap().graph().is_none());
+    // --graph makes it an error naming the input and the dim.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lsqr"))
+        .args(["quantize", s, "-o", o, "--graph"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let e = String::from_utf8_lossy(&run.stderr);
+    assert!(e.contains("graph input 'bytes': dim 0 is symbolic"), "{e}");
+    // With the shape, the graph is there.
+    lsqr(&["quantize", s, "-o", o, "--input-shape", "bytes=1,2048"]);
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(LsqFile::from_bytes(&bytes).unwrap().graph().is_some());
+    std::fs::remove_dir_all(dir).ok();
+}
