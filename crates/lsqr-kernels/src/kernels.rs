@@ -207,6 +207,47 @@ impl Kernels {
         Ok(())
     }
 
+    /// `x * scale[ch] + shift[ch]` in place, channel by channel, where `x`
+    /// is planes of `plane` values cycling over the channels (`[n, c,
+    /// plane]`): a batch norm whose statistics were folded once, as a
+    /// runtime does when it plans, so that running allocates nothing.
+    pub fn channel_affine(
+        &self,
+        x: &mut [f32],
+        plane: usize,
+        scale: &[f32],
+        shift: &[f32],
+    ) -> Result<(), OpError> {
+        const OP: &str = "channel_affine";
+        if scale.len() != shift.len() {
+            return Err(OpError::LengthMismatch {
+                op: OP,
+                what: "shift",
+                expected: scale.len(),
+                actual: shift.len(),
+            });
+        }
+        let per_image = plane
+            .checked_mul(scale.len())
+            .ok_or(OpError::BadParameter { op: OP, reason: "element count overflows usize" })?;
+        if per_image == 0 || x.is_empty() {
+            return Ok(());
+        }
+        if x.len() % per_image != 0 {
+            return Err(OpError::LengthMismatch {
+                op: OP,
+                what: "x",
+                expected: x.len().next_multiple_of(per_image),
+                actual: x.len(),
+            });
+        }
+        for (i, p) in x.chunks_exact_mut(plane).enumerate() {
+            let ch = i % scale.len();
+            (self.affine)(p, scale[ch], shift[ch]);
+        }
+        Ok(())
+    }
+
     /// Inference batch norm in place on `x` of `shape = [n, c, ...]` (rank at
     /// least 2, channels on axis 1): channel `ch` becomes `x * s + t` with
     /// `s = gamma / sqrt(var + eps)` and `t = beta - mean * s` (computed once

@@ -316,6 +316,17 @@ pub fn batch_norm(x: &mut [f32], shape: &[usize], params: &BatchNorm<'_>) -> Res
     Kernels::active().batch_norm(x, shape, params)
 }
 
+/// Per-channel `x * scale + shift` in place over `[n, c, plane]`. See
+/// [`Kernels::channel_affine`].
+pub fn channel_affine(
+    x: &mut [f32],
+    plane: usize,
+    scale: &[f32],
+    shift: &[f32],
+) -> Result<(), OpError> {
+    Kernels::active().channel_affine(x, plane, scale, shift)
+}
+
 /// `a + b` with NumPy broadcasting. See [`Kernels::add`].
 pub fn add(
     a: &[f32],

@@ -938,3 +938,30 @@ fn semantics_by_value() {
     k.softmax_axis_inplace(&mut m[2..], &[2], 0).unwrap();
     assert!((m[2] + m[3] - 1.0).abs() < 1e-6);
 }
+
+/// `channel_affine` is batch_norm with the statistics folded beforehand:
+/// the same values on every path, and errors for lengths that do not fit.
+#[test]
+fn channel_affine_is_folded_batch_norm() {
+    use lsqr_kernels::BatchNorm;
+    let (n, c, plane) = (2, 3, 7);
+    let x: Vec<f32> = (0..n * c * plane).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+    let (gamma, beta, mean, var) =
+        ([1.5f32, -0.5, 2.0], [0.1f32, 0.2, -0.3], [0.3f32, -1.0, 0.0], [2.0f32, 0.5, 1.0]);
+    let eps = 1e-3;
+    let scale: Vec<f32> = (0..c).map(|i| gamma[i] / libm::sqrtf(var[i] + eps)).collect();
+    let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
+    for path in lsqr_kernels::paths::available_simd_paths() {
+        let k = path.kernels();
+        let mut want = x.clone();
+        let p = BatchNorm { mean: &mean, var: &var, gamma: &gamma, beta: &beta, eps };
+        k.batch_norm(&mut want, &[n, c, plane], &p).unwrap();
+        let mut got = x.clone();
+        k.channel_affine(&mut got, plane, &scale, &shift).unwrap();
+        assert_eq!(got, want, "{}", path.name);
+    }
+    let mut y = vec![0.0; 10];
+    assert!(lsqr_kernels::channel_affine(&mut y, 3, &scale, &shift).is_err());
+    assert!(lsqr_kernels::channel_affine(&mut y, 5, &scale[..2], &shift).is_err());
+    assert!(lsqr_kernels::channel_affine(&mut [], 5, &scale, &shift).is_ok());
+}

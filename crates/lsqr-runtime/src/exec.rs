@@ -223,15 +223,7 @@ fn exec<'x>(
         }
         Op::BatchNorm { scale, shift, plane } => {
             copy(op, x, out)?;
-            if *plane == 0 || scale.is_empty() {
-                return Ok(());
-            }
-            for (i, p) in out.chunks_exact_mut(*plane).enumerate() {
-                let c = i % scale.len();
-                let (s, t) = (scale[c], shift[c]);
-                p.iter_mut().for_each(|v| *v = *v * s + t);
-            }
-            Ok(())
+            lsqr_kernels::channel_affine(out, *plane, scale, shift)
         }
         Op::MaxPool { pool, input } => {
             lsqr_kernels::max_pool2d_into(x, *input, pool, out).map(drop)
