@@ -227,3 +227,76 @@ pub fn expand_into(
 ) -> Result<(), OpError> {
     shape::expand_into(x, x_shape, out_shape, out)
 }
+
+/// ONNX `Where`: `out = cond != 0 ? x : y`, the three operands broadcast
+/// together (NumPy rules). `out` holds exactly the broadcast shape's
+/// elements. A NaN condition counts as true (it is not 0), as in ONNX,
+/// where the condition is a bool made by a comparison.
+pub fn where_into(
+    cond: &[f32],
+    cond_shape: &[usize],
+    x: &[f32],
+    x_shape: &[usize],
+    y: &[f32],
+    y_shape: &[usize],
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    const OP: &str = "where";
+    let shapes = [cond_shape, x_shape, y_shape];
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    if rank > MAX_RANK {
+        return Err(OpError::BadParameter { op: OP, reason: "rank above 8" });
+    }
+    // Each operand's dims right-aligned to `rank`, and the output's.
+    let mut dims = [[1usize; MAX_RANK]; 3];
+    let mut out_dims = [1usize; MAX_RANK];
+    for (k, s) in shapes.iter().enumerate() {
+        for (i, &d) in s.iter().enumerate() {
+            dims[k][rank - s.len() + i] = d;
+        }
+    }
+    for i in 0..rank {
+        let d = dims.iter().map(|d| d[i]).find(|&d| d != 1).unwrap_or(1);
+        if dims.iter().any(|dk| dk[i] != 1 && dk[i] != d) {
+            return Err(OpError::ShapeMismatch {
+                op: OP,
+                left: cond_shape.to_vec(),
+                right: if dims[1][i] != 1 && dims[1][i] != d { x_shape } else { y_shape }.to_vec(),
+            });
+        }
+        out_dims[i] = d;
+    }
+    for (what, data, s) in [("cond", cond, cond_shape), ("x", x, x_shape), ("y", y, y_shape)] {
+        shape::check_len(OP, what, data.len(), s)?;
+    }
+    shape::check_len(OP, "out", out.len(), &out_dims[..rank])?;
+    // Element strides, 0 along broadcast axes.
+    let mut strides = [[0usize; MAX_RANK]; 3];
+    for k in 0..3 {
+        let mut s = 1usize;
+        for i in (0..rank).rev() {
+            strides[k][i] = if dims[k][i] == 1 { 0 } else { s };
+            s *= dims[k][i];
+        }
+    }
+    let mut index = [0usize; MAX_RANK];
+    let mut offsets = [0usize; 3];
+    for o in out.iter_mut() {
+        *o = if cond[offsets[0]] != 0.0 { x[offsets[1]] } else { y[offsets[2]] };
+        // Advance the multi-index, innermost axis first.
+        for i in (0..rank).rev() {
+            index[i] += 1;
+            for k in 0..3 {
+                offsets[k] += strides[k][i];
+            }
+            if index[i] < out_dims[i] {
+                break;
+            }
+            for k in 0..3 {
+                offsets[k] -= strides[k][i] * out_dims[i];
+            }
+            index[i] = 0;
+        }
+    }
+    Ok(())
+}

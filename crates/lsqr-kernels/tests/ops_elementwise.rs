@@ -965,3 +965,30 @@ fn channel_affine_is_folded_batch_norm() {
     assert!(lsqr_kernels::channel_affine(&mut y, 5, &scale[..2], &shift).is_err());
     assert!(lsqr_kernels::channel_affine(&mut [], 5, &scale, &shift).is_ok());
 }
+
+/// `where_into` against a direct index computation, with broadcasting of
+/// all three operands, and its errors.
+#[test]
+fn where_broadcasts_three_operands() {
+    use lsqr_kernels::elementwise::where_into;
+    let cond = [1.0f32, 0.0, f32::NAN]; // [3]: NaN is true
+    let x: Vec<f32> = (0..6).map(|i| i as f32).collect(); // [2, 1, 3]
+    let y = [-1.0f32, -2.0]; // [2, 1, 1]
+    let mut out = vec![0.0; 2 * 2 * 3]; // [2, 2, 3] with cond as [1, 1, 3]... and a middle axis of 2
+    let c2: Vec<f32> = cond.iter().chain(&[0.0, 1.0, 0.0]).copied().collect(); // [2, 3]
+    where_into(&c2, &[2, 3], &x, &[2, 1, 3], &y, &[2, 1, 1], &mut out).unwrap();
+    for a in 0..2 {
+        for b in 0..2 {
+            for c in 0..3 {
+                let want = if c2[b * 3 + c] != 0.0 { x[a * 3 + c] } else { y[a] };
+                assert_eq!(out[(a * 2 + b) * 3 + c], want, "{a} {b} {c}");
+            }
+        }
+    }
+    let mut small = vec![0.0; 3];
+    assert!(where_into(&cond, &[3], &x, &[2, 1, 3], &y, &[2, 1, 1], &mut small).is_err());
+    assert!(where_into(&cond, &[3], &x[..4], &[4], &y, &[2], &mut small).is_err());
+    let mut one = [0.0f32];
+    where_into(&[0.0], &[], &[5.0], &[], &[7.0], &[], &mut one).unwrap();
+    assert_eq!(one, [7.0]);
+}

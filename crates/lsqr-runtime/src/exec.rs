@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use lsqr_kernels::conv::{conv1d_into, conv2d_into};
 use lsqr_kernels::conv_transpose::conv_transpose2d_into;
-use lsqr_kernels::elementwise::{binary_into, expand_into, unary_inplace};
+use lsqr_kernels::elementwise::{binary_into, expand_into, unary_inplace, where_into};
 use lsqr_kernels::layout::{concat_into, gather_into, pad_into, slice_into, transpose_into};
 use lsqr_kernels::packed::linear_into;
 use lsqr_kernels::pool::{avg_pool2d_ext_into, global_max_pool2d_into, max_pool2d_ext_into};
@@ -208,6 +208,10 @@ fn exec<'x>(
         Op::Binary(b) => {
             let y = input(1).map_err(|_| missing())?;
             binary_into(*b, x, shape(0), y, shape(1), out)
+        }
+        Op::Where => {
+            let (a, b) = (input(1).map_err(|_| missing())?, input(2).map_err(|_| missing())?);
+            where_into(x, shape(0), a, shape(1), b, shape(2), out)
         }
         Op::Softmax { axis, log } => {
             copy(op, x, out)?;

@@ -71,6 +71,8 @@ pub(crate) enum Op<'f> {
     /// `hardsigmoid`); with alpha and beta it is ONNX's `Unary`.
     HardSigmoidTorch,
     Binary(BinaryOp),
+    /// ONNX Where over three broadcast values.
+    Where,
     Softmax {
         axis: usize,
         log: bool,
@@ -235,6 +237,7 @@ pub const OPS: &[&str] = &[
     "greater",
     "less_or_equal",
     "greater_or_equal",
+    "where",
     "softmax",
     "log_softmax",
     "layer_norm",
@@ -829,6 +832,23 @@ fn plan_layer<'f>(
                 return Err(cx.attr_err("min", "and max must not be NaN"));
             }
             unary(UnaryOp::Clip { min, max })
+        }
+        "where" => {
+            cx.allow_attrs(&[])?;
+            cx.inputs(ins, 3)?;
+            cx.weights(0, 0, "[]")?;
+            let out = broadcast_shape(ins[0], ins[1])
+                .and_then(|s| broadcast_shape(&s, ins[2]))
+                .map_err(|_| {
+                    cx.shape(format!(
+                        "inputs of shapes {:?}, {:?} and {:?} do not broadcast",
+                        ins[0], ins[1], ins[2]
+                    ))
+                })?;
+            if out.len() > MAX_RANK {
+                return Err(cx.shape(format!("output rank {} exceeds {MAX_RANK}", out.len())));
+            }
+            Ok((Op::Where, out, 0))
         }
         "linear" => plan_linear(cx, file, ins),
         "conv2d" => plan_conv2d(cx, file, ins),
