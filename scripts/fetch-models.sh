@@ -66,7 +66,7 @@ done
 # needs no Python itself. Remade when scripts/onnx-reference.py changes.
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="$cache/ort-venv"
-pins="onnxruntime==1.20.1 numpy==1.26.4 pillow==11.0.0"
+pins="onnxruntime==1.20.1 onnx==1.17.0 numpy==1.26.4 pillow==11.0.0"
 if [[ ! -x "$venv/bin/python" || "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]]; then
   echo "making the onnxruntime venv ($pins)" >&2
   rm -rf "$venv"
@@ -82,5 +82,5 @@ if [[ "$(cat "$cache/reference/.stamp" 2>/dev/null)" != "$stamp" ]]; then
   "$venv/bin/python" "$here/onnx-reference.py" "$cache"
   echo "$stamp" > "$cache/reference/.stamp"
 fi
-(cd "$cache/reference" && for d in */; do (cd "$d" && sha256sum --quiet -c SHA256SUMS); done)
+(cd "$cache/reference" && for d in */ ops/*/; do [[ -f "$d/SHA256SUMS" ]] && (cd "$d" && sha256sum --quiet -c SHA256SUMS); done)
 echo "models ready in $cache" >&2

@@ -16,7 +16,9 @@ import sys
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 CACHE = os.path.expanduser(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "~/.cache/lsqr-models")
 
@@ -71,6 +73,76 @@ MODELS = {
 }
 
 
+def small_graphs():
+    """Small ONNX graphs, one or a few ops each, in the forms exporters write
+    (opset 11-17): name -> (model bytes, input name, input array). They
+    check the import and every runtime op against onnxruntime's semantics."""
+    rng = np.random.default_rng(7)
+    vi = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+    f = lambda n, s: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+    f32 = lambda n, v: numpy_helper.from_array(np.array(v, np.float32), n)
+    i64 = lambda n, v: numpy_helper.from_array(np.array(v, np.int64), n)
+    out = {}
+
+    def case(name, nodes, shape, inits=(), opset=13, x=None):
+        g = helper.make_graph(nodes, name, [vi("x", list(shape))], [vi("y", None)], list(inits))
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+        m.ir_version = 8
+        if x is None:
+            x = rng.standard_normal(shape).astype(np.float32) * 2.0
+        out[name] = (m.SerializeToString(), x.astype(np.float32))
+
+    N = helper.make_node
+    case("conv_bn_relu", [N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), N("BatchNormalization", ["c", "g", "b", "m", "v"], ["bn"]), N("Relu", ["bn"], ["y"])],
+         [1, 2, 5, 5], [f("w", [3, 2, 3, 3]), f("g", [3]), f("b", [3]), f("m", [3]), f32("v", [1.0, 2.0, 0.5])])
+    case("conv_asym_pads_groups", [N("Conv", ["x", "w", "b"], ["y"], pads=[0, 1, 2, 1], strides=[2, 1], dilations=[1, 2], group=2)],
+         [1, 4, 7, 6], [f("w", [6, 2, 3, 2]), f("b", [6])])
+    case("conv1d_same_upper", [N("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2])], [1, 3, 9], [f("w", [4, 3, 4])])
+    case("conv_transpose", [N("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 0, 0, 1], output_padding=[1, 1], group=2)],
+         [1, 4, 3, 3], [f("w", [4, 3, 3, 2]), f("b", [6])])
+    case("matmul_add_softmax", [N("MatMul", ["x", "w"], ["h"]), N("Add", ["h", "b"], ["a"]), N("Softmax", ["a"], ["y"], axis=-1)],
+         [2, 4], [f("w", [4, 3]), f("b", [3])])
+    case("softmax_opset11_axis1", [N("Softmax", ["x"], ["y"], axis=1)], [2, 3, 4], opset=11)
+    case("logsoftmax_axis0", [N("LogSoftmax", ["x"], ["y"], axis=0)], [3, 4])
+    case("batched_matmul", [N("Transpose", ["x"], ["t"], perm=[0, 2, 1]), N("MatMul", ["x", "t"], ["y"])], [2, 3, 4])
+    case("gemm_trans", [N("Gemm", ["x", "w", "c"], ["y"], transA=1, alpha=0.5, beta=2.0)], [4, 3], [f("w", [4, 5]), f("c", [3, 5])])
+    case("shape_reshape", [N("Shape", ["x"], ["s"]), N("Gather", ["s", "z"], ["b"], axis=0), N("Concat", ["b", "m1"], ["sh"], axis=0), N("Reshape", ["x", "sh"], ["y"])],
+         [2, 3, 4], [i64("z", [0]), i64("m1", [-1])])
+    case("resize_linear_pad_reflect_slice", [N("Resize", ["x", "", "sc"], ["r"], mode="linear"), N("Pad", ["r", "p"], ["pd"], mode="reflect"), N("Slice", ["pd", "st", "en", "ax", "sp"], ["y"])],
+         [1, 1, 4, 4], [f32("sc", [1, 1, 2, 2]), i64("p", [0, 0, 1, 1, 0, 0, 1, 1]), i64("st", [0, -1]), i64("en", [100, -100]), i64("ax", [2, 3]), i64("sp", [2, -2])])
+    for ct in ["asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel"]:
+        case(f"resize_nearest_{ct}", [N("Resize", ["x", "", "", "sz"], ["y"], mode="nearest", coordinate_transformation_mode=ct, nearest_mode="round_prefer_ceil")],
+             [1, 2, 3, 5], [i64("sz", [1, 2, 7, 4])])
+        case(f"resize_linear_{ct}", [N("Resize", ["x", "", "", "sz"], ["y"], mode="linear", coordinate_transformation_mode=ct)],
+             [1, 2, 3, 5], [i64("sz", [1, 2, 8, 3])])
+    case("pad_edge_constant", [N("Pad", ["x", "p"], ["a"], mode="edge"), N("Pad", ["a", "q", "v"], ["y"], mode="constant")],
+         [2, 3], [i64("p", [1, 0, 0, 2]), i64("q", [0, 1, 1, 0]), f32("v", 1.5)])
+    case("maxpool_ceil_dilated", [N("MaxPool", ["x"], ["y"], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 1], dilations=[1, 2], ceil_mode=1)], [1, 2, 7, 8])
+    case("avgpool_count_include_pad", [N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1, ceil_mode=1)], [1, 2, 6, 7])
+    case("avgpool_exclude_pad", [N("AveragePool", ["x"], ["y"], kernel_shape=[2, 3], strides=[1, 2], pads=[1, 1, 0, 1])], [1, 1, 5, 6])
+    case("global_pools", [N("GlobalMaxPool", ["x"], ["a"]), N("GlobalAveragePool", ["x"], ["b"]), N("Sub", ["a", "b"], ["y"])], [2, 3, 4, 5])
+    case("reduce_ops", [N("ReduceMax", ["x"], ["a"], axes=[1], keepdims=1), N("ReduceSum", ["x", "ax"], ["b"], keepdims=1), N("Mul", ["a", "b"], ["c"]), N("ReduceMean", ["c"], ["y"], axes=[0, 2], keepdims=0)],
+         [3, 4, 5], [i64("ax", [1])])
+    case("layer_norm_chain", [N("ReduceMean", ["x"], ["m"], axes=[-1]), N("Sub", ["x", "m"], ["d"]), N("Pow", ["d", "two"], ["p"]), N("ReduceMean", ["p"], ["v"], axes=[-1]),
+                              N("Add", ["v", "eps"], ["e"]), N("Sqrt", ["e"], ["s"]), N("Div", ["d", "s"], ["n"]), N("Mul", ["n", "g"], ["gm"]), N("Add", ["gm", "b"], ["y"])],
+         [2, 3, 8], [f32("two", 2.0), f32("eps", 1e-5), f("g", [8]), f("b", [8])])
+    case("layer_normalization_op", [N("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-3)], [2, 6], [f("g", [6]), f("b", [6])], opset=17)
+    case("silu_hardswish_clip", [N("Sigmoid", ["x"], ["s"]), N("Mul", ["x", "s"], ["a"]), N("HardSigmoid", ["a"], ["h"], alpha=1 / 6, beta=0.5), N("Mul", ["a", "h"], ["b"]), N("Clip", ["b", "lo", "hi"], ["y"])],
+         [2, 9], [f32("lo", 0.0), f32("hi", 6.0)])
+    case("elementwise_zoo", [N("Abs", ["x"], ["a"]), N("Sqrt", ["a"], ["b"]), N("Erf", ["x"], ["c"]), N("Mul", ["b", "c"], ["d"]), N("Exp", ["d"], ["e"]), N("Log", ["e"], ["f"]),
+                             N("Neg", ["f"], ["g"]), N("Reciprocal", ["e"], ["h"]), N("Max", ["g", "h", "x"], ["i"]), N("Min", ["i", "x"], ["j"]), N("Pow", ["a", "x"], ["k"]), N("Div", ["j", "k"], ["l"]),
+                             N("Tanh", ["l"], ["m"]), N("LeakyRelu", ["m"], ["n"], alpha=0.1), N("Floor", ["x"], ["o"]), N("Sub", ["n", "o"], ["y"])], [3, 5])
+    case("where_compare", [N("Greater", ["x", "z"], ["g"]), N("Sigmoid", ["x"], ["s"]), N("Where", ["g", "s", "x"], ["a"]), N("Equal", ["a", "x"], ["e"]), N("Cast", ["e"], ["c"], to=1), N("Add", ["a", "c"], ["y"])],
+         [2, 4], [f32("z", 0.0)])
+    case("split_concat_gather", [N("Split", ["x"], ["a", "b"], axis=1), N("Concat", ["b", "a", "b"], ["c"], axis=1), N("Gather", ["c", "idx"], ["y"], axis=1)],
+         [2, 4, 3], [i64("idx", [[0, 5], [-1, 2]])])
+    case("expand_unsqueeze_squeeze_flatten", [N("Unsqueeze", ["x", "ax"], ["u"]), N("Expand", ["u", "sh"], ["e"]), N("Squeeze", ["e", "ax0"], ["s"]), N("Flatten", ["s"], ["y"], axis=2)],
+         [3, 1, 4], [i64("ax", [0]), i64("sh", [2, 3, 1, 4]), i64("ax0", [2])], x=rng.standard_normal([3, 1, 4]))
+    case("tile_range_folded", [N("Range", ["r0", "r1", "r2"], ["r"]), N("Cast", ["r"], ["rf"], to=1), N("Tile", ["rf", "rep"], ["t"]), N("Add", ["x", "t"], ["y"])],
+         [2, 6], [i64("r0", 0), i64("r1", 3), i64("r2", 1), i64("rep", [2])])
+    return out
+
+
 def session(path):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -109,6 +181,19 @@ def main():
                 sess.run(None, feeds)
                 ts.append((time.perf_counter() - t) * 1e3)
             times[name] = float(np.median(ts))
+    ops_root = os.path.join(out_root, "ops")
+    for name, (model, x) in small_graphs().items():
+        d = os.path.join(ops_root, name)
+        os.makedirs(d, exist_ok=True)
+        open(os.path.join(d, "model.onnx"), "wb").write(model)
+        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        y = sess.run(None, {"x": x})[0]
+        np.save(os.path.join(d, "input.x.npy"), x)
+        np.save(os.path.join(d, "output.y.npy"), y.astype(np.float32))
+        with open(os.path.join(d, "SHA256SUMS"), "w") as f:
+            for fn in ["input.x.npy", "model.onnx", "output.y.npy"]:
+                h = hashlib.sha256(open(os.path.join(d, fn), "rb").read()).hexdigest()
+                f.write(f"{h}  {fn}\n")
     if timing:
         print(json.dumps({"onnxruntime": ort.__version__, "median_ms": times}))
 

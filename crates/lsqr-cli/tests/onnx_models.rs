@@ -335,3 +335,61 @@ fn a_graph_that_cannot_be_imported_leaves_the_weights_with_a_note() {
     assert!(LsqFile::from_bytes(&bytes).unwrap().graph().is_some());
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Small graphs of one or a few ops each, in the forms exporters write
+/// (scripts/onnx-reference.py builds them and has onnxruntime run them):
+/// imported and run here, they must give onnxruntime's outputs.
+#[test]
+fn small_op_graphs_match_onnxruntime() {
+    let root = model("reference/ops/conv_bn_relu/SHA256SUMS")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir = temp_dir("ops");
+    let mut cases: Vec<PathBuf> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    cases.sort();
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let sums = std::fs::read_to_string(case.join("SHA256SUMS")).unwrap();
+        for line in sums.lines() {
+            let (sha, file) = line.split_once("  ").unwrap();
+            let out =
+                std::process::Command::new("sha256sum").arg(case.join(file)).output().unwrap();
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with(sha), "{name}/{file}: sha256");
+        }
+        let (shape, x) = npy(&case.join("input.x.npy"));
+        let (_, want) = npy(&case.join("output.y.npy"));
+        let lsq = dir.join(format!("{name}.lsq"));
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+        let shape_arg = format!("x={}", dims.join(","));
+        let src = case.join("model.onnx");
+        lsqr(&[
+            "quantize",
+            src.to_str().unwrap(),
+            "-o",
+            lsq.to_str().unwrap(),
+            "--graph",
+            "--keep",
+            "*",
+            "--input-shape",
+            &shape_arg,
+        ]);
+        let got = run(&lsq, &[&x]).remove(0);
+        let max_ref = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max_diff = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        if got.len() != want.len() || max_diff > 1e-4 * max_ref.max(1e-3) {
+            failures.push(format!(
+                "{name}: {} vs {} values, max |diff| {max_diff}, max |ref| {max_ref}",
+                got.len(),
+                want.len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -44,7 +44,6 @@ struct AxisGeom {
     s: usize,
     d: usize,
     pad_begin: usize,
-    pad_end: usize,
 }
 
 impl AxisGeom {
@@ -72,8 +71,7 @@ impl Pool2dParams {
     fn geometry(&self, op: &'static str, input: [usize; 4]) -> Result<[AxisGeom; 2], OpError> {
         let bad = |reason| OpError::BadParameter { op, reason };
         numel(op, &input)?;
-        let mut axes =
-            [AxisGeom { size: 0, out: 0, k: 0, s: 0, d: 0, pad_begin: 0, pad_end: 0 }; 2];
+        let mut axes = [AxisGeom { size: 0, out: 0, k: 0, s: 0, d: 0, pad_begin: 0 }; 2];
         for (a, axis) in axes.iter_mut().enumerate() {
             let (size, k, s, d) = (input[2 + a], self.kernel[a], self.stride[a], self.dilation[a]);
             let (pb, pe) = (self.pads[a], self.pads[a + 2]);
@@ -104,7 +102,7 @@ impl Pool2dParams {
             if self.ceil_mode && (out - 1) * s >= size + pb {
                 out -= 1;
             }
-            *axis = AxisGeom { size, out, k, s, d, pad_begin: pb, pad_end: pe };
+            *axis = AxisGeom { size, out, k, s, d, pad_begin: pb };
         }
         Ok(axes)
     }
@@ -167,11 +165,11 @@ pub fn max_pool2d_ext_into(
 }
 
 /// ONNX AveragePool of NCHW `x` into `out`. With `count_include_pad` the
-/// divisor counts the window's taps inside the padded input `[-pad_begin,
-/// size + pad_end)` but not those past it that `ceil_mode` adds (as
-/// onnxruntime and the ONNX reference do); without it, only taps on real
-/// input. A window with no tap on the input (only possible with a large
-/// dilation) yields 0.
+/// divisor is the kernel's size, also for a last window that `ceil_mode`
+/// lets run past the end padding (what onnxruntime 1.20 computes: on
+/// `[1, 2, 3, 4]`, kernel 3, stride 2, pads 1, ceil mode, the last window
+/// is `4 / 3`); without it, only taps on real input count. A window with
+/// no tap on the input (only possible with a large dilation) yields 0.
 pub fn avg_pool2d_ext_into(
     x: &[f32],
     input: [usize; 4],
@@ -190,15 +188,7 @@ pub fn avg_pool2d_ext_into(
                 sum += row[(x0 + (jx * gw.d) as isize) as usize];
             }
         }
-        let count = if include {
-            let (_, py0, py1) =
-                gh.taps(oy, -(gh.pad_begin as isize), (gh.size + gh.pad_end) as isize);
-            let (_, px0, px1) =
-                gw.taps(ox, -(gw.pad_begin as isize), (gw.size + gw.pad_end) as isize);
-            (py1 - py0) * (px1 - px0)
-        } else {
-            (jy1 - jy0) * (jx1 - jx0)
-        };
+        let count = if include { gh.k * gw.k } else { (jy1 - jy0) * (jx1 - jx0) };
         if count == 0 {
             0.0
         } else {

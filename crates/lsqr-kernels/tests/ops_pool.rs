@@ -25,18 +25,13 @@ fn reference(x: &[f32], input: [usize; 4], p: &Pool2dParams) -> (Vec<f32>, Vec<f
     for plane in 0..n * c {
         for oy in 0..oh {
             for ox in 0..ow {
-                let (mut m, mut sum, mut real, mut padded) = (f32::NEG_INFINITY, 0.0f32, 0, 0);
+                let (mut m, mut sum, mut real) = (f32::NEG_INFINITY, 0.0f32, 0);
                 for ky in 0..p.kernel[0] {
                     for kx in 0..p.kernel[1] {
                         let y =
                             (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.pads[0] as isize;
                         let xx =
                             (ox * p.stride[1] + kx * p.dilation[1]) as isize - p.pads[1] as isize;
-                        let in_padded = y >= -(p.pads[0] as isize)
-                            && y < (h + p.pads[2]) as isize
-                            && xx >= -(p.pads[1] as isize)
-                            && xx < (w + p.pads[3]) as isize;
-                        padded += in_padded as usize;
                         if y >= 0 && (y as usize) < h && xx >= 0 && (xx as usize) < w {
                             let v = x[plane * h * w + y as usize * w + xx as usize];
                             // NaN is sticky; otherwise the larger wins.
@@ -49,7 +44,9 @@ fn reference(x: &[f32], input: [usize; 4], p: &Pool2dParams) -> (Vec<f32>, Vec<f
                     }
                 }
                 mx.push(m);
-                let count = if p.count_include_pad { padded } else { real };
+                // onnxruntime divides by the kernel size with
+                // count_include_pad, ceil-mode overhang included.
+                let count = if p.count_include_pad { p.kernel[0] * p.kernel[1] } else { real };
                 av.push(if count == 0 { 0.0 } else { sum / count as f32 });
             }
         }
@@ -174,9 +171,10 @@ fn ceil_mode_drops_a_window_starting_in_end_padding() {
 }
 
 #[test]
-fn count_include_pad_stops_at_the_padded_extent() {
+fn count_include_pad_divides_by_the_kernel_size() {
     // [1, 2, 3, 4], kernel 3, stride 2, pads 1, ceil: the last window
-    // covers input 3, one pad cell and one cell past the padding.
+    // covers input 3, one pad cell and one cell past the padding; as in
+    // onnxruntime 1.20, all three count.
     let x = [1.0, 2.0, 3.0, 4.0];
     let q = Pool2dParams {
         kernel: [1, 3],
@@ -188,7 +186,7 @@ fn count_include_pad_stops_at_the_padded_extent() {
     };
     let mut out = [0.0; 3];
     avg_pool2d_ext_into(&x, [1, 1, 1, 4], &q, &mut out).unwrap();
-    assert_eq!(out, [1.0, 3.0, 2.0]);
+    assert_eq!(out, [1.0, 3.0, 4.0 / 3.0]);
     let q = Pool2dParams { count_include_pad: false, ..q };
     avg_pool2d_ext_into(&x, [1, 1, 1, 4], &q, &mut out).unwrap();
     assert_eq!(out, [1.5, 3.0, 4.0]);
