@@ -810,7 +810,7 @@ impl<'m> Converter<'m> {
                     None => (Dtype::Float, 0.0),
                     _ => return Err(self.node_err(node, "value must be a one-element tensor")),
                 };
-                let n = tensor::numel(&shape).map_err(|m| self.node_err(node, m))?;
+                let n = tensor::grown(&shape, 1).map_err(|m| self.node_err(node, m))?;
                 let c = Const::new(dtype, shape, vec![v; n]).map_err(|m| self.node_err(node, m))?;
                 self.set(node, 0, Val::Const(c))
             }
@@ -822,7 +822,7 @@ impl<'m> Converter<'m> {
                     return Err(self.node_err(node, "delta must be finite and non-zero"));
                 }
                 let n = ((limit - start) / delta).ceil().max(0.0);
-                if n > tensor::MAX_CONST_ELEMENTS as f64 {
+                if n > tensor::MAX_GROWN_ELEMENTS as f64 {
                     return Err(self.node_err(node, "the range is too long"));
                 }
                 let data = (0..n as usize).map(|i| start + i as f64 * delta).collect();
@@ -2084,14 +2084,16 @@ impl<'m> Converter<'m> {
         let out = tensor::broadcast(&[x.shape(), &spec]).map_err(|m| self.node_err(node, m))?;
         match &x {
             Val::Const(c) => {
-                let zeros = Const::new(
-                    c.dtype,
-                    out.clone(),
-                    vec![0.0; tensor::numel(&out).map_err(|m| self.node_err(node, m))?],
-                )
-                .map_err(|m| self.node_err(node, m))?;
-                let r = tensor::elementwise(&[c, &zeros], c.dtype, |v| v[0])
-                    .map_err(|m| self.node_err(node, m))?;
+                // Broadcast by picking index 0 along the size-1 axes.
+                tensor::grown(&out, c.len()).map_err(|m| self.node_err(node, m))?;
+                let pad = out.len() - c.shape.len();
+                let padded: Vec<usize> =
+                    std::iter::repeat_n(1, pad).chain(c.shape.iter().copied()).collect();
+                let c = c.reshaped(padded.clone()).map_err(|m| self.node_err(node, m))?;
+                let picks: Vec<Vec<usize>> = (0..out.len())
+                    .map(|k| if padded[k] == 1 { vec![0; out[k]] } else { (0..out[k]).collect() })
+                    .collect();
+                let r = tensor::pick(&c, &picks).map_err(|m| self.node_err(node, m))?;
                 self.set(node, 0, Val::Const(r))
             }
             Val::Dyn { .. } if x.shape() == out.as_slice() => self.set(node, 0, x),
@@ -2112,6 +2114,13 @@ impl<'m> Converter<'m> {
                 self.node_err(node, format!("repeats {reps:?} do not fit shape {:?}", x.shape))
             );
         }
+        let tiled: Vec<usize> = x
+            .shape
+            .iter()
+            .zip(&reps)
+            .map(|(&d, &r)| d.checked_mul(r as usize).unwrap_or(usize::MAX))
+            .collect();
+        tensor::grown(&tiled, x.len()).map_err(|m| self.node_err(node, m))?;
         let picks: Vec<Vec<usize>> = x
             .shape
             .iter()

@@ -38,6 +38,26 @@ pub(crate) fn numel(shape: &[usize]) -> Result<usize, String> {
         .ok_or_else(|| format!("shape {shape:?} has too many elements"))
 }
 
+/// Cap on a folded constant that is larger than every constant it was
+/// made from (Expand, Tile, ConstantOfShape, Range, broadcasting): such
+/// growth comes from a few bytes of shape arithmetic, not from the file's
+/// data, so it is bounded on its own (16M elements, 128 MiB as f64).
+pub(crate) const MAX_GROWN_ELEMENTS: usize = 1 << 24;
+
+/// The element count of a folded result of `shape` made from inputs of at
+/// most `largest_input` elements: an error past [`MAX_GROWN_ELEMENTS`]
+/// when it grew.
+pub(crate) fn grown(shape: &[usize], largest_input: usize) -> Result<usize, String> {
+    let n = numel(shape)?;
+    if n > largest_input && n > MAX_GROWN_ELEMENTS {
+        return Err(format!(
+            "folding makes a constant of shape {shape:?} ({n} elements) from inputs of at most \
+             {largest_input}: more than the {MAX_GROWN_ELEMENTS} a fold may grow to"
+        ));
+    }
+    Ok(n)
+}
+
 impl Const {
     pub fn new(dtype: Dtype, shape: Vec<usize>, data: Vec<f64>) -> Result<Const, String> {
         if numel(&shape)? != data.len() {
@@ -181,7 +201,7 @@ pub(crate) fn elementwise(
 ) -> Result<Const, String> {
     let shapes: Vec<&[usize]> = inputs.iter().map(|c| c.shape.as_slice()).collect();
     let out_shape = broadcast(&shapes)?;
-    numel(&out_shape)?;
+    grown(&out_shape, inputs.iter().map(|c| c.len()).max().unwrap_or(0))?;
     let maps: Vec<Vec<usize>> =
         inputs.iter().map(|c| broadcast_index(&c.shape, &out_shape)).collect();
     let n: usize = out_shape.iter().product();
@@ -228,7 +248,7 @@ pub(crate) fn transpose(c: &Const, perm: &[usize]) -> Result<Const, String> {
 /// every axis `k`, index `picks[k][i_k]` of the input.
 pub(crate) fn pick(c: &Const, picks: &[Vec<usize>]) -> Result<Const, String> {
     let out_shape: Vec<usize> = picks.iter().map(Vec::len).collect();
-    let n = numel(&out_shape)?;
+    let n = grown(&out_shape, c.len())?;
     let in_strides = strides(&c.shape);
     let rank = out_shape.len();
     let mut idx = vec![0usize; rank];

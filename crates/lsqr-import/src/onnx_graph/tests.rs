@@ -372,6 +372,15 @@ fn hostile_folds_are_bounded() {
     ];
     let e = error(&m, &[]);
     assert!(e.contains("too many elements"), "{e}");
+    // Nor may a small constant be expanded or tiled past the fold cap.
+    let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("y", &["1"])]);
+    m.inits = vec![f32_tensor("one", &[1], &[1.0]), i64_tensor("shape", &[1 << 13, 1 << 12])];
+    m.nodes = vec![
+        node("Expand", &["one", "shape"], &["big"], &[]),
+        node("Add", &["x", "big"], &["y"], &[]),
+    ];
+    let e = error(&m, &[]);
+    assert!(e.contains("more than the 16777216 a fold may grow to"), "{e}");
 }
 
 #[test]
