@@ -229,6 +229,11 @@ struct Converter<'m> {
     materialised: HashMap<*const Vec<f64>, (Vec<usize>, String)>,
     /// Shapes the model declares for its values (fixed dims only count).
     declared: HashMap<String, Vec<Dim>>,
+    /// The last `#k` suffix given to each base name.
+    suffixes: HashMap<String, usize>,
+    /// Readers of each `.lsq` value among the ONNX nodes (the sum over the
+    /// ONNX values it stands for), for the fusions' single-use checks.
+    lsq_uses: HashMap<String, usize>,
 }
 
 type R<T> = Result<T, ImportError>;
@@ -275,6 +280,8 @@ impl<'m> Converter<'m> {
             taken: HashSet::new(),
             producer: HashMap::new(),
             materialised: HashMap::new(),
+            suffixes: HashMap::new(),
+            lsq_uses: HashMap::new(),
             declared: onnx
                 .declared
                 .iter()
@@ -402,47 +409,65 @@ impl<'m> Converter<'m> {
     /// read (ONNX requires topological order; exporters mostly comply).
     /// A cycle or an input nothing produces is an error.
     fn order<'g>(&self, onnx: &'g OnnxGraph) -> R<Vec<&'g Node>> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
         let mut available: HashSet<&str> = onnx.inputs.iter().map(|i| i.name.as_str()).collect();
         available.extend(self.sources.keys().copied());
-        let produced: HashSet<&str> =
-            onnx.nodes.iter().flat_map(|n| n.outputs.iter().map(String::as_str)).collect();
-        let mut pending: Vec<&Node> = onnx.nodes.iter().collect();
-        let mut order = Vec::with_capacity(pending.len());
-        while !pending.is_empty() {
-            let before = pending.len();
-            pending.retain(|n| {
-                let ready = n.inputs.iter().all(|i| i.is_empty() || available.contains(i.as_str()))
-                    // A Constant's value is in `sources` under its output name.
-                    || n.op == "Constant";
-                if ready {
-                    available.extend(n.outputs.iter().map(String::as_str));
-                    order.push(*n);
-                }
-                !ready
-            });
-            if pending.len() == before {
-                let n = pending[0];
-                if let Some(i) = n.inputs.iter().find(|i| {
-                    !i.is_empty()
-                        && !available.contains(i.as_str())
-                        && !produced.contains(i.as_str())
-                }) {
-                    return Err(self.node_err(n, format!("input '{i}' is never produced")));
-                }
-                let names: Vec<String> = pending
-                    .iter()
-                    .take(5)
-                    .map(|n| if n.name.is_empty() { n.op.clone() } else { n.name.clone() })
-                    .collect();
-                return Err(self.err(format!(
-                    "the graph has a cycle: nodes {} (and {} more) wait on each other",
-                    names.join(", "),
-                    pending.len().saturating_sub(5)
-                )));
+        // Which node produces each value (the first, if several claim it).
+        let mut producer: HashMap<&str, usize> = HashMap::new();
+        for (k, n) in onnx.nodes.iter().enumerate() {
+            for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+                producer.entry(o.as_str()).or_insert(k);
             }
         }
+        // Kahn's algorithm, smallest index first: a sorted graph keeps its
+        // order, and the work is linear in the edges (a hostile model of
+        // many nodes in reverse order must not take quadratic time).
+        let mut waiting = vec![0usize; onnx.nodes.len()];
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); onnx.nodes.len()];
+        for (k, n) in onnx.nodes.iter().enumerate() {
+            // A Constant's value is in `sources` under its output name.
+            if n.op == "Constant" {
+                continue;
+            }
+            for i in n.inputs.iter().filter(|i| !i.is_empty() && !available.contains(i.as_str())) {
+                match producer.get(i.as_str()) {
+                    Some(&p) => {
+                        waiting[k] += 1;
+                        readers[p].push(k);
+                    }
+                    None => return Err(self.node_err(n, format!("input '{i}' is never produced"))),
+                }
+            }
+        }
+        let mut ready: BinaryHeap<Reverse<usize>> =
+            (0..onnx.nodes.len()).filter(|&k| waiting[k] == 0).map(Reverse).collect();
+        let mut order = Vec::with_capacity(onnx.nodes.len());
+        while let Some(Reverse(k)) = ready.pop() {
+            order.push(&onnx.nodes[k]);
+            for &r in &readers[k] {
+                waiting[r] -= 1;
+                if waiting[r] == 0 {
+                    ready.push(Reverse(r));
+                }
+            }
+        }
+        if order.len() < onnx.nodes.len() {
+            let stuck: Vec<&Node> =
+                (0..onnx.nodes.len()).filter(|&k| waiting[k] > 0).map(|k| &onnx.nodes[k]).collect();
+            let names: Vec<String> = stuck
+                .iter()
+                .take(5)
+                .map(|n| if n.name.is_empty() { n.op.clone() } else { n.name.clone() })
+                .collect();
+            return Err(self.err(format!(
+                "the graph has a cycle: nodes {} (and {} more) wait on each other",
+                names.join(", "),
+                stuck.len().saturating_sub(5)
+            )));
+        }
         for o in &onnx.outputs {
-            if !available.contains(o.as_str()) {
+            if !available.contains(o.as_str()) && !producer.contains_key(o.as_str()) {
                 return Err(self.err(format!("graph output '{o}' is never produced")));
             }
         }
@@ -458,10 +483,12 @@ impl<'m> Converter<'m> {
             base = "v".into();
         }
         let mut name = base.clone();
-        let mut k = 1;
+        // Counting on from the last suffix this base got keeps many
+        // same-named values linear, not quadratic.
+        let k = self.suffixes.entry(base.clone()).or_insert(0);
         while self.taken.contains(&name) {
+            *k += 1;
             name = format!("{base}#{k}");
-            k += 1;
         }
         self.taken.insert(name.clone());
         name
@@ -548,6 +575,9 @@ impl<'m> Converter<'m> {
                     ),
                 ));
             }
+        }
+        if let Val::Dyn { name: lsq, .. } = &v {
+            *self.lsq_uses.entry(lsq.clone()).or_default() += self.uses(name);
         }
         self.vals.insert(name.clone(), v);
         Ok(())
@@ -1165,13 +1195,7 @@ impl<'m> Converter<'m> {
     /// Whether `.lsq` value `name` (the output of an ONNX node) is read by
     /// exactly one node and is not a graph output.
     fn single_use_of_lsq(&self, name: &str) -> bool {
-        // `.lsq` names of ONNX values are their ONNX names unless renamed.
-        self.vals
-            .iter()
-            .filter(|(_, v)| matches!(v, Val::Dyn { name: n, .. } if n == name))
-            .map(|(k, _)| self.uses(k))
-            .sum::<usize>()
-            == 1
+        self.lsq_uses.get(name).copied() == Some(1)
     }
 
     /// `linear(x) + b` / `conv(x) + b` with a constant `b` over the output
@@ -2681,20 +2705,29 @@ fn reduce_fn(op: &str) -> fn(&[f64]) -> f64 {
 /// `eps`, `2`, `gamma` and `beta` must be constants, and gamma and beta
 /// must vary only along the last axis.
 fn fuse_layer_norms(graph: &mut Graph, tensors: &mut Vec<GraphTensor>) {
-    loop {
-        let Some(fused) = find_layer_norm(graph, tensors) else { return };
-        let LayerNormMatch { remove, x, eps, gamma, beta, out, at } = fused;
+    // All matches are found in one scan (their intermediates are read once,
+    // so no two chains share a layer), then applied together: linear work
+    // however many chains a model has.
+    let matches = find_layer_norms(graph, tensors);
+    if matches.is_empty() {
+        return;
+    }
+    let mut taken: HashSet<String> = tensors.iter().map(|t| t.name.clone()).collect();
+    let mut remove: HashSet<usize> = HashSet::new();
+    for m in matches {
+        let LayerNormMatch { remove: chain, x, eps, gamma, beta, out, at } = m;
+        if chain.iter().chain([&at]).any(|i| remove.contains(i)) {
+            continue;
+        }
         let d = gamma.len();
-        let base = graph.layers[at].outputs[0].clone();
-        let taken: HashSet<String> = tensors.iter().map(|t| t.name.clone()).collect();
-        let unique = |s: &str| {
-            let mut n = s.to_string();
-            while taken.contains(&n) {
+        let mut unique = |s: String| {
+            let mut n = s;
+            while !taken.insert(n.clone()) {
                 n.push('#');
             }
             n
         };
-        let (gn, bn) = (unique(&format!("{base}.gamma")), unique(&format!("{base}.beta")));
+        let (gn, bn) = (unique(format!("{out}.gamma")), unique(format!("{out}.beta")));
         tensors.push(GraphTensor {
             name: gn.clone(),
             shape: vec![d],
@@ -2714,12 +2747,13 @@ fn fuse_layer_norms(graph: &mut Graph, tensors: &mut Vec<GraphTensor>) {
             weights: vec![gn, bn],
             attrs: vec![("eps".into(), Value::Float(eps as f64))],
         };
-        let mut i = 0;
-        graph.layers.retain(|_| {
-            i += 1;
-            !remove.contains(&(i - 1))
-        });
+        remove.extend(chain);
     }
+    let mut i = 0;
+    graph.layers.retain(|_| {
+        i += 1;
+        !remove.contains(&(i - 1))
+    });
 }
 
 struct LayerNormMatch {
@@ -2733,7 +2767,8 @@ struct LayerNormMatch {
     at: usize,
 }
 
-fn find_layer_norm(graph: &Graph, tensors: &[GraphTensor]) -> Option<LayerNormMatch> {
+fn find_layer_norms(graph: &Graph, tensors: &[GraphTensor]) -> Vec<LayerNormMatch> {
+    let mut matches = Vec::new();
     let producer: HashMap<&str, usize> = graph
         .layers
         .iter()
@@ -2750,10 +2785,12 @@ fn find_layer_norm(graph: &Graph, tensors: &[GraphTensor]) -> Option<LayerNormMa
         *readers.entry(o.as_str()).or_default() += 1;
     }
     let layer = |v: &str| producer.get(v).map(|&i| (i, &graph.layers[i]));
+    let by_name: HashMap<&str, &GraphTensor> =
+        tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     // The values of a `constant` layer's output.
     let constant = |v: &str| -> Option<&GraphTensor> {
         let (_, l) = layer(v)?;
-        (l.op == "constant").then(|| tensors.iter().find(|t| t.name == l.weights[0]))?
+        (l.op == "constant").then(|| by_name.get(l.weights.first()?.as_str()).copied())?
     };
     let scalar = |v: &str| constant(v).filter(|t| t.data.len() == 1).map(|t| t.data[0]);
     // A constant varying only along the last axis, as a [d] vector.
@@ -2842,7 +2879,7 @@ fn find_layer_norm(graph: &Graph, tensors: &[GraphTensor]) -> Option<LayerNormMa
                 };
                 let mut remove = chain.to_vec();
                 remove.extend([mul_i, div_i]);
-                return Some(LayerNormMatch {
+                matches.push(LayerNormMatch {
                     remove,
                     x,
                     eps,
@@ -2854,7 +2891,7 @@ fn find_layer_norm(graph: &Graph, tensors: &[GraphTensor]) -> Option<LayerNormMa
             }
         }
     }
-    None
+    matches
 }
 
 /// Drops layers whose output nothing reads (and tensors no layer names),

@@ -395,3 +395,20 @@ fn graph_of_refuses_other_formats() {
     let e = graph_of(&model, &GraphOptions::default()).unwrap_err().to_string();
     assert!(e.contains("npy files hold no graph"), "{e}");
 }
+
+#[test]
+fn nodes_out_of_order_are_sorted() {
+    // A chain of 50 Neg nodes listed last to first.
+    let mut m = Model::new(vec![value_info("x", &["3"])], vec![value_info("v50", &["3"])]);
+    for k in (1..=50).rev() {
+        let input = if k == 1 { "x".to_string() } else { format!("v{}", k - 1) };
+        m.nodes.push(node("Neg", &[&input], &[&format!("v{k}")], &[]));
+    }
+    let g = m.import(&[]).unwrap();
+    assert_eq!(g.graph.layers.len(), 50);
+    assert_eq!(
+        run(&g, &[&[1.0, -2.0, 3.0]]).remove(0),
+        [1.0, -2.0, 3.0],
+        "an even number of negations"
+    );
+}
