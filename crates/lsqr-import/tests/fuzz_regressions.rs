@@ -12,7 +12,8 @@ use lsqr_import::{Format, ImportError, SourceModel};
 
 fn check(result: Result<SourceModel, ImportError>) {
     let Ok(model) = result else { return };
-    assert!(!model.tensors.is_empty());
+    // A model has tensors, or (ONNX) a graph of nodes that needs none.
+    assert!(model.format == Format::Onnx || !model.tensors.is_empty());
     for t in &model.tensors {
         if t.element_count() > 1 << 16 {
             continue;
@@ -73,6 +74,14 @@ fn replay(target: &str, data: &[u8]) {
             Format::TorchScript,
         )),
         "onnx" => check(lsqr_import::from_bytes_as(data.to_vec(), "fuzz.onnx", Format::Onnx)),
+        // fuzz/fuzz_targets/import_onnx_graph.rs: the graph import must give
+        // a graph or an error.
+        "onnx_graph" => {
+            if let Ok(model) = lsqr_import::from_bytes_as(data.to_vec(), "fuzz.onnx", Format::Onnx)
+            {
+                let _ = lsqr_import::onnx_graph::graph_of(&model, &Default::default());
+            }
+        }
         "safetensors" => check(lsqr_import::from_bytes_as(
             data.to_vec(),
             "fuzz.safetensors",
