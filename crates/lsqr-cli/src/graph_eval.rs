@@ -81,7 +81,7 @@ fn file_bytes(
 fn run(bytes: &[u8], inputs: &[Vec<f32>]) -> Result<Vec<Output>, String> {
     let file = LsqFile::from_bytes(bytes).map_err(|e| e.to_string())?;
     let plan = Plan::new(&file).map_err(|e| e.to_string())?;
-    let mut arena = vec![0u8; plan.arena_len()];
+    let mut arena = crate::run::arena_for(&plan)?;
     let mut r = plan.bind(&mut arena).map_err(|e| e.to_string())?;
     for (i, x) in inputs.iter().enumerate() {
         r.set_input(i, x).map_err(|e| e.to_string())?;

@@ -102,6 +102,20 @@ fn output_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{safe}.npy"))
 }
 
+/// The arena a plan needs, or an error (not an abort) when the machine
+/// cannot give it: a file's input shapes decide its size.
+pub fn arena_for(plan: &Plan<'_>) -> Result<Vec<u8>, String> {
+    let mut arena = Vec::new();
+    arena.try_reserve_exact(plan.arena_len()).map_err(|_| {
+        format!(
+            "running the graph needs {} bytes of memory, which cannot be allocated",
+            plan.arena_len()
+        )
+    })?;
+    arena.resize(plan.arena_len(), 0);
+    Ok(arena)
+}
+
 /// `lsqr run`.
 pub fn run(
     model: &Path,
@@ -112,6 +126,7 @@ pub fn run(
 ) -> Result<(), String> {
     let file = LsqFile::open(model).map_err(|e| format!("{}: {e}", model.display()))?;
     let plan = Plan::new(&file).map_err(|e| format!("{}: {e}", model.display()))?;
+    let mut arena = arena_for(&plan).map_err(|e| format!("{}: {e}", model.display()))?;
     for (name, _) in inputs {
         if !plan.inputs().iter().any(|i| &i.name == name) {
             let known: Vec<&str> = plan.inputs().iter().map(|i| i.name.as_str()).collect();
@@ -141,7 +156,6 @@ pub fn run(
         }
         arrays.push(a);
     }
-    let mut arena = vec![0u8; plan.arena_len()];
     let mut runner = plan.bind(&mut arena).map_err(|e| e.to_string())?;
     for (i, a) in arrays.iter().enumerate() {
         runner.set_input(i, &a.data).map_err(|e| e.to_string())?;

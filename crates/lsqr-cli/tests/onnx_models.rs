@@ -393,3 +393,29 @@ fn small_op_graphs_match_onnxruntime() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn run_refuses_an_arena_it_cannot_allocate() {
+    use lsqr::format::{Graph, Layer, LsqWriter, Value};
+    let dir = temp_dir("huge");
+    let mut w = LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    w.add_metadata("input_shape.x", Value::IntList(vec![1 << 30, 1 << 30])).unwrap();
+    let relu = Layer {
+        op: "relu".into(),
+        inputs: vec!["x".into()],
+        outputs: vec!["y".into()],
+        weights: vec![],
+        attrs: vec![],
+    };
+    w.set_graph(Graph { inputs: vec!["x".into()], outputs: vec!["y".into()], layers: vec![relu] });
+    let path = dir.join("huge.lsq");
+    std::fs::write(&path, w.finish().unwrap().into_inner()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsqr"))
+        .args(["run", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("bytes of memory, which cannot be allocated"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
+}
