@@ -253,8 +253,36 @@ fn ints(v: &[usize]) -> Value {
     Value::IntList(v.iter().map(|&d| d as i64).collect())
 }
 
+/// Element count, saturating (shapes are checked where they are made;
+/// this must not panic on a hostile one before that).
 fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+}
+
+/// Largest dim and element count a computed value may have: far beyond
+/// any model (a 2^40-element activation is 4 TiB), and small enough that
+/// the shape arithmetic on them (sums of products of two dims or
+/// attributes) cannot overflow.
+const MAX_VALUE_DIM: usize = 1 << 32;
+const MAX_VALUE_ELEMENTS: usize = 1 << 40;
+/// Largest stride, dilation or pad an attribute may give.
+const MAX_SPATIAL_ATTR: i64 = 1 << 31;
+
+fn check_value_shape(shape: &[usize]) -> Result<(), String> {
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if shape.iter().any(|&d| d > MAX_VALUE_DIM) || count.is_none_or(|n| n > MAX_VALUE_ELEMENTS) {
+        return Err(format!("has shape {shape:?}: too large to compute"));
+    }
+    Ok(())
+}
+
+/// A constant's single value (Range bounds, Clip bounds): an error, not a
+/// panic, when it has none or several.
+fn scalar_of(c: &Const, what: &str) -> Result<f64, String> {
+    match c.data.as_slice() {
+        [v] => Ok(*v),
+        _ => Err(format!("{what} must hold one value, it holds {}", c.len())),
+    }
 }
 
 impl<'m> Converter<'m> {
@@ -548,6 +576,10 @@ impl<'m> Converter<'m> {
 
     fn set(&mut self, node: &Node, k: usize, v: Val) -> R<()> {
         let name = node.outputs.get(k).ok_or_else(|| self.node_err(node, "missing output"))?;
+        if let Val::Dyn { shape, .. } = &v {
+            check_value_shape(shape)
+                .map_err(|m| self.node_err(node, format!("output '{name}' {m}")))?;
+        }
         if let Val::Const(c) = &v {
             tensor::numel(&c.shape).map_err(|m| self.node_err(node, m))?;
         }
@@ -797,6 +829,9 @@ impl<'m> Converter<'m> {
         if node.attrs.iter().any(|(_, a)| matches!(a, Attr::Graph)) {
             return Err(self.node_err(node, "subgraphs (If, Loop, Scan) are not supported"));
         }
+        if node.outputs.first().is_none_or(String::is_empty) {
+            return Err(self.node_err(node, "has no output"));
+        }
         match node.op.as_str() {
             "Constant" => {
                 let name = node.outputs.first().cloned().unwrap_or_default();
@@ -847,7 +882,9 @@ impl<'m> Converter<'m> {
             "Range" => {
                 let [s, l, d] = [0, 1, 2].map(|k| self.need_const(node, k, "start/limit/delta"));
                 let (s, l, d) = (s?, l?, d?);
-                let (start, limit, delta) = (s.data[0], l.data[0], d.data[0]);
+                let one = |c: &Const, w: &str| scalar_of(c, w).map_err(|m| self.node_err(node, m));
+                let (start, limit, delta) =
+                    (one(&s, "start")?, one(&l, "limit")?, one(&d, "delta")?);
                 if delta == 0.0 || !delta.is_finite() {
                     return Err(self.node_err(node, "delta must be finite and non-zero"));
                 }
@@ -1104,9 +1141,14 @@ impl<'m> Converter<'m> {
                 self.attr_float(node, "max", f32::INFINITY)?,
             )
         } else {
-            let lo =
-                self.opt_const(node, 1, "min")?.map_or(f32::NEG_INFINITY, |c| c.data[0] as f32);
-            let hi = self.opt_const(node, 2, "max")?.map_or(f32::INFINITY, |c| c.data[0] as f32);
+            let lo = match self.opt_const(node, 1, "min")? {
+                None => f32::NEG_INFINITY,
+                Some(c) => scalar_of(&c, "min").map_err(|m| self.node_err(node, m))? as f32,
+            };
+            let hi = match self.opt_const(node, 2, "max")? {
+                None => f32::INFINITY,
+                Some(c) => scalar_of(&c, "max").map_err(|m| self.node_err(node, m))? as f32,
+            };
             (lo, hi)
         };
         if let Val::Const(_) = x {
@@ -1472,10 +1514,17 @@ impl<'m> Converter<'m> {
         transpose: bool,
     ) -> R<Spatial> {
         let nd = kernel.len();
+        if kernel.contains(&0) || kernel.iter().any(|&k| k > MAX_VALUE_DIM) {
+            return Err(
+                self.node_err(node, format!("kernel {kernel:?} must be at least 1 on every axis"))
+            );
+        }
         let get = |name: &str, default: usize| -> R<Vec<usize>> {
             match self.attr_ints(node, name)? {
                 None => Ok(vec![default; nd]),
-                Some(v) if v.len() == nd && v.iter().all(|&x| x >= 0) => {
+                Some(v)
+                    if v.len() == nd && v.iter().all(|&x| (0..=MAX_SPATIAL_ATTR).contains(&x)) =>
+                {
                     Ok(v.iter().map(|&x| x as usize).collect())
                 }
                 Some(v) => Err(self
@@ -1489,7 +1538,9 @@ impl<'m> Converter<'m> {
         }
         let mut pads = match self.attr_ints(node, "pads")? {
             None => vec![0; 2 * nd],
-            Some(v) if v.len() == 2 * nd && v.iter().all(|&x| x >= 0) => {
+            Some(v)
+                if v.len() == 2 * nd && v.iter().all(|&x| (0..=MAX_SPATIAL_ATTR).contains(&x)) =>
+            {
                 v.iter().map(|&x| x as usize).collect()
             }
             Some(v) => {
@@ -1580,7 +1631,7 @@ impl<'m> Converter<'m> {
             vec![0; nd]
         };
         let cout = w.shape[0];
-        if xs[1] != w.shape[1] * groups || cout % groups != 0 {
+        if Some(xs[1]) != w.shape[1].checked_mul(groups) || !cout.is_multiple_of(groups) {
             return Err(self.node_err(
                 node,
                 format!("input {xs:?}, weight {:?} and group {groups} do not agree", w.shape),
@@ -1676,7 +1727,7 @@ impl<'m> Converter<'m> {
         let sp = self.spatial(node, &xs[2..], &kernel, true)?;
         let op_ = match self.attr_ints(node, "output_padding")? {
             None => vec![0, 0],
-            Some(v) if v.len() == 2 && v.iter().all(|&p| p >= 0) => {
+            Some(v) if v.len() == 2 && v.iter().all(|&p| (0..=MAX_SPATIAL_ATTR).contains(&p)) => {
                 v.iter().map(|&p| p as usize).collect()
             }
             Some(v) => return Err(self.node_err(node, format!("output_padding {v:?} is invalid"))),
@@ -1687,7 +1738,13 @@ impl<'m> Converter<'m> {
                 format!("input {xs:?}, weight {:?} and group {groups} do not agree", w.shape),
             ));
         }
-        let cout = w.shape[1] * groups;
+        let cout =
+            w.shape[1].checked_mul(groups).filter(|&c| c <= MAX_VALUE_DIM).ok_or_else(|| {
+                self.node_err(
+                    node,
+                    format!("weight {:?} and group {groups} give too many channels", w.shape),
+                )
+            })?;
         let mut out = vec![xs[0], cout];
         for i in 0..2 {
             let full = sp.strides[i] * (xs[2 + i].saturating_sub(1))
@@ -2589,7 +2646,15 @@ fn const_matmul(a: &Const, b: &Const, out: &[usize]) -> Result<Const, String> {
     let (m, k, n) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
     let batch = tensor::broadcast(&[&a2[..a2.len() - 2], &b2[..b2.len() - 2]])?;
     let nb = tensor::numel(&batch)?;
-    tensor::numel(out)?;
+    tensor::grown(out, a.len().max(b.len()))?;
+    // Folding runs before anything else is bounded: cap its work too.
+    let work = [nb, m, k, n].iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if work.is_none_or(|w| w > 1 << 31) {
+        return Err(format!(
+            "folding a matmul of {:?} and {:?} is too much work",
+            a.shape, b.shape
+        ));
+    }
     let ai = tensor::broadcast_index(&a2[..a2.len() - 2], &batch);
     let bi = tensor::broadcast_index(&b2[..b2.len() - 2], &batch);
     let mut data = Vec::with_capacity(nb * m * n);
