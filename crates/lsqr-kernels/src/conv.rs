@@ -296,7 +296,26 @@ fn conv_with(
     scratch: &mut [f32],
 ) -> Result<(), OpError> {
     let op = run.op;
-    let g = Geometry::new(op, weight_shape, input_shape, params)?;
+    let mut g = Geometry::new(op, weight_shape, input_shape, params)?;
+    // A convolution along H alone (`w == kw == 1`, no W padding: Magika's
+    // `[n, c, 512, 1]`) is the same as one along W with the axes swapped:
+    // the input, weight and output memory are identical, and so is the
+    // order of the taps (one of `ky`, `kx` is always 0). Along W the
+    // im2col packing copies runs of pixels instead of one pixel at a time.
+    let swapped;
+    let params = if g.w == 1 && g.kw == 1 && params.padding[1] == 0 && g.h > 1 {
+        g = Geometry { h: g.w, w: g.h, kh: g.kw, kw: g.kh, oh: g.ow, ow: g.oh, ..g };
+        let flip = |[a, b]: [usize; 2]| [b, a];
+        swapped = Conv2dParams {
+            stride: flip(params.stride),
+            padding: flip(params.padding),
+            dilation: flip(params.dilation),
+            ..*params
+        };
+        &swapped
+    } else {
+        params
+    };
     check_len(op, "input", g.input_len(), input.len())?;
     check_len(op, "output", g.output_len(), output.len())?;
     if let Some(b) = bias {

@@ -326,6 +326,11 @@ fn conv2d_crosses_every_block() {
     assert!(conv_case([128, 1, 3, 3], [1, 128, 64, 64], &p, 4, 3, 5));
     // 1x1: a plain GEMM over pixels.
     assert!(conv_case([24, 16, 1, 1], [2, 16, 9, 7], &Conv2dParams::default(), 4, 1, 4));
+    // Along H only (`w == kw == 1`, Magika's shape): run with H and W
+    // swapped; strided, padded along H, dilated, and grouped.
+    assert!(conv_case([40, 24, 5, 1], [1, 24, 300, 1], &Conv2dParams::default(), 4, 3, 6));
+    let p = Conv2dParams { stride: [2, 1], padding: [2, 0], dilation: [2, 1], groups: 2 };
+    assert!(conv_case([12, 5, 3, 1], [2, 10, 37, 1], &p, 8, 2, 7));
 }
 
 #[test]
