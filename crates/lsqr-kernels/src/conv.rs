@@ -587,6 +587,11 @@ fn im2col_gemm(
 /// `dst[(j / nr) nr kc + (t - pc) nr + j % nr]`, for taps `pc..pc + kc`
 /// and pixels `jc..jc + nc`, zeros for padding and past pixel `nc`. Each
 /// run of pixels on one output row and one panel is a (strided) copy.
+/// Panel by panel, so the stores are sequential (tap by tap across the
+/// panels, `nr kc` floats apart, they all fell in the same L1 sets); the
+/// pixels and taps are walked with counters (`nr` and the kernel size
+/// are not constants: `/` was a hardware division), and short runs are
+/// copied inline rather than through `memcpy`.
 #[allow(clippy::too_many_arguments)]
 fn im2col_pack(
     g: &Geometry,
@@ -604,46 +609,121 @@ fn im2col_pack(
     let [dh, dw] = p.dilation;
     let khw = g.kh * g.kw;
     let panels = nc.div_ceil(nr);
-    for t in pc..pc + kc {
-        let (ic, ky, kx) = (t / khw, t % khw / g.kw, t % g.kw);
-        let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
-        let base = (t - pc) * nr;
-        // This tap's valid output rows and columns (the only divisions).
-        let (oy_lo, oy_hi) = valid_range(0, g.oh, sh, ky * dh, ph, g.h);
-        let (ox_lo, ox_hi) = valid_range(0, g.ow, sw, kx * dw, pw, g.w);
-        let (mut oy, mut ox) = (jc / g.ow, jc % g.ow);
-        let mut j = 0;
-        while j < nc {
-            let run = (g.ow - ox).min(nr - j % nr).min(nc - j);
-            let out = &mut dst[(j / nr) * nr * kc + base + j % nr..][..run];
-            let (x0, x1) = (ox_lo.max(ox), ox_hi.min(ox + run));
-            if oy < oy_lo || oy >= oy_hi || x0 >= x1 {
-                out.fill(0.0);
-            } else {
+    let (t_ic, t_ky, t_kx) = (pc / khw, pc % khw / g.kw, pc % g.kw);
+    // The first pixel of the current panel.
+    let (mut py, mut px) = (jc / g.ow, jc % g.ow);
+    for (panel, pdst) in dst.chunks_exact_mut(nr * kc).take(panels).enumerate() {
+        let jn = nr.min(nc - panel * nr);
+        let (mut ic, mut ky, mut kx) = (t_ic, t_ky, t_kx);
+        for tdst in pdst.chunks_exact_mut(nr) {
+            let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
+            // This tap's valid output rows and columns.
+            let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
+            let (ox_lo, ox_hi) = valid_range_fast(g.ow, sw, kx * dw, pw, g.w);
+            let (mut oy, mut ox) = (py, px);
+            // The common case: a full panel inside one output row, every
+            // pixel reading the input (stride 1): one contiguous copy.
+            if sw == 1
+                && jn == nr
+                && ox + nr <= g.ow
+                && (oy_lo..oy_hi).contains(&oy)
+                && ox >= ox_lo
+                && ox + nr <= ox_hi
+            {
                 let y = oy * sh + ky * dh - ph;
-                let row = &plane[y * g.w..(y + 1) * g.w];
-                let (a, b) = (x0 - ox, x1 - ox);
-                out[..a].fill(0.0);
-                out[b..].fill(0.0);
-                let first = x0 * sw + kx * dw - pw;
-                if sw == 1 {
-                    out[a..b].copy_from_slice(&row[first..first + (b - a)]);
-                } else {
-                    for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw)) {
-                        *o = v;
+                let first = y * g.w + ox + kx * dw - pw;
+                copy_short(tdst, &plane[first..first + nr]);
+            } else {
+                let mut jj = 0;
+                while jj < jn {
+                    let run = (g.ow - ox).min(jn - jj);
+                    let out = &mut tdst[jj..jj + run];
+                    let (x0, x1) = (ox_lo.max(ox), ox_hi.min(ox + run));
+                    if oy < oy_lo || oy >= oy_hi || x0 >= x1 {
+                        zero_short(out);
+                    } else {
+                        let y = oy * sh + ky * dh - ph;
+                        let row = &plane[y * g.w..(y + 1) * g.w];
+                        let (a, b) = (x0 - ox, x1 - ox);
+                        zero_short(&mut out[..a]);
+                        zero_short(&mut out[b..]);
+                        let first = x0 * sw + kx * dw - pw;
+                        if sw == 1 {
+                            copy_short(&mut out[a..b], &row[first..first + (b - a)]);
+                        } else {
+                            for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw))
+                            {
+                                *o = v;
+                            }
+                        }
+                    }
+                    jj += run;
+                    ox += run;
+                    if ox == g.ow {
+                        ox = 0;
+                        oy += 1;
                     }
                 }
+                zero_short(&mut tdst[jn..]);
             }
-            j += run;
-            ox += run;
-            if ox == g.ow {
-                ox = 0;
-                oy += 1;
+            kx += 1;
+            if kx == g.kw {
+                kx = 0;
+                ky += 1;
+                if ky == g.kh {
+                    ky = 0;
+                    ic += 1;
+                }
             }
         }
-        for j in nc..panels * nr {
-            dst[(j / nr) * nr * kc + base + j % nr] = 0.0;
+        px += nr;
+        while px >= g.ow {
+            px -= g.ow;
+            py += 1;
         }
+    }
+}
+
+/// [`valid_range`] over all `count` outputs, without a division when the
+/// stride is 1 (the common case, now called per tap and panel).
+#[inline(always)]
+fn valid_range_fast(count: usize, s: usize, off: usize, pad: usize, len: usize) -> (usize, usize) {
+    if s != 1 {
+        return valid_range(0, count, s, off, pad, len);
+    }
+    let first = pad.saturating_sub(off);
+    let end = (len + pad).saturating_sub(off).min(count);
+    if first < end {
+        (first, end)
+    } else {
+        (0, 0)
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of [`im2col_pack`]
+/// (at most a panel wide), four at a time inline instead of a call.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d4 = dst.chunks_exact_mut(4);
+    let mut s4 = src.chunks_exact(4);
+    for (d, s) in (&mut d4).zip(&mut s4) {
+        let v: [f32; 4] = [s[0], s[1], s[2], s[3]];
+        d.copy_from_slice(&v);
+    }
+    for (o, &v) in d4.into_remainder().iter_mut().zip(s4.remainder()) {
+        *o = v;
+    }
+}
+
+/// `dst.fill(0.0)` for short runs, inline.
+#[inline(always)]
+fn zero_short(dst: &mut [f32]) {
+    let mut d4 = dst.chunks_exact_mut(4);
+    for d in &mut d4 {
+        d.copy_from_slice(&[0.0; 4]);
+    }
+    for o in d4.into_remainder() {
+        *o = 0.0;
     }
 }
 
