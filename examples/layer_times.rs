@@ -68,13 +68,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut order: Vec<usize> = (0..layers).collect();
     order.sort_by(|&a, &b| median[b].total_cmp(&median[a]));
     println!("\nslowest layers:");
-    for &i in order.iter().take(25) {
+    let top = std::env::var("LT_TOP").ok().and_then(|s| s.parse().ok()).unwrap_or(25);
+    for &i in order.iter().take(top) {
         let l = graph_layers[i];
-        let ins: Vec<_> = l.inputs.iter().map(|n| shapes.get(n.as_str()).copied().unwrap_or(&[])).collect();
+        let ins: Vec<_> =
+            l.inputs.iter().map(|n| shapes.get(n.as_str()).copied().unwrap_or(&[])).collect();
         let out = l.outputs.first().and_then(|n| shapes.get(n.as_str()).copied()).unwrap_or(&[]);
-        let ws: Vec<String> = l.weights.iter().map(|w| {
-            file.tensor_index(w).map(|t| format!("{:?}", file.tensors()[t].shape)).unwrap_or_default()
-        }).collect();
+        let ws: Vec<String> = l
+            .weights
+            .iter()
+            .map(|w| {
+                file.tensor_index(w)
+                    .map(|t| format!("{:?}", file.tensors()[t].shape))
+                    .unwrap_or_default()
+            })
+            .collect();
         println!(
             "{i:>4} {:<14} {:>8.3} ms  in {ins:?} w {ws:?} -> {out:?} {:?}",
             l.op, median[i], l.attrs

@@ -15,8 +15,8 @@ pub fn read_npy(path: &std::path::Path) -> Result<(Vec<usize>, Vec<f32>), String
     } else {
         (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
     };
-    let header = std::str::from_utf8(b.get(hstart..hstart + hlen).ok_or_else(bad)?)
-        .map_err(|_| bad())?;
+    let header =
+        std::str::from_utf8(b.get(hstart..hstart + hlen).ok_or_else(bad)?).map_err(|_| bad())?;
     let descr = header.split("'descr':").nth(1).ok_or_else(bad)?;
     let descr = descr.split('\'').nth(1).ok_or_else(bad)?;
     if header.contains("'fortran_order': True") {
