@@ -398,9 +398,11 @@ pub(crate) fn depthwise_plane_impl(p: &DwPlane<'_>, out: &mut [f32]) {
     let [ph, pw] = p.padding;
     let [dh, dw] = p.dilation;
     out.fill(p.bias);
+    // Rows of at least 16 outputs (so most are in eight-wide chunks) by
+    // output rows; narrower ones (10 x 10 planes) tap by tap, below.
     match sw {
-        1 => return depthwise_rows::<1>(p, out),
-        2 => return depthwise_rows::<2>(p, out),
+        1 if p.ow >= 16 => return depthwise_rows::<1>(p, out),
+        2 if p.ow >= 16 => return depthwise_rows::<2>(p, out),
         _ => {}
     }
     for ky in 0..p.kh {
@@ -471,23 +473,23 @@ fn depthwise_rows<const SW: usize>(p: &DwPlane<'_>, out: &mut [f32]) {
             };
             let irow = &p.input[y * w..(y + 1) * w];
             let taps = &p.filter[ky * kw..(ky + 1) * kw];
-            let edge = |ox: usize, o: &mut f32| {
-                for (kx, &t) in taps.iter().enumerate() {
-                    if let Some(&v) = (ox * SW + kx * dw).checked_sub(pw).and_then(|i| irow.get(i))
-                    {
-                        *o += t * v;
-                    }
-                }
-            };
             for (ox, o) in orow[..x_lo].iter_mut().enumerate() {
-                edge(ox, o);
+                dw_edge::<SW>(taps, irow, ox, dw, pw, o);
             }
             for (ox, o) in orow[x_hi..].iter_mut().enumerate() {
-                edge(x_hi + ox, o);
+                dw_edge::<SW>(taps, irow, x_hi + ox, dw, pw, o);
             }
             let mut ox = x_lo;
-            // The last input read is `s + 7 SW`, inside the row for every
-            // interior output; chunks stop while that holds.
+            // Interior outputs read inside the row. Four or two chunks
+            // of eight at a time, then one.
+            while ox + 32 <= x_hi {
+                dw_chunks::<SW, 4>(taps, irow, &mut orow[ox..ox + 32], ox, dw, pw);
+                ox += 32;
+            }
+            while ox + 16 <= x_hi {
+                dw_chunks::<SW, 2>(taps, irow, &mut orow[ox..ox + 16], ox, dw, pw);
+                ox += 16;
+            }
             while ox + 8 <= x_hi {
                 let dst: &mut [f32; 8] = (&mut orow[ox..ox + 8]).try_into().expect("8 outputs");
                 let mut acc = *dst;
@@ -507,6 +509,54 @@ fn depthwise_rows<const SW: usize>(p: &DwPlane<'_>, out: &mut [f32]) {
                     *o += t * irow[ox * SW + kx * dw - pw];
                 }
             }
+        }
+    }
+}
+
+/// `C` chunks of eight interior outputs `dst` from column `ox` of a
+/// depthwise row: each output's taps added in order (`C` independent
+/// chains of dependent adds keep the adder busy).
+#[inline(always)]
+fn dw_chunks<const SW: usize, const C: usize>(
+    taps: &[f32],
+    irow: &[f32],
+    dst: &mut [f32],
+    ox: usize,
+    dw: usize,
+    pw: usize,
+) {
+    let mut acc = [[0.0f32; 8]; C];
+    for (c, a) in acc.iter_mut().enumerate() {
+        a.copy_from_slice(&dst[8 * c..8 * c + 8]);
+    }
+    for (kx, &t) in taps.iter().enumerate() {
+        let s = ox * SW + kx * dw - pw;
+        let src = &irow[s..s + (8 * C - 1) * SW + 1];
+        for (c, a) in acc.iter_mut().enumerate() {
+            for k in 0..8 {
+                a[k] += t * src[(8 * c + k) * SW];
+            }
+        }
+    }
+    for (c, a) in acc.iter().enumerate() {
+        dst[8 * c..8 * c + 8].copy_from_slice(a);
+    }
+}
+
+/// One output `o` at column `ox` near an edge of a depthwise row: the
+/// filter row's taps that fall inside `irow`, in order.
+#[inline(always)]
+fn dw_edge<const SW: usize>(
+    taps: &[f32],
+    irow: &[f32],
+    ox: usize,
+    dw: usize,
+    pw: usize,
+    o: &mut f32,
+) {
+    for (kx, &t) in taps.iter().enumerate() {
+        if let Some(&v) = (ox * SW + kx * dw).checked_sub(pw).and_then(|i| irow.get(i)) {
+            *o += t * v;
         }
     }
 }
