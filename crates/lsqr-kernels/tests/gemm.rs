@@ -326,6 +326,10 @@ fn conv2d_crosses_every_block() {
     assert!(conv_case([128, 1, 3, 3], [1, 128, 64, 64], &p, 4, 3, 5));
     // 1x1: a plain GEMM over pixels.
     assert!(conv_case([24, 16, 1, 1], [2, 16, 9, 7], &Conv2dParams::default(), 4, 1, 4));
+    // More row blocks (> MC output channels) than column blocks, deeper
+    // than KC: the weight-outer loop order of the GEMM with row-major C.
+    let p = Conv2dParams { padding: [1, 1], ..Conv2dParams::default() };
+    assert!(conv_case([150, 30, 3, 3], [1, 30, 6, 6], &p, 4, 3, 10));
     // Depthwise rows wide enough for eight interior outputs at a time:
     // 5x5 at stride 1 and 2, dilated, with edges on both sides.
     let p = Conv2dParams { stride: [1, 2], padding: [2, 2], dilation: [1, 2], groups: 6 };
