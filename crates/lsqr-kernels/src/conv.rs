@@ -296,7 +296,26 @@ fn conv_with(
     scratch: &mut [f32],
 ) -> Result<(), OpError> {
     let op = run.op;
-    let g = Geometry::new(op, weight_shape, input_shape, params)?;
+    let mut g = Geometry::new(op, weight_shape, input_shape, params)?;
+    // A convolution along H alone (`w == kw == 1`, no W padding: Magika's
+    // `[n, c, 512, 1]`) is the same as one along W with the axes swapped:
+    // the input, weight and output memory are identical, and so is the
+    // order of the taps (one of `ky`, `kx` is always 0). Along W the
+    // im2col packing copies runs of pixels instead of one pixel at a time.
+    let swapped;
+    let params = if g.w == 1 && g.kw == 1 && params.padding[1] == 0 && g.h > 1 {
+        g = Geometry { h: g.w, w: g.h, kh: g.kw, kw: g.kh, oh: g.ow, ow: g.oh, ..g };
+        let flip = |[a, b]: [usize; 2]| [b, a];
+        swapped = Conv2dParams {
+            stride: flip(params.stride),
+            padding: flip(params.padding),
+            dilation: flip(params.dilation),
+            ..*params
+        };
+        &swapped
+    } else {
+        params
+    };
     check_len(op, "input", g.input_len(), input.len())?;
     check_len(op, "output", g.output_len(), output.len())?;
     if let Some(b) = bias {
@@ -379,6 +398,13 @@ pub(crate) fn depthwise_plane_impl(p: &DwPlane<'_>, out: &mut [f32]) {
     let [ph, pw] = p.padding;
     let [dh, dw] = p.dilation;
     out.fill(p.bias);
+    // Rows of at least 16 outputs (so most are in eight-wide chunks) by
+    // output rows; narrower ones (10 x 10 planes) tap by tap, below.
+    match sw {
+        1 if p.ow >= 16 => return depthwise_rows::<1>(p, out),
+        2 if p.ow >= 16 => return depthwise_rows::<2>(p, out),
+        _ => {}
+    }
     for ky in 0..p.kh {
         let (oy0, oy1) = valid_range(0, p.oh, sh, ky * dh, ph, p.h);
         if oy0 == oy1 {
@@ -416,6 +442,121 @@ pub(crate) fn depthwise_plane_impl(p: &DwPlane<'_>, out: &mut [f32]) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// [`depthwise_plane_impl`] for stride `SW` (1 or 2) along W, output
+/// row by output row: eight outputs are held in registers while every tap
+/// of a filter row adds into them (taking tap by tap over whole rows, a
+/// 5x5 filter on 20-wide planes spent its time in loop overhead and
+/// 4-wide tails, and stride 2 was a scalar loop). Each output still sums
+/// its taps in `(ky, kx)` order, a multiply then an add, skipping taps
+/// that fall in the padding: the same values as tap by tap.
+#[inline(always)]
+fn depthwise_rows<const SW: usize>(p: &DwPlane<'_>, out: &mut [f32]) {
+    let [sh, _] = p.stride;
+    let [ph, pw] = p.padding;
+    let [dh, dw] = p.dilation;
+    let (w, ow, kw) = (p.w, p.ow, p.kw);
+    // Outputs whose every tap along W is inside the row: `ox SW >= pw`
+    // and `ox SW + (kw - 1) dw - pw < w`.
+    let x_lo = pw.div_ceil(SW).min(ow);
+    let x_hi = match (w + pw).checked_sub((kw - 1) * dw + 1) {
+        Some(last) => (last / SW + 1).min(ow).max(x_lo),
+        None => x_lo,
+    };
+    for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
+        for ky in 0..p.kh {
+            let Some(y) = (oy * sh + ky * dh).checked_sub(ph).filter(|&y| y < p.h) else {
+                continue;
+            };
+            let irow = &p.input[y * w..(y + 1) * w];
+            let taps = &p.filter[ky * kw..(ky + 1) * kw];
+            for (ox, o) in orow[..x_lo].iter_mut().enumerate() {
+                dw_edge::<SW>(taps, irow, ox, dw, pw, o);
+            }
+            for (ox, o) in orow[x_hi..].iter_mut().enumerate() {
+                dw_edge::<SW>(taps, irow, x_hi + ox, dw, pw, o);
+            }
+            let mut ox = x_lo;
+            // Interior outputs read inside the row. Four or two chunks
+            // of eight at a time, then one.
+            while ox + 32 <= x_hi {
+                dw_chunks::<SW, 4>(taps, irow, &mut orow[ox..ox + 32], ox, dw, pw);
+                ox += 32;
+            }
+            while ox + 16 <= x_hi {
+                dw_chunks::<SW, 2>(taps, irow, &mut orow[ox..ox + 16], ox, dw, pw);
+                ox += 16;
+            }
+            while ox + 8 <= x_hi {
+                let dst: &mut [f32; 8] = (&mut orow[ox..ox + 8]).try_into().expect("8 outputs");
+                let mut acc = *dst;
+                for (kx, &t) in taps.iter().enumerate() {
+                    let s = ox * SW + kx * dw - pw;
+                    let src = &irow[s..s + 7 * SW + 1];
+                    for k in 0..8 {
+                        acc[k] += t * src[k * SW];
+                    }
+                }
+                *dst = acc;
+                ox += 8;
+            }
+            for (i, o) in orow[ox..x_hi].iter_mut().enumerate() {
+                let ox = ox + i;
+                for (kx, &t) in taps.iter().enumerate() {
+                    *o += t * irow[ox * SW + kx * dw - pw];
+                }
+            }
+        }
+    }
+}
+
+/// `C` chunks of eight interior outputs `dst` from column `ox` of a
+/// depthwise row: each output's taps added in order (`C` independent
+/// chains of dependent adds keep the adder busy).
+#[inline(always)]
+fn dw_chunks<const SW: usize, const C: usize>(
+    taps: &[f32],
+    irow: &[f32],
+    dst: &mut [f32],
+    ox: usize,
+    dw: usize,
+    pw: usize,
+) {
+    let mut acc = [[0.0f32; 8]; C];
+    for (c, a) in acc.iter_mut().enumerate() {
+        a.copy_from_slice(&dst[8 * c..8 * c + 8]);
+    }
+    for (kx, &t) in taps.iter().enumerate() {
+        let s = ox * SW + kx * dw - pw;
+        let src = &irow[s..s + (8 * C - 1) * SW + 1];
+        for (c, a) in acc.iter_mut().enumerate() {
+            for k in 0..8 {
+                a[k] += t * src[(8 * c + k) * SW];
+            }
+        }
+    }
+    for (c, a) in acc.iter().enumerate() {
+        dst[8 * c..8 * c + 8].copy_from_slice(a);
+    }
+}
+
+/// One output `o` at column `ox` near an edge of a depthwise row: the
+/// filter row's taps that fall inside `irow`, in order.
+#[inline(always)]
+fn dw_edge<const SW: usize>(
+    taps: &[f32],
+    irow: &[f32],
+    ox: usize,
+    dw: usize,
+    pw: usize,
+    o: &mut f32,
+) {
+    for (kx, &t) in taps.iter().enumerate() {
+        if let Some(&v) = (ox * SW + kx * dw).checked_sub(pw).and_then(|i| irow.get(i)) {
+            *o += t * v;
         }
     }
 }
@@ -568,6 +709,11 @@ fn im2col_gemm(
 /// `dst[(j / nr) nr kc + (t - pc) nr + j % nr]`, for taps `pc..pc + kc`
 /// and pixels `jc..jc + nc`, zeros for padding and past pixel `nc`. Each
 /// run of pixels on one output row and one panel is a (strided) copy.
+/// Panel by panel, so the stores are sequential (tap by tap across the
+/// panels, `nr kc` floats apart, they all fell in the same L1 sets); the
+/// pixels and taps are walked with counters (`nr` and the kernel size
+/// are not constants: `/` was a hardware division), and short runs are
+/// copied inline rather than through `memcpy`.
 #[allow(clippy::too_many_arguments)]
 fn im2col_pack(
     g: &Geometry,
@@ -585,46 +731,121 @@ fn im2col_pack(
     let [dh, dw] = p.dilation;
     let khw = g.kh * g.kw;
     let panels = nc.div_ceil(nr);
-    for t in pc..pc + kc {
-        let (ic, ky, kx) = (t / khw, t % khw / g.kw, t % g.kw);
-        let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
-        let base = (t - pc) * nr;
-        // This tap's valid output rows and columns (the only divisions).
-        let (oy_lo, oy_hi) = valid_range(0, g.oh, sh, ky * dh, ph, g.h);
-        let (ox_lo, ox_hi) = valid_range(0, g.ow, sw, kx * dw, pw, g.w);
-        let (mut oy, mut ox) = (jc / g.ow, jc % g.ow);
-        let mut j = 0;
-        while j < nc {
-            let run = (g.ow - ox).min(nr - j % nr).min(nc - j);
-            let out = &mut dst[(j / nr) * nr * kc + base + j % nr..][..run];
-            let (x0, x1) = (ox_lo.max(ox), ox_hi.min(ox + run));
-            if oy < oy_lo || oy >= oy_hi || x0 >= x1 {
-                out.fill(0.0);
-            } else {
+    let (t_ic, t_ky, t_kx) = (pc / khw, pc % khw / g.kw, pc % g.kw);
+    // The first pixel of the current panel.
+    let (mut py, mut px) = (jc / g.ow, jc % g.ow);
+    for (panel, pdst) in dst.chunks_exact_mut(nr * kc).take(panels).enumerate() {
+        let jn = nr.min(nc - panel * nr);
+        let (mut ic, mut ky, mut kx) = (t_ic, t_ky, t_kx);
+        for tdst in pdst.chunks_exact_mut(nr) {
+            let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
+            // This tap's valid output rows and columns.
+            let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
+            let (ox_lo, ox_hi) = valid_range_fast(g.ow, sw, kx * dw, pw, g.w);
+            let (mut oy, mut ox) = (py, px);
+            // The common case: a full panel inside one output row, every
+            // pixel reading the input (stride 1): one contiguous copy.
+            if sw == 1
+                && jn == nr
+                && ox + nr <= g.ow
+                && (oy_lo..oy_hi).contains(&oy)
+                && ox >= ox_lo
+                && ox + nr <= ox_hi
+            {
                 let y = oy * sh + ky * dh - ph;
-                let row = &plane[y * g.w..(y + 1) * g.w];
-                let (a, b) = (x0 - ox, x1 - ox);
-                out[..a].fill(0.0);
-                out[b..].fill(0.0);
-                let first = x0 * sw + kx * dw - pw;
-                if sw == 1 {
-                    out[a..b].copy_from_slice(&row[first..first + (b - a)]);
-                } else {
-                    for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw)) {
-                        *o = v;
+                let first = y * g.w + ox + kx * dw - pw;
+                copy_short(tdst, &plane[first..first + nr]);
+            } else {
+                let mut jj = 0;
+                while jj < jn {
+                    let run = (g.ow - ox).min(jn - jj);
+                    let out = &mut tdst[jj..jj + run];
+                    let (x0, x1) = (ox_lo.max(ox), ox_hi.min(ox + run));
+                    if oy < oy_lo || oy >= oy_hi || x0 >= x1 {
+                        zero_short(out);
+                    } else {
+                        let y = oy * sh + ky * dh - ph;
+                        let row = &plane[y * g.w..(y + 1) * g.w];
+                        let (a, b) = (x0 - ox, x1 - ox);
+                        zero_short(&mut out[..a]);
+                        zero_short(&mut out[b..]);
+                        let first = x0 * sw + kx * dw - pw;
+                        if sw == 1 {
+                            copy_short(&mut out[a..b], &row[first..first + (b - a)]);
+                        } else {
+                            for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw))
+                            {
+                                *o = v;
+                            }
+                        }
+                    }
+                    jj += run;
+                    ox += run;
+                    if ox == g.ow {
+                        ox = 0;
+                        oy += 1;
                     }
                 }
+                zero_short(&mut tdst[jn..]);
             }
-            j += run;
-            ox += run;
-            if ox == g.ow {
-                ox = 0;
-                oy += 1;
+            kx += 1;
+            if kx == g.kw {
+                kx = 0;
+                ky += 1;
+                if ky == g.kh {
+                    ky = 0;
+                    ic += 1;
+                }
             }
         }
-        for j in nc..panels * nr {
-            dst[(j / nr) * nr * kc + base + j % nr] = 0.0;
+        px += nr;
+        while px >= g.ow {
+            px -= g.ow;
+            py += 1;
         }
+    }
+}
+
+/// [`valid_range`] over all `count` outputs, without a division when the
+/// stride is 1 (the common case, now called per tap and panel).
+#[inline(always)]
+fn valid_range_fast(count: usize, s: usize, off: usize, pad: usize, len: usize) -> (usize, usize) {
+    if s != 1 {
+        return valid_range(0, count, s, off, pad, len);
+    }
+    let first = pad.saturating_sub(off);
+    let end = (len + pad).saturating_sub(off).min(count);
+    if first < end {
+        (first, end)
+    } else {
+        (0, 0)
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of [`im2col_pack`]
+/// (at most a panel wide), four at a time inline instead of a call.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d4 = dst.chunks_exact_mut(4);
+    let mut s4 = src.chunks_exact(4);
+    for (d, s) in (&mut d4).zip(&mut s4) {
+        let v: [f32; 4] = [s[0], s[1], s[2], s[3]];
+        d.copy_from_slice(&v);
+    }
+    for (o, &v) in d4.into_remainder().iter_mut().zip(s4.remainder()) {
+        *o = v;
+    }
+}
+
+/// `dst.fill(0.0)` for short runs, inline.
+#[inline(always)]
+fn zero_short(dst: &mut [f32]) {
+    let mut d4 = dst.chunks_exact_mut(4);
+    for d in &mut d4 {
+        d.copy_from_slice(&[0.0; 4]);
+    }
+    for o in d4.into_remainder() {
+        *o = 0.0;
     }
 }
 

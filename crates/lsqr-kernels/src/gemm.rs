@@ -171,6 +171,9 @@ pub(crate) fn gemm(
     let (bbuf, rest) = scratch.split_at_mut(ncp_max * k);
     let (abuf, cbuf) = rest.split_at_mut(m.min(MC) * k.min(KC));
     let mut tile = [0.0f32; TILE];
+    if c.cs == 1 {
+        return gemm_rows(kern, w, row0, m, n, pack_b, c, bbuf, abuf, nr, mr_max);
+    }
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let ncp = nc.next_multiple_of(nr);
@@ -217,6 +220,118 @@ pub(crate) fn gemm(
         }
     }
     Ok(())
+}
+
+/// [`gemm`] when `C`'s rows are contiguous (`cs == 1`: the convolutions'
+/// `[out_channels, pixels]`). Depth blocks are the middle loop: `B` is
+/// packed one `KC x NC` block at a time (256 KiB: it stays in L2, where
+/// the full-depth `B` of a 3x3 conv over 96 channels, 864 KiB, did not)
+/// and tiles are added straight into `C`. Each weight block is still
+/// decoded once per `NC` columns. The sums per output are the same
+/// tiles in the same depth order, added onto `C` one by one.
+#[allow(clippy::too_many_arguments)]
+fn gemm_rows(
+    kern: &Kernels,
+    w: &PackedWeight<'_>,
+    row0: usize,
+    m: usize,
+    n: usize,
+    pack_b: PackB<'_>,
+    mut c: Out<'_>,
+    bbuf: &mut [f32],
+    abuf: &mut [f32],
+    nr: usize,
+    mr_max: usize,
+) -> Result<(), OpError> {
+    let k = w.cols();
+    let mut tile = [0.0f32; TILE];
+    // Fewer row blocks than column blocks (a conv with few output
+    // channels over many pixels): each weight block is decoded once and
+    // `B` packed once per row block, instead of the weight decoded once
+    // per column block. The same tiles are added to `C` in the same depth
+    // order either way.
+    if m.div_ceil(MC) <= n.div_ceil(NC) {
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                for r in ic + MC..(ic + 2 * MC).min(m) {
+                    w.prefetch(row0 + r, pc, kc);
+                }
+                let a = &mut abuf[..mc * kc];
+                for (i, row) in a.chunks_exact_mut(kc).enumerate() {
+                    w.decode_range(kern, row0 + ic + i, pc, row)?;
+                }
+                let a = &*a;
+                for jc in (0..n).step_by(NC) {
+                    let nc = NC.min(n - jc);
+                    let ncp = nc.next_multiple_of(nr);
+                    let bblock = &mut bbuf[..kc * ncp];
+                    pack_b(pc, kc, jc, nc, nr, bblock);
+                    let bblock = &*bblock;
+                    add_tiles(kern, a, kc, mc, bblock, nr, mr_max, nc, ic, jc, &mut c, &mut tile);
+                }
+            }
+        }
+        return Ok(());
+    }
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let ncp = nc.next_multiple_of(nr);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let bblock = &mut bbuf[..kc * ncp];
+            pack_b(pc, kc, jc, nc, nr, bblock);
+            let bblock = &*bblock;
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                // The next rows' bytes of this depth block, decoded next.
+                for r in ic + MC..(ic + 2 * MC).min(m) {
+                    w.prefetch(row0 + r, pc, kc);
+                }
+                let a = &mut abuf[..mc * kc];
+                for (i, row) in a.chunks_exact_mut(kc).enumerate() {
+                    w.decode_range(kern, row0 + ic + i, pc, row)?;
+                }
+                add_tiles(kern, a, kc, mc, bblock, nr, mr_max, nc, ic, jc, &mut c, &mut tile);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The register tiles of one decoded `mc x kc` block `a` times the packed
+/// `kc x nc` block `bblock`, each added into `C` at `(ic, jc)` + its offset.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn add_tiles(
+    kern: &Kernels,
+    a: &[f32],
+    kc: usize,
+    mc: usize,
+    bblock: &[f32],
+    nr: usize,
+    mr_max: usize,
+    nc: usize,
+    ic: usize,
+    jc: usize,
+    c: &mut Out<'_>,
+    tile: &mut [f32; TILE],
+) {
+    for (jr, bp) in bblock.chunks_exact(nr * kc).enumerate() {
+        let j0 = jr * nr;
+        let nv = nr.min(nc - j0.min(nc));
+        if nv == 0 {
+            break;
+        }
+        let mut ir = 0;
+        while ir < mc {
+            let mr = mr_max.min(mc - ir);
+            (kern.gemm_tile)(&a[ir * kc..], kc, bp, kc, mr, nr, tile);
+            c.add_tile(tile, nr, ic + ir, jc + j0, mr, nv);
+            ir += mr;
+        }
+    }
 }
 
 /// Packs `B[p, j] = x[(jc + j) * ld + pc + p]`: the rows of a row-major

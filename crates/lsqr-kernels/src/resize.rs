@@ -232,22 +232,53 @@ pub fn resize_into(
     }
     let ay = AxisMap { in_len: h, out_len: oh, scale: params.scales[0] };
     let ax = AxisMap { in_len: w, out_len: ow, scale: params.scales[1] };
-    for (src, dst) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
-        for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
-            let ty = taps(params, &ay, oy);
-            for (ox, o) in row.iter_mut().enumerate() {
-                let tx = taps(params, &ax, ox);
-                let mut acc = 0.0f32;
-                for ky in 0..ty.n {
-                    let line = &src[ty.idx[ky] * w..(ty.idx[ky] + 1) * w];
-                    let mut inner = 0.0f32;
-                    for kx in 0..tx.n {
-                        inner += tx.w[kx] * line[tx.idx[kx]];
+    // The taps are the same for every plane: they are computed once per
+    // block of `CHUNK` x `CHUNK` outputs (on the stack: no allocation),
+    // then each plane's part of that block is filled. Each output is the
+    // same sum as computed pixel by pixel.
+    const CHUNK: usize = 64;
+    let one = Taps { n: 1, idx: [0; 4], w: [1.0, 0.0, 0.0, 0.0] };
+    let (mut tys, mut txs) = ([one; CHUNK], [one; CHUNK]);
+    for oy0 in (0..oh).step_by(CHUNK) {
+        let tys = &mut tys[..CHUNK.min(oh - oy0)];
+        for (k, t) in tys.iter_mut().enumerate() {
+            *t = taps(params, &ay, oy0 + k);
+        }
+        let tys = &*tys;
+        for ox0 in (0..ow).step_by(CHUNK) {
+            let txs = &mut txs[..CHUNK.min(ow - ox0)];
+            for (k, t) in txs.iter_mut().enumerate() {
+                *t = taps(params, &ax, ox0 + k);
+            }
+            let txs = &*txs;
+            let nearest_x = txs.iter().all(|t| t.n == 1);
+            for (src, dst) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+                for (k, ty) in tys.iter().enumerate() {
+                    let row = &mut dst[(oy0 + k) * ow + ox0..][..txs.len()];
+                    if ty.n == 1 && nearest_x {
+                        let line = &src[ty.idx[0] * w..(ty.idx[0] + 1) * w];
+                        for (o, tx) in row.iter_mut().zip(txs) {
+                            *o = line[tx.idx[0]];
+                        }
+                        continue;
                     }
-                    acc += ty.w[ky] * inner;
+                    for (o, tx) in row.iter_mut().zip(txs) {
+                        let mut acc = 0.0f32;
+                        for ky in 0..ty.n {
+                            let line = &src[ty.idx[ky] * w..(ty.idx[ky] + 1) * w];
+                            let mut inner = 0.0f32;
+                            for kx in 0..tx.n {
+                                inner += tx.w[kx] * line[tx.idx[kx]];
+                            }
+                            acc += ty.w[ky] * inner;
+                        }
+                        *o = if ty.n == 1 && tx.n == 1 {
+                            src[ty.idx[0] * w + tx.idx[0]]
+                        } else {
+                            acc
+                        };
+                    }
                 }
-                // Nearest copies bits (no `1.0 *` rounding of NaN payloads).
-                *o = if ty.n == 1 && tx.n == 1 { src[ty.idx[0] * w + tx.idx[0]] } else { acc };
             }
         }
     }

@@ -326,6 +326,21 @@ fn conv2d_crosses_every_block() {
     assert!(conv_case([128, 1, 3, 3], [1, 128, 64, 64], &p, 4, 3, 5));
     // 1x1: a plain GEMM over pixels.
     assert!(conv_case([24, 16, 1, 1], [2, 16, 9, 7], &Conv2dParams::default(), 4, 1, 4));
+    // More row blocks (> MC output channels) than column blocks, deeper
+    // than KC: the weight-outer loop order of the GEMM with row-major C.
+    let p = Conv2dParams { padding: [1, 1], ..Conv2dParams::default() };
+    assert!(conv_case([150, 30, 3, 3], [1, 30, 6, 6], &p, 4, 3, 10));
+    // Depthwise rows wide enough for eight interior outputs at a time:
+    // 5x5 at stride 1 and 2, dilated, with edges on both sides.
+    let p = Conv2dParams { stride: [1, 2], padding: [2, 2], dilation: [1, 2], groups: 6 };
+    assert!(conv_case([6, 1, 5, 5], [1, 6, 9, 53], &p, 4, 3, 8));
+    let p = Conv2dParams { stride: [2, 1], padding: [2, 1], dilation: [1, 1], groups: 4 };
+    assert!(conv_case([8, 1, 5, 5], [2, 4, 11, 37], &p, 8, 1, 9));
+    // Along H only (`w == kw == 1`, Magika's shape): run with H and W
+    // swapped; strided, padded along H, dilated, and grouped.
+    assert!(conv_case([40, 24, 5, 1], [1, 24, 300, 1], &Conv2dParams::default(), 4, 3, 6));
+    let p = Conv2dParams { stride: [2, 1], padding: [2, 0], dilation: [2, 1], groups: 2 };
+    assert!(conv_case([12, 5, 3, 1], [2, 10, 37, 1], &p, 8, 2, 7));
 }
 
 #[test]
