@@ -1185,7 +1185,9 @@ impl<'m> Converter<'m> {
         }
         let shape =
             tensor::broadcast(&[a.shape(), b.shape()]).map_err(|m| self.node_err(node, m))?;
-        if op == "mul" && self.fuse_gate(node, &a, &b, &shape)? {
+        if op == "mul"
+            && (self.fuse_gate(node, &a, &b, &shape)? || self.fuse_scale(node, &a, &b, &shape)?)
+        {
             return Ok(());
         }
         if op == "add" && self.fuse_bias(node, &a, &b, &shape)? {
@@ -1243,6 +1245,28 @@ impl<'m> Converter<'m> {
     /// `linear(x) + b` / `conv(x) + b` with a constant `b` over the output
     /// channels becomes the layer's bias.
     fn fuse_bias(&mut self, node: &Node, a: &Val, b: &Val, shape: &[usize]) -> R<bool> {
+        self.fuse_channelwise(node, a, b, shape, false)
+    }
+
+    /// `linear(x) * s` / `conv(x) * s` with a constant `s` over the output
+    /// channels scales the layer's weight rows and bias (exporters write a
+    /// batch norm as such a Mul and Add after the conv).
+    fn fuse_scale(&mut self, node: &Node, a: &Val, b: &Val, shape: &[usize]) -> R<bool> {
+        self.fuse_channelwise(node, a, b, shape, true)
+    }
+
+    /// The Add (`scale` false) or Mul (`scale` true) of a constant that
+    /// varies only along the output channels, folded into the linear or
+    /// convolution layer that computes the other operand, when that layer's
+    /// output is read by this node only and its tensors are still f32.
+    fn fuse_channelwise(
+        &mut self,
+        node: &Node,
+        a: &Val,
+        b: &Val,
+        shape: &[usize],
+        scale: bool,
+    ) -> R<bool> {
         for (x, c) in [(a, b), (b, a)] {
             let (Val::Dyn { name: xn, shape: xs }, Val::Const(c)) = (x, c) else { continue };
             if xs.as_slice() != shape {
@@ -1252,13 +1276,12 @@ impl<'m> Converter<'m> {
             let op = self.layers[li].op.clone();
             let channel_axis = match op.as_str() {
                 "linear" => xs.len().saturating_sub(1),
-                "conv2d" | "conv1d" | "conv_transpose2d" => 1,
+                "conv2d" | "conv1d" => 1,
+                // Its weight is [in, out / groups, ...]: a bias only.
+                "conv_transpose2d" if !scale => 1,
                 _ => continue,
             };
-            if self.layers[li].weights.len() != 1
-                || !self.single_use_of_lsq(xn)
-                || xs.len() <= channel_axis
-            {
+            if !self.single_use_of_lsq(xn) || xs.len() <= channel_axis {
                 continue;
             }
             // The constant must vary only along the channel axis.
@@ -1272,18 +1295,38 @@ impl<'m> Converter<'m> {
             if !only_channels || c.len() != channels && c.len() != 1 {
                 continue;
             }
-            let bias: Vec<f32> =
+            let values: Vec<f32> =
                 if c.len() == 1 { vec![c.data[0] as f32; channels] } else { c.to_f32s() };
-            let t = self.tensor(
-                &format!("{}.bias", self.layers[li].weights[0].trim_end_matches(".weight")),
-                vec![channels],
-                bias,
-                TensorRole::Constant,
-            );
+            let weights = self.layers[li].weights.clone();
+            let find = |name: &str| self.tensors.iter().position(|t| t.name == name);
+            let (Some(wi), bi) = (find(&weights[0]), weights.get(1).map(|b| find(b))) else {
+                continue;
+            };
+            if bi == Some(None) || self.tensors[wi].shape.first() != Some(&channels) {
+                continue;
+            }
+            let bi = bi.flatten();
+            if scale {
+                let per = self.tensors[wi].data.len() / channels.max(1);
+                for (k, w) in self.tensors[wi].data.iter_mut().enumerate() {
+                    *w *= values[k / per.max(1)];
+                }
+                if let Some(bi) = bi {
+                    self.tensors[bi].data.iter_mut().zip(&values).for_each(|(b, s)| *b *= s);
+                }
+            } else if let Some(bi) = bi {
+                self.tensors[bi].data.iter_mut().zip(&values).for_each(|(b, v)| *b += v);
+            } else {
+                let t = self.tensor(
+                    &format!("{}.bias", weights[0].trim_end_matches(".weight")),
+                    vec![channels],
+                    values,
+                    TensorRole::Constant,
+                );
+                self.layers[li].weights.push(t);
+            }
             let out = self.claim(&node.outputs[0]);
-            let layer = &mut self.layers[li];
-            layer.weights.push(t);
-            layer.outputs = vec![out.clone()];
+            self.layers[li].outputs = vec![out.clone()];
             self.producer.remove(xn);
             self.producer.insert(out.clone(), li);
             self.set(node, 0, Val::Dyn { name: out, shape: shape.to_vec() })?;

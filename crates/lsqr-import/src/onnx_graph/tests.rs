@@ -412,3 +412,37 @@ fn nodes_out_of_order_are_sorted() {
         "an even number of negations"
     );
 }
+
+#[test]
+fn channel_mul_and_add_after_a_conv_fold_into_it() {
+    // Conv (with bias) -> Mul by a per-channel constant -> Add of another:
+    // one conv2d layer, the same values.
+    let w: Vec<f32> = (0..2 * 3).map(|i| i as f32 * 0.3 - 0.7).collect();
+    let mut m = Model::new(
+        vec![value_info("x", &["1", "3", "2", "2"])],
+        vec![value_info("y", &["1", "2", "2", "2"])],
+    );
+    m.inits = vec![
+        f32_tensor("W", &[2, 3, 1, 1], &w),
+        f32_tensor("B", &[2], &[0.5, -1.0]),
+        f32_tensor("s", &[1, 2, 1, 1], &[2.0, -0.5]),
+        f32_tensor("t", &[2, 1, 1], &[0.25, 3.0]),
+    ];
+    m.nodes = vec![
+        node("Conv", &["x", "W", "B"], &["c"], &[]),
+        node("Mul", &["s", "c"], &["m"], &[]),
+        node("Add", &["m", "t"], &["y"], &[]),
+    ];
+    let g = m.import(&[]).unwrap();
+    assert_eq!(ops(&g), ["conv2d"]);
+    let x: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7).cos()).collect();
+    let y = run(&g, &[&x]).remove(0);
+    let (b, s, t) = ([0.5, -1.0], [2.0, -0.5], [0.25, 3.0]);
+    for oc in 0..2 {
+        for p in 0..4 {
+            let conv: f32 = (0..3).map(|ic| w[oc * 3 + ic] * x[ic * 4 + p]).sum::<f32>() + b[oc];
+            let want = conv * s[oc] + t[oc];
+            assert!((y[oc * 4 + p] - want).abs() < 1e-5, "{oc} {p}: {} vs {want}", y[oc * 4 + p]);
+        }
+    }
+}
