@@ -231,6 +231,9 @@ struct Converter<'m> {
     declared: HashMap<String, Vec<Dim>>,
     /// The last `#k` suffix given to each base name.
     suffixes: HashMap<String, usize>,
+    /// Elements folding may still produce: 16 per byte of the model plus
+    /// 16M, so that a chain of folds cannot make work without bound.
+    fold_budget: usize,
     /// Readers of each `.lsq` value among the ONNX nodes (the sum over the
     /// ONNX values it stands for), for the fusions' single-use checks.
     lsq_uses: HashMap<String, usize>,
@@ -309,6 +312,13 @@ impl<'m> Converter<'m> {
             producer: HashMap::new(),
             materialised: HashMap::new(),
             suffixes: HashMap::new(),
+            fold_budget: model
+                .buffers
+                .iter()
+                .map(|b| b.as_slice().len())
+                .sum::<usize>()
+                .saturating_mul(16)
+                .saturating_add(1 << 24),
             lsq_uses: HashMap::new(),
             declared: onnx
                 .declared
@@ -582,6 +592,14 @@ impl<'m> Converter<'m> {
         }
         if let Val::Const(c) = &v {
             tensor::numel(&c.shape).map_err(|m| self.node_err(node, m))?;
+            // Constants are read, reshaped or computed; each costs its size
+            // once (a Constant node or an Identity passes one along).
+            self.fold_budget = self.fold_budget.checked_sub(c.len()).ok_or_else(|| {
+                self.node_err(
+                    node,
+                    "folding the graph's constants takes more work than the model's size allows",
+                )
+            })?;
         }
         if let Some(dims) = self.declared.get(name) {
             let shape = v.shape();

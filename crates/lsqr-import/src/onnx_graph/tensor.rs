@@ -41,8 +41,8 @@ pub(crate) fn numel(shape: &[usize]) -> Result<usize, String> {
 /// Cap on a folded constant that is larger than every constant it was
 /// made from (Expand, Tile, ConstantOfShape, Range, broadcasting): such
 /// growth comes from a few bytes of shape arithmetic, not from the file's
-/// data, so it is bounded on its own (16M elements, 128 MiB as f64).
-pub(crate) const MAX_GROWN_ELEMENTS: usize = 1 << 24;
+/// data, so it is bounded on its own (4M elements, 32 MiB as f64).
+pub(crate) const MAX_GROWN_ELEMENTS: usize = 1 << 22;
 
 /// The element count of a folded result of `shape` made from inputs of at
 /// most `largest_input` elements: an error past [`MAX_GROWN_ELEMENTS`]

@@ -374,13 +374,23 @@ fn hostile_folds_are_bounded() {
     assert!(e.contains("too many elements"), "{e}");
     // Nor may a small constant be expanded or tiled past the fold cap.
     let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("y", &["1"])]);
-    m.inits = vec![f32_tensor("one", &[1], &[1.0]), i64_tensor("shape", &[1 << 13, 1 << 12])];
+    m.inits = vec![f32_tensor("one", &[1], &[1.0]), i64_tensor("shape", &[1 << 12, 1 << 11])];
     m.nodes = vec![
         node("Expand", &["one", "shape"], &["big"], &[]),
         node("Add", &["x", "big"], &["y"], &[]),
     ];
     let e = error(&m, &[]);
-    assert!(e.contains("more than the 16777216 a fold may grow to"), "{e}");
+    assert!(e.contains("more than the 4194304 a fold may grow to"), "{e}");
+    // And a chain of folds within that cap runs out of its work budget.
+    let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("y", &["1"])]);
+    m.inits = vec![f32_tensor("one", &[1], &[1.0]), i64_tensor("shape", &[1 << 11, 1 << 11])];
+    m.nodes = vec![node("Expand", &["one", "shape"], &["e0"], &[])];
+    for k in 1..=8 {
+        m.nodes.push(node("Neg", &[&format!("e{}", k - 1)], &[&format!("e{k}")], &[]));
+    }
+    m.nodes.push(node("Add", &["x", "e8"], &["y"], &[]));
+    let e = error(&m, &[]);
+    assert!(e.contains("takes more work than the model's size allows"), "{e}");
 }
 
 #[test]
