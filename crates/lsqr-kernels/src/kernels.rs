@@ -233,7 +233,7 @@ impl Kernels {
         if per_image == 0 || x.is_empty() {
             return Ok(());
         }
-        if x.len() % per_image != 0 {
+        if !x.len().is_multiple_of(per_image) {
             return Err(OpError::LengthMismatch {
                 op: OP,
                 what: "x",
