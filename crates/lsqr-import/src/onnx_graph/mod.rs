@@ -2260,7 +2260,7 @@ impl<'m> Converter<'m> {
             .shape
             .iter()
             .zip(&reps)
-            .map(|(&d, &r)| d.checked_mul(r as usize).unwrap_or(usize::MAX))
+            .map(|(&d, &r)| d.saturating_mul(r as usize))
             .collect();
         tensor::grown(&tiled, x.len()).map_err(|m| self.node_err(node, m))?;
         let picks: Vec<Vec<usize>> = x
