@@ -2256,12 +2256,8 @@ impl<'m> Converter<'m> {
                 self.node_err(node, format!("repeats {reps:?} do not fit shape {:?}", x.shape))
             );
         }
-        let tiled: Vec<usize> = x
-            .shape
-            .iter()
-            .zip(&reps)
-            .map(|(&d, &r)| d.saturating_mul(r as usize))
-            .collect();
+        let tiled: Vec<usize> =
+            x.shape.iter().zip(&reps).map(|(&d, &r)| d.saturating_mul(r as usize)).collect();
         tensor::grown(&tiled, x.len()).map_err(|m| self.node_err(node, m))?;
         let picks: Vec<Vec<usize>> = x
             .shape
