@@ -1,6 +1,8 @@
-//! Fuzzes the runtime on any `.lsq` bytes: a file that opens is planned
-//! (every op's checks), and a plan whose arena is small is bound and run
-//! on a zero input. Nothing may panic; errors are values.
+//! Fuzzes the runtime on any `.lsq` bytes, as they are and with their
+//! checksums repaired (so that mutated graphs reach the planner): a file
+//! that opens is planned (every op's checks), and a plan whose arena is
+//! small is bound and run on a constant input. Nothing may panic; errors
+//! are values.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +13,13 @@ use lsqr_runtime::Plan;
 const MAX_ARENA: usize = 64 << 20;
 
 fuzz_target!(|data: &[u8]| {
+    plan_and_run(data);
+    if let Some(repaired) = lsqr_format::raw::repair_preamble(data) {
+        plan_and_run(&repaired);
+    }
+});
+
+fn plan_and_run(data: &[u8]) {
     let Ok(file) = LsqFile::from_bytes(data) else { return };
     let Ok(plan) = Plan::new(&file) else { return };
     if plan.arena_len() > MAX_ARENA {
@@ -26,4 +35,4 @@ fuzz_target!(|data: &[u8]| {
     for i in 0..plan.outputs().len() {
         let _ = runner.output(i);
     }
-});
+}

@@ -67,7 +67,10 @@ fn check_reencodes(data: &[u8], file: &LsqFile<'_>) {
     assert!(data[..64] == preamble[..], "preamble does not re-encode");
 }
 
-fn repair_preamble(data: &[u8]) -> Option<Vec<u8>> {
+/// `data` with the preamble's lengths and both checksums recomputed (so
+/// that a mutated header reaches the parser), or `None` when nothing
+/// changes or the header offset is out of range.
+pub fn repair_preamble(data: &[u8]) -> Option<Vec<u8>> {
     let len = data.len() as u64;
     if len < PREAMBLE_LEN {
         return None;

@@ -15,7 +15,8 @@ use crate::model::*;
 // ---------------------------------------------------------------- encoding
 
 /// The 64-byte preamble (FORMAT.md §2).
-/// `minor` is the version the file needs ([`minor_version_for`]).
+/// `minor` is the minor version the file needs (1 when its graph names an
+/// op outside the 1.0 list, FORMAT.md §9).
 pub fn encode_preamble(
     minor: u16,
     header_offset: u64,

@@ -68,7 +68,7 @@ pub use writer::{LsqFileWriter, LsqWriter};
 /// the crate's fuzz regression tests replay saved inputs through.
 #[doc(hidden)]
 pub mod raw {
-    pub use crate::fuzz_check::fuzz_one;
+    pub use crate::fuzz_check::{fuzz_one, repair_preamble};
     pub use crate::header::{encode_header, encode_preamble};
 }
 
