@@ -31,9 +31,11 @@ pub(crate) struct Const {
 pub(crate) const MAX_CONST_ELEMENTS: usize = 1 << 28;
 
 pub(crate) fn numel(shape: &[usize]) -> Result<usize, String> {
+    // Every dim is bounded too, even when another is 0 (an empty constant
+    // of shape [0, 2^60] must not reach code that walks a dim).
     shape
         .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .try_fold(1usize, |a, &d| a.checked_mul(d).filter(|_| d <= MAX_CONST_ELEMENTS))
         .filter(|&n| n <= MAX_CONST_ELEMENTS)
         .ok_or_else(|| format!("shape {shape:?} has too many elements"))
 }
@@ -49,7 +51,11 @@ pub(crate) const MAX_GROWN_ELEMENTS: usize = 1 << 22;
 /// when it grew.
 pub(crate) fn grown(shape: &[usize], largest_input: usize) -> Result<usize, String> {
     let n = numel(shape)?;
-    if n > largest_input && n > MAX_GROWN_ELEMENTS {
+    // A dim past the cap is refused even when another dim is 0: callers
+    // build per-axis index lists as long as each dim.
+    let longest = shape.iter().copied().max().unwrap_or(0);
+    let cap = MAX_GROWN_ELEMENTS.max(largest_input);
+    if (n > largest_input && n > MAX_GROWN_ELEMENTS) || longest > cap {
         return Err(format!(
             "folding makes a constant of shape {shape:?} ({n} elements) from inputs of at most \
              {largest_input}: more than the {MAX_GROWN_ELEMENTS} a fold may grow to"
