@@ -232,7 +232,7 @@ struct Converter<'m> {
     /// The last `#k` suffix given to each base name.
     suffixes: HashMap<String, usize>,
     /// Elements folding may still produce: 16 per byte of the model plus
-    /// 16M, so that a chain of folds cannot make work without bound.
+    /// 4M, so that a chain of folds cannot make work without bound.
     fold_budget: usize,
     /// Readers of each `.lsq` value among the ONNX nodes (the sum over the
     /// ONNX values it stands for), for the fusions' single-use checks.
@@ -318,7 +318,7 @@ impl<'m> Converter<'m> {
                 .map(|b| b.as_slice().len())
                 .sum::<usize>()
                 .saturating_mul(16)
-                .saturating_add(1 << 24),
+                .saturating_add(1 << 22),
             lsq_uses: HashMap::new(),
             declared: onnx
                 .declared
