@@ -660,6 +660,18 @@ impl Cx<'_> {
         }
     }
 
+    /// The `pads` attribute of 2-D pooling and transposed convolution:
+    /// `[top, left, bottom, right]`, zeros when absent.
+    fn pads4(&self) -> Result<[usize; 4], RuntimeError> {
+        match self.usizes_or("pads", &[0, 0, 0, 0])?.as_slice() {
+            &[a, b, c, d] => Ok([a, b, c, d]),
+            other => Err(self.attr_err(
+                "pads",
+                format!("{other:?} must have 4 entries [top, left, bottom, right]"),
+            )),
+        }
+    }
+
     /// Axes: an IntList of distinct values below `rank`, sorted.
     fn axes(&self, key: &str, rank: usize) -> Result<Vec<usize>, RuntimeError> {
         let mut axes = self.usizes(key)?;
@@ -1167,15 +1179,7 @@ fn plan_pool<'f>(
     if cx.layer.attr("padding").is_some() {
         return Err(cx.attr_err("padding", "cannot be combined with pads (give pads only)"));
     }
-    let pads = match cx.usizes_or("pads", &[0, 0, 0, 0])?.as_slice() {
-        &[a, b, c, d] => [a, b, c, d],
-        other => {
-            return Err(cx.attr_err(
-                "pads",
-                format!("{other:?} must have 4 entries [top, left, bottom, right]"),
-            ))
-        }
-    };
+    let pads = cx.pads4()?;
     let params = Pool2dParams {
         kernel,
         stride: cx.pair("stride", Some(kernel))?,
@@ -1272,15 +1276,7 @@ fn plan_conv_transpose2d<'f>(
     let names = cx.weights(1, 2, "[w] or [w, b]")?;
     let input = cx.rank::<4>(ins[0])?;
     let w = cx.weight(file, &names[0], 4, "[in, out / groups, kh, kw]")?;
-    let pads = match cx.usizes_or("pads", &[0, 0, 0, 0])?.as_slice() {
-        &[a, b, c, d] => [a, b, c, d],
-        other => {
-            return Err(cx.attr_err(
-                "pads",
-                format!("{other:?} must have 4 entries [top, left, bottom, right]"),
-            ))
-        }
-    };
+    let pads = cx.pads4()?;
     let params = ConvTranspose2dParams {
         stride: cx.pair("stride", Some([1, 1]))?,
         pads,

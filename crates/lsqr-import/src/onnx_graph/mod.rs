@@ -1434,7 +1434,9 @@ impl<'m> Converter<'m> {
         self.allow(node, &[])?;
         let a = self.need(node, 0)?;
         let b = self.need(node, 1)?;
-        let shape = matmul_shape(a.shape(), b.shape()).map_err(|m| self.node_err(node, m))?;
+        // The runtime's own rule (numpy.matmul), so import and plan agree.
+        let shape = lsqr::kernels::batched_matmul_shape(a.shape(), b.shape())
+            .map_err(|e| self.node_err(node, e))?;
         match (&a, &b) {
             (Val::Const(ca), Val::Const(cb)) => {
                 let c = const_matmul(ca, cb, &shape).map_err(|m| self.node_err(node, m))?;
@@ -1563,6 +1565,38 @@ impl<'m> Converter<'m> {
                 self.emit(node, 0, "add", vec![y, cn], vec![], vec![], vec![m, n]).map(drop)
             }
         }
+    }
+
+    /// A convolution's tensors: its weight (quantizable) and, if given, its
+    /// bias of `cout` values.
+    fn weight_and_bias(
+        &mut self,
+        node: &Node,
+        hint: &str,
+        w: &Const,
+        b: Option<&Const>,
+        cout: usize,
+    ) -> R<Vec<String>> {
+        if let Some(b) = b.filter(|b| b.len() != cout) {
+            return Err(
+                self.node_err(node, format!("B has {} values for {cout} channels", b.len()))
+            );
+        }
+        let mut names = vec![self.tensor(
+            &format!("{hint}.weight"),
+            w.shape.clone(),
+            w.to_f32s(),
+            TensorRole::Weight,
+        )];
+        if let Some(b) = b {
+            names.push(self.tensor(
+                &format!("{hint}.bias"),
+                vec![cout],
+                b.to_f32s(),
+                TensorRole::Constant,
+            ));
+        }
+        Ok(names)
     }
 
     /// Spatial attributes of Conv / pooling: kernel from `kernel` (weight
@@ -1707,25 +1741,7 @@ impl<'m> Converter<'m> {
             }
             out.push((padded - span) / sp.strides[i] + 1);
         }
-        let mut weights = vec![self.tensor(
-            &format!("{hint}.weight"),
-            w.shape.clone(),
-            w.to_f32s(),
-            TensorRole::Weight,
-        )];
-        if let Some(b) = b {
-            if b.len() != cout {
-                return Err(
-                    self.node_err(node, format!("B has {} values for {cout} channels", b.len()))
-                );
-            }
-            weights.push(self.tensor(
-                &format!("{hint}.bias"),
-                vec![cout],
-                b.to_f32s(),
-                TensorRole::Constant,
-            ));
-        }
+        let weights = self.weight_and_bias(node, &hint, &w, b.as_ref(), cout)?;
         let (op, attrs) = if nd == 2 {
             (
                 "conv2d",
@@ -1820,25 +1836,7 @@ impl<'m> Converter<'m> {
         }
         let hint = node.outputs[0].clone();
         let xn = self.dyn_name(&x, &hint);
-        let mut weights = vec![self.tensor(
-            &format!("{hint}.weight"),
-            w.shape.clone(),
-            w.to_f32s(),
-            TensorRole::Weight,
-        )];
-        if let Some(b) = b {
-            if b.len() != cout {
-                return Err(
-                    self.node_err(node, format!("B has {} values for {cout} channels", b.len()))
-                );
-            }
-            weights.push(self.tensor(
-                &format!("{hint}.bias"),
-                vec![cout],
-                b.to_f32s(),
-                TensorRole::Constant,
-            ));
-        }
+        let weights = self.weight_and_bias(node, &hint, &w, b.as_ref(), cout)?;
         let attrs = vec![
             ("stride", ints(&sp.strides)),
             ("pads", ints(&sp.pads)),
@@ -2672,28 +2670,6 @@ fn slice_range(dim: usize, start: i64, end: i64, step: i64) -> Result<(usize, us
         0
     };
     Ok((if count == 0 { 0 } else { s as usize }, count as usize))
-}
-
-/// numpy.matmul's output shape.
-fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
-    if a.is_empty() || b.is_empty() {
-        return Err("matmul of a scalar".into());
-    }
-    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
-    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
-    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
-    if k != k2 {
-        return Err(format!("matmul of {a:?} and {b:?}: inner dims {k} and {k2} differ"));
-    }
-    let mut out = tensor::broadcast(&[&a2[..a2.len() - 2], &b2[..b2.len() - 2]])?;
-    if a.len() > 1 {
-        out.push(m);
-    }
-    if b.len() > 1 {
-        out.push(n);
-    }
-    Ok(out)
 }
 
 /// Constant matmul (f32 products summed in f64, rounded once).
