@@ -77,9 +77,12 @@ pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
 struct OutputReport {
     name: String,
     shape: Vec<usize>,
-    min: f32,
-    max: f32,
+    /// Over the finite values (`None` when there are none).
+    min: Option<f32>,
+    max: Option<f32>,
     mean: f64,
+    /// NaN and ±inf values: a run on NaN inputs says so.
+    non_finite: usize,
     file: String,
 }
 
@@ -179,9 +182,10 @@ pub fn run(
         outputs.push(OutputReport {
             name: info.name.clone(),
             shape: info.shape.clone(),
-            min: finite.clone().fold(f32::INFINITY, f32::min),
-            max: finite.fold(f32::NEG_INFINITY, f32::max),
+            min: finite.clone().reduce(f32::min),
+            max: finite.clone().reduce(f32::max),
             mean: y.iter().map(|&v| v as f64).sum::<f64>() / y.len().max(1) as f64,
+            non_finite: y.len() - finite.count(),
             file: path.display().to_string(),
         });
     }
@@ -189,10 +193,21 @@ pub fn run(
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
     } else {
+        let show = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.6}"));
         for o in &report.outputs {
+            let bad = if o.non_finite > 0 {
+                format!(" ({} NaN or infinite)", o.non_finite)
+            } else {
+                String::new()
+            };
             println!(
-                "{}: shape {:?}, min {:.6}, max {:.6}, mean {:.6} -> {}",
-                o.name, o.shape, o.min, o.max, o.mean, o.file
+                "{}: shape {:?}, min {}, max {}, mean {:.6}{bad} -> {}",
+                o.name,
+                o.shape,
+                show(o.min),
+                show(o.max),
+                o.mean,
+                o.file
             );
         }
         println!("median time per run: {:.3} ms ({} runs)", report.median_ms, report.runs);

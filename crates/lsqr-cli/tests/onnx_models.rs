@@ -419,3 +419,24 @@ fn run_refuses_an_arena_it_cannot_allocate() {
     assert!(e.contains("bytes of memory, which cannot be allocated"), "{e}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn run_reports_nan_outputs_as_such() {
+    let dir = temp_dir("nan");
+    let lsq =
+        import(&dir, "ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x", "1,3,48,192", &[], "cls");
+    let nan = dir.join("nan.npy");
+    std::fs::write(&nan, npy_bytes(&[1, 3, 48, 192], &vec![f32::NAN; 3 * 48 * 192])).unwrap();
+    let arg = format!("x={}", nan.display());
+    let out_dir = dir.join("out");
+    let out = lsqr(&[
+        "run",
+        lsq.to_str().unwrap(),
+        "--input",
+        &arg,
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.contains("min -, max -, mean NaN (2 NaN or infinite)"), "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
