@@ -470,6 +470,9 @@ pub enum lsqr_scaling {
     Row = 3,
     /// One scale per `group_size` consecutive elements of a row.
     Group = 4,
+    /// Two-level scales: sub-blocks of `group_size` elements, each scaled by
+    /// its super-block's scale times a small integer (`.lsq` 1.2).
+    TwoLevel = 5,
 }
 
 /// A description of a tensor, filled by `lsqr_tensor_get_info`.
@@ -561,6 +564,7 @@ pub unsafe extern "C" fn lsqr_tensor_get_info(
                     Scaling::Tensor => (lsqr_scaling::Tensor, 0),
                     Scaling::Row => (lsqr_scaling::Row, 0),
                     Scaling::Group(g) => (lsqr_scaling::Group, g),
+                    Scaling::TwoLevel(t) => (lsqr_scaling::TwoLevel, t.sub_len()),
                 };
                 (codec_of(q.codec), lsqr_dtype::None, q.width.bits(), scaling, group)
             }

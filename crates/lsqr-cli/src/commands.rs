@@ -6,11 +6,11 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use lsqr::codec::{CodecKind, ScaleDtype, Scaling};
+use lsqr::codec::{CodecKind, ScaleDtype, ScaleMethod, Scaling};
 use lsqr::format::{LsqFile, LsqFileWriter, RawDtype, Storage, TensorView, Value};
 use serde::Serialize;
 
-use crate::pipeline::{self, Settings, Totals};
+use crate::pipeline::{self, ScaleChoice, Settings, Totals};
 use crate::table;
 use lsqr_import::onnx_graph::GraphOptions;
 
@@ -45,6 +45,7 @@ struct SettingsReport {
     codec: String,
     scaling: String,
     scale_dtype: &'static str,
+    scale_method: &'static str,
 }
 
 fn settings_report(s: &Settings) -> SettingsReport {
@@ -53,6 +54,15 @@ fn settings_report(s: &Settings) -> SettingsReport {
         codec: s.codec.to_string(),
         scaling: scaling_name(s.scaling),
         scale_dtype: dtype_name(s.scale_dtype),
+        scale_method: scale_method_name(s.scale_method),
+    }
+}
+
+/// The `--scale-method` name of a method.
+pub fn scale_method_name(m: ScaleMethod) -> &'static str {
+    match m {
+        ScaleMethod::AbsMax => "absmax",
+        ScaleMethod::MseSearch => "mse",
     }
 }
 
@@ -62,6 +72,9 @@ pub fn scaling_name(s: Scaling) -> String {
         Scaling::Tensor => "tensor".into(),
         Scaling::Row => "row".into(),
         Scaling::Group(g) => format!("group {g}"),
+        Scaling::TwoLevel(t) => {
+            format!("two-level {}/{}/{}", t.super_len(), t.sub_len(), t.sub_bits())
+        }
     }
 }
 
@@ -345,14 +358,13 @@ pub fn eval(
     input: &Path,
     widths: &[u32],
     codecs: &[String],
-    scaling: Scaling,
-    scale_dtype: Option<ScaleDtype>,
+    scales: ScaleChoice,
     json: bool,
     plot: Option<&Path>,
     samples: Option<&Path>,
 ) -> Result<(), String> {
     let (scale_dtype, scale_fallback) =
-        (scale_dtype.unwrap_or(ScaleDtype::F16), scale_dtype.is_none());
+        (scales.dtype.unwrap_or(ScaleDtype::F16), scales.dtype.is_none());
     let kinds: Vec<CodecKind> = if codecs.is_empty() {
         CodecKind::ALL.to_vec()
     } else {
@@ -365,23 +377,15 @@ pub fn eval(
         check_output(input, svg)?;
     }
     if let Some(samples) = samples {
-        return crate::graph_eval::eval_graph(
-            input,
-            samples,
-            widths,
-            &kinds,
-            scaling,
-            (!scale_fallback).then_some(scale_dtype),
-            json,
-            plot,
-        );
+        return crate::graph_eval::eval_graph(input, samples, widths, &kinds, scales, json, plot);
     }
     let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
     let settings = Settings {
         bits: 4,
         codec: pipeline::CodecChoice::Fixed(CodecKind::Log),
-        scaling,
+        scaling: scales.scaling,
         scale_dtype,
+        scale_method: scales.method,
         scale_fallback,
         keep: Vec::new(),
         bits_for: Vec::new(),
@@ -406,12 +410,13 @@ pub fn eval(
         println!("{}", serde_json::to_string_pretty(&cells).expect("serializable"));
     } else {
         println!(
-            "{} ({}): weighted SNR (dB) of {} quantized tensors, {}, {} scales",
+            "{} ({}): weighted SNR (dB) of {} quantized tensors, {}, {} {} scales",
             input.display(),
             model.format.name(),
             quantizable,
-            scaling_name(scaling),
-            dtype_name(scale_dtype)
+            scaling_name(scales.scaling),
+            dtype_name(scale_dtype),
+            scale_method_name(scales.method)
         );
         print!("{}", table::eval_table(&cells, &kinds, widths));
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lsqr::codec::{CodecKind, ScaleDtype, Scaling};
+use lsqr::codec::{CodecKind, ScaleDtype, ScaleMethod, Scaling};
 use lsqr::format::{LsqWriter, RawDtype};
 use lsqr::synthetic::{weights, Distribution};
 
@@ -49,6 +49,7 @@ fn settings(bits: u32) -> Settings {
         codec: CodecChoice::Fixed(CodecKind::Log),
         scaling: Scaling::Group(64),
         scale_dtype: ScaleDtype::F16,
+        scale_method: ScaleMethod::AbsMax,
         scale_fallback: true,
         keep: Vec::new(),
         bits_for: Vec::new(),

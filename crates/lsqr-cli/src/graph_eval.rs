@@ -8,13 +8,13 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use lsqr::codec::{CodecKind, ErrorMetrics, ScaleDtype, Scaling};
+use lsqr::codec::{CodecKind, ErrorMetrics, ScaleDtype};
 use lsqr::format::{LsqFile, LsqWriter};
 use lsqr::runtime::Plan;
 use lsqr_import::onnx_graph::{graph_of, GraphOptions, ImportedGraph, TensorRole};
 use serde::Serialize;
 
-use crate::pipeline::{self, CodecChoice, EvalCell, Settings};
+use crate::pipeline::{self, CodecChoice, EvalCell, ScaleChoice, Settings};
 
 /// One variant's results.
 #[derive(Debug, Clone, Serialize)]
@@ -132,8 +132,7 @@ pub fn eval_graph(
     samples_path: &Path,
     widths: &[u32],
     kinds: &[CodecKind],
-    scaling: Scaling,
-    scale_dtype: Option<ScaleDtype>,
+    scales: ScaleChoice,
     json: bool,
     plot: Option<&Path>,
 ) -> Result<(), String> {
@@ -153,9 +152,10 @@ pub fn eval_graph(
     let settings = Settings {
         bits: 4,
         codec: CodecChoice::Fixed(CodecKind::Log),
-        scaling,
-        scale_dtype: scale_dtype.unwrap_or(ScaleDtype::F16),
-        scale_fallback: scale_dtype.is_none(),
+        scaling: scales.scaling,
+        scale_dtype: scales.dtype.unwrap_or(ScaleDtype::F16),
+        scale_method: scales.method,
+        scale_fallback: scales.dtype.is_none(),
         keep: Vec::new(),
         bits_for: Vec::new(),
     };

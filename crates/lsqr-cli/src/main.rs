@@ -25,10 +25,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use lsqr::codec::{ScaleDtype, Scaling};
+use lsqr::codec::{ScaleDtype, ScaleMethod, Scaling, TwoLevel};
 
 use crate::pattern::{parse_bits_for, Pattern};
-use crate::pipeline::{CodecChoice, Settings};
+use crate::pipeline::{CodecChoice, ScaleChoice, Settings};
 use lsqr_import::onnx_graph::GraphOptions;
 
 /// Quantize neural-network weights to C-bit codes (C = 2..16) and store them as .lsq.
@@ -108,12 +108,16 @@ enum Command {
         /// Codecs to try (default: all). Repeatable or comma-separated.
         #[arg(long, value_delimiter = ',')]
         codec: Vec<String>,
-        /// Scale groups: `tensor`, `row` or a group size (16..1024).
+        /// Scale groups: `tensor`, `row`, a group size (16..1024), or
+        /// two-level `S/s[/k]` (see `quantize --help`).
         #[arg(long, default_value = "64", value_parser = parse_group)]
         group: Scaling,
         /// Scale storage [default: f16, and f32 for a tensor whose scales overflow f16].
         #[arg(long, value_parser = parse_scale_dtype)]
         scale_dtype: Option<ScaleDtype>,
+        /// How scales are chosen: `absmax` or `mse`.
+        #[arg(long, default_value = "absmax", value_parser = parse_scale_method)]
+        scale_method: ScaleMethod,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -160,24 +164,52 @@ struct SettingsArgs {
     /// Codec: seed, log, uniform, nf, fp, lut, or auto (per tensor, the least error).
     #[arg(long, default_value = "log", value_parser = CodecChoice::parse)]
     codec: CodecChoice,
-    /// Scale groups: `tensor`, `row` or a group size (16..1024).
+    /// Scale groups: `tensor`, `row`, a group size (16..1024), or two-level
+    /// scales `S/s[/k]`: a scale per super-block of S elements (32..4096) and
+    /// a k-bit integer sub-scale (default 6) per sub-block of s elements,
+    /// e.g. `256/32` (0.25 bits per weight with f16 scales).
     #[arg(long, default_value = "64", value_parser = parse_group)]
     group: Scaling,
     /// Scale storage [default: f16, and f32 for a tensor whose scales overflow f16
     /// (values beyond ±65504); an explicit `f16` makes that an error].
     #[arg(long, value_parser = parse_scale_dtype)]
     scale_dtype: Option<ScaleDtype>,
+    /// How scales are chosen: `absmax` (the group's largest magnitude) or
+    /// `mse` (least squared error, codes re-chosen for each candidate; with
+    /// `lut`, table and scales fitted in turn).
+    #[arg(long, default_value = "absmax", value_parser = parse_scale_method)]
+    scale_method: ScaleMethod,
 }
 
 fn parse_group(s: &str) -> Result<Scaling, String> {
     match s {
         "tensor" => Ok(Scaling::Tensor),
         "row" => Ok(Scaling::Row),
+        n if n.contains('/') => {
+            let parts: Vec<&str> = n.split('/').collect();
+            let number =
+                |p: &str| p.parse::<usize>().map_err(|_| format!("'{n}': '{p}' is not a number"));
+            let (sup, sub, bits) = match parts[..] {
+                [a, b] => (number(a)?, number(b)?, 6),
+                [a, b, c] => (number(a)?, number(b)?, number(c)?),
+                _ => return Err(format!("'{n}' is not S/s or S/s/k")),
+            };
+            let bits = u32::try_from(bits).unwrap_or(u32::MAX);
+            TwoLevel::new(sup, sub, bits).map(Scaling::TwoLevel).map_err(|e| e.to_string())
+        }
         n => {
             let g: usize =
                 n.parse().map_err(|_| format!("'{n}' is not tensor, row or a group size"))?;
             Scaling::Group(g).validate().map_err(|e| e.to_string())
         }
+    }
+}
+
+fn parse_scale_method(s: &str) -> Result<ScaleMethod, String> {
+    match s {
+        "absmax" => Ok(ScaleMethod::AbsMax),
+        "mse" => Ok(ScaleMethod::MseSearch),
+        _ => Err(format!("'{s}' is not absmax or mse")),
     }
 }
 
@@ -236,6 +268,7 @@ fn main() -> ExitCode {
                 codec: settings.codec,
                 scaling: settings.group,
                 scale_dtype: settings.scale_dtype.unwrap_or(ScaleDtype::F16),
+                scale_method: settings.scale_method,
                 scale_fallback: settings.scale_dtype.is_none(),
                 keep: keep.iter().map(|k| Pattern::new(k)).collect(),
                 bits_for,
@@ -255,13 +288,23 @@ fn main() -> ExitCode {
             run::run(&model, &input, &output_dir, repeat, json)
         }
         Command::Inspect { file, json } => commands::inspect(&file, json),
-        Command::Eval { input, bits, codec, group, scale_dtype, json, plot, inputs } => {
+        Command::Eval {
+            input,
+            bits,
+            codec,
+            group,
+            scale_dtype,
+            scale_method,
+            json,
+            plot,
+            inputs,
+        } => {
+            let scales = ScaleChoice { scaling: group, dtype: scale_dtype, method: scale_method };
             commands::eval(
                 &input,
                 &bits.0,
                 &codec,
-                group,
-                scale_dtype,
+                scales,
                 json,
                 plot.as_deref(),
                 inputs.as_deref(),

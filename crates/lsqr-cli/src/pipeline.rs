@@ -5,7 +5,7 @@ use std::fmt;
 
 use lsqr::codec::{
     quantize, CodecError, CodecKind, CodecSpec, ErrorMetrics, QuantizeOptions, QuantizedTensor,
-    ScaleDtype, Scaling,
+    ScaleDtype, ScaleMethod, Scaling,
 };
 use lsqr::format::LsqWriter;
 use rayon::prelude::*;
@@ -44,6 +44,17 @@ impl fmt::Display for CodecChoice {
     }
 }
 
+/// How scales are shared, stored and chosen, as `lsqr eval` takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct ScaleChoice {
+    /// How scales are shared.
+    pub scaling: Scaling,
+    /// How scales are stored; `None` for f16 with the f32 fallback.
+    pub dtype: Option<ScaleDtype>,
+    /// How scales are chosen.
+    pub method: ScaleMethod,
+}
+
 /// How to quantize a model.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -55,6 +66,8 @@ pub struct Settings {
     pub scaling: Scaling,
     /// How scales are stored.
     pub scale_dtype: ScaleDtype,
+    /// How scales are chosen.
+    pub scale_method: ScaleMethod,
     /// With f16 scales, a tensor whose scales overflow f16 (values beyond
     /// ±65504) gets f32 scales instead of failing. On when the scale dtype
     /// was not asked for explicitly, so default options work on any finite
@@ -94,6 +107,7 @@ impl Settings {
         QuantizeOptions {
             scaling: self.scaling,
             scale_dtype,
+            scale_method: self.scale_method,
             ..QuantizeOptions::new(CodecSpec::default_for(kind), bits)
         }
     }
@@ -458,6 +472,7 @@ mod tests {
             codec: CodecChoice::Fixed(codec),
             scaling: Scaling::Group(64),
             scale_dtype: ScaleDtype::F16,
+            scale_method: ScaleMethod::AbsMax,
             scale_fallback: true,
             keep: Vec::new(),
             bits_for: Vec::new(),

@@ -34,6 +34,24 @@ pub enum CodecError {
         /// The group size that was asked for.
         group: usize,
     },
+    /// Two-level scales of a shape [`crate::scale::TwoLevel::new`] refuses.
+    InvalidTwoLevel {
+        /// Elements per super-block.
+        super_len: usize,
+        /// Elements per sub-block.
+        sub_len: usize,
+        /// Bits per sub-scale.
+        sub_bits: u32,
+    },
+    /// A sub-scale does not fit its bits.
+    SubScaleOutOfRange {
+        /// Index of the sub-block.
+        group: usize,
+        /// The sub-scale.
+        sub_scale: u8,
+        /// Bits per sub-scale.
+        bits: u32,
+    },
     /// A scale does not fit the scale dtype (f16 overflow or underflow to zero).
     ScaleOutOfRange {
         /// Index of the group.
@@ -99,6 +117,15 @@ impl fmt::Display for CodecError {
             Self::ShapeOverflow => f.write_str("the shape's element count overflows"),
             Self::InvalidGroupSize { group } => {
                 write!(f, "group size {group} is not a power of two in 16..=1024")
+            }
+            Self::InvalidTwoLevel { super_len, sub_len, sub_bits } => write!(
+                f,
+                "two-level scales {super_len}/{sub_len}/{sub_bits}: super-blocks must be a power \
+                 of two in 32..=4096, sub-blocks a power of two from 8 to half a super-block, \
+                 sub-scales 2..=8 bits"
+            ),
+            Self::SubScaleOutOfRange { group, sub_scale, bits } => {
+                write!(f, "sub-scale {sub_scale} of sub-block {group} does not fit {bits} bits")
             }
             Self::ScaleOutOfRange { group, scale } => write!(
                 f,

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod paths;
 pub mod quantize;
 pub mod scale;
+mod scale_fit;
 mod search;
 
 pub use codebook::{
@@ -53,4 +54,4 @@ pub use metrics::ErrorMetrics;
 pub use quantize::{
     dequantize_codes, quantize, CodecSpec, QuantizeOptions, QuantizedTensor, ScaleMethod,
 };
-pub use scale::{GroupLayout, GroupScales, ScaleDtype, Scaling};
+pub use scale::{GroupLayout, GroupScales, ScaleDtype, Scaling, TwoLevel};

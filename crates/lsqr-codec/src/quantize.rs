@@ -12,6 +12,7 @@ use crate::codebook::{CodeWidth, Codebook, CodecKind, FpLayout};
 use crate::scale::{
     element_count, settle_tiny_groups, GroupLayout, GroupScales, ScaleDtype, Scaling,
 };
+use crate::scale_fit::{self, TwoLevelFit};
 use crate::{search, CodecError, ErrorMetrics};
 
 /// Which codebook to quantize with, and how to choose its parameters.
@@ -55,8 +56,12 @@ pub enum ScaleMethod {
     /// The group's largest magnitude: nothing is clipped.
     #[default]
     AbsMax,
-    /// The clipping ratio in 1/2..=1 of absmax with the least squared error
-    /// for the group, from 17 evenly spaced candidates.
+    /// The scale with the least squared error for the group: candidates
+    /// from 0.7 to 1.15 times the absmax scale, the codes re-chosen for
+    /// each and the scale refitted to them by least squares; never worse
+    /// than absmax. With `lut`, the table and the scales are fitted in
+    /// turn. With two-level scales, each sub-scale is also chosen among
+    /// its rounding neighbours by the error.
     MseSearch,
 }
 
@@ -113,23 +118,16 @@ pub fn quantize(
     let width = CodeWidth::new(options.bits)?;
     let layout = layout_for(shape, data.len(), options.scaling)?;
     let absmax = group_absmax(data, &layout)?;
-    let unit = options.scaling == Scaling::Unit;
-    let mut scales = if unit {
-        Vec::new()
-    } else {
-        let dtype = options.scale_dtype;
-        absmax.iter().enumerate().map(|(g, &m)| dtype.round(g, m)).collect::<Result<_, _>>()?
+    let (codebook, scales) = match options.scaling {
+        Scaling::Unit => {
+            let codebook = choose_codebook(data, &layout, &[], width, &options.codec)?;
+            (codebook, GroupScales::new(options.scale_dtype, Vec::new())?)
+        }
+        Scaling::TwoLevel(_) => two_level(data, &layout, &absmax, width, options)?,
+        _ => one_level(data, &layout, &absmax, width, options)?,
     };
-    let codebook = choose_codebook(data, &layout, &scales, width, &options.codec)?;
-    if options.scale_method == ScaleMethod::MseSearch && !unit {
-        scales = search::mse_scales(data, &layout, &codebook, options.scale_dtype)?;
-    }
-    if !unit {
-        settle_tiny_groups(data, &layout, &codebook, options.scale_dtype, &mut scales);
-    }
     let mut codes = vec![0u16; data.len()];
-    encode_groups(data, &layout, &scales, &codebook, &mut codes);
-    let scales = GroupScales::new(options.scale_dtype, scales)?;
+    encode_groups(data, &layout, scales.values(), &codebook, &mut codes);
     Ok(QuantizedTensor {
         shape: shape.to_vec(),
         codebook,
@@ -138,6 +136,67 @@ pub fn quantize(
         scales,
         codes,
     })
+}
+
+/// Table ↔ scale alternations for `lut` with fitted scales: the table is
+/// retrained for the fitted scales, then the scales refitted to the new
+/// table. On MiniLM at C = 4 (two-level 256/32) the rounds add 0.009 and
+/// 0.005 dB, and four rounds 0.01 more: two take nearly all of the gain.
+const LUT_REFIT_ROUNDS: usize = 2;
+
+/// One scale per group (tensor, row or group scaling).
+fn one_level(
+    data: &[f32],
+    layout: &GroupLayout,
+    absmax: &[f32],
+    width: CodeWidth,
+    options: &QuantizeOptions,
+) -> Result<(Codebook, GroupScales), CodecError> {
+    let dtype = options.scale_dtype;
+    let absmax_scales: Vec<f32> =
+        absmax.iter().enumerate().map(|(g, &m)| dtype.round(g, m)).collect::<Result<_, _>>()?;
+    let mut codebook = choose_codebook(data, layout, &absmax_scales, width, &options.codec)?;
+    let mut scales = absmax_scales.clone();
+    if options.scale_method == ScaleMethod::MseSearch {
+        scales = scale_fit::fitted_group_scales(data, layout, &codebook, dtype, &absmax_scales)?;
+        if options.codec == CodecSpec::Lut {
+            for _ in 0..LUT_REFIT_ROUNDS {
+                let table = search::refine_lut(data, layout, &scales, codebook.decode_table());
+                codebook = Codebook::lut(width, table)?;
+                scales =
+                    scale_fit::fitted_group_scales(data, layout, &codebook, dtype, &absmax_scales)?;
+            }
+        }
+    }
+    settle_tiny_groups(data, layout, &codebook, dtype, &mut scales);
+    Ok((codebook, GroupScales::new(dtype, scales)?))
+}
+
+/// Two-level scales: super-scales in the scale dtype, k-bit sub-scales.
+fn two_level(
+    data: &[f32],
+    layout: &GroupLayout,
+    absmax: &[f32],
+    width: CodeWidth,
+    options: &QuantizeOptions,
+) -> Result<(Codebook, GroupScales), CodecError> {
+    let dtype = options.scale_dtype;
+    let fit = match options.scale_method {
+        ScaleMethod::AbsMax => TwoLevelFit::AbsMax,
+        ScaleMethod::MseSearch => TwoLevelFit::Mse,
+    };
+    let mut codebook = choose_codebook(data, layout, absmax, width, &options.codec)?;
+    let (supers, subs) = scale_fit::two_level_scales(data, layout, &codebook, dtype, fit)?;
+    let mut scales = GroupScales::two_level(dtype, layout, supers, subs)?;
+    if options.codec == CodecSpec::Lut && fit == TwoLevelFit::Mse {
+        for _ in 0..LUT_REFIT_ROUNDS {
+            let table = search::refine_lut(data, layout, scales.values(), codebook.decode_table());
+            codebook = Codebook::lut(width, table)?;
+            let (supers, subs) = scale_fit::two_level_scales(data, layout, &codebook, dtype, fit)?;
+            scales = GroupScales::two_level(dtype, layout, supers, subs)?;
+        }
+    }
+    Ok((codebook, scales))
 }
 
 fn layout_for(

@@ -24,6 +24,72 @@ pub enum Scaling {
     /// One scale per `G` consecutive elements of a row; G is a power of two
     /// in 16..=1024.
     Group(usize),
+    /// Super-blocks along a row, each with a stored scale, cut into
+    /// sub-blocks whose scales are that scale times a k-bit integer (the
+    /// layout of ggml's K and IQ formats).
+    TwoLevel(TwoLevel),
+}
+
+/// The shape of two-level scales: a super-block of `super_len` elements of a
+/// row carries one scale `d` (in the scale dtype); each of its sub-blocks of
+/// `sub_len` elements carries an unsigned `sub_bits`-bit integer `q`, and its
+/// elements decode with the scale `d * q`.
+///
+/// Why two levels: one f16 scale per 32 elements costs 0.5 bits per weight;
+/// a 6-bit integer per 32 plus an f16 per 256 costs 0.25, and keeps most of
+/// the gain of small groups, since neighbouring sub-blocks share magnitude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TwoLevel {
+    super_len: usize,
+    sub_len: usize,
+    sub_bits: u32,
+}
+
+impl TwoLevel {
+    /// ggml's choice: super-blocks of 256, sub-blocks of 32, 6-bit sub-scales
+    /// (0.25 bits per weight of scales).
+    pub const DEFAULT: TwoLevel = TwoLevel { super_len: 256, sub_len: 32, sub_bits: 6 };
+
+    /// Checks the shape: `super_len` a power of two in 32..=4096, `sub_len`
+    /// a power of two in 8..=`super_len / 2`, `sub_bits` in 2..=8.
+    pub fn new(super_len: usize, sub_len: usize, sub_bits: u32) -> Result<Self, CodecError> {
+        let ok = super_len.is_power_of_two()
+            && (32..=4096).contains(&super_len)
+            && sub_len.is_power_of_two()
+            && sub_len >= 8
+            && sub_len <= super_len / 2
+            && (2..=8).contains(&sub_bits);
+        if ok {
+            Ok(Self { super_len, sub_len, sub_bits })
+        } else {
+            Err(CodecError::InvalidTwoLevel { super_len, sub_len, sub_bits })
+        }
+    }
+
+    /// Elements per super-block.
+    pub fn super_len(self) -> usize {
+        self.super_len
+    }
+
+    /// Elements per sub-block.
+    pub fn sub_len(self) -> usize {
+        self.sub_len
+    }
+
+    /// Bits per sub-scale.
+    pub fn sub_bits(self) -> u32 {
+        self.sub_bits
+    }
+
+    /// The largest sub-scale, `2^k - 1`.
+    pub fn sub_max(self) -> u32 {
+        (1 << self.sub_bits) - 1
+    }
+
+    /// Sub-blocks per full super-block.
+    pub fn subs_per_super(self) -> usize {
+        self.super_len / self.sub_len
+    }
 }
 
 impl Scaling {
@@ -33,6 +99,7 @@ impl Scaling {
             Scaling::Group(g) if !(g.is_power_of_two() && (16..=1024).contains(&g)) => {
                 Err(CodecError::InvalidGroupSize { group: g })
             }
+            Scaling::TwoLevel(t) => TwoLevel::new(t.super_len, t.sub_len, t.sub_bits).map(|_| self),
             s => Ok(s),
         }
     }
@@ -101,6 +168,29 @@ impl ScaleDtype {
     }
 }
 
+impl ScaleDtype {
+    /// The stored value nearest to a non-negative `scale` (ties to even), for
+    /// scales fitted to the error, where codes are re-chosen after rounding
+    /// and nothing needs rounding up. Scales beyond f16's range are an error.
+    /// Like [`ScaleDtype::round`], scales below f32's smallest normal become 0.
+    pub(crate) fn round_nearest(self, group: usize, scale: f32) -> Result<f32, CodecError> {
+        if scale < f32::MIN_POSITIVE {
+            return Ok(0.0);
+        }
+        match self {
+            ScaleDtype::F32 => Ok(scale),
+            ScaleDtype::F16 => {
+                let rounded = f16::from_f32(scale).to_f32();
+                if rounded.is_infinite() {
+                    Err(CodecError::ScaleOutOfRange { group, scale })
+                } else {
+                    Ok(rounded)
+                }
+            }
+        }
+    }
+}
+
 /// For every group whose scale is 0 although it holds non-zero values (too
 /// small for the scale dtype, see [`ScaleDtype::round`]), the scale among 0
 /// and `dtype.smallest()` with the least squared error under `codebook`:
@@ -144,6 +234,8 @@ pub struct GroupLayout {
     row_len: usize,
     /// Elements per group (the last group of a row may be shorter); at least 1.
     group_len: usize,
+    /// With two-level scales, groups are the sub-blocks.
+    two_level: Option<TwoLevel>,
 }
 
 impl GroupLayout {
@@ -159,8 +251,40 @@ impl GroupLayout {
             Scaling::Unit | Scaling::Tensor => (1, total, total.max(1)),
             Scaling::Row => (rows, row_len, row_len.max(1)),
             Scaling::Group(g) => (rows, row_len, g),
+            Scaling::TwoLevel(t) => (rows, row_len, t.sub_len),
         };
-        Ok(Self { rows, row_len, group_len })
+        let two_level = match scaling {
+            Scaling::TwoLevel(t) => Some(t),
+            _ => None,
+        };
+        Ok(Self { rows, row_len, group_len, two_level })
+    }
+
+    /// The two-level shape, if groups are sub-blocks of super-blocks.
+    pub fn two_level(&self) -> Option<TwoLevel> {
+        self.two_level
+    }
+
+    /// Super-blocks per row (0 without two-level scales).
+    pub fn supers_per_row(&self) -> usize {
+        self.two_level.map_or(0, |t| self.row_len.div_ceil(t.super_len))
+    }
+
+    /// Total super-blocks (0 without two-level scales).
+    pub fn super_count(&self) -> usize {
+        self.rows * self.supers_per_row()
+    }
+
+    /// The super-block that group (sub-block) `g` belongs to; `g` itself
+    /// without two-level scales.
+    pub fn super_of(&self, g: usize) -> usize {
+        match self.two_level {
+            None => g,
+            Some(t) => {
+                let per_row = self.groups_per_row().max(1);
+                (g / per_row) * self.supers_per_row() + (g % per_row) / t.subs_per_super()
+            }
+        }
     }
 
     /// Number of rows in the row view.
@@ -221,7 +345,20 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupScales {
     dtype: ScaleDtype,
+    /// The scale of every group (sub-block), as the decoder multiplies by it.
     values: Vec<f32>,
+    /// With two-level scales, what is stored: `values[g] = supers[super_of(g)] * subs[g]`.
+    two_level: Option<TwoLevelScales>,
+}
+
+/// The stored parts of two-level scales.
+#[derive(Debug, Clone, PartialEq)]
+struct TwoLevelScales {
+    shape: TwoLevel,
+    /// One per super-block, representable in the dtype.
+    supers: Vec<f32>,
+    /// One per sub-block, at most `shape.sub_max()`.
+    subs: Vec<u8>,
 }
 
 impl GroupScales {
@@ -233,7 +370,56 @@ impl GroupScales {
                 return Err(CodecError::ScaleOutOfRange { group, scale: v });
             }
         }
-        Ok(Self { dtype, values })
+        Ok(Self { dtype, values, two_level: None })
+    }
+
+    /// Two-level scales of `layout` (which must have them): one super-scale
+    /// per super-block, representable in `dtype`, and one sub-scale per
+    /// sub-block. Each group's scale is the f32 product `super * sub`, exact
+    /// for f16 super-scales (11 + 8 significant bits).
+    pub fn two_level(
+        dtype: ScaleDtype,
+        layout: &GroupLayout,
+        supers: Vec<f32>,
+        subs: Vec<u8>,
+    ) -> Result<Self, CodecError> {
+        let Some(shape) = layout.two_level() else {
+            return Err(CodecError::LengthMismatch {
+                what: "super-scales",
+                expected: 0,
+                got: supers.len(),
+            });
+        };
+        check_count("super-scales", layout.super_count(), supers.len())?;
+        check_count("sub-scales", layout.group_count(), subs.len())?;
+        for (group, &v) in supers.iter().enumerate() {
+            if !v.is_finite() || v < 0.0 || dtype.round_nearest(group, v).ok() != Some(v) {
+                return Err(CodecError::ScaleOutOfRange { group, scale: v });
+            }
+        }
+        if let Some(group) = subs.iter().position(|&q| u32::from(q) > shape.sub_max()) {
+            return Err(CodecError::SubScaleOutOfRange {
+                group,
+                sub_scale: subs[group],
+                bits: shape.sub_bits(),
+            });
+        }
+        let values = subs
+            .iter()
+            .enumerate()
+            .map(|(g, &q)| supers[layout.super_of(g)] * f32::from(q))
+            .collect();
+        Ok(Self { dtype, values, two_level: Some(TwoLevelScales { shape, supers, subs }) })
+    }
+
+    /// The super-scales of two-level scales.
+    pub fn super_scales(&self) -> Option<&[f32]> {
+        self.two_level.as_ref().map(|t| &t.supers[..])
+    }
+
+    /// The sub-scales of two-level scales, one per group.
+    pub fn sub_scales(&self) -> Option<&[u8]> {
+        self.two_level.as_ref().map(|t| &t.subs[..])
     }
 
     /// Scales as f32.
@@ -246,14 +432,19 @@ impl GroupScales {
         self.dtype
     }
 
-    /// Little-endian bytes as stored: f16 or f32 per group.
+    /// The bytes as stored (FORMAT.md §5.2): f16 or f32 per group, little
+    /// endian; for two-level scales, the super-scales so, then the sub-scales
+    /// packed LSB-first at k bits each, as codes are.
     pub fn to_le_bytes(&self) -> Vec<u8> {
-        match self.dtype {
-            ScaleDtype::F16 => {
-                self.values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
-            }
-            ScaleDtype::F32 => self.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
+        let Some(t) = &self.two_level else { return dtype_bytes(self.dtype, &self.values) };
+        let mut out = dtype_bytes(self.dtype, &t.supers);
+        let subs: Vec<u16> = t.subs.iter().map(|&q| u16::from(q)).collect();
+        let bits = t.shape.sub_bits();
+        let packed_len = lsqr_pack::packed_len(subs.len(), bits).expect("sub-scales fit memory");
+        let at = out.len();
+        out.resize(at + packed_len, 0);
+        lsqr_pack::pack_into(&subs, bits, &mut out[at..]).expect("sub-scales fit their bits");
+        out
     }
 
     /// Parses [`GroupScales::to_le_bytes`]; an error if the length is not a
@@ -276,6 +467,21 @@ impl GroupScales {
                 .collect(),
         };
         Self::new(dtype, values)
+    }
+}
+
+fn dtype_bytes(dtype: ScaleDtype, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        ScaleDtype::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+        ScaleDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+fn check_count(what: &'static str, expected: usize, got: usize) -> Result<(), CodecError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(CodecError::LengthMismatch { what, expected, got })
     }
 }
 

@@ -342,7 +342,7 @@ impl fmt::Display for FormatError {
             TooShort { len } => write!(f, "file is {len} bytes, shorter than the 64-byte preamble"),
             BadMagic => f.write_str("not an .lsq file (bad magic at offset 0x0)"),
             UnsupportedVersion { major, minor } => {
-                write!(f, "unsupported .lsq version {major}.{minor} (this reader reads 1.0 and 1.1)")
+                write!(f, "unsupported .lsq version {major}.{minor} (this reader reads 1.0 to 1.2)")
             }
             UnknownFlags { flags } => write!(f, "unknown feature flags {flags:#x} at offset 0xc"),
             NonZeroReserved { offset } => write!(f, "reserved field at {offset:#x} is not zero"),

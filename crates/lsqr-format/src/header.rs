@@ -7,7 +7,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use lsqr_codec::{CodeWidth, CodecKind, FpLayout, GroupLayout, ScaleDtype, Scaling};
+use lsqr_codec::{CodeWidth, CodecKind, FpLayout, GroupLayout, ScaleDtype, Scaling, TwoLevel};
 
 use crate::error::{FormatError, SectionKind, SectionProblem};
 use crate::model::*;
@@ -91,6 +91,10 @@ fn encode_tensor(out: &mut Vec<u8>, t: &TensorInfo) {
                 Scaling::Group(g) => {
                     group = g as u32;
                     3
+                }
+                Scaling::TwoLevel(t) => {
+                    group = two_level_field(t);
+                    4
                 }
             };
             fields[5] = match q.scale_dtype {
@@ -189,16 +193,39 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// The lowest minor version that describes a file with this graph: 1.0
-/// unless an op outside the 1.0 list appears (FORMAT.md §9), so that files
-/// 1.0 readers can read keep saying so.
-pub fn minor_version_for(graph: Option<&Graph>) -> u16 {
+/// The lowest minor version that describes a file with these tensors and
+/// this graph (FORMAT.md §9): 1.2 if a tensor has two-level scales, 1.1 if
+/// the graph names an op outside the 1.0 list, else 1.0, so that files older
+/// readers can read keep saying so.
+pub fn minor_version_for(tensors: &[TensorInfo], graph: Option<&Graph>) -> u16 {
     let new_op = |g: &Graph| g.layers.iter().any(|l| !OPS_1_0.contains(&l.op.as_str()));
-    if graph.is_some_and(new_op) {
+    if tensors.iter().any(has_two_level_scales) {
+        2
+    } else if graph.is_some_and(new_op) {
         1
     } else {
         0
     }
+}
+
+fn has_two_level_scales(t: &TensorInfo) -> bool {
+    matches!(t.storage, Storage::Quantized(q) if matches!(q.scaling, Scaling::TwoLevel(_)))
+}
+
+/// The `group_size` field of two-level scaling (FORMAT.md §5.2): the bytes
+/// log2(super-block), log2(sub-block), sub-scale bits, 0.
+fn two_level_field(t: TwoLevel) -> u32 {
+    t.super_len().trailing_zeros() | t.sub_len().trailing_zeros() << 8 | t.sub_bits() << 16
+}
+
+/// Parses [`two_level_field`]; `None` for any shape `TwoLevel::new` refuses
+/// or a non-zero last byte.
+fn two_level_from_field(field: u32) -> Option<TwoLevel> {
+    let [super_log2, sub_log2, bits, zero] = field.to_le_bytes();
+    if zero != 0 || super_log2 > 12 || sub_log2 > 12 {
+        return None;
+    }
+    TwoLevel::new(1 << super_log2, 1 << sub_log2, u32::from(bits)).ok()
 }
 
 /// Checks the preamble and returns the header's bytes, its offset and the
@@ -426,7 +453,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Index, FormatError> {
 
     let mut tensors = Vec::with_capacity(tensor_count);
     for i in 0..tensor_count {
-        tensors.push(parse_tensor(&mut cur, i, header_offset)?);
+        tensors.push(parse_tensor(&mut cur, i, header_offset, minor)?);
     }
     let mut by_name: Vec<usize> = (0..tensors.len()).collect();
     by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
@@ -457,6 +484,7 @@ fn parse_tensor(
     cur: &mut Cursor<'_>,
     i: usize,
     header_offset: u64,
+    minor: u16,
 ) -> Result<TensorInfo, FormatError> {
     let name = cur.name(&|| format!("tensor {i} name"))?;
     let ctx = || format!("tensor '{name}'");
@@ -530,6 +558,9 @@ fn parse_tensor(
                 (3, g) => Scaling::Group(g as usize)
                     .validate()
                     .map_err(|_| invalid("group_size", u64::from(g), group_at))?,
+                (4, g) if minor >= 2 => two_level_from_field(g)
+                    .map(Scaling::TwoLevel)
+                    .ok_or_else(|| invalid("group_size", u64::from(g), group_at))?,
                 (0..=2, g) => return Err(invalid("group_size", u64::from(g), group_at)),
                 _ => return Err(field(4, "scaling")),
             };
@@ -593,7 +624,16 @@ fn expected_lengths(t: &TensorInfo, count: u64) -> Option<[u64; 3]> {
                 None => 0,
                 Some(dtype) => {
                     let layout = GroupLayout::new(&t.shape_usize(), q.scaling).ok()?;
-                    (layout.group_count() as u64).checked_mul(dtype.size() as u64)?
+                    let size = dtype.size() as u64;
+                    match layout.two_level() {
+                        None => (layout.group_count() as u64).checked_mul(size)?,
+                        Some(shape) => {
+                            let supers = (layout.super_count() as u64).checked_mul(size)?;
+                            let sub_bits = (layout.group_count() as u64)
+                                .checked_mul(u64::from(shape.sub_bits()))?;
+                            supers.checked_add(sub_bits.div_ceil(8))?
+                        }
+                    }
                 }
             };
             let table = if q.codec == CodecKind::Lut { 4u64 << q.width.bits() } else { 0 };

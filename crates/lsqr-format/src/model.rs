@@ -9,7 +9,7 @@ use lsqr_codec::{CodeWidth, CodecKind, FpLayout, ScaleDtype, Scaling};
 /// The preamble's magic: `\x89LSQ\r\n\x1a\n`.
 pub const MAGIC: [u8; 8] = [0x89, b'L', b'S', b'Q', b'\r', b'\n', 0x1a, b'\n'];
 /// The version this crate reads and writes.
-pub const VERSION: (u16, u16) = (1, 1);
+pub const VERSION: (u16, u16) = (1, 2);
 /// Size of the preamble, and the alignment of every data section.
 pub const PREAMBLE_LEN: u64 = 64;
 /// Alignment of every data section.

@@ -345,7 +345,7 @@ impl<'f> QuantizedView<'f> {
     ) -> Result<Self, FormatError> {
         let codec_error = |source| FormatError::Codec { tensor: info.name.clone(), source };
         let layout = GroupLayout::new(&info.shape_usize(), spec.scaling).map_err(codec_error)?;
-        check_scales(info, spec, scales)?;
+        check_scales(info, spec, &layout, scales)?;
         let params = match spec.codec {
             CodecKind::Seed => CodebookParams::Seed,
             CodecKind::Log => CodebookParams::Log { mu: spec.mu },
@@ -402,16 +402,33 @@ impl<'f> QuantizedView<'f> {
         self.scales
     }
 
-    /// The scale of group `g` (1 for `Scaling::Unit`).
+    /// The scale of group `g` (1 for `Scaling::Unit`); with two-level
+    /// scales, of sub-block `g`: its super-block's scale times its
+    /// sub-scale, multiplied in f32.
     pub fn scale(&self, g: usize) -> f32 {
-        read_scale(self.spec.scale_dtype, self.scales, g).unwrap_or(1.0)
+        match self.layout.two_level() {
+            None => read_scale(self.spec.scale_dtype, self.scales, g).unwrap_or(1.0),
+            Some(shape) => {
+                let sup = read_scale(self.spec.scale_dtype, self.scales, self.layout.super_of(g));
+                let sub = self.sub_scale(g, shape.sub_bits());
+                sup.unwrap_or(0.0) * f32::from(sub)
+            }
+        }
     }
 
-    /// Every scale as f32 (empty for `Scaling::Unit`).
+    /// The k-bit sub-scale of sub-block `g`, packed after the super-scales.
+    fn sub_scale(&self, g: usize, bits: u32) -> u16 {
+        let size = self.spec.scale_dtype.map_or(0, ScaleDtype::size);
+        let packed = self.scales.get(self.layout.super_count() * size..).unwrap_or_default();
+        lsqr_pack::get(packed, bits, g).unwrap_or(0)
+    }
+
+    /// Every scale as f32, one per group (empty for `Scaling::Unit`).
     pub fn scales_f32(&self) -> Vec<f32> {
-        (0..self.scales.len() / self.spec.scale_dtype.map_or(1, ScaleDtype::size))
-            .map(|g| self.scale(g))
-            .collect()
+        if self.spec.scale_dtype.is_none() {
+            return Vec::new();
+        }
+        (0..self.layout.group_count()).map(|g| self.scale(g)).collect()
     }
 
     /// Decodes every element into `out`, a group at a time, without
@@ -461,10 +478,19 @@ fn read_scale(dtype: Option<ScaleDtype>, bytes: &[u8], g: usize) -> Option<f32> 
     }
 }
 
-/// Scales must be finite and >= 0 (FORMAT.md §5.2).
-fn check_scales(info: &TensorInfo, spec: QuantSpec, bytes: &[u8]) -> Result<(), FormatError> {
+/// Scales (with two-level scaling, super-scales) must be finite and >= 0
+/// (FORMAT.md §5.2); every k-bit sub-scale is valid.
+fn check_scales(
+    info: &TensorInfo,
+    spec: QuantSpec,
+    layout: &GroupLayout,
+    bytes: &[u8],
+) -> Result<(), FormatError> {
     let Some(dtype) = spec.scale_dtype else { return Ok(()) };
-    let count = bytes.len() / dtype.size();
+    let count = match layout.two_level() {
+        None => bytes.len() / dtype.size(),
+        Some(_) => layout.super_count(),
+    };
     let bad = (0..count).find(|&g| {
         let s = read_scale(Some(dtype), bytes, g).unwrap_or(f32::NAN);
         !(s.is_finite() && s >= 0.0)

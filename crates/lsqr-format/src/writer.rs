@@ -213,7 +213,7 @@ impl<W: Write + Seek> LsqWriter<W> {
         };
         if let Some(g) = &self.graph {
             check_graph_names(g)?;
-            header::validate_graph(g, &index, header::minor_version_for(Some(g)))?;
+            header::validate_graph(g, &index, header::minor_version_for(&index.tensors, Some(g)))?;
         }
         let header = header::encode_header(&self.metadata, &index.tensors, self.graph.as_ref());
         if header.len() as u64 > MAX_HEADER_LEN {
@@ -225,7 +225,7 @@ impl<W: Write + Seek> LsqWriter<W> {
         let header_offset = self.pad_to_alignment()?;
         self.out.write_all(&header).map_err(io_error("writing the header"))?;
         let preamble = header::encode_preamble(
-            header::minor_version_for(self.graph.as_ref()),
+            header::minor_version_for(&index.tensors, self.graph.as_ref()),
             header_offset,
             header.len() as u64,
             crc32fast::hash(&header),

@@ -36,8 +36,8 @@ fn bad_magic() {
 fn unsupported_version() {
     let f = patch_preamble(&small_model(), 8, &2u16.to_le_bytes());
     assert!(matches!(open_err(&f), FormatError::UnsupportedVersion { major: 2, minor: 0 }));
-    let f = patch_preamble(&small_model(), 10, &2u16.to_le_bytes());
-    assert!(matches!(open_err(&f), FormatError::UnsupportedVersion { major: 1, minor: 2 }));
+    let f = patch_preamble(&small_model(), 10, &3u16.to_le_bytes());
+    assert!(matches!(open_err(&f), FormatError::UnsupportedVersion { major: 1, minor: 3 }));
 }
 
 /// From 1.1 the container records any op (the runtime decides what it

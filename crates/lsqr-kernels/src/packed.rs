@@ -107,6 +107,11 @@ impl<'a> PackedWeight<'a> {
             Scaling::Row => (ScaleMode::PerRow, rows),
             Scaling::Group(g) if g > 0 => (ScaleMode::PerGroup(g), rows * cols.div_ceil(g)),
             Scaling::Group(_) => return Err(bad("group size 0")),
+            // The scales are the sub-blocks' (super-scale times sub-scale,
+            // multiplied once when the weight is prepared).
+            Scaling::TwoLevel(t) => {
+                (ScaleMode::PerGroup(t.sub_len()), rows * cols.div_ceil(t.sub_len()))
+            }
         };
         // An empty weight has no scales at all.
         let expected_scales =
