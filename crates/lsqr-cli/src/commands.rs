@@ -137,6 +137,22 @@ pub fn quantize(
         }
         None => (model, settings),
     };
+    let planned;
+    let settings = match &settings.budget {
+        None => settings,
+        Some(budget) => {
+            let plan =
+                crate::budget::plan(model, settings, budget.bits_per_weight, &budget.layouts)
+                    .map_err(|e| e.to_string())?;
+            eprintln!(
+                "budget: {} bits per weight asked, {:.4} stored (codes, scales and tables of \
+                 the quantized tensors); widths and scales per tensor below",
+                budget.bits_per_weight, plan.bits_per_weight
+            );
+            planned = Settings { per_tensor: plan.choices, ..settings.clone() };
+            &planned
+        }
+    };
     let writer = file.writer();
     if let Some(g) = &graph {
         crate::graph::write_graph(writer, g)?;
@@ -389,6 +405,8 @@ pub fn eval(
         scale_fallback,
         keep: Vec::new(),
         bits_for: Vec::new(),
+        per_tensor: Default::default(),
+        budget: None,
     };
     let quantizable = model
         .tensors

@@ -53,6 +53,8 @@ fn settings(bits: u32) -> Settings {
         scale_fallback: true,
         keep: Vec::new(),
         bits_for: Vec::new(),
+        per_tensor: Default::default(),
+        budget: None,
     }
 }
 

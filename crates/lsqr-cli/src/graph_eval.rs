@@ -158,6 +158,8 @@ pub fn eval_graph(
         scale_fallback: scales.dtype.is_none(),
         keep: Vec::new(),
         bits_for: Vec::new(),
+        per_tensor: Default::default(),
+        budget: None,
     };
     let (source, settings) = crate::graph::tensors_as_model(input, &graph, &settings);
     let weights: Vec<_> = source

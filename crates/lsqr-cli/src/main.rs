@@ -10,6 +10,7 @@
 //! terminal), plotters (`eval --plot`), rayon (both cores), half (f16 scale
 //! limits).
 
+mod budget;
 mod commands;
 mod demo;
 mod graph;
@@ -167,9 +168,16 @@ struct SettingsArgs {
     /// Scale groups: `tensor`, `row`, a group size (16..1024), or two-level
     /// scales `S/s[/k]`: a scale per super-block of S elements (32..4096) and
     /// a k-bit integer sub-scale (default 6) per sub-block of s elements,
-    /// e.g. `256/32` (0.25 bits per weight with f16 scales).
-    #[arg(long, default_value = "64", value_parser = parse_group)]
-    group: Scaling,
+    /// e.g. `256/32` (0.25 bits per weight with f16 scales) [default: 64;
+    /// with --bpw, chosen per tensor among 1024/32/4, 1024/16/4, 1024/8/4].
+    #[arg(long, value_parser = parse_group)]
+    group: Option<Scaling>,
+    /// A size budget instead of one width: at most B bits per quantized
+    /// weight, counting codes, scales and tables; each tensor gets the
+    /// width (and, without --group, the scale layout) that maximizes the
+    /// weighted SNR under it. Overrides --bits and --bits-for.
+    #[arg(long, value_name = "B", value_parser = parse_bpw)]
+    bpw: Option<f64>,
     /// Scale storage [default: f16, and f32 for a tensor whose scales overflow f16
     /// (values beyond ±65504); an explicit `f16` makes that an error].
     #[arg(long, value_parser = parse_scale_dtype)]
@@ -202,6 +210,13 @@ fn parse_group(s: &str) -> Result<Scaling, String> {
                 n.parse().map_err(|_| format!("'{n}' is not tensor, row or a group size"))?;
             Scaling::Group(g).validate().map_err(|e| e.to_string())
         }
+    }
+}
+
+fn parse_bpw(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(b) if (1.0..=17.0).contains(&b) => Ok(b),
+        _ => Err(format!("'{s}' is not a number of bits per weight in 1..17")),
     }
 }
 
@@ -266,12 +281,17 @@ fn main() -> ExitCode {
             let settings = Settings {
                 bits: settings.bits,
                 codec: settings.codec,
-                scaling: settings.group,
+                scaling: settings.group.unwrap_or(Scaling::Group(64)),
                 scale_dtype: settings.scale_dtype.unwrap_or(ScaleDtype::F16),
                 scale_method: settings.scale_method,
                 scale_fallback: settings.scale_dtype.is_none(),
                 keep: keep.iter().map(|k| Pattern::new(k)).collect(),
                 bits_for,
+                per_tensor: Default::default(),
+                budget: settings.bpw.map(|bits_per_weight| budget::Budget {
+                    bits_per_weight,
+                    layouts: settings.group.map_or_else(budget::default_layouts, |g| vec![g]),
+                }),
             };
             let graph_options = GraphOptions { input_shapes: input_shape };
             commands::quantize(

@@ -1,6 +1,7 @@
 //! Quantizing a whole model: which tensors, with what, on both cores, and
 //! streamed to the writer in the source's order.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use lsqr::codec::{
@@ -77,6 +78,12 @@ pub struct Settings {
     pub keep: Vec<Pattern>,
     /// Per-pattern widths; the first match wins.
     pub bits_for: Vec<(Pattern, u32)>,
+    /// Width and scale layout per tensor name (what `--bpw` chose); ahead
+    /// of `bits_for` and `scaling`.
+    pub per_tensor: BTreeMap<String, (u32, Scaling)>,
+    /// `--bpw`: widths and layouts are chosen per tensor under this budget
+    /// (filling `per_tensor`) before quantizing.
+    pub budget: Option<crate::budget::Budget>,
 }
 
 /// What happens to one tensor.
@@ -98,14 +105,28 @@ impl Settings {
         if !quantizable || self.keep.iter().any(|p| p.matches(&t.name)) {
             return Action::Keep;
         }
+        if let Some(&(bits, _)) = self.per_tensor.get(&t.name) {
+            return Action::Quantize(bits);
+        }
         let bits =
             self.bits_for.iter().find(|(p, _)| p.matches(&t.name)).map_or(self.bits, |&(_, b)| b);
         Action::Quantize(bits)
     }
 
-    fn options(&self, kind: CodecKind, bits: u32, scale_dtype: ScaleDtype) -> QuantizeOptions {
+    /// How tensor `t`'s scales are shared.
+    pub fn scaling_for(&self, t: &SourceTensor) -> Scaling {
+        self.per_tensor.get(&t.name).map_or(self.scaling, |&(_, s)| s)
+    }
+
+    fn options(
+        &self,
+        kind: CodecKind,
+        bits: u32,
+        scaling: Scaling,
+        scale_dtype: ScaleDtype,
+    ) -> QuantizeOptions {
         QuantizeOptions {
-            scaling: self.scaling,
+            scaling,
             scale_dtype,
             scale_method: self.scale_method,
             ..QuantizeOptions::new(CodecSpec::default_for(kind), bits)
@@ -120,14 +141,15 @@ impl Settings {
         shape: &[usize],
         kind: CodecKind,
         bits: u32,
+        scaling: Scaling,
     ) -> Result<QuantizedTensor, CodecError> {
-        match quantize(values, shape, &self.options(kind, bits, self.scale_dtype)) {
+        match quantize(values, shape, &self.options(kind, bits, scaling, self.scale_dtype)) {
             Err(CodecError::ScaleOutOfRange { scale, .. })
                 if self.scale_fallback
                     && self.scale_dtype == ScaleDtype::F16
                     && scale > f32::from(half::f16::MAX) =>
             {
-                quantize(values, shape, &self.options(kind, bits, ScaleDtype::F32))
+                quantize(values, shape, &self.options(kind, bits, scaling, ScaleDtype::F32))
             }
             result => result,
         }
@@ -147,6 +169,8 @@ pub struct TensorResult {
     pub codec: Option<String>,
     /// Code width, if quantized.
     pub bits: Option<u32>,
+    /// How its scales are shared, if quantized.
+    pub scaling: Option<String>,
     /// SNR in dB against the source, if quantized.
     pub snr_db: Option<f64>,
     /// How its scales are stored, if quantized with scales: `f32` where
@@ -176,6 +200,8 @@ pub enum PipelineError {
     },
     /// Writing the output.
     Format(lsqr::format::FormatError),
+    /// A `--bpw` budget no choice fits.
+    Budget(String),
 }
 
 impl fmt::Display for PipelineError {
@@ -186,6 +212,7 @@ impl fmt::Display for PipelineError {
                 write!(f, "{path}: tensor '{tensor}': {source}")
             }
             Self::Format(e) => e.fmt(f),
+            Self::Budget(message) => f.write_str(message),
         }
     }
 }
@@ -212,19 +239,35 @@ pub fn quantize_tensor(
     bits: u32,
 ) -> Result<(QuantizedTensor, ErrorMetrics), PipelineError> {
     let values = model.to_f32(t)?;
+    let settings = &Settings { codec: choice, ..settings.clone() };
+    best_quantization(model, t, settings, &values, &t.shape, bits, settings.scaling_for(t))
+}
+
+/// `values` (tensor `t` of `model`, or a sample of its rows of `shape`)
+/// quantized at `bits` with `scaling` by the settings' codec: for `Auto`,
+/// the family with the least error energy.
+pub fn best_quantization(
+    model: &SourceModel,
+    t: &SourceTensor,
+    settings: &Settings,
+    values: &[f32],
+    shape: &[usize],
+    bits: u32,
+    scaling: Scaling,
+) -> Result<(QuantizedTensor, ErrorMetrics), PipelineError> {
     let codec_error = |source| PipelineError::Codec {
         path: model.path.display().to_string(),
         tensor: t.name.clone(),
         source,
     };
-    let kinds: Vec<CodecKind> = match choice {
+    let kinds: Vec<CodecKind> = match settings.codec {
         CodecChoice::Fixed(k) => vec![k],
         CodecChoice::Auto => CodecKind::ALL.to_vec(),
     };
     let mut best: Option<(QuantizedTensor, ErrorMetrics)> = None;
     for kind in kinds {
-        let q = settings.quantize(&values, &t.shape, kind, bits).map_err(codec_error)?;
-        let m = q.metrics_against(&values).map_err(codec_error)?;
+        let q = settings.quantize(values, shape, kind, bits, scaling).map_err(codec_error)?;
+        let m = q.metrics_against(values).map_err(codec_error)?;
         if best.as_ref().is_none_or(|(_, b)| m.error_energy < b.error_energy) {
             best = Some((q, m));
         }
@@ -293,6 +336,7 @@ pub fn run<W: std::io::Write + std::io::Seek>(
                         dtype: t.dtype.name(),
                         codec: Some(q.codebook().kind().name().to_string()),
                         bits: Some(q.codebook().width().bits()),
+                        scaling: Some(crate::commands::scaling_name(q.scaling())),
                         snr_db: Some(m.snr_db()),
                         scale_dtype: (q.scaling() != Scaling::Unit)
                             .then(|| scale_dtype_name(q.scales().dtype())),
@@ -311,6 +355,7 @@ pub fn run<W: std::io::Write + std::io::Seek>(
                         dtype: t.dtype.name(),
                         codec: None,
                         bits: None,
+                        scaling: None,
                         snr_db: None,
                         scale_dtype: None,
                         source_bytes,
@@ -476,6 +521,8 @@ mod tests {
             scale_fallback: true,
             keep: Vec::new(),
             bits_for: Vec::new(),
+            per_tensor: Default::default(),
+            budget: None,
         }
     }
 

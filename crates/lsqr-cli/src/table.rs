@@ -35,7 +35,7 @@ pub fn render<const N: usize>(
 
 /// The per-tensor table of `lsqr quantize`.
 pub fn tensor_table(results: &[TensorResult]) -> String {
-    let rows: Vec<[String; 6]> = results
+    let rows: Vec<[String; 7]> = results
         .iter()
         .map(|r| {
             [
@@ -43,15 +43,16 @@ pub fn tensor_table(results: &[TensorResult]) -> String {
                 format!("{:?}", r.shape),
                 r.codec.clone().unwrap_or_else(|| format!("raw {}", r.dtype)),
                 r.bits.map_or("-".into(), |b| b.to_string()),
+                r.scaling.clone().unwrap_or_else(|| "-".into()),
                 r.snr_db.map_or("-".into(), |s| format!("{s:.2}")),
                 r.stored_bytes.to_string(),
             ]
         })
         .collect();
     render(
-        &["tensor", "shape", "codec", "C", "SNR dB", "bytes"],
+        &["tensor", "shape", "codec", "C", "scales", "SNR dB", "bytes"],
         &rows,
-        &[false, false, false, true, true, true],
+        &[false, false, false, true, false, true, true],
     )
 }
 

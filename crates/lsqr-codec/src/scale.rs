@@ -260,6 +260,22 @@ impl GroupLayout {
         Ok(Self { rows, row_len, group_len, two_level })
     }
 
+    /// Bytes of the scales section for this layout (FORMAT.md §5.2): one
+    /// `dtype` scale per group, or with two-level scales one per
+    /// super-block and then the k-bit sub-scales, packed. `None` on
+    /// overflow. (Unit scaling has no scales: the caller knows.)
+    pub fn stored_scale_bytes(&self, dtype: ScaleDtype) -> Option<u64> {
+        let size = dtype.size() as u64;
+        match self.two_level {
+            None => (self.group_count() as u64).checked_mul(size),
+            Some(t) => {
+                let supers = (self.super_count() as u64).checked_mul(size)?;
+                let sub_bits = (self.group_count() as u64).checked_mul(u64::from(t.sub_bits))?;
+                supers.checked_add(sub_bits.div_ceil(8))
+            }
+        }
+    }
+
     /// The two-level shape, if groups are sub-blocks of super-blocks.
     pub fn two_level(&self) -> Option<TwoLevel> {
         self.two_level

@@ -59,31 +59,56 @@ impl<'c> BlockFitter<'c> {
     /// The sums run on values divided by the absmax scale, so they stay
     /// near 1 in f32 whatever the block's magnitude (any finite f32).
     pub(crate) fn best_scale(&mut self, xs: &[f32], absmax: f32) -> f32 {
+        self.best_scale_and_weight(xs, absmax).0
+    }
+
+    /// [`BlockFitter::best_scale`], and the weight `w = Σ t²` of its codes:
+    /// moving the scale from its optimum `σ` to `s` adds about
+    /// `w (s - σ)²` to the block's squared error (exactly, for fixed
+    /// codes), which is what sharing a super-scale trades off.
+    pub(crate) fn best_scale_and_weight(&mut self, xs: &[f32], absmax: f32) -> (f32, f64) {
         let base = self.absmax_scale(absmax);
         if !(base >= f32::MIN_POSITIVE) || !base.is_finite() {
-            return base.max(0.0);
+            return (base.max(0.0), 0.0);
         }
         let inv = 1.0 / base;
         let sxx = chunked_sum(xs, |x, _| (x * inv) * (x * inv), &[]);
-        let mut best = (f64::INFINITY, base);
+        let mut best = (f64::INFINITY, base, 0.0f64);
         for ratio in CANDIDATES {
             // In units of `s = base * ratio`: x' = x / s, and the error of
             // the refit is (Σx'² - (Σx't)² / Σt²) s², compared here in
             // units of base².
-            let inv_s = inv / ratio;
-            self.encode(xs, inv_s);
-            let sxt = chunked_sum(xs, |x, t| x * inv_s * t, &self.levels);
-            let stt = chunked_sum(xs, |_, t| t * t, &self.levels);
+            self.codes.resize(xs.len(), 0);
+            self.codebook.encode_scaled(xs, inv / ratio, &mut self.codes);
+            let (sxt, stt) = self.correlation(xs, inv);
+            let sxt = sxt / f64::from(ratio);
             if sxt > 0.0 && stt > 0.0 {
                 let r = f64::from(ratio);
                 let error = sxx - r * r * sxt * sxt / stt;
                 let refit = base * ratio * (sxt / stt) as f32;
                 if error < best.0 && refit.is_finite() && refit > 0.0 {
-                    best = (error, refit);
+                    best = (error, refit, stt);
                 }
             }
         }
-        best.1
+        (best.1, best.2)
+    }
+
+    /// `(Σ (x·inv)·t, Σ t²)` over the current codes' levels `t`, in f32
+    /// within chunks of 256 and f64 across them.
+    fn correlation(&self, xs: &[f32], inv: f32) -> (f64, f64) {
+        let (mut sxt, mut stt) = (0.0f64, 0.0f64);
+        for (xc, cc) in xs.chunks(256).zip(self.codes.chunks(256)) {
+            let (mut a, mut b) = (0.0f32, 0.0f32);
+            for (&x, &c) in xc.iter().zip(cc) {
+                let t = self.table[usize::from(c)];
+                a += x * inv * t;
+                b += t * t;
+            }
+            sxt += f64::from(a);
+            stt += f64::from(b);
+        }
+        (sxt, stt)
     }
 
     /// Codes nearest to `x * inv_scale`, and their levels.
@@ -193,20 +218,52 @@ pub(crate) fn two_level_scales(
             let xs = &data[range.clone()];
             let absmax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             sigmas.push(match fit {
-                TwoLevelFit::AbsMax => fitter.absmax_scale(absmax),
-                TwoLevelFit::Mse => fitter.best_scale(xs, absmax),
+                TwoLevelFit::AbsMax => (fitter.absmax_scale(absmax), 0.0),
+                TwoLevelFit::Mse => fitter.best_scale_and_weight(xs, absmax),
             });
         }
-        let largest = sigmas.iter().fold(0.0f32, |m, &s| m.max(s));
-        let d = super_scale(b, largest / sub_max as f32, largest, dtype, fit)?;
+        let largest = sigmas.iter().fold(0.0f32, |m, &(s, _)| m.max(s));
+        let ideal = match fit {
+            TwoLevelFit::AbsMax => largest / sub_max as f32,
+            TwoLevelFit::Mse => shared_scale(&sigmas, sub_max),
+        };
+        let d = super_scale(b, ideal, largest, dtype, fit)?;
         supers[b] = d;
-        for (j, &sigma) in sigmas.iter().enumerate() {
+        for (j, &(sigma, _)) in sigmas.iter().enumerate() {
             let xs = &data[groups[g + j].clone()];
             subs[g + j] = sub_scale(&mut fitter, xs, sigma, d, sub_max, fit);
         }
         g = end;
     }
     Ok((supers, subs))
+}
+
+/// The super-scale `d` that best serves sub-blocks with optimal scales `σ_j`
+/// and weights `w_j`: least `Σ w_j (d q_j - σ_j)²` over `d` and integers
+/// `q_j` in 0..=`sub_max`, by alternating the two from `max σ / sub_max`
+/// (each step lowers the sum). Starting from the largest sub-block gives
+/// it the top sub-scale exactly; the alternation instead lets a small `d`
+/// serve the many small sub-blocks better when the largest one can bear a
+/// little clipping.
+fn shared_scale(sigmas: &[(f32, f64)], sub_max: u32) -> f32 {
+    let largest = sigmas.iter().fold(0.0f32, |m, &(s, _)| m.max(s));
+    let mut d = f64::from(largest) / f64::from(sub_max);
+    if !(d > 0.0) {
+        return 0.0;
+    }
+    for _ in 0..4 {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for &(sigma, w) in sigmas {
+            let q = (f64::from(sigma) / d).round().clamp(0.0, f64::from(sub_max));
+            num += w * q * f64::from(sigma);
+            den += w * q * q;
+        }
+        if !(den > 0.0) {
+            break;
+        }
+        d = num / den;
+    }
+    d as f32
 }
 
 /// The stored super-scale for `ideal` (the largest sub-block scale over

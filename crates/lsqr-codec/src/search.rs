@@ -189,7 +189,9 @@ fn lloyd_max(sample: &Sample, mut levels: Vec<f64>, limit: f32) -> Vec<f32> {
     if points.is_empty() {
         return levels.into_iter().map(|v| v as f32).collect();
     }
-    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Unstable (and deterministic): equal values may swap, which changes
+    // nothing but the order of additions into the prefix sums.
+    points.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let n = points.len();
     let mut prefix_w = vec![0.0f64; n + 1];
     let mut prefix_wv = vec![0.0f64; n + 1];

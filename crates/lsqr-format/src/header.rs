@@ -623,17 +623,7 @@ fn expected_lengths(t: &TensorInfo, count: u64) -> Option<[u64; 3]> {
             let scales = match q.scale_dtype {
                 None => 0,
                 Some(dtype) => {
-                    let layout = GroupLayout::new(&t.shape_usize(), q.scaling).ok()?;
-                    let size = dtype.size() as u64;
-                    match layout.two_level() {
-                        None => (layout.group_count() as u64).checked_mul(size)?,
-                        Some(shape) => {
-                            let supers = (layout.super_count() as u64).checked_mul(size)?;
-                            let sub_bits = (layout.group_count() as u64)
-                                .checked_mul(u64::from(shape.sub_bits()))?;
-                            supers.checked_add(sub_bits.div_ceil(8))?
-                        }
-                    }
+                    GroupLayout::new(&t.shape_usize(), q.scaling).ok()?.stored_scale_bytes(dtype)?
                 }
             };
             let table = if q.codec == CodecKind::Lut { 4u64 << q.width.bits() } else { 0 };
