@@ -50,6 +50,9 @@ pub struct Budget {
     pub bits_per_weight: f64,
     /// The scale layouts to choose among.
     pub layouts: Vec<Scaling>,
+    /// `--calibrate`: samples (.npz) to weigh tensors by their effect on
+    /// the outputs of the model's graph.
+    pub calibrate: Option<std::path::PathBuf>,
 }
 
 /// One way to store a tensor, measured on its sample.
@@ -75,18 +78,30 @@ pub struct BudgetPlan {
 /// Chooses a width and layout per quantizable tensor of `model` for at
 /// most `bpw` bits per quantized weight. An error if even the smallest
 /// candidates exceed the budget (naming the least budget that fits).
+///
+/// `gains` (from [`crate::calibrate`]) weigh each tensor's error by its
+/// effect on the outputs; a tensor without a gain gets the median gain.
 pub fn plan(
     model: &SourceModel,
     settings: &Settings,
     bpw: f64,
     layouts: &[Scaling],
+    gains: Option<&BTreeMap<String, f64>>,
 ) -> Result<BudgetPlan, PipelineError> {
-    let tensors: Vec<&SourceTensor> =
-        model.tensors.iter().filter(|t| settings.action(t) != Action::Keep).collect();
-    let candidates: Vec<Vec<Candidate>> = tensors
+    let tensors = quantizable(model, settings);
+    let mut candidates: Vec<Vec<Candidate>> = tensors
         .par_iter()
         .map(|t| candidates_for(model, t, settings, bpw, layouts))
         .collect::<Result<_, _>>()?;
+    if let Some(gains) = gains {
+        let mut known: Vec<f64> = gains.values().copied().collect();
+        known.sort_by(f64::total_cmp);
+        let median = known.get(known.len() / 2).copied().unwrap_or(1.0);
+        for (t, c) in tensors.iter().zip(&mut candidates) {
+            let gain = gains.get(&t.name).copied().unwrap_or(median);
+            c.iter_mut().for_each(|c| c.error *= gain);
+        }
+    }
     let weights: u64 = tensors.iter().map(|t| t.element_count() as u64).sum();
     let budget = (bpw * weights as f64).floor() as u64;
     let picks = allocate(&candidates, budget).ok_or_else(|| {
@@ -104,6 +119,18 @@ pub fn plan(
         stored += c[p].stored_bits;
     }
     Ok(BudgetPlan { choices, bits_per_weight: stored as f64 / weights.max(1) as f64 })
+}
+
+/// The tensors the settings quantize.
+pub fn quantizable<'m>(model: &'m SourceModel, settings: &Settings) -> Vec<&'m SourceTensor> {
+    model.tensors.iter().filter(|t| settings.action(t) != Action::Keep).collect()
+}
+
+/// The setting calibration probes each tensor with: the smallest width
+/// and the first layout tried, so that its effect stands well above the
+/// runtime's rounding.
+pub fn probe(bpw: f64, layouts: &[Scaling]) -> (u32, Scaling) {
+    (*widths_for(bpw).start(), layouts[0])
 }
 
 /// Every (width, layout) for one tensor, measured on a sample of its rows.

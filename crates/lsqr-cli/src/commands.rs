@@ -141,9 +141,30 @@ pub fn quantize(
     let settings = match &settings.budget {
         None => settings,
         Some(budget) => {
-            let plan =
-                crate::budget::plan(model, settings, budget.bits_per_weight, &budget.layouts)
-                    .map_err(|e| e.to_string())?;
+            let gains = match &budget.calibrate {
+                None => None,
+                Some(samples) => {
+                    if graph.is_none() {
+                        return Err("--calibrate runs the model's graph: it needs an ONNX \
+                                    model whose graph imports"
+                            .into());
+                    }
+                    let names: Vec<String> = crate::budget::quantizable(model, settings)
+                        .iter()
+                        .map(|t| t.name.clone())
+                        .collect();
+                    let probe = crate::budget::probe(budget.bits_per_weight, &budget.layouts);
+                    Some(crate::calibrate::output_gains(&source, settings, samples, probe, &names)?)
+                }
+            };
+            let plan = crate::budget::plan(
+                model,
+                settings,
+                budget.bits_per_weight,
+                &budget.layouts,
+                gains.as_ref(),
+            )
+            .map_err(|e| e.to_string())?;
             eprintln!(
                 "budget: {} bits per weight asked, {:.4} stored (codes, scales and tables of \
                  the quantized tensors); widths and scales per tensor below",

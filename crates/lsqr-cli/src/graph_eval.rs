@@ -37,13 +37,13 @@ pub struct GraphEvalRow {
 }
 
 /// A named array: name, shape, values.
-type Array = (String, Vec<usize>, Vec<f32>);
+pub(crate) type Array = (String, Vec<usize>, Vec<f32>);
 /// A graph output: shape, values.
-type Output = (Vec<usize>, Vec<f32>);
+pub(crate) type Output = (Vec<usize>, Vec<f32>);
 
 /// The samples: one array per graph input, named as the input, with the
 /// input's full shape (the batch is part of it).
-fn samples(path: &Path) -> Result<Vec<Array>, String> {
+pub(crate) fn samples(path: &Path) -> Result<Vec<Array>, String> {
     let m = lsqr_import::open(path).map_err(|e| e.to_string())?;
     if !matches!(m.format, lsqr_import::Format::Npz | lsqr_import::Format::Npy) {
         return Err(format!(
@@ -61,7 +61,7 @@ fn samples(path: &Path) -> Result<Vec<Array>, String> {
 }
 
 /// Writes the graph with `quantized` tensors (by name) and raw f32 ones.
-fn file_bytes(
+pub(crate) fn file_bytes(
     g: &ImportedGraph,
     quantized: &[(String, lsqr::codec::QuantizedTensor)],
 ) -> Result<Vec<u8>, String> {
@@ -78,7 +78,7 @@ fn file_bytes(
 }
 
 /// Runs a file's graph on the samples; its outputs and their shapes.
-fn run(bytes: &[u8], inputs: &[Vec<f32>]) -> Result<Vec<Output>, String> {
+pub(crate) fn run(bytes: &[u8], inputs: &[Vec<f32>]) -> Result<Vec<Output>, String> {
     let file = LsqFile::from_bytes(bytes).map_err(|e| e.to_string())?;
     let plan = Plan::new(&file).map_err(|e| e.to_string())?;
     let mut arena = crate::run::arena_for(&plan)?;
@@ -125,6 +125,27 @@ fn compare(
     (snr, (rows > 0).then(|| agree as f64 / rows as f64))
 }
 
+/// The model's graph imported at the shapes of the samples' arrays, and
+/// the arrays in the order of the graph's inputs.
+pub(crate) fn graph_for_samples(
+    model: &lsqr_import::SourceModel,
+    samples_path: &Path,
+) -> Result<(ImportedGraph, Vec<Vec<f32>>), String> {
+    let arrays = samples(samples_path)?;
+    let options = GraphOptions {
+        input_shapes: arrays.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect(),
+    };
+    let graph = graph_of(model, &options).map_err(|e| e.to_string())?;
+    let mut inputs = Vec::new();
+    for (name, _) in &graph.input_shapes {
+        let (_, _, data) = arrays.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
+            format!("{}: has no array named '{name}' (a graph input)", samples_path.display())
+        })?;
+        inputs.push(data.clone());
+    }
+    Ok((graph, inputs))
+}
+
 /// `lsqr eval model.onnx --inputs samples.npz`.
 #[allow(clippy::too_many_arguments)]
 pub fn eval_graph(
@@ -137,18 +158,7 @@ pub fn eval_graph(
     plot: Option<&Path>,
 ) -> Result<(), String> {
     let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
-    let arrays = samples(samples_path)?;
-    let options = GraphOptions {
-        input_shapes: arrays.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect(),
-    };
-    let graph = graph_of(&model, &options).map_err(|e| e.to_string())?;
-    let mut inputs = Vec::new();
-    for (name, _) in &graph.input_shapes {
-        let (_, _, data) = arrays.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
-            format!("{}: has no array named '{name}' (a graph input)", samples_path.display())
-        })?;
-        inputs.push(data.clone());
-    }
+    let (graph, inputs) = graph_for_samples(&model, samples_path)?;
     let settings = Settings {
         bits: 4,
         codec: CodecChoice::Fixed(CodecKind::Log),

@@ -11,6 +11,7 @@
 //! limits).
 
 mod budget;
+mod calibrate;
 mod commands;
 mod demo;
 mod graph;
@@ -178,6 +179,11 @@ struct SettingsArgs {
     /// weighted SNR under it. Overrides --bits and --bits-for.
     #[arg(long, value_name = "B", value_parser = parse_bpw)]
     bpw: Option<f64>,
+    /// With --bpw and an ONNX model: samples to run the graph on (.npz, one
+    /// array per graph input, full shapes); each tensor's error is weighed
+    /// by what it does to the outputs, not by weight SNR alone.
+    #[arg(long, value_name = "NPZ", requires = "bpw")]
+    calibrate: Option<PathBuf>,
     /// Scale storage [default: f16, and f32 for a tensor whose scales overflow f16
     /// (values beyond ±65504); an explicit `f16` makes that an error].
     #[arg(long, value_parser = parse_scale_dtype)]
@@ -291,6 +297,7 @@ fn main() -> ExitCode {
                 budget: settings.bpw.map(|bits_per_weight| budget::Budget {
                     bits_per_weight,
                     layouts: settings.group.map_or_else(budget::default_layouts, |g| vec![g]),
+                    calibrate: settings.calibrate,
                 }),
             };
             let graph_options = GraphOptions { input_shapes: input_shape };

@@ -152,41 +152,89 @@ fn machine_files(count: usize) -> Vec<PathBuf> {
     found.into_iter().step_by(step).take(count).collect()
 }
 
+/// Bits per quantized weight of a `.lsq` file, everything stored counted.
+fn quantized_bits_per_weight(lsq: &Path) -> f64 {
+    let report: serde_json::Value =
+        serde_json::from_str(&lsqr(&["inspect", lsq.to_str().unwrap(), "--json"])).unwrap();
+    let (mut bytes, mut weights) = (0u64, 0u64);
+    for t in report["tensors"].as_array().unwrap() {
+        if !t["bits"].is_null() {
+            bytes += t["stored_bytes"].as_u64().unwrap();
+            weights +=
+                t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>();
+        }
+    }
+    8.0 * bytes as f64 / weights as f64
+}
+
+/// Magika keeps its top-1 label on ≥ 99.5 % of the machine's files at
+/// C = 8 and at a budget of 4.5 bits per weight.
 #[test]
-fn magika_c8_lut_keeps_top1() {
+fn magika_keeps_top1() {
+    use std::io::Write;
     const BATCH: usize = 16;
-    let files = machine_files(640);
+    // Every other file is measured, and calibration runs on 64 of the
+    // others: the files the budget was fitted to are not the test.
+    let all = machine_files(1280);
+    let files: Vec<PathBuf> = all.iter().step_by(2).cloned().collect();
     let dir = temp_dir("magika");
     let shape = format!("{BATCH},2048");
     let float = import(&dir, "magika/model.onnx", "bytes", &shape, &["--keep", "*"], "f32");
-    let c8 = import(
-        &dir,
-        "magika/model.onnx",
-        "bytes",
-        &shape,
-        &["--codec", "lut", "--bits", "8"],
-        "c8",
-    );
     let labels =
         magika::labels(&std::fs::read_to_string(model("magika/config.min.json")).unwrap()).unwrap();
-    let (mut agree, mut total) = (0, 0);
-    for chunk in files.chunks(BATCH).filter(|c| c.len() == BATCH) {
-        let mut x = Vec::with_capacity(BATCH * 2048);
-        for f in chunk {
-            let content = std::fs::read(f).unwrap_or_default();
-            x.extend(magika::features(&content).iter().map(|&v| v as f32));
+    let samples = dir.join("calibration.npz");
+    let features: Vec<f32> = all
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .take(64)
+        .flat_map(|f| magika::features(&std::fs::read(f).unwrap_or_default()))
+        .map(|v| v as f32)
+        .collect();
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&samples).unwrap());
+    zip.start_file("bytes.npy", zip::write::SimpleFileOptions::default()).unwrap();
+    zip.write_all(&npy_bytes(&[64, 2048], &features)).unwrap();
+    zip.finish().unwrap();
+    let calibrate = ["--codec", "lut", "--scale-method", "mse", "--bpw", "4.5", "--calibrate"];
+    let calibrate: Vec<&str> =
+        calibrate.iter().copied().chain([samples.to_str().unwrap()]).collect();
+    let cases: [(&str, &[&str]); 3] = [
+        ("c8", &["--codec", "lut", "--bits", "8"]),
+        ("bpw4.5", &["--codec", "lut", "--scale-method", "mse", "--bpw", "4.5"]),
+        ("bpw4.5-calibrated", &calibrate),
+    ];
+    for (tag, args) in cases {
+        let quantized = import(&dir, "magika/model.onnx", "bytes", &shape, args, tag);
+        let bpw = quantized_bits_per_weight(&quantized);
+        let (mut agree, mut total) = (0, 0);
+        for chunk in files.chunks(BATCH).filter(|c| c.len() == BATCH) {
+            let mut x = Vec::with_capacity(BATCH * 2048);
+            for f in chunk {
+                let content = std::fs::read(f).unwrap_or_default();
+                x.extend(magika::features(&content).iter().map(|&v| v as f32));
+            }
+            let a = run(&float, &[&x]).remove(0);
+            let b = run(&quantized, &[&x]).remove(0);
+            assert_eq!(a.len(), BATCH * labels.len());
+            for (ra, rb) in a.chunks(labels.len()).zip(b.chunks(labels.len())) {
+                total += 1;
+                agree += usize::from(magika::top1(ra).0 == magika::top1(rb).0);
+            }
         }
-        let a = run(&float, &[&x]).remove(0);
-        let b = run(&c8, &[&x]).remove(0);
-        assert_eq!(a.len(), BATCH * labels.len());
-        for (ra, rb) in a.chunks(labels.len()).zip(b.chunks(labels.len())) {
-            total += 1;
-            agree += usize::from(magika::top1(ra).0 == magika::top1(rb).0);
+        let rate = agree as f64 / total as f64;
+        eprintln!(
+            "magika {tag} ({bpw:.3} bits per weight): top-1 agreement {agree}/{total} = {:.2} %",
+            100.0 * rate
+        );
+        if tag.starts_with("bpw") {
+            assert!(bpw <= 4.5, "{tag}: {bpw} bits per weight over the 4.5 budget");
+        }
+        // Weight SNR alone does not get Magika there at 4.5 bits (98.3 %
+        // on this set); calibration on its outputs does.
+        if tag != "bpw4.5" {
+            assert!(total >= 500 && rate >= 0.995, "{tag}: top-1 agreement {agree}/{total}");
         }
     }
-    let rate = agree as f64 / total as f64;
-    eprintln!("magika C=8 lut: top-1 agreement {agree}/{total} = {:.2} %", 100.0 * rate);
-    assert!(total >= 500 && rate >= 0.995, "top-1 agreement {agree}/{total}");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -68,7 +68,7 @@ impl<'c> BlockFitter<'c> {
     /// codes), which is what sharing a super-scale trades off.
     pub(crate) fn best_scale_and_weight(&mut self, xs: &[f32], absmax: f32) -> (f32, f64) {
         let base = self.absmax_scale(absmax);
-        if !(base >= f32::MIN_POSITIVE) || !base.is_finite() {
+        if base.is_nan() || base < f32::MIN_POSITIVE || !base.is_finite() {
             return (base.max(0.0), 0.0);
         }
         let inv = 1.0 / base;
@@ -248,7 +248,7 @@ pub(crate) fn two_level_scales(
 fn shared_scale(sigmas: &[(f32, f64)], sub_max: u32) -> f32 {
     let largest = sigmas.iter().fold(0.0f32, |m, &(s, _)| m.max(s));
     let mut d = f64::from(largest) / f64::from(sub_max);
-    if !(d > 0.0) {
+    if d.is_nan() || d <= 0.0 {
         return 0.0;
     }
     for _ in 0..4 {
@@ -258,7 +258,7 @@ fn shared_scale(sigmas: &[(f32, f64)], sub_max: u32) -> f32 {
             num += w * q * f64::from(sigma);
             den += w * q * q;
         }
-        if !(den > 0.0) {
+        if den.is_nan() || den <= 0.0 {
             break;
         }
         d = num / den;
@@ -277,7 +277,7 @@ fn super_scale(
     dtype: ScaleDtype,
     fit: TwoLevelFit,
 ) -> Result<f32, CodecError> {
-    if !(largest > 0.0) {
+    if largest.is_nan() || largest <= 0.0 {
         return Ok(0.0);
     }
     let d = match fit {
