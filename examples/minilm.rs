@@ -10,6 +10,18 @@
 //! cargo run --release --example minilm -- minilm-f32.lsq minilm-lut-c4.lsq [tokenizer.json]
 //! ```
 //!
+//! `minilm importance FLOAT.lsq OUT.safetensors [tokenizer.json]` runs the
+//! float model over the calibration sentences
+//! (`examples/support/minilm-calibration.txt`, none of them among the
+//! measured ones) and writes each linear weight's importance (the mean
+//! square of each input feature) for `lsqr quantize --importance`:
+//!
+//! ```text
+//! cargo run --release --example minilm -- importance minilm-f32.lsq minilm-imp.safetensors
+//! lsqr quantize $m/model.safetensors -o minilm-4.5.lsq --codec lut --scale-method mse \
+//!     --bpw 4.5 --importance minilm-imp.safetensors
+//! ```
+//!
 //! Both files are `.lsq`: the float reference is the model with every
 //! tensor kept raw (`--keep '*'`), so that both run through the same code
 //! (examples/support/bert.rs) and differ only by their weights. The
@@ -40,8 +52,32 @@ fn embed_all(path: &str, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, Box<dyn std:
     Ok(out)
 }
 
+/// `minilm importance FLOAT.lsq OUT.safetensors [tokenizer.json]`.
+fn importance(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    if !(2..=3).contains(&args.len()) {
+        return Err("usage: minilm importance FLOAT.lsq OUT.safetensors [tokenizer.json]".into());
+    }
+    let tokenizer_path = args
+        .get(2)
+        .map_or_else(|| minilm::models_dir().join("minilm/tokenizer.json"), PathBuf::from);
+    let tokenizer = minilm::tokenizer(&tokenizer_path)?;
+    let file = LsqFile::open(&args[0]).map_err(|e| format!("{}: {e}", args[0]))?;
+    let mut model = bert::Bert::new(&file, &bert::MINILM_L6_V2)?;
+    model.record_inputs();
+    for s in minilm::calibration_sentences() {
+        model.embed(&minilm::token_ids(&tokenizer, s)?)?;
+    }
+    let weights = model.importance();
+    minilm::write_f32_safetensors(std::path::Path::new(&args[1]), &weights)?;
+    println!("{}: importance of {} weights", args[1], weights.len());
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("importance") {
+        return importance(&args[1..]);
+    }
     if !(2..=3).contains(&args.len()) {
         return Err("usage: minilm FLOAT.lsq QUANTIZED.lsq [tokenizer.json]".into());
     }

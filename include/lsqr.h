@@ -242,6 +242,11 @@ enum lsqr_scaling
      * One scale per `group_size` consecutive elements of a row.
      */
     LSQR_SCALING_GROUP = 4,
+    /**
+     * Two-level scales: sub-blocks of `group_size` elements, each scaled by
+     * its super-block's scale times a small integer (`.lsq` 1.2).
+     */
+    LSQR_SCALING_TWO_LEVEL = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

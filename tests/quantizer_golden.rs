@@ -195,6 +195,26 @@ fn cases() -> Vec<Case> {
         ),
         case("seed.c6.unit", &main, QuantizeOptions::seed_reference(6)),
     ]);
+    // Two-level scales (.lsq 1.2): rows of 200 end in a short super-block
+    // and a short sub-block.
+    let two = |s, b, k| Scaling::TwoLevel(lsqr::codec::TwoLevel::new(s, b, k).unwrap());
+    v.extend([
+        case(
+            "lut.c4.two-level.mse",
+            &main,
+            with(CodecSpec::Lut, 4, two(256, 32, 6), F16, MseSearch),
+        ),
+        case(
+            "nf.c3.two-level.partial",
+            &short,
+            with(CodecSpec::Nf, 3, two(64, 16, 4), F16, AbsMax),
+        ),
+        case(
+            "log.c5.two-level.mse.f32.partial",
+            &short,
+            with(CodecSpec::Log { mu: None }, 5, two(128, 8, 3), F32, MseSearch),
+        ),
+    ]);
     v
 }
 

@@ -102,6 +102,26 @@ pub struct Bert<'f> {
     heads: usize,
     eps: f32,
     buffers: Buffers,
+    /// While recording: per weight name, the sum of squares of each input
+    /// column the weight has multiplied, and the number of rows.
+    recorded: Option<std::collections::BTreeMap<String, (Vec<f64>, usize)>>,
+}
+
+/// Adds the squares of `x` (`[rows, cols]`) to the record of `name`.
+fn record(
+    recorded: &mut Option<std::collections::BTreeMap<String, (Vec<f64>, usize)>>,
+    name: String,
+    x: &[f32],
+    cols: usize,
+) {
+    let Some(map) = recorded else { return };
+    let (sums, rows) = map.entry(name).or_insert_with(|| (vec![0.0; cols], 0));
+    for row in x.chunks_exact(cols) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += f64::from(v) * f64::from(v);
+        }
+        *rows += 1;
+    }
 }
 
 /// A missing tensor is named, so that a file of another model (or one made
@@ -224,6 +244,7 @@ impl<'f> Bert<'f> {
             heads: config.heads,
             eps: config.layer_norm_eps,
             buffers: Buffers::default(),
+            recorded: None,
         })
     }
 
@@ -241,6 +262,44 @@ impl<'f> Bert<'f> {
     /// per row of the position table.
     pub fn max_tokens(&self) -> usize {
         self.position.rows()
+    }
+
+    /// Starts recording the inputs of every linear layer (see
+    /// [`Bert::importance`]); clears what was recorded before.
+    pub fn record_inputs(&mut self) {
+        self.recorded = Some(Default::default());
+    }
+
+    /// Per linear weight (by its tensor name): the mean square of each
+    /// input feature over the tokens run since [`Bert::record_inputs`],
+    /// floored at 1 % of the weight's mean (features the text never
+    /// excites still count a little): the importance weights
+    /// `lsqr quantize --importance` takes.
+    ///
+    /// The embedding tables are gathered, not multiplied: a token reads one
+    /// row, so an error in a table reaches the output through one row in
+    /// `rows`, and each of its columns weighs `1 / rows` (every row taken
+    /// equally often). Without this the budget would weigh a table's
+    /// errors as if every row were read by every token.
+    pub fn importance(&self) -> Vec<(String, Vec<f32>)> {
+        let Some(map) = &self.recorded else { return Vec::new() };
+        let tables = [
+            ("embeddings.word_embeddings.weight", &self.word),
+            ("embeddings.position_embeddings.weight", &self.position),
+            ("embeddings.token_type_embeddings.weight", &self.token_type),
+        ];
+        let gathers = tables.iter().map(|(name, table)| {
+            let weight = 1.0 / table.rows().max(1) as f32;
+            (name.to_string(), vec![weight; table.cols()])
+        });
+        map.iter()
+            .map(|(name, (sums, rows))| {
+                let ms: Vec<f64> = sums.iter().map(|s| s / (*rows).max(1) as f64).collect();
+                let floor = 0.01 * ms.iter().sum::<f64>() / ms.len().max(1) as f64;
+                (name.clone(), ms.iter().map(|&m| m.max(floor) as f32).collect())
+            })
+            .chain(gathers)
+            .collect()
     }
 
     /// The last hidden states `[tokens, hidden]` of one sentence's token ids
@@ -284,8 +343,12 @@ impl<'f> Bert<'f> {
             .max()
             .unwrap_or(0);
         let scratch = sized(&mut b.scratch, scratch_len);
+        let name = |i: usize, part: &str| format!("encoder.layer.{i}.{part}.weight");
         for (i, l) in self.layers.iter().enumerate() {
             let x = sized(&mut b.x, n * h);
+            for part in ["attention.self.query", "attention.self.key", "attention.self.value"] {
+                record(&mut self.recorded, name(i, part), x, h);
+            }
             // Self-attention.
             let q = sized(&mut b.q, n * h);
             linear_into(&l.query.weight, Some(&l.query.bias), x, n, q, scratch)
@@ -314,6 +377,7 @@ impl<'f> Bert<'f> {
                 .map_err(at("context", i))?;
             // Back to [tokens, heads * d], in q's buffer (q is spent).
             transpose_into(context, &[heads, n, d], &[1, 0, 2], q).map_err(at("merge heads", i))?;
+            record(&mut self.recorded, name(i, "attention.output.dense"), q, h);
             let branch = sized(&mut b.branch, n * h);
             let ao = &l.attention_out;
             linear_into(&ao.weight, Some(&ao.bias), q, n, branch, scratch)
@@ -329,9 +393,11 @@ impl<'f> Bert<'f> {
             let x = &b.x[..];
             let inner = sized(&mut b.inner, n * self.intermediate);
             let im = &l.intermediate;
+            record(&mut self.recorded, name(i, "intermediate.dense"), x, h);
             linear_into(&im.weight, Some(&im.bias), x, n, inner, scratch)
                 .map_err(at("intermediate", i))?;
             gelu(inner);
+            record(&mut self.recorded, name(i, "output.dense"), inner, self.intermediate);
             let branch = sized(&mut b.branch, n * h);
             linear_into(&l.output.weight, Some(&l.output.bias), inner, n, branch, scratch)
                 .map_err(at("output", i))?;

@@ -20,6 +20,39 @@ pub fn sentences() -> Vec<&'static str> {
     include_str!("minilm-sentences.txt").lines().filter(|l| !l.trim().is_empty()).collect()
 }
 
+/// Other sentences, for calibration (importance weights): none of them is
+/// among [`sentences`], so measuring on those is not measuring on what the
+/// quantizer was fitted to.
+pub fn calibration_sentences() -> Vec<&'static str> {
+    include_str!("minilm-calibration.txt").lines().filter(|l| !l.trim().is_empty()).collect()
+}
+
+/// Writes 1-D f32 arrays as a `.safetensors` file (what `lsqr quantize
+/// --importance` reads).
+pub fn write_f32_safetensors(path: &Path, arrays: &[(String, Vec<f32>)]) -> std::io::Result<()> {
+    let mut header = String::from("{");
+    let mut offset = 0usize;
+    for (i, (name, values)) in arrays.iter().enumerate() {
+        let end = offset + 4 * values.len();
+        let sep = if i > 0 { "," } else { "" };
+        header += &format!(
+            "{sep}\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            values.len()
+        );
+        offset = end;
+    }
+    header += "}";
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    for (_, values) in arrays {
+        out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    std::fs::write(path, out)
+}
+
 /// sentence-transformers' `max_seq_length` for this model
 /// (sentence_bert_config.json), special tokens included.
 pub const MAX_TOKENS: usize = 256;

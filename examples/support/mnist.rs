@@ -39,7 +39,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lsqr::codec::{CodecKind, CodecSpec, QuantizeOptions};
+use lsqr::codec::{CodecKind, CodecSpec, QuantizeOptions, ScaleMethod, Scaling, TwoLevel};
 use lsqr::format::LsqFile;
 use lsqr::runtime::{ModelBuilder, Plan, WeightFormat};
 
@@ -368,6 +368,10 @@ pub struct Experiment {
     /// One row per codec (in `CodecKind::ALL` order), one cell per C in
     /// `WIDTHS`; `Err` holds why the codec rejected that C.
     pub rows: Vec<(CodecKind, Vec<Result<FileResult, String>>)>,
+    /// `lut` at C = 3 with two-level scales (3-bit sub-scales per 32
+    /// elements) fitted to the error: the file, and its bits per quantized
+    /// weight, everything stored counted.
+    pub two_level_c3: (FileResult, f64),
     pub train_time: Duration,
     pub quantize_time: Duration,
 }
@@ -381,6 +385,19 @@ impl Experiment {
         }
         lines
     }
+}
+
+/// Bits per quantized weight of a file: codes, scales and tables.
+fn quantized_bits_per_weight(path: &Path) -> Result<f64, Box<dyn Error>> {
+    let file = LsqFile::open(path)?;
+    let (mut bytes, mut weights) = (0u64, 0u64);
+    for t in file.tensors() {
+        if matches!(t.storage, lsqr::format::Storage::Quantized(_)) {
+            bytes += t.stored_bytes();
+            weights += t.element_count() as u64;
+        }
+    }
+    Ok(8.0 * bytes as f64 / weights.max(1) as f64)
 }
 
 /// Loads the sample, trains, writes every file into `out_dir` and
@@ -422,8 +439,24 @@ pub fn run_experiment(out_dir: &Path, verbose: bool) -> Result<Experiment, Box<d
         }
         rows.push((kind, cells));
     }
-    let experiment =
-        Experiment { direct_accuracy, f32, rows, train_time, quantize_time: t.elapsed() };
+    let options = QuantizeOptions {
+        scaling: Scaling::TwoLevel(TwoLevel::new(1024, 32, 3)?),
+        scale_method: ScaleMethod::MseSearch,
+        ..QuantizeOptions::new(CodecSpec::Lut, 3)
+    };
+    // Not named mnist-*-c*.lsq: the C comparison (ffi-examples) takes the
+    // 43 files of the table.
+    let path = out_dir.join("mnist-lut-two-level-3bit.lsq");
+    write_model(&model, &WeightFormat::Quantized(options), &path)?;
+    let two_level_c3 = (accuracy_of(&path, &test_set)?, quantized_bits_per_weight(&path)?);
+    let experiment = Experiment {
+        direct_accuracy,
+        f32,
+        rows,
+        two_level_c3,
+        train_time,
+        quantize_time: t.elapsed(),
+    };
     let mut lines = experiment.c_lines().join("\n");
     lines.push('\n');
     std::fs::write(out_dir.join("accuracy-rust.txt"), lines)?;

@@ -148,6 +148,10 @@ fn candidates_for(
         for &scaling in layouts {
             let (q, m) =
                 best_quantization(model, t, settings, &sample, &sample_shape, bits, scaling)?;
+            let error = match settings.importance.get(&t.name) {
+                None => m.error_energy,
+                Some(w) => weighted_error(&sample, &q.dequantize(), w),
+            };
             let stored_bits = stored_bits(
                 &t.shape,
                 bits,
@@ -155,10 +159,20 @@ fn candidates_for(
                 q.scales().dtype(),
                 q.codebook().kind() == lsqr::codec::CodecKind::Lut,
             );
-            out.push(Candidate { bits, scaling, stored_bits, error: m.error_energy * factor });
+            out.push(Candidate { bits, scaling, stored_bits, error: error * factor });
         }
     }
     Ok(out)
+}
+
+/// `Σ w[col] (x - y)²`: the error the importance weights `w` (one per
+/// column) count.
+pub fn weighted_error(x: &[f32], y: &[f32], w: &[f32]) -> f64 {
+    x.chunks(w.len().max(1))
+        .zip(y.chunks(w.len().max(1)))
+        .flat_map(|(xr, yr)| xr.iter().zip(yr).zip(w))
+        .map(|((&a, &b), &w)| f64::from(w) * (f64::from(a) - f64::from(b)).powi(2))
+        .sum()
 }
 
 /// Whole rows spread evenly over the tensor, about [`SAMPLE_ELEMENTS`] of

@@ -137,10 +137,16 @@ pub fn quantize(
         }
         None => (model, settings),
     };
+    let names: Vec<String> =
+        crate::budget::quantizable(model, settings).iter().map(|t| t.name.clone()).collect();
+    if let Some(unknown) = settings.importance.keys().find(|k| !names.contains(k)) {
+        return Err(format!("--importance: '{unknown}' is not a tensor this run quantizes"));
+    }
     let planned;
     let settings = match &settings.budget {
         None => settings,
         Some(budget) => {
+            let mut settings = settings.clone();
             let gains = match &budget.calibrate {
                 None => None,
                 Some(samples) => {
@@ -149,17 +155,19 @@ pub fn quantize(
                                     model whose graph imports"
                             .into());
                     }
-                    let names: Vec<String> = crate::budget::quantizable(model, settings)
-                        .iter()
-                        .map(|t| t.name.clone())
-                        .collect();
                     let probe = crate::budget::probe(budget.bits_per_weight, &budget.layouts);
-                    Some(crate::calibrate::output_gains(&source, settings, samples, probe, &names)?)
+                    let c =
+                        crate::calibrate::calibrate(&source, &settings, samples, probe, &names)?;
+                    // Importance given with --importance wins over measured.
+                    for (name, w) in c.importance {
+                        settings.importance.entry(name).or_insert(w);
+                    }
+                    Some(c.gains)
                 }
             };
             let plan = crate::budget::plan(
                 model,
-                settings,
+                &settings,
                 budget.bits_per_weight,
                 &budget.layouts,
                 gains.as_ref(),
@@ -170,7 +178,8 @@ pub fn quantize(
                  the quantized tensors); widths and scales per tensor below",
                 budget.bits_per_weight, plan.bits_per_weight
             );
-            planned = Settings { per_tensor: plan.choices, ..settings.clone() };
+            settings.per_tensor = plan.choices;
+            planned = settings;
             &planned
         }
     };
@@ -428,6 +437,7 @@ pub fn eval(
         bits_for: Vec::new(),
         per_tensor: Default::default(),
         budget: None,
+        importance: Default::default(),
     };
     let quantizable = model
         .tensors

@@ -55,6 +55,7 @@ fn settings(bits: u32) -> Settings {
         bits_for: Vec::new(),
         per_tensor: Default::default(),
         budget: None,
+        importance: Default::default(),
     }
 }
 

@@ -170,6 +170,7 @@ pub fn eval_graph(
         bits_for: Vec::new(),
         per_tensor: Default::default(),
         budget: None,
+        importance: Default::default(),
     };
     let (source, settings) = crate::graph::tensors_as_model(input, &graph, &settings);
     let weights: Vec<_> = source

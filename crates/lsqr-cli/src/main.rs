@@ -184,6 +184,12 @@ struct SettingsArgs {
     /// by what it does to the outputs, not by weight SNR alone.
     #[arg(long, value_name = "NPZ", requires = "bpw")]
     calibrate: Option<PathBuf>,
+    /// Importance weights (.npz or .safetensors: per tensor, an array named as the tensor
+    /// with one non-negative weight per column of its [rows, rest] view,
+    /// e.g. the mean square of each input feature over calibration data):
+    /// each weight's error counts by its column's weight.
+    #[arg(long, value_name = "NPZ")]
+    importance: Option<PathBuf>,
     /// Scale storage [default: f16, and f32 for a tensor whose scales overflow f16
     /// (values beyond ±65504); an explicit `f16` makes that an error].
     #[arg(long, value_parser = parse_scale_dtype)]
@@ -217,6 +223,30 @@ fn parse_group(s: &str) -> Result<Scaling, String> {
             Scaling::Group(g).validate().map_err(|e| e.to_string())
         }
     }
+}
+
+/// `--importance`: one 1-D float array per tensor name.
+fn read_importance(
+    path: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, Vec<f32>>, String> {
+    let m = lsqr_import::open(path).map_err(|e| e.to_string())?;
+    if !matches!(m.format, lsqr_import::Format::Npz | lsqr_import::Format::Safetensors) {
+        return Err(format!("{}: --importance takes a .npz or .safetensors", path.display()));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for t in &m.tensors {
+        if t.shape.len() != 1 || !t.dtype.is_float() {
+            return Err(format!(
+                "{}: array '{}' must be a 1-D float array (one weight per column), is {:?} {}",
+                path.display(),
+                t.name,
+                t.shape,
+                t.dtype.name()
+            ));
+        }
+        out.insert(t.name.clone(), m.to_f32(t).map_err(|e| e.to_string())?.into_owned());
+    }
+    Ok(out)
 }
 
 fn parse_bpw(s: &str) -> Result<f64, String> {
@@ -299,6 +329,14 @@ fn main() -> ExitCode {
                     layouts: settings.group.map_or_else(budget::default_layouts, |g| vec![g]),
                     calibrate: settings.calibrate,
                 }),
+                importance: match settings.importance.as_deref().map(read_importance) {
+                    None => Default::default(),
+                    Some(Ok(map)) => map,
+                    Some(Err(e)) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
             };
             let graph_options = GraphOptions { input_shapes: input_shape };
             commands::quantize(

@@ -84,6 +84,10 @@ pub struct Settings {
     /// `--bpw`: widths and layouts are chosen per tensor under this budget
     /// (filling `per_tensor`) before quantizing.
     pub budget: Option<crate::budget::Budget>,
+    /// Importance weights per tensor name (`--importance`, or what
+    /// `--calibrate` measured): one per column, see
+    /// [`QuantizeOptions::importance`].
+    pub importance: BTreeMap<String, Vec<f32>>,
 }
 
 /// What happens to one tensor.
@@ -124,11 +128,13 @@ impl Settings {
         bits: u32,
         scaling: Scaling,
         scale_dtype: ScaleDtype,
+        importance: Option<&Vec<f32>>,
     ) -> QuantizeOptions {
         QuantizeOptions {
             scaling,
             scale_dtype,
             scale_method: self.scale_method,
+            importance: importance.cloned(),
             ..QuantizeOptions::new(CodecSpec::default_for(kind), bits)
         }
     }
@@ -137,19 +143,22 @@ impl Settings {
     /// overflow is retried with f32 scales.
     fn quantize(
         &self,
+        name: &str,
         values: &[f32],
         shape: &[usize],
         kind: CodecKind,
         bits: u32,
         scaling: Scaling,
     ) -> Result<QuantizedTensor, CodecError> {
-        match quantize(values, shape, &self.options(kind, bits, scaling, self.scale_dtype)) {
+        let importance = self.importance.get(name);
+        let options = |dtype| self.options(kind, bits, scaling, dtype, importance);
+        match quantize(values, shape, &options(self.scale_dtype)) {
             Err(CodecError::ScaleOutOfRange { scale, .. })
                 if self.scale_fallback
                     && self.scale_dtype == ScaleDtype::F16
                     && scale > f32::from(half::f16::MAX) =>
             {
-                quantize(values, shape, &self.options(kind, bits, scaling, ScaleDtype::F32))
+                quantize(values, shape, &options(ScaleDtype::F32))
             }
             result => result,
         }
@@ -266,7 +275,8 @@ pub fn best_quantization(
     };
     let mut best: Option<(QuantizedTensor, ErrorMetrics)> = None;
     for kind in kinds {
-        let q = settings.quantize(values, shape, kind, bits, scaling).map_err(codec_error)?;
+        let q =
+            settings.quantize(&t.name, values, shape, kind, bits, scaling).map_err(codec_error)?;
         let m = q.metrics_against(values).map_err(codec_error)?;
         if best.as_ref().is_none_or(|(_, b)| m.error_energy < b.error_energy) {
             best = Some((q, m));
@@ -523,6 +533,7 @@ mod tests {
             bits_for: Vec::new(),
             per_tensor: Default::default(),
             budget: None,
+            importance: Default::default(),
         }
     }
 

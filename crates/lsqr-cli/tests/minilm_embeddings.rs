@@ -33,6 +33,12 @@ struct Case {
     /// printed only).
     mean_at_least: Option<f64>,
     min_at_least: Option<f64>,
+    /// Also pass `--importance` with the importance weights the float
+    /// model measures on the calibration sentences (none of them among the
+    /// measured sentences).
+    importance: bool,
+    /// Bound on the file's bits per quantized weight, everything stored.
+    bpw_at_most: Option<f64>,
 }
 
 /// The cases, in the order they run.
@@ -43,14 +49,38 @@ const CASES: &[Case] = &[
         options: &["--keep", "*"],
         mean_at_least: Some(1.0 - 1e-6),
         min_at_least: Some(1.0 - 1e-6),
+        importance: false,
+        bpw_at_most: None,
     },
     Case {
         options: &["--bits", "5", "--codec", "lut"],
         mean_at_least: Some(0.99),
         min_at_least: None,
+        importance: false,
+        bpw_at_most: None,
     },
-    Case { options: &["--bits", "4", "--codec", "lut"], mean_at_least: None, min_at_least: None },
-    Case { options: &["--bits", "3", "--codec", "lut"], mean_at_least: None, min_at_least: None },
+    // Issue 12's bound: >= 0.99 at <= 4.5 bits per weight.
+    Case {
+        options: &["--codec", "lut", "--scale-method", "mse", "--bpw", "4.5"],
+        mean_at_least: Some(0.99),
+        min_at_least: None,
+        importance: true,
+        bpw_at_most: Some(4.5),
+    },
+    Case {
+        options: &["--bits", "4", "--codec", "lut"],
+        mean_at_least: None,
+        min_at_least: None,
+        importance: false,
+        bpw_at_most: None,
+    },
+    Case {
+        options: &["--bits", "3", "--codec", "lut"],
+        mean_at_least: None,
+        min_at_least: None,
+        importance: false,
+        bpw_at_most: None,
+    },
 ];
 
 /// Bound on `|rust - numpy|` of every float embedding component (unit
@@ -88,16 +118,52 @@ fn embed_file(path: &Path) -> Vec<Vec<f32>> {
     token_ids().iter().map(|ids| bert.embed(ids).unwrap()).collect()
 }
 
-/// Embeddings of the float model: every tensor kept raw.
-fn float_embeddings() -> &'static [Vec<f32>] {
-    static FLOAT: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
-    FLOAT.get_or_init(|| {
+/// The float model as a `.lsq` file: every tensor kept raw.
+fn float_file() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
         let out = temp("minilm-f32.lsq");
         lsqr(&["quantize", &s(&model(SAFETENSORS)), "-o", &s(&out), "--keep", "*"]);
-        let e = embed_file(&out);
-        let _ = std::fs::remove_file(out);
-        e
+        out
     })
+}
+
+/// Embeddings of the float model.
+fn float_embeddings() -> &'static [Vec<f32>] {
+    static FLOAT: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
+    FLOAT.get_or_init(|| embed_file(float_file()))
+}
+
+/// Importance weights of the float model on the calibration sentences, as
+/// `lsqr quantize --importance` reads them.
+fn importance_file() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let tokenizer = minilm::tokenizer(&model("minilm/tokenizer.json")).unwrap();
+        let file = LsqFile::open(float_file()).unwrap();
+        let mut bert = bert::Bert::new(&file, &bert::MINILM_L6_V2).unwrap();
+        bert.record_inputs();
+        for sentence in minilm::calibration_sentences() {
+            assert!(!minilm::sentences().contains(&sentence), "{sentence:?} is measured");
+            bert.embed(&minilm::token_ids(&tokenizer, sentence).unwrap()).unwrap();
+        }
+        let out = temp("minilm-importance.safetensors");
+        minilm::write_f32_safetensors(&out, &bert.importance()).unwrap();
+        out
+    })
+}
+
+/// Bits per quantized weight of a `.lsq` file, everything stored counted.
+fn quantized_bits_per_weight(path: &Path) -> f64 {
+    let file = LsqFile::open(path).unwrap();
+    let (mut bytes, mut weights) = (0u64, 0u64);
+    for t in
+        file.tensors().iter().filter(|t| matches!(t.storage, lsqr::format::Storage::Quantized(_)))
+    {
+        bytes += t.stored_bytes();
+        weights += t.element_count() as u64;
+    }
+    8.0 * bytes as f64 / weights.max(1) as f64
 }
 
 /// The float forward pass (tokenizer included) against NumPy's.
@@ -149,18 +215,22 @@ fn float_embeddings_match_the_numpy_reference() {
     );
 }
 
-/// The embeddings of `case`'s file, and the seconds they took (quantizing
-/// included).
-fn case_embeddings(case: &Case) -> (Vec<Vec<f32>>, f64) {
+/// The embeddings of `case`'s file, the seconds they took (quantizing
+/// included), and the file's bits per quantized weight.
+fn case_embeddings(case: &Case) -> (Vec<Vec<f32>>, f64, f64) {
     let start = Instant::now();
     let tag = case.options.join("").replace('*', "raw").replace('-', "");
     let out = temp(&format!("minilm-{tag}.lsq"));
     let mut args = vec!["quantize".to_string(), s(&model(SAFETENSORS)), "-o".into(), s(&out)];
     args.extend(case.options.iter().map(|o| o.to_string()));
+    if case.importance {
+        args.extend(["--importance".to_string(), s(importance_file())]);
+    }
     lsqr(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let embeddings = embed_file(&out);
+    let bpw = quantized_bits_per_weight(&out);
     let _ = std::fs::remove_file(&out);
-    (embeddings, start.elapsed().as_secs_f64())
+    (embeddings, start.elapsed().as_secs_f64(), bpw)
 }
 
 /// Each case's embeddings against the float model's. The cases run on
@@ -176,13 +246,18 @@ fn quantized_embeddings_stay_close_to_float() {
         cases.into_iter().map(|c| (c.join().unwrap(), float)).collect()
     });
     let mut failures = Vec::new();
-    for (case, ((quant, seconds), float)) in CASES.iter().zip(results) {
+    for (case, ((quant, seconds, bpw), float)) in CASES.iter().zip(results) {
         let (mean, min, worst) = minilm::mean_min_cosine(float, &quant);
         let options = case.options.join(" ");
+        let importance = if case.importance { " --importance" } else { "" };
         println!(
-            "{options:<24} mean cosine {mean:.6}, min {min:.6} ({:?}); {seconds:.1} s",
+            "{options}{importance}: {bpw:.3} bits per weight, mean cosine {mean:.6}, \
+             min {min:.6} ({:?}); {seconds:.1} s",
             sentences[worst]
         );
+        if case.bpw_at_most.is_some_and(|b| bpw > b) {
+            failures.push(format!("{options}: {bpw} bits per weight"));
+        }
         if case.mean_at_least.is_some_and(|b| mean < b)
             || case.min_at_least.is_some_and(|b| min < b)
         {

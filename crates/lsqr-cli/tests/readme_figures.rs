@@ -688,6 +688,16 @@ fn mnist_tables() {
             );
         }
     }
+    // Issue 12's end-to-end bound: within 0.5 points of f32 at <= 3.25
+    // bits per weight, everything stored counted.
+    let (r, bpw) = &e.two_level_c3;
+    assert!(*bpw <= 3.25, "two-level lut C=3: {bpw} bits per weight");
+    assert!(
+        r.percent() >= f32 - 0.5,
+        "MNIST two-level lut C=3 ({bpw:.3} bits per weight): {} vs f32 {f32}",
+        r.percent()
+    );
+    eprintln!("MNIST two-level lut C=3 ({bpw:.3} bits per weight): {:.1} %", r.percent());
     // README: at C = 2, log, uniform and fp are the same grid, hence the
     // same accuracy.
     let at2 = |k: CodecKind| {
@@ -695,5 +705,49 @@ fn mnist_tables() {
     };
     assert_eq!(at2(CodecKind::Log), at2(CodecKind::Uniform));
     assert_eq!(at2(CodecKind::Log), at2(CodecKind::Fp));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// README's "Fidelity at 3-5 bits" rows for LSQR (`scripts/fidelity-table.sh`
+/// prints the whole table, peers included): `lsqr quantize --bpw B --codec
+/// lut --scale-method mse` on MiniLM.
+#[test]
+fn minilm_budget_table() {
+    let readme = readme();
+    let table = Table::after(&readme, "`bash scripts/fidelity-table.sh`");
+    let dir = temp_dir("budget");
+    let out = dir.join("m.lsq");
+    let src = model("minilm/model.safetensors");
+    // independent: issue 12's targets, every stored byte counted.
+    for (bpw, target) in [("3.25", 16.5), ("4.25", 22.5), ("4.5", 23.0), ("5.25", 28.5)] {
+        let json = lsqr(&[
+            "quantize",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--codec",
+            "lut",
+            "--scale-method",
+            "mse",
+            "--bpw",
+            bpw,
+            "--json",
+        ]);
+        let report: Value = serde_json::from_str(&json).unwrap();
+        let (mut bytes, mut weights) = (0u64, 0u64);
+        for t in report["tensors"].as_array().unwrap().iter().filter(|t| !t["codec"].is_null()) {
+            bytes += t["stored_bytes"].as_u64().unwrap();
+            weights +=
+                t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>();
+        }
+        let got_bpw = 8.0 * bytes as f64 / weights as f64;
+        let snr = report["totals"]["weighted_snr_db"].as_f64().unwrap();
+        let budget: f64 = bpw.parse().unwrap();
+        assert!(got_bpw <= budget, "--bpw {bpw}: {got_bpw} bits per weight stored");
+        assert!(snr >= target, "--bpw {bpw}: {snr:.3} dB < {target}");
+        let label = format!("LSQR `--bpw {bpw}`");
+        assert_pinned(&label, got_bpw, table.number(&label, "bits per weight"), 0.0006);
+        assert_pinned(&label, snr, table.number(&label, "weighted SNR (dB)"), 0.006);
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

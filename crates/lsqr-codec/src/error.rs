@@ -43,6 +43,14 @@ pub enum CodecError {
         /// Bits per sub-scale.
         sub_bits: u32,
     },
+    /// Importance weights that are not one finite, non-negative weight per
+    /// column (not all zero).
+    InvalidImportance {
+        /// Columns of the tensor's `[d0, rest]` view.
+        columns: usize,
+        /// Weights given.
+        got: usize,
+    },
     /// A sub-scale does not fit its bits.
     SubScaleOutOfRange {
         /// Index of the sub-block.
@@ -123,6 +131,11 @@ impl fmt::Display for CodecError {
                 "two-level scales {super_len}/{sub_len}/{sub_bits}: super-blocks must be a power \
                  of two in 32..=4096, sub-blocks a power of two from 8 to half a super-block, \
                  sub-scales 2..=8 bits"
+            ),
+            Self::InvalidImportance { columns, got } => write!(
+                f,
+                "importance: {got} weights for {columns} columns; they must be one finite, \
+                 non-negative weight per column, not all zero"
             ),
             Self::SubScaleOutOfRange { group, sub_scale, bits } => {
                 write!(f, "sub-scale {sub_scale} of sub-block {group} does not fit {bits} bits")

@@ -12,7 +12,7 @@ use crate::codebook::{CodeWidth, Codebook, CodecKind, FpLayout};
 use crate::scale::{
     element_count, settle_tiny_groups, GroupLayout, GroupScales, ScaleDtype, Scaling,
 };
-use crate::scale_fit::{self, TwoLevelFit};
+use crate::scale_fit::{self, Importance, TwoLevelFit};
 use crate::{search, CodecError, ErrorMetrics};
 
 /// Which codebook to quantize with, and how to choose its parameters.
@@ -78,6 +78,13 @@ pub struct QuantizeOptions {
     pub scale_dtype: ScaleDtype,
     /// How scales are chosen.
     pub scale_method: ScaleMethod,
+    /// How much each column's squared error counts (one non-negative
+    /// weight per element of a row of the `[d0, d1 * d2 * ...]` view, e.g.
+    /// the mean squared input of each feature of a linear layer over
+    /// calibration data); `None` counts every element the same. It steers
+    /// the scale fit and the `log`/`lut` parameter searches; each value
+    /// still takes its nearest level.
+    pub importance: Option<Vec<f32>>,
 }
 
 impl QuantizeOptions {
@@ -89,6 +96,7 @@ impl QuantizeOptions {
             scaling: Scaling::Group(64),
             scale_dtype: ScaleDtype::F16,
             scale_method: ScaleMethod::AbsMax,
+            importance: None,
         }
     }
 
@@ -117,14 +125,15 @@ pub fn quantize(
 ) -> Result<QuantizedTensor, CodecError> {
     let width = CodeWidth::new(options.bits)?;
     let layout = layout_for(shape, data.len(), options.scaling)?;
+    let importance = importance_of(shape, options.importance.as_deref())?;
     let absmax = group_absmax(data, &layout)?;
     let (codebook, scales) = match options.scaling {
         Scaling::Unit => {
-            let codebook = choose_codebook(data, &layout, &[], width, &options.codec)?;
+            let codebook = choose_codebook(data, &layout, &[], importance, width, &options.codec)?;
             (codebook, GroupScales::new(options.scale_dtype, Vec::new())?)
         }
-        Scaling::TwoLevel(_) => two_level(data, &layout, &absmax, width, options)?,
-        _ => one_level(data, &layout, &absmax, width, options)?,
+        Scaling::TwoLevel(_) => two_level(data, &layout, &absmax, importance, width, options)?,
+        _ => one_level(data, &layout, &absmax, importance, width, options)?,
     };
     let mut codes = vec![0u16; data.len()];
     encode_groups(data, &layout, scales.values(), &codebook, &mut codes);
@@ -144,27 +153,52 @@ pub fn quantize(
 /// 0.005 dB, and four rounds 0.01 more: two take nearly all of the gain.
 const LUT_REFIT_ROUNDS: usize = 2;
 
+/// The importance weights of `options`, checked against the tensor: one per
+/// column of the `[d0, rest]` view, finite, non-negative, not all zero.
+fn importance_of<'a>(
+    shape: &[usize],
+    per_column: Option<&'a [f32]>,
+) -> Result<Importance<'a>, CodecError> {
+    let Some(w) = per_column else { return Ok(Importance::UNIFORM) };
+    let cols = match shape {
+        [] | [_] => element_count(shape).unwrap_or(0),
+        [_, rest @ ..] => element_count(rest).unwrap_or(0),
+    };
+    let bad = w.len() != cols
+        || w.iter().any(|v| !v.is_finite() || *v < 0.0)
+        || (cols > 0 && w.iter().all(|&v| v == 0.0));
+    if bad {
+        return Err(CodecError::InvalidImportance { columns: cols, got: w.len() });
+    }
+    Ok(Importance::new(w))
+}
+
 /// One scale per group (tensor, row or group scaling).
 fn one_level(
     data: &[f32],
     layout: &GroupLayout,
     absmax: &[f32],
+    importance: Importance<'_>,
     width: CodeWidth,
     options: &QuantizeOptions,
 ) -> Result<(Codebook, GroupScales), CodecError> {
     let dtype = options.scale_dtype;
     let absmax_scales: Vec<f32> =
         absmax.iter().enumerate().map(|(g, &m)| dtype.round(g, m)).collect::<Result<_, _>>()?;
-    let mut codebook = choose_codebook(data, layout, &absmax_scales, width, &options.codec)?;
+    let mut codebook =
+        choose_codebook(data, layout, &absmax_scales, importance, width, &options.codec)?;
     let mut scales = absmax_scales.clone();
+    let fit = |codebook: &Codebook| {
+        scale_fit::fitted_group_scales(data, layout, codebook, dtype, &absmax_scales, importance)
+    };
     if options.scale_method == ScaleMethod::MseSearch {
-        scales = scale_fit::fitted_group_scales(data, layout, &codebook, dtype, &absmax_scales)?;
+        scales = fit(&codebook)?;
         if options.codec == CodecSpec::Lut {
             for _ in 0..LUT_REFIT_ROUNDS {
-                let table = search::refine_lut(data, layout, &scales, codebook.decode_table());
+                let table =
+                    search::refine_lut(data, layout, &scales, importance, codebook.decode_table());
                 codebook = Codebook::lut(width, table)?;
-                scales =
-                    scale_fit::fitted_group_scales(data, layout, &codebook, dtype, &absmax_scales)?;
+                scales = fit(&codebook)?;
             }
         }
     }
@@ -177,6 +211,7 @@ fn two_level(
     data: &[f32],
     layout: &GroupLayout,
     absmax: &[f32],
+    importance: Importance<'_>,
     width: CodeWidth,
     options: &QuantizeOptions,
 ) -> Result<(Codebook, GroupScales), CodecError> {
@@ -185,15 +220,24 @@ fn two_level(
         ScaleMethod::AbsMax => TwoLevelFit::AbsMax,
         ScaleMethod::MseSearch => TwoLevelFit::Mse,
     };
-    let mut codebook = choose_codebook(data, layout, absmax, width, &options.codec)?;
-    let (supers, subs) = scale_fit::two_level_scales(data, layout, &codebook, dtype, fit)?;
-    let mut scales = GroupScales::two_level(dtype, layout, supers, subs)?;
+    let mut codebook = choose_codebook(data, layout, absmax, importance, width, &options.codec)?;
+    let scales_for = |codebook: &Codebook| {
+        let (supers, subs) =
+            scale_fit::two_level_scales(data, layout, codebook, dtype, fit, importance)?;
+        GroupScales::two_level(dtype, layout, supers, subs)
+    };
+    let mut scales = scales_for(&codebook)?;
     if options.codec == CodecSpec::Lut && fit == TwoLevelFit::Mse {
         for _ in 0..LUT_REFIT_ROUNDS {
-            let table = search::refine_lut(data, layout, scales.values(), codebook.decode_table());
+            let table = search::refine_lut(
+                data,
+                layout,
+                scales.values(),
+                importance,
+                codebook.decode_table(),
+            );
             codebook = Codebook::lut(width, table)?;
-            let (supers, subs) = scale_fit::two_level_scales(data, layout, &codebook, dtype, fit)?;
-            scales = GroupScales::two_level(dtype, layout, supers, subs)?;
+            scales = scales_for(&codebook)?;
         }
     }
     Ok((codebook, scales))
@@ -234,6 +278,7 @@ fn choose_codebook(
     data: &[f32],
     layout: &GroupLayout,
     scales: &[f32],
+    importance: Importance<'_>,
     width: CodeWidth,
     spec: &CodecSpec,
 ) -> Result<Codebook, CodecError> {
@@ -241,7 +286,8 @@ fn choose_codebook(
         CodecSpec::Seed => Codebook::seed(width),
         CodecSpec::Log { mu: Some(mu) } => Codebook::log(width, *mu)?,
         CodecSpec::Log { mu: None } => {
-            let sample = search::Sample::strided(data, layout, scales, search::MU_SAMPLE);
+            let sample =
+                search::Sample::strided(data, layout, scales, importance, search::MU_SAMPLE);
             Codebook::log(width, search::best_mu(&sample, width))?
         }
         CodecSpec::Uniform => Codebook::uniform(width),
@@ -256,7 +302,9 @@ fn choose_codebook(
             }
             Codebook::fp(fp)
         }
-        CodecSpec::Lut => Codebook::lut(width, search::train_lut(data, layout, scales, width))?,
+        CodecSpec::Lut => {
+            Codebook::lut(width, search::train_lut(data, layout, scales, importance, width))?
+        }
     })
 }
 

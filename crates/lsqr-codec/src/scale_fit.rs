@@ -9,6 +9,7 @@
 //! scale wins. This is the search ggml's IQ4_NL quantizer does, without its
 //! importance weights.
 
+use alloc::borrow::Cow;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -22,6 +23,50 @@ use crate::CodecError;
 /// in steps of 0.025, or three more refits of the best, change the SNR by
 /// under 0.005 dB.
 const CANDIDATES: [f32; 10] = [0.70, 0.75, 0.80, 0.85, 0.90, 0.95, 1.00, 1.05, 1.10, 1.15];
+
+/// How much each element's squared error counts: one weight per column of
+/// the `[d0, d1 * d2 * ...]` view (the input features of a linear layer, or
+/// the input channel × tap of a convolution), or uniform when empty. With
+/// weights `E[x_k²]` over calibration inputs, `Σ w (x - x̂)²` is the layer's
+/// expected output error from its weight error (cross terms aside): what
+/// llama.cpp's importance matrix does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Importance<'a> {
+    per_column: &'a [f32],
+}
+
+impl<'a> Importance<'a> {
+    /// Every element counts the same.
+    pub(crate) const UNIFORM: Importance<'static> = Importance { per_column: &[] };
+
+    pub(crate) fn new(per_column: &'a [f32]) -> Self {
+        Self { per_column }
+    }
+
+    /// The weight of element `i` (row-major).
+    pub(crate) fn at(&self, i: usize) -> f32 {
+        match self.per_column.len() {
+            0 => 1.0,
+            cols => self.per_column[i % cols],
+        }
+    }
+
+    /// The weights of the elements in `range` (empty when uniform): a
+    /// slice when the range stays in one row, as every group but a
+    /// whole-tensor one does.
+    pub(crate) fn of(&self, range: core::ops::Range<usize>) -> Cow<'a, [f32]> {
+        let cols = self.per_column.len();
+        if cols == 0 {
+            return Cow::Borrowed(&[]);
+        }
+        let start = range.start % cols;
+        if start + range.len() <= cols {
+            Cow::Borrowed(&self.per_column[start..start + range.len()])
+        } else {
+            Cow::Owned(range.map(|i| self.at(i)).collect())
+        }
+    }
+}
 
 /// Fits scales of blocks under one codebook; holds the scratch codes.
 pub(crate) struct BlockFitter<'c> {
@@ -58,21 +103,27 @@ impl<'c> BlockFitter<'c> {
     ///
     /// The sums run on values divided by the absmax scale, so they stay
     /// near 1 in f32 whatever the block's magnitude (any finite f32).
-    pub(crate) fn best_scale(&mut self, xs: &[f32], absmax: f32) -> f32 {
-        self.best_scale_and_weight(xs, absmax).0
+    pub(crate) fn best_scale(&mut self, xs: &[f32], imp: &[f32], absmax: f32) -> f32 {
+        self.best_scale_and_weight(xs, imp, absmax).0
     }
 
     /// [`BlockFitter::best_scale`], and the weight `w = Σ t²` of its codes:
     /// moving the scale from its optimum `σ` to `s` adds about
     /// `w (s - σ)²` to the block's squared error (exactly, for fixed
     /// codes), which is what sharing a super-scale trades off.
-    pub(crate) fn best_scale_and_weight(&mut self, xs: &[f32], absmax: f32) -> (f32, f64) {
+    /// `imp` weighs each element's squared error (empty: uniform).
+    pub(crate) fn best_scale_and_weight(
+        &mut self,
+        xs: &[f32],
+        imp: &[f32],
+        absmax: f32,
+    ) -> (f32, f64) {
         let base = self.absmax_scale(absmax);
         if base.is_nan() || base < f32::MIN_POSITIVE || !base.is_finite() {
             return (base.max(0.0), 0.0);
         }
         let inv = 1.0 / base;
-        let sxx = chunked_sum(xs, |x, _| (x * inv) * (x * inv), &[]);
+        let sxx = weighted_sum(xs, imp, |x, _| (x * inv) * (x * inv), &[]);
         let mut best = (f64::INFINITY, base, 0.0f64);
         for ratio in CANDIDATES {
             // In units of `s = base * ratio`: x' = x / s, and the error of
@@ -80,7 +131,7 @@ impl<'c> BlockFitter<'c> {
             // units of base².
             self.codes.resize(xs.len(), 0);
             self.codebook.encode_scaled(xs, inv / ratio, &mut self.codes);
-            let (sxt, stt) = self.correlation(xs, inv);
+            let (sxt, stt) = self.correlation(xs, imp, inv);
             let sxt = sxt / f64::from(ratio);
             if sxt > 0.0 && stt > 0.0 {
                 let r = f64::from(ratio);
@@ -96,7 +147,13 @@ impl<'c> BlockFitter<'c> {
 
     /// `(Σ (x·inv)·t, Σ t²)` over the current codes' levels `t`, in f32
     /// within chunks of 256 and f64 across them.
-    fn correlation(&self, xs: &[f32], inv: f32) -> (f64, f64) {
+    fn correlation(&self, xs: &[f32], imp: &[f32], inv: f32) -> (f64, f64) {
+        if !imp.is_empty() {
+            let levels: Vec<f32> = self.codes.iter().map(|&c| self.table[usize::from(c)]).collect();
+            let sxt = weighted_sum(xs, imp, |x, t| x * inv * t, &levels);
+            let stt = weighted_sum(xs, imp, |_, t| t * t, &levels);
+            return (sxt, stt);
+        }
         let (mut sxt, mut stt) = (0.0f64, 0.0f64);
         for (xc, cc) in xs.chunks(256).zip(self.codes.chunks(256)) {
             let (mut a, mut b) = (0.0f32, 0.0f32);
@@ -122,14 +179,15 @@ impl<'c> BlockFitter<'c> {
     /// The squared error of `xs` decoded at exactly scale `s` (the
     /// decoder's f32 product `level * s`), codes re-chosen, in units of
     /// `unit²` so that it stays finite for any finite input.
-    pub(crate) fn error_at(&mut self, xs: &[f32], s: f32, unit: f32) -> f64 {
+    pub(crate) fn error_at(&mut self, xs: &[f32], imp: &[f32], s: f32, unit: f32) -> f64 {
         let inv_unit = 1.0 / unit;
         if s == 0.0 {
-            return chunked_sum(xs, |x, _| (x * inv_unit) * (x * inv_unit), &[]);
+            return weighted_sum(xs, imp, |x, _| (x * inv_unit) * (x * inv_unit), &[]);
         }
         self.encode(xs, 1.0 / s);
-        chunked_sum(
+        weighted_sum(
             xs,
+            imp,
             |x, t| {
                 let e = x * inv_unit - t * s * inv_unit;
                 e * e
@@ -139,16 +197,18 @@ impl<'c> BlockFitter<'c> {
     }
 }
 
-/// `Σ f(x_i, t_i)` (t empty: `f(x_i, 0)`), summed in f32 within chunks of
-/// 256 and in f64 across them: fast for blocks, and exact enough for a
-/// whole-tensor block of millions.
-fn chunked_sum(xs: &[f32], f: impl Fn(f32, f32) -> f32, ts: &[f32]) -> f64 {
+/// `Σ w_i f(x_i, t_i)` (t empty: `f(x_i, 0)`; w empty: 1), summed in f32
+/// within chunks of 256 and in f64 across them: fast for blocks, and exact
+/// enough for a whole-tensor block of millions.
+fn weighted_sum(xs: &[f32], ws: &[f32], f: impl Fn(f32, f32) -> f32, ts: &[f32]) -> f64 {
     let mut total = 0.0f64;
     for (k, chunk) in xs.chunks(256).enumerate() {
-        let part: f32 = if ts.is_empty() {
-            chunk.iter().map(|&x| f(x, 0.0)).sum()
+        let t = |j: usize| ts.get(k * 256 + j).copied().unwrap_or(0.0);
+        let part: f32 = if ws.is_empty() {
+            chunk.iter().enumerate().map(|(j, &x)| f(x, t(j))).sum()
         } else {
-            chunk.iter().zip(&ts[k * 256..]).map(|(&x, &t)| f(x, t)).sum()
+            let w = &ws[k * 256..];
+            chunk.iter().enumerate().map(|(j, &x)| w[j] * f(x, t(j))).sum()
         };
         total += f64::from(part);
     }
@@ -164,17 +224,20 @@ pub(crate) fn fitted_group_scales(
     codebook: &Codebook,
     dtype: ScaleDtype,
     absmax_scales: &[f32],
+    importance: Importance<'_>,
 ) -> Result<Vec<f32>, CodecError> {
     let mut fitter = BlockFitter::new(codebook);
     let mut scales = Vec::with_capacity(layout.group_count());
     for ((g, range), &fallback) in layout.groups().enumerate().zip(absmax_scales) {
+        let imp = importance.of(range.clone());
         let xs = &data[range];
         let absmax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         // A fitted scale beyond f16's range (absmax near 65504, ratio > 1)
         // is not a candidate; absmax is.
-        let fitted = dtype.round_nearest(g, fitter.best_scale(xs, absmax)).unwrap_or(0.0);
+        let fitted = dtype.round_nearest(g, fitter.best_scale(xs, &imp, absmax)).unwrap_or(0.0);
         let keep_fitted = fitted > 0.0
-            && fitter.error_at(xs, fitted, absmax) < fitter.error_at(xs, fallback, absmax);
+            && fitter.error_at(xs, &imp, fitted, absmax)
+                < fitter.error_at(xs, &imp, fallback, absmax);
         scales.push(if keep_fitted { fitted } else { fallback });
     }
     Ok(scales)
@@ -201,6 +264,7 @@ pub(crate) fn two_level_scales(
     codebook: &Codebook,
     dtype: ScaleDtype,
     fit: TwoLevelFit,
+    importance: Importance<'_>,
 ) -> Result<(Vec<f32>, Vec<u8>), CodecError> {
     let shape = layout.two_level().expect("the layout has two-level scales");
     let sub_max = shape.sub_max();
@@ -219,7 +283,9 @@ pub(crate) fn two_level_scales(
             let absmax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             sigmas.push(match fit {
                 TwoLevelFit::AbsMax => (fitter.absmax_scale(absmax), 0.0),
-                TwoLevelFit::Mse => fitter.best_scale_and_weight(xs, absmax),
+                TwoLevelFit::Mse => {
+                    fitter.best_scale_and_weight(xs, &importance.of(range.clone()), absmax)
+                }
             });
         }
         let largest = sigmas.iter().fold(0.0f32, |m, &(s, _)| m.max(s));
@@ -230,8 +296,9 @@ pub(crate) fn two_level_scales(
         let d = super_scale(b, ideal, largest, dtype, fit)?;
         supers[b] = d;
         for (j, &(sigma, _)) in sigmas.iter().enumerate() {
-            let xs = &data[groups[g + j].clone()];
-            subs[g + j] = sub_scale(&mut fitter, xs, sigma, d, sub_max, fit);
+            let range = groups[g + j].clone();
+            let imp = importance.of(range.clone());
+            subs[g + j] = sub_scale(&mut fitter, &data[range], &imp, sigma, d, sub_max, fit);
         }
         g = end;
     }
@@ -292,6 +359,7 @@ fn super_scale(
 fn sub_scale(
     fitter: &mut BlockFitter<'_>,
     xs: &[f32],
+    imp: &[f32],
     sigma: f32,
     d: f32,
     sub_max: u32,
@@ -314,7 +382,7 @@ fn sub_scale(
     let hi = (q + 1).min(sub_max);
     let mut best = (f64::INFINITY, q);
     for candidate in lo..=hi {
-        let error = fitter.error_at(xs, d * candidate as f32, sigma);
+        let error = fitter.error_at(xs, imp, d * candidate as f32, sigma);
         if error < best.0 {
             best = (error, candidate);
         }

@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use crate::codebook::{CodeWidth, Codebook};
 use crate::quantize::{inverse, scale_of};
 use crate::scale::GroupLayout;
+use crate::scale_fit::Importance;
 
 /// Elements sampled for the μ search. Large enough that the chosen μ is
 /// within noise of the whole-tensor optimum, small enough that the search
@@ -35,13 +36,20 @@ pub(crate) struct Sample {
 }
 
 impl Sample {
-    pub(crate) fn strided(data: &[f32], layout: &GroupLayout, scales: &[f32], max: usize) -> Self {
+    /// Each element's weight is also multiplied by its importance.
+    pub(crate) fn strided(
+        data: &[f32],
+        layout: &GroupLayout,
+        scales: &[f32],
+        importance: Importance<'_>,
+        max: usize,
+    ) -> Self {
         let stride = data.len().div_ceil(max).max(1);
         let (normalized, weights) = (0..data.len())
             .step_by(stride)
-            .map(|i| (data[i], scale_of(scales, layout.group_of(i))))
-            .filter(|&(_, s)| s > 0.0)
-            .map(|(x, s)| (x * inverse(s), weight(s)))
+            .map(|i| (i, data[i], scale_of(scales, layout.group_of(i))))
+            .filter(|&(_, _, s)| s > 0.0)
+            .map(|(i, x, s)| (x * inverse(s), weight(s) * f64::from(importance.at(i))))
             .unzip();
         Self { normalized, weights }
     }
@@ -140,9 +148,10 @@ pub(crate) fn train_lut(
     data: &[f32],
     layout: &GroupLayout,
     scales: &[f32],
+    importance: Importance<'_>,
     width: CodeWidth,
 ) -> Vec<f32> {
-    let mu = best_mu(&Sample::strided(data, layout, scales, MU_SAMPLE), width);
+    let mu = best_mu(&Sample::strided(data, layout, scales, importance, MU_SAMPLE), width);
     let log = Codebook::log(width, mu).expect("searched mu is finite and >= 0");
     // Sign-magnitude has two zero codes; the spare level goes in the middle
     // of the widest gap.
@@ -156,7 +165,7 @@ pub(crate) fn train_lut(
         let mid = if start.len() > 1 { (start[at - 1] + start[at]) / 2.0 } else { 0.0 };
         start.insert(at, mid);
     }
-    lloyd_max(&Sample::strided(data, layout, scales, LUT_SAMPLE), start, 1.0)
+    lloyd_max(&Sample::strided(data, layout, scales, importance, LUT_SAMPLE), start, 1.0)
 }
 
 /// A `lut` table retrained by Lloyd-Max from `table` for new `scales`
@@ -166,10 +175,12 @@ pub(crate) fn refine_lut(
     data: &[f32],
     layout: &GroupLayout,
     scales: &[f32],
+    importance: Importance<'_>,
     table: &[f32],
 ) -> Vec<f32> {
     let start = table.iter().map(|&v| f64::from(v)).collect();
-    lloyd_max(&Sample::strided(data, layout, scales, REFINE_SAMPLE), start, f32::INFINITY)
+    let sample = Sample::strided(data, layout, scales, importance, REFINE_SAMPLE);
+    lloyd_max(&sample, start, f32::INFINITY)
 }
 
 /// Lloyd-Max (1-D k-means) on the sample's normalised values `x / s`
@@ -254,7 +265,7 @@ mod tests {
         let x = laplace(4096);
         let layout = GroupLayout::new(&[4096], Scaling::Tensor).unwrap();
         let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let sample = Sample::strided(&x, &layout, &[absmax], MU_SAMPLE);
+        let sample = Sample::strided(&x, &layout, &[absmax], Importance::UNIFORM, MU_SAMPLE);
         let w = CodeWidth::new(4).unwrap();
         let mu = best_mu(&sample, w);
         let err = sample.squared_error(&Codebook::log(w, mu).unwrap());
@@ -270,10 +281,11 @@ mod tests {
         let x = laplace(8192);
         let layout = GroupLayout::new(&[8192], Scaling::Tensor).unwrap();
         let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let sample = Sample::strided(&x, &layout, &[absmax], LUT_SAMPLE);
+        let sample = Sample::strided(&x, &layout, &[absmax], Importance::UNIFORM, LUT_SAMPLE);
         for bits in [3, 6] {
             let w = CodeWidth::new(bits).unwrap();
-            let lut = Codebook::lut(w, train_lut(&x, &layout, &[absmax], w)).unwrap();
+            let lut = Codebook::lut(w, train_lut(&x, &layout, &[absmax], Importance::UNIFORM, w))
+                .unwrap();
             let uniform = Codebook::uniform(w);
             let log = Codebook::log(w, best_mu(&sample, w)).unwrap();
             let lut_error = sample.squared_error(&lut);

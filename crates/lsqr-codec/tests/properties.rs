@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use lsqr_codec::{
     dequantize_codes, quantize, seed_reference_encode, CodeWidth, Codebook, CodecKind, CodecSpec,
-    FpLayout, QuantizeOptions, ScaleDtype, ScaleMethod, Scaling,
+    FpLayout, QuantizeOptions, ScaleDtype, ScaleMethod, Scaling, TwoLevel,
 };
 use proptest::prelude::*;
 
@@ -167,13 +167,21 @@ proptest! {
         bits in 2u32..=16,
         rows in 0usize..5,
         cols in 0usize..200,
-        scaling in 0usize..4,
+        scaling in 0usize..6,
         mse in any::<bool>(),
         f32_scales in any::<bool>(),
+        weighted in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let kind = CodecKind::ALL[kind];
-        let scaling = [Scaling::Unit, Scaling::Tensor, Scaling::Row, Scaling::Group(16)][scaling];
+        let scaling = [
+            Scaling::Unit,
+            Scaling::Tensor,
+            Scaling::Row,
+            Scaling::Group(16),
+            Scaling::TwoLevel(TwoLevel::new(32, 8, 3).unwrap()),
+            Scaling::TwoLevel(TwoLevel::DEFAULT),
+        ][scaling];
         let mut state = seed | 1;
         let xs: Vec<f32> = (0..rows * cols).map(|_| {
             state ^= state << 13; state ^= state >> 7; state ^= state << 17;
@@ -185,6 +193,10 @@ proptest! {
             scaling,
             scale_dtype: if f32_scales { ScaleDtype::F32 } else { ScaleDtype::F16 },
             scale_method: if mse { ScaleMethod::MseSearch } else { ScaleMethod::AbsMax },
+            // Importance weights from 0 to 3 by column (column 0 counts 0).
+            importance: (weighted && rows > 0 && cols > 0)
+                .then(|| (0..cols).map(|c| (c % 4) as f32).collect::<Vec<_>>())
+                .filter(|w| w.iter().any(|&v| v > 0.0)),
         };
         let q = quantize(&xs, &[rows, cols], &options).unwrap();
         prop_assert_eq!(q.codes().len(), xs.len());
