@@ -39,15 +39,16 @@ if [[ "${PEERS:-1}" != 0 ]]; then
   python3 - "$work/peers.json" <<'PY'
 import json, sys
 peers = json.load(open(sys.argv[1]))
-rows = peers["formats"] if isinstance(peers, dict) and "formats" in peers else peers
-for r in rows:
-    name = r.get("format") or r.get("name")
-    if name not in {"IQ4_XS", "Q4_K", "Q3_K", "Q5_K", "NF4", "NF4 + double quant", "IQ4_NL"}:
+shown = {"Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "NF4", "NF4 + double quant"}
+for r in sorted(peers["results"], key=lambda r: r["bpw_nominal"]):
+    if r["format"] not in shown:
         continue
-    nominal = r.get("bpw_nominal") or r.get("bits_per_weight")
-    stored = r.get("bpw_stored", nominal)
-    snr = r.get("snr_db") or r.get("weighted_snr_db")
-    pad = f" ({stored:.3f} with rows of 384 padded to 512)" if abs(stored - nominal) > 1e-9 else ""
-    print(f"| {r.get('source', 'ggml')} {name} | {nominal:.4g}{pad} | {snr:.2f} |")
+    nominal, stored = r["bpw_nominal"], r["bpw_stored"]
+    pad = f" ({stored:.3f} with rows padded to 256)" if abs(stored - nominal) > 1e-9 else ""
+    print(f"| {r['source']} {r['format']} | {nominal:.3f}{pad} | {r['snr_db']:.2f} |")
+for r in peers["llama_quantize_fallback"]:
+    if r["format"] in shown:
+        print(f"| ggml {r['format']} as llama-quantize stores it ({r['fallback']} for rows of 384) "
+              f"| {r['bpw']:.3f} | {r['snr_db']:.2f} |")
 PY
 fi

@@ -572,8 +572,11 @@ fn minilm_quantize_session() {
             let shape: Vec<u64> =
                 line[open + 1..close].split(',').map(|d| d.trim().parse().unwrap()).collect();
             assert_eq!(t["shape"], serde_json::json!(shape), "{name}");
-            let rest: Vec<&str> = line[close + 1..].split_whitespace().collect();
-            let [codec @ .., width, snr, bytes] = &rest[..] else { panic!("{line}") };
+            // Columns are two or more spaces apart; a cell may hold one
+            // ("raw f32", "group 64").
+            let rest: Vec<&str> =
+                line[close + 1..].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+            let [codec, width, scales, snr, bytes] = &rest[..] else { panic!("{line}") };
             assert_eq!(
                 t["stored_bytes"].as_u64().unwrap(),
                 bytes.parse::<u64>().unwrap(),
@@ -581,7 +584,8 @@ fn minilm_quantize_session() {
             );
             match t["codec"].as_str() {
                 Some(c) => {
-                    assert_eq!(codec.join(" "), c, "{name}");
+                    assert_eq!(*codec, c, "{name}");
+                    assert_eq!(Some(*scales), t["scaling"].as_str(), "{name}");
                     assert_eq!(
                         t["bits"].as_u64().unwrap(),
                         width.parse::<u64>().unwrap(),
@@ -591,8 +595,8 @@ fn minilm_quantize_session() {
                     assert_pinned(name, t["snr_db"].as_f64().unwrap(), snr, 0.0051);
                 }
                 None => {
-                    assert_eq!(codec.join(" "), format!("raw {}", t["dtype"].as_str().unwrap()));
-                    assert_eq!((*width, *snr), ("-", "-"), "{name}");
+                    assert_eq!(*codec, format!("raw {}", t["dtype"].as_str().unwrap()));
+                    assert_eq!((*width, *scales, *snr), ("-", "-", "-"), "{name}");
                 }
             }
             rows += 1;
