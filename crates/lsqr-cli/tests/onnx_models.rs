@@ -154,17 +154,8 @@ fn machine_files(count: usize) -> Vec<PathBuf> {
 
 /// Bits per quantized weight of a `.lsq` file, everything stored counted.
 fn quantized_bits_per_weight(lsq: &Path) -> f64 {
-    let report: serde_json::Value =
-        serde_json::from_str(&lsqr(&["inspect", lsq.to_str().unwrap(), "--json"])).unwrap();
-    let (mut bytes, mut weights) = (0u64, 0u64);
-    for t in report["tensors"].as_array().unwrap() {
-        if !t["bits"].is_null() {
-            bytes += t["stored_bytes"].as_u64().unwrap();
-            weights +=
-                t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>();
-        }
-    }
-    8.0 * bytes as f64 / weights as f64
+    let report = lsqr(&["inspect", lsq.to_str().unwrap(), "--json"]);
+    common::quantized_bits_per_weight(&serde_json::from_str(&report).unwrap())
 }
 
 /// Magika keeps its top-1 label on ≥ 99.5 % of the machine's files at

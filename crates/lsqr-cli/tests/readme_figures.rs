@@ -738,13 +738,7 @@ fn minilm_budget_table() {
             "--json",
         ]);
         let report: Value = serde_json::from_str(&json).unwrap();
-        let (mut bytes, mut weights) = (0u64, 0u64);
-        for t in report["tensors"].as_array().unwrap().iter().filter(|t| !t["codec"].is_null()) {
-            bytes += t["stored_bytes"].as_u64().unwrap();
-            weights +=
-                t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>();
-        }
-        let got_bpw = 8.0 * bytes as f64 / weights as f64;
+        let got_bpw = common::quantized_bits_per_weight(&report);
         let snr = report["totals"]["weighted_snr_db"].as_f64().unwrap();
         let budget: f64 = bpw.parse().unwrap();
         assert!(got_bpw <= budget, "--bpw {bpw}: {got_bpw} bits per weight stored");

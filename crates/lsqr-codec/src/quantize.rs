@@ -194,12 +194,10 @@ fn one_level(
     if options.scale_method == ScaleMethod::MseSearch {
         scales = fit(&codebook)?;
         if options.codec == CodecSpec::Lut {
-            for _ in 0..LUT_REFIT_ROUNDS {
-                let table =
-                    search::refine_lut(data, layout, &scales, importance, codebook.decode_table());
-                codebook = Codebook::lut(width, table)?;
-                scales = fit(&codebook)?;
-            }
+            let values = Vec::as_slice;
+            let refit =
+                alternate_lut(data, layout, importance, width, codebook, scales, values, fit)?;
+            (codebook, scales) = refit;
         }
     }
     settle_tiny_groups(data, layout, &codebook, dtype, &mut scales);
@@ -220,25 +218,41 @@ fn two_level(
         ScaleMethod::AbsMax => TwoLevelFit::AbsMax,
         ScaleMethod::MseSearch => TwoLevelFit::Mse,
     };
-    let mut codebook = choose_codebook(data, layout, absmax, importance, width, &options.codec)?;
+    let codebook = choose_codebook(data, layout, absmax, importance, width, &options.codec)?;
     let scales_for = |codebook: &Codebook| {
         let (supers, subs) =
             scale_fit::two_level_scales(data, layout, codebook, dtype, fit, importance)?;
         GroupScales::two_level(dtype, layout, supers, subs)
     };
-    let mut scales = scales_for(&codebook)?;
+    let scales = scales_for(&codebook)?;
     if options.codec == CodecSpec::Lut && fit == TwoLevelFit::Mse {
-        for _ in 0..LUT_REFIT_ROUNDS {
-            let table = search::refine_lut(
-                data,
-                layout,
-                scales.values(),
-                importance,
-                codebook.decode_table(),
-            );
-            codebook = Codebook::lut(width, table)?;
-            scales = scales_for(&codebook)?;
-        }
+        let values = GroupScales::values;
+        return alternate_lut(
+            data, layout, importance, width, codebook, scales, values, scales_for,
+        );
+    }
+    Ok((codebook, scales))
+}
+
+/// [`LUT_REFIT_ROUNDS`] of: the `lut` table retrained for the scales
+/// (whose per-group values `values` gives), then the scales refitted to
+/// the table by `fit`.
+#[allow(clippy::too_many_arguments)]
+fn alternate_lut<S>(
+    data: &[f32],
+    layout: &GroupLayout,
+    importance: Importance<'_>,
+    width: CodeWidth,
+    mut codebook: Codebook,
+    mut scales: S,
+    values: impl Fn(&S) -> &[f32],
+    fit: impl Fn(&Codebook) -> Result<S, CodecError>,
+) -> Result<(Codebook, S), CodecError> {
+    for _ in 0..LUT_REFIT_ROUNDS {
+        let table =
+            search::refine_lut(data, layout, values(&scales), importance, codebook.decode_table());
+        codebook = Codebook::lut(width, table)?;
+        scales = fit(&codebook)?;
     }
     Ok((codebook, scales))
 }

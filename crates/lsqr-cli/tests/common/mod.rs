@@ -36,3 +36,15 @@ pub fn lsqr(args: &[&str]) -> String {
     assert!(out.status.success(), "lsqr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Bits per quantized weight in a JSON report of `lsqr quantize` or
+/// `lsqr inspect` (tensors with a width), everything stored counted.
+pub fn quantized_bits_per_weight(report: &serde_json::Value) -> f64 {
+    let (mut bytes, mut weights) = (0u64, 0u64);
+    for t in report["tensors"].as_array().unwrap().iter().filter(|t| !t["bits"].is_null()) {
+        bytes += t["stored_bytes"].as_u64().unwrap();
+        weights +=
+            t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>();
+    }
+    8.0 * bytes as f64 / weights as f64
+}
