@@ -321,7 +321,7 @@ fn shared_scale(sigmas: &[(f32, f64)], sub_max: u32) -> f32 {
     for _ in 0..4 {
         let (mut num, mut den) = (0.0f64, 0.0f64);
         for &(sigma, w) in sigmas {
-            let q = (f64::from(sigma) / d).round().clamp(0.0, f64::from(sub_max));
+            let q = libm::round(f64::from(sigma) / d).clamp(0.0, f64::from(sub_max));
             num += w * q * f64::from(sigma);
             den += w * q * q;
         }

@@ -197,6 +197,7 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 /// this graph (FORMAT.md §9): 1.2 if a tensor has two-level scales, 1.1 if
 /// the graph names an op outside the 1.0 list, else 1.0, so that files older
 /// readers can read keep saying so.
+#[cfg(feature = "std")]
 pub fn minor_version_for(tensors: &[TensorInfo], graph: Option<&Graph>) -> u16 {
     let new_op = |g: &Graph| g.layers.iter().any(|l| !OPS_1_0.contains(&l.op.as_str()));
     if tensors.iter().any(has_two_level_scales) {
@@ -208,6 +209,7 @@ pub fn minor_version_for(tensors: &[TensorInfo], graph: Option<&Graph>) -> u16 {
     }
 }
 
+#[cfg(feature = "std")]
 fn has_two_level_scales(t: &TensorInfo) -> bool {
     matches!(t.storage, Storage::Quantized(q) if matches!(q.scaling, Scaling::TwoLevel(_)))
 }
