@@ -124,6 +124,31 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
                 })
             })
         });
+        if bits == 4 {
+            // Two-level scales (256/32/6) decode as one f32 scale per 32:
+            // issue 12 asks that this not halve the batch-1 speed of
+            // groups of 64.
+            let options = QuantizeOptions {
+                scaling: lsqr::codec::Scaling::TwoLevel(lsqr::codec::TwoLevel::DEFAULT),
+                scale_method: lsqr::codec::ScaleMethod::MseSearch,
+                ..QuantizeOptions::new(CodecSpec::Lut, bits)
+            };
+            let q = quantize(&w, &[rows, cols], &options).unwrap();
+            let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+            writer.add_quantized("w", &q).unwrap();
+            let bytes = writer.finish().unwrap().into_inner();
+            let file = LsqFile::from_bytes(&bytes).unwrap();
+            let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
+            let two_level = lsqr::runtime::packed_weight(&view).unwrap();
+            g.bench_function(BenchmarkId::new("packed_lut_two_level_256_32", "C4"), |b| {
+                b.iter_custom(|n| {
+                    cold(n, flush_buf, || {
+                        linear(&two_level, None, &x, 1, &mut y).unwrap();
+                        black_box(&y);
+                    })
+                })
+            });
+        }
         if bits == 4 || bits == 8 {
             let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
             g.bench_function(BenchmarkId::new("packed_log_2threads", format!("C{bits}")), |b| {

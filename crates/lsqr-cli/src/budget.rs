@@ -28,19 +28,28 @@ const SAMPLE_ELEMENTS: usize = 1 << 15;
 /// 1024 make one per row for most rows (a row of 384 pays for two
 /// super-blocks of 256). On MiniLM these are the efficient ones among 2- to
 /// 6-bit sub-scales over sub-blocks of 8 to 32, and each of the five lifts
-/// the SNR at one of the budgets 3.25, 4.25 and 5.25.
+/// the SNR at one of the budgets 3.25, 4.25 and 5.25. And one scale per
+/// row, for short rows (a 3x3 convolution over 16 channels has rows of
+/// 144), where a super-scale per row costs more than the row scale.
 pub fn default_layouts() -> Vec<Scaling> {
-    [(1024, 32, 3), (1024, 32, 4), (1024, 16, 4), (1024, 8, 4), (1024, 32, 6)]
+    [(1024, 32, 3), (1024, 32, 4), (1024, 16, 3), (1024, 16, 4), (1024, 8, 4), (1024, 32, 6)]
         .into_iter()
         .map(|(s, b, k)| Scaling::TwoLevel(TwoLevel::new(s, b, k).expect("valid shape")))
+        .chain([Scaling::Row])
         .collect()
 }
 
-/// The widths tried for a budget of `bpw`: from one below its integer
-/// part to two above (3..=6 for 4.25), within 2..=8.
-fn widths_for(bpw: f64) -> std::ops::RangeInclusive<u32> {
+/// The widths tried for a budget of `bpw`: from its integer part to two
+/// above (4..=6 for 4.25), within 2..=8, and from one below for a tensor
+/// whose error is weighed by what it does (`informed`: importance weights
+/// or a calibrated gain). Weighed by weight error alone, a tensor of small
+/// weights is cheap to starve whatever the model's dependence on it, so a
+/// plan never takes such a tensor below the width the budget affords all
+/// of them.
+fn widths_for(bpw: f64, informed: bool) -> std::ops::RangeInclusive<u32> {
     let base = bpw.floor().clamp(2.0, 8.0) as u32;
-    base.saturating_sub(1).max(2)..=(base + 2).min(8)
+    let low = if informed { base.saturating_sub(1).max(2) } else { base };
+    low..=(base + 2).min(8)
 }
 
 /// A `--bpw` request.
@@ -89,9 +98,12 @@ pub fn plan(
     gains: Option<&BTreeMap<String, f64>>,
 ) -> Result<BudgetPlan, PipelineError> {
     let tensors = quantizable(model, settings);
+    let informed = |t: &SourceTensor| {
+        settings.importance.contains_key(&t.name) || gains.is_some_and(|g| g.contains_key(&t.name))
+    };
     let mut candidates: Vec<Vec<Candidate>> = tensors
         .par_iter()
-        .map(|t| candidates_for(model, t, settings, bpw, layouts))
+        .map(|t| candidates_for(model, t, settings, widths_for(bpw, informed(t)), layouts))
         .collect::<Result<_, _>>()?;
     if let Some(gains) = gains {
         let mut known: Vec<f64> = gains.values().copied().collect();
@@ -130,21 +142,25 @@ pub fn quantizable<'m>(model: &'m SourceModel, settings: &Settings) -> Vec<&'m S
 /// and the first layout tried, so that its effect stands well above the
 /// runtime's rounding.
 pub fn probe(bpw: f64, layouts: &[Scaling]) -> (u32, Scaling) {
-    (*widths_for(bpw).start(), layouts[0])
+    (*widths_for(bpw, true).start(), layouts[0])
 }
 
-/// Every (width, layout) for one tensor, measured on a sample of its rows.
+/// Every (width, layout) for one tensor, measured on a sample of its rows,
+/// that is at least as faithful as the smallest width with the first
+/// layout: the pooled error favours starving a tensor of small weights,
+/// and a layout that is cheaper only by being coarser than that reference
+/// (row scales on long rows) is not a candidate.
 fn candidates_for(
     model: &SourceModel,
     t: &SourceTensor,
     settings: &Settings,
-    bpw: f64,
+    widths: std::ops::RangeInclusive<u32>,
     layouts: &[Scaling],
 ) -> Result<Vec<Candidate>, PipelineError> {
     let values = model.to_f32(t)?;
     let (sample, sample_shape, factor) = sample_rows(&values, &t.shape);
     let mut out = Vec::new();
-    for bits in widths_for(bpw) {
+    for bits in widths {
         for &scaling in layouts {
             let (q, m) =
                 best_quantization(model, t, settings, &sample, &sample_shape, bits, scaling)?;
@@ -162,6 +178,8 @@ fn candidates_for(
             out.push(Candidate { bits, scaling, stored_bits, error: error * factor });
         }
     }
+    let reference = out[0].error;
+    out.retain(|c| c.error <= reference);
     Ok(out)
 }
 
@@ -326,8 +344,9 @@ mod tests {
 
     #[test]
     fn widths_around_the_budget() {
-        assert_eq!(widths_for(4.25), 3..=6);
-        assert_eq!(widths_for(2.1), 2..=4);
-        assert_eq!(widths_for(8.5), 7..=8);
+        assert_eq!(widths_for(4.25, false), 4..=6);
+        assert_eq!(widths_for(4.25, true), 3..=6);
+        assert_eq!(widths_for(2.1, true), 2..=4);
+        assert_eq!(widths_for(8.5, false), 8..=8);
     }
 }

@@ -405,10 +405,14 @@ pub fn eval(
     widths: &[u32],
     codecs: &[String],
     scales: ScaleChoice,
+    budgets: &[f64],
     json: bool,
     plot: Option<&Path>,
     samples: Option<&Path>,
 ) -> Result<(), String> {
+    if !budgets.is_empty() && samples.is_none() {
+        return Err("eval --bpw runs the model's graph: give --inputs samples.npz".into());
+    }
     let (scale_dtype, scale_fallback) =
         (scales.dtype.unwrap_or(ScaleDtype::F16), scales.dtype.is_none());
     let kinds: Vec<CodecKind> = if codecs.is_empty() {
@@ -423,7 +427,9 @@ pub fn eval(
         check_output(input, svg)?;
     }
     if let Some(samples) = samples {
-        return crate::graph_eval::eval_graph(input, samples, widths, &kinds, scales, json, plot);
+        return crate::graph_eval::eval_graph(
+            input, samples, widths, &kinds, scales, budgets, json, plot,
+        );
     }
     let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
     let settings = Settings {

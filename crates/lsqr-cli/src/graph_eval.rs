@@ -21,8 +21,11 @@ use crate::pipeline::{self, CodecChoice, EvalCell, ScaleChoice, Settings};
 pub struct GraphEvalRow {
     /// Codec (`f32` for the float graph).
     pub codec: String,
-    /// Code width (32 for the float graph).
+    /// Code width (32 for the float graph; 0 for a budget's row, whose
+    /// widths vary by tensor).
     pub bits: u32,
+    /// `--bpw`: the budget of this row.
+    pub budget: Option<f64>,
     /// SNR of all outputs against the float graph's, dB.
     pub output_snr_db: f64,
     /// Fraction of rows of class-axis outputs whose argmax agrees with the
@@ -154,12 +157,13 @@ pub fn eval_graph(
     widths: &[u32],
     kinds: &[CodecKind],
     scales: ScaleChoice,
+    budgets: &[f64],
     json: bool,
     plot: Option<&Path>,
 ) -> Result<(), String> {
     let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
     let (graph, inputs) = graph_for_samples(&model, samples_path)?;
-    let settings = Settings {
+    let base = Settings {
         bits: 4,
         codec: CodecChoice::Fixed(CodecKind::Log),
         scaling: scales.scaling,
@@ -172,7 +176,7 @@ pub fn eval_graph(
         budget: None,
         importance: Default::default(),
     };
-    let (source, settings) = crate::graph::tensors_as_model(input, &graph, &settings);
+    let (source, settings) = crate::graph::tensors_as_model(input, &graph, &base);
     let weights: Vec<_> = source
         .tensors
         .iter()
@@ -184,6 +188,7 @@ pub fn eval_graph(
     let mut rows = vec![GraphEvalRow {
         codec: "f32".into(),
         bits: 32,
+        budget: None,
         output_snr_db: f64::INFINITY,
         top1_agreement: compare(&reference, &reference).1,
         weight_snr_db: f64::INFINITY,
@@ -214,6 +219,7 @@ pub fn eval_graph(
             rows.push(GraphEvalRow {
                 codec: kind.name().into(),
                 bits,
+                budget: None,
                 output_snr_db: snr,
                 top1_agreement: top1,
                 weight_snr_db: pooled.snr_db(),
@@ -224,6 +230,55 @@ pub fn eval_graph(
         }
     }
     bar.finish_and_clear();
+    // Budgets: widths and layouts per tensor by weight error, then by
+    // output error measured on the same samples (optimistic: the samples
+    // calibrate and judge).
+    for &kind in kinds {
+        for &bpw in budgets {
+            for calibrated in [false, true] {
+                let mut s = Settings { codec: CodecChoice::Fixed(kind), ..settings.clone() };
+                let layouts = crate::budget::default_layouts();
+                let names: Vec<String> = weights.iter().map(|t| t.name.clone()).collect();
+                let gains = if calibrated {
+                    let probe = crate::budget::probe(bpw, &layouts);
+                    let base = Settings { codec: CodecChoice::Fixed(kind), ..base.clone() };
+                    let c =
+                        crate::calibrate::calibrate(&model, &base, samples_path, probe, &names)?;
+                    s.importance = c.importance;
+                    Some(c.gains)
+                } else {
+                    None
+                };
+                let plan = crate::budget::plan(&source, &s, bpw, &layouts, gains.as_ref())
+                    .map_err(|e| e.to_string())?;
+                s.per_tensor = plan.choices;
+                let mut quantized = Vec::new();
+                let (mut pooled, mut stored) = (ErrorMetrics::default(), 0u64);
+                for t in &weights {
+                    let pipeline::Action::Quantize(bits) = s.action(t) else { continue };
+                    let (q, m) =
+                        pipeline::quantize_tensor(&source, t, &s, CodecChoice::Fixed(kind), bits)
+                            .map_err(|e| e.to_string())?;
+                    pooled = pooled.merge(m);
+                    stored += pipeline::stored_bytes(&q);
+                    quantized.push((t.name.clone(), q));
+                }
+                let bytes = file_bytes(&graph, &quantized)?;
+                let (snr, top1) = compare(&reference, &run(&bytes, &inputs)?);
+                let how = if calibrated { " --calibrate" } else { "" };
+                rows.push(GraphEvalRow {
+                    codec: format!("{} --bpw{how}", kind.name()),
+                    bits: 0,
+                    budget: Some(bpw),
+                    output_snr_db: snr,
+                    top1_agreement: top1,
+                    weight_snr_db: pooled.snr_db(),
+                    bits_per_weight: 8.0 * stored as f64 / weight_count.max(1) as f64,
+                    file_bytes: bytes.len() as u64,
+                });
+            }
+        }
+    }
     if let Some(svg) = plot {
         let cells: Vec<EvalCell> = rows
             .iter()
@@ -251,16 +306,17 @@ pub fn eval_graph(
         samples_path.display()
     );
     println!(
-        "{:<8} {:>3} {:>14} {:>7} {:>15} {:>6} {:>12}",
+        "{:<24} {:>6} {:>14} {:>7} {:>15} {:>6} {:>12}",
         "codec", "C", "output SNR dB", "top-1", "weight SNR dB", "bpw", "file bytes"
     );
     for r in &rows {
         let top1 = r.top1_agreement.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a));
+        let width = r.budget.map_or(r.bits.to_string(), |b| format!("<={b}"));
         let db = |v: f64| if v.is_finite() { format!("{v:.2}") } else { "exact".into() };
         println!(
-            "{:<8} {:>3} {:>14} {:>7} {:>15} {:>6.2} {:>12}",
+            "{:<24} {:>6} {:>14} {:>7} {:>15} {:>6.2} {:>12}",
             r.codec,
-            r.bits,
+            width,
             db(r.output_snr_db),
             top1,
             db(r.weight_snr_db),

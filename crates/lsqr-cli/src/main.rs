@@ -120,6 +120,11 @@ enum Command {
         /// How scales are chosen: `absmax` or `mse`.
         #[arg(long, default_value = "absmax", value_parser = parse_scale_method)]
         scale_method: ScaleMethod,
+        /// With --inputs: also size budgets (bits per weight, comma-separated),
+        /// each planned by weight error and by output error on the samples
+        /// (`quantize --bpw`, `--calibrate`), against the uniform widths.
+        #[arg(long, value_delimiter = ',', value_parser = parse_bpw)]
+        bpw: Vec<f64>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -360,6 +365,7 @@ fn main() -> ExitCode {
             group,
             scale_dtype,
             scale_method,
+            bpw,
             json,
             plot,
             inputs,
@@ -370,6 +376,7 @@ fn main() -> ExitCode {
                 &bits.0,
                 &codec,
                 scales,
+                &bpw,
                 json,
                 plot.as_deref(),
                 inputs.as_deref(),

@@ -292,11 +292,25 @@ fn eval_with_inputs_reports_what_quantization_does_to_the_outputs() {
         "4,8",
         "--codec",
         "log",
+        "--bpw",
+        "4.5",
         "--json",
     ]);
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!(rows.len(), 5, "{out}");
+    // The budget, planned by weight error and by output error, within it.
+    // On this sample the plan by weight error flips the class (at 21 dB of
+    // weight SNR, more than C = 4's) and the plan calibrated on the sample
+    // keeps it: weight SNR is not the whole story. (Output SNR cannot rank
+    // them here: the two saturated probabilities swing from 8 to 46 dB
+    // between layouts of equal weight SNR.)
+    for (row, codec) in rows[3..].iter().zip(["log --bpw", "log --bpw --calibrate"]) {
+        assert_eq!((row["codec"].as_str(), row["budget"].as_f64()), (Some(codec), Some(4.5)));
+        assert!(row["bits_per_weight"].as_f64().unwrap() <= 4.5, "{out}");
+        assert!(row["weight_snr_db"].as_f64().unwrap() > 15.0, "{out}");
+    }
+    assert_eq!(rows[4]["top1_agreement"], 1.0, "{out}");
     assert_eq!(rows[0]["codec"], "f32");
     assert_eq!(rows[0]["top1_agreement"], 1.0);
     let c8 = &rows[2];
