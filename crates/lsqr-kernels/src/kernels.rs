@@ -51,6 +51,44 @@ pub(crate) struct PackedRows<'a> {
 /// A batch-1 packed-weight kernel: `(job, x, y)`.
 pub(crate) type GemvFn = fn(&PackedRows<'_>, &[f32], &mut [f32]);
 
+/// The integer form of a C <= 4 weight's decode table (see
+/// `crate::packed`): the 16 entries of the table (zero-padded past 2^C)
+/// rounded to integers on a grid of `max |table| / QW`, QW = 127 (int8
+/// entries, int8 activations) or 8191 (int16 entries, int16 activations on
+/// a grid of 4095).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntTable {
+    /// int8 levels in -127..=127, activations int8 in -127..=127.
+    I8([i8; 16]),
+    /// int16 levels in -8191..=8191, activations int16 in -4095..=4095.
+    I16([i16; 16]),
+}
+
+/// The batch-1 integer job: rows as in [`PackedRows`] (C <= 4, `cols` a
+/// multiple of `block`, `group` a multiple of `block` or the whole row),
+/// the integer table, and the activations quantized per block of `block`
+/// (32 or 64) columns: `y[r] = Σ_b (S(r, b) as f32) · (scale(r, g(b)) ·
+/// act_scales[b])`, summed block after block in f32 from 0, each term one
+/// multiply and one add (no FMA), where `S(r, b)` is the exact integer dot
+/// product of block `b`'s table integers and quantized activations. Every
+/// path computes exactly this, so the paths agree bit for bit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IntRows<'a> {
+    pub(crate) rows: PackedRows<'a>,
+    pub(crate) table: IntTable,
+    pub(crate) block: usize,
+    /// The quantized activations (`cols` of them): int8 for
+    /// [`IntTable::I8`], int16 for [`IntTable::I16`].
+    pub(crate) act8: &'a [i8],
+    pub(crate) act16: &'a [i16],
+    /// `cols / block` factors: the activation block's step times the
+    /// table's step.
+    pub(crate) act_scales: &'a [f32],
+}
+
+/// A batch-1 integer kernel: `(job, y)`.
+pub(crate) type GemvIntFn = fn(&IntRows<'_>, &mut [f32]);
+
 /// A packed-weight decoder: `(job, start, out)` writes elements
 /// `start..start + out.len()` of the row-major weight.
 pub(crate) type DecodeFn = fn(&PackedRows<'_>, usize, &mut [f32]);
@@ -82,6 +120,8 @@ pub struct Kernels {
     pub(crate) matmul: MatmulFn,
     /// Batch-1 linear on packed rows, allocation-free.
     pub(crate) gemv_packed: GemvFn,
+    /// Batch-1 linear on packed rows with integer dot products (C <= 4).
+    pub(crate) gemv_int: GemvIntFn,
     /// Dequantization of packed rows, allocation-free.
     pub(crate) decode_packed: DecodeFn,
     /// The register-tile micro-kernel of the blocked GEMM (`crate::gemm`).

@@ -40,6 +40,8 @@ pub struct PackedWeight<'a> {
     rows: usize,
     cols: usize,
     storage: Storage<'a>,
+    /// Batch 1 keeps the exact f32 table path (see [`PackedWeight::set_exact`]).
+    exact: bool,
 }
 
 /// How a weight's values are stored.
@@ -61,6 +63,116 @@ pub(crate) struct Quantized<'a> {
     table: Vec<f32>,
     mode: ScaleMode,
     scales: Vec<f32>,
+    /// The integer form batch 1 may use (see [`int_form_of`]).
+    int: Option<IntForm>,
+}
+
+/// A quantized weight's integer form: its table's integer copy, the step
+/// of that copy's grid, and the activation block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IntForm {
+    table: crate::kernels::IntTable,
+    /// `max |table| / QW`: the table value of integer 1.
+    step: f32,
+    /// Columns per activation block (32 or 64).
+    block: usize,
+}
+
+/// Grid of the int8 tables and activations: ±127.
+const Q8: f32 = 127.0;
+/// Grid of the int16 tables: ±8191 (so that a 64-column block of products
+/// with ±4095 activations stays below 2^31).
+const Q16_TABLE: f32 = 8191.0;
+/// Grid of the int16 activations: ±4095.
+const Q16_ACT: f32 = 4095.0;
+/// The largest error allowed on a table entry rounded to an integer grid,
+/// as a fraction of the distance to the entry's nearest other level (the
+/// cell the codec's own rounding error lives in). 1/16: the worst-case
+/// rounding error is below 1/16 of a cell, the codec's error is about
+/// 0.29 of a cell (RMS), so the added error stays about 20 dB below, and
+/// the tests measure it (`tests/packed.rs`, `int_path_precision`).
+const MAX_TABLE_ERROR: f32 = 1.0 / 16.0;
+
+/// The integer form a C-bit table allows, chosen once per weight:
+/// C <= 4 (16 entries at most: one `vpshufb`), finite entries, and
+/// columns and groups in whole blocks of 32 or 64. The int8 form (int8
+/// table and activations) at C <= 3 when every entry rounds to within
+/// [`MAX_TABLE_ERROR`] of a cell on the ±127 grid; otherwise the int16
+/// form (±8191 table, ±4095 activations) under the same test; otherwise
+/// none (the exact path).
+fn int_form_of(bits: u32, table: &[f32], cols: usize, mode: ScaleMode) -> Option<IntForm> {
+    if !(1..=4).contains(&bits) || table.len() != 1 << bits || cols == 0 {
+        return None;
+    }
+    let group = match mode {
+        ScaleMode::One | ScaleMode::PerRow => cols,
+        ScaleMode::PerGroup(g) => g.min(cols),
+    };
+    let block = [64, 32].into_iter().find(|&b| cols % b == 0 && group % b == 0)?;
+    if !table.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    let tmax = table.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if tmax == 0.0 {
+        return None;
+    }
+    // Each entry's cell: the distance to its nearest other level.
+    let cell = |i: usize| {
+        table.iter().filter(|&&v| v != table[i]).fold(tmax, |m, &v| m.min((v - table[i]).abs()))
+    };
+    let fits = |q: f32| {
+        let step = tmax / q;
+        (0..table.len()).all(|i| {
+            let v = libm::rintf(table[i] / step) * step;
+            (v - table[i]).abs() <= MAX_TABLE_ERROR * cell(i)
+        })
+    };
+    let round = |q: f32| -> [i32; 16] {
+        let step = tmax / q;
+        let mut out = [0i32; 16];
+        for (o, &v) in out.iter_mut().zip(table) {
+            *o = (libm::rintf(v / step) as i32).clamp(-(q as i32), q as i32);
+        }
+        out
+    };
+    // int8 activations add an error about 40-45 dB below the output
+    // (measured: `int_path_precision`), which is 20-27 dB below C = 3's
+    // codec error but only 19-24 dB below C = 4's: C = 4 takes int16.
+    let table = if bits <= 3 && fits(Q8) {
+        crate::kernels::IntTable::I8(round(Q8).map(|v| v as i8))
+    } else if fits(Q16_TABLE) {
+        crate::kernels::IntTable::I16(round(Q16_TABLE).map(|v| v as i16))
+    } else {
+        return None;
+    };
+    let q = match table {
+        crate::kernels::IntTable::I8(_) => Q8,
+        crate::kernels::IntTable::I16(_) => Q16_TABLE,
+    };
+    Some(IntForm { table, step: tmax / q, block })
+}
+
+/// Whether `LSQR_EXACT` (non-empty and not `"0"`, read once) asks for the
+/// exact f32 path everywhere.
+#[cfg(feature = "std")]
+pub fn exact_forced() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    static EXACT: AtomicU8 = AtomicU8::new(0);
+    match EXACT.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let on = std::env::var_os("LSQR_EXACT").is_some_and(|v| !v.is_empty() && v != "0");
+            EXACT.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Without `std` there is no environment: never forced.
+#[cfg(not(feature = "std"))]
+pub fn exact_forced() -> bool {
+    false
 }
 
 /// `(rows, cols)` of the row view of `shape`, and its element count.
@@ -124,8 +236,9 @@ impl<'a> PackedWeight<'a> {
                 actual: scales.len(),
             });
         }
-        let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales });
-        Ok(Self { shape: shape.to_vec(), rows, cols, storage })
+        let int = int_form_of(bits, &table, cols, mode);
+        let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales, int });
+        Ok(Self { shape: shape.to_vec(), rows, cols, storage, exact: false })
     }
 
     /// A plain (unquantized) f32 weight of `shape`, borrowed: raw tensors
@@ -155,7 +268,46 @@ impl<'a> PackedWeight<'a> {
                 actual: data.len(),
             });
         }
-        Ok(Self { shape: shape.to_vec(), rows, cols, storage: Storage::Plain(data) })
+        Ok(Self { shape: shape.to_vec(), rows, cols, storage: Storage::Plain(data), exact: false })
+    }
+
+    /// Keeps batch 1 on the exact path (`true`) or lets it use integer dot
+    /// products where the weight's table allows (`false`, the default).
+    ///
+    /// The integer path (C <= 4) quantizes the activations once per call,
+    /// per block of 32 or 64 columns, to int8 or int16, and multiplies them
+    /// with an integer copy of the decode table. It is not bit-exact with
+    /// the f32 table path: its added error is bounded to stay at least
+    /// 20 dB below the codec's own (see `int_form_of`; measured in
+    /// `tests/packed.rs`). `LSQR_EXACT=1` forces the exact path for every
+    /// weight.
+    pub fn set_exact(&mut self, exact: bool) {
+        self.exact = exact;
+    }
+
+    /// Whether batch 1 was asked to stay exact ([`PackedWeight::set_exact`]).
+    pub fn is_exact(&self) -> bool {
+        self.exact
+    }
+
+    /// The integer form batch 1 runs on, if any: `"int8"` (int8 table and
+    /// activations) or `"int16"`; `None` on the exact path (plain weights,
+    /// C > 4, tables whose levels an integer grid cannot hold, columns or
+    /// groups not in whole blocks of 32, [`PackedWeight::set_exact`], or
+    /// `LSQR_EXACT`).
+    pub fn int_form(&self) -> Option<&'static str> {
+        self.int().map(|f| match f.table {
+            crate::kernels::IntTable::I8(_) => "int8",
+            crate::kernels::IntTable::I16(_) => "int16",
+        })
+    }
+
+    /// The integer form batch 1 uses, after the exact options.
+    fn int(&self) -> Option<&IntForm> {
+        match &self.storage {
+            Storage::Quantized(q) if !self.exact && !exact_forced() => q.int.as_ref(),
+            _ => None,
+        }
     }
 
     /// Whether the weight holds C-bit codes (`false`: plain f32).
@@ -422,13 +574,18 @@ pub(crate) fn linear_alloc(
     linear_with(kern, w, bias, x, batch, y, &mut scratch)
 }
 
-/// The `f32` scratch [`linear_into`] needs at this batch size: none at
-/// batch 1 (the GEMV multiplies from the codes) nor for an empty weight;
+/// The `f32` scratch [`linear_into`] needs at this batch size: at batch 1,
+/// the quantized activations of the integer path (`cols / 2 + cols / 32`
+/// at most) or none (the exact GEMV multiplies from the codes); none for
+/// an empty weight;
 /// otherwise `x` packed for up to 256 batch rows (`256 · in` values at
 /// most), one decoded 72 × 256 block of the weight and one 72 × 256 block
 /// of the output being accumulated.
 pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
-    if batch <= 1 {
+    if batch == 1 {
+        return w.int().map_or(0, |f| int_scratch_len(w.cols, f.block));
+    }
+    if batch == 0 {
         return 0;
     }
     crate::gemm::scratch_len(w.rows, w.cols, batch)
@@ -486,7 +643,14 @@ pub(crate) fn linear_with(
     if batch == 1 {
         return match &w.storage {
             Storage::Quantized(q) => {
-                gemv_rows(kern, &w.rows_job(q), x, y);
+                let job = w.rows_job(q);
+                let done = match w.int() {
+                    Some(f) => gemv_int_with(kern, job, f, x, y, scratch),
+                    None => false,
+                };
+                if !done {
+                    gemv_rows(kern, &job, x, y);
+                }
                 if let Some(b) = bias {
                     y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
                 }
@@ -517,6 +681,120 @@ pub(crate) fn linear_with(
     };
     let c = crate::gemm::Out { data: y, rs: 1, cs: out_features };
     crate::gemm::gemm(kern, w, 0, out_features, batch, &pack_x, c, &mut scratch[..needed])
+}
+
+/// `f32` slots of the integer path's scratch: the activations (int16 at
+/// most: two per slot) and one scale per block.
+fn int_scratch_len(cols: usize, block: usize) -> usize {
+    cols.div_ceil(2) + cols.div_ceil(block)
+}
+
+/// Quantizes `x` per block of `block` columns to the integer grid `q`
+/// (127 or 4095): `a = rint(x · (q / amax))`, clamped to ±q, and one
+/// factor per block `(amax / q) · step` (the table's step folded in).
+/// Returns `false`, writing garbage, when `x` holds a NaN or infinity
+/// (the caller then runs the exact path, which propagates them).
+fn quantize_acts<T: Copy>(
+    x: &[f32],
+    block: usize,
+    q: f32,
+    step: f32,
+    acts: &mut [T],
+    factors: &mut [f32],
+    cast: impl Fn(i32) -> T,
+) -> bool {
+    for ((xb, ab), f) in x.chunks(block).zip(acts.chunks_mut(block)).zip(factors.iter_mut()) {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if !amax.is_finite() || xb.iter().any(|v| v.is_nan()) {
+            return false;
+        }
+        let inv = if amax > 0.0 { q / amax } else { 0.0 };
+        for (a, &v) in ab.iter_mut().zip(xb) {
+            // `as` saturates (an infinite `inv` of a subnormal block).
+            *a = cast((libm::rintf(v * inv) as i32).clamp(-(q as i32), q as i32));
+        }
+        *f = amax / q * step;
+    }
+    true
+}
+
+/// Batch 1 on the integer path: quantizes `x` into `scratch`, then runs
+/// `kern`'s integer kernel. `false` (nothing written to `y`) when `x` is
+/// not finite.
+fn gemv_int_with(
+    kern: &crate::Kernels,
+    rows: crate::kernels::PackedRows<'_>,
+    f: &IntForm,
+    x: &[f32],
+    y: &mut [f32],
+    scratch: &mut [f32],
+) -> bool {
+    let cols = x.len();
+    let nblocks = cols.div_ceil(f.block);
+    let (factors, rest) = scratch.split_at_mut(nblocks);
+    let slots = &mut rest[..cols.div_ceil(2)];
+    // SAFETY: i8 and i16 have no more alignment than f32 and every bit
+    // pattern is valid for all three; the views cover `slots`' bytes
+    // (4 · cols.div_ceil(2) >= 2 · cols) and nothing else uses them.
+    let (act8, act16) = unsafe {
+        let p = slots.as_mut_ptr();
+        (
+            core::slice::from_raw_parts_mut(p.cast::<i8>(), cols),
+            core::slice::from_raw_parts_mut(p.cast::<i16>(), cols),
+        )
+    };
+    let (ok, act8, act16): (bool, &[i8], &[i16]) = match f.table {
+        crate::kernels::IntTable::I8(_) => {
+            let ok = quantize_acts(x, f.block, Q8, f.step, act8, factors, |v| v as i8);
+            (ok, act8, &[])
+        }
+        crate::kernels::IntTable::I16(_) => {
+            let ok = quantize_acts(x, f.block, Q16_ACT, f.step, act16, factors, |v| v as i16);
+            (ok, &[], act16)
+        }
+    };
+    if !ok {
+        return false;
+    }
+    let job = crate::kernels::IntRows {
+        rows,
+        table: f.table,
+        block: f.block,
+        act8,
+        act16,
+        act_scales: factors,
+    };
+    gemv_int_rows(kern, &job, y);
+    true
+}
+
+/// The integer kernel on this thread.
+#[cfg(not(feature = "parallel"))]
+fn gemv_int_rows(kern: &crate::Kernels, job: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
+    (kern.gemv_int)(job, y)
+}
+
+/// The integer kernel; with more than a million weights, row blocks go
+/// to rayon's pool (rows are independent: same result).
+#[cfg(feature = "parallel")]
+fn gemv_int_rows(kern: &crate::Kernels, job: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
+    use rayon::prelude::*;
+    let p = &job.rows;
+    let threads = rayon::current_num_threads();
+    if threads < 2 || y.len().saturating_mul(p.cols) < 1 << 20 {
+        return (kern.gemv_int)(job, y);
+    }
+    let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
+    y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
+        let first = k * block;
+        let byte = first * p.cols / 8 * p.bits as usize;
+        let rows = crate::kernels::PackedRows {
+            packed: p.packed.get(byte..).unwrap_or_default(),
+            scales: p.scales.get(first * p.scale_stride..).unwrap_or_default(),
+            ..*p
+        };
+        (kern.gemv_int)(&crate::kernels::IntRows { rows, ..*job }, out)
+    });
 }
 
 /// Batch 1 on this thread: the rows' codes are decoded and multiplied in

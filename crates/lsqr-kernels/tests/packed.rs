@@ -51,7 +51,10 @@ fn check(kind: CodecKind, bits: u32, scaling: Scaling, shape: &[usize], batch: u
     let bytes = file_of(&q);
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!("quantized") };
-    let w = from_view(&view).unwrap();
+    let mut w = from_view(&view).unwrap();
+    // The naive product below is the exact path's check; the integer path
+    // is checked against the exact one in `int_path_precision`.
+    w.set_exact(true);
 
     // Decoding agrees bit for bit with the codec.
     let mut dense = vec![0.0f32; n];
@@ -177,4 +180,126 @@ fn bad_shapes_are_errors() {
             .is_err(),
         "table"
     );
+}
+
+/// A Gaussian (or, `laplace`, Laplacian) sample of `n` values of RMS `rms`.
+fn random(n: usize, rms: f32, laplace: bool, seed: u64) -> Vec<f32> {
+    let u = values(2 * n, seed);
+    (0..n)
+        .map(|i| {
+            let (a, b) = (f64::from(u[2 * i]) * 5.0 + 0.5, f64::from(u[2 * i + 1]) * 5.0 + 0.5);
+            let a = a.clamp(1e-9, 1.0 - 1e-9);
+            let v = if laplace {
+                let s = if b < 0.5 { -1.0 } else { 1.0 };
+                s * (-a.ln()) / std::f64::consts::SQRT_2
+            } else {
+                (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+            };
+            (v * f64::from(rms)) as f32
+        })
+        .collect()
+}
+
+/// `10 log10(Σ reference² / Σ (got - reference)²)`.
+fn snr_db(got: &[f32], reference: &[f64]) -> f64 {
+    let (mut s, mut e) = (0.0, 0.0);
+    for (&g, &r) in got.iter().zip(reference) {
+        s += r * r;
+        e += (f64::from(g) - r).powi(2);
+    }
+    10.0 * (s / e.max(1e-300)).log10()
+}
+
+/// Output SNR of the exact path against the f32 weights, of the integer
+/// path against the exact path, and the form, for one codec and C.
+fn int_precision(
+    kind: CodecKind,
+    bits: u32,
+    scaling: Scaling,
+    laplace: bool,
+) -> (f64, f64, &'static str) {
+    let (rows, cols) = (256, 1024);
+    let wf = random(rows * cols, 0.02, laplace, u64::from(bits) * 31 + kind as u64);
+    let mut o = QuantizeOptions::new(CodecSpec::default_for(kind), bits);
+    o.scaling = scaling;
+    let q = quantize(&wf, &[rows, cols], &o).unwrap();
+    let bytes = file_of(&q);
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!("quantized") };
+    let mut w = from_view(&view).unwrap();
+    let x = random(cols, 1.0, laplace, 99);
+    let reference: Vec<f64> = (0..rows)
+        .map(|r| (0..cols).map(|c| f64::from(wf[r * cols + c]) * f64::from(x[c])).sum())
+        .collect();
+    let mut exact = vec![0.0f32; rows];
+    w.set_exact(true);
+    linear(&w, None, &x, 1, &mut exact).unwrap();
+    w.set_exact(false);
+    let form = w.int_form().unwrap_or("exact");
+    let mut int = vec![0.0f32; rows];
+    linear(&w, None, &x, 1, &mut int).unwrap();
+    let exact64: Vec<f64> = exact.iter().map(|&v| f64::from(v)).collect();
+    (snr_db(&exact, &reference), snr_db(&int, &exact64), form)
+}
+
+/// Issue 13's rule for the integer path: its output SNR against the exact
+/// path is at least 20 dB above the exact path's against the f32 weights,
+/// for every codec at C = 2..=4 (the widths it serves), Gaussian and
+/// Laplacian weights, groups of 64 and 32 and one scale per row. Prints
+/// the table (`cargo test -p lsqr-kernels --test packed int_path -- --nocapture`).
+#[test]
+fn int_path_precision() {
+    if lsqr_kernels::packed::exact_forced() {
+        return; // LSQR_EXACT=1: no integer path to measure (see `exact_env`).
+    }
+    for laplace in [false, true] {
+        for scaling in [Scaling::Group(64), Scaling::Group(32), Scaling::Row] {
+            for kind in CodecKind::ALL {
+                for bits in 2..=4 {
+                    let (codec, int, form) = int_precision(kind, bits, scaling, laplace);
+                    let dist = if laplace { "laplace" } else { "gauss" };
+                    println!(
+                        "{dist} {scaling:?} {kind} C={bits}: codec {codec:.1} dB, {form} path {int:.1} dB (margin {:.1})",
+                        int - codec
+                    );
+                    if form != "exact" {
+                        assert!(int >= codec + 20.0, "{kind} C={bits} {scaling:?} {dist}: {int:.1} dB vs codec {codec:.1} dB");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `set_exact` and `LSQR_EXACT` select the exact path: bit for bit the
+/// exact GEMV; without them a C = 4 `log` weight takes the integer path.
+#[test]
+fn exact_env_and_option() {
+    let (rows, cols) = (64, 256);
+    let wf = random(rows * cols, 0.02, false, 3);
+    let q = quantize(
+        &wf,
+        &[rows, cols],
+        &QuantizeOptions::new(CodecSpec::default_for(CodecKind::Log), 4),
+    )
+    .unwrap();
+    let bytes = file_of(&q);
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!("quantized") };
+    let mut w = from_view(&view).unwrap();
+    let x = random(cols, 1.0, false, 4);
+    let mut int = vec![0.0f32; rows];
+    linear(&w, None, &x, 1, &mut int).unwrap();
+    w.set_exact(true);
+    assert_eq!(w.int_form(), None);
+    let mut exact = vec![0.0f32; rows];
+    linear(&w, None, &x, 1, &mut exact).unwrap();
+    w.set_exact(false);
+    if lsqr_kernels::packed::exact_forced() {
+        assert_eq!(w.int_form(), None, "LSQR_EXACT forces the exact path");
+        assert_eq!(int, exact);
+    } else {
+        assert_eq!(w.int_form(), Some("int16"), "log C=4 needs the int16 table");
+        assert_ne!(int, exact, "the integer path ran");
+    }
 }

@@ -343,6 +343,63 @@ pub(crate) fn gemv_packed_with(
     }
 }
 
+/// The exact integer dot product of row `r`'s codes in columns
+/// `c0..c0 + n` (`n <= 64`), looked up in the integer table, with the
+/// quantized activations there. `None` when the codes are out of range.
+pub(crate) fn int_block_dot(
+    w: &crate::kernels::IntRows<'_>,
+    r: usize,
+    c0: usize,
+    n: usize,
+) -> Option<i32> {
+    let mut codes = [0u16; 64];
+    let codes = codes.get_mut(..n)?;
+    lsqr_pack::unpack_from(w.rows.packed, w.rows.bits, r * w.rows.cols + c0, codes).ok()?;
+    let mut sum = 0i32;
+    match w.table {
+        crate::kernels::IntTable::I8(t) => {
+            for (&c, &a) in codes.iter().zip(w.act8.get(c0..c0 + n)?) {
+                sum += i32::from(*t.get(usize::from(c))?) * i32::from(a);
+            }
+        }
+        crate::kernels::IntTable::I16(t) => {
+            for (&c, &a) in codes.iter().zip(w.act16.get(c0..c0 + n)?) {
+                sum += i32::from(*t.get(usize::from(c))?) * i32::from(a);
+            }
+        }
+    }
+    Some(sum)
+}
+
+/// The integer batch-1 reference (`IntRows`): per row, block after block,
+/// `y += (S as f32) * (group scale * activation block scale)`.
+pub(crate) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
+    gemv_int_rows(w, 0, y)
+}
+
+/// [`gemv_int`] for rows `first..first + y.len()` (the AVX2 path leaves
+/// its last rows, whose wide loads would pass the end, to this).
+pub(crate) fn gemv_int_rows(w: &crate::kernels::IntRows<'_>, first: usize, y: &mut [f32]) {
+    let p = &w.rows;
+    let block = w.block.max(1);
+    for (k, out) in y.iter_mut().enumerate() {
+        let r = first + k;
+        let mut sum = 0.0f32;
+        for (b, c0) in (0..p.cols).step_by(block).enumerate() {
+            let n = block.min(p.cols - c0);
+            let (Some(&gs), Some(&a), Some(s)) = (
+                p.scales.get(r * p.scale_stride + c0 / p.group.max(1)),
+                w.act_scales.get(b),
+                int_block_dot(w, r, c0, n),
+            ) else {
+                break;
+            };
+            sum += s as f32 * (gs * a);
+        }
+        *out = sum;
+    }
+}
+
 /// Elements `start..start + out.len()` of the row-major packed weight,
 /// decoded (`table[code] * scale`) a bounded chunk at a time through a
 /// stack buffer. Elements past the packed data are left untouched.

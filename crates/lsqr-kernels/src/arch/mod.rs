@@ -38,6 +38,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
     layer_norm: generic::layer_norm,
     matmul: generic::matmul,
     gemv_packed: generic::gemv_packed,
+    gemv_int: generic::gemv_int,
     decode_packed: generic::decode_packed,
     gemm_tile: crate::gemm::tile_portable,
     depthwise_plane: crate::conv::depthwise_portable,

@@ -3,6 +3,7 @@
 pub(crate) mod avx2;
 pub(crate) mod gemm;
 mod gemv;
+mod gemv_int;
 
 use crate::kernels::Kernels;
 
@@ -97,6 +98,26 @@ pub(crate) mod safe {
             };
             crate::arch::generic::gemv_packed_with(&rest, x, &mut y[done..], dot);
         }
+    }
+
+    pub(super) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
+        let p = &w.rows;
+        let consistent = p.packed.len() >= y.len().saturating_mul(p.cols / 8 * p.bits as usize)
+            && p.group > 0
+            && y.len().checked_sub(1).is_none_or(|last| {
+                p.scales.len() > last * p.scale_stride + (p.cols.max(1) - 1) / p.group
+            });
+        let done = if consistent && super::gemv_int::supports(w) {
+            // SAFETY: the table is handed out only once AVX2 was detected;
+            // `supports` and the extents were checked just above.
+            unsafe { super::gemv_int::gemv_int(w, y) }
+        } else {
+            0
+        };
+        // The last rows (whose 16-byte loads would pass the end of the
+        // codes), or a job the kernel does not take: the reference, which
+        // computes the same bits.
+        crate::arch::generic::gemv_int_rows(w, done, &mut y[done..]);
     }
 
     pub(super) fn decode_packed(w: &crate::kernels::PackedRows<'_>, start: usize, out: &mut [f32]) {
@@ -256,6 +277,7 @@ pub(crate) static AVX2: Kernels = Kernels {
     layer_norm: safe::layer_norm,
     matmul: safe::matmul,
     gemv_packed: safe::gemv_packed,
+    gemv_int: safe::gemv_int,
     decode_packed: safe::decode_packed,
     gemm_tile: safe_gemm::gemm_tile,
     depthwise_plane: safe_gemm::depthwise_plane,
