@@ -1,7 +1,10 @@
 //! Packed-weight operators beside f32 baselines measured in the same run.
 //!
 //! `linear_b1_*`: linear at batch 1 on packed weights (4096x4096 at
-//! C = 2..8; 11008x4096 and 4096x11008 at C = 4 and 8), beside:
+//! C = 2..8; 11008x4096 and 4096x11008 at C = 4 and 8): the integer path
+//! (`packed_log`: the default, int8 at C <= 3, int16 at C = 4, exact
+//! above) and, where an integer form applies, the exact f32 table path
+//! (`packed_log_exact`) in the same run, beside:
 //! - f32 `ndarray` `Array2::dot` (what a Rust user would write),
 //! - a plain f32 loop with eight partial sums, vectorised for this CPU,
 //! - memcpy of the bytes the packed kernel reads (codes and f32 scales):
@@ -115,11 +118,28 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
         let bytes = writer.finish().unwrap().into_inner();
         let file = LsqFile::from_bytes(&bytes).unwrap();
         let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
-        let packed = lsqr::runtime::packed_weight(&view).unwrap();
+        let mut packed = lsqr::runtime::packed_weight(&view).unwrap();
+        // `packed_log`: the default (the integer path where the weight
+        // allows it, C <= 4); `packed_log_exact`: the exact f32 table path,
+        // in the same run.
+        if packed.int_form().is_some() {
+            packed.set_exact(true);
+            let mut scratch = vec![0.0f32; linear_scratch_len(&packed, 1)];
+            g.bench_function(BenchmarkId::new("packed_log_exact", format!("C{bits}")), |b| {
+                b.iter_custom(|n| {
+                    cold(n, flush_buf, || {
+                        linear_into(&packed, None, &x, 1, &mut y, &mut scratch).unwrap();
+                        black_box(&y);
+                    })
+                })
+            });
+            packed.set_exact(false);
+        }
+        let mut scratch = vec![0.0f32; linear_scratch_len(&packed, 1)];
         g.bench_function(BenchmarkId::new("packed_log", format!("C{bits}")), |b| {
             b.iter_custom(|n| {
                 cold(n, flush_buf, || {
-                    linear(&packed, None, &x, 1, &mut y).unwrap();
+                    linear_into(&packed, None, &x, 1, &mut y, &mut scratch).unwrap();
                     black_box(&y);
                 })
             })
@@ -339,7 +359,7 @@ fn bench(c: &mut Criterion) {
     one_thread();
     let mut flush_buf = vec![0u8; 256 << 20];
     linear_b1(c, &mut flush_buf, 4096, 4096, &[2, 3, 4, 5, 6, 7, 8]);
-    linear_b1(c, &mut flush_buf, 11008, 4096, &[4, 8]);
+    linear_b1(c, &mut flush_buf, 11008, 4096, &[2, 3, 4, 5, 6, 7, 8]);
     linear_b1(c, &mut flush_buf, 4096, 11008, &[4, 8]);
 }
 

@@ -108,7 +108,8 @@ fn int_form_of(bits: u32, table: &[f32], cols: usize, mode: ScaleMode) -> Option
         ScaleMode::One | ScaleMode::PerRow => cols,
         ScaleMode::PerGroup(g) => g.min(cols),
     };
-    let block = [64, 32].into_iter().find(|&b| cols % b == 0 && group % b == 0)?;
+    let block =
+        [64, 32].into_iter().find(|&b| cols.is_multiple_of(b) && group.is_multiple_of(b))?;
     if !table.iter().all(|v| v.is_finite()) {
         return None;
     }

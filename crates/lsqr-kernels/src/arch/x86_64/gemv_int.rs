@@ -104,11 +104,10 @@ pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
     let chunk = 4 * p.bits as usize;
     let rb = p.cols / 8 * p.bits as usize;
     // Row r is safe when its last chunk's 16-byte load fits.
-    let safe_rows = if rb == 0 {
-        y.len()
-    } else {
-        ((p.packed.len() + chunk).saturating_sub(16) / rb).min(y.len())
-    };
+    let safe_rows = (p.packed.len() + chunk)
+        .saturating_sub(16)
+        .checked_div(rb)
+        .map_or(y.len(), |rows| rows.min(y.len()));
     let u = unpack_consts(p.bits);
     let mut r = 0;
     while r + 4 <= safe_rows {
