@@ -239,7 +239,7 @@ impl<'a> PackedWeight<'a> {
         }
         let int = int_form_of(bits, &table, cols, mode);
         let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales, int });
-        Ok(Self { shape: shape.to_vec(), rows, cols, storage, exact: false })
+        Ok(Self { shape: shape.to_vec(), rows, cols, storage, exact: true })
     }
 
     /// A plain (unquantized) f32 weight of `shape`, borrowed: raw tensors
@@ -272,8 +272,10 @@ impl<'a> PackedWeight<'a> {
         Ok(Self { shape: shape.to_vec(), rows, cols, storage: Storage::Plain(data), exact: false })
     }
 
-    /// Keeps batch 1 on the exact path (`true`) or lets it use integer dot
-    /// products where the weight's table allows (`false`, the default).
+    /// Keeps batch 1 on the exact path (`true`, the default) or lets it use
+    /// integer dot products where the weight's table allows (`false`). The
+    /// default stays exact until the integer kernel beats the exact one on
+    /// this machine (it does not yet: README, issue 13).
     ///
     /// The integer path (C <= 4) quantizes the activations once per call,
     /// per block of 32 or 64 columns, to int8 or int16, and multiplies them

@@ -109,70 +109,78 @@ pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
         .checked_div(rb)
         .map_or(y.len(), |rows| rows.min(y.len()));
     let u = unpack_consts(p.bits);
+    let wide = matches!(w.table, IntTable::I16(_));
     let mut r = 0;
     while r + 4 <= safe_rows {
         // SAFETY: rows r..r + 4 are safe; the rest is the caller's contract.
-        let v = unsafe { rows::<4>(w, &u, r) };
+        let v = unsafe {
+            if wide {
+                rows::<4, true>(w, &u, r)
+            } else {
+                rows::<4, false>(w, &u, r)
+            }
+        };
         y[r..r + 4].copy_from_slice(&v);
         r += 4;
     }
     while r < safe_rows {
         // SAFETY: as above, one row.
-        y[r] = unsafe { rows::<1>(w, &u, r) }[0];
+        y[r] = unsafe {
+            if wide {
+                rows::<1, true>(w, &u, r)
+            } else {
+                rows::<1, false>(w, &u, r)
+            }
+        }[0];
         r += 1;
     }
     safe_rows
 }
 
-/// The eight int32 partial sums of one 32-code chunk of one row.
+/// The eight int32 partial sums of one 32-code chunk of one row:
+/// `WIDE` false: int8 table `lo`, activations `a0`; true: int16 table
+/// bytes `lo`, `hi`, activations `a0` (columns `[0..8, 16..24]`), `a1`
+/// (`[8..16, 24..32]`).
 ///
 /// # Safety
-/// `p` readable for 16 bytes; `a` for 32 int8 or int16 activations.
+/// `p` readable for 16 bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn chunk_dot(t: &Tables, u: &Unpack, p: *const u8, a: &Acts) -> __m256i {
+#[allow(clippy::too_many_arguments)]
+unsafe fn chunk_dot<const WIDE: bool>(
+    u: &Unpack,
+    p: *const u8,
+    lo: __m256i,
+    hi: __m256i,
+    a0: __m256i,
+    a1: __m256i,
+) -> __m256i {
     // SAFETY: forwarded.
     let codes = unsafe { codes32(u, p) };
-    match (t, a) {
-        (Tables::I8(tab), Acts::I8(a)) => {
-            let v = _mm256_shuffle_epi8(*tab, codes);
-            let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(*a, v));
-            _mm256_madd_epi16(prod, _mm256_set1_epi16(1))
-        }
-        (Tables::I16(lo, hi), Acts::I16(a0, a1)) => {
-            let (l, h) = (_mm256_shuffle_epi8(*lo, codes), _mm256_shuffle_epi8(*hi, codes));
-            let w0 = _mm256_unpacklo_epi8(l, h);
-            let w1 = _mm256_unpackhi_epi8(l, h);
-            _mm256_add_epi32(_mm256_madd_epi16(w0, *a0), _mm256_madd_epi16(w1, *a1))
-        }
-        _ => _mm256_setzero_si256(),
+    if WIDE {
+        let (l, h) = (_mm256_shuffle_epi8(lo, codes), _mm256_shuffle_epi8(hi, codes));
+        let w0 = _mm256_unpacklo_epi8(l, h);
+        let w1 = _mm256_unpackhi_epi8(l, h);
+        _mm256_add_epi32(_mm256_madd_epi16(w0, a0), _mm256_madd_epi16(w1, a1))
+    } else {
+        let v = _mm256_shuffle_epi8(lo, codes);
+        let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a0, v));
+        _mm256_madd_epi16(prod, _mm256_set1_epi16(1))
     }
 }
 
-/// The integer table in registers (16 entries repeated in both halves).
-enum Tables {
-    I8(__m256i),
-    I16(__m256i, __m256i),
-}
-
-/// The activations of one 32-column chunk, in the order the table values
-/// come out: int8 in order; int16 as columns `[0..8, 16..24]` and
-/// `[8..16, 24..32]`.
-enum Acts {
-    I8(__m256i),
-    I16(__m256i, __m256i),
-}
-
+/// The integer table in registers (16 entries repeated in both halves):
+/// the int8 values, or the int16 values' low and high bytes.
 #[target_feature(enable = "avx2")]
-fn tables(t: &IntTable) -> Tables {
+fn tables(t: &IntTable) -> (__m256i, __m256i) {
     let bcast = |b: [u8; 16]| {
         // SAFETY: 16 readable bytes.
         _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(b.as_ptr().cast()) })
     };
     match t {
-        IntTable::I8(v) => Tables::I8(bcast(v.map(|e| e as u8))),
+        IntTable::I8(v) => (bcast(v.map(|e| e as u8)), _mm256_setzero_si256()),
         IntTable::I16(v) => {
-            Tables::I16(bcast(v.map(|e| e.to_le_bytes()[0])), bcast(v.map(|e| e.to_le_bytes()[1])))
+            (bcast(v.map(|e| e.to_le_bytes()[0])), bcast(v.map(|e| e.to_le_bytes()[1])))
         }
     }
 }
@@ -184,9 +192,13 @@ fn tables(t: &IntTable) -> Tables {
 #[target_feature(enable = "avx2")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // q indexes the accumulators and the rows
-unsafe fn rows<const R: usize>(w: &IntRows<'_>, u: &Unpack, r: usize) -> [f32; R] {
+unsafe fn rows<const R: usize, const WIDE: bool>(
+    w: &IntRows<'_>,
+    u: &Unpack,
+    r: usize,
+) -> [f32; R] {
     let p = &w.rows;
-    let t = tables(&w.table);
+    let (lo, hi) = tables(&w.table);
     let chunk = 4 * p.bits as usize;
     let rb = p.cols / 8 * p.bits as usize;
     let base = p.packed.as_ptr();
@@ -202,20 +214,20 @@ unsafe fn rows<const R: usize>(w: &IntRows<'_>, u: &Unpack, r: usize) -> [f32; R
             // (`supports`); row r + q's chunk at byte (r + q) rb + c / 32
             // · 4C is readable for 16 bytes (safe rows).
             unsafe {
-                let a = match t {
-                    Tables::I8(_) => Acts::I8(_mm256_loadu_si256(w.act8.as_ptr().add(c).cast())),
-                    Tables::I16(..) => {
-                        let a0 = _mm256_loadu_si256(w.act16.as_ptr().add(c).cast());
-                        let a1 = _mm256_loadu_si256(w.act16.as_ptr().add(c + 16).cast());
-                        Acts::I16(
-                            _mm256_permute2x128_si256::<0x20>(a0, a1),
-                            _mm256_permute2x128_si256::<0x31>(a0, a1),
-                        )
-                    }
+                let (a0, a1) = if WIDE {
+                    let a0 = _mm256_loadu_si256(w.act16.as_ptr().add(c).cast());
+                    let a1 = _mm256_loadu_si256(w.act16.as_ptr().add(c + 16).cast());
+                    (
+                        _mm256_permute2x128_si256::<0x20>(a0, a1),
+                        _mm256_permute2x128_si256::<0x31>(a0, a1),
+                    )
+                } else {
+                    (_mm256_loadu_si256(w.act8.as_ptr().add(c).cast()), _mm256_setzero_si256())
                 };
                 for q in 0..R {
                     let ptr = base.add((r + q) * rb + c / 32 * chunk);
-                    acc[q] = _mm256_add_epi32(acc[q], chunk_dot(&t, u, ptr, &a));
+                    let d = chunk_dot::<WIDE>(u, ptr, lo, hi, a0, a1);
+                    acc[q] = _mm256_add_epi32(acc[q], d);
                 }
             }
             c += 32;
