@@ -1,9 +1,9 @@
 //! Packed-weight operators beside f32 baselines measured in the same run.
 //!
-//! `linear_b1_*`: linear at batch 1 on packed weights (4096x4096 at
-//! C = 2..8; 11008x4096 and 4096x11008 at C = 4 and 8): the integer path
-//! (`packed_log_int`: int8 at C <= 3, int16 at C = 4) beside the exact
-//! f32 table path (`packed_log`, the default), beside:
+//! `linear_b1_*`: linear at batch 1 on packed weights (4096x4096 and
+//! 11008x4096 at C = 2..8; 4096x11008 at C = 4 and 8): the default path
+//! (`packed_log`: integer dot products at C <= 4, int8 at C <= 3, int16 at
+//! C = 4) beside the exact f32 table path (`packed_log_exact`), beside:
 //! - f32 `ndarray` `Array2::dot` (what a Rust user would write),
 //! - a plain f32 loop with eight partial sums, vectorised for this CPU,
 //! - memcpy of the bytes the packed kernel reads (codes and f32 scales):
@@ -118,10 +118,9 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
         let file = LsqFile::from_bytes(&bytes).unwrap();
         let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
         let mut packed = lsqr::runtime::packed_weight(&view).unwrap();
-        // `packed_log`: the default, exact f32 table path; `packed_log_int`:
-        // the integer path (C <= 4: int8 at C <= 3, int16 at C = 4), in the
-        // same run.
-        let mut scratch = vec![0.0f32; 0];
+        // `packed_log`: the default (integer dot products at C <= 4);
+        // `packed_log_exact`: the exact f32 table path, in the same run.
+        let mut scratch = vec![0.0f32; linear_scratch_len(&packed, 1)];
         g.bench_function(BenchmarkId::new("packed_log", format!("C{bits}")), |b| {
             b.iter_custom(|n| {
                 cold(n, flush_buf, || {
@@ -130,10 +129,9 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
                 })
             })
         });
-        packed.set_exact(false);
         if packed.int_form().is_some() {
-            let mut scratch = vec![0.0f32; linear_scratch_len(&packed, 1)];
-            g.bench_function(BenchmarkId::new("packed_log_int", format!("C{bits}")), |b| {
+            packed.set_exact(true);
+            g.bench_function(BenchmarkId::new("packed_log_exact", format!("C{bits}")), |b| {
                 b.iter_custom(|n| {
                     cold(n, flush_buf, || {
                         linear_into(&packed, None, &x, 1, &mut y, &mut scratch).unwrap();
@@ -141,6 +139,7 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
                     })
                 })
             });
+            packed.set_exact(false);
         }
         if bits == 4 {
             // Two-level scales (256/32/6) decode as one f32 scale per 32:
@@ -167,7 +166,6 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
                 })
             });
         }
-        packed.set_exact(true);
         if bits == 4 || bits == 8 {
             let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
             g.bench_function(BenchmarkId::new("packed_log_2threads", format!("C{bits}")), |b| {

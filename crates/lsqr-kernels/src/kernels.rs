@@ -67,23 +67,77 @@ pub(crate) enum IntTable {
 /// The batch-1 integer job: rows as in [`PackedRows`] (C <= 4, `cols` a
 /// multiple of `block`, `group` a multiple of `block` or the whole row),
 /// the integer table, and the activations quantized per block of `block`
-/// (32 or 64) columns: `y[r] = Σ_b (S(r, b) as f32) · (scale(r, g(b)) ·
-/// act_scales[b])`, summed block after block in f32 from 0, each term one
-/// multiply and one add (no FMA), where `S(r, b)` is the exact integer dot
-/// product of block `b`'s table integers and quantized activations. Every
-/// path computes exactly this, so the paths agree bit for bit.
+/// (32 or 64) columns. Row `r` is computed in eight lanes: per block `b`,
+/// `L_j(r, b)`, the exact integer sum of the products of table integers
+/// and quantized activations in lane `j` (`arch::generic::int_lane`), is
+/// added as `lane_j += (L_j as f32) · (scale(r, g(b)) · act_scales[b])`
+/// (a multiply, a multiply, an add: no FMA), and the lanes are summed in a
+/// fixed order at the end (`arch::generic::int_lanes_sum`). Every path
+/// computes exactly this, so the paths agree bit for bit.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IntRows<'a> {
     pub(crate) rows: PackedRows<'a>,
     pub(crate) table: IntTable,
     pub(crate) block: usize,
     /// The quantized activations (`cols` of them): int8 for
-    /// [`IntTable::I8`], int16 for [`IntTable::I16`].
+    /// [`IntTable::I8`], int16 for [`IntTable::I16`], each span in the
+    /// order of [`int_act_column`].
     pub(crate) act8: &'a [i8],
     pub(crate) act16: &'a [i16],
     /// `cols / block` factors: the activation block's step times the
     /// table's step.
     pub(crate) act_scales: &'a [f32],
+}
+
+/// Columns per span of the stored activation order ([`int_act_column`]):
+/// 64 at C = 4 with blocks of 64 (the kernel unpacks 64 codes from one
+/// 32-byte load), otherwise 32.
+pub(crate) fn int_act_span(bits: u32, block: usize) -> usize {
+    if bits == 4 && block == 64 {
+        64
+    } else {
+        32
+    }
+}
+
+/// The column, within its span ([`int_act_span`]), of the quantized
+/// activation stored at position `s` of that span.
+///
+/// The activations are quantized once per call, so they are stored in the
+/// order in which the AVX2 kernel unpacks a span's codes, and the codes
+/// need no reordering (a dot product does not depend on the order of its
+/// terms). A span is one or two registers of 32 codes; position `p` of
+/// register `k`:
+/// - C = 1: the 4 bytes of 32 codes in each of 8 dword lanes, lane `j`
+///   shifted right by `j`: `p = 4j + i` holds code `8i + j`;
+/// - C = 2: the 8 bytes in each of 4 qword lanes, lane `j` shifted right by
+///   `2j`: `p = 8j + i` holds code `4i + j`;
+/// - C = 3: in order;
+/// - C = 4, spans of 32: the 16 low nibbles, then the 16 high nibbles:
+///   `p = i` holds code `2i`, `p = 16 + i` code `2i + 1`;
+/// - C = 4, spans of 64: register 0 holds the 32 bytes' low nibbles (code
+///   `2p`), register 1 their high nibbles (code `2p + 1`);
+/// - int16 tables (`wide`) interleave each register's two 16-code halves
+///   into words (`vpunpcklbw` / `vpunpckhbw` per 128-bit lane): its stored
+///   activations are positions `0..8, 16..24`, then `8..16, 24..32`.
+pub(crate) fn int_act_column(bits: u32, wide: bool, span: usize, s: usize) -> usize {
+    let (k, s) = (s / 32, s % 32);
+    let p = if wide {
+        match s {
+            8..=15 => s + 8,
+            16..=23 => s - 8,
+            _ => s,
+        }
+    } else {
+        s
+    };
+    match (bits, span) {
+        (1, _) => 32 * k + 8 * (p % 4) + p / 4,
+        (2, _) => 32 * k + 4 * (p % 8) + p / 8,
+        (4, 64) => 2 * p + k,
+        (4, _) => 32 * k + 2 * (p % 16) + p / 16,
+        _ => 32 * k + p,
+    }
 }
 
 /// A batch-1 integer kernel: `(job, y)`.

@@ -287,8 +287,7 @@ fn exact_env_and_option() {
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!("quantized") };
     let mut w = from_view(&view).unwrap();
-    assert!(w.is_exact(), "exact by default");
-    w.set_exact(false);
+    assert!(!w.is_exact(), "the integer path by default");
     let x = random(cols, 1.0, false, 4);
     let mut int = vec![0.0f32; rows];
     linear(&w, None, &x, 1, &mut int).unwrap();

@@ -275,9 +275,11 @@ impl<'f> Plan<'f> {
     /// and each value gets a 64-byte-aligned place in one arena, reusing
     /// the places of values no longer needed.
     pub fn new(file: &'f LsqFile<'_>) -> Result<Plan<'f>, RuntimeError> {
-        // CPU-path selection is lazy in the kernel crates and reads an
-        // environment variable (which allocates); do it now, not in `run`.
+        // CPU-path selection and `LSQR_EXACT` are read lazily in the kernel
+        // crate, from the environment (which allocates); do it now, not in
+        // `run`.
         let _ = lsqr_kernels::Kernels::active();
+        let _ = lsqr_kernels::packed::exact_forced();
         let graph = file.graph().ok_or(RuntimeError::NoGraph)?;
         let mut values: Vec<ValueInfo> = Vec::new();
         let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -390,6 +392,20 @@ impl<'f> Plan<'f> {
             arena_len,
             _file: PhantomData,
         })
+    }
+
+    /// Keeps every batch-1 linear on the exact f32 table path (`true`) or
+    /// lets C <= 4 weights use integer dot products (`false`, the default;
+    /// `lsqr_kernels::packed::PackedWeight::set_exact` explains the
+    /// trade). `LSQR_EXACT=1` in the environment forces `true`. The arena
+    /// size does not change: it was planned for the integer path, which
+    /// needs the most scratch.
+    pub fn set_exact(&mut self, exact: bool) {
+        for step in &mut self.steps {
+            if let Op::Linear { w, .. } = &mut step.op {
+                w.set_exact(exact);
+            }
+        }
     }
 
     /// Bytes of arena [`Plan::bind`] needs: the buffers, plus 63 bytes so

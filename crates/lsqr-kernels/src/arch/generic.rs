@@ -343,36 +343,59 @@ pub(crate) fn gemv_packed_with(
     }
 }
 
-/// The exact integer dot product of row `r`'s codes in columns
-/// `c0..c0 + n` (`n <= 64`), looked up in the integer table, with the
-/// quantized activations there. `None` when the codes are out of range.
-pub(crate) fn int_block_dot(
+/// The eight exact integer lane sums of row `r`'s codes in columns
+/// `c0..c0 + n` (`n` whole spans), looked up in the integer table, times
+/// the quantized activations there; each product goes to the lane the
+/// AVX2 kernel's `vpmaddwd` puts it in ([`int_lane`]). `None` when the
+/// codes are out of range.
+pub(crate) fn int_block_lanes(
     w: &crate::kernels::IntRows<'_>,
     r: usize,
     c0: usize,
     n: usize,
-) -> Option<i32> {
+) -> Option<[i32; 8]> {
     let mut codes = [0u16; 64];
     let codes = codes.get_mut(..n)?;
     lsqr_pack::unpack_from(w.rows.packed, w.rows.bits, r * w.rows.cols + c0, codes).ok()?;
-    let mut sum = 0i32;
-    match w.table {
-        crate::kernels::IntTable::I8(t) => {
-            for (&c, &a) in codes.iter().zip(w.act8.get(c0..c0 + n)?) {
-                sum += i32::from(*t.get(usize::from(c))?) * i32::from(a);
+    let (bits, wide) = (w.rows.bits, matches!(w.table, crate::kernels::IntTable::I16(_)));
+    let span = crate::kernels::int_act_span(bits, w.block);
+    let mut lanes = [0i32; 8];
+    // Stored activation `s` of a span multiplies the code of column
+    // `int_act_column(s)` of that span.
+    for s in 0..n {
+        let col = s / span * span + crate::kernels::int_act_column(bits, wide, span, s % span);
+        let code = usize::from(*codes.get(col)?);
+        lanes[int_lane(wide, s % 32)] += match w.table {
+            crate::kernels::IntTable::I8(t) => {
+                i32::from(*t.get(code)?) * i32::from(*w.act8.get(c0 + s)?)
             }
-        }
-        crate::kernels::IntTable::I16(t) => {
-            for (&c, &a) in codes.iter().zip(w.act16.get(c0..c0 + n)?) {
-                sum += i32::from(*t.get(usize::from(c))?) * i32::from(a);
+            crate::kernels::IntTable::I16(t) => {
+                i32::from(*t.get(code)?) * i32::from(*w.act16.get(c0 + s)?)
             }
-        }
+        };
     }
-    Some(sum)
+    Some(lanes)
 }
 
-/// The integer batch-1 reference (`IntRows`): per row, block after block,
-/// `y += (S as f32) * (group scale * activation block scale)`.
+/// The int32 lane of the AVX2 integer kernel that stored position `s`
+/// (0..32) of a register of activations adds into: int8 (`vpmaddubsw`
+/// pairs, `vpmaddwd` by ones): four consecutive bytes per lane; int16
+/// (`vpmaddwd` of two registers of 16 words): words `2j, 2j + 1` of each.
+pub(crate) fn int_lane(wide: bool, s: usize) -> usize {
+    if wide {
+        (s % 16) / 2
+    } else {
+        s / 4
+    }
+}
+
+/// The lanes' sum in the AVX2 kernel's order:
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+pub(crate) fn int_lanes_sum(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// The integer batch-1 reference (`IntRows`).
 pub(crate) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
     gemv_int_rows(w, 0, y)
 }
@@ -384,19 +407,22 @@ pub(crate) fn gemv_int_rows(w: &crate::kernels::IntRows<'_>, first: usize, y: &m
     let block = w.block.max(1);
     for (k, out) in y.iter_mut().enumerate() {
         let r = first + k;
-        let mut sum = 0.0f32;
+        let mut sum = [0.0f32; 8];
         for (b, c0) in (0..p.cols).step_by(block).enumerate() {
             let n = block.min(p.cols - c0);
-            let (Some(&gs), Some(&a), Some(s)) = (
+            let (Some(&gs), Some(&a), Some(lanes)) = (
                 p.scales.get(r * p.scale_stride + c0 / p.group.max(1)),
                 w.act_scales.get(b),
-                int_block_dot(w, r, c0, n),
+                int_block_lanes(w, r, c0, n),
             ) else {
                 break;
             };
-            sum += s as f32 * (gs * a);
+            let f = gs * a;
+            for (s, &l) in sum.iter_mut().zip(&lanes) {
+                *s += l as f32 * f;
+            }
         }
-        *out = sum;
+        *out = int_lanes_sum(&sum);
     }
 }
 

@@ -1,13 +1,20 @@
 //! Batch-1 linear on packed rows with integer dot products, AVX2 (C <= 4).
 //!
 //! The activations were quantized once per call (`crate::packed`), per
-//! block of 32 or 64 columns, to int8 or int16; the weight's decode table
-//! has an int8 or int16 copy of its 16 entries. Per 32 codes:
-//! - unpack: the 4·C bytes of 32 codes (C <= 4: at most 16) are broadcast
-//!   to both halves of a register; two `vpshufb` gather the 16-bit word
-//!   holding each code, a `vpmullw` by `2^(8 - shift)` and a shift by 8
-//!   right-align it, `vpackuswb` packs the 32 codes into bytes in order,
-//!   and a mask keeps C bits;
+//! block of 32 or 64 columns, to int8 or int16, and stored in the order in
+//! which this kernel unpacks codes (`crate::kernels::int_act_column`), so
+//! the codes are never reordered. The weight's decode table has an int8 or
+//! int16 copy of its (at most) 16 entries. Per 32 codes:
+//! - unpack, from exactly the chunk's 4·C bytes except at C = 3:
+//!   - C = 1, 2: the bytes broadcast to every dword (qword) lane, one
+//!     variable shift per lane (`vpsrlvd` / `vpsrlvq`), a mask;
+//!   - C = 3: the 12 bytes broadcast to both halves, `vpshufb` gathers the
+//!     16-bit word holding each code, `vpmullw` by `2^(13 - shift)` moves
+//!     the code to the word's top bits and a shift by 13 brings it down,
+//!     `vpackuswb` makes bytes (16-byte loads: the last row may be left to
+//!     the reference);
+//!   - C = 4: low nibbles in the lower half, high nibbles (`vpsrlw` by 4)
+//!     in the upper half (`vpblendd`), a mask;
 //! - int8 table: one `vpshufb` looks the 32 codes up; `vpmaddubsw` (the
 //!   table value's magnitude, unsigned, times the activation carrying the
 //!   table value's sign: `vpsignb`) and `vpmaddwd` by ones add them into
@@ -16,10 +23,16 @@
 //!   values, two `vpmaddwd` against the int16 activations.
 //!
 //! Every sum is exact (int8: pairs at most 2 · 127 · 127 < 2^15; int16:
-//! a 64-column block at most 64 · 8191 · 4095 < 2^31), so the block sums
-//! equal the portable reference's; the f32 steps per block are the
-//! reference's, lane by lane (`IntRows`), so the result is bit-exact.
-//! Four rows share each activation load.
+//! a 64-column block at most 64 · 8191 · 4095 < 2^31), so the eight int32
+//! lanes of a block equal the portable reference's; per block each lane
+//! is scaled and added in f32 as the reference does (`IntRows`), and the
+//! lanes are summed once per row, so the result is bit-exact. Four rows
+//! share each activation load.
+//!
+//! Measured with `perf` and `llvm-mca -mcpu=znver3`: the shuffle ports
+//! (`vpshufb`, unpacks, shifts, packs: two on Zen 3) bound the loop, which
+//! is why C = 4 unpacks 64 codes from one 32-byte load and the per-block
+//! epilogue has no horizontal adds.
 
 use core::arch::x86_64::*;
 
@@ -40,55 +53,100 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
         }
 }
 
-/// The unpacking constants of C-bit codes: `vpshufb` controls gathering
-/// each code's 16-bit word (for the two registers of a 32-code chunk) and
-/// the `vpmullw` multipliers that move each code to bits 8.. of its lane.
+/// The constants of unpacking C-bit codes (see the module doc).
 struct Unpack {
-    shuf: [__m256i; 2],
+    /// C = 1, 2: the per-lane shifts; C = 3: the `vpshufb` control of the
+    /// first 16 codes' words.
+    a: __m256i,
+    /// C = 3: the control of the last 16 codes' words.
+    b: __m256i,
+    /// C = 3: the `vpmullw` multipliers of the two registers.
     mul: [__m256i; 2],
     mask: __m256i,
 }
 
 #[target_feature(enable = "avx2")]
 fn unpack_consts(bits: u32) -> Unpack {
-    let c = bits as usize;
     let mut shuf = [[0u8; 32]; 2];
     let mut mul = [[0i16; 16]; 2];
-    for v in 0..2 {
+    for (v, (shuf, mul)) in shuf.iter_mut().zip(&mut mul).enumerate() {
         for slot in 0..16 {
-            // Register v, 128-bit half h, slot j: code 16 h + 8 v + j.
+            // Register v, 128-bit half h, word j: code 16 h + 8 v + j (in
+            // order once `vpackuswb` interleaves the halves).
             let (h, j) = (slot / 8, slot % 8);
             let code = 16 * h + 8 * v + j;
-            let (byte, shift) = (code * c / 8, code * c % 8);
-            shuf[v][2 * slot] = byte as u8;
-            shuf[v][2 * slot + 1] = if byte + 1 < 16 { byte as u8 + 1 } else { 0x80 };
-            mul[v][slot] = 1 << (8 - shift);
+            let (byte, shift) = (code * 3 / 8, code * 3 % 8);
+            shuf[2 * slot] = byte as u8;
+            shuf[2 * slot + 1] = if byte + 1 < 12 { byte as u8 + 1 } else { 0x80 };
+            mul[slot] = 1 << (13 - shift);
         }
     }
     // SAFETY: each array is 32 readable bytes.
     let load = |p: *const u8| unsafe { _mm256_loadu_si256(p.cast()) };
-    Unpack {
-        shuf: [load(shuf[0].as_ptr()), load(shuf[1].as_ptr())],
-        mul: [load(mul[0].as_ptr().cast()), load(mul[1].as_ptr().cast())],
-        mask: _mm256_set1_epi8(((1u32 << bits) - 1) as i8),
-    }
+    let mask = _mm256_set1_epi8(((1u32 << bits) - 1) as i8);
+    // Opaque: knowing the constants, LLVM turns the C = 3 multiplies by
+    // powers of two into 16-bit variable shifts, which AVX2 lacks (widen
+    // to 32 bits, shift, pack: 2.6x slower measured).
+    let consts = match bits {
+        1 => Unpack {
+            a: _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            b: _mm256_setzero_si256(),
+            mul: [_mm256_setzero_si256(); 2],
+            mask,
+        },
+        2 => Unpack {
+            a: _mm256_setr_epi64x(0, 2, 4, 6),
+            b: _mm256_setzero_si256(),
+            mul: [_mm256_setzero_si256(); 2],
+            mask,
+        },
+        _ => Unpack {
+            a: load(shuf[0].as_ptr()),
+            b: load(shuf[1].as_ptr()),
+            mul: [load(mul[0].as_ptr().cast()), load(mul[1].as_ptr().cast())],
+            mask,
+        },
+    };
+    core::hint::black_box(consts)
 }
 
-/// The 32 codes of the 16 bytes at `p` (only the first 4·C used), one
-/// byte each, in order.
+/// The 32 codes of the chunk at `p`, one byte each, in the order of
+/// `int_act_column`.
 ///
 /// # Safety
-/// `p` must be readable for 16 bytes.
+/// `p` must be readable for 4·C bytes (16 at C = 3).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn codes32(u: &Unpack, p: *const u8) -> __m256i {
-    // SAFETY: the caller guarantees 16 readable bytes.
-    let bytes = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
-    let lane = |v: usize| {
-        let words = _mm256_shuffle_epi8(bytes, u.shuf[v]);
-        _mm256_srli_epi16::<8>(_mm256_mullo_epi16(words, u.mul[v]))
-    };
-    _mm256_and_si256(_mm256_packus_epi16(lane(0), lane(1)), u.mask)
+unsafe fn codes32<const BITS: u32>(u: &Unpack, p: *const u8) -> __m256i {
+    match BITS {
+        1 => {
+            // SAFETY: 4 readable bytes (the caller).
+            let v = _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() });
+            _mm256_and_si256(_mm256_srlv_epi32(v, u.a), u.mask)
+        }
+        2 => {
+            // SAFETY: 8 readable bytes (the caller).
+            let v = _mm256_set1_epi64x(unsafe { p.cast::<i64>().read_unaligned() });
+            _mm256_and_si256(_mm256_srlv_epi64(v, u.a), u.mask)
+        }
+        3 => {
+            // SAFETY: 16 readable bytes (the caller).
+            let bytes = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
+            // `vpmullw` by 2^(13 - shift) moves the code to the word's top
+            // three bits, a shift by 13 brings it down.
+            let lane = |ctl: __m256i, mul: __m256i| {
+                let words = _mm256_shuffle_epi8(bytes, ctl);
+                _mm256_srli_epi16::<13>(_mm256_mullo_epi16(words, mul))
+            };
+            _mm256_packus_epi16(lane(u.a, u.mul[0]), lane(u.b, u.mul[1]))
+        }
+        _ => {
+            // SAFETY: 16 readable bytes (the caller).
+            let v = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
+            let hi = _mm256_srli_epi16::<4>(v);
+            _mm256_and_si256(_mm256_blend_epi32::<0b1111_0000>(v, hi), u.mask)
+        }
+    }
 }
 
 /// `y[r]` for the rows whose loads stay inside `packed`; returns how many
@@ -100,24 +158,49 @@ unsafe fn codes32(u: &Unpack, p: *const u8) -> __m256i {
 /// `y.len()` rows.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
+    let wide = matches!(w.table, IntTable::I16(_));
+    // SAFETY: forwarded.
+    unsafe {
+        match (w.rows.bits, wide) {
+            (1, false) => gemv_c::<1, false>(w, y),
+            (1, true) => gemv_c::<1, true>(w, y),
+            (2, false) => gemv_c::<2, false>(w, y),
+            (2, true) => gemv_c::<2, true>(w, y),
+            (3, false) => gemv_c::<3, false>(w, y),
+            (3, true) => gemv_c::<3, true>(w, y),
+            (4, false) => gemv_c::<4, false>(w, y),
+            (4, true) => gemv_c::<4, true>(w, y),
+            _ => 0,
+        }
+    }
+}
+
+/// [`gemv_int`] for one width and table form.
+///
+/// # Safety
+/// As [`gemv_int`], with `BITS == w.rows.bits` and `WIDE` the table form.
+#[target_feature(enable = "avx2")]
+unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f32]) -> usize {
     let p = &w.rows;
-    let chunk = 4 * p.bits as usize;
-    let rb = p.cols / 8 * p.bits as usize;
-    // Row r is safe when its last chunk's 16-byte load fits.
+    let chunk = 4 * BITS as usize;
+    let load = if BITS == 3 { 16 } else { chunk };
+    let rb = p.cols / 8 * BITS as usize;
+    // Row r is safe when its last chunk's load fits.
     let safe_rows = (p.packed.len() + chunk)
-        .saturating_sub(16)
+        .saturating_sub(load)
         .checked_div(rb)
         .map_or(y.len(), |rows| rows.min(y.len()));
-    let u = unpack_consts(p.bits);
-    let wide = matches!(w.table, IntTable::I16(_));
+    let u = unpack_consts(BITS);
+    let span64 = BITS == 4 && w.block == 64;
+    let table = tables(&w.table);
     let mut r = 0;
     while r + 4 <= safe_rows {
         // SAFETY: rows r..r + 4 are safe; the rest is the caller's contract.
         let v = unsafe {
-            if wide {
-                rows::<4, true>(w, &u, r)
+            if span64 {
+                rows::<4, BITS, WIDE, true>(w, &u, table, r)
             } else {
-                rows::<4, false>(w, &u, r)
+                rows::<4, BITS, WIDE, false>(w, &u, table, r)
             }
         };
         y[r..r + 4].copy_from_slice(&v);
@@ -126,10 +209,10 @@ pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
     while r < safe_rows {
         // SAFETY: as above, one row.
         y[r] = unsafe {
-            if wide {
-                rows::<1, true>(w, &u, r)
+            if span64 {
+                rows::<1, BITS, WIDE, true>(w, &u, table, r)
             } else {
-                rows::<1, false>(w, &u, r)
+                rows::<1, BITS, WIDE, false>(w, &u, table, r)
             }
         }[0];
         r += 1;
@@ -137,35 +220,56 @@ pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
     safe_rows
 }
 
-/// The eight int32 partial sums of one 32-code chunk of one row:
-/// `WIDE` false: int8 table `lo`, activations `a0`; true: int16 table
-/// bytes `lo`, `hi`, activations `a0` (columns `[0..8, 16..24]`), `a1`
-/// (`[8..16, 24..32]`).
-///
-/// # Safety
-/// `p` readable for 16 bytes.
+/// The eight int32 partial sums of 32 codes (one byte each) against their
+/// stored activations: `WIDE` false: int8 table `lo`, activations `a[0]`;
+/// true: int16 table bytes `lo`, `hi`, activations `a[0]` (stored
+/// positions 0..16), `a[1]` (16..32).
 #[target_feature(enable = "avx2")]
 #[inline]
-#[allow(clippy::too_many_arguments)]
-unsafe fn chunk_dot<const WIDE: bool>(
-    u: &Unpack,
-    p: *const u8,
-    lo: __m256i,
-    hi: __m256i,
-    a0: __m256i,
-    a1: __m256i,
+fn codes_dot<const WIDE: bool>(
+    codes: __m256i,
+    (lo, hi): (__m256i, __m256i),
+    a: [__m256i; 2],
 ) -> __m256i {
-    // SAFETY: forwarded.
-    let codes = unsafe { codes32(u, p) };
     if WIDE {
         let (l, h) = (_mm256_shuffle_epi8(lo, codes), _mm256_shuffle_epi8(hi, codes));
         let w0 = _mm256_unpacklo_epi8(l, h);
         let w1 = _mm256_unpackhi_epi8(l, h);
-        _mm256_add_epi32(_mm256_madd_epi16(w0, a0), _mm256_madd_epi16(w1, a1))
+        _mm256_add_epi32(_mm256_madd_epi16(w0, a[0]), _mm256_madd_epi16(w1, a[1]))
     } else {
         let v = _mm256_shuffle_epi8(lo, codes);
-        let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a0, v));
+        let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a[0], v));
         _mm256_madd_epi16(prod, _mm256_set1_epi16(1))
+    }
+}
+
+/// The partial sums of one span of one row (`SPAN64`: 64 codes at C = 4
+/// from one 32-byte load; otherwise one chunk of 32), against the span's
+/// activations `a` (registers of 32 stored positions: `a[2k..2k + 2]`).
+///
+/// # Safety
+/// `p` readable for the span's bytes (as [`codes32`] needs, or 32).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn span_dot<const BITS: u32, const WIDE: bool, const SPAN64: bool>(
+    u: &Unpack,
+    p: *const u8,
+    table: (__m256i, __m256i),
+    a: &[__m256i; 4],
+) -> __m256i {
+    if SPAN64 {
+        // SAFETY: 32 readable bytes (the caller).
+        let v = unsafe { _mm256_loadu_si256(p.cast()) };
+        let lo = _mm256_and_si256(v, u.mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), u.mask);
+        _mm256_add_epi32(
+            codes_dot::<WIDE>(lo, table, [a[0], a[1]]),
+            codes_dot::<WIDE>(hi, table, [a[2], a[3]]),
+        )
+    } else {
+        // SAFETY: forwarded.
+        let codes = unsafe { codes32::<BITS>(u, p) };
+        codes_dot::<WIDE>(codes, table, [a[0], a[1]])
     }
 }
 
@@ -185,89 +289,88 @@ fn tables(t: &IntTable) -> (__m256i, __m256i) {
     }
 }
 
-/// Rows `r..r + R`.
+/// The sum of `v`'s lanes in the order the reference uses
+/// (`crate::arch::generic::int_lanes_sum`): `((l0 + l4) + (l2 + l6)) +
+/// ((l1 + l5) + (l3 + l7))`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn lanes_sum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
+}
+
+/// Rows `r..r + R`: per block, each row's eight int32 lane sums become f32
+/// and are added, lane by lane, times `scale · act_scale`, into eight f32
+/// sums, which are added up once at the end ([`lanes_sum`]); the portable
+/// reference computes the same lanes (`int_lane`), so the result is
+/// bit-exact.
 ///
 /// # Safety
 /// As [`gemv_int`], and rows `r..r + R` are safe.
 #[target_feature(enable = "avx2")]
 #[inline]
-#[allow(clippy::needless_range_loop)] // q indexes the accumulators and the rows
-unsafe fn rows<const R: usize, const WIDE: bool>(
+unsafe fn rows<const R: usize, const BITS: u32, const WIDE: bool, const SPAN64: bool>(
     w: &IntRows<'_>,
     u: &Unpack,
+    table: (__m256i, __m256i),
     r: usize,
 ) -> [f32; R] {
     let p = &w.rows;
-    let (lo, hi) = tables(&w.table);
-    let chunk = 4 * p.bits as usize;
-    let rb = p.cols / 8 * p.bits as usize;
-    let base = p.packed.as_ptr();
-    let mut sum = _mm_setzero_ps();
-    let mut sum1 = 0.0f32;
-    let mut c0 = 0;
-    let mut b = 0;
+    let span = if SPAN64 { 64 } else { 32 };
+    let span_bytes = span / 8 * BITS as usize;
+    let rb = p.cols / 8 * BITS as usize;
+    // SAFETY: row r + q starts inside `packed` (safe rows).
+    let row_ptr: [*const u8; R] =
+        core::array::from_fn(|q| unsafe { p.packed.as_ptr().add((r + q) * rb) });
+    // SAFETY: row r + q's scales start inside `scales` (the caller).
+    let scale_ptr: [*const f32; R] =
+        core::array::from_fn(|q| unsafe { p.scales.as_ptr().add((r + q) * p.scale_stride) });
+    // Blocks per scale group (`supports`: the group is whole blocks, or
+    // the row has one scale).
+    let blocks_per_group = if p.group >= p.cols { usize::MAX } else { p.group / w.block };
+    let mut fsum = [_mm256_setzero_ps(); R];
+    let (mut c0, mut b, mut g, mut in_group) = (0, 0, 0, 0);
     while c0 < p.cols {
         let mut acc = [_mm256_setzero_si256(); R];
         let mut c = c0;
         while c < c0 + w.block {
-            // SAFETY: c + 32 <= cols <= the activations' length
-            // (`supports`); row r + q's chunk at byte (r + q) rb + c / 32
-            // · 4C is readable for 16 bytes (safe rows).
+            // SAFETY: c + span <= cols <= the activations' length
+            // (`supports`); row r + q's span at byte c / span · its bytes
+            // is readable as `span_dot` needs (safe rows).
             unsafe {
-                let (a0, a1) = if WIDE {
-                    let a0 = _mm256_loadu_si256(w.act16.as_ptr().add(c).cast());
-                    let a1 = _mm256_loadu_si256(w.act16.as_ptr().add(c + 16).cast());
-                    (
-                        _mm256_permute2x128_si256::<0x20>(a0, a1),
-                        _mm256_permute2x128_si256::<0x31>(a0, a1),
-                    )
-                } else {
-                    (_mm256_loadu_si256(w.act8.as_ptr().add(c).cast()), _mm256_setzero_si256())
-                };
-                for q in 0..R {
-                    let ptr = base.add((r + q) * rb + c / 32 * chunk);
-                    let d = chunk_dot::<WIDE>(u, ptr, lo, hi, a0, a1);
-                    acc[q] = _mm256_add_epi32(acc[q], d);
+                let regs = if SPAN64 { 2 } else { 1 };
+                let a: [__m256i; 4] = core::array::from_fn(|k| {
+                    if WIDE && k < 2 * regs {
+                        _mm256_loadu_si256(w.act16.as_ptr().add(c + 16 * k).cast())
+                    } else if !WIDE && k % 2 == 0 && k / 2 < regs {
+                        _mm256_loadu_si256(w.act8.as_ptr().add(c + 16 * k).cast())
+                    } else {
+                        _mm256_setzero_si256()
+                    }
+                });
+                let off = c / span * span_bytes;
+                for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
+                    let d = span_dot::<BITS, WIDE, SPAN64>(u, ptr.add(off), table, &a);
+                    *acc = _mm256_add_epi32(*acc, d);
                 }
             }
-            c += 32;
+            c += span;
         }
-        let g = c0 / p.group;
-        let a = w.act_scales[b];
-        if R == 4 {
-            let h01 = _mm256_hadd_epi32(acc[0], acc[1]);
-            let h23 = _mm256_hadd_epi32(acc[2], acc[3]);
-            let h = _mm256_hadd_epi32(h01, h23);
-            let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-            let gs = _mm_setr_ps(
-                p.scales[r * p.scale_stride + g],
-                p.scales[(r + 1) * p.scale_stride + g],
-                p.scales[(r + 2) * p.scale_stride + g],
-                p.scales[(r + 3) * p.scale_stride + g],
-            );
-            let f = _mm_mul_ps(gs, _mm_set1_ps(a));
-            sum = _mm_add_ps(sum, _mm_mul_ps(_mm_cvtepi32_ps(s), f));
-        } else {
-            let s = _mm_add_epi32(
-                _mm256_castsi256_si128(acc[0]),
-                _mm256_extracti128_si256::<1>(acc[0]),
-            );
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-            let s = _mm_cvtsi128_si32(s);
-            sum1 += s as f32 * (p.scales[r * p.scale_stride + g] * a);
+        // SAFETY: b < cols / block <= act_scales.len() (`supports`).
+        let act = _mm256_set1_ps(unsafe { *w.act_scales.get_unchecked(b) });
+        for q in 0..R {
+            // SAFETY: group g of row r + q has a scale (the caller).
+            let gs = _mm256_broadcast_ss(unsafe { &*scale_ptr[q].add(g) });
+            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[q]), _mm256_mul_ps(gs, act));
+            fsum[q] = _mm256_add_ps(fsum[q], t);
         }
         c0 += w.block;
         b += 1;
+        in_group += 1;
+        if in_group == blocks_per_group {
+            (g, in_group) = (g + 1, 0);
+        }
     }
-    let mut out = [0.0f32; R];
-    if R == 4 {
-        let mut v = [0.0f32; 4];
-        // SAFETY: 4 writable f32s.
-        unsafe { _mm_storeu_ps(v.as_mut_ptr(), sum) };
-        out.copy_from_slice(&v[..R]);
-    } else {
-        out[0] = sum1;
-    }
-    out
+    core::array::from_fn(|q| lanes_sum(fsum[q]))
 }
