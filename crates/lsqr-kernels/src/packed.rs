@@ -76,6 +76,33 @@ pub(crate) struct IntForm {
     step: f32,
     /// Columns per activation block (32 or 64).
     block: usize,
+    /// The smallest nonzero and the largest magnitude of the weight's
+    /// scales, for [`IntForm::safe_for`].
+    scale_range: (f64, f64),
+}
+
+impl IntForm {
+    /// Whether the f32 steps of the integer path stay in f32's normal
+    /// range for activation factors in `factors` (nonzero min, max):
+    /// `scale · factor` keeps 24 significant bits (no subnormal), and no
+    /// lane sum times it can overflow (|int lane sum| < 2^31 per block).
+    /// Otherwise the exact path runs: it is slower, never wrong.
+    fn safe_for(&self, factors: (f64, f64), blocks: usize) -> bool {
+        let ((smin, smax), (fmin, fmax)) = (self.scale_range, factors);
+        let largest = smax * fmax * 2f64.powi(31) * blocks as f64;
+        let smallest = smin * fmin;
+        largest < f64::from(f32::MAX) / 2.0
+            && (smallest == 0.0 || smallest >= f64::from(f32::MIN_POSITIVE) * 2f64.powi(24))
+    }
+}
+
+/// The smallest nonzero and the largest magnitude in `v` (0 and 0 when
+/// all are zero).
+fn magnitude_range(v: impl IntoIterator<Item = f32>) -> (f64, f64) {
+    v.into_iter().map(|v| f64::from(v.abs())).fold((0.0, 0.0), |(lo, hi), a| {
+        let lo = if a > 0.0 && (lo == 0.0 || a < lo) { a } else { lo };
+        (lo, hi.max(a))
+    })
 }
 
 /// 1.5 · 2^23: `(t + M) - M` is `t` rounded to an integer, ties to even,
@@ -98,8 +125,9 @@ const Q16_ACT: f32 = 4095.0;
 const MAX_TABLE_ERROR: f32 = 1.0 / 16.0;
 
 /// The integer form a C-bit table allows, chosen once per weight:
-/// C <= 4 (16 entries at most: one `vpshufb`), finite entries, and
-/// columns and groups in whole blocks of 32 or 64. The int8 form (int8
+/// C <= 4 (16 entries at most: one `vpshufb`), finite entries, rows of
+/// whole bytes (`cols` a multiple of 8), and groups of whole blocks of 32
+/// or 64 (or one scale per row). The int8 form (int8
 /// table and activations) at C <= 3 when every entry rounds to within
 /// [`MAX_TABLE_ERROR`] of a cell on the ±127 grid; otherwise the int16
 /// form (±8191 table, ±4095 activations) under the same test; otherwise
@@ -112,8 +140,13 @@ fn int_form_of(bits: u32, table: &[f32], cols: usize, mode: ScaleMode) -> Option
         ScaleMode::One | ScaleMode::PerRow => cols,
         ScaleMode::PerGroup(g) => g.min(cols),
     };
-    let block =
-        [64, 32].into_iter().find(|&b| cols.is_multiple_of(b) && group.is_multiple_of(b))?;
+    // Rows start on a byte (the kernel's loads); a row's last block may be
+    // partial (its activations are padded with zeros), but every other
+    // block lies in one scale group.
+    if !cols.is_multiple_of(8) {
+        return None;
+    }
+    let block = [64, 32].into_iter().find(|&b| group == cols || group.is_multiple_of(b))?;
     if !table.iter().all(|v| v.is_finite()) {
         return None;
     }
@@ -154,7 +187,7 @@ fn int_form_of(bits: u32, table: &[f32], cols: usize, mode: ScaleMode) -> Option
         crate::kernels::IntTable::I8(_) => Q8,
         crate::kernels::IntTable::I16(_) => Q16_TABLE,
     };
-    Some(IntForm { table, step: tmax / q, block })
+    Some(IntForm { table, step: tmax / q, block, scale_range: (0.0, 0.0) })
 }
 
 /// Whether `LSQR_EXACT` (non-empty and not `"0"`, read once) asks for the
@@ -241,7 +274,10 @@ impl<'a> PackedWeight<'a> {
                 actual: scales.len(),
             });
         }
-        let int = int_form_of(bits, &table, cols, mode);
+        let int =
+            int_form_of(bits, &table, cols, mode).filter(|_| scales.iter().all(|s| s.is_finite()));
+        let int =
+            int.map(|f| IntForm { scale_range: magnitude_range(scales.iter().copied()), ..f });
         let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales, int });
         Ok(Self { shape: shape.to_vec(), rows, cols, storage, exact: false })
     }
@@ -692,7 +728,8 @@ pub(crate) fn linear_with(
 /// `f32` slots of the integer path's scratch: the activations (int16 at
 /// most: two per slot) and one scale per block.
 fn int_scratch_len(cols: usize, block: usize) -> usize {
-    cols.div_ceil(2) + cols.div_ceil(block)
+    let blocks = cols.div_ceil(block);
+    (blocks * block).div_ceil(2) + blocks
 }
 
 /// Quantizes `x` per block of `block` columns to the integer grid `q`
@@ -727,7 +764,9 @@ fn quantize_acts<T: Copy>(
             let t = if t.is_nan() { 0.0 } else { t.clamp(-q, q) };
             cast(((t + ROUND_MAGIC) - ROUND_MAGIC) as i32)
         };
-        for (xc, ac) in xb.chunks(order.len()).zip(ab.chunks_mut(order.len())) {
+        // Spans past the end of `x` (a last, partial block) are zeros.
+        for (k, ac) in ab.chunks_mut(order.len()).enumerate() {
+            let xc = xb.get(k * order.len()..).unwrap_or_default();
             for (a, &col) in ac.iter_mut().zip(order) {
                 *a = quantize(xc.get(col).copied().unwrap_or(0.0));
             }
@@ -739,7 +778,8 @@ fn quantize_acts<T: Copy>(
 
 /// Batch 1 on the integer path: quantizes `x` into `scratch`, then runs
 /// `kern`'s integer kernel. `false` (nothing written to `y`) when `x` is
-/// not finite.
+/// not finite or its magnitudes and the weight's scales would take the
+/// f32 steps out of the normal range (`IntForm::safe_for`).
 fn gemv_int_with(
     kern: &crate::Kernels,
     rows: crate::kernels::PackedRows<'_>,
@@ -748,8 +788,9 @@ fn gemv_int_with(
     y: &mut [f32],
     scratch: &mut [f32],
 ) -> bool {
-    let cols = x.len();
-    let nblocks = cols.div_ceil(f.block);
+    let nblocks = x.len().div_ceil(f.block);
+    // The activations, padded with zeros to whole blocks.
+    let cols = nblocks * f.block;
     let (factors, rest) = scratch.split_at_mut(nblocks);
     let slots = &mut rest[..cols.div_ceil(2)];
     let wide = matches!(f.table, crate::kernels::IntTable::I16(_));
@@ -772,7 +813,7 @@ fn gemv_int_with(
         let ok = quantize_acts(x, f.block, (Q8, f.step), order, act8, factors, |v| v as i8);
         (ok, act8, &[])
     };
-    if !ok {
+    if !ok || !f.safe_for(magnitude_range(factors.iter().copied()), nblocks) {
         return false;
     }
     let job = crate::kernels::IntRows {

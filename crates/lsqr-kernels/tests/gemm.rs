@@ -84,7 +84,17 @@ impl Parts {
         self.weight_shaped(&self.shape)
     }
 
+    /// The weight on the exact path (the f64 oracles here bound its f32
+    /// rounding; the integer path is checked in `linear_extremes_every_path`
+    /// and `tests/packed.rs`).
     fn weight_shaped(&self, shape: &[usize]) -> PackedWeight<'_> {
+        let mut w = self.integer_weight(shape);
+        w.set_exact(true);
+        w
+    }
+
+    /// The weight with the batch-1 integer path allowed (the default).
+    fn integer_weight(&self, shape: &[usize]) -> PackedWeight<'_> {
         PackedWeight::new(
             &self.packed,
             self.bits,
@@ -544,6 +554,49 @@ fn check_linear_extreme(
     }
 }
 
+/// The integer path (or the exact one, where it declines) on the same
+/// extremes: a NaN or infinity exactly where the f64 oracle has one, and
+/// otherwise a finite value within a loose bound: int8 activations round
+/// each to 1/254 of its block's largest, and table entries move by up to
+/// 1/16 of a cell, so the error stays below `Σ |w| · max |x| / 8` (this
+/// catches overflow, lost blocks and garbage, not precision: that is
+/// `tests/packed.rs`'s `int_path_precision`).
+fn check_linear_integer(
+    what: &str,
+    dense: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    bias: &[f32],
+    y: &[f32],
+) {
+    let xmax = x.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+    for r in 0..rows {
+        let mut exact = f64::from(bias[r]);
+        let mut wsum = 0.0f64;
+        for c in 0..cols {
+            exact += f64::from(dense[r * cols + c]) * f64::from(x[c]);
+            wsum += f64::from(dense[r * cols + c].abs());
+        }
+        let got = y[r];
+        if exact.is_nan() || exact.is_infinite() {
+            // The exact path's order-independent outcomes (see
+            // `check_linear_extreme`) are the integer path's too: it
+            // declines non-finite inputs.
+            assert!(
+                got.is_nan() == exact.is_nan() && (exact.is_nan() || f64::from(got) == exact),
+                "{what}: y[{r}] = {got:e}, expected {exact:e}"
+            );
+        } else {
+            let tol = wsum * xmax / 8.0 + f64::from(bias[r].abs()) * 1e-6 + 1e-30;
+            assert!(
+                got.is_finite() && (f64::from(got) - exact).abs() <= tol,
+                "{what}: y[{r}] = {got:e}, expected {exact:e} (bound {tol:e})"
+            );
+        }
+    }
+}
+
 /// Batch 1 (the register GEMV) and batch > 1 (the blocked GEMM) of every
 /// path, on weights and inputs holding large values (products near 1e34),
 /// subnormals and signed zeros, then also ±inf and NaN; `x` starts at an
@@ -579,6 +632,25 @@ fn linear_extremes_every_path() {
                         );
                         check_linear_extreme(&what, &d, rows, cols, x, &bias, &y);
                     });
+                    if batch == 1 {
+                        // The special values in the table (most such tables
+                        // have no integer form) and only in `x`.
+                        let plain = Parts::new(&[rows, cols], bits, scaling, seed);
+                        for (table, p) in [("special", &parts), ("plain", &plain)] {
+                            let wi = p.integer_weight(&[rows, cols]);
+                            let d = dense(&wi);
+                            each_path(|kern| {
+                                let mut y = vec![f32::NAN; rows].into_boxed_slice();
+                                paths::linear_with(kern, &wi, Some(&bias), x, 1, &mut y).unwrap();
+                                let what = format!(
+                                    "{} {:?} C={bits} {table} table, scaling {scaling} nonfinite {nonfinite}",
+                                    kern.name(),
+                                    wi.int_form()
+                                );
+                                check_linear_integer(&what, &d, rows, cols, x, &bias, &y);
+                            });
+                        }
+                    }
                 }
             }
         }

@@ -344,7 +344,7 @@ pub(crate) fn gemv_packed_with(
 }
 
 /// The eight exact integer lane sums of row `r`'s codes in columns
-/// `c0..c0 + n` (`n` whole spans), looked up in the integer table, times
+/// `c0..c0 + n` (one block, whole or the row's last), looked up in the integer table, times
 /// the quantized activations there; each product goes to the lane the
 /// AVX2 kernel's `vpmaddwd` puts it in ([`int_lane`]). `None` when the
 /// codes are out of range.
@@ -361,10 +361,12 @@ pub(crate) fn int_block_lanes(
     let span = crate::kernels::int_act_span(bits, w.block);
     let mut lanes = [0i32; 8];
     // Stored activation `s` of a span multiplies the code of column
-    // `int_act_column(s)` of that span.
-    for s in 0..n {
+    // `int_act_column(s)` of that span; the activations of a last, partial
+    // block are padded with zeros to whole spans (no product).
+    for s in 0..n.next_multiple_of(span) {
         let col = s / span * span + crate::kernels::int_act_column(bits, wide, span, s % span);
-        let code = usize::from(*codes.get(col)?);
+        let Some(&code) = codes.get(col) else { continue };
+        let code = usize::from(code);
         lanes[int_lane(wide, s % 32)] += match w.table {
             crate::kernels::IntTable::I8(t) => {
                 i32::from(*t.get(code)?) * i32::from(*w.act8.get(c0 + s)?)

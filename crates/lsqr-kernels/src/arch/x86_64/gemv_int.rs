@@ -41,15 +41,16 @@ use crate::kernels::{IntRows, IntTable};
 /// Whether [`gemv_int`] takes this job.
 pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     let p = &w.rows;
+    let padded = p.cols.div_ceil(w.block.max(1)) * w.block;
     (1..=4).contains(&p.bits)
         && (w.block == 32 || w.block == 64)
-        && p.cols.is_multiple_of(w.block)
+        && p.cols.is_multiple_of(8)
         && p.group > 0
         && (p.group.is_multiple_of(w.block) || p.group >= p.cols)
-        && w.act_scales.len() >= p.cols / w.block
+        && w.act_scales.len() >= padded / w.block
         && match w.table {
-            IntTable::I8(_) => w.act8.len() >= p.cols,
-            IntTable::I16(_) => w.act16.len() >= p.cols,
+            IntTable::I8(_) => w.act8.len() >= padded,
+            IntTable::I16(_) => w.act16.len() >= padded,
         }
 }
 
@@ -182,16 +183,19 @@ pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
 #[target_feature(enable = "avx2")]
 unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f32]) -> usize {
     let p = &w.rows;
-    let chunk = 4 * BITS as usize;
-    let load = if BITS == 3 { 16 } else { chunk };
+    let span64 = BITS == 4 && w.block == 64;
+    let span_bytes = if span64 { 32 } else { 4 * BITS as usize };
+    let load = if BITS == 3 { 16 } else { span_bytes };
     let rb = p.cols / 8 * BITS as usize;
-    // Row r is safe when its last chunk's load fits.
-    let safe_rows = (p.packed.len() + chunk)
-        .saturating_sub(load)
+    // Row r is safe when its last span's load fits. A row's columns are
+    // padded to whole blocks, so its last loads may run into the next row's
+    // codes (multiplied by zero activations).
+    let last_load_end = p.cols.div_ceil(w.block) * w.block / 8 * BITS as usize - span_bytes + load;
+    let safe_rows = (p.packed.len() + rb)
+        .saturating_sub(last_load_end)
         .checked_div(rb)
         .map_or(y.len(), |rows| rows.min(y.len()));
     let u = unpack_consts(BITS);
-    let span64 = BITS == 4 && w.block == 64;
     let table = tables(&w.table);
     let mut r = 0;
     while r + 4 <= safe_rows {
@@ -335,9 +339,9 @@ unsafe fn rows<const R: usize, const BITS: u32, const WIDE: bool, const SPAN64: 
         let mut acc = [_mm256_setzero_si256(); R];
         let mut c = c0;
         while c < c0 + w.block {
-            // SAFETY: c + span <= cols <= the activations' length
-            // (`supports`); row r + q's span at byte c / span · its bytes
-            // is readable as `span_dot` needs (safe rows).
+            // SAFETY: c + span <= the padded columns <= the activations'
+            // length (`supports`); row r + q's span at byte c / span · its
+            // bytes is readable as `span_dot` needs (safe rows).
             unsafe {
                 let regs = if SPAN64 { 2 } else { 1 };
                 let a: [__m256i; 4] = core::array::from_fn(|k| {
@@ -357,7 +361,7 @@ unsafe fn rows<const R: usize, const BITS: u32, const WIDE: bool, const SPAN64: 
             }
             c += span;
         }
-        // SAFETY: b < cols / block <= act_scales.len() (`supports`).
+        // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
         let act = _mm256_set1_ps(unsafe { *w.act_scales.get_unchecked(b) });
         for q in 0..R {
             // SAFETY: group g of row r + q has a scale (the caller).
