@@ -2,7 +2,7 @@
 //!
 //! `linear_b1_*`: linear at batch 1 on packed weights (4096x4096 and
 //! 11008x4096 at C = 2..8; 4096x11008 at C = 4 and 8): the default path
-//! (`packed_log`: integer dot products at C <= 4, int8 at C <= 3, int16 at
+//! (`packed_log`: integer dot products at C <= 4, int8 at C <= 2, int16 at
 //! C = 4) beside the exact f32 table path (`packed_log_exact`), beside:
 //! - f32 `ndarray` `Array2::dot` (what a Rust user would write),
 //! - a plain f32 loop with eight partial sums, vectorised for this CPU,

@@ -103,24 +103,32 @@ pub struct Bert<'f> {
     eps: f32,
     buffers: Buffers,
     /// While recording: per weight name, the sum of squares of each input
-    /// column the weight has multiplied, and the number of rows.
-    recorded: Option<std::collections::BTreeMap<String, (Vec<f64>, usize)>>,
+    /// column the weight has multiplied, the number of rows, and the first
+    /// and last input row of each call ([`Bert::recorded_rows`]).
+    recorded: Option<std::collections::BTreeMap<String, Recorded>>,
 }
+
+/// What recording keeps of one weight's inputs.
+type Recorded = (Vec<f64>, usize, Vec<Vec<f32>>);
 
 /// Adds the squares of `x` (`[rows, cols]`) to the record of `name`.
 fn record(
-    recorded: &mut Option<std::collections::BTreeMap<String, (Vec<f64>, usize)>>,
+    recorded: &mut Option<std::collections::BTreeMap<String, Recorded>>,
     name: String,
     x: &[f32],
     cols: usize,
 ) {
     let Some(map) = recorded else { return };
-    let (sums, rows) = map.entry(name).or_insert_with(|| (vec![0.0; cols], 0));
+    let (sums, rows, kept) = map.entry(name).or_insert_with(|| (vec![0.0; cols], 0, Vec::new()));
     for row in x.chunks_exact(cols) {
         for (s, &v) in sums.iter_mut().zip(row) {
             *s += f64::from(v) * f64::from(v);
         }
         *rows += 1;
+    }
+    let n = x.len() / cols.max(1);
+    for r in [0, n.saturating_sub(1)].into_iter().take(n.min(2)) {
+        kept.push(x[r * cols..(r + 1) * cols].to_vec());
     }
 }
 
@@ -293,13 +301,21 @@ impl<'f> Bert<'f> {
             (name.to_string(), vec![weight; table.cols()])
         });
         map.iter()
-            .map(|(name, (sums, rows))| {
+            .map(|(name, (sums, rows, _))| {
                 let ms: Vec<f64> = sums.iter().map(|s| s / (*rows).max(1) as f64).collect();
                 let floor = 0.01 * ms.iter().sum::<f64>() / ms.len().max(1) as f64;
                 (name.clone(), ms.iter().map(|&m| m.max(floor) as f32).collect())
             })
             .chain(gathers)
             .collect()
+    }
+
+    /// Per linear weight (by its tensor name): the first and last input row
+    /// of every call since [`Bert::record_inputs`] (real activations, for
+    /// measuring a batch-1 kernel on them).
+    pub fn recorded_rows(&self) -> Vec<(String, Vec<Vec<f32>>)> {
+        let Some(map) = &self.recorded else { return Vec::new() };
+        map.iter().map(|(name, (_, _, kept))| (name.clone(), kept.clone())).collect()
     }
 
     /// The last hidden states `[tokens, hidden]` of one sentence's token ids

@@ -308,3 +308,85 @@ fn incomplete_files_are_refused_by_name() {
     let e = error(&file_with(&[("embeddings.word_embeddings.weight", &[10, 20])]));
     assert!(e.contains("not a multiple of 12 heads"), "{e}");
 }
+
+/// Issue 13's rule for the batch-1 integer path, on MiniLM's layers and
+/// real activations: every linear weight quantized with each codec at
+/// C = 2..=4 (groups of 64, the default), run at batch 1 on its recorded
+/// inputs (first and last token of 16 calibration sentences). Per layer,
+/// the integer path's output SNR against the exact path must be at least
+/// 20 dB above the exact path's against the float weights. Prints the
+/// worst margin per codec and C
+/// (`cargo test -p lsqr-cli --test minilm_embeddings int_path -- --nocapture`).
+#[test]
+fn int_path_precision_on_minilm_layers() {
+    use lsqr::codec::{quantize, CodecKind, CodecSpec, QuantizeOptions};
+    use lsqr::format::{LsqWriter, TensorView};
+    use lsqr::kernels::packed::{dequantize_into, linear};
+    use std::io::Cursor;
+
+    let tokenizer = minilm::tokenizer(&model("minilm/tokenizer.json")).unwrap();
+    let file = LsqFile::open(float_file()).unwrap();
+    let mut bert = bert::Bert::new(&file, &bert::MINILM_L6_V2).unwrap();
+    bert.record_inputs();
+    for sentence in minilm::calibration_sentences().iter().take(16) {
+        bert.embed(&minilm::token_ids(&tokenizer, sentence).unwrap()).unwrap();
+    }
+    let layers = bert.recorded_rows();
+    assert_eq!(layers.len(), 36, "6 layers x (q, k, v, attention out, intermediate, output)");
+    let snr = |s: f64, e: f64| 10.0 * (s / e.max(1e-300)).log10();
+    for kind in [CodecKind::Log, CodecKind::Lut, CodecKind::Nf, CodecKind::Uniform] {
+        for bits in 2..=4 {
+            let mut worst = f64::INFINITY;
+            for (name, rows) in &layers {
+                let view = file.tensor(name).unwrap();
+                let float = lsqr::runtime::weight_of(&view).unwrap();
+                let (out, cols) = (float.rows(), float.cols());
+                let mut w = vec![0.0f32; out * cols];
+                dequantize_into(&float, &mut w).unwrap();
+                let q = quantize(
+                    &w,
+                    &[out, cols],
+                    &QuantizeOptions::new(CodecSpec::default_for(kind), bits),
+                )
+                .unwrap();
+                let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+                writer.add_quantized("w", &q).unwrap();
+                let bytes = writer.finish().unwrap().into_inner();
+                let qfile = LsqFile::from_bytes(&bytes).unwrap();
+                let TensorView::Quantized(qview) = qfile.tensor("w").unwrap() else {
+                    unreachable!()
+                };
+                let mut packed = lsqr::runtime::packed_weight(&qview).unwrap();
+                let form = packed.int_form();
+                assert!(form.is_some(), "{name} {kind} C={bits}: no integer form");
+                let (mut s_ref, mut e_codec, mut s_exact, mut e_int) = (0.0, 0.0, 0.0, 0.0);
+                let (mut exact, mut int) = (vec![0.0f32; out], vec![0.0f32; out]);
+                for x in rows {
+                    packed.set_exact(true);
+                    linear(&packed, None, x, 1, &mut exact).unwrap();
+                    packed.set_exact(false);
+                    linear(&packed, None, x, 1, &mut int).unwrap();
+                    for r in 0..out {
+                        let reference: f64 = w[r * cols..(r + 1) * cols]
+                            .iter()
+                            .zip(x)
+                            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                            .sum();
+                        let (e, i) = (f64::from(exact[r]), f64::from(int[r]));
+                        s_ref += reference * reference;
+                        e_codec += (e - reference).powi(2);
+                        s_exact += e * e;
+                        e_int += (i - e).powi(2);
+                    }
+                }
+                let (codec, int_snr) = (snr(s_ref, e_codec), snr(s_exact, e_int));
+                worst = worst.min(int_snr - codec);
+                assert!(
+                    int_snr >= codec + 20.0,
+                    "{name} {kind} C={bits} ({form:?}): integer path {int_snr:.1} dB against exact, exact {codec:.1} dB against float"
+                );
+            }
+            println!("MiniLM {kind} C={bits}: worst margin of the integer path {worst:.1} dB (rule: >= 20)");
+        }
+    }
+}
