@@ -84,16 +84,18 @@ def kernels(r):
             continue
         print(f"linear, batch 1, {shape} (out x in), `log` codec, groups of 64, weights out of cache. "
               f"f32 ndarray: {nd[0] / 1e6:.2f} ms, f32 loop: {loop[0] / 1e6:.2f} ms\n")
-        print("| C | packed | vs ndarray | vs f32 loop | roofline (memcpy) | fraction of roofline | 2 threads |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("| C | packed | exact path | vs ndarray | vs f32 loop | roofline (memcpy) | fraction of roofline | 2 threads |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in range(2, 9):
             p = r.get(f"{g}/packed_log/C{c}")
             if not p:
                 continue
             m = r.get(f"{g}/memcpy_packed/C{c}")
+            exact = r.get(f"{g}/packed_log_exact/C{c}")
+            exact_s = f"{exact[0] / 1e6:.2f} ms" if exact else "(same)"
             two = r.get(f"{g}/packed_log_2threads/C{c}")
             two_s = f"{p[0] / two[0]:.2f}x faster" if two else "-"
-            print(f"| {c} | {p[0] / 1e6:.2f} ms | {nd[0] / p[0]:.2f}x | {loop[0] / p[0]:.2f}x | "
+            print(f"| {c} | {p[0] / 1e6:.2f} ms | {exact_s} | {nd[0] / p[0]:.2f}x | {loop[0] / p[0]:.2f}x | "
                   f"{m[0] / 1e6:.2f} ms | {m[0] / p[0]:.0%} | {two_s} |")
         print()
     g = "dequantize_4096x4096"
