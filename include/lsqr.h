@@ -319,6 +319,15 @@ typedef struct lsqr_model lsqr_model;
 typedef struct lsqr_tensor lsqr_tensor;
 
 /**
+ * A weight prepared for repeated products: the kernels' form of a tensor
+ * (packed codes read in place from the model, scales and decode tables
+ * built once), its bias decoded once, and a scratch buffer the products
+ * reuse. Created by `lsqr_weight_prepare`, freed by `lsqr_weight_free`.
+ * Opaque to C.
+ */
+typedef struct lsqr_weight lsqr_weight;
+
+/**
  * A description of a tensor, filled by `lsqr_tensor_get_info`.
  */
 typedef struct {
@@ -514,6 +523,32 @@ lsqr_status lsqr_micro_load(const lsqr_model *model,
  * `micro` is NULL or a runner from `lsqr_micro_load` not freed before.
  */
 void lsqr_micro_free(lsqr_micro *micro);
+
+/**
+ * Keeps every batch-1 linear layer of the runner on the exact f32 table
+ * path (`exact = true`), or lets layers whose weights allow it run on
+ * integer dot products (`false`, the default of `lsqr_micro_load`):
+ * quantized weights of C <= 4 bits, columns and groups in whole blocks of
+ * 32. The integer path is 2-5x faster, not bit-exact with the f32 path,
+ * and its added error stays at least 20 dB below the codec's own.
+ * `LSQR_EXACT=1` in the environment forces the exact path whatever this
+ * says. Other ops, and linear layers at batch > 1, always run the f32
+ * path.
+ *
+ * The runner is bound to its arena again, as `lsqr_micro_load` left it:
+ * the arena is zeroed, so inputs set before this call must be set again
+ * (call it right after `lsqr_micro_load`). The arena size does not
+ * change (it was planned for the path that needs the most scratch).
+ * Allocates nothing.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`.
+ *
+ * Not thread-safe: no other call may use the runner at the same time.
+ *
+ * # Safety
+ * `micro` is NULL or a live runner.
+ */
+lsqr_status lsqr_micro_set_exact(lsqr_micro *micro, bool exact);
 
 /**
  * Writes the number of layers to `*out` (`lsqr_micro_run_layer` takes
@@ -987,8 +1022,21 @@ lsqr_status lsqr_tensor_dequantize(const lsqr_tensor *tensor, float *out, size_t
  * tensor of `out_features` elements (raw or quantized).
  *
  * A quantized weight is multiplied from its packed codes without being
- * expanded to f32 (each call decodes the scales once, `elements / G`
- * floats); a raw weight is converted to f32 and multiplied directly.
+ * expanded to f32; a raw weight is converted to f32 and multiplied
+ * directly. Each call prepares the weight anew (decodes the scales,
+ * `elements / G` floats, builds the decode tables, decodes the bias) and
+ * allocates its scratch: to multiply by one weight repeatedly, prepare it
+ * once with `lsqr_weight_prepare` and call `lsqr_weight_linear`, which
+ * gives the same floats bit for bit.
+ *
+ * Precision: at batch 1, a quantized weight of C <= 4 bits runs on
+ * integer dot products where its table allows (the activations quantized
+ * per block of 32 or 64 to int8 or int16): 2-5x faster than the f32 table
+ * path, not bit-exact with it, and its added error at least 20 dB below
+ * the codec's own. `LSQR_EXACT=1` in the environment (read once per
+ * process) selects the exact f32 path for every call; a prepared weight
+ * selects it per weight (`lsqr_weight_set_exact`). Batch > 1 always runs
+ * the f32 path.
  *
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
  * weight that is not 2-D, a bias of the wrong length),
@@ -1044,7 +1092,11 @@ lsqr_status lsqr_conv2d_output_shape(const lsqr_tensor *weight,
  * (`LSQR_STATUS_BUFFER_TOO_SMALL` otherwise), of which exactly that many
  * are written. A quantized weight is decoded a block of filters at a time
  * into scratch this call allocates (im2col + blocked GEMM; depthwise runs
- * direct); it is never expanded whole.
+ * direct); it is never expanded whole. Each call prepares the weight anew
+ * (scales, decode table, bias): for repeated calls, prepare it once with
+ * `lsqr_weight_prepare` and call `lsqr_weight_conv2d` (the same floats).
+ * conv2d always runs the f32 table path (the integer path is batch-1
+ * linear only), so `LSQR_EXACT` does not change its result.
  *
  * Errors: as `lsqr_conv2d_output_shape`, plus
  * `LSQR_STATUS_BUFFER_TOO_SMALL` and `LSQR_STATUS_SHAPE_MISMATCH` for a
@@ -1066,6 +1118,180 @@ lsqr_status lsqr_conv2d(const lsqr_tensor *weight,
                         const size_t *input_shape,
                         float *output,
                         size_t output_len);
+
+/**
+ * Prepares `tensor` for repeated `lsqr_weight_linear` (a 2-D
+ * `[out, in]` tensor) or `lsqr_weight_conv2d` (a 4-D
+ * `[out, in / groups, kh, kw]` tensor) calls, with `bias` (NULL, or a
+ * tensor of `out` elements, raw or quantized, from any model); writes the
+ * new handle to `*out` on success (untouched on failure). Free it with
+ * `lsqr_weight_free`.
+ *
+ * Preparing does once what `lsqr_linear` and `lsqr_conv2d` do on every
+ * call: decode the scales (`elements / G` floats), build the decode table
+ * and, for C <= 4, its integer copy, decode the bias; a raw weight (any
+ * dtype) is converted to f32 and kept. The packed codes are not copied:
+ * they are read from the model on every product. It also sizes the
+ * scratch of a batch-1 `lsqr_weight_linear`.
+ *
+ * Lifetimes: the handle reads the model's packed codes, so the model of
+ * `tensor` must stay open until `lsqr_weight_free` returns (the bias is
+ * copied: its model need not outlive the handle). Several handles may be
+ * prepared from one tensor.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
+ * tensor that is neither 2-D nor 4-D, a bias of the wrong length),
+ * `LSQR_STATUS_FORMAT` (unreadable tensor data; the last error names the
+ * tensor).
+ *
+ * Thread-safe: a model may be read from several threads at once.
+ *
+ * # Safety
+ * `tensor` and `bias` are NULL or handles of live models, the model of
+ * `tensor` outliving the new handle; `out` is NULL or writable.
+ */
+lsqr_status lsqr_weight_prepare(const lsqr_tensor *tensor,
+                                const lsqr_tensor *bias,
+                                lsqr_weight **out);
+
+/**
+ * Frees a prepared weight (not the model it reads).
+ * `lsqr_weight_free(NULL)` does nothing.
+ *
+ * It returns nothing and leaves `lsqr_last_error` as it was (a panic
+ * while dropping, which would be a bug, is caught and becomes the last
+ * error).
+ *
+ * Not thread-safe with respect to the handle: no other thread may be
+ * using it during or after the call.
+ *
+ * # Safety
+ * `weight` is NULL or a handle from `lsqr_weight_prepare` not freed
+ * before.
+ */
+void lsqr_weight_free(lsqr_weight *weight);
+
+/**
+ * Keeps this weight's batch-1 `lsqr_weight_linear` on the exact f32
+ * table path (`exact = true`), or lets it run on integer dot products
+ * where the weight allows (`false`, the default): quantized, C <= 4,
+ * columns and groups in whole blocks of 32. The integer path is 2-5x
+ * faster, not bit-exact with the f32 path, and its added error stays at
+ * least 20 dB below the codec's own. `LSQR_EXACT=1` in the environment
+ * forces the exact path whatever this says. Batch > 1 and conv2d always
+ * run the f32 path. Allocates nothing; the scratch grows at the next
+ * product if that needs more.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`.
+ *
+ * Not thread-safe: no other call may use the handle at the same time.
+ *
+ * # Safety
+ * `weight` is NULL or a live handle.
+ */
+lsqr_status lsqr_weight_set_exact(lsqr_weight *weight, bool exact);
+
+/**
+ * Writes to `*out` whether this weight's batch-1 `lsqr_weight_linear`
+ * runs the exact f32 table path: `true` after
+ * `lsqr_weight_set_exact(weight, true)`, under `LSQR_EXACT=1`, or for a
+ * weight without an integer form (raw, C > 4, a table an integer grid
+ * cannot hold, columns or groups not in blocks of 32); `false` when it
+ * runs on integer dot products.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`.
+ *
+ * Thread-safe with other calls that take a `const lsqr_weight *`; not
+ * with those that modify the handle.
+ *
+ * # Safety
+ * `weight` is NULL or a live handle; `out` is NULL or writable.
+ */
+lsqr_status lsqr_weight_is_exact(const lsqr_weight *weight, bool *out);
+
+/**
+ * `lsqr_linear` on a prepared 2-D weight and its bias: `x` holds
+ * `batch * in` floats, `y` receives `batch * out` floats. The result is
+ * `lsqr_linear`'s bit for bit (with the same exact option:
+ * `lsqr_weight_set_exact`).
+ *
+ * Cost: the product only. The handle's scratch grows when a call needs
+ * more than any before it (a larger batch; batch 1 on the integer path
+ * needs `in / 2 + in / 32` floats, sized by `lsqr_weight_prepare`); after
+ * that, a successful call allocates nothing.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
+ * weight that is not 2-D), `LSQR_STATUS_INVALID_ARGUMENT` (a length
+ * overflowing `size_t`, a misaligned buffer). `y` is untouched when a
+ * check fails.
+ *
+ * Not thread-safe: the call writes the handle's scratch, so no other call
+ * may use the handle at the same time (it may move between threads). To
+ * multiply on several threads at once, prepare one handle per thread;
+ * handles over one model may run on different threads at once. `x` and
+ * `y` must not overlap.
+ *
+ * # Safety
+ * `weight` is NULL or a live handle; `x` is NULL or has `batch * in`
+ * readable floats; `y` is NULL or has `batch * out` writable ones.
+ */
+lsqr_status lsqr_weight_linear(lsqr_weight *weight, const float *x, size_t batch, float *y);
+
+/**
+ * Writes to `out_shape[0..4]` the NCHW shape `lsqr_weight_conv2d` gives
+ * for an NCHW `input_shape[0..4]` and `params`, as
+ * `lsqr_conv2d_output_shape` does for the tensor. Allocates nothing.
+ *
+ * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
+ * weight that is not 4-D, channels vs weight and groups),
+ * `LSQR_STATUS_INVALID_ARGUMENT` (zero stride, dilation or groups; a
+ * kernel larger than the padded input).
+ *
+ * Thread-safe with other calls that take a `const lsqr_weight *`; not
+ * with those that modify the handle.
+ *
+ * # Safety
+ * `weight` is NULL or a live handle; `params` is NULL or readable;
+ * `input_shape` is NULL or has 4 readable elements; `out_shape` is NULL
+ * or has 4 writable elements.
+ */
+lsqr_status lsqr_weight_conv2d_output_shape(const lsqr_weight *weight,
+                                            const lsqr_conv2d_params *params,
+                                            const size_t *input_shape,
+                                            size_t *out_shape);
+
+/**
+ * `lsqr_conv2d` on a prepared 4-D weight and its bias: the NCHW `input`
+ * of shape `input_shape[0..4]`, `params`, and `output` of capacity
+ * `output_len` floats, at least the product of
+ * `lsqr_weight_conv2d_output_shape` (exactly that many are written). The
+ * result is `lsqr_conv2d`'s bit for bit; conv2d always runs the f32
+ * table path, whatever the exact option.
+ *
+ * Cost: the convolution only. The handle's scratch (im2col patches and a
+ * decoded filter block, bounded whatever the image size) grows when a
+ * call needs more than any before it; after that, a successful call
+ * allocates nothing.
+ *
+ * Errors: as `lsqr_weight_conv2d_output_shape`, plus
+ * `LSQR_STATUS_BUFFER_TOO_SMALL`. `output` is untouched when a check
+ * fails.
+ *
+ * Not thread-safe: as `lsqr_weight_linear` (one thread at a time per
+ * handle). `input` and `output` must not overlap.
+ *
+ * # Safety
+ * `weight` is NULL or a live handle; `params` is NULL or readable;
+ * `input_shape` is NULL or has 4 readable elements; `input` has the
+ * product of `input_shape` readable floats; `output` has `output_len`
+ * writable floats.
+ */
+lsqr_status lsqr_weight_conv2d(lsqr_weight *weight,
+                               const lsqr_conv2d_params *params,
+                               const float *input,
+                               const size_t *input_shape,
+                               float *output,
+                               size_t output_len);
 
 #ifdef __cplusplus
 }  // extern "C"

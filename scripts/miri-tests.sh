@@ -7,9 +7,10 @@
 #
 # What runs: the unit tests of lsqr-pack and lsqr-kernels, and the C API
 # tests that exercise its pointer handling (handles, NULLs, outputs, last
-# errors across threads, metadata, the micro runtime's arena). Miri is
+# errors across threads, metadata, the micro runtime's arena and its
+# re-binding by lsqr_micro_set_exact, prepared weights). Miri is
 # slow (~1 minute per C API test here), so `--all` runs the whole C API
-# suite (~25 minutes) and lsqr-format's tests (~7 minutes, less the FIFO
+# suite (~40 minutes) and lsqr-format's tests (~7 minutes, less the FIFO
 # test: Miri cannot spawn `mkfifo`). lsqr-codec's tests quantize megabytes
 # of weights and take too long under Miri; its unsafe code is only the
 # AVX2 encoder, which ASan covers. PROPTEST_CASES keeps property tests to a
@@ -36,5 +37,7 @@ else
     api_tests::free_null_is_a_no_op_and_free_keeps_the_last_error \
     api_tests::a_model_is_shared_by_threads_and_last_errors_are_per_thread \
     api_tests::metadata_of_every_type \
-    api_tests::micro_results_equal_the_rust_runtime_and_run_layer_equals_run
+    api_tests::micro_results_equal_the_rust_runtime_and_run_layer_equals_run \
+    api_tests::micro_set_exact_selects_the_exact_path \
+    api_tests::prepared_weight_status_paths
 fi

@@ -5,9 +5,11 @@
 //! The conventions (README.md, "C API conventions") follow rustls-ffi:
 //!
 //! - opaque handles: `lsqr_model` (owned: `lsqr_model_free`),
-//!   `lsqr_tensor` (borrowed from its model, never freed) and `lsqr_micro`
-//!   (the micro runtime: a model's graph planned and bound to a
-//!   caller-owned arena; owned: `lsqr_micro_free`);
+//!   `lsqr_tensor` (borrowed from its model, never freed), `lsqr_weight`
+//!   (a tensor prepared for repeated linear or conv2d products; owned:
+//!   `lsqr_weight_free`, the model outliving it) and `lsqr_micro` (the
+//!   micro runtime: a model's graph planned and bound to a caller-owned
+//!   arena; owned: `lsqr_micro_free`);
 //! - every fallible function returns an `lsqr_status`, whose numbers are
 //!   fixed forever; outputs are written only on success; `*_free(NULL)` is
 //!   a no-op;
@@ -37,13 +39,14 @@ mod error;
 mod micro;
 mod model;
 mod ops;
+mod weight;
 
 pub use error::{lsqr_last_error, lsqr_status, lsqr_status_str};
 pub use micro::{
     lsqr_micro, lsqr_micro_arena_size, lsqr_micro_borrow_output, lsqr_micro_free,
     lsqr_micro_get_output, lsqr_micro_input_count, lsqr_micro_input_shape, lsqr_micro_layer_count,
     lsqr_micro_load, lsqr_micro_output_count, lsqr_micro_output_shape, lsqr_micro_run,
-    lsqr_micro_run_layer, lsqr_micro_set_input,
+    lsqr_micro_run_layer, lsqr_micro_set_exact, lsqr_micro_set_input,
 };
 pub use model::{
     lsqr_codec, lsqr_dtype, lsqr_model, lsqr_model_find_tensor, lsqr_model_free,
@@ -56,6 +59,10 @@ pub use model::{
 };
 pub use ops::{
     lsqr_conv2d, lsqr_conv2d_output_shape, lsqr_conv2d_params, lsqr_linear, lsqr_tensor_dequantize,
+};
+pub use weight::{
+    lsqr_weight, lsqr_weight_conv2d, lsqr_weight_conv2d_output_shape, lsqr_weight_free,
+    lsqr_weight_is_exact, lsqr_weight_linear, lsqr_weight_prepare, lsqr_weight_set_exact,
 };
 
 /// The library version (`MAJOR.MINOR.PATCH`, the crate's version), for

@@ -9,14 +9,15 @@
 //! invariants that make that sound are:
 //!
 //! - the plan is a `Box` turned into a raw pointer, freed only in `Drop`
-//!   after the runner that borrows it is dropped;
+//!   after the runner that borrows it is dropped, and written
+//!   (`lsqr_micro_set_exact`) only while no runner borrows it: the runner
+//!   is dropped first and bound again after;
 //! - the model (whose boxed `LsqFile` the plan and runner read) outlives
 //!   the runner, and the arena stays valid and is not accessed by anyone
 //!   else until `lsqr_micro_free`: both are the caller's contract, stated
 //!   on `lsqr_micro_load`.
 
 use std::ffi::c_void;
-use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
 use lsqr_facade::runtime::{Plan, Runner, RuntimeError, ValueInfo};
@@ -31,25 +32,76 @@ use crate::ops::{floats, floats_mut};
 /// Created by `lsqr_micro_load`, freed by `lsqr_micro_free`. Opaque to C.
 pub struct lsqr_micro {
     /// Borrows `*plan`, the model's file and the arena (see the module
-    /// documentation); dropped explicitly, before the plan.
-    runner: ManuallyDrop<Runner<'static, 'static, 'static>>,
+    /// documentation); dropped before the plan. `None` only if binding
+    /// again after `lsqr_micro_set_exact` failed, which cannot happen (the
+    /// arena and the plan's sizes are those `lsqr_micro_load` bound).
+    runner: Option<Runner<'static, 'static, 'static>>,
     /// From `Box::into_raw`; freed in `Drop`.
     plan: NonNull<Plan<'static>>,
+    /// The caller's arena, as `lsqr_micro_load` got it (for binding again).
+    arena: NonNull<u8>,
+    arena_len: usize,
 }
 
 impl lsqr_micro {
-    fn plan(&self) -> &Plan<'static> {
-        self.runner.plan()
+    fn runner(&self) -> Result<&Runner<'static, 'static, 'static>, Error> {
+        self.runner.as_ref().ok_or_else(unbound)
     }
+
+    fn runner_mut(&mut self) -> Result<&mut Runner<'static, 'static, 'static>, Error> {
+        self.runner.as_mut().ok_or_else(unbound)
+    }
+
+    fn plan(&self) -> Result<&Plan<'static>, Error> {
+        Ok(self.runner()?.plan())
+    }
+
+    /// The arena as `lsqr_micro_load` got it, as a new exclusive slice.
+    ///
+    /// # Safety
+    /// No runner may be bound to the arena (the slice claims it whole).
+    unsafe fn arena(&mut self) -> &'static mut [u8] {
+        // SAFETY: `lsqr_micro_load` checked `arena` non-null and
+        // `arena_len` at most isize::MAX; the caller of `lsqr_micro_load`
+        // keeps the bytes valid and untouched until `lsqr_micro_free`, and
+        // no runner holds them (this function's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.arena.as_ptr(), self.arena_len) }
+    }
+
+    /// Drops the runner, sets the plan's exact option and binds the plan to
+    /// the arena again (which zeroes it).
+    fn set_exact(&mut self, exact: bool) -> Result<(), Error> {
+        // The runner's borrows of the plan and the arena end here.
+        self.runner = None;
+        // SAFETY: `plan` came from `Box::leak` in `lsqr_micro_load` and is
+        // freed only in `Drop`; no reference to it exists now that the
+        // runner is gone, so this is the only access.
+        unsafe { self.plan.as_mut() }.set_exact(exact);
+        // SAFETY: the plan lives until `Drop`, which drops the runner
+        // first; it is not written again while this borrow is held.
+        let plan: &'static Plan<'static> = unsafe { self.plan.as_ref() };
+        // SAFETY: no runner is bound to the arena (dropped above).
+        let arena = unsafe { self.arena() };
+        self.runner = Some(plan.bind(arena).map_err(runtime_error)?);
+        Ok(())
+    }
+}
+
+/// The status of a runner whose arena binding was lost (unreachable: see
+/// `lsqr_micro::runner`).
+fn unbound() -> Error {
+    Error::new(
+        lsqr_status::Panic,
+        "internal error: the runner is not bound to its arena after lsqr_micro_set_exact",
+    )
 }
 
 impl Drop for lsqr_micro {
     fn drop(&mut self) {
-        // SAFETY: the runner is dropped exactly once, here, and not used
-        // after.
-        unsafe { ManuallyDrop::drop(&mut self.runner) };
-        // SAFETY: `plan` came from `Box::into_raw` in `lsqr_micro_load` and
-        // is freed once, here; the runner that borrowed it is gone.
+        // The runner goes first: it borrows the plan.
+        self.runner = None;
+        // SAFETY: `plan` came from `Box::leak` in `lsqr_micro_load` and is
+        // freed once, here; the runner that borrowed it is gone.
         drop(unsafe { Box::from_raw(self.plan.as_ptr()) });
     }
 }
@@ -180,9 +232,9 @@ pub unsafe extern "C" fn lsqr_micro_load(
     ffi_fn!({
         // SAFETY: the export's contract on `model` and `out`.
         let (model, out) = unsafe { (arg(model, "model")?, self::out(out, "out")?) };
-        if arena.is_null() {
+        let Some(arena_ptr) = NonNull::new(arena.cast::<u8>()) else {
             return Err(Error::null("arena"));
-        }
+        };
         if isize::try_from(arena_len).is_err() {
             return Err(Error::new(
                 lsqr_status::InvalidArgument,
@@ -214,10 +266,15 @@ pub unsafe extern "C" fn lsqr_micro_load(
         // by nothing else until `lsqr_micro_free`, by the caller's
         // contract; u8 has no alignment requirement.
         let bytes: &'static mut [u8] =
-            unsafe { std::slice::from_raw_parts_mut(arena.cast::<u8>(), arena_len) };
+            unsafe { std::slice::from_raw_parts_mut(arena_ptr.as_ptr(), arena_len) };
         match plan_ref.bind(bytes) {
             Ok(runner) => {
-                let micro = Box::new(lsqr_micro { runner: ManuallyDrop::new(runner), plan });
+                let micro = Box::new(lsqr_micro {
+                    runner: Some(runner),
+                    plan,
+                    arena: arena_ptr,
+                    arena_len,
+                });
                 *out = Box::into_raw(micro);
                 Ok(())
             }
@@ -256,6 +313,37 @@ pub unsafe extern "C" fn lsqr_micro_free(micro: *mut lsqr_micro) {
     }
 }
 
+/// Keeps every batch-1 linear layer of the runner on the exact f32 table
+/// path (`exact = true`), or lets layers whose weights allow it run on
+/// integer dot products (`false`, the default of `lsqr_micro_load`):
+/// quantized weights of C <= 4 bits, columns and groups in whole blocks of
+/// 32. The integer path is 2-5x faster, not bit-exact with the f32 path,
+/// and its added error stays at least 20 dB below the codec's own.
+/// `LSQR_EXACT=1` in the environment forces the exact path whatever this
+/// says. Other ops, and linear layers at batch > 1, always run the f32
+/// path.
+///
+/// The runner is bound to its arena again, as `lsqr_micro_load` left it:
+/// the arena is zeroed, so inputs set before this call must be set again
+/// (call it right after `lsqr_micro_load`). The arena size does not
+/// change (it was planned for the path that needs the most scratch).
+/// Allocates nothing.
+///
+/// Errors: `LSQR_STATUS_NULL_ARGUMENT`.
+///
+/// Not thread-safe: no other call may use the runner at the same time.
+///
+/// # Safety
+/// `micro` is NULL or a live runner.
+#[no_mangle]
+pub unsafe extern "C" fn lsqr_micro_set_exact(micro: *mut lsqr_micro, exact: bool) -> lsqr_status {
+    ffi_fn!({
+        // SAFETY: the export's contract.
+        let micro = unsafe { out(micro, "micro") }?;
+        micro.set_exact(exact)
+    })
+}
+
 /// Writes the number of layers to `*out` (`lsqr_micro_run_layer` takes
 /// `0 .. count - 1`).
 ///
@@ -272,7 +360,7 @@ pub unsafe extern "C" fn lsqr_micro_layer_count(
     ffi_fn!({
         // SAFETY: the export's contract.
         let (micro, out) = unsafe { (arg(micro, "micro")?, self::out(out, "out")?) };
-        *out = micro.plan().layer_count();
+        *out = micro.plan()?.layer_count();
         Ok(())
     })
 }
@@ -292,7 +380,7 @@ pub unsafe extern "C" fn lsqr_micro_input_count(
     ffi_fn!({
         // SAFETY: the export's contract.
         let (micro, out) = unsafe { (arg(micro, "micro")?, self::out(out, "out")?) };
-        *out = micro.plan().inputs().len();
+        *out = micro.plan()?.inputs().len();
         Ok(())
     })
 }
@@ -312,7 +400,7 @@ pub unsafe extern "C" fn lsqr_micro_output_count(
     ffi_fn!({
         // SAFETY: the export's contract.
         let (micro, out) = unsafe { (arg(micro, "micro")?, self::out(out, "out")?) };
-        *out = micro.plan().outputs().len();
+        *out = micro.plan()?.outputs().len();
         Ok(())
     })
 }
@@ -384,7 +472,7 @@ pub unsafe extern "C" fn lsqr_micro_input_shape(
         // SAFETY: the export's contract.
         let micro = unsafe { arg(micro, "micro") }?;
         // SAFETY: the export's contract on `ndim` and `dims`.
-        unsafe { write_shape(micro.plan().inputs(), index, "input", ndim, dims) }
+        unsafe { write_shape(micro.plan()?.inputs(), index, "input", ndim, dims) }
     })
 }
 
@@ -412,7 +500,7 @@ pub unsafe extern "C" fn lsqr_micro_output_shape(
         // SAFETY: the export's contract.
         let micro = unsafe { arg(micro, "micro") }?;
         // SAFETY: the export's contract on `ndim` and `dims`.
-        unsafe { write_shape(micro.plan().outputs(), index, "output", ndim, dims) }
+        unsafe { write_shape(micro.plan()?.outputs(), index, "output", ndim, dims) }
     })
 }
 
@@ -442,7 +530,7 @@ pub unsafe extern "C" fn lsqr_micro_set_input(
         let micro = unsafe { out(micro, "micro") }?;
         // SAFETY: the export's contract on `data`.
         let data = unsafe { floats(data, len, "data") }?;
-        micro.runner.set_input(index, data).map_err(runtime_error)
+        micro.runner_mut()?.set_input(index, data).map_err(runtime_error)
     })
 }
 
@@ -463,7 +551,7 @@ pub unsafe extern "C" fn lsqr_micro_run_layer(micro: *mut lsqr_micro, index: usi
     ffi_fn!({
         // SAFETY: the export's contract.
         let micro = unsafe { out(micro, "micro") }?;
-        micro.runner.run_layer(index).map_err(runtime_error)
+        micro.runner_mut()?.run_layer(index).map_err(runtime_error)
     })
 }
 
@@ -483,7 +571,7 @@ pub unsafe extern "C" fn lsqr_micro_run(micro: *mut lsqr_micro) -> lsqr_status {
     ffi_fn!({
         // SAFETY: the export's contract.
         let micro = unsafe { out(micro, "micro") }?;
-        micro.runner.run().map_err(runtime_error)
+        micro.runner_mut()?.run().map_err(runtime_error)
     })
 }
 
@@ -519,7 +607,7 @@ pub unsafe extern "C" fn lsqr_micro_get_output(
     ffi_fn!({
         // SAFETY: the export's contract.
         let micro = unsafe { arg(micro, "micro") }?;
-        let values = micro.runner.output(index).map_err(runtime_error)?;
+        let values = micro.runner()?.output(index).map_err(runtime_error)?;
         if out_len < values.len() {
             return Err(Error::new(
                 lsqr_status::BufferTooSmall,
@@ -565,7 +653,7 @@ pub unsafe extern "C" fn lsqr_micro_borrow_output(
         let micro = unsafe { arg(micro, "micro") }?;
         // SAFETY: the export's contract on `data` and `len`.
         let (data, len) = unsafe { (out(data, "data")?, out(len, "len")?) };
-        let values = micro.runner.output(index).map_err(runtime_error)?;
+        let values = micro.runner()?.output(index).map_err(runtime_error)?;
         *data = values.as_ptr();
         *len = values.len();
         Ok(())

@@ -59,6 +59,20 @@ impl lsqr_tensor {
     pub(crate) fn view(&self) -> Result<TensorView<'_>, Error> {
         Ok(self.file().tensor_at(self.index)?)
     }
+
+    /// A view of the tensor's data that may outlive this borrow of the
+    /// handle (a prepared weight keeps one).
+    ///
+    /// # Safety
+    /// The view, and anything borrowed from it, must not be used after the
+    /// model that owns this handle is freed.
+    pub(crate) unsafe fn view_unbounded(&self) -> Result<TensorView<'static>, Error> {
+        // SAFETY: `file` points to the model's `HeapFile`, whose address is
+        // stable and which is only read, until the model is freed; the
+        // caller does not use the view past that.
+        let file: &'static LsqFile<'static> = unsafe { &*self.file };
+        Ok(file.tensor_at(self.index)?)
+    }
 }
 
 /// An owned `LsqFile` on the heap that tensor handles point into.

@@ -1272,3 +1272,512 @@ fn micro_runs_without_allocating_after_load() {
     assert_eq!(st, lsqr_status::NotFound);
     assert!(ALLOCATIONS.with(|n| n.get()) > 0);
 }
+
+// ---- prepared weights ----
+
+/// A prepared weight, freed on drop (before the model in every test).
+struct Weight(*mut lsqr_weight);
+
+impl Weight {
+    fn prepare(tensor: *const lsqr_tensor, bias: *const lsqr_tensor) -> Self {
+        let mut ptr = null_mut();
+        // SAFETY: live handles (the model outlives the weight in every
+        // test), writable out.
+        let st = unsafe { lsqr_weight_prepare(tensor, bias, &mut ptr) };
+        assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+        assert!(!ptr.is_null());
+        Self(ptr)
+    }
+
+    fn linear(&self, x: &[f32], batch: usize, out: usize) -> Vec<f32> {
+        let mut y = vec![f32::NAN; batch * out];
+        // SAFETY: live handle; x and y have the lengths the weight implies.
+        let st = unsafe { lsqr_weight_linear(self.0, x.as_ptr(), batch, y.as_mut_ptr()) };
+        assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+        y
+    }
+
+    fn set_exact(&self, exact: bool) {
+        // SAFETY: live handle.
+        assert_eq!(unsafe { lsqr_weight_set_exact(self.0, exact) }, lsqr_status::Ok);
+    }
+
+    fn is_exact(&self) -> bool {
+        let mut v = false;
+        // SAFETY: live handle, writable out.
+        assert_eq!(unsafe { lsqr_weight_is_exact(self.0, &mut v) }, lsqr_status::Ok);
+        v
+    }
+}
+
+impl Drop for Weight {
+    fn drop(&mut self) {
+        // SAFETY: prepared by `Weight::prepare`, freed once.
+        unsafe { lsqr_weight_free(self.0) };
+    }
+}
+
+/// `lsqr_linear` on the same tensors.
+fn tensor_linear(
+    w: *const lsqr_tensor,
+    b: *const lsqr_tensor,
+    x: &[f32],
+    batch: usize,
+    out: usize,
+) -> Vec<f32> {
+    let mut y = vec![f32::NAN; batch * out];
+    // SAFETY: live handles; x and y have the lengths the weight implies.
+    let st = unsafe { lsqr_linear(w, b, x.as_ptr(), batch, y.as_mut_ptr()) };
+    assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+    y
+}
+
+/// The kernels' weight of the example model's `fc.weight`, read directly.
+fn kernel_fc<'f>(file: &'f LsqFile<'_>) -> lsqr_kernels::packed::PackedWeight<'f> {
+    let lsqr_format::TensorView::Quantized(q) = file.tensor("fc.weight").unwrap() else {
+        panic!("fc.weight is quantized")
+    };
+    lsqr_facade::runtime::packed_weight(&q).unwrap()
+}
+
+#[test]
+fn prepared_linear_equals_lsqr_linear_bit_for_bit() {
+    let bytes = example_model::build();
+    let m = Model::open(bytes.clone());
+    let [out, inp] = example_model::FC;
+    let (t, b) = (m.tensor("fc.weight"), m.tensor("fc.bias"));
+    let w = Weight::prepare(t, b);
+    // The default is the integer path wherever the kernels take it.
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let int = kernel_fc(&file).int_form();
+    assert!(int.is_some() || lsqr_kernels::packed::exact_forced(), "fc.weight has an int form");
+    assert_eq!(w.is_exact(), int.is_none());
+    // Batch 1 (integer path), larger batches (the GEMM, growing the
+    // scratch), batch 1 again with the grown scratch: each call twice.
+    // (Fewer under Miri, where each product takes seconds.)
+    let batches: &[usize] = if cfg!(miri) { &[1, 3, 1] } else { &[1, 3, 2, 7, 1] };
+    for &batch in batches {
+        let x = example_model::values(batch * inp, 20 + batch as u32);
+        let want = tensor_linear(t, b, &x, batch, out);
+        assert_eq!(w.linear(&x, batch, out), want, "batch {batch}");
+        assert_eq!(w.linear(&x, batch, out), want, "batch {batch}, again");
+        let naive = naive_linear(
+            &m.dequantize("fc.weight"),
+            &m.dequantize("fc.bias"),
+            &x,
+            example_model::FC,
+            batch,
+        );
+        let err: f64 = want.iter().zip(&naive).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+        let sig: f64 = naive.iter().map(|v| f64::from(*v).powi(2)).sum();
+        assert!(err < 1e-6 * sig, "batch {batch}: error {err} vs signal {sig}");
+    }
+    // A raw weight without bias: the f32 path.
+    let hw = Weight::prepare(m.tensor("head.weight"), null());
+    assert!(hw.is_exact());
+    let x = example_model::values(2 * out, 10);
+    assert_eq!(hw.linear(&x, 2, 4), tensor_linear(m.tensor("head.weight"), null(), &x, 2, 4));
+    assert_eq!(
+        hw.linear(&x[..out], 1, 4),
+        tensor_linear(m.tensor("head.weight"), null(), &x[..out], 1, 4)
+    );
+    // A weight may be prepared twice, and freed after another one.
+    let w2 = Weight::prepare(t, null());
+    drop(w);
+    let x = example_model::values(inp, 31);
+    assert_eq!(w2.linear(&x, 1, out), tensor_linear(t, null(), &x, 1, out));
+}
+
+#[test]
+fn prepared_linear_exact_equals_the_exact_kernel_path() {
+    let bytes = example_model::build();
+    let m = Model::open(bytes.clone());
+    let [out, inp] = example_model::FC;
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let mut exact = kernel_fc(&file);
+    exact.set_exact(true);
+    assert_eq!(exact.int_form(), None);
+    let bias = m.dequantize("fc.bias");
+    let w = Weight::prepare(m.tensor("fc.weight"), m.tensor("fc.bias"));
+    let x = example_model::values(inp, 40);
+    let default = w.linear(&x, 1, out);
+
+    w.set_exact(true);
+    assert!(w.is_exact());
+    let mut want = vec![f32::NAN; out];
+    lsqr_kernels::packed::linear(&exact, Some(&bias), &x, 1, &mut want).unwrap();
+    let got = w.linear(&x, 1, out);
+    assert_eq!(got, want);
+    assert_close(&got, &naive_linear(&m.dequantize("fc.weight"), &bias, &x, example_model::FC, 1));
+    // Batch > 1 is the same path either way.
+    let x3 = example_model::values(3 * inp, 41);
+    assert_eq!(
+        w.linear(&x3, 3, out),
+        tensor_linear(m.tensor("fc.weight"), m.tensor("fc.bias"), &x3, 3, out)
+    );
+
+    // Back to the default: lsqr_linear's result again.
+    w.set_exact(false);
+    assert_eq!(w.is_exact(), lsqr_kernels::packed::exact_forced());
+    assert_eq!(w.linear(&x, 1, out), default);
+    if !lsqr_kernels::packed::exact_forced() {
+        // The integer path is another rounding, well below the codec's
+        // error: here within 1e-6 of the output's energy.
+        assert_ne!(default, want);
+        let err: f64 = default.iter().zip(&want).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+        let sig: f64 = want.iter().map(|v| f64::from(*v).powi(2)).sum();
+        assert!(err < 1e-6 * sig, "integer vs exact: error {err}, signal {sig}");
+    }
+}
+
+#[test]
+fn prepared_conv2d_equals_lsqr_conv2d() {
+    let m = Model::example();
+    let (t, b) = (m.tensor("conv.weight"), m.tensor("conv.bias"));
+    let w = Weight::prepare(t, b);
+    let params =
+        lsqr_conv2d_params { stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 1 };
+    for (k, shape) in [[2usize, 3, 8, 8], [1, 3, 5, 9], [2, 3, 8, 8]].into_iter().enumerate() {
+        let x = example_model::values(shape.iter().product(), 50 + k as u32);
+        let (mut s1, mut s2) = ([0usize; 4], [9usize; 4]);
+        // SAFETY: live handles; 4-element shapes; buffers of the lengths
+        // the shapes imply.
+        unsafe {
+            let st = lsqr_conv2d_output_shape(t, &params, shape.as_ptr(), s1.as_mut_ptr());
+            assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+            let st = lsqr_weight_conv2d_output_shape(w.0, &params, shape.as_ptr(), s2.as_mut_ptr());
+            assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+            assert_eq!(s1, s2);
+            let n = s1.iter().product();
+            let (mut want, mut got) = (vec![f32::NAN; n], vec![f32::NAN; n + 3]);
+            let st = lsqr_conv2d(t, b, &params, x.as_ptr(), shape.as_ptr(), want.as_mut_ptr(), n);
+            assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+            let st = lsqr_weight_conv2d(
+                w.0,
+                &params,
+                x.as_ptr(),
+                shape.as_ptr(),
+                got.as_mut_ptr(),
+                got.len(),
+            );
+            assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+            assert_eq!(got[..n], want);
+            assert!(got[n..].iter().all(|v| v.is_nan()), "only the output's floats are written");
+            // The exact option does not change conv2d.
+            w.set_exact(k % 2 == 0);
+            let st =
+                lsqr_weight_conv2d(w.0, &params, x.as_ptr(), shape.as_ptr(), got.as_mut_ptr(), n);
+            assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+            assert_eq!(got[..n], want);
+        }
+    }
+    // A raw conv2d weight: 2 -> 1 channel 1x1 [3, -1], bias 0.5.
+    let mut wr = lsqr_format::LsqWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    wr.add_raw_f32("k", &[1, 2, 1, 1], &[3.0, -1.0]).unwrap();
+    wr.add_raw_f32("b", &[1], &[0.5]).unwrap();
+    let raw = Model::open(wr.finish().unwrap().into_inner());
+    let rw = Weight::prepare(raw.tensor("k"), raw.tensor("b"));
+    let params =
+        lsqr_conv2d_params { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 };
+    let (shape, input, mut out) = ([1usize, 2, 1, 2], [1.0f32, 2.0, 10.0, 20.0], [f32::NAN; 2]);
+    // SAFETY: live handle, 4-element shape, buffers of the stated lengths.
+    let st = unsafe {
+        lsqr_weight_conv2d(rw.0, &params, input.as_ptr(), shape.as_ptr(), out.as_mut_ptr(), 2)
+    };
+    assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+    assert_eq!(out, [-6.5, -13.5]);
+}
+
+#[test]
+fn prepared_weight_status_paths() {
+    let m = Model::example();
+    let fc = Weight::prepare(m.tensor("fc.weight"), m.tensor("fc.bias"));
+    let conv = Weight::prepare(m.tensor("conv.weight"), null());
+    let params =
+        lsqr_conv2d_params { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 };
+    let shape = [1usize, 3, 4, 4];
+    let x = vec![0.5f32; 1024];
+    let mut y = vec![3.0f32; 1024];
+    let mut ptr: *mut lsqr_weight = std::ptr::dangling_mut();
+    let mut flag = true;
+    let mut out_shape = [7usize; 4];
+    // SAFETY: every pointer is NULL, or valid for what the function reads
+    // or writes; buffers are larger than anything the weights imply.
+    unsafe {
+        macro_rules! refused {
+            ($call:expr, $arg:literal) => {
+                assert_eq!($call, lsqr_status::NullArgument, stringify!($call));
+                assert_eq!(last_error(), concat!("`", $arg, "` is NULL"));
+            };
+        }
+        refused!(lsqr_weight_prepare(null(), null(), &mut ptr), "tensor");
+        refused!(lsqr_weight_prepare(m.tensor("fc.weight"), null(), null_mut()), "out");
+        refused!(lsqr_weight_set_exact(null_mut(), true), "weight");
+        refused!(lsqr_weight_is_exact(null(), &mut flag), "weight");
+        refused!(lsqr_weight_is_exact(fc.0, null_mut()), "out");
+        refused!(lsqr_weight_linear(null_mut(), x.as_ptr(), 1, y.as_mut_ptr()), "weight");
+        refused!(lsqr_weight_linear(fc.0, null(), 1, y.as_mut_ptr()), "x");
+        refused!(lsqr_weight_linear(fc.0, x.as_ptr(), 1, null_mut()), "y");
+        refused!(
+            lsqr_weight_conv2d_output_shape(
+                null(),
+                &params,
+                shape.as_ptr(),
+                out_shape.as_mut_ptr()
+            ),
+            "weight"
+        );
+        refused!(
+            lsqr_weight_conv2d_output_shape(conv.0, null(), shape.as_ptr(), out_shape.as_mut_ptr()),
+            "params"
+        );
+        refused!(
+            lsqr_weight_conv2d_output_shape(conv.0, &params, null(), out_shape.as_mut_ptr()),
+            "input_shape"
+        );
+        refused!(
+            lsqr_weight_conv2d_output_shape(conv.0, &params, shape.as_ptr(), null_mut()),
+            "out_shape"
+        );
+        refused!(
+            lsqr_weight_conv2d(
+                null_mut(),
+                &params,
+                x.as_ptr(),
+                shape.as_ptr(),
+                y.as_mut_ptr(),
+                1024
+            ),
+            "weight"
+        );
+        refused!(
+            lsqr_weight_conv2d(conv.0, &params, null(), shape.as_ptr(), y.as_mut_ptr(), 1024),
+            "input"
+        );
+        refused!(
+            lsqr_weight_conv2d(conv.0, &params, x.as_ptr(), shape.as_ptr(), null_mut(), 1024),
+            "output"
+        );
+        refused!(lsqr_micro_set_exact(null_mut(), true), "micro");
+
+        // Neither 2-D nor 4-D; a bias of the wrong length.
+        let st = lsqr_weight_prepare(m.tensor("fc.bias"), null(), &mut ptr);
+        assert_eq!(st, lsqr_status::ShapeMismatch);
+        assert_eq!(
+            last_error(),
+            "tensor 'fc.bias' has shape [32]; a prepared weight is [out, in] (linear) \
+             or [out, in / groups, kh, kw] (conv2d)"
+        );
+        let st = lsqr_weight_prepare(m.tensor("fc.weight"), m.tensor("conv.bias"), &mut ptr);
+        assert_eq!(st, lsqr_status::ShapeMismatch);
+        assert_eq!(last_error(), "bias 'conv.bias' has 8 elements; the weight has 32 outputs");
+        // A conv2d weight in a linear product, and the other way round.
+        let st = lsqr_weight_linear(conv.0, x.as_ptr(), 1, y.as_mut_ptr());
+        assert_eq!(st, lsqr_status::ShapeMismatch);
+        assert_eq!(
+            last_error(),
+            "linear weight 'conv.weight' has shape [8, 3, 3, 3]; it must be [out, in]"
+        );
+        let st =
+            lsqr_weight_conv2d(fc.0, &params, x.as_ptr(), shape.as_ptr(), y.as_mut_ptr(), 1024);
+        assert_eq!(st, lsqr_status::ShapeMismatch);
+        assert!(last_error().starts_with("conv2d weight 'fc.weight' has shape [32, 128]"));
+        let st =
+            lsqr_weight_conv2d_output_shape(fc.0, &params, shape.as_ptr(), out_shape.as_mut_ptr());
+        assert_eq!(st, lsqr_status::ShapeMismatch);
+        // batch * in overflows; a misaligned x.
+        let st = lsqr_weight_linear(fc.0, x.as_ptr(), usize::MAX, y.as_mut_ptr());
+        assert_eq!(st, lsqr_status::InvalidArgument);
+        assert_eq!(last_error(), "batch * in overflows size_t");
+        let odd = x.as_ptr().cast::<u8>().add(1).cast();
+        let st = lsqr_weight_linear(fc.0, odd, 1, y.as_mut_ptr());
+        assert_eq!(st, lsqr_status::InvalidArgument);
+        assert_eq!(last_error(), "`x` is not aligned for float");
+        // conv2d: output too small, channels that do not match, zero groups.
+        let st = lsqr_weight_conv2d(conv.0, &params, x.as_ptr(), shape.as_ptr(), y.as_mut_ptr(), 7);
+        assert_eq!(st, lsqr_status::BufferTooSmall);
+        assert_eq!(last_error(), "conv2d output [1, 8, 2, 2] needs 32 floats, the buffer holds 7");
+        let four = [1usize, 4, 4, 4];
+        let st =
+            lsqr_weight_conv2d(conv.0, &params, x.as_ptr(), four.as_ptr(), y.as_mut_ptr(), 1024);
+        assert_eq!(st, lsqr_status::ShapeMismatch);
+        let bad = lsqr_conv2d_params { groups: 0, ..params };
+        let st = lsqr_weight_conv2d(conv.0, &bad, x.as_ptr(), shape.as_ptr(), y.as_mut_ptr(), 1024);
+        assert_eq!(st, lsqr_status::InvalidArgument);
+    }
+    // Outputs untouched by every failure.
+    assert_eq!(ptr, std::ptr::dangling_mut());
+    assert!(flag);
+    assert_eq!(out_shape, [7; 4]);
+    assert!(y.iter().all(|&v| v == 3.0));
+}
+
+#[test]
+fn prepared_weight_free_null_is_a_no_op_and_keeps_the_last_error() {
+    let m = Model::example();
+    let w = Weight::prepare(m.tensor("fc.weight"), null());
+    // SAFETY: NULL is explicitly allowed; live handle otherwise.
+    unsafe {
+        lsqr_weight_free(null_mut());
+        assert_eq!(lsqr_weight_linear(w.0, null(), 1, null_mut()), lsqr_status::NullArgument);
+        lsqr_weight_free(null_mut());
+    }
+    drop(w); // lsqr_weight_free
+    assert_eq!(last_error(), "`x` is NULL");
+}
+
+#[test]
+fn prepared_weights_run_on_several_threads() {
+    let m = Model::example();
+    let [out, inp] = example_model::FC;
+    struct Shared(*const lsqr_model);
+    // SAFETY: the API documents a model as readable from several threads.
+    unsafe impl Sync for Shared {}
+    let shared = Shared(m.ptr);
+    // A handle may move to another thread.
+    struct Moved(Weight);
+    // SAFETY: the API lets a handle move between threads (one at a time).
+    unsafe impl Send for Moved {}
+    let moved = Moved(Weight::prepare(m.tensor("fc.weight"), m.tensor("fc.bias")));
+    let x1 = example_model::values(inp, 60);
+    let want = tensor_linear(m.tensor("fc.weight"), m.tensor("fc.bias"), &x1, 1, out);
+    std::thread::scope(|s| {
+        let shared = &shared;
+        s.spawn(move || {
+            let w = moved;
+            assert_eq!(w.0.linear(&x1, 1, out), want);
+        });
+        for k in 0..2u32 {
+            s.spawn(move || {
+                let mut t = null();
+                // SAFETY: live model for the scope, writable out.
+                let st = unsafe { lsqr_model_find_tensor(shared.0, c"fc.weight".as_ptr(), &mut t) };
+                assert_eq!(st, lsqr_status::Ok);
+                let w = Weight::prepare(t, null());
+                for round in 0..if cfg!(miri) { 1 } else { 3 } {
+                    let x = example_model::values(2 * inp, 70 + 10 * k + round);
+                    for batch in [1, 2] {
+                        let x = &x[..batch * inp];
+                        assert_eq!(
+                            w.linear(x, batch, out),
+                            tensor_linear(t, null(), x, batch, out)
+                        );
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn prepared_products_allocate_nothing_after_the_first_call() {
+    let m = Model::example();
+    let [out, inp] = example_model::FC;
+    let fc = Weight::prepare(m.tensor("fc.weight"), m.tensor("fc.bias"));
+    let conv = Weight::prepare(m.tensor("conv.weight"), m.tensor("conv.bias"));
+    let params =
+        lsqr_conv2d_params { stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1 };
+    let shape = [1usize, 3, 6, 6];
+    let xc = example_model::values(108, 80);
+    let mut yc = vec![0.0f32; 8 * 36];
+    let x = example_model::values(4 * inp, 81);
+    let mut y = vec![0.0f32; 4 * out];
+    let run = |fc: &Weight, conv: &Weight, y: &mut [f32], yc: &mut [f32]| {
+        // SAFETY: live handles; buffers of the lengths the shapes imply.
+        unsafe {
+            [
+                lsqr_weight_linear(fc.0, x.as_ptr(), 1, y.as_mut_ptr()),
+                lsqr_weight_linear(fc.0, x.as_ptr(), 4, y.as_mut_ptr()),
+                lsqr_weight_linear(fc.0, x.as_ptr(), 2, y.as_mut_ptr()),
+                lsqr_weight_conv2d(
+                    conv.0,
+                    &params,
+                    xc.as_ptr(),
+                    shape.as_ptr(),
+                    yc.as_mut_ptr(),
+                    yc.len(),
+                ),
+            ]
+        }
+    };
+    // Batch 1 was sized by the preparation: its first call allocates
+    // nothing.
+    ALLOCATIONS.with(|n| n.set(0));
+    ARMED.with(|a| a.set(true));
+    // SAFETY: live handle; x and y long enough.
+    let st = unsafe { lsqr_weight_linear(fc.0, x.as_ptr(), 1, y.as_mut_ptr()) };
+    ARMED.with(|a| a.set(false));
+    assert_eq!(st, lsqr_status::Ok);
+    assert_eq!(ALLOCATIONS.with(|n| n.get()), 0);
+    // The first batch-4 and conv2d calls grow the scratch; then nothing.
+    assert_eq!(run(&fc, &conv, &mut y, &mut yc), [lsqr_status::Ok; 4]);
+    ALLOCATIONS.with(|n| n.set(0));
+    ARMED.with(|a| a.set(true));
+    let statuses = run(&fc, &conv, &mut y, &mut yc);
+    fc.set_exact(true);
+    let again = run(&fc, &conv, &mut y, &mut yc);
+    ARMED.with(|a| a.set(false));
+    assert_eq!(statuses, [lsqr_status::Ok; 4]);
+    assert_eq!(again, [lsqr_status::Ok; 4]);
+    assert_eq!(ALLOCATIONS.with(|n| n.get()), 0);
+}
+
+/// A graph whose one linear layer runs at batch 1 on a weight with an
+/// integer form: `x [1, 64]` -> linear 16x64 (log C = 4, bias) -> `y`.
+fn batch1_graph() -> Vec<u8> {
+    let log4 =
+        WeightFormat::Quantized(QuantizeOptions::new(CodecSpec::default_for(CodecKind::Log), 4));
+    let mut b = ModelBuilder::new();
+    b.input("x", &[1, 64])
+        .linear("y", "x", "fc", &example_model::values(1024, 7), [16, 64], Some(&[0.01; 16]), &log4)
+        .output("y");
+    b.to_bytes().unwrap()
+}
+
+/// `lsqr::runtime` on `bytes` with the exact option.
+fn rust_output_exact(bytes: &[u8], x: &[f32], exact: bool) -> Vec<f32> {
+    let file = LsqFile::from_bytes(bytes).unwrap();
+    let mut plan = Plan::new(&file).unwrap();
+    plan.set_exact(exact);
+    let mut arena = vec![0u8; plan.arena_len()];
+    let mut runner = plan.bind(&mut arena).unwrap();
+    runner.set_input(0, x).unwrap();
+    runner.run().unwrap();
+    runner.output(0).unwrap().to_vec()
+}
+
+#[test]
+fn micro_set_exact_selects_the_exact_path() {
+    let bytes = batch1_graph();
+    let m = Model::open(bytes.clone());
+    let micro = Micro::load(m.ptr);
+    let x = graph_input(8).repeat(2);
+    let (fast, exact) = (rust_output_exact(&bytes, &x, false), rust_output_exact(&bytes, &x, true));
+    if !lsqr_kernels::packed::exact_forced() {
+        assert_ne!(fast, exact, "the layer runs on the integer path by default");
+    }
+    let run = || {
+        assert_eq!(micro.set_input(0, &x), lsqr_status::Ok);
+        // SAFETY: live runner.
+        assert_eq!(unsafe { lsqr_micro_run(micro.ptr) }, lsqr_status::Ok, "{}", last_error());
+        micro.output(0, 16)
+    };
+    assert_eq!(run(), fast);
+    // SAFETY: live runner.
+    assert_eq!(unsafe { lsqr_micro_set_exact(micro.ptr, true) }, lsqr_status::Ok);
+    // The runner was bound again: the arena is zeroed.
+    assert_eq!(micro.output(0, 16), [0.0; 16]);
+    assert_eq!(run(), exact);
+    assert_eq!(run(), exact);
+    // SAFETY: live runner.
+    assert_eq!(unsafe { lsqr_micro_set_exact(micro.ptr, false) }, lsqr_status::Ok);
+    assert_eq!(run(), fast);
+    // Layer by layer, too.
+    // SAFETY: live runner.
+    unsafe {
+        assert_eq!(lsqr_micro_set_exact(micro.ptr, true), lsqr_status::Ok);
+        assert_eq!(micro.set_input(0, &x), lsqr_status::Ok);
+        assert_eq!(lsqr_micro_run_layer(micro.ptr, 0), lsqr_status::Ok);
+    }
+    assert_eq!(micro.output(0, 16), exact);
+}
