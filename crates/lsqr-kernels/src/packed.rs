@@ -89,10 +89,11 @@ impl IntForm {
     /// Otherwise the exact path runs: it is slower, never wrong.
     fn safe_for(&self, factors: (f64, f64), blocks: usize) -> bool {
         let ((smin, smax), (fmin, fmax)) = (self.scale_range, factors);
-        let largest = smax * fmax * 2f64.powi(31) * blocks as f64;
+        let largest = smax * fmax * 2_147_483_648.0 * blocks as f64; // 2^31
         let smallest = smin * fmin;
         largest < f64::from(f32::MAX) / 2.0
-            && (smallest == 0.0 || smallest >= f64::from(f32::MIN_POSITIVE) * 2f64.powi(24))
+            && (smallest == 0.0 || smallest >= f64::from(f32::MIN_POSITIVE) * 16_777_216.0)
+        // 2^24
     }
 }
 
