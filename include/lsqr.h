@@ -528,9 +528,10 @@ void lsqr_micro_free(lsqr_micro *micro);
  * Keeps every batch-1 linear layer of the runner on the exact f32 table
  * path (`exact = true`), or lets layers whose weights allow it run on
  * integer dot products (`false`, the default of `lsqr_micro_load`):
- * quantized weights of C <= 4 bits, columns and groups in whole blocks of
- * 32. The integer path is 2-5x faster, not bit-exact with the f32 path,
- * and its added error stays at least 20 dB below the codec's own.
+ * quantized weights of C <= 4 bits, rows of whole bytes, groups of whole
+ * blocks of 32. The integer path is 1.2-2.3x faster in the batch-1 bench,
+ * not bit-exact with the f32 path, and its added error stays at least
+ * 20 dB below the codec's own.
  * `LSQR_EXACT=1` in the environment forces the exact path whatever this
  * says. Other ops, and linear layers at batch > 1, always run the f32
  * path.
@@ -1031,8 +1032,8 @@ lsqr_status lsqr_tensor_dequantize(const lsqr_tensor *tensor, float *out, size_t
  *
  * Precision: at batch 1, a quantized weight of C <= 4 bits runs on
  * integer dot products where its table allows (the activations quantized
- * per block of 32 or 64 to int8 or int16): 2-5x faster than the f32 table
- * path, not bit-exact with it, and its added error at least 20 dB below
+ * per block of 32 or 64 to int8 or int16): 1.2-2.3x faster than the f32
+ * table path in the batch-1 bench, not bit-exact with it, and its added error at least 20 dB below
  * the codec's own. `LSQR_EXACT=1` in the environment (read once per
  * process) selects the exact f32 path for every call; a prepared weight
  * selects it per weight (`lsqr_weight_set_exact`). Batch > 1 always runs
@@ -1175,8 +1176,9 @@ void lsqr_weight_free(lsqr_weight *weight);
  * Keeps this weight's batch-1 `lsqr_weight_linear` on the exact f32
  * table path (`exact = true`), or lets it run on integer dot products
  * where the weight allows (`false`, the default): quantized, C <= 4,
- * columns and groups in whole blocks of 32. The integer path is 2-5x
- * faster, not bit-exact with the f32 path, and its added error stays at
+ * rows of whole bytes (columns a multiple of 8), groups of whole blocks
+ * of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
+ * "Kernels on packed weights"), not bit-exact with the f32 path, and its added error stays at
  * least 20 dB below the codec's own. `LSQR_EXACT=1` in the environment
  * forces the exact path whatever this says. Batch > 1 and conv2d always
  * run the f32 path. Allocates nothing; the scratch grows at the next

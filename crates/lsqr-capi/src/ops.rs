@@ -265,8 +265,8 @@ pub unsafe extern "C" fn lsqr_tensor_dequantize(
 ///
 /// Precision: at batch 1, a quantized weight of C <= 4 bits runs on
 /// integer dot products where its table allows (the activations quantized
-/// per block of 32 or 64 to int8 or int16): 2-5x faster than the f32 table
-/// path, not bit-exact with it, and its added error at least 20 dB below
+/// per block of 32 or 64 to int8 or int16): 1.2-2.3x faster than the f32
+/// table path in the batch-1 bench, not bit-exact with it, and its added error at least 20 dB below
 /// the codec's own. `LSQR_EXACT=1` in the environment (read once per
 /// process) selects the exact f32 path for every call; a prepared weight
 /// selects it per weight (`lsqr_weight_set_exact`). Batch > 1 always runs

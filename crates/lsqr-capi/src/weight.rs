@@ -144,8 +144,9 @@ pub unsafe extern "C" fn lsqr_weight_free(weight: *mut lsqr_weight) {
 /// Keeps this weight's batch-1 `lsqr_weight_linear` on the exact f32
 /// table path (`exact = true`), or lets it run on integer dot products
 /// where the weight allows (`false`, the default): quantized, C <= 4,
-/// columns and groups in whole blocks of 32. The integer path is 2-5x
-/// faster, not bit-exact with the f32 path, and its added error stays at
+/// rows of whole bytes (columns a multiple of 8), groups of whole blocks
+/// of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
+/// "Kernels on packed weights"), not bit-exact with the f32 path, and its added error stays at
 /// least 20 dB below the codec's own. `LSQR_EXACT=1` in the environment
 /// forces the exact path whatever this says. Batch > 1 and conv2d always
 /// run the f32 path. Allocates nothing; the scratch grows at the next

@@ -317,8 +317,9 @@ impl<'a> PackedWeight<'a> {
     }
 
     /// Keeps batch 1 on the exact path (`true`) or lets it use integer dot
-    /// products where the weight's table allows (`false`, the default: 2-5x
-    /// faster at C <= 4, README "Kernels on packed weights").
+    /// products where the weight's table allows (`false`, the default:
+    /// 1.2-2.3x faster at C <= 4 in the batch-1 bench, README "Kernels on
+    /// packed weights").
     ///
     /// The integer path (C <= 4) quantizes the activations once per call,
     /// per block of 32 or 64 columns, to int8 or int16, and multiplies them
