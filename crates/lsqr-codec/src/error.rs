@@ -51,6 +51,15 @@ pub enum CodecError {
         /// Weights given.
         got: usize,
     },
+    /// An input covariance for error-compensating rounding that is not
+    /// `columns × columns` finite values with a positive diagonal (or
+    /// cannot be factored even when damped), or one of another row length.
+    InvalidCovariance {
+        /// Columns of the tensor's `[d0, rest]` view.
+        columns: usize,
+        /// Values given.
+        got: usize,
+    },
     /// A sub-scale does not fit its bits.
     SubScaleOutOfRange {
         /// Index of the sub-block.
@@ -136,6 +145,11 @@ impl fmt::Display for CodecError {
                 f,
                 "importance: {got} weights for {columns} columns; they must be one finite, \
                  non-negative weight per column, not all zero"
+            ),
+            Self::InvalidCovariance { columns, got } => write!(
+                f,
+                "input covariance: {got} values for {columns} columns; it must be {columns} x \
+                 {columns} finite values, symmetric, with a positive diagonal"
             ),
             Self::SubScaleOutOfRange { group, sub_scale, bits } => {
                 write!(f, "sub-scale {sub_scale} of sub-block {group} does not fit {bits} bits")

@@ -38,6 +38,7 @@ extern crate std;
 mod arch;
 pub mod codebook;
 mod error;
+pub mod feedback;
 pub mod metrics;
 #[doc(hidden)]
 pub mod paths;
@@ -50,6 +51,7 @@ pub use codebook::{
     seed_reference_encode, CodeWidth, Codebook, CodebookParams, CodecKind, FpLayout,
 };
 pub use error::CodecError;
+pub use feedback::ErrorFeedback;
 pub use metrics::ErrorMetrics;
 pub use quantize::{
     dequantize_codes, quantize, CodecSpec, QuantizeOptions, QuantizedTensor, ScaleMethod,

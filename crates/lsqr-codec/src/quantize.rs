@@ -5,6 +5,8 @@
 //! each group's clipping ratio, then encode every group against the one
 //! codebook.
 
+#[cfg(target_has_atomic = "ptr")]
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -13,6 +15,8 @@ use crate::scale::{
     element_count, settle_tiny_groups, GroupLayout, GroupScales, ScaleDtype, Scaling,
 };
 use crate::scale_fit::{self, Importance, TwoLevelFit};
+#[cfg(target_has_atomic = "ptr")]
+use crate::ErrorFeedback;
 use crate::{search, CodecError, ErrorMetrics};
 
 /// Which codebook to quantize with, and how to choose its parameters.
@@ -85,6 +89,13 @@ pub struct QuantizeOptions {
     /// the scale fit and the `log`/`lut` parameter searches; each value
     /// still takes its nearest level.
     pub importance: Option<Vec<f32>>,
+    /// Error-compensating rounding (GPTQ) with this layer's factored input
+    /// covariance: codes are chosen column by column, each rounding error
+    /// fed forward to the columns not yet rounded, so that the layer's
+    /// outputs, not each weight, are as close as the codebook allows.
+    /// Scales and codebook are chosen as without it. `None`: each value
+    /// takes its nearest level.
+    pub feedback: Option<Arc<ErrorFeedback>>,
 }
 
 impl QuantizeOptions {
@@ -97,6 +108,8 @@ impl QuantizeOptions {
             scale_dtype: ScaleDtype::F16,
             scale_method: ScaleMethod::AbsMax,
             importance: None,
+            #[cfg(target_has_atomic = "ptr")]
+            feedback: None,
         }
     }
 
@@ -136,7 +149,8 @@ pub fn quantize(
         _ => one_level(data, &layout, &absmax, importance, width, options)?,
     };
     let mut codes = vec![0u16; data.len()];
-    encode_groups(data, &layout, scales.values(), &codebook, &mut codes);
+    let columns = columns_of(shape);
+    encode(data, columns, &layout, scales.values(), &codebook, options, &mut codes)?;
     Ok(QuantizedTensor {
         shape: shape.to_vec(),
         codebook,
@@ -160,10 +174,7 @@ fn importance_of<'a>(
     per_column: Option<&'a [f32]>,
 ) -> Result<Importance<'a>, CodecError> {
     let Some(w) = per_column else { return Ok(Importance::UNIFORM) };
-    let cols = match shape {
-        [] | [_] => element_count(shape).unwrap_or(0),
-        [_, rest @ ..] => element_count(rest).unwrap_or(0),
-    };
+    let cols = columns_of(shape);
     let bad = w.len() != cols
         || w.iter().any(|v| !v.is_finite() || *v < 0.0)
         || (cols > 0 && w.iter().all(|&v| v == 0.0));
@@ -171,6 +182,14 @@ fn importance_of<'a>(
         return Err(CodecError::InvalidImportance { columns: cols, got: w.len() });
     }
     Ok(Importance::new(w))
+}
+
+/// Columns of the `[d0, rest]` view of `shape` (the elements of a vector).
+fn columns_of(shape: &[usize]) -> usize {
+    match shape {
+        [] | [_] => element_count(shape).unwrap_or(0),
+        [_, rest @ ..] => element_count(rest).unwrap_or(0),
+    }
 }
 
 /// One scale per group (tensor, row or group scaling).
@@ -334,6 +353,26 @@ pub(crate) fn inverse(scale: f32) -> f32 {
     } else {
         0.0
     }
+}
+
+/// Every value's code: its nearest level, or by error-compensating
+/// rounding when `options` carries the feedback.
+fn encode(
+    data: &[f32],
+    columns: usize,
+    layout: &GroupLayout,
+    scales: &[f32],
+    codebook: &Codebook,
+    options: &QuantizeOptions,
+    codes: &mut [u16],
+) -> Result<(), CodecError> {
+    #[cfg(target_has_atomic = "ptr")]
+    if let Some(f) = &options.feedback {
+        return f.encode(data, columns, layout, scales, codebook, codes);
+    }
+    let _ = (options, columns);
+    encode_groups(data, layout, scales, codebook, codes);
+    Ok(())
 }
 
 fn encode_groups(

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use lsqr_codec::{
     dequantize_codes, quantize, seed_reference_encode, CodeWidth, Codebook, CodecKind, CodecSpec,
-    FpLayout, QuantizeOptions, ScaleDtype, ScaleMethod, Scaling, TwoLevel,
+    ErrorFeedback, FpLayout, QuantizeOptions, ScaleDtype, ScaleMethod, Scaling, TwoLevel,
 };
 use proptest::prelude::*;
 
@@ -171,6 +171,7 @@ proptest! {
         mse in any::<bool>(),
         f32_scales in any::<bool>(),
         weighted in any::<bool>(),
+        fed in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let kind = CodecKind::ALL[kind];
@@ -197,6 +198,17 @@ proptest! {
             importance: (weighted && rows > 0 && cols > 0)
                 .then(|| (0..cols).map(|c| (c % 4) as f32).collect::<Vec<_>>())
                 .filter(|w| w.iter().any(|&v| v > 0.0)),
+            // A covariance with correlated neighbours, for error feedback.
+            feedback: (fed && cols > 0).then(|| {
+                let h: Vec<f32> = (0..cols * cols)
+                    .map(|k| match (k / cols).abs_diff(k % cols) {
+                        0 => 1.0,
+                        1 => 0.45,
+                        _ => 0.0,
+                    })
+                    .collect();
+                std::sync::Arc::new(ErrorFeedback::from_covariance(&h, cols).unwrap())
+            }),
         };
         let q = quantize(&xs, &[rows, cols], &options).unwrap();
         prop_assert_eq!(q.codes().len(), xs.len());
@@ -213,7 +225,7 @@ proptest! {
             let g = q.layout().group_of(i);
             let s = q.scales().values().get(g).copied().unwrap_or(1.0);
             prop_assert_eq!(y, table[usize::from(q.codes()[i])] * s);
-            if kind != CodecKind::Seed && !mse && scaling != Scaling::Unit {
+            if kind != CodecKind::Seed && !mse && !fed && scaling != Scaling::Unit {
                 // Absmax scaling never clips: the error is at most the
                 // largest gap between adjacent levels, times the scale.
                 let levels = sorted_levels(q.codebook());
