@@ -62,6 +62,9 @@ pub struct Budget {
     /// `--calibrate`: samples (.npz) to weigh tensors by their effect on
     /// the outputs of the model's graph.
     pub calibrate: Option<std::path::PathBuf>,
+    /// `--error-feedback`: with `calibrate`, error-compensating rounding
+    /// by each tensor's measured input covariance.
+    pub error_feedback: bool,
 }
 
 /// One way to store a tensor, measured on its sample.
@@ -164,10 +167,7 @@ fn candidates_for(
         for &scaling in layouts {
             let (q, m) =
                 best_quantization(model, t, settings, &sample, &sample_shape, bits, scaling)?;
-            let error = match settings.importance.get(&t.name) {
-                None => m.error_energy,
-                Some(w) => weighted_error(&sample, &q.dequantize(), w),
-            };
+            let error = counted_error(settings, &t.name, &sample, &q.dequantize(), &m);
             let stored_bits = stored_bits(
                 &t.shape,
                 bits,
@@ -181,6 +181,26 @@ fn candidates_for(
     let reference = out[0].error;
     out.retain(|c| c.error <= reference);
     Ok(out)
+}
+
+/// The error the budget counts for tensor `name` (values `x`, quantized
+/// `y`, `m` their metrics): the output error its inputs' covariance
+/// predicts where calibration measured one, else the squared error weighed
+/// by its importance, else the plain squared error.
+pub fn counted_error(
+    settings: &Settings,
+    name: &str,
+    x: &[f32],
+    y: &[f32],
+    m: &lsqr::codec::ErrorMetrics,
+) -> f64 {
+    if let Some(f) = settings.feedback.get(name) {
+        return f.output_error(x, y);
+    }
+    match settings.importance.get(name) {
+        None => m.error_energy,
+        Some(w) => weighted_error(x, y, w),
+    }
 }
 
 /// `Σ w[col] (x - y)²`: the error the importance weights `w` (one per

@@ -156,12 +156,15 @@ pub fn quantize(
                             .into());
                     }
                     let probe = crate::budget::probe(budget.bits_per_weight, &budget.layouts);
-                    let c =
-                        crate::calibrate::calibrate(&source, &settings, samples, probe, &names)?;
+                    let feedback = budget.error_feedback;
+                    let c = crate::calibrate::calibrate(
+                        &source, &settings, samples, probe, &names, feedback,
+                    )?;
                     // Importance given with --importance wins over measured.
                     for (name, w) in c.importance {
                         settings.importance.entry(name).or_insert(w);
                     }
+                    settings.feedback = c.feedback;
                     Some(c.gains)
                 }
             };
@@ -444,6 +447,7 @@ pub fn eval(
         per_tensor: Default::default(),
         budget: None,
         importance: Default::default(),
+        feedback: Default::default(),
     };
     let quantizable = model
         .tensors

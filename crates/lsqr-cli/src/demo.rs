@@ -56,6 +56,7 @@ fn settings(bits: u32) -> Settings {
         per_tensor: Default::default(),
         budget: None,
         importance: Default::default(),
+        feedback: Default::default(),
     }
 }
 

@@ -175,6 +175,7 @@ pub fn eval_graph(
         per_tensor: Default::default(),
         budget: None,
         importance: Default::default(),
+        feedback: Default::default(),
     };
     let (source, settings) = crate::graph::tensors_as_model(input, &graph, &base);
     let weights: Vec<_> = source
@@ -242,8 +243,14 @@ pub fn eval_graph(
                 let gains = if calibrated {
                     let probe = crate::budget::probe(bpw, &layouts);
                     let base = Settings { codec: CodecChoice::Fixed(kind), ..base.clone() };
-                    let c =
-                        crate::calibrate::calibrate(&model, &base, samples_path, probe, &names)?;
+                    let c = crate::calibrate::calibrate(
+                        &model,
+                        &base,
+                        samples_path,
+                        probe,
+                        &names,
+                        false,
+                    )?;
                     s.importance = c.importance;
                     Some(c.gains)
                 } else {

@@ -189,6 +189,13 @@ struct SettingsArgs {
     /// by what it does to the outputs, not by weight SNR alone.
     #[arg(long, value_name = "NPZ", requires = "bpw")]
     calibrate: Option<PathBuf>,
+    /// With --calibrate: error-compensating rounding (GPTQ). Each quantized
+    /// tensor's codes are chosen column by column, each rounding error fed
+    /// forward to the columns not yet rounded by the covariance of the
+    /// tensor's inputs on the samples (tensors of at most 4096 columns).
+    /// It needs many more samples than columns to generalise.
+    #[arg(long, requires = "calibrate")]
+    error_feedback: bool,
     /// Importance weights (.npz or .safetensors: per tensor, an array named as the tensor
     /// with one non-negative weight per column of its [rows, rest] view,
     /// e.g. the mean square of each input feature over calibration data):
@@ -333,6 +340,7 @@ fn main() -> ExitCode {
                     bits_per_weight,
                     layouts: settings.group.map_or_else(budget::default_layouts, |g| vec![g]),
                     calibrate: settings.calibrate,
+                    error_feedback: settings.error_feedback,
                 }),
                 importance: match settings.importance.as_deref().map(read_importance) {
                     None => Default::default(),
@@ -342,6 +350,7 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 },
+                feedback: Default::default(),
             };
             let graph_options = GraphOptions { input_shapes: input_shape };
             commands::quantize(

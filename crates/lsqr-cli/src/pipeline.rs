@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use lsqr::codec::{
-    quantize, CodecError, CodecKind, CodecSpec, ErrorMetrics, QuantizeOptions, QuantizedTensor,
-    ScaleDtype, ScaleMethod, Scaling,
+    quantize, CodecError, CodecKind, CodecSpec, ErrorFeedback, ErrorMetrics, QuantizeOptions,
+    QuantizedTensor, ScaleDtype, ScaleMethod, Scaling,
 };
 use lsqr::format::LsqWriter;
 use rayon::prelude::*;
@@ -88,6 +89,9 @@ pub struct Settings {
     /// `--calibrate` measured): one per column, see
     /// [`QuantizeOptions::importance`].
     pub importance: BTreeMap<String, Vec<f32>>,
+    /// Error-compensating rounding per tensor name (what `--calibrate`
+    /// measured), see [`QuantizeOptions::feedback`].
+    pub feedback: BTreeMap<String, Arc<ErrorFeedback>>,
 }
 
 /// What happens to one tensor.
@@ -128,13 +132,14 @@ impl Settings {
         bits: u32,
         scaling: Scaling,
         scale_dtype: ScaleDtype,
-        importance: Option<&Vec<f32>>,
+        name: &str,
     ) -> QuantizeOptions {
         QuantizeOptions {
             scaling,
             scale_dtype,
             scale_method: self.scale_method,
-            importance: importance.cloned(),
+            importance: self.importance.get(name).cloned(),
+            feedback: self.feedback.get(name).cloned(),
             ..QuantizeOptions::new(CodecSpec::default_for(kind), bits)
         }
     }
@@ -150,8 +155,7 @@ impl Settings {
         bits: u32,
         scaling: Scaling,
     ) -> Result<QuantizedTensor, CodecError> {
-        let importance = self.importance.get(name);
-        let options = |dtype| self.options(kind, bits, scaling, dtype, importance);
+        let options = |dtype| self.options(kind, bits, scaling, dtype, name);
         match quantize(values, shape, &options(self.scale_dtype)) {
             Err(CodecError::ScaleOutOfRange { scale, .. })
                 if self.scale_fallback
@@ -534,6 +538,7 @@ mod tests {
             per_tensor: Default::default(),
             budget: None,
             importance: Default::default(),
+            feedback: Default::default(),
         }
     }
 

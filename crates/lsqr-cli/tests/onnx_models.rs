@@ -161,10 +161,14 @@ fn quantized_bits_per_weight(lsq: &Path) -> f64 {
 /// Magika keeps its top-1 label on ≥ 99.5 % of the machine's files at
 /// C = 8. At a budget of 4.5 bits per weight it keeps it on 98.3 % by
 /// weight SNR alone and 98.75 % calibrated on its outputs (importance
-/// weights and output gains): issue 12 asks 99.5 %, which this does not
-/// reach yet (the 655k-weight convolution, nine tenths of the model, needs
-/// more than scale fitting at 4.4 bits); the bound below holds the
-/// calibrated figure.
+/// weights and output gains); error-compensating rounding on the same 64
+/// calibration files (`--error-feedback`) gives 98.3 % (output SNR 31.9 dB
+/// against 32.2 with the same plan: 64 files are too few for the
+/// convolution's 1280 x 1280 input covariance to generalise). Issue 12
+/// asks 99.5 %, which this does not reach (the 655k-weight convolution,
+/// 84 % of the weights, stays at C = 4 within 4.5 bits; a probe with
+/// `--bpw 5.5` kept 637 of 640); the bounds below hold the measured
+/// figures.
 #[test]
 fn magika_keeps_top1() {
     use std::io::Write;
@@ -194,15 +198,18 @@ fn magika_keeps_top1() {
     let calibrate = ["--codec", "lut", "--scale-method", "mse", "--bpw", "4.5", "--calibrate"];
     let calibrate: Vec<&str> =
         calibrate.iter().copied().chain([samples.to_str().unwrap()]).collect();
-    let cases: [(&str, &[&str]); 3] = [
+    let feedback: Vec<&str> = calibrate.iter().copied().chain(["--error-feedback"]).collect();
+    let cases: [(&str, &[&str]); 4] = [
         ("c8", &["--codec", "lut", "--bits", "8"]),
         ("bpw4.5", &["--codec", "lut", "--scale-method", "mse", "--bpw", "4.5"]),
         ("bpw4.5-calibrated", &calibrate),
+        ("bpw4.5-calibrated-feedback", &feedback),
     ];
     for (tag, args) in cases {
         let quantized = import(&dir, "magika/model.onnx", "bytes", &shape, args, tag);
         let bpw = quantized_bits_per_weight(&quantized);
         let (mut agree, mut total) = (0, 0);
+        let (mut reference, mut test) = (Vec::new(), Vec::new());
         for chunk in files.chunks(BATCH).filter(|c| c.len() == BATCH) {
             let mut x = Vec::with_capacity(BATCH * 2048);
             for f in chunk {
@@ -216,18 +223,22 @@ fn magika_keeps_top1() {
                 total += 1;
                 agree += usize::from(magika::top1(ra).0 == magika::top1(rb).0);
             }
+            reference.extend(a);
+            test.extend(b);
         }
         let rate = agree as f64 / total as f64;
         eprintln!(
-            "magika {tag} ({bpw:.3} bits per weight): top-1 agreement {agree}/{total} = {:.2} %",
-            100.0 * rate
+            "magika {tag} ({bpw:.3} bits per weight): top-1 agreement {agree}/{total} = {:.2} %, \
+             output SNR {:.2} dB",
+            100.0 * rate,
+            snr_db(&reference, &test)
         );
         if tag.starts_with("bpw") {
             assert!(bpw <= 4.5, "{tag}: {bpw} bits per weight over the 4.5 budget");
         }
         let floor = match tag {
             "c8" => 0.995,
-            "bpw4.5" => 0.975,
+            "bpw4.5" | "bpw4.5-calibrated-feedback" => 0.975,
             _ => 0.985,
         };
         assert!(total >= 500 && rate >= floor, "{tag}: top-1 agreement {agree}/{total}");
