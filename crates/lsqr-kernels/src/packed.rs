@@ -833,76 +833,59 @@ fn gemv_int_with(
     true
 }
 
-/// The integer kernel on this thread.
-#[cfg(not(feature = "parallel"))]
+/// The integer kernel on `job`'s rows (see [`for_row_blocks`]).
 fn gemv_int_rows(kern: &crate::Kernels, job: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
-    (kern.gemv_int)(job, y)
-}
-
-/// The integer kernel; with more than a million weights, row blocks go
-/// to rayon's pool (rows are independent: same result).
-#[cfg(feature = "parallel")]
-fn gemv_int_rows(kern: &crate::Kernels, job: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
-    use rayon::prelude::*;
-    let p = &job.rows;
-    let threads = rayon::current_num_threads();
-    if threads < 2 || y.len().saturating_mul(p.cols) < 1 << 20 {
-        return (kern.gemv_int)(job, y);
-    }
-    let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
-    y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
-        let first = k * block;
-        let byte = first * p.cols / 8 * p.bits as usize;
-        let rows = crate::kernels::PackedRows {
-            packed: p.packed.get(byte..).unwrap_or_default(),
-            scales: p.scales.get(first * p.scale_stride..).unwrap_or_default(),
-            ..*p
-        };
-        (kern.gemv_int)(&crate::kernels::IntRows { rows, ..*job }, out)
+    for_row_blocks(&job.rows, y, |rows, out| {
+        (kern.gemv_int)(&crate::kernels::IntRows { rows: *rows, ..*job }, out)
     });
 }
 
-/// Batch 1 on this thread: the rows' codes are decoded and multiplied in
-/// registers, a group's scale at a time (`Kernels::gemv_packed`); no
-/// weight is written as f32 and nothing is allocated.
-#[cfg(not(feature = "parallel"))]
+/// Batch 1 on the exact path: the rows' codes are decoded and multiplied
+/// in registers, a group's scale at a time (`Kernels::gemv_packed`); no
+/// weight is written as f32 and nothing is allocated (see
+/// [`for_row_blocks`] for the threads).
 fn gemv_rows(
     kern: &crate::Kernels,
     job: &crate::kernels::PackedRows<'_>,
     x: &[f32],
     y: &mut [f32],
 ) {
-    (kern.gemv_packed)(job, x, y)
+    for_row_blocks(job, y, |rows, out| (kern.gemv_packed)(rows, x, out));
 }
 
-/// Batch 1; with more than a million weights, row blocks go to rayon's
-/// pool (rows are independent, so the result is the same as on one
-/// thread).
-#[cfg(feature = "parallel")]
-fn gemv_rows(
-    kern: &crate::Kernels,
+/// Runs a batch-1 kernel, `run(rows, out)`, over the output rows `y` of
+/// `job`: on this thread, or, with the `parallel` feature, two threads or
+/// more and more than a million weights, in blocks of rows on rayon's
+/// pool, `run` getting each block's rows (codes and scales from its first
+/// row on) and outputs. Rows are independent, so the result is the same
+/// as on one thread.
+fn for_row_blocks(
     job: &crate::kernels::PackedRows<'_>,
-    x: &[f32],
     y: &mut [f32],
+    run: impl Fn(&crate::kernels::PackedRows<'_>, &mut [f32]) + Sync,
 ) {
-    use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
-    if threads < 2 || y.len().saturating_mul(job.cols) < 1 << 20 {
-        return (kern.gemv_packed)(job, x, y);
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        if threads >= 2 && y.len().saturating_mul(job.cols) >= 1 << 20 {
+            // Blocks of a multiple of 8 rows start on a byte whatever C
+            // is; four blocks per thread even out uneven progress.
+            let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
+            y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
+                let first = k * block;
+                let byte = first * job.cols / 8 * job.bits as usize;
+                let sub = crate::kernels::PackedRows {
+                    packed: job.packed.get(byte..).unwrap_or_default(),
+                    scales: job.scales.get(first * job.scale_stride..).unwrap_or_default(),
+                    ..*job
+                };
+                run(&sub, out)
+            });
+            return;
+        }
     }
-    // Blocks of a multiple of 8 rows start on a byte whatever C is; four
-    // blocks per thread even out uneven progress.
-    let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
-    y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
-        let first = k * block;
-        let byte = first * job.cols / 8 * job.bits as usize;
-        let sub = crate::kernels::PackedRows {
-            packed: job.packed.get(byte..).unwrap_or_default(),
-            scales: job.scales.get(first * job.scale_stride..).unwrap_or_default(),
-            ..*job
-        };
-        (kern.gemv_packed)(&sub, x, out)
-    });
+    run(job, y)
 }
 
 /// Dot product with eight independent partial sums (the order the SIMD
