@@ -126,15 +126,24 @@ const Q16_ACT: f32 = 4095.0;
 const MAX_TABLE_ERROR: f32 = 1.0 / 16.0;
 
 /// The integer form a C-bit table allows, chosen once per weight:
-/// C <= 4 (16 entries at most: one `vpshufb`), finite entries, rows of
-/// whole bytes (`cols` a multiple of 8), and groups of whole blocks of 32
-/// or 64 (or one scale per row). The int8 form (int8
+/// C <= 4 (16 entries at most: one `vpshufb`), finite entries and
+/// `scales`, rows of whole bytes (`cols` a multiple of 8), and groups of
+/// whole blocks of 32 or 64 (or one scale per row). The int8 form (int8
 /// table and activations) at C <= 3 when every entry rounds to within
 /// [`MAX_TABLE_ERROR`] of a cell on the ±127 grid; otherwise the int16
 /// form (±8191 table, ±4095 activations) under the same test; otherwise
 /// none (the exact path).
-fn int_form_of(bits: u32, table: &[f32], cols: usize, mode: ScaleMode) -> Option<IntForm> {
+fn int_form_of(
+    bits: u32,
+    table: &[f32],
+    cols: usize,
+    mode: ScaleMode,
+    scales: &[f32],
+) -> Option<IntForm> {
     if !(1..=4).contains(&bits) || table.len() != 1 << bits || cols == 0 {
+        return None;
+    }
+    if !scales.iter().all(|s| s.is_finite()) {
         return None;
     }
     let group = match mode {
@@ -191,7 +200,8 @@ fn int_form_of(bits: u32, table: &[f32], cols: usize, mode: ScaleMode) -> Option
         crate::kernels::IntTable::I8(_) => Q8,
         crate::kernels::IntTable::I16(_) => Q16_TABLE,
     };
-    Some(IntForm { table, step: tmax / q, block, scale_range: (0.0, 0.0) })
+    let scale_range = magnitude_range(scales.iter().copied());
+    Some(IntForm { table, step: tmax / q, block, scale_range })
 }
 
 /// Whether `LSQR_EXACT` (non-empty and not `"0"`, read once) asks for the
@@ -278,10 +288,7 @@ impl<'a> PackedWeight<'a> {
                 actual: scales.len(),
             });
         }
-        let int =
-            int_form_of(bits, &table, cols, mode).filter(|_| scales.iter().all(|s| s.is_finite()));
-        let int =
-            int.map(|f| IntForm { scale_range: magnitude_range(scales.iter().copied()), ..f });
+        let int = int_form_of(bits, &table, cols, mode, &scales);
         let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales, int });
         Ok(Self { shape: shape.to_vec(), rows, cols, storage, exact: false })
     }
