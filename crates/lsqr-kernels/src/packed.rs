@@ -68,7 +68,8 @@ pub(crate) struct Quantized<'a> {
 }
 
 /// A quantized weight's integer form: its table's integer copy, the step
-/// of that copy's grid, and the activation block.
+/// of that copy's grid, the activation block, and the order in which the
+/// kernel reads the quantized activations.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IntForm {
     table: crate::kernels::IntTable,
@@ -76,6 +77,12 @@ pub(crate) struct IntForm {
     step: f32,
     /// Columns per activation block (32 or 64).
     block: usize,
+    /// Columns per span of the stored activation order
+    /// (`crate::kernels::int_act_span`: 32 or 64).
+    span: usize,
+    /// `order[s]`, `s < span`: the column, within its span, of the
+    /// activation stored at position `s` (`crate::kernels::int_act_column`).
+    order: [u8; 64],
     /// The smallest nonzero and the largest magnitude of the weight's
     /// scales, for [`IntForm::safe_for`].
     scale_range: (f64, f64),
@@ -196,12 +203,16 @@ fn int_form_of(
     } else {
         return None;
     };
-    let q = match table {
-        crate::kernels::IntTable::I8(_) => Q8,
-        crate::kernels::IntTable::I16(_) => Q16_TABLE,
+    let (q, wide) = match table {
+        crate::kernels::IntTable::I8(_) => (Q8, false),
+        crate::kernels::IntTable::I16(_) => (Q16_TABLE, true),
     };
+    let span = crate::kernels::int_act_span(bits, block);
+    // Columns of a span are below 64: they fit a byte.
+    let order =
+        core::array::from_fn(|s| crate::kernels::int_act_column(bits, wide, span, s % span) as u8);
     let scale_range = magnitude_range(scales.iter().copied());
-    Some(IntForm { table, step: tmax / q, block, scale_range })
+    Some(IntForm { table, step: tmax / q, block, span, order, scale_range })
 }
 
 /// Whether `LSQR_EXACT` (non-empty and not `"0"`, read once) asks for the
@@ -748,15 +759,14 @@ fn int_scratch_len(cols: usize, block: usize) -> usize {
 /// (127 or 4095): `a = rint(x · (q / amax))`, clamped to ±q, and one
 /// factor per block `(amax / q) · step` (the table's step folded in).
 /// Each span of `order.len()` columns is stored in the kernel's order
-/// (`order[s]`: the column of stored position `s`,
-/// `crate::kernels::int_act_column`).
+/// (`order[s]`: the column of stored position `s`, [`IntForm::order`]).
 /// Returns `false`, writing garbage, when `x` holds a NaN or infinity
 /// (the caller then runs the exact path, which propagates them).
 fn quantize_acts<T: Copy>(
     x: &[f32],
     block: usize,
     (q, step): (f32, f32),
-    order: &[usize],
+    order: &[u8],
     acts: &mut [T],
     factors: &mut [f32],
     cast: impl Fn(i32) -> T,
@@ -780,7 +790,7 @@ fn quantize_acts<T: Copy>(
         for (k, ac) in ab.chunks_mut(order.len()).enumerate() {
             let xc = xb.get(k * order.len()..).unwrap_or_default();
             for (a, &col) in ac.iter_mut().zip(order) {
-                *a = quantize(xc.get(col).copied().unwrap_or(0.0));
+                *a = quantize(xc.get(usize::from(col)).copied().unwrap_or(0.0));
             }
         }
         *f = amax / q * step;
@@ -806,10 +816,7 @@ fn gemv_int_with(
     let (factors, rest) = scratch.split_at_mut(nblocks);
     let slots = &mut rest[..cols.div_ceil(2)];
     let wide = matches!(f.table, crate::kernels::IntTable::I16(_));
-    let span = crate::kernels::int_act_span(rows.bits, f.block);
-    let order: [usize; 64] =
-        core::array::from_fn(|s| crate::kernels::int_act_column(rows.bits, wide, span, s % span));
-    let order = &order[..span];
+    let order = &f.order[..f.span];
     let p = slots.as_mut_ptr();
     let (ok, act8, act16): (bool, &[i8], &[i16]) = if wide {
         // SAFETY: i16 has no more alignment than f32 and every bit pattern
