@@ -32,7 +32,7 @@
 
 use std::hint::black_box;
 use std::io::Cursor;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lsqr::codec::{quantize, CodecSpec, QuantizeOptions};
@@ -45,25 +45,10 @@ use lsqr_kernels::packed::{
 };
 use ndarray::{Array1, Array2};
 
-/// Evicts the caches by streaming 256 MiB.
-fn flush(buf: &mut [u8]) {
-    for (i, b) in buf.iter_mut().enumerate().step_by(64) {
-        *b = b.wrapping_add(i as u8);
-    }
-    black_box(&buf);
-}
-
-/// Times `f` with a cache flush before each run.
-fn cold(iters: u64, flush_buf: &mut [u8], mut f: impl FnMut()) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        flush(flush_buf);
-        let t = Instant::now();
-        f();
-        total += t.elapsed();
-    }
-    total
-}
+/// `flush` and `cold`: the weights out of cache before every timed call.
+#[path = "support.rs"]
+mod support;
+use support::cold;
 
 fn dot8(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];

@@ -1,5 +1,7 @@
 //! Decoding tensors and running layers on their packed weights.
 
+use std::borrow::Borrow;
+
 use lsqr_format::TensorView;
 use lsqr_kernels::conv::{self, Conv2dParams};
 use lsqr_kernels::packed::{self, PackedWeight};
@@ -346,6 +348,52 @@ pub(crate) unsafe fn shape4(p: *const usize, name: &str) -> Result<[usize; 4], E
     Ok(unsafe { p.cast::<[usize; 4]>().read_unaligned() })
 }
 
+/// The `params` and `input_shape` arguments of the conv2d functions,
+/// checked in that order.
+///
+/// # Safety
+/// `params` is NULL or readable; `input_shape` is NULL or has 4 readable
+/// `size_t`.
+pub(crate) unsafe fn conv2d_args(
+    params: *const lsqr_conv2d_params,
+    input_shape: *const usize,
+) -> Result<(Conv2dParams, [usize; 4]), Error> {
+    // SAFETY: the caller's contract on `params`.
+    let params = unsafe { arg(params, "params") }?;
+    // SAFETY: the caller's contract on `input_shape`.
+    let input_shape = unsafe { shape4(input_shape, "input_shape") }?;
+    Ok((Conv2dParams::from(params), input_shape))
+}
+
+/// The conv2d output-shape functions after their weight handle's check:
+/// checks `params`, `input_shape` and `out_shape` (in that order), then
+/// that the weight `name` of shape `weight_shape` is 4-D, and writes to
+/// `out_shape[0..4]` the output shape of the weight `weight()` gives
+/// (called only once every check has passed).
+///
+/// # Safety
+/// `params` is NULL or readable; `input_shape` is NULL or has 4 readable
+/// elements; `out_shape` is NULL or has 4 writable elements.
+pub(crate) unsafe fn conv2d_output_shape_into<'w, W: Borrow<PackedWeight<'w>>>(
+    weight_shape: &[usize],
+    name: &str,
+    params: *const lsqr_conv2d_params,
+    input_shape: *const usize,
+    out_shape: *mut usize,
+    weight: impl FnOnce() -> Result<W, Error>,
+) -> Result<(), Error> {
+    // SAFETY: the caller's contract on `params` and `input_shape`.
+    let (params, input_shape) = unsafe { conv2d_args(params, input_shape) }?;
+    if out_shape.is_null() {
+        return Err(Error::null("out_shape"));
+    }
+    check_conv_shape(weight_shape, name)?;
+    let shape = conv::conv2d_output_shape(weight()?.borrow(), input_shape, &params)?;
+    // SAFETY: non-null with 4 writable elements by the contract.
+    unsafe { out_shape.cast::<[usize; 4]>().write_unaligned(shape) };
+    Ok(())
+}
+
 /// Writes to `out_shape[0..4]` the NCHW shape `lsqr_conv2d` produces for an
 /// NCHW `input_shape[0..4]`, `weight` and `params`, without computing
 /// anything. The weight is `[out_channels, in_channels / groups, kh, kw]`.
@@ -369,20 +417,15 @@ pub unsafe extern "C" fn lsqr_conv2d_output_shape(
     out_shape: *mut usize,
 ) -> lsqr_status {
     ffi_fn!({
-        // SAFETY: the export's contract.
-        let (weight, params, input_shape) = unsafe {
-            (arg(weight, "weight")?, arg(params, "params")?, shape4(input_shape, "input_shape")?)
-        };
-        if out_shape.is_null() {
-            return Err(Error::null("out_shape"));
-        }
+        // SAFETY: the export's contract on `weight`.
+        let weight = unsafe { arg(weight, "weight") }?;
         let info = weight.info();
-        check_conv_shape(&info.shape_usize(), &info.name)?;
-        let w = prepared(&weight.view()?)?;
-        let shape = conv::conv2d_output_shape(&w, input_shape, &params.into())?;
-        // SAFETY: non-null with 4 writable elements by the contract.
-        unsafe { out_shape.cast::<[usize; 4]>().write_unaligned(shape) };
-        Ok(())
+        let shape = info.shape_usize();
+        let prepare = || prepared(&weight.view()?);
+        // SAFETY: the export's contract on the other arguments, forwarded.
+        unsafe {
+            conv2d_output_shape_into(&shape, &info.name, params, input_shape, out_shape, prepare)
+        }
     })
 }
 
@@ -427,16 +470,10 @@ pub unsafe extern "C" fn lsqr_conv2d(
     output_len: usize,
 ) -> lsqr_status {
     ffi_fn!({
-        // SAFETY: the export's contract on the handles, params and shape.
-        let (weight, bias, params, input_shape) = unsafe {
-            (
-                arg(weight, "weight")?,
-                bias.as_ref(),
-                arg(params, "params")?,
-                shape4(input_shape, "input_shape")?,
-            )
-        };
-        let params = Conv2dParams::from(params);
+        // SAFETY: the export's contract on the handles.
+        let (weight, bias) = unsafe { (arg(weight, "weight")?, bias.as_ref()) };
+        // SAFETY: the export's contract on `params` and `input_shape`.
+        let (params, input_shape) = unsafe { conv2d_args(params, input_shape) }?;
         let info = weight.info();
         check_conv_shape(&info.shape_usize(), &info.name)?;
         let w = prepared(&weight.view()?)?;

@@ -10,14 +10,13 @@
 //! `lsqr_weight_free` (the rule `lsqr_micro` follows too), stated on
 //! `lsqr_weight_prepare`.
 
-use lsqr_kernels::conv::{self, Conv2dParams};
 use lsqr_kernels::packed::{self, PackedWeight};
 
 use crate::error::{ffi_fn, lsqr_status, Error};
 use crate::model::{arg, lsqr_tensor, out};
 use crate::ops::{
-    bias_values, check_conv_shape, conv2d_product, linear_product, lsqr_conv2d_params, prepared,
-    shape4,
+    bias_values, conv2d_args, conv2d_output_shape_into, conv2d_product, linear_product,
+    lsqr_conv2d_params, prepared,
 };
 
 /// A weight prepared for repeated products: the kernels' form of a tensor
@@ -263,18 +262,13 @@ pub unsafe extern "C" fn lsqr_weight_conv2d_output_shape(
     out_shape: *mut usize,
 ) -> lsqr_status {
     ffi_fn!({
-        // SAFETY: the export's contract.
-        let (w, params, input_shape) = unsafe {
-            (arg(weight, "weight")?, arg(params, "params")?, shape4(input_shape, "input_shape")?)
-        };
-        if out_shape.is_null() {
-            return Err(Error::null("out_shape"));
+        // SAFETY: the export's contract on `weight`.
+        let w = unsafe { arg(weight, "weight") }?;
+        let (shape, name) = (w.weight.shape(), &w.name);
+        // SAFETY: the export's contract on the other arguments, forwarded.
+        unsafe {
+            conv2d_output_shape_into(shape, name, params, input_shape, out_shape, || Ok(&w.weight))
         }
-        check_conv_shape(w.weight.shape(), &w.name)?;
-        let shape = conv::conv2d_output_shape(&w.weight, input_shape, &params.into())?;
-        // SAFETY: non-null with 4 writable elements by the contract.
-        unsafe { out_shape.cast::<[usize; 4]>().write_unaligned(shape) };
-        Ok(())
     })
 }
 
@@ -312,11 +306,10 @@ pub unsafe extern "C" fn lsqr_weight_conv2d(
     output_len: usize,
 ) -> lsqr_status {
     ffi_fn!({
-        // SAFETY: the export's contract on the handle, params and shape.
-        let (w, params, input_shape) = unsafe {
-            (out(weight, "weight")?, arg(params, "params")?, shape4(input_shape, "input_shape")?)
-        };
-        let params = Conv2dParams::from(params);
+        // SAFETY: the export's contract on the handle.
+        let w = unsafe { out(weight, "weight") }?;
+        // SAFETY: the export's contract on `params` and `input_shape`.
+        let (params, input_shape) = unsafe { conv2d_args(params, input_shape) }?;
         // SAFETY: the export's contract on `input` and `output`, forwarded.
         unsafe {
             conv2d_product(

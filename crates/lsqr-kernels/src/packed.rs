@@ -68,7 +68,8 @@ pub(crate) struct Quantized<'a> {
 }
 
 /// A quantized weight's integer form: its table's integer copy, the step
-/// of that copy's grid, and the activation block.
+/// of that copy's grid, the activation block, and the order in which the
+/// kernel reads the quantized activations.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IntForm {
     table: crate::kernels::IntTable,
@@ -76,6 +77,12 @@ pub(crate) struct IntForm {
     step: f32,
     /// Columns per activation block (32 or 64).
     block: usize,
+    /// Columns per span of the stored activation order
+    /// (`crate::kernels::int_act_span`: 32 or 64).
+    span: usize,
+    /// `order[s]`, `s < span`: the column, within its span, of the
+    /// activation stored at position `s` (`crate::kernels::int_act_column`).
+    order: [u8; 64],
     /// The smallest nonzero and the largest magnitude of the weight's
     /// scales, for [`IntForm::safe_for`].
     scale_range: (f64, f64),
@@ -126,15 +133,24 @@ const Q16_ACT: f32 = 4095.0;
 const MAX_TABLE_ERROR: f32 = 1.0 / 16.0;
 
 /// The integer form a C-bit table allows, chosen once per weight:
-/// C <= 4 (16 entries at most: one `vpshufb`), finite entries, rows of
-/// whole bytes (`cols` a multiple of 8), and groups of whole blocks of 32
-/// or 64 (or one scale per row). The int8 form (int8
+/// C <= 4 (16 entries at most: one `vpshufb`), finite entries and
+/// `scales`, rows of whole bytes (`cols` a multiple of 8), and groups of
+/// whole blocks of 32 or 64 (or one scale per row). The int8 form (int8
 /// table and activations) at C <= 3 when every entry rounds to within
 /// [`MAX_TABLE_ERROR`] of a cell on the ±127 grid; otherwise the int16
 /// form (±8191 table, ±4095 activations) under the same test; otherwise
 /// none (the exact path).
-fn int_form_of(bits: u32, table: &[f32], cols: usize, mode: ScaleMode) -> Option<IntForm> {
+fn int_form_of(
+    bits: u32,
+    table: &[f32],
+    cols: usize,
+    mode: ScaleMode,
+    scales: &[f32],
+) -> Option<IntForm> {
     if !(1..=4).contains(&bits) || table.len() != 1 << bits || cols == 0 {
+        return None;
+    }
+    if !scales.iter().all(|s| s.is_finite()) {
         return None;
     }
     let group = match mode {
@@ -187,11 +203,16 @@ fn int_form_of(bits: u32, table: &[f32], cols: usize, mode: ScaleMode) -> Option
     } else {
         return None;
     };
-    let q = match table {
-        crate::kernels::IntTable::I8(_) => Q8,
-        crate::kernels::IntTable::I16(_) => Q16_TABLE,
+    let (q, wide) = match table {
+        crate::kernels::IntTable::I8(_) => (Q8, false),
+        crate::kernels::IntTable::I16(_) => (Q16_TABLE, true),
     };
-    Some(IntForm { table, step: tmax / q, block, scale_range: (0.0, 0.0) })
+    let span = crate::kernels::int_act_span(bits, block);
+    // Columns of a span are below 64: they fit a byte.
+    let order =
+        core::array::from_fn(|s| crate::kernels::int_act_column(bits, wide, span, s % span) as u8);
+    let scale_range = magnitude_range(scales.iter().copied());
+    Some(IntForm { table, step: tmax / q, block, span, order, scale_range })
 }
 
 /// Whether `LSQR_EXACT` (non-empty and not `"0"`, read once) asks for the
@@ -278,10 +299,7 @@ impl<'a> PackedWeight<'a> {
                 actual: scales.len(),
             });
         }
-        let int =
-            int_form_of(bits, &table, cols, mode).filter(|_| scales.iter().all(|s| s.is_finite()));
-        let int =
-            int.map(|f| IntForm { scale_range: magnitude_range(scales.iter().copied()), ..f });
+        let int = int_form_of(bits, &table, cols, mode, &scales);
         let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales, int });
         Ok(Self { shape: shape.to_vec(), rows, cols, storage, exact: false })
     }
@@ -741,15 +759,14 @@ fn int_scratch_len(cols: usize, block: usize) -> usize {
 /// (127 or 4095): `a = rint(x · (q / amax))`, clamped to ±q, and one
 /// factor per block `(amax / q) · step` (the table's step folded in).
 /// Each span of `order.len()` columns is stored in the kernel's order
-/// (`order[s]`: the column of stored position `s`,
-/// `crate::kernels::int_act_column`).
+/// (`order[s]`: the column of stored position `s`, [`IntForm::order`]).
 /// Returns `false`, writing garbage, when `x` holds a NaN or infinity
 /// (the caller then runs the exact path, which propagates them).
 fn quantize_acts<T: Copy>(
     x: &[f32],
     block: usize,
     (q, step): (f32, f32),
-    order: &[usize],
+    order: &[u8],
     acts: &mut [T],
     factors: &mut [f32],
     cast: impl Fn(i32) -> T,
@@ -773,7 +790,7 @@ fn quantize_acts<T: Copy>(
         for (k, ac) in ab.chunks_mut(order.len()).enumerate() {
             let xc = xb.get(k * order.len()..).unwrap_or_default();
             for (a, &col) in ac.iter_mut().zip(order) {
-                *a = quantize(xc.get(col).copied().unwrap_or(0.0));
+                *a = quantize(xc.get(usize::from(col)).copied().unwrap_or(0.0));
             }
         }
         *f = amax / q * step;
@@ -799,10 +816,7 @@ fn gemv_int_with(
     let (factors, rest) = scratch.split_at_mut(nblocks);
     let slots = &mut rest[..cols.div_ceil(2)];
     let wide = matches!(f.table, crate::kernels::IntTable::I16(_));
-    let span = crate::kernels::int_act_span(rows.bits, f.block);
-    let order: [usize; 64] =
-        core::array::from_fn(|s| crate::kernels::int_act_column(rows.bits, wide, span, s % span));
-    let order = &order[..span];
+    let order = &f.order[..f.span];
     let p = slots.as_mut_ptr();
     let (ok, act8, act16): (bool, &[i8], &[i16]) = if wide {
         // SAFETY: i16 has no more alignment than f32 and every bit pattern
@@ -833,76 +847,59 @@ fn gemv_int_with(
     true
 }
 
-/// The integer kernel on this thread.
-#[cfg(not(feature = "parallel"))]
+/// The integer kernel on `job`'s rows (see [`for_row_blocks`]).
 fn gemv_int_rows(kern: &crate::Kernels, job: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
-    (kern.gemv_int)(job, y)
-}
-
-/// The integer kernel; with more than a million weights, row blocks go
-/// to rayon's pool (rows are independent: same result).
-#[cfg(feature = "parallel")]
-fn gemv_int_rows(kern: &crate::Kernels, job: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
-    use rayon::prelude::*;
-    let p = &job.rows;
-    let threads = rayon::current_num_threads();
-    if threads < 2 || y.len().saturating_mul(p.cols) < 1 << 20 {
-        return (kern.gemv_int)(job, y);
-    }
-    let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
-    y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
-        let first = k * block;
-        let byte = first * p.cols / 8 * p.bits as usize;
-        let rows = crate::kernels::PackedRows {
-            packed: p.packed.get(byte..).unwrap_or_default(),
-            scales: p.scales.get(first * p.scale_stride..).unwrap_or_default(),
-            ..*p
-        };
-        (kern.gemv_int)(&crate::kernels::IntRows { rows, ..*job }, out)
+    for_row_blocks(&job.rows, y, |rows, out| {
+        (kern.gemv_int)(&crate::kernels::IntRows { rows: *rows, ..*job }, out)
     });
 }
 
-/// Batch 1 on this thread: the rows' codes are decoded and multiplied in
-/// registers, a group's scale at a time (`Kernels::gemv_packed`); no
-/// weight is written as f32 and nothing is allocated.
-#[cfg(not(feature = "parallel"))]
+/// Batch 1 on the exact path: the rows' codes are decoded and multiplied
+/// in registers, a group's scale at a time (`Kernels::gemv_packed`); no
+/// weight is written as f32 and nothing is allocated (see
+/// [`for_row_blocks`] for the threads).
 fn gemv_rows(
     kern: &crate::Kernels,
     job: &crate::kernels::PackedRows<'_>,
     x: &[f32],
     y: &mut [f32],
 ) {
-    (kern.gemv_packed)(job, x, y)
+    for_row_blocks(job, y, |rows, out| (kern.gemv_packed)(rows, x, out));
 }
 
-/// Batch 1; with more than a million weights, row blocks go to rayon's
-/// pool (rows are independent, so the result is the same as on one
-/// thread).
-#[cfg(feature = "parallel")]
-fn gemv_rows(
-    kern: &crate::Kernels,
+/// Runs a batch-1 kernel, `run(rows, out)`, over the output rows `y` of
+/// `job`: on this thread, or, with the `parallel` feature, two threads or
+/// more and more than a million weights, in blocks of rows on rayon's
+/// pool, `run` getting each block's rows (codes and scales from its first
+/// row on) and outputs. Rows are independent, so the result is the same
+/// as on one thread.
+fn for_row_blocks(
     job: &crate::kernels::PackedRows<'_>,
-    x: &[f32],
     y: &mut [f32],
+    run: impl Fn(&crate::kernels::PackedRows<'_>, &mut [f32]) + Sync,
 ) {
-    use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
-    if threads < 2 || y.len().saturating_mul(job.cols) < 1 << 20 {
-        return (kern.gemv_packed)(job, x, y);
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        if threads >= 2 && y.len().saturating_mul(job.cols) >= 1 << 20 {
+            // Blocks of a multiple of 8 rows start on a byte whatever C
+            // is; four blocks per thread even out uneven progress.
+            let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
+            y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
+                let first = k * block;
+                let byte = first * job.cols / 8 * job.bits as usize;
+                let sub = crate::kernels::PackedRows {
+                    packed: job.packed.get(byte..).unwrap_or_default(),
+                    scales: job.scales.get(first * job.scale_stride..).unwrap_or_default(),
+                    ..*job
+                };
+                run(&sub, out)
+            });
+            return;
+        }
     }
-    // Blocks of a multiple of 8 rows start on a byte whatever C is; four
-    // blocks per thread even out uneven progress.
-    let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
-    y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
-        let first = k * block;
-        let byte = first * job.cols / 8 * job.bits as usize;
-        let sub = crate::kernels::PackedRows {
-            packed: job.packed.get(byte..).unwrap_or_default(),
-            scales: job.scales.get(first * job.scale_stride..).unwrap_or_default(),
-            ..*job
-        };
-        (kern.gemv_packed)(&sub, x, out)
-    });
+    run(job, y)
 }
 
 /// Dot product with eight independent partial sums (the order the SIMD

@@ -219,6 +219,46 @@ mod tests {
             .collect()
     }
 
+    /// A [`Case`] as the row kernels see it: `rows` rows of `cols` codes,
+    /// packed into an exact allocation ([`Case::packed`]), and the scales of
+    /// the layout `(scale_stride, group)` ([`scales`], every third one from
+    /// `special_scales` when given).
+    struct RowsCase {
+        case: Case,
+        packed: Box<[u8]>,
+        scales: Vec<f32>,
+        cols: usize,
+        scale_stride: usize,
+        group: usize,
+    }
+
+    impl RowsCase {
+        fn new(
+            case: Case,
+            rows: usize,
+            cols: usize,
+            (scale_stride, group): (usize, usize),
+            special_scales: Option<&[f32]>,
+        ) -> Self {
+            let packed = case.packed();
+            let scales = scales(rows * scale_stride.max(1), special_scales);
+            Self { case, packed, scales, cols, scale_stride, group }
+        }
+
+        /// The kernels' view of the rows.
+        fn job(&self) -> PackedRows<'_> {
+            PackedRows {
+                packed: &self.packed,
+                bits: self.case.table.len().trailing_zeros(),
+                cols: self.cols,
+                table: &self.case.table,
+                scales: &self.scales,
+                scale_stride: self.scale_stride,
+                group: self.group,
+            }
+        }
+    }
+
     /// Scales for the GEMV: 0, subnormal, tiny (a large one would overflow
     /// each lane's partial sum on AVX2 but not the portable whole sum).
     const GEMV_SCALES: [f32; 4] = [0.0, 1e-40, f32::MIN_POSITIVE, 1e-3];
@@ -351,15 +391,15 @@ mod tests {
         x_offset: usize,
         seed: u64,
     ) {
-        let mut case = Case::new(bits, rows * cols, sign_magnitude, seed, special);
-        let xs = case.values(cols);
+        let case = Case::new(bits, rows * cols, sign_magnitude, seed, special);
+        let layout = layout_of(layout, cols);
+        let mut w = RowsCase::new(case, rows, cols, layout, special.map(|_| &GEMV_SCALES[..]));
+        let xs = w.case.values(cols);
         let x = exact_at(&xs, x_offset);
         let x = &x[x_offset..];
-        let (table, codes, packed) = (&case.table, &case.codes, case.packed());
-        let (scale_stride, group) = layout_of(layout, cols);
-        let scales = scales(rows * scale_stride.max(1), special.map(|_| &GEMV_SCALES[..]));
-        let job =
-            PackedRows { packed: &packed, bits, cols, table, scales: &scales, scale_stride, group };
+        let job = w.job();
+        let (table, codes, scales) = (job.table, &w.case.codes, job.scales);
+        let (scale_stride, group) = (job.scale_stride, job.group);
         let mut want = vec![f32::NAN; rows];
         generic::gemv_packed(&job, x, &mut want);
         for_each_simd_path(SUITE, |path| {
@@ -403,14 +443,14 @@ mod tests {
             use crate::kernels::{IntRows, IntTable};
             let block = if block64 { 64 } else { 32 };
             let cols = blocks * block;
-            let mut case = Case::new(bits, rows * cols, false, seed, None);
-            let packed = case.packed();
-            let (scale_stride, group) = match layout {
+            let layout = match layout {
                 0 => (0, cols),
                 1 => (1, cols),
                 _ => (cols / block, block),
             };
-            let scales = scales(rows * scale_stride.max(1), None);
+            let case = Case::new(bits, rows * cols, false, seed, None);
+            let mut w = RowsCase::new(case, rows, cols, layout, None);
+            let case = &mut w.case;
             let mut t8 = [0i8; 16];
             let mut t16 = [0i16; 16];
             for k in 0..16 {
@@ -420,9 +460,9 @@ mod tests {
             let act8: Vec<i8> = (0..cols).map(|_| ((case.next() % 255) as i32 - 127) as i8).collect();
             let act16: Vec<i16> = (0..cols).map(|_| ((case.next() % 8191) as i32 - 4095) as i16).collect();
             let act_scales: Vec<f32> = case.values(blocks).iter().map(|v| v * 1e-3).collect();
-            let table = vec![0.0f32; 1 << bits];
+            // The f32 table is not read: the integer table stands for it.
             let job = IntRows {
-                rows: PackedRows { packed: &packed, bits, cols, table: &table, scales: &scales, scale_stride, group },
+                rows: w.job(),
                 table: if wide { IntTable::I16(t16) } else { IntTable::I8(t8) },
                 block,
                 act8: &act8,
@@ -462,15 +502,16 @@ mod tests {
             let cols = cols8 * 8 + usize::from(odd) * 5;
             let special = if extreme { Some(&EXTREMES[..]) } else { None };
             let case = Case::new(bits, rows * cols, sign_magnitude, seed, special);
-            let (table, codes, packed) = (&case.table, &case.codes, case.packed());
-            let (scale_stride, group) = match layout {
+            let layout = match layout {
                 0 => (0, cols),
                 1 => (1, cols),
                 2 => (cols.div_ceil(16), 16),
                 _ => (cols.div_ceil(40), 40),
             };
-            let scales = scales(rows * scale_stride.max(1), special.map(|_| &DECODE_SCALES[..]));
-            let job = PackedRows { packed: &packed, bits, cols, table, scales: &scales, scale_stride, group };
+            let w = RowsCase::new(case, rows, cols, layout, special.map(|_| &DECODE_SCALES[..]));
+            let job = w.job();
+            let (table, codes, scales) = (job.table, &w.case.codes, job.scales);
+            let (scale_stride, group) = (job.scale_stride, job.group);
             let start = start.min(codes.len());
             // The whole rest, and a piece ending before the end.
             for n in [codes.len() - start, (codes.len() - start) / 2] {

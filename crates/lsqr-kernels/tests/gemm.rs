@@ -113,6 +113,47 @@ fn dense(w: &PackedWeight<'_>) -> Vec<f32> {
     d
 }
 
+/// The f64 oracle of one output of `y = x Wᵀ + b`.
+struct Oracle {
+    /// `b + Σ w x`, in f64.
+    exact: f64,
+    /// `(cols + 2) ε (|b| + Σ |w x|)`: the bound on an f32 product's
+    /// rounding error.
+    tol: f64,
+    /// `Σ |w|` over the output's row of the weight.
+    wsum: f64,
+}
+
+/// Calls `check(b, r, y[b, r], oracle)` for every output of `y`
+/// (`[batch, rows]`), the oracle computed from the decoded weight `dense`
+/// (`[rows, cols]`), `x` (`[batch, cols]`) and `bias`.
+fn each_output(
+    dense: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    bias: &[f32],
+    y: &[f32],
+    mut check: impl FnMut(usize, usize, f32, Oracle),
+) {
+    let batch = y.len() / rows.max(1);
+    for b in 0..batch {
+        for r in 0..rows {
+            let (mut exact, mut size) = (f64::from(bias[r]), f64::from(bias[r].abs()));
+            let mut wsum = 0.0f64;
+            for c in 0..cols {
+                let w = dense[r * cols + c];
+                let p = f64::from(w) * f64::from(x[b * cols + c]);
+                exact += p;
+                size += p.abs();
+                wsum += f64::from(w.abs());
+            }
+            let tol = (cols + 2) as f64 * f64::from(f32::EPSILON) * size + 1e-30;
+            check(b, r, y[b * rows + r], Oracle { exact, tol, wsum });
+        }
+    }
+}
+
 /// Checks `y = x Wᵀ + b` against an f64 product of the decoded weight.
 fn check_linear(
     what: &str,
@@ -124,22 +165,13 @@ fn check_linear(
     y: &[f32],
 ) {
     let batch = y.len() / rows.max(1);
-    for b in 0..batch {
-        for r in 0..rows {
-            let (mut exact, mut size) = (f64::from(bias[r]), f64::from(bias[r].abs()));
-            for c in 0..cols {
-                let p = f64::from(dense[r * cols + c]) * f64::from(x[b * cols + c]);
-                exact += p;
-                size += p.abs();
-            }
-            let got = f64::from(y[b * rows + r]);
-            let tol = (cols + 2) as f64 * f64::from(f32::EPSILON) * size + 1e-30;
-            assert!(
-                (got - exact).abs() <= tol,
-                "{what}: y[{b},{r}] = {got}, expected {exact} (rows {rows}, cols {cols}, batch {batch})"
-            );
-        }
-    }
+    each_output(dense, rows, cols, x, bias, y, |b, r, got, Oracle { exact, tol, .. }| {
+        let got = f64::from(got);
+        assert!(
+            (got - exact).abs() <= tol,
+            "{what}: y[{b},{r}] = {got}, expected {exact} (rows {rows}, cols {cols}, batch {batch})"
+        );
+    });
 }
 
 fn linear_case(rows: usize, cols: usize, batch: usize, bits: u32, scaling: usize, seed: u64) {
@@ -531,27 +563,16 @@ fn check_linear_extreme(
     bias: &[f32],
     y: &[f32],
 ) {
-    let batch = y.len() / rows.max(1);
-    for b in 0..batch {
-        for r in 0..rows {
-            let (mut exact, mut size) = (f64::from(bias[r]), f64::from(bias[r].abs()));
-            for c in 0..cols {
-                let p = f64::from(dense[r * cols + c]) * f64::from(x[b * cols + c]);
-                exact += p;
-                size += p.abs();
-            }
-            let got = y[b * rows + r];
-            let ok = if exact.is_nan() {
-                got.is_nan()
-            } else if exact.is_infinite() {
-                f64::from(got) == exact
-            } else {
-                let tol = (cols + 2) as f64 * f64::from(f32::EPSILON) * size + 1e-30;
-                (f64::from(got) - exact).abs() <= tol
-            };
-            assert!(ok, "{what}: y[{b},{r}] = {got:e}, expected {exact:e} (cols {cols})");
-        }
-    }
+    each_output(dense, rows, cols, x, bias, y, |b, r, got, Oracle { exact, tol, .. }| {
+        let ok = if exact.is_nan() {
+            got.is_nan()
+        } else if exact.is_infinite() {
+            f64::from(got) == exact
+        } else {
+            (f64::from(got) - exact).abs() <= tol
+        };
+        assert!(ok, "{what}: y[{b},{r}] = {got:e}, expected {exact:e} (cols {cols})");
+    });
 }
 
 /// The integer path (or the exact one, where it declines) on the same
@@ -560,7 +581,7 @@ fn check_linear_extreme(
 /// each to 1/254 of its block's largest, and table entries move by up to
 /// 1/16 of a cell, so the error stays below `Σ |w| · max |x| / 8` (this
 /// catches overflow, lost blocks and garbage, not precision: that is
-/// `tests/packed.rs`'s `int_path_precision`).
+/// `tests/packed.rs`'s `int_path_precision`). Batch 1: `x` is one row.
 fn check_linear_integer(
     what: &str,
     dense: &[f32],
@@ -571,14 +592,7 @@ fn check_linear_integer(
     y: &[f32],
 ) {
     let xmax = x.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
-    for r in 0..rows {
-        let mut exact = f64::from(bias[r]);
-        let mut wsum = 0.0f64;
-        for c in 0..cols {
-            exact += f64::from(dense[r * cols + c]) * f64::from(x[c]);
-            wsum += f64::from(dense[r * cols + c].abs());
-        }
-        let got = y[r];
+    each_output(dense, rows, cols, x, bias, y, |_, r, got, Oracle { exact, wsum, .. }| {
         if exact.is_nan() || exact.is_infinite() {
             // The exact path's order-independent outcomes (see
             // `check_linear_extreme`) are the integer path's too: it
@@ -594,7 +608,7 @@ fn check_linear_integer(
                 "{what}: y[{r}] = {got:e}, expected {exact:e} (bound {tol:e})"
             );
         }
-    }
+    });
 }
 
 /// Batch 1 (the register GEMV) and batch > 1 (the blocked GEMM) of every

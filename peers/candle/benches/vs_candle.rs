@@ -50,7 +50,7 @@
 
 use std::hint::black_box;
 use std::io::Cursor;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -62,25 +62,10 @@ use lsqr_kernels::packed::{linear, linear_into, linear_scratch_len};
 use ndarray::{Array1, Array2};
 use rayon::ThreadPool;
 
-/// Evicts the caches by streaming 256 MiB.
-fn flush(buf: &mut [u8]) {
-    for (i, b) in buf.iter_mut().enumerate().step_by(64) {
-        *b = b.wrapping_add(i as u8);
-    }
-    black_box(&buf);
-}
-
-/// Times `f` with a cache flush before each run.
-fn cold(iters: u64, flush_buf: &mut [u8], mut f: impl FnMut()) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        flush(flush_buf);
-        let t = Instant::now();
-        f();
-        total += t.elapsed();
-    }
-    total
-}
+/// `flush` and `cold`: the weights out of cache before every timed call.
+#[path = "../../../benches/support.rs"]
+mod support;
+use support::cold;
 
 /// How candle's quantized matmul runs in this process.
 #[derive(Clone, Copy, PartialEq, Eq)]
