@@ -49,7 +49,7 @@ fn settings(bits: u32) -> Settings {
         codec: CodecChoice::Fixed(CodecKind::Log),
         scaling: Scaling::Group(64),
         scale_dtype: ScaleDtype::F16,
-        scale_method: ScaleMethod::AbsMax,
+        scale_method: ScaleMethod::MseSearch,
         scale_fallback: true,
         keep: Vec::new(),
         bits_for: Vec::new(),
@@ -64,7 +64,7 @@ fn settings(bits: u32) -> Settings {
 /// would on the demo model.
 pub fn run(output: Option<&Path>) -> Result<(), String> {
     let model = synthetic_model();
-    println!("demo: a synthetic 784-512-256-10 MLP (Laplacian/Gaussian weights), log codec, groups of 64, f16 scales\n");
+    println!("demo: a synthetic 784-512-256-10 MLP (Laplacian/Gaussian weights), log codec, groups of 64, f16 scales fitted to the error\n");
     for bits in [4, 8] {
         let mut sink =
             LsqWriter::new(std::io::Cursor::new(Vec::new())).map_err(|e| e.to_string())?;

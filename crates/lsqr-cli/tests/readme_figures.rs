@@ -355,12 +355,22 @@ fn nf4_is_bitsandbytes_nf4() {
 
 // ------------------------------------------------------------ real models
 
-/// `lsqr eval --json` cells: (codec, C) -> weighted SNR.
-fn eval(model: &Path, bits: &str, codecs: Option<&str>) -> HashMap<(String, u32), f64> {
+/// `lsqr eval --json` cells: (codec, C) -> weighted SNR, with the default
+/// (MSE-fitted) scales, or with absmax scales (`absmax`), the scales the
+/// textbook grids below are defined on.
+fn eval(
+    model: &Path,
+    bits: &str,
+    codecs: Option<&str>,
+    absmax: bool,
+) -> HashMap<(String, u32), f64> {
     let path = model.display().to_string();
     let mut args = vec!["eval", &path, "--bits", bits, "--json"];
     if let Some(c) = codecs {
         args.extend(["--codec", c]);
+    }
+    if absmax {
+        args.extend(["--scale-method", "absmax"]);
     }
     let cells: Value = serde_json::from_str(&lsqr(&args)).unwrap();
     cells
@@ -374,6 +384,20 @@ fn eval(model: &Path, bits: &str, codecs: Option<&str>) -> HashMap<(String, u32)
             )
         })
         .collect()
+}
+
+/// MSE-fitted scales are never worse than absmax per group, so neither
+/// pooled over a model: every cell of `fitted` is at least `absmax`'s.
+fn fitted_never_below_absmax(
+    what: &str,
+    fitted: &HashMap<(String, u32), f64>,
+    absmax: &HashMap<(String, u32), f64>,
+) {
+    assert_eq!(fitted.len(), absmax.len(), "{what}");
+    for (cell, &a) in absmax {
+        let f = fitted[cell];
+        assert!(f >= a - 1e-9, "{what} {cell:?}: mse {f} below absmax {a}");
+    }
 }
 
 /// The tensors `lsqr` quantizes in `source`, as f32, with their shapes:
@@ -428,7 +452,9 @@ fn minilm_eval_table() {
         "lsqr eval ~/.cache/lsqr-models/minilm/model.safetensors --bits 3..8",
     );
     let source = model(MINILM);
-    let cells = eval(&source, "3..8", None);
+    let cells = eval(&source, "3..8", None, false);
+    let textbook = eval(&source, "3..8", None, true);
+    fitted_never_below_absmax("MiniLM", &cells, &textbook);
     assert_eq!(table.rows.len(), 7);
     assert_eq!(cells.len(), 42);
     for (label, _) in &table.rows {
@@ -444,7 +470,8 @@ fn minilm_eval_table() {
     }
     let tensors = quantized_tensors(&source);
     assert_eq!(tensors.len(), 40, "README: 40 quantized tensors");
-    let m = |label: &str, c: u32| cells[&(label.to_string(), c)];
+    // The independent checks are on absmax scales.
+    let m = |label: &str, c: u32| textbook[&(label.to_string(), c)];
     for c in 3..=8 {
         // independent: the reference formula and the int-C grid.
         let seed_ref = pooled(&tensors, |x, _| seed_reference(x, c));
@@ -482,7 +509,9 @@ fn other_models_table_and_the_reference_claim() {
     let mut seed_ref_cells = Vec::new();
     for (label, file) in models {
         let source = model(file);
-        let cells = eval(&source, "4,8", Some("seed,log,uniform"));
+        let cells = eval(&source, "4,8", Some("seed,log,uniform"), false);
+        let textbook = eval(&source, "4,8", Some("seed,log,uniform"), true);
+        fitted_never_below_absmax(label, &cells, &textbook);
         let tensors = quantized_tensors(&source);
         for codec in ["seed-ref", "seed", "log", "uniform"] {
             for c in [4, 8] {
@@ -497,7 +526,7 @@ fn other_models_table_and_the_reference_claim() {
             }
         }
         for c in [4, 8] {
-            let m = |codec: &str| cells[&(codec.to_string(), c)];
+            let m = |codec: &str| textbook[&(codec.to_string(), c)];
             let seed_ref = pooled(&tensors, |x, _| seed_reference(x, c));
             assert_pinned(
                 &format!("{label} seed-ref C={c} vs formula"),
