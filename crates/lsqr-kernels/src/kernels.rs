@@ -79,6 +79,11 @@ pub(crate) struct IntRows<'a> {
     pub(crate) rows: PackedRows<'a>,
     pub(crate) table: IntTable,
     pub(crate) block: usize,
+    /// Scale groups of half a block (C = 4, blocks of 64, groups of 32, as
+    /// two-level scales with sub-blocks of 32 give): the kernel's int32
+    /// lanes 0-3 carry columns 0..32 of a block and take its first group's
+    /// scale, lanes 4-7 columns 32..64 and the second's.
+    pub(crate) half_groups: bool,
     /// The quantized activations (`cols` of them): int8 for
     /// [`IntTable::I8`], int16 for [`IntTable::I16`], each span in the
     /// order of [`int_act_column`].

@@ -3,7 +3,9 @@
 
 use std::io::Cursor;
 
-use lsqr_codec::{quantize, CodecKind, CodecSpec, QuantizeOptions, QuantizedTensor, Scaling};
+use lsqr_codec::{
+    quantize, CodecKind, CodecSpec, QuantizeOptions, QuantizedTensor, Scaling, TwoLevel,
+};
 use lsqr_format::{LsqFile, LsqWriter, TensorView};
 use lsqr_kernels::packed::{
     dequantize_into, dequantize_into_bf16, dequantize_into_f16, linear, PackedWeight,
@@ -253,7 +255,12 @@ fn int_path_precision() {
         return; // LSQR_EXACT=1: no integer path to measure (see `exact_env`).
     }
     for laplace in [false, true] {
-        for scaling in [Scaling::Group(64), Scaling::Group(32), Scaling::Row] {
+        for scaling in [
+            Scaling::Group(64),
+            Scaling::Group(32),
+            Scaling::TwoLevel(TwoLevel::DEFAULT),
+            Scaling::Row,
+        ] {
             for kind in CodecKind::ALL {
                 for bits in 2..=4 {
                     let (codec, int, form) = int_precision(kind, bits, scaling, laplace);

@@ -412,16 +412,18 @@ pub(crate) fn gemv_int_rows(w: &crate::kernels::IntRows<'_>, first: usize, y: &m
         let mut sum = [0.0f32; 8];
         for (b, c0) in (0..p.cols).step_by(block).enumerate() {
             let n = block.min(p.cols - c0);
-            let (Some(&gs), Some(&a), Some(lanes)) = (
-                p.scales.get(r * p.scale_stride + c0 / p.group.max(1)),
-                w.act_scales.get(b),
-                int_block_lanes(w, r, c0, n),
-            ) else {
+            // Lanes 4-7 of a block take the second half's group
+            // (`half_groups`), else the block's one group.
+            let second = c0 + if w.half_groups { block / 2 } else { 0 };
+            let group = |c: usize| p.scales.get(r * p.scale_stride + c / p.group.max(1));
+            let (Some(&g0), Some(&g1), Some(&a), Some(lanes)) =
+                (group(c0), group(second), w.act_scales.get(b), int_block_lanes(w, r, c0, n))
+            else {
                 break;
             };
-            let f = gs * a;
-            for (s, &l) in sum.iter_mut().zip(&lanes) {
-                *s += l as f32 * f;
+            let f = [g0 * a, g1 * a];
+            for (j, (s, &l)) in sum.iter_mut().zip(&lanes).enumerate() {
+                *s += l as f32 * f[j / 4];
             }
         }
         *out = int_lanes_sum(&sum);

@@ -29,6 +29,11 @@
 //! lanes are summed once per row, so the result is bit-exact. Four rows
 //! share each activation load.
 //!
+//! Scale groups of 32 at C = 4 (two-level scales' sub-blocks) still run
+//! 64-code spans: in the stored order, int32 lanes 0-3 of a span's sums
+//! hold columns 0..32 and lanes 4-7 columns 32..64, so one register of two
+//! broadcast scales scales both halves (`IntRows::half_groups`).
+//!
 //! Measured with `perf` and `llvm-mca -mcpu=znver3`: the shuffle ports
 //! (`vpshufb`, unpacks, shifts, packs: two on Zen 3) bound the loop, which
 //! is why C = 4 unpacks 64 codes from one 32-byte load and the per-block
@@ -42,11 +47,15 @@ use crate::kernels::{IntRows, IntTable};
 pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     let p = &w.rows;
     let padded = p.cols.div_ceil(w.block.max(1)) * w.block;
+    let groups_fit = if w.half_groups {
+        p.bits == 4 && w.block == 64 && p.group == 32 && p.cols.is_multiple_of(64)
+    } else {
+        p.group > 0 && (p.group.is_multiple_of(w.block) || p.group >= p.cols)
+    };
     (1..=4).contains(&p.bits)
         && (w.block == 32 || w.block == 64)
         && p.cols.is_multiple_of(8)
-        && p.group > 0
-        && (p.group.is_multiple_of(w.block) || p.group >= p.cols)
+        && groups_fit
         && w.act_scales.len() >= padded / w.block
         && match w.table {
             IntTable::I8(_) => w.act8.len() >= padded,
@@ -364,8 +373,18 @@ unsafe fn rows<const R: usize, const BITS: u32, const WIDE: bool, const SPAN64: 
         // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
         let act = _mm256_set1_ps(unsafe { *w.act_scales.get_unchecked(b) });
         for q in 0..R {
-            // SAFETY: group g of row r + q has a scale (the caller).
-            let gs = _mm256_broadcast_ss(unsafe { &*scale_ptr[q].add(g) });
+            // SAFETY: group g (and g + 1 with half groups: the row's
+            // columns are whole blocks, `supports`) of row r + q has a
+            // scale (the caller).
+            let gs = unsafe {
+                if w.half_groups {
+                    let lo = _mm_broadcast_ss(&*scale_ptr[q].add(2 * b));
+                    let hi = _mm_broadcast_ss(&*scale_ptr[q].add(2 * b + 1));
+                    _mm256_set_m128(hi, lo)
+                } else {
+                    _mm256_broadcast_ss(&*scale_ptr[q].add(g))
+                }
+            };
             let t = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[q]), _mm256_mul_ps(gs, act));
             fsum[q] = _mm256_add_ps(fsum[q], t);
         }
