@@ -85,6 +85,11 @@ pub fn calibrate(
 /// `columns³` operations to build.
 pub const MAX_FEEDBACK_COLUMNS: usize = 4096;
 
+/// All tensors' error feedback together stays within this many bytes
+/// (`16 × columns²` each); the tensors past it get importance only, with
+/// a note.
+pub const MAX_FEEDBACK_BYTES: usize = 2 << 30;
+
 /// What the inputs of each weight in `names` that a linear or convolution
 /// layer of `graph` takes say about it, per column of its `[out, rest]`
 /// view:
@@ -126,6 +131,7 @@ fn measure_inputs(
         Some((outputs[i].0.clone(), &outputs[i].1[..]))
     };
     let (mut importance, mut feedback) = (BTreeMap::new(), BTreeMap::new());
+    let mut feedback_bytes = 0usize;
     for l in layers {
         let w = &l.weights[0];
         let Some(t) = graph.tensors.iter().find(|t| &t.name == w) else { continue };
@@ -137,6 +143,16 @@ fn measure_inputs(
         if !error_feedback || columns > MAX_FEEDBACK_COLUMNS {
             continue;
         }
+        let bytes = 16 * columns * columns;
+        if feedback_bytes + bytes > MAX_FEEDBACK_BYTES {
+            eprintln!(
+                "note: --error-feedback: '{w}' ({columns} columns) rounds to nearest: the \
+                 factored covariances would take more than {} MiB",
+                MAX_FEEDBACK_BYTES >> 20
+            );
+            continue;
+        }
+        feedback_bytes += bytes;
         if let Some(h) = column_covariance(l, &t.shape, &shape, x) {
             let f = ErrorFeedback::from_covariance(&h, columns)
                 .map_err(|e| format!("calibration: tensor '{w}': {e}"))?;
