@@ -154,6 +154,15 @@ fn measure_inputs(
         }
         feedback_bytes += bytes;
         if let Some(h) = column_covariance(l, &t.shape, &shape, x) {
+            let zero = (0..columns).all(|i| h[i * columns + i] == 0.0);
+            if zero || h.iter().any(|v| !v.is_finite()) {
+                let what = if zero { "all-zero" } else { "non-finite" };
+                return Err(format!(
+                    "calibration: the samples give tensor '{w}' {what} inputs (layer input \
+                     '{}'): no covariance for --error-feedback",
+                    l.inputs[0]
+                ));
+            }
             let f = ErrorFeedback::from_covariance(&h, columns)
                 .map_err(|e| format!("calibration: tensor '{w}': {e}"))?;
             feedback.insert(w.clone(), Arc::new(f));

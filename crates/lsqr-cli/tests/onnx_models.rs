@@ -332,6 +332,42 @@ fn eval_with_inputs_reports_what_quantization_does_to_the_outputs() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `--error-feedback` needs inputs the samples excite: Magika's byte
+/// one-hot of NaN features is all zero, and the run says so, naming the
+/// tensor and its input, and writes nothing.
+#[test]
+fn error_feedback_refuses_samples_that_never_excite_a_layer() {
+    use std::io::Write;
+    let dir = temp_dir("feedback-nan");
+    let samples = dir.join("nan.npz");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&samples).unwrap());
+    zip.start_file("bytes.npy", zip::write::SimpleFileOptions::default()).unwrap();
+    zip.write_all(&npy_bytes(&[2, 2048], &[f32::NAN; 4096])).unwrap();
+    zip.finish().unwrap();
+    let out = dir.join("m.lsq");
+    let src = model("magika/model.onnx");
+    let args = [
+        "quantize",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--input-shape",
+        "bytes=1,2048",
+        "--bpw",
+        "4.5",
+        "--calibrate",
+        samples.to_str().unwrap(),
+        "--error-feedback",
+    ];
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lsqr")).args(args).output().unwrap();
+    let e = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{e}");
+    assert!(e.contains("Dense_0/einsum/Einsum:0.weight' all-zero inputs"), "{e}");
+    assert!(e.contains("no covariance for --error-feedback"), "{e}");
+    assert!(!out.exists(), "a failed run left {}", out.display());
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn run_refuses_missing_wrong_and_unknown_inputs() {
     let dir = temp_dir("run-errors");
