@@ -127,29 +127,34 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
             packed.set_exact(false);
         }
         if bits == 4 {
-            // Two-level scales (256/32/6) decode as one f32 scale per 32:
-            // issue 12 asks that this not halve the batch-1 speed of
-            // groups of 64.
-            let options = QuantizeOptions {
-                scaling: lsqr::codec::Scaling::TwoLevel(lsqr::codec::TwoLevel::DEFAULT),
-                scale_method: lsqr::codec::ScaleMethod::MseSearch,
-                ..QuantizeOptions::new(CodecSpec::Lut, bits)
-            };
-            let q = quantize(&w, &[rows, cols], &options).unwrap();
-            let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
-            writer.add_quantized("w", &q).unwrap();
-            let bytes = writer.finish().unwrap().into_inner();
-            let file = LsqFile::from_bytes(&bytes).unwrap();
-            let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
-            let two_level = lsqr::runtime::packed_weight(&view).unwrap();
-            g.bench_function(BenchmarkId::new("packed_lut_two_level_256_32", "C4"), |b| {
-                b.iter_custom(|n| {
-                    cold(n, flush_buf, || {
-                        linear(&two_level, None, &x, 1, &mut y).unwrap();
-                        black_box(&y);
+            // Two-level scales decode as one f32 scale per sub-block: issue
+            // 12 asks that this not halve the batch-1 speed of groups of 64.
+            // 256/32/6 is the default layout, 1024/16/4 one `--bpw` picks.
+            for (s, sub, k) in [(256, 32, 6), (1024, 16, 4)] {
+                let options = QuantizeOptions {
+                    scaling: lsqr::codec::Scaling::TwoLevel(
+                        lsqr::codec::TwoLevel::new(s, sub, k).unwrap(),
+                    ),
+                    scale_method: lsqr::codec::ScaleMethod::MseSearch,
+                    ..QuantizeOptions::new(CodecSpec::Lut, bits)
+                };
+                let q = quantize(&w, &[rows, cols], &options).unwrap();
+                let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+                writer.add_quantized("w", &q).unwrap();
+                let bytes = writer.finish().unwrap().into_inner();
+                let file = LsqFile::from_bytes(&bytes).unwrap();
+                let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
+                let two_level = lsqr::runtime::packed_weight(&view).unwrap();
+                let id = BenchmarkId::new(format!("packed_lut_two_level_{s}_{sub}"), "C4");
+                g.bench_function(id, |b| {
+                    b.iter_custom(|n| {
+                        cold(n, flush_buf, || {
+                            linear(&two_level, None, &x, 1, &mut y).unwrap();
+                            black_box(&y);
+                        })
                     })
-                })
-            });
+                });
+            }
         }
         if bits == 4 || bits == 8 {
             let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -165,6 +170,29 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
         let read = view.packed().len() + view.scales_f32().len() * 4;
         let src = vec![1u8; read];
         let mut dst = vec![0u8; read];
+        if bits == 4 {
+            // The read-only roofline: the weight's bytes summed, one and two
+            // threads (a memcpy also writes, so it understates reads).
+            let words: Vec<u64> = vec![1; read / 8];
+            g.bench_function(BenchmarkId::new("read_packed", format!("C{bits}")), |b| {
+                b.iter_custom(|n| {
+                    cold(n, flush_buf, || {
+                        black_box(read_sum(&words));
+                    })
+                })
+            });
+            let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            g.bench_function(BenchmarkId::new("read_packed_2threads", format!("C{bits}")), |b| {
+                b.iter_custom(|n| {
+                    cold(n, flush_buf, || {
+                        let half = words.len().div_ceil(2);
+                        let (a, c) =
+                            two.join(|| read_sum(&words[..half]), || read_sum(&words[half..]));
+                        black_box(a ^ c);
+                    })
+                })
+            });
+        }
         g.bench_function(BenchmarkId::new("memcpy_packed", format!("C{bits}")), |b| {
             b.iter_custom(|n| {
                 cold(n, flush_buf, || {
@@ -175,6 +203,18 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
         });
     }
     g.finish();
+}
+
+/// The xor of `words`, in eight independent chains (the loads, not the
+/// adds, set the pace).
+fn read_sum(words: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    for c in words.chunks_exact(8) {
+        for (a, &w) in acc.iter_mut().zip(c) {
+            *a ^= w;
+        }
+    }
+    acc.iter().fold(0, |x, &y| x ^ y)
 }
 
 /// Dequantize a 4096x4096 `log` weight (groups of 64) into f32, f16 and

@@ -95,8 +95,15 @@ def kernels(r):
             exact_s = f"{exact[0] / 1e6:.2f} ms" if exact else "(same)"
             two = r.get(f"{g}/packed_log_2threads/C{c}")
             two_s = f"{p[0] / two[0]:.2f}x faster" if two else "-"
+            read2 = r.get(f"{g}/read_packed_2threads/C{c}")
+            if two and read2:
+                two_s += f", {read2[0] / two[0]:.0%} of the 2-thread read roofline"
             print(f"| {c} | {p[0] / 1e6:.2f} ms | {exact_s} | {nd[0] / p[0]:.2f}x | {loop[0] / p[0]:.2f}x | "
                   f"{m[0] / 1e6:.2f} ms | {m[0] / p[0]:.0%} | {two_s} |")
+        read1, read2 = r.get(f"{g}/read_packed/C4"), r.get(f"{g}/read_packed_2threads/C4")
+        if read1 and read2:
+            print(f"\nRead-only roofline of the C = 4 weight (its bytes summed, cold): "
+                  f"{read1[0] / 1e6:.2f} ms on one thread, {read2[0] / 1e6:.2f} ms on two.")
         print()
     g = "dequantize_4096x4096"
     if f"{g}/memcpy_f32" in r:

@@ -79,11 +79,11 @@ pub(crate) struct IntRows<'a> {
     pub(crate) rows: PackedRows<'a>,
     pub(crate) table: IntTable,
     pub(crate) block: usize,
-    /// Scale groups of half a block (C = 4, blocks of 64, groups of 32, as
-    /// two-level scales with sub-blocks of 32 give): the kernel's int32
-    /// lanes 0-3 carry columns 0..32 of a block and take its first group's
-    /// scale, lanes 4-7 columns 32..64 and the second's.
-    pub(crate) half_groups: bool,
+    /// Scale groups per block: 1 (a block lies in one group), or 2, 4 or 8
+    /// (C = 4, blocks of 64, groups of 32, 16 or 8, as two-level scales'
+    /// sub-blocks): each of the kernel's int32 lanes then carries columns
+    /// of one group ([`int_lane_group`]) and takes that group's scale.
+    pub(crate) groups_per_block: usize,
     /// The quantized activations (`cols` of them): int8 for
     /// [`IntTable::I8`], int16 for [`IntTable::I16`], each span in the
     /// order of [`int_act_column`].
@@ -143,6 +143,22 @@ pub(crate) fn int_act_column(bits: u32, wide: bool, span: usize, s: usize) -> us
         (4, _) => 32 * k + 2 * (p % 16) + p / 16,
         _ => 32 * k + p,
     }
+}
+
+/// Which part of a 64-code span's sums the stored activation `s` (0..64)
+/// adds into: the AVX2 kernel keeps the products of a register's stored
+/// positions 0..16 and 16..32 (its two `vpmaddwd`) apart when a block has
+/// 4 or 8 scale groups, and adds them otherwise.
+pub(crate) fn int_lane_part(s: usize) -> usize {
+    (s % 32) / 16
+}
+
+/// The scale group, within its 64-column block, of lane `lane` of part
+/// `part` ([`int_lane_part`]) at C = 4 with int16 tables and groups of
+/// `group` (8, 16 or 32) columns: every column that lane carries lies in
+/// that group (checked by the kernel tests).
+pub(crate) fn int_lane_group(part: usize, lane: usize, group: usize) -> usize {
+    int_act_column(4, true, 64, 16 * part + 2 * lane) / group
 }
 
 /// A batch-1 integer kernel: `(job, y)`.
@@ -617,4 +633,23 @@ fn pool_into(
     shape::check_len(op, "out", out.len(), &out_shape)?;
     kernel(input, out, &g);
     Ok(out_shape)
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    /// Every stored activation of a 64-code C = 4 span lands, in the
+    /// kernel's sums, in a lane whose group ([`int_lane_group`]) is its
+    /// column's group, for groups of 8, 16 and 32.
+    #[test]
+    fn each_lane_carries_one_group() {
+        for group in [8, 16, 32] {
+            for s in 0..64 {
+                let column = int_act_column(4, true, 64, s % 64);
+                let lane = crate::arch::generic::int_lane(true, s % 32);
+                assert_eq!(int_lane_group(int_lane_part(s), lane, group), column / group, "{s}");
+            }
+        }
+    }
 }

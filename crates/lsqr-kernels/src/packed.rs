@@ -77,8 +77,9 @@ pub(crate) struct IntForm {
     step: f32,
     /// Columns per activation block (32 or 64).
     block: usize,
-    /// Scale groups of half a block (`crate::kernels::IntRows::half_groups`).
-    half_groups: bool,
+    /// Scale groups per block (`crate::kernels::IntRows::groups_per_block`:
+    /// 1, 2, 4 or 8).
+    groups_per_block: u8,
     /// Columns per span of the stored activation order
     /// (`crate::kernels::int_act_span`: 32 or 64).
     span: usize,
@@ -165,14 +166,15 @@ fn int_form_of(
     if !cols.is_multiple_of(8) {
         return None;
     }
-    // Groups of 32 at C = 4 (two-level scales' sub-blocks) take blocks of
-    // 64, each lane half of the kernel's sums scaled by its own group: the
-    // 64-code spans unpack at half the cost of 32-code ones.
-    let half_groups = bits == 4 && group == 32 && cols.is_multiple_of(64);
-    let block = if half_groups {
-        64
+    // Groups of 32, 16 or 8 at C = 4 (two-level scales' sub-blocks) take
+    // blocks of 64, each lane of the kernel's sums scaled by its own
+    // group's scale: the 64-code spans unpack at half the cost of 32-code
+    // ones, and groups below 32 would otherwise take the exact path.
+    let small_groups = bits == 4 && matches!(group, 8 | 16 | 32) && cols.is_multiple_of(64);
+    let (block, groups_per_block) = if small_groups {
+        (64, (64 / group) as u8)
     } else {
-        [64, 32].into_iter().find(|&b| group == cols || group.is_multiple_of(b))?
+        ([64, 32].into_iter().find(|&b| group == cols || group.is_multiple_of(b))?, 1)
     };
     if !table.iter().all(|v| v.is_finite()) {
         return None;
@@ -222,7 +224,7 @@ fn int_form_of(
     let order =
         core::array::from_fn(|s| crate::kernels::int_act_column(bits, wide, span, s % span) as u8);
     let scale_range = magnitude_range(scales.iter().copied());
-    Some(IntForm { table, step: tmax / q, block, half_groups, span, order, scale_range })
+    Some(IntForm { table, step: tmax / q, block, groups_per_block, span, order, scale_range })
 }
 
 /// Whether `LSQR_EXACT` (non-empty and not `"0"`, read once) asks for the
@@ -849,7 +851,7 @@ fn gemv_int_with(
         rows,
         table: f.table,
         block: f.block,
-        half_groups: f.half_groups,
+        groups_per_block: usize::from(f.groups_per_block),
         act8,
         act16,
         act_scales: factors,

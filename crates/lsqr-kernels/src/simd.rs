@@ -436,19 +436,22 @@ mod tests {
             rows in 1usize..11,
             blocks in 1usize..6,
             block64 in prop::bool::ANY,
-            layout in 0usize..4,
+            layout in 0usize..6,
             wide in prop::bool::ANY,
             seed in any::<u64>(),
         ) {
             use crate::kernels::{IntRows, IntTable};
             let block = if block64 { 64 } else { 32 };
             let cols = blocks * block;
-            // Layout 3: groups of half a block (C = 4, blocks of 64 only).
-            let half_groups = layout == 3 && bits == 4 && block64;
+            // Layouts 3-5: groups of 32, 16 or 8 (C = 4, int16, blocks of
+            // 64 only).
+            let small = layout >= 3 && bits == 4 && block64 && wide;
+            let small_group = [32, 16, 8][layout.saturating_sub(3).min(2)];
+            let groups_per_block = if small { 64 / small_group } else { 1 };
             let layout = match layout {
                 0 => (0, cols),
                 1 => (1, cols),
-                _ if half_groups => (cols / 32, 32),
+                _ if small => (cols / small_group, small_group),
                 _ => (cols / block, block),
             };
             let case = Case::new(bits, rows * cols, false, seed, None);
@@ -468,7 +471,7 @@ mod tests {
                 rows: w.job(),
                 table: if wide { IntTable::I16(t16) } else { IntTable::I8(t8) },
                 block,
-                half_groups,
+                groups_per_block,
                 act8: &act8,
                 act16: &act16,
                 act_scales: &act_scales,

@@ -259,6 +259,8 @@ fn int_path_precision() {
             Scaling::Group(64),
             Scaling::Group(32),
             Scaling::TwoLevel(TwoLevel::DEFAULT),
+            Scaling::TwoLevel(TwoLevel::new(1024, 16, 4).unwrap()),
+            Scaling::TwoLevel(TwoLevel::new(256, 8, 4).unwrap()),
             Scaling::Row,
         ] {
             for kind in CodecKind::ALL {

@@ -343,23 +343,24 @@ pub(crate) fn gemv_packed_with(
     }
 }
 
-/// The eight exact integer lane sums of row `r`'s codes in columns
-/// `c0..c0 + n` (one block, whole or the row's last), looked up in the integer table, times
-/// the quantized activations there; each product goes to the lane the
-/// AVX2 kernel's `vpmaddwd` puts it in ([`int_lane`]). `None` when the
-/// codes are out of range.
+/// The exact integer lane sums of row `r`'s codes in columns `c0..c0 + n`
+/// (one block, whole or the row's last), looked up in the integer table,
+/// times the quantized activations there; each product goes to the part
+/// ([`crate::kernels::int_lane_part`]) and lane ([`int_lane`]) the AVX2
+/// kernel's `vpmaddwd` puts it in. `None` when the codes are out of
+/// range.
 pub(crate) fn int_block_lanes(
     w: &crate::kernels::IntRows<'_>,
     r: usize,
     c0: usize,
     n: usize,
-) -> Option<[i32; 8]> {
+) -> Option<[[i32; 8]; 2]> {
     let mut codes = [0u16; 64];
     let codes = codes.get_mut(..n)?;
     lsqr_pack::unpack_from(w.rows.packed, w.rows.bits, r * w.rows.cols + c0, codes).ok()?;
     let (bits, wide) = (w.rows.bits, matches!(w.table, crate::kernels::IntTable::I16(_)));
     let span = crate::kernels::int_act_span(bits, w.block);
-    let mut lanes = [0i32; 8];
+    let mut lanes = [[0i32; 8]; 2];
     // Stored activation `s` of a span multiplies the code of column
     // `int_act_column(s)` of that span; the activations of a last, partial
     // block are padded with zeros to whole spans (no product).
@@ -367,7 +368,7 @@ pub(crate) fn int_block_lanes(
         let col = s / span * span + crate::kernels::int_act_column(bits, wide, span, s % span);
         let Some(&code) = codes.get(col) else { continue };
         let code = usize::from(code);
-        lanes[int_lane(wide, s % 32)] += match w.table {
+        lanes[crate::kernels::int_lane_part(s % span)][int_lane(wide, s % 32)] += match w.table {
             crate::kernels::IntTable::I8(t) => {
                 i32::from(*t.get(code)?) * i32::from(*w.act8.get(c0 + s)?)
             }
@@ -412,18 +413,30 @@ pub(crate) fn gemv_int_rows(w: &crate::kernels::IntRows<'_>, first: usize, y: &m
         let mut sum = [0.0f32; 8];
         for (b, c0) in (0..p.cols).step_by(block).enumerate() {
             let n = block.min(p.cols - c0);
-            // Lanes 4-7 of a block take the second half's group
-            // (`half_groups`), else the block's one group.
-            let second = c0 + if w.half_groups { block / 2 } else { 0 };
-            let group = |c: usize| p.scales.get(r * p.scale_stride + c / p.group.max(1));
-            let (Some(&g0), Some(&g1), Some(&a), Some(lanes)) =
-                (group(c0), group(second), w.act_scales.get(b), int_block_lanes(w, r, c0, n))
+            let (Some(&a), Some(parts)) = (w.act_scales.get(b), int_block_lanes(w, r, c0, n))
             else {
                 break;
             };
-            let f = [g0 * a, g1 * a];
-            for (j, (s, &l)) in sum.iter_mut().zip(&lanes).enumerate() {
-                *s += l as f32 * f[j / 4];
+            // Each lane's scale: the block's one group, or its lane's.
+            let first = r * p.scale_stride + c0 / p.group.max(1);
+            let group = |part: usize, lane: usize| match w.groups_per_block {
+                0 | 1 => 0,
+                _ => crate::kernels::int_lane_group(part, lane, p.group),
+            };
+            let Some(scales) = p.scales.get(first..first + w.groups_per_block.max(1)) else {
+                break;
+            };
+            // With 1 or 2 groups per block the parts are added as integers.
+            let split = w.groups_per_block >= 4;
+            let parts: [[i32; 8]; 2] = if split {
+                parts
+            } else {
+                [core::array::from_fn(|j| parts[0][j] + parts[1][j]), [0; 8]]
+            };
+            for (part, lanes) in parts.iter().enumerate().take(1 + usize::from(split)) {
+                for (j, (s, &l)) in sum.iter_mut().zip(lanes).enumerate() {
+                    *s += l as f32 * (scales[group(part, j)] * a);
+                }
             }
         }
         *out = int_lanes_sum(&sum);

@@ -47,10 +47,16 @@ use crate::kernels::{IntRows, IntTable};
 pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     let p = &w.rows;
     let padded = p.cols.div_ceil(w.block.max(1)) * w.block;
-    let groups_fit = if w.half_groups {
-        p.bits == 4 && w.block == 64 && p.group == 32 && p.cols.is_multiple_of(64)
-    } else {
-        p.group > 0 && (p.group.is_multiple_of(w.block) || p.group >= p.cols)
+    let groups_fit = match w.groups_per_block {
+        1 => p.group > 0 && (p.group.is_multiple_of(w.block) || p.group >= p.cols),
+        g @ (2 | 4 | 8) => {
+            p.bits == 4
+                && matches!(w.table, IntTable::I16(_))
+                && w.block == 64
+                && p.group * g == 64
+                && p.cols.is_multiple_of(64)
+        }
+        _ => false,
     };
     (1..=4).contains(&p.bits)
         && (w.block == 32 || w.block == 64)
@@ -206,14 +212,15 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f3
         .map_or(y.len(), |rows| rows.min(y.len()));
     let u = unpack_consts(BITS);
     let table = tables(&w.table);
+    let split = w.groups_per_block >= 4;
     let mut r = 0;
     while r + 4 <= safe_rows {
         // SAFETY: rows r..r + 4 are safe; the rest is the caller's contract.
         let v = unsafe {
-            if span64 {
-                rows::<4, BITS, WIDE, true>(w, &u, table, r)
-            } else {
-                rows::<4, BITS, WIDE, false>(w, &u, table, r)
+            match (span64, split) {
+                (true, true) => rows::<4, BITS, WIDE, true, true>(w, &u, table, r),
+                (true, false) => rows::<4, BITS, WIDE, true, false>(w, &u, table, r),
+                _ => rows::<4, BITS, WIDE, false, false>(w, &u, table, r),
             }
         };
         y[r..r + 4].copy_from_slice(&v);
@@ -222,10 +229,10 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f3
     while r < safe_rows {
         // SAFETY: as above, one row.
         y[r] = unsafe {
-            if span64 {
-                rows::<1, BITS, WIDE, true>(w, &u, table, r)
-            } else {
-                rows::<1, BITS, WIDE, false>(w, &u, table, r)
+            match (span64, split) {
+                (true, true) => rows::<1, BITS, WIDE, true, true>(w, &u, table, r),
+                (true, false) => rows::<1, BITS, WIDE, true, false>(w, &u, table, r),
+                _ => rows::<1, BITS, WIDE, false, false>(w, &u, table, r),
             }
         }[0];
         r += 1;
@@ -233,8 +240,24 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f3
     safe_rows
 }
 
-/// The eight int32 partial sums of 32 codes (one byte each) against their
-/// stored activations: `WIDE` false: int8 table `lo`, activations `a[0]`;
+/// The `vpermps` controls that give each lane of part 0 and part 1 its
+/// scale group within a block of `w` (`crate::kernels::int_lane_group`).
+#[target_feature(enable = "avx2")]
+fn lane_groups(w: &IntRows<'_>) -> [__m256i; 2] {
+    let group = w.rows.group.max(1);
+    core::array::from_fn(|part| {
+        let idx: [i32; 8] = core::array::from_fn(|lane| match w.groups_per_block {
+            0 | 1 => 0,
+            _ => crate::kernels::int_lane_group(part, lane, group) as i32,
+        });
+        // SAFETY: 32 readable bytes.
+        unsafe { _mm256_loadu_si256(idx.as_ptr().cast()) }
+    })
+}
+
+/// The two parts ([`crate::kernels::int_lane_part`]) of eight int32
+/// partial sums of 32 codes (one byte each) against their stored
+/// activations: `WIDE` false: int8 table `lo`, activations `a[0]`;
 /// true: int16 table bytes `lo`, `hi`, activations `a[0]` (stored
 /// positions 0..16), `a[1]` (16..32).
 #[target_feature(enable = "avx2")]
@@ -243,20 +266,27 @@ fn codes_dot<const WIDE: bool>(
     codes: __m256i,
     (lo, hi): (__m256i, __m256i),
     a: [__m256i; 2],
-) -> __m256i {
+) -> [__m256i; 2] {
     if WIDE {
         let (l, h) = (_mm256_shuffle_epi8(lo, codes), _mm256_shuffle_epi8(hi, codes));
         let w0 = _mm256_unpacklo_epi8(l, h);
         let w1 = _mm256_unpackhi_epi8(l, h);
-        _mm256_add_epi32(_mm256_madd_epi16(w0, a[0]), _mm256_madd_epi16(w1, a[1]))
+        [_mm256_madd_epi16(w0, a[0]), _mm256_madd_epi16(w1, a[1])]
     } else {
         let v = _mm256_shuffle_epi8(lo, codes);
         let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a[0], v));
-        _mm256_madd_epi16(prod, _mm256_set1_epi16(1))
+        [_mm256_madd_epi16(prod, _mm256_set1_epi16(1)), _mm256_setzero_si256()]
     }
 }
 
-/// The partial sums of one span of one row (`SPAN64`: 64 codes at C = 4
+/// `a + b`, part by part.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn add_parts(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
+    [_mm256_add_epi32(a[0], b[0]), _mm256_add_epi32(a[1], b[1])]
+}
+
+/// The partial sums, in two parts, of one span of one row (`SPAN64`: 64 codes at C = 4
 /// from one 32-byte load; otherwise one chunk of 32), against the span's
 /// activations `a` (registers of 32 stored positions: `a[2k..2k + 2]`).
 ///
@@ -269,13 +299,13 @@ unsafe fn span_dot<const BITS: u32, const WIDE: bool, const SPAN64: bool>(
     p: *const u8,
     table: (__m256i, __m256i),
     a: &[__m256i; 4],
-) -> __m256i {
+) -> [__m256i; 2] {
     if SPAN64 {
         // SAFETY: 32 readable bytes (the caller).
         let v = unsafe { _mm256_loadu_si256(p.cast()) };
         let lo = _mm256_and_si256(v, u.mask);
         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), u.mask);
-        _mm256_add_epi32(
+        add_parts(
             codes_dot::<WIDE>(lo, table, [a[0], a[1]]),
             codes_dot::<WIDE>(hi, table, [a[2], a[3]]),
         )
@@ -317,13 +347,20 @@ fn lanes_sum(v: __m256) -> f32 {
 /// and are added, lane by lane, times `scale · act_scale`, into eight f32
 /// sums, which are added up once at the end ([`lanes_sum`]); the portable
 /// reference computes the same lanes (`int_lane`), so the result is
-/// bit-exact.
+/// bit-exact. `SPLIT` (4 or 8 scale groups per block) keeps the two parts
+/// of the sums apart, each lane scaled by its own group's scale.
 ///
 /// # Safety
 /// As [`gemv_int`], and rows `r..r + R` are safe.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn rows<const R: usize, const BITS: u32, const WIDE: bool, const SPAN64: bool>(
+unsafe fn rows<
+    const R: usize,
+    const BITS: u32,
+    const WIDE: bool,
+    const SPAN64: bool,
+    const SPLIT: bool,
+>(
     w: &IntRows<'_>,
     u: &Unpack,
     table: (__m256i, __m256i),
@@ -343,9 +380,11 @@ unsafe fn rows<const R: usize, const BITS: u32, const WIDE: bool, const SPAN64: 
     // the row has one scale).
     let blocks_per_group = if p.group >= p.cols { usize::MAX } else { p.group / w.block };
     let mut fsum = [_mm256_setzero_ps(); R];
+    let lanes = lane_groups(w);
+    let gpb = w.groups_per_block;
     let (mut c0, mut b, mut g, mut in_group) = (0, 0, 0, 0);
     while c0 < p.cols {
-        let mut acc = [_mm256_setzero_si256(); R];
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
         let mut c = c0;
         while c < c0 + w.block {
             // SAFETY: c + span <= the padded columns <= the activations'
@@ -365,7 +404,11 @@ unsafe fn rows<const R: usize, const BITS: u32, const WIDE: bool, const SPAN64: 
                 let off = c / span * span_bytes;
                 for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
                     let d = span_dot::<BITS, WIDE, SPAN64>(u, ptr.add(off), table, &a);
-                    *acc = _mm256_add_epi32(*acc, d);
+                    if SPLIT {
+                        *acc = add_parts(*acc, d);
+                    } else {
+                        acc[0] = _mm256_add_epi32(acc[0], _mm256_add_epi32(d[0], d[1]));
+                    }
                 }
             }
             c += span;
@@ -373,20 +416,27 @@ unsafe fn rows<const R: usize, const BITS: u32, const WIDE: bool, const SPAN64: 
         // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
         let act = _mm256_set1_ps(unsafe { *w.act_scales.get_unchecked(b) });
         for q in 0..R {
-            // SAFETY: group g (and g + 1 with half groups: the row's
-            // columns are whole blocks, `supports`) of row r + q has a
-            // scale (the caller).
+            // SAFETY: the block's groups (g, or gpb of them from gpb · b:
+            // the row's columns are whole blocks then, `supports`) of row
+            // r + q have scales (the caller).
             let gs = unsafe {
-                if w.half_groups {
-                    let lo = _mm_broadcast_ss(&*scale_ptr[q].add(2 * b));
-                    let hi = _mm_broadcast_ss(&*scale_ptr[q].add(2 * b + 1));
-                    _mm256_set_m128(hi, lo)
-                } else {
-                    _mm256_broadcast_ss(&*scale_ptr[q].add(g))
+                match gpb {
+                    2 => {
+                        let lo = _mm_broadcast_ss(&*scale_ptr[q].add(2 * b));
+                        let hi = _mm_broadcast_ss(&*scale_ptr[q].add(2 * b + 1));
+                        _mm256_set_m128(hi, lo)
+                    }
+                    4 => _mm256_castps128_ps256(_mm_loadu_ps(scale_ptr[q].add(4 * b))),
+                    8 => _mm256_loadu_ps(scale_ptr[q].add(8 * b)),
+                    _ => _mm256_broadcast_ss(&*scale_ptr[q].add(g)),
                 }
             };
-            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[q]), _mm256_mul_ps(gs, act));
-            fsum[q] = _mm256_add_ps(fsum[q], t);
+            let parts = if SPLIT { 2 } else { 1 };
+            for (part, &ctl) in lanes.iter().enumerate().take(parts) {
+                let s = if SPLIT { _mm256_permutevar8x32_ps(gs, ctl) } else { gs };
+                let t = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[q][part]), _mm256_mul_ps(s, act));
+                fsum[q] = _mm256_add_ps(fsum[q], t);
+            }
         }
         c0 += w.block;
         b += 1;
