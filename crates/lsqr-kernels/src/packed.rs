@@ -138,8 +138,9 @@ const MAX_TABLE_ERROR: f32 = 1.0 / 16.0;
 /// The integer form a C-bit table allows, chosen once per weight:
 /// C <= 4 (16 entries at most: one `vpshufb`), finite entries and
 /// `scales`, rows of whole bytes (`cols` a multiple of 8), and groups of
-/// whole blocks of 32 or 64 (or one scale per row). The int8 form (int8
-/// table and activations) at C <= 3 when every entry rounds to within
+/// whole blocks of 32 or 64 (or one scale per row), or at C = 4 groups of
+/// 32, 16 or 8 in rows of whole 64-column blocks. The int8 form (int8
+/// table and activations) at C <= 2 when every entry rounds to within
 /// [`MAX_TABLE_ERROR`] of a cell on the ±127 grid; otherwise the int16
 /// form (±8191 table, ±4095 activations) under the same test; otherwise
 /// none (the exact path).
