@@ -171,7 +171,6 @@ fn quantized_bits_per_weight(lsq: &Path) -> f64 {
 /// figures.
 #[test]
 fn magika_keeps_top1() {
-    use std::io::Write;
     const BATCH: usize = 16;
     // Every other file is measured, and calibration runs on 64 of the
     // others: the files the budget was fitted to are not the test.
@@ -191,10 +190,7 @@ fn magika_keeps_top1() {
         .flat_map(|f| magika::features(&std::fs::read(f).unwrap_or_default()))
         .map(|v| v as f32)
         .collect();
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&samples).unwrap());
-    zip.start_file("bytes.npy", zip::write::SimpleFileOptions::default()).unwrap();
-    zip.write_all(&npy_bytes(&[64, 2048], &features)).unwrap();
-    zip.finish().unwrap();
+    write_npz(&samples, "bytes", &[64, 2048], &features);
     let calibrate = ["--codec", "lut", "--scale-method", "mse", "--bpw", "4.5", "--calibrate"];
     let calibrate: Vec<&str> =
         calibrate.iter().copied().chain([samples.to_str().unwrap()]).collect();
@@ -267,6 +263,15 @@ fn ppocr_det_c8_keeps_25_db() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Writes an `.npz` of one f32 array `name` of `shape`.
+fn write_npz(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    zip.start_file(format!("{name}.npy"), zip::write::SimpleFileOptions::default()).unwrap();
+    zip.write_all(&npy_bytes(shape, data)).unwrap();
+    zip.finish().unwrap();
+}
+
 /// An f32 .npy file's bytes.
 fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
@@ -284,15 +289,11 @@ fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
 
 #[test]
 fn eval_with_inputs_reports_what_quantization_does_to_the_outputs() {
-    use std::io::Write;
     let dir = temp_dir("eval");
     let (x_path, _) = reference("ppocr-cls");
     let (shape, x) = npy(&x_path);
     let npz = dir.join("samples.npz");
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&npz).unwrap());
-    zip.start_file("x.npy", zip::write::SimpleFileOptions::default()).unwrap();
-    zip.write_all(&npy_bytes(&shape, &x)).unwrap();
-    zip.finish().unwrap();
+    write_npz(&npz, "x", &shape, &x);
     let src = model("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx");
     let out = lsqr(&[
         "eval",
@@ -337,13 +338,9 @@ fn eval_with_inputs_reports_what_quantization_does_to_the_outputs() {
 /// tensor and its input, and writes nothing.
 #[test]
 fn error_feedback_refuses_samples_that_never_excite_a_layer() {
-    use std::io::Write;
     let dir = temp_dir("feedback-nan");
     let samples = dir.join("nan.npz");
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&samples).unwrap());
-    zip.start_file("bytes.npy", zip::write::SimpleFileOptions::default()).unwrap();
-    zip.write_all(&npy_bytes(&[2, 2048], &[f32::NAN; 4096])).unwrap();
-    zip.finish().unwrap();
+    write_npz(&samples, "bytes", &[2, 2048], &[f32::NAN; 4096]);
     let out = dir.join("m.lsq");
     let src = model("magika/model.onnx");
     let args = [
