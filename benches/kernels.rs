@@ -94,12 +94,7 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
     });
 
     for &bits in widths {
-        let q =
-            quantize(&w, &[rows, cols], &QuantizeOptions::new(CodecSpec::Log { mu: None }, bits))
-                .unwrap();
-        let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
-        writer.add_quantized("w", &q).unwrap();
-        let bytes = writer.finish().unwrap().into_inner();
+        let bytes = log_file(&w, &[rows, cols], bits);
         let file = LsqFile::from_bytes(&bytes).unwrap();
         let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
         let mut packed = lsqr::runtime::packed_weight(&view).unwrap();
@@ -139,9 +134,7 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
                     ..QuantizeOptions::new(CodecSpec::Lut, bits)
                 };
                 let q = quantize(&w, &[rows, cols], &options).unwrap();
-                let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
-                writer.add_quantized("w", &q).unwrap();
-                let bytes = writer.finish().unwrap().into_inner();
+                let bytes = lsq_bytes(&q);
                 let file = LsqFile::from_bytes(&bytes).unwrap();
                 let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
                 let two_level = lsqr::runtime::packed_weight(&view).unwrap();
@@ -205,6 +198,13 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
     g.finish();
 }
 
+/// `q` alone in an in-memory `.lsq` file, named `w`.
+fn lsq_bytes(q: &lsqr::codec::QuantizedTensor) -> Vec<u8> {
+    let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+    writer.add_quantized("w", q).unwrap();
+    writer.finish().unwrap().into_inner()
+}
+
 /// The xor of `words`, in eight independent chains (the loads, not the
 /// adds, set the pace).
 fn read_sum(words: &[u64]) -> u64 {
@@ -242,9 +242,7 @@ fn dequantize(c: &mut Criterion) {
         let q =
             quantize(&w, &[rows, cols], &QuantizeOptions::new(CodecSpec::Log { mu: None }, bits))
                 .unwrap();
-        let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
-        writer.add_quantized("w", &q).unwrap();
-        let bytes = writer.finish().unwrap().into_inner();
+        let bytes = lsq_bytes(&q);
         let file = LsqFile::from_bytes(&bytes).unwrap();
         let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
         let packed = lsqr::runtime::packed_weight(&view).unwrap();
@@ -264,10 +262,9 @@ fn dequantize(c: &mut Criterion) {
 /// The bytes of an in-memory `.lsq` file holding `w` quantized with the
 /// log codec at `bits` (default scaling: groups of 64).
 fn log_file(w: &[f32], shape: &[usize], bits: u32) -> Vec<u8> {
-    let q = quantize(w, shape, &QuantizeOptions::new(CodecSpec::Log { mu: None }, bits)).unwrap();
-    let mut writer = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
-    writer.add_quantized("w", &q).unwrap();
-    writer.finish().unwrap().into_inner()
+    lsq_bytes(
+        &quantize(w, shape, &QuantizeOptions::new(CodecSpec::Log { mu: None }, bits)).unwrap(),
+    )
 }
 
 /// `c[m, n] = a[m, k] b[k, n]` with general strides, single-threaded
