@@ -16,8 +16,9 @@
 //! cores). Also: dequantization into f32, f16 and bf16 against memcpy.
 //!
 //! `linear_batch/{8,64}`: batch-N linear on 4096 x 4096 (log codec, C = 4
-//! and 8, groups of 64: decode blocks + blocked GEMM) against f32 ndarray
-//! `x.dot(&w.t())` and `matrixmultiply::sgemm` (single thread), warm.
+//! and 8, groups of 64: C = 4 on integer dot products, `_exact` and C = 8
+//! decode blocks + blocked GEMM) against f32 ndarray `x.dot(&w.t())` and
+//! `matrixmultiply::sgemm` (single thread), warm.
 //!
 //! `conv2d/3x3_64_56` (64 -> 64 channels, 56 x 56, pad 1, n = 1) and
 //! `conv2d/dw3x3_256_56` (depthwise, 256 channels): the packed conv
@@ -343,8 +344,20 @@ fn bench_linear_batch(c: &mut Criterion) {
                     black_box(&y);
                 })
             });
+            if *bits == 4 {
+                // The exact path: the f32 GEMM on decoded blocks.
+                let mut exact = packed.clone();
+                exact.set_exact(true);
+                g.bench_function(BenchmarkId::new("packed_log_C4_exact", batch), |b| {
+                    b.iter(|| {
+                        linear_into(&exact, None, &x, batch, &mut y, &mut scratch).unwrap();
+                        black_box(&y);
+                    })
+                });
+            }
             // The allocating form on both cores (the `parallel` feature
-            // splits batch rows over rayon's threads).
+            // splits batch rows over rayon's threads, or, on the integer
+            // path below batch 32, the weight's rows).
             let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
             g.bench_function(
                 BenchmarkId::new(format!("packed_log_C{bits}_2threads"), batch),

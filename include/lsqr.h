@@ -525,7 +525,7 @@ lsqr_status lsqr_micro_load(const lsqr_model *model,
 void lsqr_micro_free(lsqr_micro *micro);
 
 /**
- * Keeps every batch-1 linear layer of the runner on the exact f32 table
+ * Keeps every linear layer of the runner on the exact f32 table
  * path (`exact = true`), or lets layers whose weights allow it run on
  * integer dot products (`false`, the default of `lsqr_micro_load`):
  * quantized weights of C <= 4 bits, rows of whole bytes, groups of whole
@@ -1030,14 +1030,15 @@ lsqr_status lsqr_tensor_dequantize(const lsqr_tensor *tensor, float *out, size_t
  * once with `lsqr_weight_prepare` and call `lsqr_weight_linear`, which
  * gives the same floats bit for bit.
  *
- * Precision: at batch 1, a quantized weight of C <= 4 bits runs on
- * integer dot products where its table allows (the activations quantized
- * per block of 32 or 64 to int8 or int16): 1.2-2.3x faster than the f32
- * table path in the batch-1 bench, not bit-exact with it, and its added error at least 20 dB below
- * the codec's own. `LSQR_EXACT=1` in the environment (read once per
- * process) selects the exact f32 path for every call; a prepared weight
- * selects it per weight (`lsqr_weight_set_exact`). Batch > 1 always runs
- * the f32 path.
+ * Precision: a quantized weight of C <= 4 bits runs on integer dot
+ * products where its table allows (each input vector quantized per block
+ * of 32 or 64 to int8 or int16; a vector's outputs are the same bits at
+ * any batch): 1.2-2.3x faster than the f32 table path in the batch-1
+ * bench and 2.5x f32 sgemm at batch 8, not bit-exact with the f32 path,
+ * and its added error at least 20 dB below the codec's own. `LSQR_EXACT=1`
+ * in the environment (read once per process) selects the exact f32 path
+ * for every call; a prepared weight selects it per weight
+ * (`lsqr_weight_set_exact`).
  *
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
  * weight that is not 2-D, a bias of the wrong length),
@@ -1096,8 +1097,8 @@ lsqr_status lsqr_conv2d_output_shape(const lsqr_tensor *weight,
  * direct); it is never expanded whole. Each call prepares the weight anew
  * (scales, decode table, bias): for repeated calls, prepare it once with
  * `lsqr_weight_prepare` and call `lsqr_weight_conv2d` (the same floats).
- * conv2d always runs the f32 table path (the integer path is batch-1
- * linear only), so `LSQR_EXACT` does not change its result.
+ * conv2d always runs the f32 table path (the integer path is linear
+ * only), so `LSQR_EXACT` does not change its result.
  *
  * Errors: as `lsqr_conv2d_output_shape`, plus
  * `LSQR_STATUS_BUFFER_TOO_SMALL` and `LSQR_STATUS_SHAPE_MISMATCH` for a
@@ -1173,16 +1174,15 @@ lsqr_status lsqr_weight_prepare(const lsqr_tensor *tensor,
 void lsqr_weight_free(lsqr_weight *weight);
 
 /**
- * Keeps this weight's batch-1 `lsqr_weight_linear` on the exact f32
- * table path (`exact = true`), or lets it run on integer dot products
+ * Keeps this weight's `lsqr_weight_linear` on the exact f32 table path
+ * (`exact = true`), or lets it run on integer dot products at any batch
  * where the weight allows (`false`, the default): quantized, C <= 4,
  * rows of whole bytes (columns a multiple of 8), groups of whole blocks
  * of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
  * "Kernels on packed weights"), not bit-exact with the f32 path, and its added error stays at
  * least 20 dB below the codec's own. `LSQR_EXACT=1` in the environment
- * forces the exact path whatever this says. Batch > 1 and conv2d always
- * run the f32 path. Allocates nothing; the scratch grows at the next
- * product if that needs more.
+ * forces the exact path whatever this says. conv2d always runs the f32
+ * path. Allocates nothing (the scratch is sized for either path).
  *
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`.
  *
@@ -1218,9 +1218,10 @@ lsqr_status lsqr_weight_is_exact(const lsqr_weight *weight, bool *out);
  * `lsqr_weight_set_exact`).
  *
  * Cost: the product only. The handle's scratch grows when a call needs
- * more than any before it (a larger batch; batch 1 on the integer path
- * needs `in / 2 + in / 32` floats, sized by `lsqr_weight_prepare`); after
- * that, a successful call allocates nothing.
+ * more than any before it (a larger batch; the integer path needs `in /
+ * 2 + in / 32` floats per vector, up to 16 vectors, and above batch 1
+ * `out` more per vector; batch 1's is sized by `lsqr_weight_prepare`);
+ * after that, a successful call allocates nothing.
  *
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
  * weight that is not 2-D), `LSQR_STATUS_INVALID_ARGUMENT` (a length

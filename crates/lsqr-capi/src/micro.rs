@@ -313,7 +313,7 @@ pub unsafe extern "C" fn lsqr_micro_free(micro: *mut lsqr_micro) {
     }
 }
 
-/// Keeps every batch-1 linear layer of the runner on the exact f32 table
+/// Keeps every linear layer of the runner on the exact f32 table
 /// path (`exact = true`), or lets layers whose weights allow it run on
 /// integer dot products (`false`, the default of `lsqr_micro_load`):
 /// quantized weights of C <= 4 bits, rows of whole bytes, groups of whole

@@ -265,14 +265,15 @@ pub unsafe extern "C" fn lsqr_tensor_dequantize(
 /// once with `lsqr_weight_prepare` and call `lsqr_weight_linear`, which
 /// gives the same floats bit for bit.
 ///
-/// Precision: at batch 1, a quantized weight of C <= 4 bits runs on
-/// integer dot products where its table allows (the activations quantized
-/// per block of 32 or 64 to int8 or int16): 1.2-2.3x faster than the f32
-/// table path in the batch-1 bench, not bit-exact with it, and its added error at least 20 dB below
-/// the codec's own. `LSQR_EXACT=1` in the environment (read once per
-/// process) selects the exact f32 path for every call; a prepared weight
-/// selects it per weight (`lsqr_weight_set_exact`). Batch > 1 always runs
-/// the f32 path.
+/// Precision: a quantized weight of C <= 4 bits runs on integer dot
+/// products where its table allows (each input vector quantized per block
+/// of 32 or 64 to int8 or int16; a vector's outputs are the same bits at
+/// any batch): 1.2-2.3x faster than the f32 table path in the batch-1
+/// bench and 2.5x f32 sgemm at batch 8, not bit-exact with the f32 path,
+/// and its added error at least 20 dB below the codec's own. `LSQR_EXACT=1`
+/// in the environment (read once per process) selects the exact f32 path
+/// for every call; a prepared weight selects it per weight
+/// (`lsqr_weight_set_exact`).
 ///
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
 /// weight that is not 2-D, a bias of the wrong length),
@@ -444,8 +445,8 @@ pub unsafe extern "C" fn lsqr_conv2d_output_shape(
 /// direct); it is never expanded whole. Each call prepares the weight anew
 /// (scales, decode table, bias): for repeated calls, prepare it once with
 /// `lsqr_weight_prepare` and call `lsqr_weight_conv2d` (the same floats).
-/// conv2d always runs the f32 table path (the integer path is batch-1
-/// linear only), so `LSQR_EXACT` does not change its result.
+/// conv2d always runs the f32 table path (the integer path is linear
+/// only), so `LSQR_EXACT` does not change its result.
 ///
 /// Errors: as `lsqr_conv2d_output_shape`, plus
 /// `LSQR_STATUS_BUFFER_TOO_SMALL` and `LSQR_STATUS_SHAPE_MISMATCH` for a

@@ -140,16 +140,15 @@ pub unsafe extern "C" fn lsqr_weight_free(weight: *mut lsqr_weight) {
     }
 }
 
-/// Keeps this weight's batch-1 `lsqr_weight_linear` on the exact f32
-/// table path (`exact = true`), or lets it run on integer dot products
+/// Keeps this weight's `lsqr_weight_linear` on the exact f32 table path
+/// (`exact = true`), or lets it run on integer dot products at any batch
 /// where the weight allows (`false`, the default): quantized, C <= 4,
 /// rows of whole bytes (columns a multiple of 8), groups of whole blocks
 /// of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
 /// "Kernels on packed weights"), not bit-exact with the f32 path, and its added error stays at
 /// least 20 dB below the codec's own. `LSQR_EXACT=1` in the environment
-/// forces the exact path whatever this says. Batch > 1 and conv2d always
-/// run the f32 path. Allocates nothing; the scratch grows at the next
-/// product if that needs more.
+/// forces the exact path whatever this says. conv2d always runs the f32
+/// path. Allocates nothing (the scratch is sized for either path).
 ///
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`.
 ///
@@ -203,9 +202,10 @@ pub unsafe extern "C" fn lsqr_weight_is_exact(
 /// `lsqr_weight_set_exact`).
 ///
 /// Cost: the product only. The handle's scratch grows when a call needs
-/// more than any before it (a larger batch; batch 1 on the integer path
-/// needs `in / 2 + in / 32` floats, sized by `lsqr_weight_prepare`); after
-/// that, a successful call allocates nothing.
+/// more than any before it (a larger batch; the integer path needs `in /
+/// 2 + in / 32` floats per vector, up to 16 vectors, and above batch 1
+/// `out` more per vector; batch 1's is sized by `lsqr_weight_prepare`);
+/// after that, a successful call allocates nothing.
 ///
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
 /// weight that is not 2-D), `LSQR_STATUS_INVALID_ARGUMENT` (a length

@@ -1352,8 +1352,8 @@ fn prepared_linear_equals_lsqr_linear_bit_for_bit() {
     let int = kernel_fc(&file).int_form();
     assert!(int.is_some() || lsqr_kernels::packed::exact_forced(), "fc.weight has an int form");
     assert_eq!(w.is_exact(), int.is_none());
-    // Batch 1 (integer path), larger batches (the GEMM, growing the
-    // scratch), batch 1 again with the grown scratch: each call twice.
+    // Batch 1, larger batches (growing the scratch), batch 1 again with
+    // the grown scratch: each call twice.
     // (Fewer under Miri, where each product takes seconds.)
     let batches: &[usize] = if cfg!(miri) { &[1, 3, 1] } else { &[1, 3, 2, 7, 1] };
     for &batch in batches {
@@ -1409,17 +1409,20 @@ fn prepared_linear_exact_equals_the_exact_kernel_path() {
     let got = w.linear(&x, 1, out);
     assert_eq!(got, want);
     assert_close(&got, &naive_linear(&m.dequantize("fc.weight"), &bias, &x, example_model::FC, 1));
-    // Batch > 1 is the same path either way.
+    // Batch > 1 too takes the exact path.
     let x3 = example_model::values(3 * inp, 41);
+    let mut want3 = vec![f32::NAN; 3 * out];
+    lsqr_kernels::packed::linear(&exact, Some(&bias), &x3, 3, &mut want3).unwrap();
+    assert_eq!(w.linear(&x3, 3, out), want3);
+
+    // Back to the default: lsqr_linear's result again, at any batch.
+    w.set_exact(false);
+    assert_eq!(w.is_exact(), lsqr_kernels::packed::exact_forced());
+    assert_eq!(w.linear(&x, 1, out), default);
     assert_eq!(
         w.linear(&x3, 3, out),
         tensor_linear(m.tensor("fc.weight"), m.tensor("fc.bias"), &x3, 3, out)
     );
-
-    // Back to the default: lsqr_linear's result again.
-    w.set_exact(false);
-    assert_eq!(w.is_exact(), lsqr_kernels::packed::exact_forced());
-    assert_eq!(w.linear(&x, 1, out), default);
     if !lsqr_kernels::packed::exact_forced() {
         // The integer path is another rounding, well below the codec's
         // error: here within 1e-6 of the output's energy.

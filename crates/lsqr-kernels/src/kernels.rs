@@ -64,16 +64,19 @@ pub(crate) enum IntTable {
     I16([i16; 16]),
 }
 
-/// The batch-1 integer job: rows as in [`PackedRows`] (C <= 4, `cols` a
+/// The integer job: rows as in [`PackedRows`] (C <= 4, `cols` a
 /// multiple of `block`, `group` a multiple of `block` or the whole row),
-/// the integer table, and the activations quantized per block of `block`
-/// (32 or 64) columns. Row `r` is computed in eight lanes: per block `b`,
-/// `L_j(r, b)`, the exact integer sum of the products of table integers
-/// and quantized activations in lane `j` (`arch::generic::int_lane`), is
-/// added as `lane_j += (L_j as f32) · (scale(r, g(b)) · act_scales[b])`
+/// the integer table, and `batch` activation vectors, each quantized per
+/// block of `block` (32 or 64) columns. Row `r` against vector `v` is
+/// computed in eight lanes: per block `b`, `L_j(r, v, b)`, the exact
+/// integer sum of the products of table integers and quantized
+/// activations in lane `j` (`arch::generic::int_lane`), is added as
+/// `lane_j += (L_j as f32) · (scale(r, g(b)) · act_scales[v · blocks + b])`
 /// (a multiply, a multiply, an add: no FMA), and the lanes are summed in a
-/// fixed order at the end (`arch::generic::int_lanes_sum`). Every path
-/// computes exactly this, so the paths agree bit for bit.
+/// fixed order at the end (`arch::generic::int_lanes_sum`) into
+/// `y[r · batch + v]`. Every path computes exactly this, so the paths
+/// agree bit for bit, and a vector's result does not depend on the others
+/// in its batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IntRows<'a> {
     pub(crate) rows: PackedRows<'a>,
@@ -87,11 +90,26 @@ pub(crate) struct IntRows<'a> {
     /// The quantized activations (`cols` of them): int8 for
     /// [`IntTable::I8`], int16 for [`IntTable::I16`], each span in the
     /// order of [`int_act_column`].
+    /// Vector `v`'s activations start at `v · padded_cols()`.
     pub(crate) act8: &'a [i8],
     pub(crate) act16: &'a [i16],
-    /// `cols / block` factors: the activation block's step times the
+    /// `blocks()` factors per vector: the activation block's step times the
     /// table's step.
     pub(crate) act_scales: &'a [f32],
+    /// Activation vectors (at least 1).
+    pub(crate) batch: usize,
+}
+
+impl IntRows<'_> {
+    /// Activation blocks per vector: the columns in whole blocks.
+    pub(crate) fn blocks(&self) -> usize {
+        self.rows.cols.div_ceil(self.block.max(1))
+    }
+
+    /// Stored activations per vector (the columns padded to whole blocks).
+    pub(crate) fn padded_cols(&self) -> usize {
+        self.blocks() * self.block
+    }
 }
 
 /// Columns per span of the stored activation order ([`int_act_column`]):
@@ -161,7 +179,7 @@ pub(crate) fn int_lane_group(part: usize, lane: usize, group: usize) -> usize {
     int_act_column(4, true, 64, 16 * part + 2 * lane) / group
 }
 
-/// A batch-1 integer kernel: `(job, y)`.
+/// An integer kernel: `(job, y)`, `y[r · job.batch + v]`.
 pub(crate) type GemvIntFn = fn(&IntRows<'_>, &mut [f32]);
 
 /// A packed-weight decoder: `(job, start, out)` writes elements
@@ -195,7 +213,7 @@ pub struct Kernels {
     pub(crate) matmul: MatmulFn,
     /// Batch-1 linear on packed rows, allocation-free.
     pub(crate) gemv_packed: GemvFn,
-    /// Batch-1 linear on packed rows with integer dot products (C <= 4).
+    /// Linear on packed rows with integer dot products (C <= 4), any batch.
     pub(crate) gemv_int: GemvIntFn,
     /// Dequantization of packed rows, allocation-free.
     pub(crate) decode_packed: DecodeFn,

@@ -2,11 +2,14 @@
 //! expanding the whole weight to f32.
 //!
 //! A weight is used in its row view `[dim0, product of the other dims]` (so
-//! a linear weight is `[out, in]`). Batch 1 multiplies straight from the
-//! codes, decoded in registers (`Kernels::gemv_packed`); larger batches decode a cache-sized block of rows at a
-//! time into scratch and run a blocked GEMM (`crate::gemm`) on it, so
-//! each weight element is decoded once per call (per 256 batch rows), never
-//! the whole weight at once. A weight may also be plain f32
+//! a linear weight is `[out, in]`). A linear multiplies straight from the
+//! codes, decoded in registers: with integer dot products where the
+//! weight has an integer form (C <= 4, `Kernels::gemv_int`, any batch),
+//! else in f32 at batch 1 (`Kernels::gemv_packed`); the exact path's larger
+//! batches decode a cache-sized block of rows at a time into scratch and
+//! run a blocked GEMM (`crate::gemm`) on it, so each weight element is
+//! decoded once per call (per 256 batch rows), never the whole weight at
+//! once. A weight may also be plain f32
 //! ([`PackedWeight::from_f32`]: raw tensors of a `.lsq` file), which the
 //! GEMM reads in place.
 
@@ -40,7 +43,7 @@ pub struct PackedWeight<'a> {
     rows: usize,
     cols: usize,
     storage: Storage<'a>,
-    /// Batch 1 keeps the exact f32 table path (see [`PackedWeight::set_exact`]).
+    /// Linear keeps the exact f32 table path (see [`PackedWeight::set_exact`]).
     exact: bool,
 }
 
@@ -63,7 +66,7 @@ pub(crate) struct Quantized<'a> {
     table: Vec<f32>,
     mode: ScaleMode,
     scales: Vec<f32>,
-    /// The integer form batch 1 may use (see [`int_form_of`]).
+    /// The integer form linear may use (see [`int_form_of`]).
     int: Option<IntForm>,
 }
 
@@ -347,10 +350,10 @@ impl<'a> PackedWeight<'a> {
         Ok(Self { shape: shape.to_vec(), rows, cols, storage: Storage::Plain(data), exact: false })
     }
 
-    /// Keeps batch 1 on the exact path (`true`) or lets it use integer dot
+    /// Keeps linear on the exact path (`true`) or lets it use integer dot
     /// products where the weight's table allows (`false`, the default:
-    /// 1.2-2.3x faster at C <= 4 in the batch-1 bench, README "Kernels on
-    /// packed weights").
+    /// 1.2-2.3x faster at C <= 4 in the batch-1 bench, and faster than the
+    /// f32 GEMM at batch 8 and 64, README "Kernels on packed weights").
     ///
     /// The integer path (C <= 4) quantizes the activations once per call,
     /// per block of 32 or 64 columns, to int8 or int16, and multiplies them
@@ -363,12 +366,12 @@ impl<'a> PackedWeight<'a> {
         self.exact = exact;
     }
 
-    /// Whether batch 1 was asked to stay exact ([`PackedWeight::set_exact`]).
+    /// Whether linear was asked to stay exact ([`PackedWeight::set_exact`]).
     pub fn is_exact(&self) -> bool {
         self.exact
     }
 
-    /// The integer form batch 1 runs on, if any: `"int8"` (int8 table and
+    /// The integer form linear runs on, if any: `"int8"` (int8 table and
     /// activations) or `"int16"`; `None` on the exact path (plain weights,
     /// C > 4, tables whose levels an integer grid cannot hold, columns or
     /// groups not in whole blocks of 32, [`PackedWeight::set_exact`], or
@@ -380,11 +383,20 @@ impl<'a> PackedWeight<'a> {
         })
     }
 
-    /// The integer form batch 1 uses, after the exact options.
+    /// The integer form linear uses, after the exact options.
     fn int(&self) -> Option<&IntForm> {
+        if self.exact || exact_forced() {
+            return None;
+        }
+        self.int_any()
+    }
+
+    /// The weight's integer form, whatever the exact options say (scratch
+    /// is sized for it, so that they can change after a plan was made).
+    fn int_any(&self) -> Option<&IntForm> {
         match &self.storage {
-            Storage::Quantized(q) if !self.exact && !exact_forced() => q.int.as_ref(),
-            _ => None,
+            Storage::Quantized(q) => q.int.as_ref(),
+            Storage::Plain(_) => None,
         }
     }
 
@@ -652,29 +664,44 @@ pub(crate) fn linear_alloc(
     linear_with(kern, w, bias, x, batch, y, &mut scratch)
 }
 
-/// The `f32` scratch [`linear_into`] needs at this batch size: at batch 1,
-/// the quantized activations of the integer path (`cols / 2 + cols / 32`
-/// at most) or none (the exact GEMV multiplies from the codes); none for
-/// an empty weight;
-/// otherwise `x` packed for up to 256 batch rows (`256 · in` values at
-/// most), one decoded 72 × 256 block of the weight and one 72 × 256 block
-/// of the output being accumulated.
+/// The `f32` scratch [`linear_into`] needs at this batch size, whether
+/// the weight is set exact or not (so a plan made before
+/// [`PackedWeight::set_exact`] still holds after it): for a weight with
+/// an integer form, the quantized activations of up to [`INT_BATCH`]
+/// vectors (`cols / 2 + cols / 32` each at most) and, above batch 1,
+/// their outputs (`out` each); above batch 1 also (for the exact path)
+/// `x` packed for up to 256 batch rows (`256 · in` values at most), one
+/// decoded 72 × 256 block of the weight and one 72 × 256 block of the
+/// output being accumulated. Batch 1 on the exact path needs none (the
+/// GEMV multiplies from the codes), nor does an empty weight.
 pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
-    if batch == 1 {
-        return w.int().map_or(0, |f| int_scratch_len(w.cols, f.block));
-    }
     if batch == 0 {
         return 0;
     }
-    crate::gemm::scratch_len(w.rows, w.cols, batch)
+    let int = w.int_any().map_or(0, |f| int_scratch_len(w, f.block, batch.min(INT_BATCH)));
+    if batch == 1 {
+        return int;
+    }
+    int.max(crate::gemm::scratch_len(w.rows, w.cols, batch))
 }
 
+/// Activation vectors the integer path quantizes and multiplies per
+/// kernel call: their int16 copies (8 KiB each at 4096 columns) stay in
+/// L2 while every row of the weight passes over them.
+pub const INT_BATCH: usize = 16;
+
 /// [`linear`] into caller buffers; `scratch` holds at least
-/// [`linear_scratch_len`] values. Allocates nothing (batch 1 needs no
-/// scratch).
+/// [`linear_scratch_len`] values. Allocates nothing.
 ///
-/// Batch > 1: `y` starts as the bias, then the blocked GEMM adds
-/// `x · Wᵀ`, 72 output features at a time, `W` decoded 72 rows × 256
+/// With an integer form (and not [`PackedWeight::set_exact`]): the batch
+/// is taken [`INT_BATCH`] vectors at a time, each quantized per block,
+/// and the kernel looks each row's codes up once for up to four vectors;
+/// a vector's result is the same bits whatever batch it is in. A vector
+/// holding NaN or infinity (or too far from f32's normal range for the
+/// integer steps) is computed on the exact batch-1 path instead.
+///
+/// Exact path, batch > 1: `y` starts as the bias, then the blocked GEMM
+/// adds `x · Wᵀ`, 72 output features at a time, `W` decoded 72 rows × 256
 /// columns at a time; every weight element is decoded once per 256 batch
 /// rows.
 pub fn linear_into(
@@ -718,17 +745,26 @@ pub(crate) fn linear_with(
             actual: scratch.len(),
         });
     }
+    if out_features == 0 || batch == 0 {
+        return Ok(());
+    }
+    if let (Storage::Quantized(q), Some(f), true) = (&w.storage, w.int(), in_features > 0) {
+        let job = w.rows_job(q);
+        let tile = |n: usize| n * INT_BATCH;
+        for (x, y) in x.chunks(tile(in_features)).zip(y.chunks_mut(tile(out_features))) {
+            linear_int_tile(kern, job, f, x, y, scratch);
+        }
+        if let Some(b) = bias {
+            for y in y.chunks_exact_mut(out_features) {
+                y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+        return Ok(());
+    }
     if batch == 1 {
         return match &w.storage {
             Storage::Quantized(q) => {
-                let job = w.rows_job(q);
-                let done = match w.int() {
-                    Some(f) => gemv_int_with(kern, job, f, x, y, scratch),
-                    None => false,
-                };
-                if !done {
-                    gemv_rows(kern, &job, x, y);
-                }
+                gemv_rows(kern, &w.rows_job(q), x, y);
                 if let Some(b) = bias {
                     y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
                 }
@@ -742,9 +778,6 @@ pub(crate) fn linear_with(
                 Ok(())
             }
         };
-    }
-    if out_features == 0 || batch == 0 {
-        return Ok(());
     }
     for y_row in y.chunks_exact_mut(out_features) {
         match bias {
@@ -761,11 +794,13 @@ pub(crate) fn linear_with(
     crate::gemm::gemm(kern, w, 0, out_features, batch, &pack_x, c, &mut scratch[..needed])
 }
 
-/// `f32` slots of the integer path's scratch: the activations (int16 at
-/// most: two per slot) and one scale per block.
-fn int_scratch_len(cols: usize, block: usize) -> usize {
-    let blocks = cols.div_ceil(block);
-    (blocks * block).div_ceil(2) + blocks
+/// `f32` slots of the integer path's scratch for `n` vectors: the
+/// activations (int16 at most: two per slot) and one factor per block of
+/// each, and above one vector their outputs, row by row.
+fn int_scratch_len(w: &PackedWeight<'_>, block: usize, n: usize) -> usize {
+    let blocks = w.cols.div_ceil(block);
+    let outputs = if n > 1 { n * w.rows } else { 0 };
+    n * (blocks * block).div_ceil(2) + n * blocks + outputs
 }
 
 /// Quantizes `x` per block of `block` columns to the integer grid `q`
@@ -811,43 +846,47 @@ fn quantize_acts<T: Copy>(
     true
 }
 
-/// Batch 1 on the integer path: quantizes `x` into `scratch`, then runs
-/// `kern`'s integer kernel. `false` (nothing written to `y`) when `x` is
-/// not finite or its magnitudes and the weight's scales would take the
-/// f32 steps out of the normal range (`IntForm::safe_for`).
-fn gemv_int_with(
+/// Up to [`INT_BATCH`] vectors `x` on the integer path into `y` (`[n,
+/// out]`, `n = x.len() / cols`): each vector is quantized into `scratch`,
+/// then `kern`'s integer kernel writes `[out, n]` (into `y` itself when
+/// `n` is 1, else into scratch, then transposed). A vector the integer
+/// path declines ([`quantize_vector`]) runs on the exact batch-1 path.
+fn linear_int_tile(
     kern: &crate::Kernels,
     rows: crate::kernels::PackedRows<'_>,
     f: &IntForm,
     x: &[f32],
     y: &mut [f32],
     scratch: &mut [f32],
-) -> bool {
-    let nblocks = x.len().div_ceil(f.block);
-    // The activations, padded with zeros to whole blocks.
-    let cols = nblocks * f.block;
-    let (factors, rest) = scratch.split_at_mut(nblocks);
-    let slots = &mut rest[..cols.div_ceil(2)];
+) {
+    let n = x.len() / rows.cols;
+    let out = y.len() / n;
+    let blocks = rows.cols.div_ceil(f.block);
+    let padded = blocks * f.block;
+    let (factors, rest) = scratch.split_at_mut(n * blocks);
+    let (slots, outputs) = rest.split_at_mut((n * padded).div_ceil(2));
     let wide = matches!(f.table, crate::kernels::IntTable::I16(_));
-    let order = &f.order[..f.span];
     let p = slots.as_mut_ptr();
-    let (ok, act8, act16): (bool, &[i8], &[i16]) = if wide {
+    let mut declined = [false; INT_BATCH];
+    let vectors = x.chunks_exact(rows.cols).zip(factors.chunks_mut(blocks)).zip(&mut declined);
+    let (act8, act16): (&[i8], &[i16]) = if wide {
         // SAFETY: i16 has no more alignment than f32 and every bit pattern
-        // is valid for both; the view covers 2 · cols of `slots`' bytes
-        // (4 · cols.div_ceil(2) >= 2 · cols), and `slots` is not used
-        // otherwise while it lives.
-        let act16 = unsafe { core::slice::from_raw_parts_mut(p.cast::<i16>(), cols) };
-        let ok = quantize_acts(x, f.block, (Q16_ACT, f.step), order, act16, factors, |v| v as i16);
-        (ok, &[], act16)
+        // is valid for both; the view covers 2 · n · padded of `slots`'
+        // bytes (4 · (n · padded).div_ceil(2) >= 2 · n · padded), and
+        // `slots` is not used otherwise while it lives.
+        let act16 = unsafe { core::slice::from_raw_parts_mut(p.cast::<i16>(), n * padded) };
+        for (((xv, fac), d), a) in vectors.zip(act16.chunks_mut(padded)) {
+            *d = !quantize_vector(xv, f, (Q16_ACT, a, fac), |v| v as i16);
+        }
+        (&[], act16)
     } else {
-        // SAFETY: as above, for i8 (cols bytes).
-        let act8 = unsafe { core::slice::from_raw_parts_mut(p.cast::<i8>(), cols) };
-        let ok = quantize_acts(x, f.block, (Q8, f.step), order, act8, factors, |v| v as i8);
-        (ok, act8, &[])
+        // SAFETY: as above, for i8 (n · padded bytes).
+        let act8 = unsafe { core::slice::from_raw_parts_mut(p.cast::<i8>(), n * padded) };
+        for (((xv, fac), d), a) in vectors.zip(act8.chunks_mut(padded)) {
+            *d = !quantize_vector(xv, f, (Q8, a, fac), |v| v as i8);
+        }
+        (act8, &[])
     };
-    if !ok || !f.safe_for(magnitude_range(factors.iter().copied()), nblocks) {
-        return false;
-    }
     let job = crate::kernels::IntRows {
         rows,
         table: f.table,
@@ -856,14 +895,49 @@ fn gemv_int_with(
         act8,
         act16,
         act_scales: factors,
+        batch: n,
     };
-    gemv_int_rows(kern, &job, y);
-    true
+    if n == 1 {
+        gemv_int_rows(kern, &job, y);
+    } else {
+        let yt = &mut outputs[..n * out];
+        gemv_int_rows(kern, &job, yt);
+        for (r, outs) in yt.chunks_exact(n).enumerate() {
+            for (v, &o) in outs.iter().enumerate() {
+                y[v * out + r] = o;
+            }
+        }
+    }
+    let vectors = x.chunks_exact(rows.cols).zip(y.chunks_exact_mut(out));
+    for ((xv, yv), _) in vectors.zip(declined).filter(|(_, d)| *d) {
+        gemv_rows(kern, &rows, xv, yv);
+    }
+}
+
+/// Quantizes one vector `x` for `f`'s integer path into `acts` and its
+/// block factors (grid `q`, see [`quantize_acts`]); `false` (the vector's
+/// activations and factors zeroed) when `x` is not finite or its
+/// magnitudes and the weight's scales would take the f32 steps out of the
+/// normal range (`IntForm::safe_for`).
+fn quantize_vector<T: Copy + Default>(
+    x: &[f32],
+    f: &IntForm,
+    (q, acts, factors): (f32, &mut [T], &mut [f32]),
+    cast: impl Fn(i32) -> T,
+) -> bool {
+    let order = &f.order[..f.span];
+    let ok = quantize_acts(x, f.block, (q, f.step), order, acts, factors, cast)
+        && f.safe_for(magnitude_range(factors.iter().copied()), factors.len());
+    if !ok {
+        acts.fill(T::default());
+        factors.fill(0.0);
+    }
+    ok
 }
 
 /// The integer kernel on `job`'s rows (see [`for_row_blocks`]).
 fn gemv_int_rows(kern: &crate::Kernels, job: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
-    for_row_blocks(&job.rows, y, |rows, out| {
+    for_row_blocks(&job.rows, job.batch, y, |rows, out| {
         (kern.gemv_int)(&crate::kernels::IntRows { rows: *rows, ..*job }, out)
     });
 }
@@ -878,29 +952,35 @@ fn gemv_rows(
     x: &[f32],
     y: &mut [f32],
 ) {
-    for_row_blocks(job, y, |rows, out| (kern.gemv_packed)(rows, x, out));
+    for_row_blocks(job, 1, y, |rows, out| (kern.gemv_packed)(rows, x, out));
 }
 
-/// Runs a batch-1 kernel, `run(rows, out)`, over the output rows `y` of
-/// `job`: on this thread, or, with the `parallel` feature, two threads or
-/// more and more than a million weights, in blocks of rows on rayon's
-/// pool, `run` getting each block's rows (codes and scales from its first
-/// row on) and outputs. Rows are independent, so the result is the same
-/// as on one thread.
+/// Runs a row kernel, `run(rows, out)`, over the outputs `y` of `job`
+/// (`per_row` consecutive outputs per row): on this thread, or, with the
+/// `parallel` feature, two threads or more and more than a million
+/// weights, in blocks of rows on rayon's pool, `run` getting each block's
+/// rows (codes and scales from its first row on) and outputs. Rows are
+/// independent, so the result is the same as on one thread.
 fn for_row_blocks(
     job: &crate::kernels::PackedRows<'_>,
+    per_row: usize,
     y: &mut [f32],
     run: impl Fn(&crate::kernels::PackedRows<'_>, &mut [f32]) + Sync,
 ) {
+    #[cfg(not(feature = "parallel"))]
+    let _ = per_row;
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        let threads = rayon::current_num_threads();
-        if threads >= 2 && y.len().saturating_mul(job.cols) >= 1 << 20 {
+        let rows = y.len() / per_row.max(1);
+        // The size first: asking for the threads starts rayon's pool (which
+        // allocates) at its first use, and small products never need it.
+        if rows.saturating_mul(job.cols) >= 1 << 20 && rayon::current_num_threads() >= 2 {
+            let threads = rayon::current_num_threads();
             // Blocks of a multiple of 8 rows start on a byte whatever C
             // is; four blocks per thread even out uneven progress.
-            let block = y.len().div_ceil(threads * 4).next_multiple_of(8);
-            y.par_chunks_mut(block).enumerate().for_each(|(k, out)| {
+            let block = rows.div_ceil(threads * 4).next_multiple_of(8);
+            y.par_chunks_mut(block * per_row).enumerate().for_each(|(k, out)| {
                 let first = k * block;
                 let byte = first * job.cols / 8 * job.bits as usize;
                 let sub = crate::kernels::PackedRows {

@@ -425,11 +425,12 @@ mod tests {
     }
 
     proptest! {
-        /// The integer batch-1 kernel of every path equals the portable
-        /// integer reference bit for bit (exact integer block sums, the
-        /// same f32 steps): C = 1..=4, int8 and int16 tables, blocks of 32
-        /// and 64, every scale layout, the codes in an exact allocation (the
-        /// last rows' 16-byte loads must be avoided).
+        /// The integer kernel of every path equals the portable integer
+        /// reference bit for bit (exact integer block sums, the same f32
+        /// steps): C = 1..=4, int8 and int16 tables, blocks of 32 and 64,
+        /// every scale layout, 1 to 6 activation vectors (each vector's
+        /// results those of a batch of it alone), the codes in an exact
+        /// allocation (the last rows' 16-byte loads must be avoided).
         #[test]
         fn gemv_int_matches_portable(
             bits in 1u32..=4,
@@ -438,6 +439,7 @@ mod tests {
             block64 in prop::bool::ANY,
             layout in 0usize..6,
             wide in prop::bool::ANY,
+            batch in 1usize..7,
             seed in any::<u64>(),
         ) {
             use crate::kernels::{IntRows, IntTable};
@@ -463,9 +465,10 @@ mod tests {
                 t8[k] = ((case.next() % 255) as i32 - 127) as i8;
                 t16[k] = ((case.next() % 16383) as i32 - 8191) as i16;
             }
-            let act8: Vec<i8> = (0..cols).map(|_| ((case.next() % 255) as i32 - 127) as i8).collect();
-            let act16: Vec<i16> = (0..cols).map(|_| ((case.next() % 8191) as i32 - 4095) as i16).collect();
-            let act_scales: Vec<f32> = case.values(blocks).iter().map(|v| v * 1e-3).collect();
+            let n = batch * cols;
+            let act8: Vec<i8> = (0..n).map(|_| ((case.next() % 255) as i32 - 127) as i8).collect();
+            let act16: Vec<i16> = (0..n).map(|_| ((case.next() % 8191) as i32 - 4095) as i16).collect();
+            let act_scales: Vec<f32> = case.values(batch * blocks).iter().map(|v| v * 1e-3).collect();
             // The f32 table is not read: the integer table stands for it.
             let job = IntRows {
                 rows: w.job(),
@@ -475,14 +478,30 @@ mod tests {
                 act8: &act8,
                 act16: &act16,
                 act_scales: &act_scales,
+                batch,
             };
-            let mut want = vec![f32::NAN; rows];
+            let mut want = vec![f32::NAN; rows * batch];
             generic::gemv_int(&job, &mut want);
-            for_each_simd_path(SUITE, |path| {
-                let mut got = vec![f32::NAN; rows].into_boxed_slice();
-                (path.kernels().gemv_int)(&job, &mut got);
+            for v in 0..batch {
+                let alone = IntRows {
+                    act8: act8.get(v * cols..(v + 1) * cols).unwrap_or_default(),
+                    act16: act16.get(v * cols..(v + 1) * cols).unwrap_or_default(),
+                    act_scales: &act_scales[v * blocks..(v + 1) * blocks],
+                    batch: 1,
+                    ..job
+                };
+                let mut one = vec![f32::NAN; rows];
+                generic::gemv_int(&alone, &mut one);
                 for r in 0..rows {
-                    assert!(same(got[r], want[r]), "{} C={bits} row {r}: {} vs {}", path.name, got[r], want[r]);
+                    assert!(same(one[r], want[r * batch + v]), "vector {v} row {r} alone");
+                }
+            }
+            for_each_simd_path(SUITE, |path| {
+                let mut got = vec![f32::NAN; rows * batch].into_boxed_slice();
+                (path.kernels().gemv_int)(&job, &mut got);
+                for (k, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                    let (r, v) = (k / batch, k % batch);
+                    assert!(same(g, e), "{} C={bits} row {r} vector {v}: {g} vs {e}", path.name);
                 }
             });
         }

@@ -93,7 +93,7 @@ impl Parts {
         w
     }
 
-    /// The weight with the batch-1 integer path allowed (the default).
+    /// The weight with the integer path allowed (the default).
     fn integer_weight(&self, shape: &[usize]) -> PackedWeight<'_> {
         PackedWeight::new(
             &self.packed,

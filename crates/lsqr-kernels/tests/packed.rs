@@ -313,3 +313,102 @@ fn exact_env_and_option() {
         assert_ne!(int, exact, "the integer path ran");
     }
 }
+
+/// `w`, quantized from `wf` with `kind` at C = `bits` and `scaling`, run
+/// through `f` (the weight borrows an in-memory `.lsq` file).
+fn with_weight<T>(
+    wf: &[f32],
+    shape: &[usize],
+    (kind, bits, scaling): (CodecKind, u32, Scaling),
+    f: impl FnOnce(&mut PackedWeight<'_>) -> T,
+) -> T {
+    let mut o = QuantizeOptions::new(CodecSpec::default_for(kind), bits);
+    o.scaling = scaling;
+    let bytes = file_of(&quantize(wf, shape, &o).unwrap());
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!("quantized") };
+    f(&mut from_view(&view).unwrap())
+}
+
+/// Batches above 1 take the integer path too, and each vector's outputs
+/// are bit for bit those of a batch of it alone: across the kernel's
+/// 4-vector groups and their tails, `INT_BATCH` tiles (batch 17), int8
+/// and int16 tables, one and eight scale groups per block, and (2064 x
+/// 1024, with `parallel`) rows split over threads. A vector holding a NaN
+/// takes the exact path alone: its outputs are NaN, the others' unchanged.
+#[test]
+fn int_batch_is_each_vector_alone() {
+    let cases = [
+        (CodecKind::Log, 4, Scaling::Group(64), [40, 320]),
+        (CodecKind::Lut, 4, Scaling::TwoLevel(TwoLevel::DEFAULT), [24, 512]),
+        (CodecKind::Nf, 3, Scaling::Row, [33, 96]),
+        (CodecKind::Uniform, 2, Scaling::Group(32), [9, 64]),
+        (CodecKind::Log, 4, Scaling::Group(64), [2064, 1024]),
+    ];
+    for (kind, bits, scaling, [rows, cols]) in cases {
+        let wf = random(rows * cols, 0.02, false, u64::from(bits) + rows as u64);
+        let bias = random(rows, 0.1, false, 5);
+        with_weight(&wf, &[rows, cols], (kind, bits, scaling), |w| {
+            let forced = lsqr_kernels::packed::exact_forced();
+            assert!(
+                forced || w.int_form().is_some(),
+                "{kind} C={bits} {scaling:?} has an int form"
+            );
+            for batch in [2, 5, 17] {
+                let mut x = random(batch * cols, 1.0, true, batch as u64);
+                let nan = (batch - 1).min(3);
+                x[nan * cols + 7] = f32::NAN;
+                let mut y = vec![0.0f32; batch * rows];
+                linear(w, Some(&bias), &x, batch, &mut y).unwrap();
+                for v in 0..batch {
+                    let mut alone = vec![0.0f32; rows];
+                    linear(w, Some(&bias), &x[v * cols..(v + 1) * cols], 1, &mut alone).unwrap();
+                    let got = &y[v * rows..(v + 1) * rows];
+                    let same = got.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{kind} C={bits} {scaling:?} batch {batch} vector {v}");
+                }
+                // The NaN: the exact path's NaNs in its vector, finite
+                // outputs elsewhere (the integer path ran for them).
+                let (before, rest) = y.split_at(nan * rows);
+                let (nans, after) = rest.split_at(rows);
+                assert!(nans.iter().all(|v| v.is_nan()));
+                assert!(before.iter().chain(after).all(|v| v.is_finite()));
+            }
+        });
+    }
+}
+
+/// At batch 8, the integer path's output SNR against the exact path (the
+/// f32 GEMM) is at least 20 dB above the exact path's against the f32
+/// weights: issue 13's rule, as at batch 1 (`int_path_precision`).
+#[test]
+fn int_batch_precision() {
+    let (rows, cols, batch) = (256, 1024, 8);
+    for (kind, bits) in [(CodecKind::Log, 4), (CodecKind::Lut, 4), (CodecKind::Nf, 2)] {
+        let wf = random(rows * cols, 0.02, false, 11);
+        let x = random(batch * cols, 1.0, true, 12);
+        let reference: Vec<f64> = (0..batch * rows)
+            .map(|k| {
+                let (v, r) = (k / rows, k % rows);
+                (0..cols).map(|c| f64::from(wf[r * cols + c]) * f64::from(x[v * cols + c])).sum()
+            })
+            .collect();
+        let (exact, int) = with_weight(&wf, &[rows, cols], (kind, bits, Scaling::Group(64)), |w| {
+            let run = |w: &PackedWeight<'_>| {
+                let mut y = vec![0.0f32; batch * rows];
+                linear(w, None, &x, batch, &mut y).unwrap();
+                y
+            };
+            w.set_exact(true);
+            let exact = run(w);
+            w.set_exact(false);
+            (exact, run(w))
+        });
+        let exact64: Vec<f64> = exact.iter().map(|&v| f64::from(v)).collect();
+        let (codec, int) = (snr_db(&exact, &reference), snr_db(&int, &exact64));
+        println!("batch {batch} {kind} C={bits}: codec {codec:.1} dB, integer path {int:.1} dB");
+        if !lsqr_kernels::packed::exact_forced() {
+            assert!(int >= codec + 20.0, "{kind} C={bits}: {int:.1} dB vs codec {codec:.1} dB");
+        }
+    }
+}

@@ -394,7 +394,7 @@ impl<'f> Plan<'f> {
         })
     }
 
-    /// Keeps every batch-1 linear on the exact f32 table path (`true`) or
+    /// Keeps every linear on the exact f32 table path (`true`) or
     /// lets C <= 4 weights use integer dot products (`false`, the default;
     /// `lsqr_kernels::packed::PackedWeight::set_exact` explains the
     /// trade). `LSQR_EXACT=1` in the environment forces `true`. The arena

@@ -345,16 +345,17 @@ pub(crate) fn gemv_packed_with(
 
 /// The exact integer lane sums of row `r`'s codes in columns `c0..c0 + n`
 /// (one block, whole or the row's last), looked up in the integer table,
-/// times the quantized activations there; each product goes to the part
+/// times vector `v`'s quantized activations there; each product goes to the part
 /// ([`crate::kernels::int_lane_part`]) and lane ([`int_lane`]) the AVX2
 /// kernel's `vpmaddwd` puts it in. `None` when the codes are out of
 /// range.
 pub(crate) fn int_block_lanes(
     w: &crate::kernels::IntRows<'_>,
-    r: usize,
+    (r, v): (usize, usize),
     c0: usize,
     n: usize,
 ) -> Option<[[i32; 8]; 2]> {
+    let a0 = v.checked_mul(w.padded_cols())?.checked_add(c0)?;
     let mut codes = [0u16; 64];
     let codes = codes.get_mut(..n)?;
     lsqr_pack::unpack_from(w.rows.packed, w.rows.bits, r * w.rows.cols + c0, codes).ok()?;
@@ -370,10 +371,10 @@ pub(crate) fn int_block_lanes(
         let code = usize::from(code);
         lanes[crate::kernels::int_lane_part(s % span)][int_lane(wide, s % 32)] += match w.table {
             crate::kernels::IntTable::I8(t) => {
-                i32::from(*t.get(code)?) * i32::from(*w.act8.get(c0 + s)?)
+                i32::from(*t.get(code)?) * i32::from(*w.act8.get(a0 + s)?)
             }
             crate::kernels::IntTable::I16(t) => {
-                i32::from(*t.get(code)?) * i32::from(*w.act16.get(c0 + s)?)
+                i32::from(*t.get(code)?) * i32::from(*w.act16.get(a0 + s)?)
             }
         };
     }
@@ -398,23 +399,25 @@ pub(crate) fn int_lanes_sum(l: &[f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
-/// The integer batch-1 reference (`IntRows`).
+/// The integer reference (`IntRows`).
 pub(crate) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
     gemv_int_rows(w, 0, y)
 }
 
-/// [`gemv_int`] for rows `first..first + y.len()` (the AVX2 path leaves
-/// its last rows, whose wide loads would pass the end, to this).
+/// [`gemv_int`] for rows `first..` (`y` holds their outputs, `batch` per
+/// row; the AVX2 path leaves its last rows, whose wide loads would pass
+/// the end, to this).
 pub(crate) fn gemv_int_rows(w: &crate::kernels::IntRows<'_>, first: usize, y: &mut [f32]) {
     let p = &w.rows;
     let block = w.block.max(1);
+    let batch = w.batch.max(1);
     for (k, out) in y.iter_mut().enumerate() {
-        let r = first + k;
+        let (r, v) = (first + k / batch, k % batch);
         let mut sum = [0.0f32; 8];
         for (b, c0) in (0..p.cols).step_by(block).enumerate() {
             let n = block.min(p.cols - c0);
-            let (Some(&a), Some(parts)) = (w.act_scales.get(b), int_block_lanes(w, r, c0, n))
-            else {
+            let act = w.act_scales.get(v * w.blocks() + b);
+            let (Some(&a), Some(parts)) = (act, int_block_lanes(w, (r, v), c0, n)) else {
                 break;
             };
             // Each lane's scale: the block's one group, or its lane's.

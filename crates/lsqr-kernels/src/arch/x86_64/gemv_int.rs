@@ -1,7 +1,8 @@
-//! Batch-1 linear on packed rows with integer dot products, AVX2 (C <= 4).
+//! Linear on packed rows with integer dot products, AVX2 (C <= 4), for one
+//! activation vector or a batch of them.
 //!
-//! The activations were quantized once per call (`crate::packed`), per
-//! block of 32 or 64 columns, to int8 or int16, and stored in the order in
+//! The activations were quantized once per call (`crate::packed`), each
+//! vector per block of 32 or 64 columns, to int8 or int16, and stored in the order in
 //! which this kernel unpacks codes (`crate::kernels::int_act_column`), so
 //! the codes are never reordered. The weight's decode table has an int8 or
 //! int16 copy of its (at most) 16 entries. Per 32 codes:
@@ -26,8 +27,14 @@
 //! a 64-column block at most 64 · 8191 · 4095 < 2^31), so the eight int32
 //! lanes of a block equal the portable reference's; per block each lane
 //! is scaled and added in f32 as the reference does (`IntRows`), and the
-//! lanes are summed once per row, so the result is bit-exact. Four rows
-//! share each activation load.
+//! lanes are summed once per row, so the result is bit-exact. At batch 1
+//! four rows share each activation load; above it, each row's span is
+//! looked up once for four vectors (`rows_batch`), and four rows share
+//! each group of vectors while it is in L1 (`batch_rows`). Batch 8 and 64
+//! measured 2.5x and 1.05x f32 sgemm (README "Kernels on packed
+//! weights"): the four FP pipes bound it, at about 16 vector operations
+//! per 64 products per vector (4 `vpmaddwd`, 4 adds, the block's f32
+//! epilogue, a quarter of the lookup).
 //!
 //! Scale groups of 32 at C = 4 (two-level scales' sub-blocks) still run
 //! 64-code spans: in the stored order, int32 lanes 0-3 of a span's sums
@@ -62,10 +69,11 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
         && (w.block == 32 || w.block == 64)
         && p.cols.is_multiple_of(8)
         && groups_fit
-        && w.act_scales.len() >= padded / w.block
+        && w.batch >= 1
+        && w.act_scales.len() >= w.batch.saturating_mul(padded / w.block)
         && match w.table {
-            IntTable::I8(_) => w.act8.len() >= padded,
-            IntTable::I16(_) => w.act16.len() >= padded,
+            IntTable::I8(_) => w.act8.len() >= w.batch.saturating_mul(padded),
+            IntTable::I16(_) => w.act16.len() >= w.batch.saturating_mul(padded),
         }
 }
 
@@ -206,13 +214,25 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f3
     // padded to whole blocks, so its last loads may run into the next row's
     // codes (multiplied by zero activations).
     let last_load_end = p.cols.div_ceil(w.block) * w.block / 8 * BITS as usize - span_bytes + load;
+    let out_rows = y.len() / w.batch;
     let safe_rows = (p.packed.len() + rb)
         .saturating_sub(last_load_end)
         .checked_div(rb)
-        .map_or(y.len(), |rows| rows.min(y.len()));
+        .map_or(out_rows, |safe| safe.min(out_rows));
     let u = unpack_consts(BITS);
     let table = tables(&w.table);
     let split = w.groups_per_block >= 4;
+    if w.batch > 1 {
+        // SAFETY: forwarded.
+        unsafe {
+            match (span64, split) {
+                (true, true) => batch_rows::<BITS, WIDE, true, true>(w, &u, table, safe_rows, y),
+                (true, false) => batch_rows::<BITS, WIDE, true, false>(w, &u, table, safe_rows, y),
+                _ => batch_rows::<BITS, WIDE, false, false>(w, &u, table, safe_rows, y),
+            }
+        }
+        return safe_rows;
+    }
     let mut r = 0;
     while r + 4 <= safe_rows {
         // SAFETY: rows r..r + 4 are safe; the rest is the caller's contract.
@@ -255,26 +275,34 @@ fn lane_groups(w: &IntRows<'_>) -> [__m256i; 2] {
     })
 }
 
-/// The two parts ([`crate::kernels::int_lane_part`]) of eight int32
-/// partial sums of 32 codes (one byte each) against their stored
-/// activations: `WIDE` false: int8 table `lo`, activations `a[0]`;
-/// true: int16 table bytes `lo`, `hi`, activations `a[0]` (stored
-/// positions 0..16), `a[1]` (16..32).
+/// 32 codes (one byte each) looked up in the integer table: `WIDE`: the
+/// int16 values interleaved into words (`vpunpcklbw` / `vpunpckhbw` of the
+/// `vpshufb` of the table's low and high bytes: stored positions 0..16,
+/// 16..32); int8: the values' magnitudes and the values (for their signs).
 #[target_feature(enable = "avx2")]
 #[inline]
-fn codes_dot<const WIDE: bool>(
-    codes: __m256i,
-    (lo, hi): (__m256i, __m256i),
-    a: [__m256i; 2],
-) -> [__m256i; 2] {
+fn lookup<const WIDE: bool>(codes: __m256i, (lo, hi): (__m256i, __m256i)) -> [__m256i; 2] {
     if WIDE {
         let (l, h) = (_mm256_shuffle_epi8(lo, codes), _mm256_shuffle_epi8(hi, codes));
-        let w0 = _mm256_unpacklo_epi8(l, h);
-        let w1 = _mm256_unpackhi_epi8(l, h);
-        [_mm256_madd_epi16(w0, a[0]), _mm256_madd_epi16(w1, a[1])]
+        [_mm256_unpacklo_epi8(l, h), _mm256_unpackhi_epi8(l, h)]
     } else {
         let v = _mm256_shuffle_epi8(lo, codes);
-        let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a[0], v));
+        [_mm256_abs_epi8(v), v]
+    }
+}
+
+/// The two parts ([`crate::kernels::int_lane_part`]) of eight int32
+/// partial sums of 32 looked-up codes (`lookup`) against their stored
+/// activations: `WIDE`: int16, `a[0]` (stored positions 0..16) and `a[1]`
+/// (16..32); int8: `a[0]` (`vpmaddubsw` of the magnitudes and the
+/// activations carrying the values' signs, `vpmaddwd` by ones).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn looked_dot<const WIDE: bool>(l: [__m256i; 2], a: [__m256i; 2]) -> [__m256i; 2] {
+    if WIDE {
+        [_mm256_madd_epi16(l[0], a[0]), _mm256_madd_epi16(l[1], a[1])]
+    } else {
+        let prod = _mm256_maddubs_epi16(l[0], _mm256_sign_epi8(a[0], l[1]));
         [_mm256_madd_epi16(prod, _mm256_set1_epi16(1)), _mm256_setzero_si256()]
     }
 }
@@ -286,33 +314,121 @@ fn add_parts(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
     [_mm256_add_epi32(a[0], b[0]), _mm256_add_epi32(a[1], b[1])]
 }
 
-/// The partial sums, in two parts, of one span of one row (`SPAN64`: 64 codes at C = 4
-/// from one 32-byte load; otherwise one chunk of 32), against the span's
-/// activations `a` (registers of 32 stored positions: `a[2k..2k + 2]`).
+/// One span of one row looked up (`lookup`): `SPAN64`, 64 codes at C = 4
+/// from one 32-byte load (low nibbles in `[0..2]`, high in `[2..4]`);
+/// otherwise one chunk of 32 (in `[0..2]`).
 ///
 /// # Safety
 /// `p` readable for the span's bytes (as [`codes32`] needs, or 32).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn span_dot<const BITS: u32, const WIDE: bool, const SPAN64: bool>(
+unsafe fn span_lookup<const BITS: u32, const WIDE: bool, const SPAN64: bool>(
     u: &Unpack,
     p: *const u8,
     table: (__m256i, __m256i),
-    a: &[__m256i; 4],
-) -> [__m256i; 2] {
+) -> [__m256i; 4] {
     if SPAN64 {
         // SAFETY: 32 readable bytes (the caller).
         let v = unsafe { _mm256_loadu_si256(p.cast()) };
-        let lo = _mm256_and_si256(v, u.mask);
-        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), u.mask);
-        add_parts(
-            codes_dot::<WIDE>(lo, table, [a[0], a[1]]),
-            codes_dot::<WIDE>(hi, table, [a[2], a[3]]),
-        )
+        let lo = lookup::<WIDE>(_mm256_and_si256(v, u.mask), table);
+        let hi = lookup::<WIDE>(_mm256_and_si256(_mm256_srli_epi16::<4>(v), u.mask), table);
+        [lo[0], lo[1], hi[0], hi[1]]
     } else {
         // SAFETY: forwarded.
-        let codes = unsafe { codes32::<BITS>(u, p) };
-        codes_dot::<WIDE>(codes, table, [a[0], a[1]])
+        let l = lookup::<WIDE>(unsafe { codes32::<BITS>(u, p) }, table);
+        [l[0], l[1], _mm256_setzero_si256(), _mm256_setzero_si256()]
+    }
+}
+
+/// The partial sums, in two parts, of a looked-up span (`span_lookup`)
+/// against its activations `a` (registers of 32 stored positions:
+/// `a[2k..2k + 2]`).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn span_dot<const WIDE: bool, const SPAN64: bool>(
+    l: &[__m256i; 4],
+    a: &[__m256i; 4],
+) -> [__m256i; 2] {
+    let d = looked_dot::<WIDE>([l[0], l[1]], [a[0], a[1]]);
+    if SPAN64 {
+        add_parts(d, looked_dot::<WIDE>([l[2], l[3]], [a[2], a[3]]))
+    } else {
+        d
+    }
+}
+
+/// The activations of the span at column `c` of vector `v`: `a[2k..2k +
+/// 2]` for register `k` of 32 stored positions (int16: two registers
+/// each; int8: one, in `a[2k]`).
+///
+/// # Safety
+/// The span's activations are inside `act8` / `act16` (`supports`).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn span_acts<const WIDE: bool, const SPAN64: bool>(
+    w: &IntRows<'_>,
+    v: usize,
+    c: usize,
+) -> [__m256i; 4] {
+    let regs = if SPAN64 { 2 } else { 1 };
+    let at = v * w.padded_cols() + c;
+    // SAFETY: register k's 32 bytes lie in the span (the caller).
+    core::array::from_fn(|k| unsafe {
+        if WIDE && k < 2 * regs {
+            _mm256_loadu_si256(w.act16.as_ptr().add(at + 16 * k).cast())
+        } else if !WIDE && k % 2 == 0 && k / 2 < regs {
+            _mm256_loadu_si256(w.act8.as_ptr().add(at + 16 * k).cast())
+        } else {
+            _mm256_setzero_si256()
+        }
+    })
+}
+
+/// Adds one part-summed block `acc` of a row into its f32 lanes `fsum`:
+/// each lane times its group's scale (`gs`, through `lanes` when `SPLIT`)
+/// times the block's activation factor.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn add_block<const SPLIT: bool>(
+    fsum: __m256,
+    acc: [__m256i; 2],
+    gs: __m256,
+    act: f32,
+    lanes: &[__m256i; 2],
+) -> __m256 {
+    let act = _mm256_set1_ps(act);
+    let mut fsum = fsum;
+    let parts = if SPLIT { 2 } else { 1 };
+    for (part, &ctl) in lanes.iter().enumerate().take(parts) {
+        let s = if SPLIT { _mm256_permutevar8x32_ps(gs, ctl) } else { gs };
+        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[part]), _mm256_mul_ps(s, act));
+        fsum = _mm256_add_ps(fsum, t);
+    }
+    fsum
+}
+
+/// The scales of block `b` of a row whose scales start at `row`: the
+/// block's group `g` broadcast, or its `groups_per_block` groups (2: each
+/// broadcast to one half; 4, 8: loaded, for `lanes`' `vpermps`).
+///
+/// # Safety
+/// The block's groups have scales (`supports`: the row's columns are whole
+/// blocks when a block has more than one group).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn block_scales(groups_per_block: usize, row: *const f32, b: usize, g: usize) -> __m256 {
+    // SAFETY: the caller.
+    unsafe {
+        match groups_per_block {
+            2 => {
+                let lo = _mm_broadcast_ss(&*row.add(2 * b));
+                let hi = _mm_broadcast_ss(&*row.add(2 * b + 1));
+                _mm256_set_m128(hi, lo)
+            }
+            4 => _mm256_castps128_ps256(_mm_loadu_ps(row.add(4 * b))),
+            8 => _mm256_loadu_ps(row.add(8 * b)),
+            _ => _mm256_broadcast_ss(&*row.add(g)),
+        }
     }
 }
 
@@ -343,12 +459,13 @@ fn lanes_sum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
 }
 
-/// Rows `r..r + R`: per block, each row's eight int32 lane sums become f32
-/// and are added, lane by lane, times `scale · act_scale`, into eight f32
-/// sums, which are added up once at the end ([`lanes_sum`]); the portable
-/// reference computes the same lanes (`int_lane`), so the result is
-/// bit-exact. `SPLIT` (4 or 8 scale groups per block) keeps the two parts
-/// of the sums apart, each lane scaled by its own group's scale.
+/// Rows `r..r + R` against vector 0: per block, each row's eight int32
+/// lane sums become f32 and are added, lane by lane, times `scale ·
+/// act_scale`, into eight f32 sums, which are added up once at the end
+/// ([`lanes_sum`]); the portable reference computes the same lanes
+/// (`int_lane`), so the result is bit-exact. `SPLIT` (4 or 8 scale groups
+/// per block) keeps the two parts of the sums apart, each lane scaled by
+/// its own group's scale.
 ///
 /// # Safety
 /// As [`gemv_int`], and rows `r..r + R` are safe.
@@ -376,73 +493,153 @@ unsafe fn rows<
     // SAFETY: row r + q's scales start inside `scales` (the caller).
     let scale_ptr: [*const f32; R] =
         core::array::from_fn(|q| unsafe { p.scales.as_ptr().add((r + q) * p.scale_stride) });
-    // Blocks per scale group (`supports`: the group is whole blocks, or
-    // the row has one scale).
-    let blocks_per_group = if p.group >= p.cols { usize::MAX } else { p.group / w.block };
     let mut fsum = [_mm256_setzero_ps(); R];
     let lanes = lane_groups(w);
-    let gpb = w.groups_per_block;
-    let (mut c0, mut b, mut g, mut in_group) = (0, 0, 0, 0);
-    while c0 < p.cols {
+    for (b, c0) in (0..p.cols).step_by(w.block).enumerate() {
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        let mut c = c0;
-        while c < c0 + w.block {
+        for c in (c0..c0 + w.block).step_by(span) {
             // SAFETY: c + span <= the padded columns <= the activations'
             // length (`supports`); row r + q's span at byte c / span · its
-            // bytes is readable as `span_dot` needs (safe rows).
+            // bytes is readable as `span_lookup` needs (safe rows).
             unsafe {
-                let regs = if SPAN64 { 2 } else { 1 };
-                let a: [__m256i; 4] = core::array::from_fn(|k| {
-                    if WIDE && k < 2 * regs {
-                        _mm256_loadu_si256(w.act16.as_ptr().add(c + 16 * k).cast())
-                    } else if !WIDE && k % 2 == 0 && k / 2 < regs {
-                        _mm256_loadu_si256(w.act8.as_ptr().add(c + 16 * k).cast())
-                    } else {
-                        _mm256_setzero_si256()
-                    }
-                });
+                let a = span_acts::<WIDE, SPAN64>(w, 0, c);
                 let off = c / span * span_bytes;
                 for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
-                    let d = span_dot::<BITS, WIDE, SPAN64>(u, ptr.add(off), table, &a);
-                    if SPLIT {
-                        *acc = add_parts(*acc, d);
-                    } else {
-                        acc[0] = _mm256_add_epi32(acc[0], _mm256_add_epi32(d[0], d[1]));
-                    }
+                    let l = span_lookup::<BITS, WIDE, SPAN64>(u, ptr.add(off), table);
+                    *acc = accumulate::<SPLIT>(*acc, span_dot::<WIDE, SPAN64>(&l, &a));
                 }
             }
-            c += span;
         }
         // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
-        let act = _mm256_set1_ps(unsafe { *w.act_scales.get_unchecked(b) });
+        let act = unsafe { *w.act_scales.get_unchecked(b) };
+        let g = block_group(w, b);
         for q in 0..R {
-            // SAFETY: the block's groups (g, or gpb of them from gpb · b:
-            // the row's columns are whole blocks then, `supports`) of row
-            // r + q have scales (the caller).
-            let gs = unsafe {
-                match gpb {
-                    2 => {
-                        let lo = _mm_broadcast_ss(&*scale_ptr[q].add(2 * b));
-                        let hi = _mm_broadcast_ss(&*scale_ptr[q].add(2 * b + 1));
-                        _mm256_set_m128(hi, lo)
-                    }
-                    4 => _mm256_castps128_ps256(_mm_loadu_ps(scale_ptr[q].add(4 * b))),
-                    8 => _mm256_loadu_ps(scale_ptr[q].add(8 * b)),
-                    _ => _mm256_broadcast_ss(&*scale_ptr[q].add(g)),
+            // SAFETY: the block's groups of row r + q have scales (the
+            // caller).
+            let gs = unsafe { block_scales(w.groups_per_block, scale_ptr[q], b, g) };
+            fsum[q] = add_block::<SPLIT>(fsum[q], acc[q], gs, act, &lanes);
+        }
+    }
+    core::array::from_fn(|q| lanes_sum(fsum[q]))
+}
+
+/// `acc + d`: part by part when `SPLIT`, else into part 0.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn accumulate<const SPLIT: bool>(acc: [__m256i; 2], d: [__m256i; 2]) -> [__m256i; 2] {
+    if SPLIT {
+        add_parts(acc, d)
+    } else {
+        [_mm256_add_epi32(acc[0], _mm256_add_epi32(d[0], d[1])), acc[1]]
+    }
+}
+
+/// The scale group of block `b` when a block lies in one group (`supports`:
+/// the group is whole blocks, or the row has one scale).
+#[inline]
+fn block_group(w: &IntRows<'_>, b: usize) -> usize {
+    if w.rows.group >= w.rows.cols {
+        0
+    } else {
+        b / (w.rows.group / w.block).max(1)
+    }
+}
+
+/// Rows per block of [`batch_rows`]: their codes stay in L1 while the
+/// batch's vectors pass over them, four at a time.
+const ROW_BLOCK: usize = 4;
+
+/// Batch > 1: every safe row against every vector, [`rows_batch`] on up
+/// to four vectors at a time (the row's span is looked up once for all
+/// of them), [`ROW_BLOCK`] rows sharing each group of vectors while it is
+/// in L1.
+///
+/// # Safety
+/// As [`gemv_int`]; rows below `safe_rows` are safe.
+#[target_feature(enable = "avx2")]
+unsafe fn batch_rows<const BITS: u32, const WIDE: bool, const SPAN64: bool, const SPLIT: bool>(
+    w: &IntRows<'_>,
+    u: &Unpack,
+    table: (__m256i, __m256i),
+    safe_rows: usize,
+    y: &mut [f32],
+) {
+    let batch = w.batch;
+    for first in (0..safe_rows).step_by(ROW_BLOCK) {
+        let block = first..(first + ROW_BLOCK).min(safe_rows);
+        let mut v = 0;
+        // SAFETY: rows below safe_rows are safe; vectors v..v + NB <=
+        // batch (the caller).
+        unsafe {
+            while v + 4 <= batch {
+                for r in block.clone() {
+                    let s = rows_batch::<4, BITS, WIDE, SPAN64, SPLIT>(w, u, table, r, v);
+                    y[r * batch + v..][..4].copy_from_slice(&s);
                 }
-            };
-            let parts = if SPLIT { 2 } else { 1 };
-            for (part, &ctl) in lanes.iter().enumerate().take(parts) {
-                let s = if SPLIT { _mm256_permutevar8x32_ps(gs, ctl) } else { gs };
-                let t = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[q][part]), _mm256_mul_ps(s, act));
-                fsum[q] = _mm256_add_ps(fsum[q], t);
+                v += 4;
+            }
+            while v < batch {
+                for r in block.clone() {
+                    y[r * batch + v] =
+                        rows_batch::<1, BITS, WIDE, SPAN64, SPLIT>(w, u, table, r, v)[0];
+                }
+                v += 1;
             }
         }
-        c0 += w.block;
-        b += 1;
-        in_group += 1;
-        if in_group == blocks_per_group {
-            (g, in_group) = (g + 1, 0);
+    }
+}
+
+/// Row `r` against vectors `v..v + NB`, each as [`rows`] computes one
+/// row against vector 0 (the same lanes, the same order: bit-exact).
+///
+/// # Safety
+/// As [`gemv_int`]; row `r` is safe and `v + NB <= w.batch`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn rows_batch<
+    const NB: usize,
+    const BITS: u32,
+    const WIDE: bool,
+    const SPAN64: bool,
+    const SPLIT: bool,
+>(
+    w: &IntRows<'_>,
+    u: &Unpack,
+    table: (__m256i, __m256i),
+    r: usize,
+    v: usize,
+) -> [f32; NB] {
+    let p = &w.rows;
+    let span = if SPAN64 { 64 } else { 32 };
+    let span_bytes = span / 8 * BITS as usize;
+    let rb = p.cols / 8 * BITS as usize;
+    // SAFETY: row r starts inside `packed` and its scales inside `scales`
+    // (safe rows, the caller).
+    let (row_ptr, scale_ptr) =
+        unsafe { (p.packed.as_ptr().add(r * rb), p.scales.as_ptr().add(r * p.scale_stride)) };
+    let blocks = w.blocks();
+    let mut fsum = [_mm256_setzero_ps(); NB];
+    let lanes = lane_groups(w);
+    for (b, c0) in (0..p.cols).step_by(w.block).enumerate() {
+        let mut acc = [[_mm256_setzero_si256(); 2]; NB];
+        for c in (c0..c0 + w.block).step_by(span) {
+            // SAFETY: as in `rows`, for vectors v..v + NB < batch.
+            unsafe {
+                let l =
+                    span_lookup::<BITS, WIDE, SPAN64>(u, row_ptr.add(c / span * span_bytes), table);
+                for (q, acc) in acc.iter_mut().enumerate() {
+                    let a = span_acts::<WIDE, SPAN64>(w, v + q, c);
+                    *acc = accumulate::<SPLIT>(*acc, span_dot::<WIDE, SPAN64>(&l, &a));
+                }
+            }
+        }
+        // SAFETY: the block's groups of row r have scales (the caller).
+        let gs = unsafe { block_scales(w.groups_per_block, scale_ptr, b, block_group(w, b)) };
+        for (q, (fsum, acc)) in fsum.iter_mut().zip(acc).enumerate() {
+            // SAFETY: (v + q) · blocks + b < batch · blocks <=
+            // act_scales.len() (`supports`).
+            let act = unsafe { *w.act_scales.get_unchecked((v + q) * blocks + b) };
+            *fsum = add_block::<SPLIT>(*fsum, acc, gs, act, &lanes);
         }
     }
     core::array::from_fn(|q| lanes_sum(fsum[q]))

@@ -102,9 +102,12 @@ pub(crate) mod safe {
 
     pub(super) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
         let p = &w.rows;
-        let consistent = p.packed.len() >= y.len().saturating_mul(p.cols / 8 * p.bits as usize)
+        let batch = w.batch.max(1);
+        let rows = y.len() / batch;
+        let consistent = y.len().is_multiple_of(batch)
+            && p.packed.len() >= rows.saturating_mul(p.cols / 8 * p.bits as usize)
             && p.group > 0
-            && y.len().checked_sub(1).is_none_or(|last| {
+            && rows.checked_sub(1).is_none_or(|last| {
                 p.scales.len() > last * p.scale_stride + (p.cols.max(1) - 1) / p.group
             });
         let done = if consistent && super::gemv_int::supports(w) {
@@ -117,7 +120,7 @@ pub(crate) mod safe {
         // The last rows (whose 16-byte loads would pass the end of the
         // codes), or a job the kernel does not take: the reference, which
         // computes the same bits.
-        crate::arch::generic::gemv_int_rows(w, done, &mut y[done..]);
+        crate::arch::generic::gemv_int_rows(w, done, &mut y[done * batch..]);
     }
 
     pub(super) fn decode_packed(w: &crate::kernels::PackedRows<'_>, start: usize, out: &mut [f32]) {
