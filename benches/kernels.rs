@@ -380,6 +380,49 @@ fn bench_linear_batch(c: &mut Criterion) {
     g.finish();
 }
 
+/// MiniLM's linear shapes (out x in: attention 384 x 384, MLP 1536 x 384
+/// and 384 x 1536) at sequence lengths 16, 64 and 256, C = 4 `log`: the
+/// integer path against the exact one (the f32 GEMM) and f32 sgemm, warm,
+/// one thread. Few output rows use each quantized input element few
+/// times, so quantizing the input weighs more than at 4096 x 4096.
+fn bench_linear_small(c: &mut Criterion) {
+    one_thread();
+    let mut g = c.benchmark_group("linear_small");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for (rows, cols) in [(384usize, 384usize), (1536, 384), (384, 1536)] {
+        let w = weights(Distribution::Gaussian, rows * cols, 0.02, 5);
+        let bytes = log_file(&w, &[rows, cols], 4);
+        let file = LsqFile::from_bytes(&bytes).unwrap();
+        let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
+        let int = lsqr::runtime::packed_weight(&view).unwrap();
+        let mut exact = int.clone();
+        exact.set_exact(true);
+        for batch in [16usize, 32, 64, 256] {
+            let x = weights(Distribution::Gaussian, batch * cols, 1.0, 7);
+            let mut y = vec![0.0f32; batch * rows];
+            let mut scratch = vec![0.0f32; linear_scratch_len(&int, batch)];
+            let id = |name: &str| BenchmarkId::new(format!("{rows}x{cols}/{name}"), batch);
+            g.bench_function(id("f32_matrixmultiply_sgemm"), |b| {
+                b.iter(|| {
+                    sgemm(batch, cols, rows, &x, (cols, 1), &w, (1, cols), &mut y);
+                    black_box(&y);
+                })
+            });
+            for (name, wt) in [("packed_log_C4", &int), ("packed_log_C4_exact", &exact)] {
+                g.bench_function(id(name), |b| {
+                    b.iter(|| {
+                        linear_into(wt, None, &x, batch, &mut y, &mut scratch).unwrap();
+                        black_box(&y);
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 /// Every figure is single-threaded unless its name says otherwise: the
 /// global rayon pool (lsqr-kernels' `parallel` feature) gets one thread.
 fn one_thread() {
@@ -524,5 +567,5 @@ fn bench_conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, dequantize, bench_linear_batch, bench_conv);
+criterion_group!(benches, bench, dequantize, bench_linear_batch, bench_linear_small, bench_conv);
 criterion_main!(benches);

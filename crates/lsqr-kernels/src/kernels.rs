@@ -213,7 +213,7 @@ pub struct Kernels {
     pub(crate) matmul: MatmulFn,
     /// Batch-1 linear on packed rows, allocation-free.
     pub(crate) gemv_packed: GemvFn,
-    /// Linear on packed rows with integer dot products (C <= 4), any batch.
+    /// Linear on packed rows with integer dot products (C <= 4), batch 1 to 64.
     pub(crate) gemv_int: GemvIntFn,
     /// Dequantization of packed rows, allocation-free.
     pub(crate) decode_packed: DecodeFn,

@@ -4,9 +4,9 @@
 //! A weight is used in its row view `[dim0, product of the other dims]` (so
 //! a linear weight is `[out, in]`). A linear multiplies straight from the
 //! codes, decoded in registers: with integer dot products where the
-//! weight has an integer form (C <= 4, `Kernels::gemv_int`, any batch),
-//! else in f32 at batch 1 (`Kernels::gemv_packed`); the exact path's larger
-//! batches decode a cache-sized block of rows at a time into scratch and
+//! weight has an integer form (C <= 4, `Kernels::gemv_int`, batch 1 to
+//! 64), else in f32 at batch 1 (`Kernels::gemv_packed`); the exact path's
+//! (and the integer path's above 64) larger batches decode a cache-sized block of rows at a time into scratch and
 //! run a blocked GEMM (`crate::gemm`) on it, so each weight element is
 //! decoded once per call (per 256 batch rows), never the whole weight at
 //! once. A weight may also be plain f32
@@ -641,8 +641,12 @@ pub(crate) fn linear_alloc(
     batch: usize,
     y: &mut [f32],
 ) -> Result<(), OpError> {
+    // The integer path splits its rows over the threads itself
+    // (`for_row_blocks`), and a split batch must not change which path a
+    // vector takes.
     #[cfg(feature = "parallel")]
     if batch >= PAR_MIN_BATCH
+        && (batch > INT_MAX_BATCH || w.int().is_none())
         && w.rows > 0
         && w.cols > 0
         && batch.checked_mul(w.cols) == Some(x.len())
@@ -656,7 +660,7 @@ pub(crate) fn linear_alloc(
             |(y, x)| {
                 let b = y.len() / w.rows;
                 let mut scratch = vec![0.0f32; linear_scratch_len(w, b)];
-                linear_with(kern, w, bias, x, b, y, &mut scratch)
+                linear_of_batch(kern, w, bias, (x, b, batch), y, &mut scratch)
             },
         );
     }
@@ -667,8 +671,8 @@ pub(crate) fn linear_alloc(
 /// The `f32` scratch [`linear_into`] needs at this batch size, whether
 /// the weight is set exact or not (so a plan made before
 /// [`PackedWeight::set_exact`] still holds after it): for a weight with
-/// an integer form, the quantized activations of up to [`INT_BATCH`]
-/// vectors (`cols / 2 + cols / 32` each at most) and, above batch 1,
+/// an integer form and a batch up to [`INT_MAX_BATCH`], the quantized
+/// activations of up to [`INT_BATCH`] vectors (`cols / 2 + cols / 32` each at most) and, above batch 1,
 /// their outputs (`out` each); above batch 1 also (for the exact path)
 /// `x` packed for up to 256 batch rows (`256 · in` values at most), one
 /// decoded 72 × 256 block of the weight and one 72 × 256 block of the
@@ -678,7 +682,10 @@ pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
     if batch == 0 {
         return 0;
     }
-    let int = w.int_any().map_or(0, |f| int_scratch_len(w, f.block, batch.min(INT_BATCH)));
+    let int = match w.int_any() {
+        Some(f) if batch <= INT_MAX_BATCH => int_scratch_len(w, f.block, batch.min(INT_BATCH)),
+        _ => 0,
+    };
     if batch == 1 {
         return int;
     }
@@ -690,17 +697,25 @@ pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
 /// L2 while every row of the weight passes over them.
 pub const INT_BATCH: usize = 16;
 
+/// The largest batch the integer path takes. Its cost per vector is
+/// about constant, while the f32 GEMM's falls as the batch grows: in the
+/// `linear_batch` and `linear_small` benches the integer path is 1.2-2.5x
+/// faster at batch 8 to 32, even at 64 (0.9-1.1x), and 1.2-1.3x slower
+/// at 256.
+pub const INT_MAX_BATCH: usize = 64;
+
 /// [`linear`] into caller buffers; `scratch` holds at least
 /// [`linear_scratch_len`] values. Allocates nothing.
 ///
-/// With an integer form (and not [`PackedWeight::set_exact`]): the batch
-/// is taken [`INT_BATCH`] vectors at a time, each quantized per block,
-/// and the kernel looks each row's codes up once for up to four vectors;
-/// a vector's result is the same bits whatever batch it is in. A vector
-/// holding NaN or infinity (or too far from f32's normal range for the
-/// integer steps) is computed on the exact batch-1 path instead.
+/// With an integer form (and not [`PackedWeight::set_exact`]), up to
+/// [`INT_MAX_BATCH`]: the batch is taken [`INT_BATCH`] vectors at a time,
+/// each quantized per block, and the kernel looks each row's codes up
+/// once for up to four vectors; a vector's result is the same bits
+/// whatever batch (up to that) it is in. A vector holding NaN or infinity
+/// (or too far from f32's normal range for the integer steps) is computed
+/// on the exact batch-1 path instead.
 ///
-/// Exact path, batch > 1: `y` starts as the bias, then the blocked GEMM
+/// Exact path (and larger batches), batch > 1: `y` starts as the bias, then the blocked GEMM
 /// adds `x · Wᵀ`, 72 output features at a time, `W` decoded 72 rows × 256
 /// columns at a time; every weight element is decoded once per 256 batch
 /// rows.
@@ -722,6 +737,20 @@ pub(crate) fn linear_with(
     bias: Option<&[f32]>,
     x: &[f32],
     batch: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), OpError> {
+    linear_of_batch(kern, w, bias, (x, batch, batch), y, scratch)
+}
+
+/// [`linear_with`] on `batch` rows `x` of a call on `whole` rows (the
+/// allocating [`linear`] splits a large batch over threads), which
+/// decides the path: the integer one up to [`INT_MAX_BATCH`].
+fn linear_of_batch(
+    kern: &crate::Kernels,
+    w: &PackedWeight<'_>,
+    bias: Option<&[f32]>,
+    (x, batch, whole): (&[f32], usize, usize),
     y: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), OpError> {
@@ -748,7 +777,8 @@ pub(crate) fn linear_with(
     if out_features == 0 || batch == 0 {
         return Ok(());
     }
-    if let (Storage::Quantized(q), Some(f), true) = (&w.storage, w.int(), in_features > 0) {
+    let int = w.int().filter(|_| in_features > 0 && whole <= INT_MAX_BATCH);
+    if let (Storage::Quantized(q), Some(f)) = (&w.storage, int) {
         let job = w.rows_job(q);
         let tile = |n: usize| n * INT_BATCH;
         for (x, y) in x.chunks(tile(in_features)).zip(y.chunks_mut(tile(out_features))) {
@@ -819,11 +849,9 @@ fn quantize_acts<T: Copy>(
     factors: &mut [f32],
     cast: impl Fn(i32) -> T,
 ) -> bool {
+    let span = order.len();
     for ((xb, ab), f) in x.chunks(block).zip(acts.chunks_mut(block)).zip(factors.iter_mut()) {
-        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        if !amax.is_finite() || xb.iter().any(|v| v.is_nan()) {
-            return false;
-        }
+        let Some(amax) = finite_amax(xb) else { return false };
         let inv = if amax > 0.0 { q / amax } else { 0.0 };
         // Clamped to ±q < 2^22, where adding and subtracting 1.5 · 2^23
         // rounds to the nearest integer, ties to even, as `rintf` does,
@@ -832,18 +860,45 @@ fn quantize_acts<T: Copy>(
         let quantize = |v: f32| {
             let t = v * inv;
             let t = if t.is_nan() { 0.0 } else { t.clamp(-q, q) };
-            cast(((t + ROUND_MAGIC) - ROUND_MAGIC) as i32)
+            ((t + ROUND_MAGIC) - ROUND_MAGIC) as i32
         };
-        // Spans past the end of `x` (a last, partial block) are zeros.
-        for (k, ac) in ab.chunks_mut(order.len()).enumerate() {
-            let xc = xb.get(k * order.len()..).unwrap_or_default();
+        // Each span is quantized in column order (vectorised), then
+        // stored in the kernel's order; spans past the end of `x` (a
+        // last, partial block) are zeros.
+        for (k, ac) in ab.chunks_mut(span).enumerate() {
+            let xc = xb.get(k * span..).unwrap_or_default();
+            let mut ints = [0i32; 64];
+            for (t, &v) in ints.iter_mut().zip(xc.iter().take(span)) {
+                *t = quantize(v);
+            }
             for (a, &col) in ac.iter_mut().zip(order) {
-                *a = quantize(xc.get(usize::from(col)).copied().unwrap_or(0.0));
+                *a = cast(ints[usize::from(col) & 63]);
             }
         }
         *f = amax / q * step;
     }
     true
+}
+
+/// The largest magnitude in `xb`, or `None` when it holds a NaN or an
+/// infinity; in eight lanes, so that it vectorises (a maximum does not
+/// depend on the order).
+fn finite_amax(xb: &[f32]) -> Option<f32> {
+    let (mut lanes, mut nan) = ([0.0f32; 8], false);
+    let chunks = xb.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            nan |= v.is_nan();
+            *m = if v.abs() > *m { v.abs() } else { *m };
+        }
+    }
+    for &v in tail {
+        nan |= v.is_nan();
+        lanes[0] = if v.abs() > lanes[0] { v.abs() } else { lanes[0] };
+    }
+    let amax = lanes.iter().fold(0.0f32, |m, &v| if v > m { v } else { m });
+    (!nan && amax.is_finite()).then_some(amax)
 }
 
 /// Up to [`INT_BATCH`] vectors `x` on the integer path into `y` (`[n,

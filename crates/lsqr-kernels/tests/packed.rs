@@ -378,6 +378,35 @@ fn int_batch_is_each_vector_alone() {
     }
 }
 
+/// Above `INT_MAX_BATCH` a linear takes the exact path (the f32 GEMM is
+/// faster there): bit for bit the weight set exact, whatever the threads;
+/// at it, the integer one.
+#[test]
+fn large_batches_take_the_exact_path() {
+    use lsqr_kernels::packed::INT_MAX_BATCH;
+    // 2048 x 1024 at batch 65 (over 2^22 products) is split over the
+    // threads with `parallel`, in halves below the limit: still exact.
+    let (rows, cols) = (2048, 1024);
+    let wf = random(rows * cols, 0.02, false, 13);
+    with_weight(&wf, &[rows, cols], (CodecKind::Log, 4, Scaling::Group(64)), |w| {
+        for batch in [INT_MAX_BATCH, INT_MAX_BATCH + 1] {
+            let x = random(batch * cols, 1.0, false, 14);
+            let run = |w: &PackedWeight<'_>| {
+                let mut y = vec![0.0f32; batch * rows];
+                linear(w, None, &x, batch, &mut y).unwrap();
+                y
+            };
+            let default = run(w);
+            w.set_exact(true);
+            let exact = run(w);
+            w.set_exact(false);
+            let same = default.iter().zip(&exact).all(|(a, b)| a.to_bits() == b.to_bits());
+            let int_ran = batch <= INT_MAX_BATCH && !lsqr_kernels::packed::exact_forced();
+            assert_eq!(same, !int_ran, "batch {batch}");
+        }
+    });
+}
+
 /// At batch 8, the integer path's output SNR against the exact path (the
 /// f32 GEMM) is at least 20 dB above the exact path's against the f32
 /// weights: issue 13's rule, as at batch 1 (`int_path_precision`).
