@@ -126,16 +126,37 @@ def gemm_tables(r):
     if f"{g}/f32_matrixmultiply_sgemm/64" in r:
         print("linear, batch 8 and 64, 4096x4096, `log` codec, groups of 64, warm (ms; ratio = "
               "baseline time / ours, above 1 is faster)\n")
-        print("| batch | f32 ndarray | f32 matrixmultiply sgemm | packed C=4 | vs sgemm | packed C=8 | vs sgemm "
-              "| C=4, 2 threads |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| batch | f32 ndarray | f32 matrixmultiply sgemm | packed C=4 (integer) | vs sgemm "
+              "| C=4 exact (f32 GEMM) | packed C=8 | vs sgemm | C=4, 2 threads |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for b in (8, 64):
             nd, mm = r[f"{g}/f32_ndarray_dot/{b}"][0], r[f"{g}/f32_matrixmultiply_sgemm/{b}"][0]
             c4, c8 = r[f"{g}/packed_log_C4/{b}"][0], r[f"{g}/packed_log_C8/{b}"][0]
+            exact = r.get(f"{g}/packed_log_C4_exact/{b}")
+            exact_s = f"{exact[0] / 1e6:.2f} ms" if exact else "-"
             two = r.get(f"{g}/packed_log_C4_2threads/{b}")
-            two_s = f"{two[0] / 1e6:.1f} ms ({c4 / two[0]:.2f}x)" if two else "-"
-            print(f"| {b} | {nd / 1e6:.1f} ms | {mm / 1e6:.1f} ms | {c4 / 1e6:.1f} ms | {mm / c4:.2f}x | "
-                  f"{c8 / 1e6:.1f} ms | {mm / c8:.2f}x | {two_s} |")
+            two_s = f"{two[0] / 1e6:.2f} ms ({c4 / two[0]:.2f}x)" if two else "-"
+            print(f"| {b} | {nd / 1e6:.2f} ms | {mm / 1e6:.2f} ms | {c4 / 1e6:.2f} ms | {mm / c4:.2f}x | "
+                  f"{exact_s} | {c8 / 1e6:.2f} ms | {mm / c8:.2f}x | {two_s} |")
+        print()
+    g = "linear_small"
+    if f"{g}/384x384/packed_log_C4/16" in r:
+        print("MiniLM's shapes, `log` C = 4, groups of 64, warm (µs; one thread)\n")
+        print("| out x in | batch | f32 sgemm | packed C=4 (integer) | C=4 exact | integer vs exact "
+              "| integer vs sgemm |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for shape in ("384x384", "1536x384", "384x1536"):
+            for b in (16, 32, 64, 256):
+                mm = r.get(f"{g}/{shape}/f32_matrixmultiply_sgemm/{b}")
+                c4 = r.get(f"{g}/{shape}/packed_log_C4/{b}")
+                ex = r.get(f"{g}/{shape}/packed_log_C4_exact/{b}")
+                if not (mm and c4 and ex):
+                    continue
+                mm, c4, ex = mm[0] / 1e3, c4[0] / 1e3, ex[0] / 1e3
+                # Above batch 64 the default is the exact path (INT_MAX_BATCH).
+                ours, vs_exact = (f"{c4:.0f}", f"{ex / c4:.2f}x") if b <= 64 else (f"{c4:.0f} (exact)", "-")
+                print(f"| {shape.replace('x', ' x ')} | {b} | {mm:.0f} | {ours} | {ex:.0f} | "
+                      f"{vs_exact} | {mm / c4:.2f}x |")
         print()
     g = "conv2d"
     if f"{g}/3x3_64_56/f32_im2col_sgemm" in r:
