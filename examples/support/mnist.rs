@@ -387,19 +387,6 @@ impl Experiment {
     }
 }
 
-/// Bits per quantized weight of a file: codes, scales and tables.
-fn quantized_bits_per_weight(path: &Path) -> Result<f64, Box<dyn Error>> {
-    let file = LsqFile::open(path)?;
-    let (mut bytes, mut weights) = (0u64, 0u64);
-    for t in file.tensors() {
-        if matches!(t.storage, lsqr::format::Storage::Quantized(_)) {
-            bytes += t.stored_bytes();
-            weights += t.element_count() as u64;
-        }
-    }
-    Ok(8.0 * bytes as f64 / weights.max(1) as f64)
-}
-
 /// Loads the sample, trains, writes every file into `out_dir` and
 /// evaluates each. Prints training progress to stderr when `verbose`.
 pub fn run_experiment(out_dir: &Path, verbose: bool) -> Result<Experiment, Box<dyn Error>> {
@@ -448,7 +435,8 @@ pub fn run_experiment(out_dir: &Path, verbose: bool) -> Result<Experiment, Box<d
     // 43 files of the table.
     let path = out_dir.join("mnist-lut-two-level-3bit.lsq");
     write_model(&model, &WeightFormat::Quantized(options), &path)?;
-    let two_level_c3 = (accuracy_of(&path, &test_set)?, quantized_bits_per_weight(&path)?);
+    let bpw = LsqFile::open(&path)?.quantized_bits_per_weight().unwrap_or(0.0);
+    let two_level_c3 = (accuracy_of(&path, &test_set)?, bpw);
     let experiment = Experiment {
         direct_accuracy,
         f32,

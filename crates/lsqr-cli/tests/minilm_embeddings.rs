@@ -153,19 +153,6 @@ fn importance_file() -> &'static Path {
     })
 }
 
-/// Bits per quantized weight of a `.lsq` file, everything stored counted.
-fn quantized_bits_per_weight(path: &Path) -> f64 {
-    let file = LsqFile::open(path).unwrap();
-    let (mut bytes, mut weights) = (0u64, 0u64);
-    for t in
-        file.tensors().iter().filter(|t| matches!(t.storage, lsqr::format::Storage::Quantized(_)))
-    {
-        bytes += t.stored_bytes();
-        weights += t.element_count() as u64;
-    }
-    8.0 * bytes as f64 / weights.max(1) as f64
-}
-
 /// The float forward pass (tokenizer included) against NumPy's.
 #[test]
 fn float_embeddings_match_the_numpy_reference() {
@@ -228,7 +215,7 @@ fn case_embeddings(case: &Case) -> (Vec<Vec<f32>>, f64, f64) {
     }
     lsqr(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let embeddings = embed_file(&out);
-    let bpw = quantized_bits_per_weight(&out);
+    let bpw = LsqFile::open(&out).unwrap().quantized_bits_per_weight().unwrap_or(0.0);
     let _ = std::fs::remove_file(&out);
     (embeddings, start.elapsed().as_secs_f64(), bpw)
 }

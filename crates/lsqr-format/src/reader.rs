@@ -143,6 +143,17 @@ impl<'a> LsqFile<'a> {
         &self.index.tensors
     }
 
+    /// Bits stored per quantized weight, everything counted (codes,
+    /// scales, tables) over every quantized tensor; `None` without one.
+    /// The figure `--bpw` budgets and the README's tables report.
+    pub fn quantized_bits_per_weight(&self) -> Option<f64> {
+        let quantized =
+            self.tensors().iter().filter(|t| matches!(t.storage, Storage::Quantized(_)));
+        let (bytes, weights) = quantized
+            .fold((0u64, 0u64), |(b, w), t| (b + t.stored_bytes(), w + t.element_count() as u64));
+        (weights > 0).then(|| 8.0 * bytes as f64 / weights as f64)
+    }
+
     /// The entry of tensor `name`.
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.index.find(name).map(|i| &self.index.tensors[i])

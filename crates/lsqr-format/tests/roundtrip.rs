@@ -193,3 +193,31 @@ fn file_writer_round_trips_through_mmap() {
     assert_eq!(leftovers, ["m.lsq"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `quantized_bits_per_weight` counts codes, scales and tables of the
+/// quantized tensors only: a 4-bit `lut` weight of 8 x 64 with scales per
+/// 32 stores 256 bytes of codes, plus its scales and table; a raw tensor
+/// beside it does not count, and a file without a quantized tensor has no
+/// figure.
+#[test]
+fn quantized_bits_per_weight_counts_everything_stored() {
+    let mut o = QuantizeOptions::new(CodecSpec::default_for(CodecKind::Lut), 4);
+    o.scaling = Scaling::Group(32);
+    let q = quantize(&values(512, 3, 1.0), &[8, 64], &o).unwrap();
+    let mut w = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+    w.add_quantized("w", &q).unwrap();
+    w.add_raw_f32("bias", &[8], &values(8, 4, 1.0)).unwrap();
+    let bytes = w.finish().unwrap().into_inner();
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let info = file.tensor_info("w").unwrap();
+    assert_eq!(info.data.len, 256);
+    assert!(info.scales.len > 0 && info.table.len > 0);
+    let stored = info.data.len + info.scales.len + info.table.len;
+    assert_eq!(file.quantized_bits_per_weight(), Some(8.0 * stored as f64 / 512.0));
+    assert!(file.quantized_bits_per_weight().unwrap() > 4.5);
+
+    let mut w = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+    w.add_raw_f32("bias", &[8], &values(8, 4, 1.0)).unwrap();
+    let bytes = w.finish().unwrap().into_inner();
+    assert_eq!(LsqFile::from_bytes(&bytes).unwrap().quantized_bits_per_weight(), None);
+}
