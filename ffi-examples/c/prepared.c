@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
         failed("lsqr_weight_is_exact", s);
         goto done;
     }
-    printf("fc [%zu x %zu] prepared; batch 1 runs the %s path\n", out_f, in_f,
+    printf("fc [%zu x %zu] prepared; linear runs the %s path\n", out_f, in_f,
            exact ? "exact f32" : "integer");
 
     x = malloc(BATCH_MAX * in_f * sizeof *x);
