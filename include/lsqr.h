@@ -1032,9 +1032,10 @@ lsqr_status lsqr_tensor_dequantize(const lsqr_tensor *tensor, float *out, size_t
  *
  * Precision: a quantized weight of C <= 4 bits runs on integer dot
  * products where its table allows (each input vector quantized per block
- * of 32 or 64 to int8 or int16; a vector's outputs are the same bits at
- * any batch): 1.2-2.3x faster than the f32 table path in the batch-1
- * bench and 2.5x f32 sgemm at batch 8, not bit-exact with the f32 path,
+ * of 32 or 64 to int8 or int16, up to batch 64; a vector's outputs are
+ * the same bits at any batch up to that): 1.2-2.3x faster than the f32
+ * table path in the batch-1 bench and 2.5x f32 sgemm at batch 8, not
+ * bit-exact with the f32 path,
  * and its added error at least 20 dB below the codec's own. `LSQR_EXACT=1`
  * in the environment (read once per process) selects the exact f32 path
  * for every call; a prepared weight selects it per weight
@@ -1175,7 +1176,7 @@ void lsqr_weight_free(lsqr_weight *weight);
 
 /**
  * Keeps this weight's `lsqr_weight_linear` on the exact f32 table path
- * (`exact = true`), or lets it run on integer dot products at any batch
+ * (`exact = true`), or lets it run on integer dot products up to batch 64
  * where the weight allows (`false`, the default): quantized, C <= 4,
  * rows of whole bytes (columns a multiple of 8), groups of whole blocks
  * of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
