@@ -233,7 +233,7 @@ pub mod paths {
         w: &crate::packed::PackedWeight<'_>,
         out: &mut [half::f16],
     ) -> Result<(), crate::OpError> {
-        crate::packed::dequantize_f16_with(kern, w, out)
+        crate::packed::dequantize_half_with(kern, w, out)
     }
 
     /// [`crate::packed::dequantize_into_bf16`] with `kern`'s decoder.
@@ -242,7 +242,7 @@ pub mod paths {
         w: &crate::packed::PackedWeight<'_>,
         out: &mut [half::bf16],
     ) -> Result<(), crate::OpError> {
-        crate::packed::dequantize_bf16_with(kern, w, out)
+        crate::packed::dequantize_half_with(kern, w, out)
     }
 
     /// The direct (naive) conv2d: the oracle of the fast paths.

@@ -556,34 +556,23 @@ pub(crate) fn dequantize_with(
 /// Decodes the whole weight into IEEE half floats (round to nearest even;
 /// values beyond ±65504 become ±inf, as any f32 to f16 cast does).
 pub fn dequantize_into_f16(w: &PackedWeight<'_>, out: &mut [half::f16]) -> Result<(), OpError> {
-    dequantize_f16_with(crate::Kernels::active(), w, out)
-}
-
-/// [`dequantize_into_f16`] on `kern`.
-pub(crate) fn dequantize_f16_with(
-    kern: &crate::Kernels,
-    w: &PackedWeight<'_>,
-    out: &mut [half::f16],
-) -> Result<(), OpError> {
-    check_dequantize_len(w, out.len())?;
-    decode_converted(kern, w, out, |src, dst| {
-        use half::slice::HalfFloatSliceExt;
-        dst.convert_from_f32_slice(src)
-    });
-    Ok(())
+    dequantize_half_with(crate::Kernels::active(), w, out)
 }
 
 /// Decodes the whole weight into bfloat16 (round to nearest even).
 pub fn dequantize_into_bf16(w: &PackedWeight<'_>, out: &mut [half::bf16]) -> Result<(), OpError> {
-    dequantize_bf16_with(crate::Kernels::active(), w, out)
+    dequantize_half_with(crate::Kernels::active(), w, out)
 }
 
-/// [`dequantize_into_bf16`] on `kern`.
-pub(crate) fn dequantize_bf16_with(
+/// [`dequantize_into_f16`] / [`dequantize_into_bf16`] on `kern`.
+pub(crate) fn dequantize_half_with<T>(
     kern: &crate::Kernels,
     w: &PackedWeight<'_>,
-    out: &mut [half::bf16],
-) -> Result<(), OpError> {
+    out: &mut [T],
+) -> Result<(), OpError>
+where
+    [T]: half::slice::HalfFloatSliceExt,
+{
     check_dequantize_len(w, out.len())?;
     decode_converted(kern, w, out, |src, dst| {
         use half::slice::HalfFloatSliceExt;
