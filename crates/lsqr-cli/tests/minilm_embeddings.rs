@@ -91,9 +91,7 @@ const REFERENCE_TOLERANCE: f64 = 1e-4;
 const SAFETENSORS: &str = "minilm/model.safetensors";
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lsqr-minilm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::process_dir("minilm").join(name)
 }
 
 fn s(p: &Path) -> String {

@@ -30,9 +30,7 @@ fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lsqr-onnx-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::process_dir(&format!("onnx-{tag}"))
 }
 
 /// Runs a .lsq graph on `inputs` (in graph-input order); its outputs.

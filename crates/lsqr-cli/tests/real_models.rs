@@ -17,9 +17,7 @@ mod common;
 use common::{lsqr, model};
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lsqr-real-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::process_dir("real").join(name)
 }
 
 /// name -> (dtype, shape, bytes) of a safetensors file.
