@@ -2,8 +2,8 @@
 //!
 //! `linear_b1_*`: linear at batch 1 on packed weights (4096x4096 and
 //! 11008x4096 at C = 2..8; 4096x11008 at C = 4 and 8): the default path
-//! (`packed_log`: integer dot products at C <= 4, int8 at C <= 2, int16 at
-//! C = 4) beside the exact f32 table path (`packed_log_exact`), beside:
+//! (`packed_log`: integer dot products at C <= 8, int8 at C <= 2, int16
+//! above) beside the exact f32 table path (`packed_log_exact`), beside:
 //! - f32 `ndarray` `Array2::dot` (what a Rust user would write),
 //! - a plain f32 loop with eight partial sums, vectorised for this CPU,
 //! - memcpy of the bytes the packed kernel reads (codes and f32 scales):
@@ -99,7 +99,7 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
         let file = LsqFile::from_bytes(&bytes).unwrap();
         let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
         let mut packed = lsqr::runtime::packed_weight(&view).unwrap();
-        // `packed_log`: the default (integer dot products at C <= 4);
+        // `packed_log`: the default (integer dot products at C <= 8);
         // `packed_log_exact`: the exact f32 table path, in the same run.
         let mut scratch = vec![0.0f32; linear_scratch_len(&packed, 1)];
         g.bench_function(BenchmarkId::new("packed_log", format!("C{bits}")), |b| {

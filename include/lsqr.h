@@ -528,7 +528,7 @@ void lsqr_micro_free(lsqr_micro *micro);
  * Keeps every linear layer of the runner on the exact f32 table
  * path (`exact = true`), or lets layers whose weights allow it run on
  * integer dot products (`false`, the default of `lsqr_micro_load`):
- * quantized weights of C <= 4 bits, rows of whole bytes, groups of whole
+ * quantized weights of C <= 8 bits, rows of whole bytes, groups of whole
  * blocks of 32. The integer path is 1.2-2.3x faster in the batch-1 bench,
  * not bit-exact with the f32 path, and its added error stays at least
  * 20 dB below the codec's own.
@@ -1030,7 +1030,7 @@ lsqr_status lsqr_tensor_dequantize(const lsqr_tensor *tensor, float *out, size_t
  * once with `lsqr_weight_prepare` and call `lsqr_weight_linear`, which
  * gives the same floats bit for bit.
  *
- * Precision: a quantized weight of C <= 4 bits runs on integer dot
+ * Precision: a quantized weight of C <= 8 bits runs on integer dot
  * products where its table allows (each input vector quantized per block
  * of 32 or 64 to int8 or int16, up to batch 64; a vector's outputs are
  * the same bits at any batch up to that): 1.2-2.3x faster than the f32
@@ -1132,7 +1132,7 @@ lsqr_status lsqr_conv2d(const lsqr_tensor *weight,
  *
  * Preparing does once what `lsqr_linear` and `lsqr_conv2d` do on every
  * call: decode the scales (`elements / G` floats), build the decode table
- * and, for C <= 4, its integer copy, decode the bias; a raw weight (any
+ * and, for C <= 8, its integer copy, decode the bias; a raw weight (any
  * dtype) is converted to f32 and kept. The packed codes are not copied:
  * they are read from the model on every product. It also sizes the
  * scratch of a batch-1 `lsqr_weight_linear`.
@@ -1177,7 +1177,7 @@ void lsqr_weight_free(lsqr_weight *weight);
 /**
  * Keeps this weight's `lsqr_weight_linear` on the exact f32 table path
  * (`exact = true`), or lets it run on integer dot products up to batch 64
- * where the weight allows (`false`, the default): quantized, C <= 4,
+ * where the weight allows (`false`, the default): quantized, C <= 8,
  * rows of whole bytes (columns a multiple of 8), groups of whole blocks
  * of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
  * "Kernels on packed weights"), not bit-exact with the f32 path, and its added error stays at

@@ -98,8 +98,21 @@ fn conv_ref(
 }
 
 fn run_once(bytes: &[u8], inputs: &[&[f32]]) -> Vec<Vec<f32>> {
+    run_with(bytes, inputs, false)
+}
+
+/// [`run_once`] with every linear on the exact f32 table path: the tests
+/// that compare the graph with f32 references of the stored weights at
+/// 1e-5 use it, as the integer path (C <= 8) rounds its inputs (its own
+/// precision is tested in lsqr-kernels' `tests/packed.rs`).
+fn run_exact(bytes: &[u8], inputs: &[&[f32]]) -> Vec<Vec<f32>> {
+    run_with(bytes, inputs, true)
+}
+
+fn run_with(bytes: &[u8], inputs: &[&[f32]], exact: bool) -> Vec<Vec<f32>> {
     let file = LsqFile::from_bytes(bytes).unwrap();
-    let plan = Plan::new(&file).unwrap();
+    let mut plan = Plan::new(&file).unwrap();
+    plan.set_exact(exact);
     let mut arena = vec![0u8; plan.arena_len()];
     let mut r = plan.bind(&mut arena).unwrap();
     for (i, x) in inputs.iter().enumerate() {
@@ -147,7 +160,7 @@ fn mlp_matches_reference() {
     assert_eq!(plan.outputs()[0].name, "logits");
     assert_eq!(plan.outputs()[1].shape, [3, 5]);
     let x = noise(60, 5);
-    let out = run_once(&bytes, &[&x]);
+    let out = run_exact(&bytes, &[&x]);
 
     let h = linear_ref(&x, 3, &stored(&file, "fc1.weight"), 16, Some(&stored(&file, "fc1.bias")));
     let mut a = h;
@@ -217,7 +230,7 @@ fn cnn_matches_reference() {
     let bytes = cnn();
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let x = noise(CNN_IN.iter().product(), 15);
-    let out = run_once(&bytes, &[&x]);
+    let out = run_exact(&bytes, &[&x]);
 
     let p1 = Conv2dParams { stride: [2, 2], padding: [1, 1], ..Default::default() };
     let (mut r1, s1) = conv_ref(

@@ -293,6 +293,7 @@ fn accuracy_of(path: &Path, test: &Dataset) -> Result<FileResult, Box<dyn Error>
         layers: plan.layer_count(),
         arena_bytes: plan.arena_len(),
         all_levels_zero: all_levels_zero(path)?,
+        int_path: int_path(path)?,
         latency: busy / test.len().max(1) as u32,
     })
 }
@@ -304,6 +305,19 @@ fn all_levels_zero(path: &Path) -> Result<bool, Box<dyn Error>> {
     let file = LsqFile::open(path)?;
     Ok(match file.tensor("fc1.weight")? {
         lsqr::format::TensorView::Quantized(q) => q.decode_table().iter().all(|&v| v == 0.0),
+        lsqr::format::TensorView::Raw(_) => false,
+    })
+}
+
+/// Whether `fc1.weight` runs linear on integer dot products (its table
+/// has an integer form, and `LSQR_EXACT` is not set): its plan then keeps
+/// the quantized input in the arena.
+fn int_path(path: &Path) -> Result<bool, Box<dyn Error>> {
+    let file = LsqFile::open(path)?;
+    Ok(match file.tensor("fc1.weight")? {
+        lsqr::format::TensorView::Quantized(q) => {
+            lsqr::runtime::packed_weight(&q)?.int_form().is_some()
+        }
         lsqr::format::TensorView::Raw(_) => false,
     })
 }
@@ -331,6 +345,8 @@ pub struct FileResult {
     pub arena_bytes: usize,
     /// `fc1.weight`'s codebook decodes every code to 0 (`seed` at C = 2).
     pub all_levels_zero: bool,
+    /// `fc1.weight` runs on the integer path (see `int_path`).
+    pub int_path: bool,
     /// Mean time of `set_input` + `run`, one image.
     pub latency: Duration,
 }

@@ -265,7 +265,7 @@ pub unsafe extern "C" fn lsqr_tensor_dequantize(
 /// once with `lsqr_weight_prepare` and call `lsqr_weight_linear`, which
 /// gives the same floats bit for bit.
 ///
-/// Precision: a quantized weight of C <= 4 bits runs on integer dot
+/// Precision: a quantized weight of C <= 8 bits runs on integer dot
 /// products where its table allows (each input vector quantized per block
 /// of 32 or 64 to int8 or int16, up to batch 64; a vector's outputs are
 /// the same bits at any batch up to that): 1.2-2.3x faster than the f32

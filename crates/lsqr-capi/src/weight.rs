@@ -54,7 +54,7 @@ fn _thread_safety_of_the_wrapped_types() {
 ///
 /// Preparing does once what `lsqr_linear` and `lsqr_conv2d` do on every
 /// call: decode the scales (`elements / G` floats), build the decode table
-/// and, for C <= 4, its integer copy, decode the bias; a raw weight (any
+/// and, for C <= 8, its integer copy, decode the bias; a raw weight (any
 /// dtype) is converted to f32 and kept. The packed codes are not copied:
 /// they are read from the model on every product. It also sizes the
 /// scratch of a batch-1 `lsqr_weight_linear`.
@@ -142,7 +142,7 @@ pub unsafe extern "C" fn lsqr_weight_free(weight: *mut lsqr_weight) {
 
 /// Keeps this weight's `lsqr_weight_linear` on the exact f32 table path
 /// (`exact = true`), or lets it run on integer dot products up to batch 64
-/// where the weight allows (`false`, the default): quantized, C <= 4,
+/// where the weight allows (`false`, the default): quantized, C <= 8,
 /// rows of whole bytes (columns a multiple of 8), groups of whole blocks
 /// of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
 /// "Kernels on packed weights"), not bit-exact with the f32 path, and its added error stays at

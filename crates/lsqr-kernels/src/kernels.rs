@@ -51,20 +51,34 @@ pub(crate) struct PackedRows<'a> {
 /// A batch-1 packed-weight kernel: `(job, x, y)`.
 pub(crate) type GemvFn = fn(&PackedRows<'_>, &[f32], &mut [f32]);
 
-/// The integer form of a C <= 4 weight's decode table (see
-/// `crate::packed`): the 16 entries of the table (zero-padded past 2^C)
-/// rounded to integers on a grid of `max |table| / QW`, QW = 127 (int8
-/// entries, int8 activations) or 8191 (int16 entries, int16 activations on
-/// a grid of 4095).
+/// The integer form of a weight's decode table (see `crate::packed`): the
+/// table's entries (zero-padded past 2^C) rounded to integers on a grid of
+/// `max |table| / QW`: at C <= 4, QW = 127 (int8 entries, int8
+/// activations) or 8191 (int16 entries, int16 activations on a grid of
+/// 4095); at C = 5..=8, QW = 32767 (int16 activations on a grid of 8191).
+// The C = 5..=8 variant is 512 bytes: a job copies it once per kernel
+// call, and keeping it inline keeps `IntRows` free of another lifetime.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IntTable {
     /// int8 levels in -127..=127, activations int8 in -127..=127.
     I8([i8; 16]),
     /// int16 levels in -8191..=8191, activations int16 in -4095..=4095.
     I16([i16; 16]),
+    /// C = 5..=8: int16 levels in -32767..=32767, activations int16 in
+    /// -8191..=8191 (a 64-column block's lane adds 8 products: at most
+    /// 8 · 32767 · 8191 < 2^31).
+    I16Large([i16; 256]),
 }
 
-/// The integer job: rows as in [`PackedRows`] (C <= 4, `cols` a
+impl IntTable {
+    /// Whether the activations are int16 (every form but int8).
+    pub(crate) fn wide(&self) -> bool {
+        !matches!(self, IntTable::I8(_))
+    }
+}
+
+/// The integer job: rows as in [`PackedRows`] (C <= 8, `cols` a
 /// multiple of `block`, `group` a multiple of `block` or the whole row),
 /// the integer table, and `batch` activation vectors, each quantized per
 /// block of `block` (32 or 64) columns. Row `r` against vector `v` is
@@ -142,9 +156,16 @@ pub(crate) fn int_act_span(bits: u32, block: usize) -> usize {
 ///   `2p`), register 1 their high nibbles (code `2p + 1`);
 /// - int16 tables (`wide`) interleave each register's two 16-code halves
 ///   into words (`vpunpcklbw` / `vpunpckhbw` per 128-bit lane): its stored
-///   activations are positions `0..8, 16..24`, then `8..16, 24..32`.
+///   activations are positions `0..8, 16..24`, then `8..16, 24..32`;
+/// - C = 5..=8 (int16 tables of 32 to 256 entries): the 32 codes in
+///   order, their even codes' values in one register of words and their
+///   odd codes' in the other: `p = i` holds code `2i`, `p = 16 + i` code
+///   `2i + 1`.
 pub(crate) fn int_act_column(bits: u32, wide: bool, span: usize, s: usize) -> usize {
     let (k, s) = (s / 32, s % 32);
+    if bits >= 5 {
+        return 32 * k + 2 * (s % 16) + s / 16;
+    }
     let p = if wide {
         match s {
             8..=15 => s + 8,
@@ -213,7 +234,7 @@ pub struct Kernels {
     pub(crate) matmul: MatmulFn,
     /// Batch-1 linear on packed rows, allocation-free.
     pub(crate) gemv_packed: GemvFn,
-    /// Linear on packed rows with integer dot products (C <= 4), batch 1 to 64.
+    /// Linear on packed rows with integer dot products (C <= 8), batch 1 to 64.
     pub(crate) gemv_int: GemvIntFn,
     /// Dequantization of packed rows, allocation-free.
     pub(crate) decode_packed: DecodeFn,

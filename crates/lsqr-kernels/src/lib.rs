@@ -107,7 +107,7 @@
 //! | matmul | `k * f32::EPSILON` relative to `sum_p abs(a[i,p] b[p,j])` | | FMA and blocked summation order (standard `γ_k` bound) |
 //! | packed dequantize | 0 | 0 | `table[code] * scale`, one multiply: bit-identical |
 //! | packed linear (batch 1), exact path | `1e-5` relative to `sum abs(scale w x)` | | summation order (8 lanes, 4 rows, per-group partial sums) |
-//! | packed linear (batch 1 to 64), integer path (C <= 4, the default) | 0 | 0 | exact integer lane sums, the same f32 steps per lane and block, one fixed final order: bit-identical to the portable integer reference, and a vector's outputs the same at any batch up to 64 |
+//! | packed linear (batch 1 to 64), integer path (C <= 8, the default) | 0 | 0 | exact integer lane sums, the same f32 steps per lane and block, one fixed final order: bit-identical to the portable integer reference, and a vector's outputs the same at any batch up to 64 |
 //!
 //! The integer path is not the exact one: the input is rounded once per
 //! call to int8 (C = 2) or int16 (C = 3, 4) per block of 32 or 64 columns,

@@ -4,7 +4,7 @@
 //! A weight is used in its row view `[dim0, product of the other dims]` (so
 //! a linear weight is `[out, in]`). A linear multiplies straight from the
 //! codes, decoded in registers: with integer dot products where the
-//! weight has an integer form (C <= 4, `Kernels::gemv_int`, batch 1 to
+//! weight has an integer form (C <= 8, `Kernels::gemv_int`, batch 1 to
 //! 64), else in f32 at batch 1 (`Kernels::gemv_packed`); the exact path's
 //! (and the integer path's above 64) larger batches decode a cache-sized block of rows at a time into scratch and
 //! run a blocked GEMM (`crate::gemm`) on it, so each weight element is
@@ -66,8 +66,9 @@ pub(crate) struct Quantized<'a> {
     table: Vec<f32>,
     mode: ScaleMode,
     scales: Vec<f32>,
-    /// The integer form linear may use (see [`int_form_of`]).
-    int: Option<IntForm>,
+    /// The integer form linear may use (see [`int_form_of`]); boxed, as a
+    /// C = 5..=8 form carries a 256-entry table.
+    int: Option<alloc::boxed::Box<IntForm>>,
 }
 
 /// A quantized weight's integer form: its table's integer copy, the step
@@ -78,6 +79,8 @@ pub(crate) struct IntForm {
     table: crate::kernels::IntTable,
     /// `max |table| / QW`: the table value of integer 1.
     step: f32,
+    /// The activations' integer grid: ±`act_q` (127, 4095 or 8191).
+    act_q: f32,
     /// Columns per activation block (32 or 64).
     block: usize,
     /// Scale groups per block (`crate::kernels::IntRows::groups_per_block`:
@@ -130,6 +133,12 @@ const Q8: f32 = 127.0;
 const Q16_TABLE: f32 = 8191.0;
 /// Grid of the int16 activations: ±4095.
 const Q16_ACT: f32 = 4095.0;
+/// Grid of the C = 5..=8 int16 tables: ±32767, with activations on
+/// ±8191 (a lane of a 64-column block adds 8 products: 8 · 32767 · 8191
+/// < 2^31).
+const Q16_LARGE_TABLE: f32 = 32767.0;
+/// Grid of the C = 5..=8 int16 activations: ±8191.
+const Q16_LARGE_ACT: f32 = 8191.0;
 /// The largest error allowed on a table entry rounded to an integer grid,
 /// as a fraction of the distance to the entry's nearest other level (the
 /// cell the codec's own rounding error lives in). 1/16: the worst-case
@@ -139,14 +148,14 @@ const Q16_ACT: f32 = 4095.0;
 const MAX_TABLE_ERROR: f32 = 1.0 / 16.0;
 
 /// The integer form a C-bit table allows, chosen once per weight:
-/// C <= 4 (16 entries at most: one `vpshufb`), finite entries and
-/// `scales`, rows of whole bytes (`cols` a multiple of 8), and groups of
+/// C <= 8, finite entries and `scales`, rows of whole bytes (`cols` a multiple of 8), and groups of
 /// whole blocks of 32 or 64 (or one scale per row), or at C = 4 groups of
 /// 32, 16 or 8 in rows of whole 64-column blocks. The int8 form (int8
 /// table and activations) at C <= 2 when every entry rounds to within
 /// [`MAX_TABLE_ERROR`] of a cell on the ±127 grid; otherwise the int16
-/// form (±8191 table, ±4095 activations) under the same test; otherwise
-/// none (the exact path).
+/// form (±8191 table, ±4095 activations) under the same test; at C =
+/// 5..=8 the large int16 form (±32767 table, ±8191 activations) under the
+/// same test; otherwise none (the exact path).
 fn int_form_of(
     bits: u32,
     table: &[f32],
@@ -154,7 +163,7 @@ fn int_form_of(
     mode: ScaleMode,
     scales: &[f32],
 ) -> Option<IntForm> {
-    if !(1..=4).contains(&bits) || table.len() != 1 << bits || cols == 0 {
+    if !(1..=8).contains(&bits) || table.len() != 1 << bits || cols == 0 {
         return None;
     }
     if !scales.iter().all(|s| s.is_finite()) {
@@ -198,9 +207,9 @@ fn int_form_of(
             (v - table[i]).abs() <= MAX_TABLE_ERROR * cell(i)
         })
     };
-    let round = |q: f32| -> [i32; 16] {
+    let round = |q: f32| -> [i32; 256] {
         let step = tmax / q;
-        let mut out = [0i32; 16];
+        let mut out = [0i32; 256];
         for (o, &v) in out.iter_mut().zip(table) {
             *o = (libm::rintf(v / step) as i32).clamp(-(q as i32), q as i32);
         }
@@ -212,23 +221,44 @@ fn int_form_of(
     // (`int_path_precision_on_minilm_layers`): more than 20 dB below C = 2's
     // codec error, but not always below C = 3's (19.6 dB) or C = 4's, which
     // take int16.
-    let table = if bits <= 2 && fits(Q8) {
-        crate::kernels::IntTable::I8(round(Q8).map(|v| v as i8))
+    //
+    // C = 5..=8 take int16 activations on a finer grid (±8191): C = 8's
+    // codec error is some 45 dB below the output, and the activations'
+    // rounding must stay 20 dB below that.
+    let first = |v: [i32; 256]| -> [i32; 16] { core::array::from_fn(|k| v[k]) };
+    let table = if bits >= 5 {
+        if !fits(Q16_LARGE_TABLE) {
+            return None;
+        }
+        crate::kernels::IntTable::I16Large(round(Q16_LARGE_TABLE).map(|v| v as i16))
+    } else if bits <= 2 && fits(Q8) {
+        crate::kernels::IntTable::I8(first(round(Q8)).map(|v| v as i8))
     } else if fits(Q16_TABLE) {
-        crate::kernels::IntTable::I16(round(Q16_TABLE).map(|v| v as i16))
+        crate::kernels::IntTable::I16(first(round(Q16_TABLE)).map(|v| v as i16))
     } else {
         return None;
     };
-    let (q, wide) = match table {
-        crate::kernels::IntTable::I8(_) => (Q8, false),
-        crate::kernels::IntTable::I16(_) => (Q16_TABLE, true),
+    let (q, act_q) = match table {
+        crate::kernels::IntTable::I8(_) => (Q8, Q8),
+        crate::kernels::IntTable::I16(_) => (Q16_TABLE, Q16_ACT),
+        crate::kernels::IntTable::I16Large(_) => (Q16_LARGE_TABLE, Q16_LARGE_ACT),
     };
+    let wide = table.wide();
     let span = crate::kernels::int_act_span(bits, block);
     // Columns of a span are below 64: they fit a byte.
     let order =
         core::array::from_fn(|s| crate::kernels::int_act_column(bits, wide, span, s % span) as u8);
     let scale_range = magnitude_range(scales.iter().copied());
-    Some(IntForm { table, step: tmax / q, block, groups_per_block, span, order, scale_range })
+    Some(IntForm {
+        table,
+        step: tmax / q,
+        act_q,
+        block,
+        groups_per_block,
+        span,
+        order,
+        scale_range,
+    })
 }
 
 /// Whether `LSQR_EXACT` (non-empty and not `"0"`, read once) asks for the
@@ -315,7 +345,7 @@ impl<'a> PackedWeight<'a> {
                 actual: scales.len(),
             });
         }
-        let int = int_form_of(bits, &table, cols, mode, &scales);
+        let int = int_form_of(bits, &table, cols, mode, &scales).map(alloc::boxed::Box::new);
         let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales, int });
         Ok(Self { shape: shape.to_vec(), rows, cols, storage, exact: false })
     }
@@ -352,10 +382,10 @@ impl<'a> PackedWeight<'a> {
 
     /// Keeps linear on the exact path (`true`) or lets it use integer dot
     /// products where the weight's table allows (`false`, the default:
-    /// 1.2-2.3x faster at C <= 4 in the batch-1 bench, and faster than the
-    /// f32 GEMM at batch 8 and 64, README "Kernels on packed weights").
+    /// faster than the exact path at every C in the batch-1 bench, and than
+    /// the f32 GEMM at batch 8 and 64, README "Kernels on packed weights").
     ///
-    /// The integer path (C <= 4) quantizes the activations once per call,
+    /// The integer path (C <= 8) quantizes the activations once per call,
     /// per block of 32 or 64 columns, to int8 or int16, and multiplies them
     /// with an integer copy of the decode table. It is not bit-exact with
     /// the f32 table path: its added error is bounded to stay at least
@@ -373,13 +403,13 @@ impl<'a> PackedWeight<'a> {
 
     /// The integer form linear runs on, if any: `"int8"` (int8 table and
     /// activations) or `"int16"`; `None` on the exact path (plain weights,
-    /// C > 4, tables whose levels an integer grid cannot hold, columns or
+    /// C > 8, tables whose levels an integer grid cannot hold, columns or
     /// groups not in whole blocks of 32, [`PackedWeight::set_exact`], or
     /// `LSQR_EXACT`).
     pub fn int_form(&self) -> Option<&'static str> {
         self.int().map(|f| match f.table {
             crate::kernels::IntTable::I8(_) => "int8",
-            crate::kernels::IntTable::I16(_) => "int16",
+            crate::kernels::IntTable::I16(_) | crate::kernels::IntTable::I16Large(_) => "int16",
         })
     }
 
@@ -395,7 +425,7 @@ impl<'a> PackedWeight<'a> {
     /// is sized for it, so that they can change after a plan was made).
     fn int_any(&self) -> Option<&IntForm> {
         match &self.storage {
-            Storage::Quantized(q) => q.int.as_ref(),
+            Storage::Quantized(q) => q.int.as_deref(),
             Storage::Plain(_) => None,
         }
     }
@@ -909,7 +939,7 @@ fn linear_int_tile(
     let padded = blocks * f.block;
     let (factors, rest) = scratch.split_at_mut(n * blocks);
     let (slots, outputs) = rest.split_at_mut((n * padded).div_ceil(2));
-    let wide = matches!(f.table, crate::kernels::IntTable::I16(_));
+    let wide = f.table.wide();
     let p = slots.as_mut_ptr();
     let mut declined = [false; INT_BATCH];
     let vectors = x.chunks_exact(rows.cols).zip(factors.chunks_mut(blocks)).zip(&mut declined);
@@ -920,14 +950,14 @@ fn linear_int_tile(
         // `slots` is not used otherwise while it lives.
         let act16 = unsafe { core::slice::from_raw_parts_mut(p.cast::<i16>(), n * padded) };
         for (((xv, fac), d), a) in vectors.zip(act16.chunks_mut(padded)) {
-            *d = !quantize_vector(xv, f, (Q16_ACT, a, fac), |v| v as i16);
+            *d = !quantize_vector(xv, f, (f.act_q, a, fac), |v| v as i16);
         }
         (&[], act16)
     } else {
         // SAFETY: as above, for i8 (n · padded bytes).
         let act8 = unsafe { core::slice::from_raw_parts_mut(p.cast::<i8>(), n * padded) };
         for (((xv, fac), d), a) in vectors.zip(act8.chunks_mut(padded)) {
-            *d = !quantize_vector(xv, f, (Q8, a, fac), |v| v as i8);
+            *d = !quantize_vector(xv, f, (f.act_q, a, fac), |v| v as i8);
         }
         (act8, &[])
     };

@@ -427,18 +427,20 @@ mod tests {
     proptest! {
         /// The integer kernel of every path equals the portable integer
         /// reference bit for bit (exact integer block sums, the same f32
-        /// steps): C = 1..=4, int8 and int16 tables, blocks of 32 and 64,
+        /// steps): C = 1..=8, int8 and int16 tables (C = 5..=8: 32 to 256
+        /// entries, sign-magnitude or not), blocks of 32 and 64,
         /// every scale layout, 1 to 6 activation vectors (each vector's
         /// results those of a batch of it alone), the codes in an exact
         /// allocation (the last rows' 16-byte loads must be avoided).
         #[test]
         fn gemv_int_matches_portable(
-            bits in 1u32..=4,
+            bits in 1u32..=8,
             rows in 1usize..11,
             blocks in 1usize..6,
             block64 in prop::bool::ANY,
             layout in 0usize..6,
             wide in prop::bool::ANY,
+            sign_magnitude in prop::bool::ANY,
             batch in 1usize..7,
             seed in any::<u64>(),
         ) {
@@ -461,18 +463,36 @@ mod tests {
             let case = &mut w.case;
             let mut t8 = [0i8; 16];
             let mut t16 = [0i16; 16];
+            let mut large = [0i16; 256];
             for k in 0..16 {
                 t8[k] = ((case.next() % 255) as i32 - 127) as i8;
                 t16[k] = ((case.next() % 16383) as i32 - 8191) as i16;
             }
+            for v in &mut large {
+                *v = ((case.next() % 65535) as i32 - 32767) as i16;
+            }
+            let half = 1usize << (bits - 1);
+            if sign_magnitude && bits >= 5 {
+                for m in 0..half {
+                    large[half + m] = -large[m];
+                }
+            }
+            // C = 5..=8 take the large int16 form and its finer activations.
+            let wide = wide || bits >= 5;
+            let act_q = if bits >= 5 { 8191 } else { 4095 };
             let n = batch * cols;
             let act8: Vec<i8> = (0..n).map(|_| ((case.next() % 255) as i32 - 127) as i8).collect();
-            let act16: Vec<i16> = (0..n).map(|_| ((case.next() % 8191) as i32 - 4095) as i16).collect();
+            let act16: Vec<i16> =
+                (0..n).map(|_| ((case.next() % (2 * act_q + 1)) as i32 - act_q as i32) as i16).collect();
             let act_scales: Vec<f32> = case.values(batch * blocks).iter().map(|v| v * 1e-3).collect();
             // The f32 table is not read: the integer table stands for it.
             let job = IntRows {
                 rows: w.job(),
-                table: if wide { IntTable::I16(t16) } else { IntTable::I8(t8) },
+                table: match (bits >= 5, wide) {
+                    (true, _) => IntTable::I16Large(large),
+                    (false, true) => IntTable::I16(t16),
+                    (false, false) => IntTable::I8(t8),
+                },
                 block,
                 groups_per_block,
                 act8: &act8,

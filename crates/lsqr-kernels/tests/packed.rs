@@ -246,7 +246,7 @@ fn int_precision(
 
 /// Issue 13's rule for the integer path: its output SNR against the exact
 /// path is at least 20 dB above the exact path's against the f32 weights,
-/// for every codec at C = 2..=4 (the widths it serves), Gaussian and
+/// for every codec at C = 2..=8 (the widths it serves), Gaussian and
 /// Laplacian weights, groups of 64 and 32 and one scale per row. Prints
 /// the table (`cargo test -p lsqr-kernels --test packed int_path -- --nocapture`).
 #[test]
@@ -264,7 +264,7 @@ fn int_path_precision() {
             Scaling::Row,
         ] {
             for kind in CodecKind::ALL {
-                for bits in 2..=4 {
+                for bits in 2..=8 {
                     let (codec, int, form) = int_precision(kind, bits, scaling, laplace);
                     let dist = if laplace { "laplace" } else { "gauss" };
                     println!(

@@ -395,7 +395,7 @@ impl<'f> Plan<'f> {
     }
 
     /// Keeps every linear on the exact f32 table path (`true`) or
-    /// lets C <= 4 weights use integer dot products (`false`, the default;
+    /// lets C <= 8 weights use integer dot products (`false`, the default;
     /// `lsqr_kernels::packed::PackedWeight::set_exact` explains the
     /// trade). `LSQR_EXACT=1` in the environment forces `true`. The arena
     /// size does not change: it was planned for the integer path, which

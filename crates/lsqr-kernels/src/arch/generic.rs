@@ -359,7 +359,7 @@ pub(crate) fn int_block_lanes(
     let mut codes = [0u16; 64];
     let codes = codes.get_mut(..n)?;
     lsqr_pack::unpack_from(w.rows.packed, w.rows.bits, r * w.rows.cols + c0, codes).ok()?;
-    let (bits, wide) = (w.rows.bits, matches!(w.table, crate::kernels::IntTable::I16(_)));
+    let (bits, wide) = (w.rows.bits, w.table.wide());
     let span = crate::kernels::int_act_span(bits, w.block);
     let mut lanes = [[0i32; 8]; 2];
     // Stored activation `s` of a span multiplies the code of column
@@ -374,6 +374,9 @@ pub(crate) fn int_block_lanes(
                 i32::from(*t.get(code)?) * i32::from(*w.act8.get(a0 + s)?)
             }
             crate::kernels::IntTable::I16(t) => {
+                i32::from(*t.get(code)?) * i32::from(*w.act16.get(a0 + s)?)
+            }
+            crate::kernels::IntTable::I16Large(t) => {
                 i32::from(*t.get(code)?) * i32::from(*w.act16.get(a0 + s)?)
             }
         };

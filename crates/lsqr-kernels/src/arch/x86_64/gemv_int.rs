@@ -1,12 +1,13 @@
-//! Linear on packed rows with integer dot products, AVX2 (C <= 4), for one
+//! Linear on packed rows with integer dot products, AVX2 (C <= 8), for one
 //! activation vector or a batch of them.
 //!
 //! The activations were quantized once per call (`crate::packed`), each
 //! vector per block of 32 or 64 columns, to int8 or int16, and stored in the order in
 //! which this kernel unpacks codes (`crate::kernels::int_act_column`), so
 //! the codes are never reordered. The weight's decode table has an int8 or
-//! int16 copy of its (at most) 16 entries. Per 32 codes:
-//! - unpack, from exactly the chunk's 4·C bytes except at C = 3:
+//! int16 copy of its (at most) 16 entries at C <= 4, an int16 copy of its
+//! 32 to 256 entries at C = 5..=8. Per 32 codes:
+//! - unpack, from exactly the chunk's 4·C bytes except at C = 3 and 5..=7:
 //!   - C = 1, 2: the bytes broadcast to every dword (qword) lane, one
 //!     variable shift per lane (`vpsrlvd` / `vpsrlvq`), a mask;
 //!   - C = 3: the 12 bytes broadcast to both halves, `vpshufb` gathers the
@@ -16,15 +17,25 @@
 //!     the reference);
 //!   - C = 4: low nibbles in the lower half, high nibbles (`vpsrlw` by 4)
 //!     in the upper half (`vpblendd`), a mask;
+//!   - C = 5..=7: as C = 3, codes 0..16 from the lower half's 16 bytes
+//!     and codes 16..32 from the upper half's (loaded from byte 2·C);
+//!   - C = 8: the 32 bytes;
 //! - int8 table: one `vpshufb` looks the 32 codes up; `vpmaddubsw` (the
 //!   table value's magnitude, unsigned, times the activation carrying the
 //!   table value's sign: `vpsignb`) and `vpmaddwd` by ones add them into
 //!   eight int32 sums;
 //! - int16 table: two `vpshufb` (low and high bytes), interleaved into 16-bit
-//!   values, two `vpmaddwd` against the int16 activations.
+//!   values, two `vpmaddwd` against the int16 activations;
+//! - C = 5..=8: the same with 2 to 16 subtables of 16 entries chained by
+//!   XOR ([`xor_chain`]); a sign-magnitude table (`log`, the default,
+//!   whose upper half is its lower half negated) looks up half the levels
+//!   and negates with `vpsignw`: C = 8 `log` takes 16 `vpshufb` per 32
+//!   codes, C = 5 two. The even and odd codes' words are split with shifts
+//!   and masks, not unpacks, so that the sign words line up with them.
 //!
 //! Every sum is exact (int8: pairs at most 2 · 127 · 127 < 2^15; int16:
-//! a 64-column block at most 64 · 8191 · 4095 < 2^31), so the eight int32
+//! a 64-column block at most 64 · 8191 · 4095 < 2^31; C = 5..=8: a lane of
+//! a 64-column block at most 8 · 32767 · 8191 < 2^31), so the eight int32
 //! lanes of a block equal the portable reference's; per block each lane
 //! is scaled and added in f32 as the reference does (`IntRows`), and the
 //! lanes are summed once per row, so the result is bit-exact. At batch 1
@@ -65,15 +76,19 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
         }
         _ => false,
     };
-    (1..=4).contains(&p.bits)
-        && (w.block == 32 || w.block == 64)
+    let form = match w.table {
+        IntTable::I8(_) | IntTable::I16(_) => (1..=4).contains(&p.bits),
+        IntTable::I16Large(_) => (5..=8).contains(&p.bits) && w.groups_per_block == 1,
+    };
+    form && (w.block == 32 || w.block == 64)
         && p.cols.is_multiple_of(8)
         && groups_fit
         && w.batch >= 1
         && w.act_scales.len() >= w.batch.saturating_mul(padded / w.block)
-        && match w.table {
-            IntTable::I8(_) => w.act8.len() >= w.batch.saturating_mul(padded),
-            IntTable::I16(_) => w.act16.len() >= w.batch.saturating_mul(padded),
+        && if w.table.wide() {
+            w.act16.len() >= w.batch.saturating_mul(padded)
+        } else {
+            w.act8.len() >= w.batch.saturating_mul(padded)
         }
 }
 
@@ -96,13 +111,17 @@ fn unpack_consts(bits: u32) -> Unpack {
     for (v, (shuf, mul)) in shuf.iter_mut().zip(&mut mul).enumerate() {
         for slot in 0..16 {
             // Register v, 128-bit half h, word j: code 16 h + 8 v + j (in
-            // order once `vpackuswb` interleaves the halves).
+            // order once `vpackuswb` interleaves the halves). At C = 3 both
+            // halves hold the span's 12 bytes; at C = 5..=7 the upper half
+            // holds the bytes from code 16 on, so its codes count from 0.
             let (h, j) = (slot / 8, slot % 8);
-            let code = 16 * h + 8 * v + j;
-            let (byte, shift) = (code * 3 / 8, code * 3 % 8);
+            let code = if bits == 3 { 16 * h + 8 * v + j } else { 8 * v + j };
+            let c = bits.clamp(3, 7) as usize;
+            let (byte, shift) = (code * c / 8, code * c % 8);
             shuf[2 * slot] = byte as u8;
-            shuf[2 * slot + 1] = if byte + 1 < 12 { byte as u8 + 1 } else { 0x80 };
-            mul[slot] = 1 << (13 - shift);
+            shuf[2 * slot + 1] = if byte + 1 < 4 * c { byte as u8 + 1 } else { 0x80 };
+            // The code to the word's top C bits.
+            mul[slot] = 1 << (16 - c - shift);
         }
     }
     // SAFETY: each array is 32 readable bytes.
@@ -134,11 +153,21 @@ fn unpack_consts(bits: u32) -> Unpack {
     core::hint::black_box(consts)
 }
 
+/// Bytes [`codes32`] reads from a chunk of 32 C-bit codes (4·C of them,
+/// and more where it loads whole 16-byte halves).
+const fn chunk_load(bits: u32) -> usize {
+    match bits {
+        3 => 16,
+        5..=7 => 2 * bits as usize + 16,
+        _ => 4 * bits as usize,
+    }
+}
+
 /// The 32 codes of the chunk at `p`, one byte each, in the order of
 /// `int_act_column`.
 ///
 /// # Safety
-/// `p` must be readable for 4·C bytes (16 at C = 3).
+/// `p` must be readable for [`chunk_load`] bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn codes32<const BITS: u32>(u: &Unpack, p: *const u8) -> __m256i {
@@ -164,6 +193,25 @@ unsafe fn codes32<const BITS: u32>(u: &Unpack, p: *const u8) -> __m256i {
             };
             _mm256_packus_epi16(lane(u.a, u.mul[0]), lane(u.b, u.mul[1]))
         }
+        5..=7 => {
+            // SAFETY: 2·C + 16 readable bytes (the caller): codes 0..16 in
+            // the lower half, codes 16..32 (from byte 2·C) in the upper.
+            let bytes = unsafe { _mm256_loadu2_m128i(p.add(2 * BITS as usize).cast(), p.cast()) };
+            // As at C = 3: the code to the word's top C bits, then down.
+            let lane = |ctl: __m256i, mul: __m256i| {
+                let top = _mm256_mullo_epi16(_mm256_shuffle_epi8(bytes, ctl), mul);
+                match BITS {
+                    5 => _mm256_srli_epi16::<11>(top),
+                    6 => _mm256_srli_epi16::<10>(top),
+                    _ => _mm256_srli_epi16::<9>(top),
+                }
+            };
+            _mm256_packus_epi16(lane(u.a, u.mul[0]), lane(u.b, u.mul[1]))
+        }
+        8 => {
+            // SAFETY: 32 readable bytes (the caller).
+            unsafe { _mm256_loadu_si256(p.cast()) }
+        }
         _ => {
             // SAFETY: 16 readable bytes (the caller).
             let v = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
@@ -182,33 +230,47 @@ unsafe fn codes32<const BITS: u32>(u: &Unpack, p: *const u8) -> __m256i {
 /// `y.len()` rows.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
-    let wide = matches!(w.table, IntTable::I16(_));
+    let wide = w.table.wide();
+    let sign = sign_magnitude(&w.table, w.rows.bits);
     // SAFETY: forwarded.
     unsafe {
-        match (w.rows.bits, wide) {
-            (1, false) => gemv_c::<1, false>(w, y),
-            (1, true) => gemv_c::<1, true>(w, y),
-            (2, false) => gemv_c::<2, false>(w, y),
-            (2, true) => gemv_c::<2, true>(w, y),
-            (3, false) => gemv_c::<3, false>(w, y),
-            (3, true) => gemv_c::<3, true>(w, y),
-            (4, false) => gemv_c::<4, false>(w, y),
-            (4, true) => gemv_c::<4, true>(w, y),
+        match (w.rows.bits, wide, sign) {
+            (1, false, _) => gemv_c::<1, false, false>(w, y),
+            (1, true, _) => gemv_c::<1, true, false>(w, y),
+            (2, false, _) => gemv_c::<2, false, false>(w, y),
+            (2, true, _) => gemv_c::<2, true, false>(w, y),
+            (3, false, _) => gemv_c::<3, false, false>(w, y),
+            (3, true, _) => gemv_c::<3, true, false>(w, y),
+            (4, false, _) => gemv_c::<4, false, false>(w, y),
+            (4, true, _) => gemv_c::<4, true, false>(w, y),
+            (5, true, false) => gemv_c::<5, true, false>(w, y),
+            (5, true, true) => gemv_c::<5, true, true>(w, y),
+            (6, true, false) => gemv_c::<6, true, false>(w, y),
+            (6, true, true) => gemv_c::<6, true, true>(w, y),
+            (7, true, false) => gemv_c::<7, true, false>(w, y),
+            (7, true, true) => gemv_c::<7, true, true>(w, y),
+            (8, true, false) => gemv_c::<8, true, false>(w, y),
+            (8, true, true) => gemv_c::<8, true, true>(w, y),
             _ => 0,
         }
     }
 }
 
-/// [`gemv_int`] for one width and table form.
+/// [`gemv_int`] for one width and table form (`SIGN`: a large table whose
+/// upper half is its lower half negated, [`sign_magnitude`]).
 ///
 /// # Safety
-/// As [`gemv_int`], with `BITS == w.rows.bits` and `WIDE` the table form.
+/// As [`gemv_int`], with `BITS == w.rows.bits`, `WIDE` the table form and
+/// `SIGN` as [`sign_magnitude`] says.
 #[target_feature(enable = "avx2")]
-unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f32]) -> usize {
+unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const SIGN: bool>(
+    w: &IntRows<'_>,
+    y: &mut [f32],
+) -> usize {
     let p = &w.rows;
     let span64 = BITS == 4 && w.block == 64;
     let span_bytes = if span64 { 32 } else { 4 * BITS as usize };
-    let load = if BITS == 3 { 16 } else { span_bytes };
+    let load = if span64 { span_bytes } else { chunk_load(BITS) };
     let rb = p.cols / 8 * BITS as usize;
     // Row r is safe when its last span's load fits. A row's columns are
     // padded to whole blocks, so its last loads may run into the next row's
@@ -220,15 +282,19 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f3
         .checked_div(rb)
         .map_or(out_rows, |safe| safe.min(out_rows));
     let u = unpack_consts(BITS);
-    let table = tables(&w.table);
+    let table = &tables::<SIGN>(&w.table, BITS);
     let split = w.groups_per_block >= 4;
     if w.batch > 1 {
         // SAFETY: forwarded.
         unsafe {
             match (span64, split) {
-                (true, true) => batch_rows::<BITS, WIDE, true, true>(w, &u, table, safe_rows, y),
-                (true, false) => batch_rows::<BITS, WIDE, true, false>(w, &u, table, safe_rows, y),
-                _ => batch_rows::<BITS, WIDE, false, false>(w, &u, table, safe_rows, y),
+                (true, true) => {
+                    batch_rows::<BITS, WIDE, SIGN, true, true>(w, &u, table, safe_rows, y)
+                }
+                (true, false) => {
+                    batch_rows::<BITS, WIDE, SIGN, true, false>(w, &u, table, safe_rows, y)
+                }
+                _ => batch_rows::<BITS, WIDE, SIGN, false, false>(w, &u, table, safe_rows, y),
             }
         }
         return safe_rows;
@@ -238,9 +304,9 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f3
         // SAFETY: rows r..r + 4 are safe; the rest is the caller's contract.
         let v = unsafe {
             match (span64, split) {
-                (true, true) => rows::<4, BITS, WIDE, true, true>(w, &u, table, r),
-                (true, false) => rows::<4, BITS, WIDE, true, false>(w, &u, table, r),
-                _ => rows::<4, BITS, WIDE, false, false>(w, &u, table, r),
+                (true, true) => rows::<4, BITS, WIDE, SIGN, true, true>(w, &u, table, r),
+                (true, false) => rows::<4, BITS, WIDE, SIGN, true, false>(w, &u, table, r),
+                _ => rows::<4, BITS, WIDE, SIGN, false, false>(w, &u, table, r),
             }
         };
         y[r..r + 4].copy_from_slice(&v);
@@ -250,9 +316,9 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool>(w: &IntRows<'_>, y: &mut [f3
         // SAFETY: as above, one row.
         y[r] = unsafe {
             match (span64, split) {
-                (true, true) => rows::<1, BITS, WIDE, true, true>(w, &u, table, r),
-                (true, false) => rows::<1, BITS, WIDE, true, false>(w, &u, table, r),
-                _ => rows::<1, BITS, WIDE, false, false>(w, &u, table, r),
+                (true, true) => rows::<1, BITS, WIDE, SIGN, true, true>(w, &u, table, r),
+                (true, false) => rows::<1, BITS, WIDE, SIGN, true, false>(w, &u, table, r),
+                _ => rows::<1, BITS, WIDE, SIGN, false, false>(w, &u, table, r),
             }
         }[0];
         r += 1;
@@ -322,20 +388,25 @@ fn add_parts(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
 /// `p` readable for the span's bytes (as [`codes32`] needs, or 32).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn span_lookup<const BITS: u32, const WIDE: bool, const SPAN64: bool>(
+unsafe fn span_lookup<const BITS: u32, const WIDE: bool, const SIGN: bool, const SPAN64: bool>(
     u: &Unpack,
     p: *const u8,
-    table: (__m256i, __m256i),
+    small: (__m256i, __m256i),
+    table: &Tables,
 ) -> [__m256i; 4] {
-    if SPAN64 {
+    if BITS >= 5 {
+        // SAFETY: forwarded.
+        let l = lookup_large::<BITS, SIGN>(unsafe { codes32::<BITS>(u, p) }, table);
+        [l[0], l[1], _mm256_setzero_si256(), _mm256_setzero_si256()]
+    } else if SPAN64 {
         // SAFETY: 32 readable bytes (the caller).
         let v = unsafe { _mm256_loadu_si256(p.cast()) };
-        let lo = lookup::<WIDE>(_mm256_and_si256(v, u.mask), table);
-        let hi = lookup::<WIDE>(_mm256_and_si256(_mm256_srli_epi16::<4>(v), u.mask), table);
+        let lo = lookup::<WIDE>(_mm256_and_si256(v, u.mask), small);
+        let hi = lookup::<WIDE>(_mm256_and_si256(_mm256_srli_epi16::<4>(v), u.mask), small);
         [lo[0], lo[1], hi[0], hi[1]]
     } else {
         // SAFETY: forwarded.
-        let l = lookup::<WIDE>(unsafe { codes32::<BITS>(u, p) }, table);
+        let l = lookup::<WIDE>(unsafe { codes32::<BITS>(u, p) }, small);
         [l[0], l[1], _mm256_setzero_si256(), _mm256_setzero_si256()]
     }
 }
@@ -432,20 +503,139 @@ unsafe fn block_scales(groups_per_block: usize, row: *const f32, b: usize, g: us
     }
 }
 
-/// The integer table in registers (16 entries repeated in both halves):
-/// the int8 values, or the int16 values' low and high bytes.
+/// The integer table in registers, each 16-byte table repeated in both
+/// halves.
+struct Tables {
+    /// C <= 4: the int8 values, or the int16 values' low and high bytes.
+    small: (__m256i, __m256i),
+    /// C = 5..=8: the int16 levels' low (`lo`) and high (`hi`) bytes in
+    /// [`xor_chain`] form, 16 entries per register.
+    lo: [__m256i; 16],
+    hi: [__m256i; 16],
+}
+
+/// `t`'s registers; `SIGN` (C = 5..=8, [`sign_magnitude`]): only the
+/// lower half's levels, the upper half's are their negations.
 #[target_feature(enable = "avx2")]
-fn tables(t: &IntTable) -> (__m256i, __m256i) {
+fn tables<const SIGN: bool>(t: &IntTable, bits: u32) -> Tables {
     let bcast = |b: [u8; 16]| {
         // SAFETY: 16 readable bytes.
         _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(b.as_ptr().cast()) })
     };
-    match t {
-        IntTable::I8(v) => (bcast(v.map(|e| e as u8)), _mm256_setzero_si256()),
-        IntTable::I16(v) => {
-            (bcast(v.map(|e| e.to_le_bytes()[0])), bcast(v.map(|e| e.to_le_bytes()[1])))
+    let zero = _mm256_setzero_si256();
+    let byte = |k: usize| move |e: i16| e.to_le_bytes()[k];
+    let small = match t {
+        IntTable::I8(v) => (bcast(v.map(|e| e as u8)), zero),
+        IntTable::I16(v) => (bcast(v.map(byte(0))), bcast(v.map(byte(1)))),
+        IntTable::I16Large(_) => (zero, zero),
+    };
+    let (lo, hi) = match t {
+        IntTable::I16Large(v) => {
+            let levels = if SIGN { 1usize << (bits - 1) } else { 1usize << bits };
+            let (lo, hi) = xor_chain(v.get(..levels).unwrap_or(v));
+            (lo.map(bcast), hi.map(bcast))
+        }
+        _ => ([zero; 16], [zero; 16]),
+    };
+    Tables { small, lo, hi }
+}
+
+/// The subtables `D_j` (16 entries each; low bytes, high bytes) that look
+/// up to 128 levels with `vpshufb`, and 256 as two halves of 128
+/// (`D_8..D_16`: the upper half). For a code `m < 128` and `k < 8`,
+/// `vpshufb(D_k, m - 16k)` is zero where `m - 16k` (wrapping) has its top
+/// bit set (`k > m / 16`) and `D_k[m % 16]` otherwise, so the XOR over
+/// `k` of the lookups is the XOR of `D_k[m % 16]` over `k <= j = m / 16`.
+/// That equals `T_j[m % 16]` (the level) when `D_j = T_j ^ T_{j-1}` (`D_0
+/// = T_0`): one `vpsubb`, two `vpshufb` and two `vpxor` per 16 levels.
+/// (Above 8 subtables `m - 16k` wraps back to a clear top bit, hence the
+/// halves.)
+fn xor_chain(levels: &[i16]) -> ([[u8; 16]; 16], [[u8; 16]; 16]) {
+    let mut d = [[[0u8; 16]; 16]; 2];
+    let level =
+        |j: usize, i: usize, b: usize| levels.get(16 * j + i).map_or(0, |v| v.to_le_bytes()[b]);
+    for j in 0..levels.len().div_ceil(16).min(16) {
+        for i in 0..16 {
+            for (b, d) in d.iter_mut().enumerate() {
+                let prev = if j % 8 >= 1 { level(j - 1, i, b) } else { 0 };
+                d[j][i] = level(j, i, b) ^ prev;
+            }
         }
     }
+    (d[0], d[1])
+}
+
+/// Whether a C = 5..=8 integer table is sign-magnitude: its upper half is
+/// its lower half negated (`log` and `fp` tables are), so that half the
+/// levels are looked up and a `vpsignw` gives the sign.
+fn sign_magnitude(t: &IntTable, bits: u32) -> bool {
+    match t {
+        IntTable::I16Large(v) if (5..=8).contains(&bits) => {
+            let half = 1usize << (bits - 1);
+            (0..half).all(|m| v[half + m] == v[m].wrapping_neg())
+        }
+        _ => false,
+    }
+}
+
+/// 32 C-bit codes (C = 5..=8, one byte each) looked up in a large
+/// table ([`xor_chain`]): the levels of the even codes and of the odd
+/// codes, as int16 words (stored positions 0..16 and 16..32 of
+/// `crate::kernels::int_act_column`). `SIGN`: the magnitude is looked
+/// up, and `vpsignw` by the code's top bit negates it.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn lookup_large<const BITS: u32, const SIGN: bool>(codes: __m256i, t: &Tables) -> [__m256i; 2] {
+    // Two halves of 128 levels only at C = 8 without the sign trick.
+    let halves = !SIGN && BITS == 8;
+    let m = if SIGN || halves {
+        _mm256_and_si256(codes, _mm256_set1_epi8(((1u32 << (BITS - 1)) - 1) as i8))
+    } else {
+        codes
+    };
+    let subtables = if SIGN || halves { 1usize << (BITS - 5) } else { 1usize << (BITS - 4) };
+    let chain = |first: usize| {
+        let (mut l, mut h) =
+            (_mm256_shuffle_epi8(t.lo[first], m), _mm256_shuffle_epi8(t.hi[first], m));
+        let mut idx = m;
+        for k in first + 1..first + subtables {
+            idx = _mm256_sub_epi8(idx, _mm256_set1_epi8(16));
+            l = _mm256_xor_si256(l, _mm256_shuffle_epi8(t.lo[k], idx));
+            h = _mm256_xor_si256(h, _mm256_shuffle_epi8(t.hi[k], idx));
+        }
+        (l, h)
+    };
+    let (l, h) = if halves {
+        // The code's top bit picks the upper half's bytes (`vpblendvb`).
+        let ((l0, h0), (l1, h1)) = (chain(0), chain(8));
+        (_mm256_blendv_epi8(l0, l1, codes), _mm256_blendv_epi8(h0, h1, codes))
+    } else {
+        chain(0)
+    };
+    // Word i of the even register: code 2i's low and high bytes; of the
+    // odd one, code 2i + 1's.
+    let even =
+        _mm256_or_si256(_mm256_and_si256(l, _mm256_set1_epi16(0x00FF)), _mm256_slli_epi16::<8>(h));
+    let odd = _mm256_or_si256(
+        _mm256_srli_epi16::<8>(l),
+        _mm256_and_si256(h, _mm256_set1_epi16(0xFF00u16 as i16)),
+    );
+    if !SIGN {
+        return [even, odd];
+    }
+    // Each code's top bit (C - 1) to its word's bit 15; bit 0 set so that
+    // no sign word is zero (`vpsignw` would zero the level).
+    let (se, so) = match BITS {
+        5 => (_mm256_slli_epi16::<11>(codes), _mm256_slli_epi16::<3>(codes)),
+        6 => (_mm256_slli_epi16::<10>(codes), _mm256_slli_epi16::<2>(codes)),
+        7 => (_mm256_slli_epi16::<9>(codes), _mm256_slli_epi16::<1>(codes)),
+        _ => (_mm256_slli_epi16::<8>(codes), codes),
+    };
+    let one = _mm256_set1_epi16(1);
+    [
+        _mm256_sign_epi16(even, _mm256_or_si256(se, one)),
+        _mm256_sign_epi16(odd, _mm256_or_si256(so, one)),
+    ]
 }
 
 /// The sum of `v`'s lanes in the order the reference uses
@@ -475,12 +665,13 @@ unsafe fn rows<
     const R: usize,
     const BITS: u32,
     const WIDE: bool,
+    const SIGN: bool,
     const SPAN64: bool,
     const SPLIT: bool,
 >(
     w: &IntRows<'_>,
     u: &Unpack,
-    table: (__m256i, __m256i),
+    table: &Tables,
     r: usize,
 ) -> [f32; R] {
     let p = &w.rows;
@@ -493,6 +684,8 @@ unsafe fn rows<
     // SAFETY: row r + q's scales start inside `scales` (the caller).
     let scale_ptr: [*const f32; R] =
         core::array::from_fn(|q| unsafe { p.scales.as_ptr().add((r + q) * p.scale_stride) });
+    // The C <= 4 table in registers for the whole loop.
+    let small = table.small;
     let mut fsum = [_mm256_setzero_ps(); R];
     let lanes = lane_groups(w);
     let mut groups = GroupWalk::new(w);
@@ -506,7 +699,7 @@ unsafe fn rows<
                 let a = span_acts::<WIDE, SPAN64>(w, 0, c);
                 let off = c / span * span_bytes;
                 for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
-                    let l = span_lookup::<BITS, WIDE, SPAN64>(u, ptr.add(off), table);
+                    let l = span_lookup::<BITS, WIDE, SIGN, SPAN64>(u, ptr.add(off), small, table);
                     *acc = accumulate::<SPLIT>(*acc, span_dot::<WIDE, SPAN64>(&l, &a));
                 }
             }
@@ -575,10 +768,16 @@ const ROW_BLOCK: usize = 4;
 /// # Safety
 /// As [`gemv_int`]; rows below `safe_rows` are safe.
 #[target_feature(enable = "avx2")]
-unsafe fn batch_rows<const BITS: u32, const WIDE: bool, const SPAN64: bool, const SPLIT: bool>(
+unsafe fn batch_rows<
+    const BITS: u32,
+    const WIDE: bool,
+    const SIGN: bool,
+    const SPAN64: bool,
+    const SPLIT: bool,
+>(
     w: &IntRows<'_>,
     u: &Unpack,
-    table: (__m256i, __m256i),
+    table: &Tables,
     safe_rows: usize,
     y: &mut [f32],
 ) {
@@ -591,7 +790,7 @@ unsafe fn batch_rows<const BITS: u32, const WIDE: bool, const SPAN64: bool, cons
         unsafe {
             while v + 4 <= batch {
                 for r in block.clone() {
-                    let s = rows_batch::<4, BITS, WIDE, SPAN64, SPLIT>(w, u, table, r, v);
+                    let s = rows_batch::<4, BITS, WIDE, SIGN, SPAN64, SPLIT>(w, u, table, r, v);
                     y[r * batch + v..][..4].copy_from_slice(&s);
                 }
                 v += 4;
@@ -599,7 +798,7 @@ unsafe fn batch_rows<const BITS: u32, const WIDE: bool, const SPAN64: bool, cons
             while v < batch {
                 for r in block.clone() {
                     y[r * batch + v] =
-                        rows_batch::<1, BITS, WIDE, SPAN64, SPLIT>(w, u, table, r, v)[0];
+                        rows_batch::<1, BITS, WIDE, SIGN, SPAN64, SPLIT>(w, u, table, r, v)[0];
                 }
                 v += 1;
             }
@@ -618,12 +817,13 @@ unsafe fn rows_batch<
     const NB: usize,
     const BITS: u32,
     const WIDE: bool,
+    const SIGN: bool,
     const SPAN64: bool,
     const SPLIT: bool,
 >(
     w: &IntRows<'_>,
     u: &Unpack,
-    table: (__m256i, __m256i),
+    table: &Tables,
     r: usize,
     v: usize,
 ) -> [f32; NB] {
@@ -636,6 +836,7 @@ unsafe fn rows_batch<
     let (row_ptr, scale_ptr) =
         unsafe { (p.packed.as_ptr().add(r * rb), p.scales.as_ptr().add(r * p.scale_stride)) };
     let blocks = w.blocks();
+    let small = table.small;
     let mut fsum = [_mm256_setzero_ps(); NB];
     let lanes = lane_groups(w);
     let mut groups = GroupWalk::new(w);
@@ -644,8 +845,12 @@ unsafe fn rows_batch<
         for c in (c0..c0 + w.block).step_by(span) {
             // SAFETY: as in `rows`, for vectors v..v + NB < batch.
             unsafe {
-                let l =
-                    span_lookup::<BITS, WIDE, SPAN64>(u, row_ptr.add(c / span * span_bytes), table);
+                let l = span_lookup::<BITS, WIDE, SIGN, SPAN64>(
+                    u,
+                    row_ptr.add(c / span * span_bytes),
+                    small,
+                    table,
+                );
                 for (q, acc) in acc.iter_mut().enumerate() {
                     let a = span_acts::<WIDE, SPAN64>(w, v + q, c);
                     *acc = accumulate::<SPLIT>(*acc, span_dot::<WIDE, SPAN64>(&l, &a));
