@@ -157,15 +157,9 @@ pub(crate) fn int_act_span(bits: u32, block: usize) -> usize {
 /// - int16 tables (`wide`) interleave each register's two 16-code halves
 ///   into words (`vpunpcklbw` / `vpunpckhbw` per 128-bit lane): its stored
 ///   activations are positions `0..8, 16..24`, then `8..16, 24..32`;
-/// - C = 5..=8 (int16 tables of 32 to 256 entries): the 32 codes in
-///   order, their even codes' values in one register of words and their
-///   odd codes' in the other: `p = i` holds code `2i`, `p = 16 + i` code
-///   `2i + 1`.
+/// - C = 5..=8: in order (always int16).
 pub(crate) fn int_act_column(bits: u32, wide: bool, span: usize, s: usize) -> usize {
     let (k, s) = (s / 32, s % 32);
-    if bits >= 5 {
-        return 32 * k + 2 * (s % 16) + s / 16;
-    }
     let p = if wide {
         match s {
             8..=15 => s + 8,

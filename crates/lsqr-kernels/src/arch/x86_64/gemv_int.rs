@@ -30,8 +30,7 @@
 //!   XOR ([`xor_chain`]); a sign-magnitude table (`log`, the default,
 //!   whose upper half is its lower half negated) looks up half the levels
 //!   and negates with `vpsignw`: C = 8 `log` takes 16 `vpshufb` per 32
-//!   codes, C = 5 two. The even and odd codes' words are split with shifts
-//!   and masks, not unpacks, so that the sign words line up with them.
+//!   codes, C = 5 two.
 //!
 //! Every sum is exact (int8: pairs at most 2 · 127 · 127 < 2^15; int16:
 //! a 64-column block at most 64 · 8191 · 4095 < 2^31; C = 5..=8: a lane of
@@ -579,10 +578,9 @@ fn sign_magnitude(t: &IntTable, bits: u32) -> bool {
 }
 
 /// 32 C-bit codes (C = 5..=8, one byte each) looked up in a large
-/// table ([`xor_chain`]): the levels of the even codes and of the odd
-/// codes, as int16 words (stored positions 0..16 and 16..32 of
-/// `crate::kernels::int_act_column`). `SIGN`: the magnitude is looked
-/// up, and `vpsignw` by the code's top bit negates it.
+/// table ([`xor_chain`]): the levels as int16 words, interleaved as
+/// [`lookup`]'s (`crate::kernels::int_act_column`). `SIGN`: the magnitude
+/// is looked up, and `vpsignw` by the code's top bit negates it.
 #[target_feature(enable = "avx2")]
 #[inline]
 fn lookup_large<const BITS: u32, const SIGN: bool>(codes: __m256i, t: &Tables) -> [__m256i; 2] {
@@ -612,29 +610,25 @@ fn lookup_large<const BITS: u32, const SIGN: bool>(codes: __m256i, t: &Tables) -
     } else {
         chain(0)
     };
-    // Word i of the even register: code 2i's low and high bytes; of the
-    // odd one, code 2i + 1's.
-    let even =
-        _mm256_or_si256(_mm256_and_si256(l, _mm256_set1_epi16(0x00FF)), _mm256_slli_epi16::<8>(h));
-    let odd = _mm256_or_si256(
-        _mm256_srli_epi16::<8>(l),
-        _mm256_and_si256(h, _mm256_set1_epi16(0xFF00u16 as i16)),
-    );
+    // Low and high bytes interleaved into words, as at C <= 4.
+    let words = [_mm256_unpacklo_epi8(l, h), _mm256_unpackhi_epi8(l, h)];
     if !SIGN {
-        return [even, odd];
+        return words;
     }
-    // Each code's top bit (C - 1) to its word's bit 15; bit 0 set so that
-    // no sign word is zero (`vpsignw` would zero the level).
-    let (se, so) = match BITS {
-        5 => (_mm256_slli_epi16::<11>(codes), _mm256_slli_epi16::<3>(codes)),
-        6 => (_mm256_slli_epi16::<10>(codes), _mm256_slli_epi16::<2>(codes)),
-        7 => (_mm256_slli_epi16::<9>(codes), _mm256_slli_epi16::<1>(codes)),
-        _ => (_mm256_slli_epi16::<8>(codes), codes),
+    // Each code's top bit (C - 1) to its byte's bit 7 (a 16-bit shift:
+    // the codes are below 2^C, so no bit crosses into the next byte),
+    // interleaved as the words are, above a 1 (no sign word may be zero:
+    // `vpsignw` would zero the level).
+    let top = match BITS {
+        5 => _mm256_slli_epi16::<3>(codes),
+        6 => _mm256_slli_epi16::<2>(codes),
+        7 => _mm256_slli_epi16::<1>(codes),
+        _ => codes,
     };
-    let one = _mm256_set1_epi16(1);
+    let one = _mm256_set1_epi8(1);
     [
-        _mm256_sign_epi16(even, _mm256_or_si256(se, one)),
-        _mm256_sign_epi16(odd, _mm256_or_si256(so, one)),
+        _mm256_sign_epi16(words[0], _mm256_unpacklo_epi8(one, top)),
+        _mm256_sign_epi16(words[1], _mm256_unpackhi_epi8(one, top)),
     ]
 }
 
