@@ -1,6 +1,8 @@
 //! The `lsqr` binary end to end on small inputs made here: every command,
 //! the JSON output, and the errors a user meets.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -31,7 +33,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("lsqr-cli-{tag}-{}", std::process::id()));
+        let d = common::process_dir(&format!("cli-{tag}"));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Self(d)

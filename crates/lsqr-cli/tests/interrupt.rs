@@ -4,6 +4,8 @@
 //! where SIGKILL cannot be handled: the next run removes what it left).
 #![cfg(unix)]
 
+mod common;
+
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lsqr-cli-int-{tag}-{}", std::process::id()));
+    let d = common::process_dir(&format!("cli-int-{tag}"));
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(d.join("out")).unwrap();
     d

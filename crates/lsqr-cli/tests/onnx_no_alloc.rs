@@ -60,8 +60,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn imported_graphs_run_without_allocating() {
-    let dir = std::env::temp_dir().join(format!("lsqr-onnx-noalloc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::process_dir("onnx-noalloc");
     let models = [
         ("magika/model.onnx", "bytes=1,2048"),
         ("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x=1,3,48,192"),

@@ -36,9 +36,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lsqr-readme-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::process_dir(&format!("readme-{tag}"))
 }
 
 fn readme() -> String {

@@ -5,6 +5,8 @@
 //! a message naming what and where, exit status 1, no panic, no output
 //! file.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -53,7 +55,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("lsqr-untrusted-{tag}-{}", std::process::id()));
+        let d = common::process_dir(&format!("untrusted-{tag}"));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Self(d)

@@ -98,6 +98,15 @@ pub(crate) struct IntForm {
 }
 
 impl IntForm {
+    /// The largest batch this form takes ([`INT_MAX_BATCH`], or
+    /// [`INT_MAX_BATCH_LARGE`] at C = 5..=8).
+    fn max_batch(&self) -> usize {
+        match self.table {
+            crate::kernels::IntTable::I16Large(_) => INT_MAX_BATCH_LARGE,
+            _ => INT_MAX_BATCH,
+        }
+    }
+
     /// Whether the f32 steps of the integer path stay in f32's normal
     /// range for activation factors in `factors` (nonzero min, max):
     /// `scale · factor` keeps 24 significant bits (no subnormal), and no
@@ -665,7 +674,7 @@ pub(crate) fn linear_alloc(
     // vector takes.
     #[cfg(feature = "parallel")]
     if batch >= PAR_MIN_BATCH
-        && (batch > INT_MAX_BATCH || w.int().is_none())
+        && w.int().is_none_or(|f| batch > f.max_batch())
         && w.rows > 0
         && w.cols > 0
         && batch.checked_mul(w.cols) == Some(x.len())
@@ -702,7 +711,7 @@ pub fn linear_scratch_len(w: &PackedWeight<'_>, batch: usize) -> usize {
         return 0;
     }
     let int = match w.int_any() {
-        Some(f) if batch <= INT_MAX_BATCH => int_scratch_len(w, f.block, batch.min(INT_BATCH)),
+        Some(f) if batch <= f.max_batch() => int_scratch_len(w, f.block, batch.min(INT_BATCH)),
         _ => 0,
     };
     if batch == 1 {
@@ -722,6 +731,14 @@ pub const INT_BATCH: usize = 16;
 /// faster at batch 8 to 32, even at 64 (0.9-1.1x), and 1.2-1.3x slower
 /// at 256.
 pub const INT_MAX_BATCH: usize = 64;
+
+/// The largest batch the integer path takes at C = 5..=8: their lookup
+/// (2 to 16 `vpshufb` per 32 codes) is shared by only four vectors, so
+/// the f32 GEMM, which decodes each block once for the whole batch, wins
+/// sooner. At 4096 x 4096, C = 8 `log` (`linear_batch`): batch 8 9.1 ms
+/// on the integer path against 15.3 on the GEMM; batch 16 18.8 against
+/// 17.3; batch 64 77.4 against 35.1.
+pub const INT_MAX_BATCH_LARGE: usize = 8;
 
 /// [`linear`] into caller buffers; `scratch` holds at least
 /// [`linear_scratch_len`] values. Allocates nothing.
@@ -796,7 +813,7 @@ fn linear_of_batch(
     if out_features == 0 || batch == 0 {
         return Ok(());
     }
-    let int = w.int().filter(|_| in_features > 0 && whole <= INT_MAX_BATCH);
+    let int = w.int().filter(|f| in_features > 0 && whole <= f.max_batch());
     if let (Storage::Quantized(q), Some(f)) = (&w.storage, int) {
         let job = w.rows_job(q);
         let tile = |n: usize| n * INT_BATCH;

@@ -378,33 +378,36 @@ fn int_batch_is_each_vector_alone() {
     }
 }
 
-/// Above `INT_MAX_BATCH` a linear takes the exact path (the f32 GEMM is
-/// faster there): bit for bit the weight set exact, whatever the threads;
-/// at it, the integer one.
+/// Above `INT_MAX_BATCH` (C <= 4) or `INT_MAX_BATCH_LARGE` (C = 5..=8) a
+/// linear takes the exact path (the f32 GEMM is faster there): bit for
+/// bit the weight set exact, whatever the threads; at the limit, the
+/// integer one.
 #[test]
 fn large_batches_take_the_exact_path() {
-    use lsqr_kernels::packed::INT_MAX_BATCH;
+    use lsqr_kernels::packed::{INT_MAX_BATCH, INT_MAX_BATCH_LARGE};
     // 2048 x 1024 at batch 65 (over 2^22 products) is split over the
     // threads with `parallel`, in halves below the limit: still exact.
     let (rows, cols) = (2048, 1024);
     let wf = random(rows * cols, 0.02, false, 13);
-    with_weight(&wf, &[rows, cols], (CodecKind::Log, 4, Scaling::Group(64)), |w| {
-        for batch in [INT_MAX_BATCH, INT_MAX_BATCH + 1] {
-            let x = random(batch * cols, 1.0, false, 14);
-            let run = |w: &PackedWeight<'_>| {
-                let mut y = vec![0.0f32; batch * rows];
-                linear(w, None, &x, batch, &mut y).unwrap();
-                y
-            };
-            let default = run(w);
-            w.set_exact(true);
-            let exact = run(w);
-            w.set_exact(false);
-            let same = default.iter().zip(&exact).all(|(a, b)| a.to_bits() == b.to_bits());
-            let int_ran = batch <= INT_MAX_BATCH && !lsqr_kernels::packed::exact_forced();
-            assert_eq!(same, !int_ran, "batch {batch}");
-        }
-    });
+    for (bits, limit) in [(4, INT_MAX_BATCH), (8, INT_MAX_BATCH_LARGE)] {
+        with_weight(&wf, &[rows, cols], (CodecKind::Log, bits, Scaling::Group(64)), |w| {
+            for batch in [limit, limit + 1] {
+                let x = random(batch * cols, 1.0, false, 14);
+                let run = |w: &PackedWeight<'_>| {
+                    let mut y = vec![0.0f32; batch * rows];
+                    linear(w, None, &x, batch, &mut y).unwrap();
+                    y
+                };
+                let default = run(w);
+                w.set_exact(true);
+                let exact = run(w);
+                w.set_exact(false);
+                let same = default.iter().zip(&exact).all(|(a, b)| a.to_bits() == b.to_bits());
+                let int_ran = batch <= limit && !lsqr_kernels::packed::exact_forced();
+                assert_eq!(same, !int_ran, "C={bits} batch {batch}");
+            }
+        });
+    }
 }
 
 /// At batch 8, the integer path's output SNR against the exact path (the
@@ -413,7 +416,9 @@ fn large_batches_take_the_exact_path() {
 #[test]
 fn int_batch_precision() {
     let (rows, cols, batch) = (256, 1024, 8);
-    for (kind, bits) in [(CodecKind::Log, 4), (CodecKind::Lut, 4), (CodecKind::Nf, 2)] {
+    for (kind, bits) in
+        [(CodecKind::Log, 4), (CodecKind::Lut, 4), (CodecKind::Nf, 2), (CodecKind::Log, 8)]
+    {
         let wf = random(rows * cols, 0.02, false, 11);
         let x = random(batch * cols, 1.0, true, 12);
         let reference: Vec<f64> = (0..batch * rows)
