@@ -20,6 +20,9 @@
 //! decode blocks + blocked GEMM) against f32 ndarray `x.dot(&w.t())` and
 //! `matrixmultiply::sgemm` (single thread), warm.
 //!
+//! `linear_hot_b1/*`: batch 1 on small weights kept in cache (MNIST's and
+//! MiniLM's shapes), C = 2..8, default and exact path and an f32 loop.
+//!
 //! `conv2d/3x3_64_56` (64 -> 64 channels, 56 x 56, pad 1, n = 1) and
 //! `conv2d/dw3x3_256_56` (depthwise, 256 channels): the packed conv
 //! against f32 im2col + `sgemm` (written here), and for depthwise also a
@@ -423,6 +426,54 @@ fn bench_linear_small(c: &mut Criterion) {
     g.finish();
 }
 
+/// Batch 1 on small, cache-resident weights (the MNIST MLP's 128 x 784 and
+/// 10 x 128, MiniLM's 384 x 384 and 1536 x 384), C = 2..8 `log`, warm:
+/// the default path against the exact one and an f32 loop. Out of cache
+/// (`linear_b1_*`) the integer path's fewer instructions per weight win;
+/// in cache its fixed costs (quantizing the input, per-call tables) and
+/// C = 3's code unpacking weigh more.
+fn bench_linear_hot(c: &mut Criterion) {
+    one_thread();
+    let mut g = c.benchmark_group("linear_hot_b1");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(500));
+    for (rows, cols) in [(10usize, 128usize), (128, 784), (384, 384), (1536, 384)] {
+        let w = weights(Distribution::Gaussian, rows * cols, 0.02, 5);
+        let x = weights(Distribution::Gaussian, cols, 1.0, 6);
+        let mut y = vec![0.0f32; rows];
+        g.bench_function(format!("{rows}x{cols}/f32_loop"), |b| {
+            b.iter(|| {
+                for (r, out) in y.iter_mut().enumerate() {
+                    *out = dot8(&w[r * cols..(r + 1) * cols], &x);
+                }
+                black_box(&y);
+            })
+        });
+        for bits in 2..=8u32 {
+            let bytes = log_file(&w, &[rows, cols], bits);
+            let file = LsqFile::from_bytes(&bytes).unwrap();
+            let TensorView::Quantized(view) = file.tensor("w").unwrap() else { unreachable!() };
+            let int = lsqr::runtime::packed_weight(&view).unwrap();
+            let mut exact = int.clone();
+            exact.set_exact(true);
+            let mut scratch = vec![0.0f32; linear_scratch_len(&int, 1)];
+            for (name, wt) in [("packed_log", &int), ("packed_log_exact", &exact)] {
+                g.bench_function(
+                    BenchmarkId::new(format!("{rows}x{cols}/{name}"), format!("C{bits}")),
+                    |b| {
+                        b.iter(|| {
+                            linear_into(wt, None, &x, 1, &mut y, &mut scratch).unwrap();
+                            black_box(&y);
+                        })
+                    },
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
 /// Every figure is single-threaded unless its name says otherwise: the
 /// global rayon pool (lsqr-kernels' `parallel` feature) gets one thread.
 fn one_thread() {
@@ -567,5 +618,13 @@ fn bench_conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, dequantize, bench_linear_batch, bench_linear_small, bench_conv);
+criterion_group!(
+    benches,
+    bench,
+    dequantize,
+    bench_linear_batch,
+    bench_linear_small,
+    bench_linear_hot,
+    bench_conv
+);
 criterion_main!(benches);

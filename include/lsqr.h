@@ -1032,7 +1032,7 @@ lsqr_status lsqr_tensor_dequantize(const lsqr_tensor *tensor, float *out, size_t
  *
  * Precision: a quantized weight of C <= 8 bits runs on integer dot
  * products where its table allows (each input vector quantized per block
- * of 32 or 64 to int8 or int16, up to batch 64; a vector's outputs are
+ * of 32 or 64 to int8 or int16, up to batch 64 (8 at C >= 5); a vector's outputs are
  * the same bits at any batch up to that): 1.2-2.3x faster than the f32
  * table path in the batch-1 bench and 2.5x f32 sgemm at batch 8, not
  * bit-exact with the f32 path,
@@ -1176,7 +1176,7 @@ void lsqr_weight_free(lsqr_weight *weight);
 
 /**
  * Keeps this weight's `lsqr_weight_linear` on the exact f32 table path
- * (`exact = true`), or lets it run on integer dot products up to batch 64
+ * (`exact = true`), or lets it run on integer dot products up to batch 64 (8 at C >= 5)
  * where the weight allows (`false`, the default): quantized, C <= 8,
  * rows of whole bytes (columns a multiple of 8), groups of whole blocks
  * of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README

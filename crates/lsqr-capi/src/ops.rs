@@ -267,7 +267,7 @@ pub unsafe extern "C" fn lsqr_tensor_dequantize(
 ///
 /// Precision: a quantized weight of C <= 8 bits runs on integer dot
 /// products where its table allows (each input vector quantized per block
-/// of 32 or 64 to int8 or int16, up to batch 64; a vector's outputs are
+/// of 32 or 64 to int8 or int16, up to batch 64 (8 at C >= 5); a vector's outputs are
 /// the same bits at any batch up to that): 1.2-2.3x faster than the f32
 /// table path in the batch-1 bench and 2.5x f32 sgemm at batch 8, not
 /// bit-exact with the f32 path,

@@ -141,7 +141,7 @@ pub unsafe extern "C" fn lsqr_weight_free(weight: *mut lsqr_weight) {
 }
 
 /// Keeps this weight's `lsqr_weight_linear` on the exact f32 table path
-/// (`exact = true`), or lets it run on integer dot products up to batch 64
+/// (`exact = true`), or lets it run on integer dot products up to batch 64 (8 at C >= 5)
 /// where the weight allows (`false`, the default): quantized, C <= 8,
 /// rows of whole bytes (columns a multiple of 8), groups of whole blocks
 /// of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
