@@ -46,6 +46,13 @@
 //! per 64 products per vector (4 `vpmaddwd`, 4 adds, the block's f32
 //! epilogue, a quarter of the lookup).
 //!
+//! At batch 1 each row's loads are preceded by a prefetch of the same
+//! span four rows on (a row's codes are a stream of 2-4 KB, too short for
+//! the hardware prefetcher to run ahead).
+//!
+//! On CPUs with AVX-512 VBMI and VNNI, C = 3..=8 with int16 tables and
+//! blocks of 64 run `super::gemv_int512` instead, with the same results.
+//!
 //! Scale groups of 32 at C = 4 (two-level scales' sub-blocks) still run
 //! 64-code spans: in the stored order, int32 lanes 0-3 of a span's sums
 //! hold columns 0..32 and lanes 4-7 columns 32..64, so one register of two
@@ -459,7 +466,7 @@ unsafe fn span_acts<const WIDE: bool, const SPAN64: bool>(
 /// times the block's activation factor.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn add_block<const SPLIT: bool>(
+pub(super) fn add_block<const SPLIT: bool>(
     fsum: __m256,
     acc: [__m256i; 2],
     gs: __m256,
@@ -486,7 +493,12 @@ fn add_block<const SPLIT: bool>(
 /// blocks when a block has more than one group).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn block_scales(groups_per_block: usize, row: *const f32, b: usize, g: usize) -> __m256 {
+pub(super) unsafe fn block_scales(
+    groups_per_block: usize,
+    row: *const f32,
+    b: usize,
+    g: usize,
+) -> __m256 {
     // SAFETY: the caller.
     unsafe {
         match groups_per_block {
@@ -637,7 +649,7 @@ fn lookup_large<const BITS: u32, const SIGN: bool>(codes: __m256i, t: &Tables) -
 /// ((l1 + l5) + (l3 + l7))`.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn lanes_sum(v: __m256) -> f32 {
+pub(super) fn lanes_sum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
@@ -693,6 +705,10 @@ unsafe fn rows<
                 let a = span_acts::<WIDE, SPAN64>(w, 0, c);
                 let off = c / span * span_bytes;
                 for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
+                    // The same span R rows on: a row's stream is short (2-4
+                    // KB), too short for the hardware prefetcher alone. A
+                    // hint: never faults.
+                    _mm_prefetch::<_MM_HINT_T0>(ptr.add(off).wrapping_add(R * rb).cast());
                     let l = span_lookup::<BITS, WIDE, SIGN, SPAN64>(u, ptr.add(off), small, table);
                     *acc = accumulate::<SPLIT>(*acc, span_dot::<WIDE, SPAN64>(&l, &a));
                 }
@@ -725,14 +741,14 @@ fn accumulate<const SPLIT: bool>(acc: [__m256i; 2], d: [__m256i; 2]) -> [__m256i
 /// The scale group of each block in turn, when a block lies in one group
 /// (`supports`: the group is whole blocks, or the row has one scale):
 /// counted, not divided (a division per block cost 5-12 % at batch 1).
-struct GroupWalk {
+pub(super) struct GroupWalk {
     blocks_per_group: usize,
     group: usize,
     in_group: usize,
 }
 
 impl GroupWalk {
-    fn new(w: &IntRows<'_>) -> Self {
+    pub(super) fn new(w: &IntRows<'_>) -> Self {
         let p = &w.rows;
         let blocks_per_group = if p.group >= p.cols { usize::MAX } else { p.group / w.block };
         GroupWalk { blocks_per_group, group: 0, in_group: 0 }
@@ -740,7 +756,7 @@ impl GroupWalk {
 
     /// The current block's group; moves to the next block.
     #[inline]
-    fn next(&mut self) -> usize {
+    pub(super) fn next(&mut self) -> usize {
         let g = self.group;
         self.in_group += 1;
         if self.in_group == self.blocks_per_group {
