@@ -110,7 +110,7 @@ pub fn cpu_has(feature: &str) -> bool {
             cfg!(target_feature = $name)
         };
     }
-    known!("avx2" "fma" "avx512f" "avx512bw" "avx512vl" "avx512vbmi")
+    known!("avx2" "fma" "avx512f" "avx512bw" "avx512vl" "avx512vbmi" "avx512vnni")
 }
 
 /// Runs `check` on every available path of [`SIMD_PATHS`] (the portable

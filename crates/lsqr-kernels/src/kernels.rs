@@ -294,7 +294,14 @@ impl Kernels {
         arch::avx2()
     }
 
-    /// The path's name: `"scalar"` or `"avx2+fma"`.
+    /// The AVX-512 path (the AVX2+FMA kernels, and AVX-512 F, BW, VL, VBMI
+    /// and VNNI integer linear at batch 1), if this CPU supports it.
+    /// Ignores `LSQR_FORCE_SCALAR`.
+    pub fn avx512() -> Option<&'static Kernels> {
+        arch::avx512()
+    }
+
+    /// The path's name: `"scalar"`, `"avx2+fma"` or `"avx512"`.
     pub fn name(&self) -> &'static str {
         self.name
     }

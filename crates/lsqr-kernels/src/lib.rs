@@ -187,6 +187,11 @@ pub mod paths {
         Kernels::avx2()
     }
 
+    /// The AVX-512 path, if this CPU supports it.
+    pub fn avx512() -> Option<&'static Kernels> {
+        Kernels::avx512()
+    }
+
     /// The path the crate-level functions use.
     pub fn active() -> &'static Kernels {
         Kernels::active()
@@ -204,6 +209,20 @@ pub mod paths {
         y: &mut [f32],
     ) -> Result<(), crate::OpError> {
         crate::packed::linear_alloc(kern, w, bias, x, batch, y)
+    }
+
+    /// [`crate::packed::linear_into`] on the given path (the caller's
+    /// scratch, [`crate::packed::linear_scratch_len`]).
+    pub fn linear_into_with(
+        kern: &Kernels,
+        w: &crate::packed::PackedWeight<'_>,
+        bias: Option<&[f32]>,
+        x: &[f32],
+        batch: usize,
+        y: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), crate::OpError> {
+        crate::packed::linear_with(kern, w, bias, x, batch, y, scratch)
     }
 
     /// [`crate::conv::conv2d`] on the given path.

@@ -9,6 +9,8 @@ enum Table {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 /// A code path of this crate and the CPU features it needs.
@@ -20,7 +22,7 @@ enum Table {
 /// and reported as skipped, naming the missing feature, elsewhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimdPath {
-    /// The path's name in reports: `portable`, `avx2+fma`.
+    /// The path's name in reports: `portable`, `avx2+fma`, `avx512`.
     pub name: &'static str,
     /// The CPU features the path needs, spelled as
     /// `is_x86_feature_detected!` (and `/proc/cpuinfo`, up to `_` and `.`)
@@ -34,6 +36,12 @@ pub static SIMD_PATHS: &[SimdPath] = &[
     SimdPath { name: "portable", features: &[], table: Table::Portable },
     #[cfg(target_arch = "x86_64")]
     SimdPath { name: "avx2+fma", features: &["avx2", "fma"], table: Table::Avx2Fma },
+    #[cfg(target_arch = "x86_64")]
+    SimdPath {
+        name: "avx512",
+        features: &["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512vnni"],
+        table: Table::Avx512,
+    },
 ];
 
 impl SimdPath {
@@ -60,6 +68,8 @@ impl SimdPath {
             Table::Portable => Some(Kernels::portable()),
             #[cfg(target_arch = "x86_64")]
             Table::Avx2Fma => Kernels::avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Table::Avx512 => Kernels::avx512(),
         };
         match table {
             Some(k) if self.is_available() => k,
@@ -442,21 +452,24 @@ mod tests {
             wide in prop::bool::ANY,
             sign_magnitude in prop::bool::ANY,
             batch in 1usize..7,
+            tail in 0usize..4,
             seed in any::<u64>(),
         ) {
-            use crate::kernels::{IntRows, IntTable};
+            use crate::kernels::{int_act_column, int_act_span, IntRows, IntTable};
             let block = if block64 { 64 } else { 32 };
-            let cols = blocks * block;
             // Layouts 3-5: groups of 32, 16 or 8 (C = 4, int16, blocks of
-            // 64 only).
+            // 64 only), in rows of whole blocks; otherwise the last block
+            // may lack up to 24 columns (`tail`).
             let small = layout >= 3 && bits == 4 && block64 && wide;
+            let padded = blocks * block;
+            let cols = if small { padded } else { padded - 8 * tail };
             let small_group = [32, 16, 8][layout.saturating_sub(3).min(2)];
             let groups_per_block = if small { 64 / small_group } else { 1 };
             let layout = match layout {
                 0 => (0, cols),
                 1 => (1, cols),
                 _ if small => (cols / small_group, small_group),
-                _ => (cols / block, block),
+                _ => (blocks, block),
             };
             let case = Case::new(bits, rows * cols, false, seed, None);
             let mut w = RowsCase::new(case, rows, cols, layout, None);
@@ -480,10 +493,22 @@ mod tests {
             // C = 5..=8 take the large int16 form and its finer activations.
             let wide = wide || bits >= 5;
             let act_q = if bits >= 5 { 8191 } else { 4095 };
-            let n = batch * cols;
-            let act8: Vec<i8> = (0..n).map(|_| ((case.next() % 255) as i32 - 127) as i8).collect();
-            let act16: Vec<i16> =
-                (0..n).map(|_| ((case.next() % (2 * act_q + 1)) as i32 - act_q as i32) as i16).collect();
+            let n = batch * padded;
+            // The padding past `cols` holds zeros, as `crate::packed`
+            // stores it (the kernels may read codes there).
+            let span = int_act_span(bits, block);
+            let in_row = |i: usize| {
+                let s = i % padded;
+                s / span * span + int_act_column(bits, wide, span, s % span) < cols
+            };
+            let act8: Vec<i8> = (0..n)
+                .map(|i| ((case.next() % 255) as i32 - 127) as i8 * i8::from(in_row(i)))
+                .collect();
+            let act16: Vec<i16> = (0..n)
+                .map(|i| {
+                    ((case.next() % (2 * act_q + 1)) as i32 - act_q as i32) as i16 * i16::from(in_row(i))
+                })
+                .collect();
             let act_scales: Vec<f32> = case.values(batch * blocks).iter().map(|v| v * 1e-3).collect();
             // The f32 table is not read: the integer table stands for it.
             let job = IntRows {
@@ -504,8 +529,8 @@ mod tests {
             generic::gemv_int(&job, &mut want);
             for v in 0..batch {
                 let alone = IntRows {
-                    act8: act8.get(v * cols..(v + 1) * cols).unwrap_or_default(),
-                    act16: act16.get(v * cols..(v + 1) * cols).unwrap_or_default(),
+                    act8: act8.get(v * padded..(v + 1) * padded).unwrap_or_default(),
+                    act16: act16.get(v * padded..(v + 1) * padded).unwrap_or_default(),
                     act_scales: &act_scales[v * blocks..(v + 1) * blocks],
                     batch: 1,
                     ..job

@@ -364,6 +364,8 @@ fn dispatch_is_reported() {
     let forced = std::env::var_os("LSQR_FORCE_SCALAR").is_some_and(|v| !v.is_empty() && v != "0");
     if forced || paths::avx2().is_none() {
         assert_eq!(paths::active().name(), "scalar");
+    } else if paths::avx512().is_some() {
+        assert_eq!(paths::active().name(), "avx512");
     } else {
         assert_eq!(paths::active().name(), "avx2+fma");
     }

@@ -3,7 +3,8 @@
 //! As in memchr: one module per architecture, a portable path that always
 //! builds ([`generic`], also the reference of every test), and a choice made
 //! once per process and cached in an `AtomicU8`. With `std` the choice is
-//! made at run time (`is_x86_feature_detected!("avx2")` and `("fma")`);
+//! made at run time (`is_x86_feature_detected!`: AVX2 and FMA, and AVX-512
+//! F, BW, VL, VBMI and VNNI for the AVX-512 table);
 //! without `std`, from the compile-time target features. With `std`, the
 //! environment variable `LSQR_FORCE_SCALAR` (non-empty and not `"0"`, read
 //! once) forces the portable path, so the whole test suite can run on it.
@@ -53,6 +54,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
 const UNKNOWN: u8 = 0;
 const PORTABLE: u8 = 1;
 const AVX2_FMA: u8 = 2;
+const AVX512: u8 = 3;
 
 static PATH: AtomicU8 = AtomicU8::new(UNKNOWN);
 
@@ -65,31 +67,54 @@ pub(crate) fn avx2() -> Option<&'static Kernels> {
     None
 }
 
+/// The AVX-512 table (AVX2+FMA plus AVX-512 F, BW, VL, VBMI and VNNI) if
+/// this CPU (or, without `std`, this build) supports it.
+pub(crate) fn avx512() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    if x86_64::avx512_detected() {
+        return Some(&x86_64::AVX512);
+    }
+    None
+}
+
 /// The table this process uses, chosen on first call and cached.
 #[inline]
 pub(crate) fn active() -> &'static Kernels {
     match PATH.load(Ordering::Relaxed) {
         PORTABLE => &SCALAR,
-        AVX2_FMA => cached_avx2(),
+        AVX2_FMA => cached(false),
+        AVX512 => cached(true),
         _ => {
-            let best = if force_scalar() { None } else { avx2() };
-            PATH.store(if best.is_some() { AVX2_FMA } else { PORTABLE }, Ordering::Relaxed);
+            let (best, code) = if force_scalar() {
+                (None, PORTABLE)
+            } else if let Some(k) = avx512() {
+                (Some(k), AVX512)
+            } else if let Some(k) = avx2() {
+                (Some(k), AVX2_FMA)
+            } else {
+                (None, PORTABLE)
+            };
+            PATH.store(code, Ordering::Relaxed);
             best.unwrap_or(&SCALAR)
         }
     }
 }
 
-/// The AVX2 table, once `active` has detected it.
+/// The AVX2 (or AVX-512) table, once `active` has detected it.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn cached_avx2() -> &'static Kernels {
-    &x86_64::AVX2
+fn cached(avx512: bool) -> &'static Kernels {
+    if avx512 {
+        &x86_64::AVX512
+    } else {
+        &x86_64::AVX2
+    }
 }
 
-/// Unreachable off x86-64 (`PATH` is never `AVX2_FMA` there).
+/// Unreachable off x86-64 (`PATH` is never a SIMD path there).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn cached_avx2() -> &'static Kernels {
+fn cached(_avx512: bool) -> &'static Kernels {
     &SCALAR
 }
 

@@ -4,6 +4,7 @@ pub(crate) mod avx2;
 pub(crate) mod gemm;
 mod gemv;
 mod gemv_int;
+mod gemv_int512;
 
 use crate::kernels::Kernels;
 
@@ -11,6 +12,29 @@ use crate::kernels::Kernels;
 #[cfg(feature = "std")]
 pub(crate) fn avx2_fma_detected() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Whether this CPU runs the AVX-512 kernels (on top of AVX2+FMA; ignores
+/// `LSQR_FORCE_SCALAR`).
+#[cfg(feature = "std")]
+pub(crate) fn avx512_detected() -> bool {
+    avx2_fma_detected()
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512vbmi")
+        && std::is_x86_feature_detected!("avx512vnni")
+}
+
+/// Whether this build targets the AVX-512 kernels' features.
+#[cfg(not(feature = "std"))]
+pub(crate) fn avx512_detected() -> bool {
+    avx2_fma_detected()
+        && cfg!(target_feature = "avx512f")
+        && cfg!(target_feature = "avx512bw")
+        && cfg!(target_feature = "avx512vl")
+        && cfg!(target_feature = "avx512vbmi")
+        && cfg!(target_feature = "avx512vnni")
 }
 
 /// Whether this build targets AVX2+FMA (no run-time detection without `std`).
@@ -100,16 +124,23 @@ pub(crate) mod safe {
         }
     }
 
-    pub(super) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
+    /// Whether `y` has whole vectors for `w`'s batch, and the codes and
+    /// scales cover its rows (what the integer kernels take on trust).
+    pub(super) fn int_job_consistent(w: &crate::kernels::IntRows<'_>, y: &[f32]) -> bool {
         let p = &w.rows;
         let batch = w.batch.max(1);
         let rows = y.len() / batch;
-        let consistent = y.len().is_multiple_of(batch)
+        y.len().is_multiple_of(batch)
             && p.packed.len() >= rows.saturating_mul(p.cols / 8 * p.bits as usize)
             && p.group > 0
             && rows.checked_sub(1).is_none_or(|last| {
                 p.scales.len() > last * p.scale_stride + (p.cols.max(1) - 1) / p.group
-            });
+            })
+    }
+
+    pub(super) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
+        let batch = w.batch.max(1);
+        let consistent = int_job_consistent(w, y);
         let done = if consistent && super::gemv_int::supports(w) {
             // SAFETY: the table is handed out only once AVX2 was detected;
             // `supports` and the extents were checked just above.
@@ -257,9 +288,32 @@ mod safe_gemm {
     }
 }
 
+/// The AVX-512 kernels: reachable only through [`AVX512`], handed out only
+/// once [`avx512_detected`] returned `true`.
+mod safe512 {
+    pub(super) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
+        if super::safe::int_job_consistent(w, y) && super::gemv_int512::supports(w) {
+            // SAFETY: this table is handed out only once AVX-512 F, BW,
+            // VL, VBMI and VNNI, AVX2 and FMA were detected; `supports`
+            // and the extents were checked just above.
+            unsafe { super::gemv_int512::gemv_int(w, y) };
+        } else {
+            super::safe::gemv_int(w, y);
+        }
+    }
+}
+
+/// The AVX-512 table: the AVX2+FMA one with AVX-512 integer linear at
+/// batch 1 (C = 3..=8, blocks of 64). Only `crate::arch` may hand it out,
+/// after detection.
+pub(crate) static AVX512: Kernels =
+    Kernels { name: "avx512", gemv_int: safe512::gemv_int, ..AVX2_TABLE };
+
 /// The AVX2+FMA kernel table. Only `crate::arch` may hand it out, after
 /// detection.
-pub(crate) static AVX2: Kernels = Kernels {
+pub(crate) static AVX2: Kernels = AVX2_TABLE;
+
+const AVX2_TABLE: Kernels = Kernels {
     name: "avx2+fma",
     relu: safe::relu,
     relu6: safe::relu6,

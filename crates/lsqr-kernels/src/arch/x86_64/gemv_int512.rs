@@ -1,0 +1,493 @@
+//! Linear on packed rows with integer dot products, AVX-512 (F, BW, VL,
+//! VBMI, VNNI), for one activation vector or a batch of them: C = 3..=8,
+//! int16 tables, blocks of 64 columns lying in one scale group. Other jobs
+//! (int8 tables at C <= 2, blocks of 32, several scale groups per block)
+//! take the AVX2 kernel (`super::gemv_int`), whose results these equal
+//! bit for bit.
+//!
+//! A block's 64 codes fill one register, arranged so that the two
+//! `vpunpck{l,h}bw` of their looked-up low and high bytes give the int16
+//! levels of the block's stored positions `0..32` and `32..64` (the AVX2
+//! kernel's order, `crate::kernels::int_act_column`), which two
+//! `vpdpwssd` multiply with the block's activations as two plain loads:
+//! - C = 4: the 32 bytes' low and high nibbles, the halves' qwords
+//!   interleaved (`vpermq`), looked up by `vpshufb` (16 entries);
+//! - C = 3, 5..=7: the 8·C bytes' qwords of eight codes, gathered (`vpermb`)
+//!   in the order the unpacks want, cut into bytes by `vpmultishiftqb`
+//!   (eight bit fields per qword at offsets 0, C, .., 7·C) and a mask;
+//!   looked up by `vpshufb` (C = 3), `vpermb` (64 entries, C = 5, 6) or
+//!   `vpermi2b` (128, C = 7);
+//! - C = 8: the 64 bytes (`vpermq`), looked up by two `vpermi2b` per byte
+//!   plane and a blend by the code's top bit.
+//!
+//! The last rows, and a row's last partial block, load their codes with a
+//! byte mask (faults suppressed past it), so every row runs here (the
+//! codes past a row's end load as zeros against zero activations); the
+//! other blocks take plain loads, which measured faster out of cache. At
+//! batch 1 the loop prefetches the same block four rows on: a row's codes
+//! are a short stream (2-4 KB at 4096 columns), and without the hint the
+//! kernel waited on memory (C = 8 at 4096 x 4096, cold: about 1.2 ms
+//! without, 0.66 ms with).
+//!
+//! Batch > 1 looks each row's block up once for four vectors, as the AVX2
+//! kernel does; every vector's results are those of a batch of it alone.
+//!
+//! Exactness: a 512-bit sum of a block has 16 int32 lanes; lane `k` and
+//! `k + 8` hold what the AVX2 kernel's lane `k` holds (the same terms,
+//! exact integer sums), so their sum is that lane, and the block's f32
+//! epilogue and the final lane sum are the AVX2 kernel's own functions.
+
+use core::arch::x86_64::*;
+
+use super::gemv_int::{add_block, block_scales, lanes_sum, GroupWalk};
+use crate::kernels::{IntRows, IntTable};
+
+/// Whether [`gemv_int`] takes this job (the caller has checked the
+/// extents of codes and scales, as for the AVX2 kernel).
+pub(crate) fn supports(w: &IntRows<'_>) -> bool {
+    let p = &w.rows;
+    let form = match w.table {
+        IntTable::I16(_) => p.bits == 3 || p.bits == 4,
+        IntTable::I16Large(_) => (5..=8).contains(&p.bits),
+        IntTable::I8(_) => false,
+    };
+    let padded = p.cols.div_ceil(64) * 64;
+    form && w.batch >= 1
+        && w.block == 64
+        && w.groups_per_block == 1
+        && p.cols > 0
+        && p.cols.is_multiple_of(8)
+        && p.group > 0
+        && (p.group.is_multiple_of(64) || p.group >= p.cols)
+        && w.act_scales.len() >= w.batch.saturating_mul(padded / 64)
+        && w.act16.len() >= w.batch.saturating_mul(padded)
+}
+
+/// `y[r · batch + v]` for every row and vector (`y.len() / batch` rows);
+/// returns the rows done (all).
+///
+/// # Safety
+/// AVX-512 F, BW, VL, VBMI and VNNI, AVX2 and FMA must be available;
+/// `supports(w)` must hold; `packed` holds `y.len()` rows of `cols · C / 8`
+/// bytes and `scales` covers every `row · scale_stride + group` of them;
+/// `y.len()` is a multiple of the batch.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
+    // SAFETY: forwarded.
+    unsafe {
+        match w.rows.bits {
+            3 => gemv_c::<3>(w, y),
+            4 => gemv_c::<4>(w, y),
+            5 => gemv_c::<5>(w, y),
+            6 => gemv_c::<6>(w, y),
+            7 => gemv_c::<7>(w, y),
+            8 => gemv_c::<8>(w, y),
+            _ => 0,
+        }
+    }
+}
+
+/// [`gemv_int`] at one width: four rows at a time share the activation
+/// loads.
+///
+/// # Safety
+/// As [`gemv_int`], with `BITS == w.rows.bits`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+unsafe fn gemv_c<const BITS: u32>(w: &IntRows<'_>, y: &mut [f32]) -> usize {
+    let t = tables(&w.table);
+    let u = unpack_consts(BITS);
+    let p = &w.rows;
+    // Rows below `whole` can load `load_len` bytes at any block: its
+    // start plus that stays inside `packed`.
+    let rb = p.cols / 8 * BITS as usize;
+    let last_block = (p.cols.div_ceil(64) - 1) * 8 * BITS as usize;
+    let out_rows = y.len() / w.batch;
+    let whole = (p.packed.len() + rb)
+        .saturating_sub(last_block + load_len(BITS))
+        .checked_div(rb)
+        .map_or(out_rows, |rows| rows.min(out_rows));
+    if w.batch > 1 {
+        // SAFETY: forwarded; rows below `whole` are whole.
+        unsafe { batch_rows::<BITS>(w, &u, &t, whole, y) };
+        return y.len();
+    }
+    let mut r = 0;
+    while r + 4 <= whole {
+        // SAFETY: rows r..r + 4 exist and are whole (the caller, above).
+        let v = unsafe { rows::<4, BITS, true>(w, &u, &t, r) };
+        y[r..r + 4].copy_from_slice(&v);
+        r += 4;
+    }
+    while r < y.len() {
+        // SAFETY: row r exists (the caller).
+        y[r] = unsafe { rows::<1, BITS, false>(w, &u, &t, r) }[0];
+        r += 1;
+    }
+    y.len()
+}
+
+/// The table's low and high bytes: C = 3, 4, the 16 entries in each 128-bit
+/// lane of `lo[0]`, `hi[0]`; C = 5..=8, entries `64k..64k + 64` in
+/// `lo[k]`, `hi[k]`.
+struct Tables {
+    lo: [__m512i; 4],
+    hi: [__m512i; 4],
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+fn tables(t: &IntTable) -> Tables {
+    let zero = _mm512_setzero_si512();
+    match t {
+        IntTable::I16(v) => {
+            let plane = |k: usize| -> [u8; 16] { core::array::from_fn(|i| v[i].to_le_bytes()[k]) };
+            // SAFETY: 16 readable bytes.
+            let bcast =
+                |b: [u8; 16]| _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(b.as_ptr().cast()) });
+            Tables {
+                lo: [bcast(plane(0)), zero, zero, zero],
+                hi: [bcast(plane(1)), zero, zero, zero],
+            }
+        }
+        IntTable::I16Large(v) => {
+            // Entries 64k..64k + 64 as two registers of 32 words, each
+            // narrowed to its low (high) bytes and the halves joined.
+            let planes = |k: usize| {
+                // SAFETY: v holds 256 words; 64k + 64 <= 256.
+                let (a, b) = unsafe {
+                    (
+                        _mm512_loadu_si512(v.as_ptr().add(64 * k).cast()),
+                        _mm512_loadu_si512(v.as_ptr().add(64 * k + 32).cast()),
+                    )
+                };
+                let join =
+                    |x: __m256i, y: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), y);
+                let lo = join(_mm512_cvtepi16_epi8(a), _mm512_cvtepi16_epi8(b));
+                let hi = join(
+                    _mm512_cvtepi16_epi8(_mm512_srli_epi16::<8>(a)),
+                    _mm512_cvtepi16_epi8(_mm512_srli_epi16::<8>(b)),
+                );
+                (lo, hi)
+            };
+            let p = [planes(0), planes(1), planes(2), planes(3)];
+            Tables { lo: p.map(|p| p.0), hi: p.map(|p| p.1) }
+        }
+        IntTable::I8(_) => Tables { lo: [zero; 4], hi: [zero; 4] },
+    }
+}
+
+/// The constants of arranging a block's codes (see the module doc).
+struct Unpack {
+    /// C = 4, 8: the `vpermq` control; C = 3, 5..=7: the `vpermb` control.
+    perm: __m512i,
+    /// C = 3, 5..=7: the `vpmultishiftqb` control (bit offsets 0, C, ..,
+    /// 7·C).
+    shift: __m512i,
+    /// The low C bits of each byte.
+    mask: __m512i,
+}
+
+/// The qword (group of eight codes, or at C = 4 a half's eight bytes) that
+/// each qword of the arranged register takes: `vpunpcklbw` reads qwords
+/// 0, 2, 4, 6 (stored positions 0..32: groups 0, 2, 1, 3), `vpunpckhbw`
+/// qwords 1, 3, 5, 7 (positions 32..64: groups 4, 6, 5, 7).
+const QWORD_ORDER: [usize; 8] = [0, 4, 2, 6, 1, 5, 3, 7];
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+fn unpack_consts(bits: u32) -> Unpack {
+    let c = bits as usize;
+    let mut perm = [0u8; 64];
+    let mut shift = [0u8; 64];
+    for (q, &g) in QWORD_ORDER.iter().enumerate() {
+        for b in 0..8 {
+            // Group g's codes are bytes g·C..g·C + C; the bytes past them
+            // are read but masked off.
+            perm[8 * q + b] = (g * c + b).min(63) as u8;
+            shift[8 * q + b] = (b * c) as u8;
+        }
+    }
+    let qwords: [u64; 8] = QWORD_ORDER.map(|g| g as u64);
+    // SAFETY: each array is 64 readable bytes.
+    let load = |p: *const u8| unsafe { _mm512_loadu_si512(p.cast()) };
+    Unpack {
+        perm: if bits == 4 || bits == 8 {
+            load(qwords.as_ptr().cast())
+        } else {
+            load(perm.as_ptr())
+        },
+        shift: load(shift.as_ptr()),
+        mask: _mm512_set1_epi8(((1u32 << bits.min(7)) - 1) as i8),
+    }
+}
+
+/// The byte mask of a load of `n <= 64` bytes.
+#[inline]
+fn byte_mask(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// A block's codes, one byte each, arranged as the module doc says, from
+/// the `k`-masked bytes at `p`, or (`WHOLE`) from a plain load of
+/// [`load_len`] bytes (masked loads measured slower out of cache).
+///
+/// # Safety
+/// The bytes `k` selects at `p` are readable; `WHOLE`: `load_len(BITS)`
+/// bytes at `p` are, and `k` selects all 8·C of the block's.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn codes64<const BITS: u32, const WHOLE: bool>(u: &Unpack, p: *const u8, k: u64) -> __m512i {
+    if BITS == 4 {
+        // SAFETY: the caller (k has at most 32 bits set; WHOLE: 32
+        // readable bytes).
+        let raw = unsafe {
+            if WHOLE {
+                _mm256_loadu_si256(p.cast())
+            } else {
+                _mm256_maskz_loadu_epi8(k as u32, p.cast())
+            }
+        };
+        let nib = _mm256_set1_epi8(0x0f);
+        let lo = _mm256_and_si256(raw, nib);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nib);
+        let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        _mm512_permutexvar_epi64(u.perm, both)
+    } else {
+        // SAFETY: the caller (WHOLE: 64 readable bytes).
+        let raw = unsafe {
+            if WHOLE {
+                _mm512_loadu_si512(p.cast())
+            } else {
+                _mm512_maskz_loadu_epi8(k, p.cast())
+            }
+        };
+        if BITS == 8 {
+            _mm512_permutexvar_epi64(u.perm, raw)
+        } else {
+            let grouped = _mm512_permutexvar_epi8(u.perm, raw);
+            _mm512_and_si512(_mm512_multishift_epi64_epi8(u.shift, grouped), u.mask)
+        }
+    }
+}
+
+/// The bytes a plain load of a block's codes reads (8·C of them are the
+/// block's).
+const fn load_len(bits: u32) -> usize {
+    if bits == 4 {
+        32
+    } else {
+        64
+    }
+}
+
+/// The looked-up levels of 64 arranged codes as int16 words: stored
+/// positions `0..32` and `32..64`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+fn lookup<const BITS: u32>(codes: __m512i, t: &Tables) -> [__m512i; 2] {
+    let plane = |p: &[__m512i; 4]| match BITS {
+        3 | 4 => _mm512_shuffle_epi8(p[0], codes),
+        5 | 6 => _mm512_permutexvar_epi8(codes, p[0]),
+        7 => _mm512_permutex2var_epi8(p[0], codes, p[1]),
+        _ => {
+            let low = _mm512_permutex2var_epi8(p[0], codes, p[1]);
+            let high = _mm512_permutex2var_epi8(p[2], codes, p[3]);
+            _mm512_mask_blend_epi8(_mm512_movepi8_mask(codes), low, high)
+        }
+    };
+    let (l, h) = (plane(&t.lo), plane(&t.hi));
+    [_mm512_unpacklo_epi8(l, h), _mm512_unpackhi_epi8(l, h)]
+}
+
+const PREFETCH: bool = true;
+
+/// Rows `r..r + R` against the single vector: per block, each row's 16
+/// int32 lanes folded to the AVX2 kernel's eight, then its epilogue.
+///
+/// # Safety
+/// As [`gemv_int`], and rows `r..r + R` exist.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
+    w: &IntRows<'_>,
+    u: &Unpack,
+    t: &Tables,
+    r: usize,
+) -> [f32; R] {
+    let p = &w.rows;
+    let c = BITS as usize;
+    let rb = p.cols / 8 * c;
+    // SAFETY: row r + q starts inside `packed` (the caller).
+    let row_ptr: [*const u8; R] =
+        core::array::from_fn(|q| unsafe { p.packed.as_ptr().add((r + q) * rb) });
+    // SAFETY: row r + q's scales start inside `scales` (the caller).
+    let scale_ptr: [*const f32; R] =
+        core::array::from_fn(|q| unsafe { p.scales.as_ptr().add((r + q) * p.scale_stride) });
+    let zero = _mm256_setzero_si256();
+    let lanes = [zero; 2];
+    let mut fsum = [_mm256_setzero_ps(); R];
+    let mut groups = GroupWalk::new(w);
+    for (b, c0) in (0..p.cols).step_by(64).enumerate() {
+        let n = (p.cols - c0).min(64);
+        let k = byte_mask(n / 8 * c);
+        // SAFETY: c0 + 64 <= the padded columns <= act16.len() (`supports`).
+        let (a0, a1) = unsafe {
+            let at = w.act16.as_ptr().add(c0);
+            (_mm512_loadu_si512(at.cast()), _mm512_loadu_si512(at.add(32).cast()))
+        };
+        let mut acc = [_mm512_setzero_si512(); R];
+        for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
+            // SAFETY: k selects the block's bytes of the row, which lie in
+            // the row (c0 / 8 · C + that count <= rb); WHOLE rows can load
+            // `load_len` bytes from any block (the caller), whole here.
+            let codes = unsafe {
+                let at = ptr.add(c0 / 8 * c);
+                if PREFETCH {
+                    // The same block R rows on: the rows' streams are short
+                    // (a row is 2-4 KB), so the hardware prefetcher alone
+                    // leaves the loads waiting. A hint: never faults.
+                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(R * rb).cast());
+                }
+                if WHOLE && n == 64 {
+                    codes64::<BITS, true>(u, at, k)
+                } else {
+                    codes64::<BITS, false>(u, at, k)
+                }
+            };
+            let [w0, w1] = lookup::<BITS>(codes, t);
+            *acc = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*acc, w0, a0), w1, a1);
+        }
+        // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
+        let act = unsafe { *w.act_scales.get_unchecked(b) };
+        let g = groups.next();
+        for q in 0..R {
+            let folded = _mm256_add_epi32(
+                _mm512_castsi512_si256(acc[q]),
+                _mm512_extracti64x4_epi64::<1>(acc[q]),
+            );
+            // SAFETY: the block's group of row r + q has a scale (the caller).
+            let gs = unsafe { block_scales(1, scale_ptr[q], b, g) };
+            fsum[q] = add_block::<false>(fsum[q], [folded, zero], gs, act, &lanes);
+        }
+    }
+    core::array::from_fn(|q| lanes_sum(fsum[q]))
+}
+
+/// Rows per block of [`batch_rows`]: their codes stay in L1 while the
+/// batch's vectors pass over them, four at a time.
+const ROW_BLOCK: usize = 4;
+
+/// Batch > 1: every row against every vector, [`row_batch`] on up to four
+/// vectors at a time (a row's block is looked up once for all of them),
+/// [`ROW_BLOCK`] rows sharing each group of vectors while it is in L1:
+/// the AVX2 kernel's order of work.
+///
+/// # Safety
+/// As [`gemv_int`]; rows below `whole` can load `load_len` bytes at any
+/// block.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+unsafe fn batch_rows<const BITS: u32>(
+    w: &IntRows<'_>,
+    u: &Unpack,
+    t: &Tables,
+    whole: usize,
+    y: &mut [f32],
+) {
+    let batch = w.batch;
+    let rows = y.len() / batch;
+    for first in (0..rows).step_by(ROW_BLOCK) {
+        let block = first..(first + ROW_BLOCK).min(rows);
+        let mut v = 0;
+        // SAFETY: the rows exist, those below `whole` are whole; vectors
+        // v..v + NB <= batch (the caller).
+        unsafe {
+            while v + 4 <= batch {
+                for r in block.clone() {
+                    let s = if r < whole {
+                        row_batch::<4, BITS, true>(w, u, t, r, v)
+                    } else {
+                        row_batch::<4, BITS, false>(w, u, t, r, v)
+                    };
+                    y[r * batch + v..][..4].copy_from_slice(&s);
+                }
+                v += 4;
+            }
+            while v < batch {
+                for r in block.clone() {
+                    y[r * batch + v] = if r < whole {
+                        row_batch::<1, BITS, true>(w, u, t, r, v)
+                    } else {
+                        row_batch::<1, BITS, false>(w, u, t, r, v)
+                    }[0];
+                }
+                v += 1;
+            }
+        }
+    }
+}
+
+/// Row `r` against vectors `v..v + NB`, each as [`rows`] computes one row
+/// against one vector (the same lanes, the same order: bit-exact).
+///
+/// # Safety
+/// As [`gemv_int`]; row `r` exists (`WHOLE`: it can load `load_len` bytes
+/// at any block) and `v + NB <= w.batch`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn row_batch<const NB: usize, const BITS: u32, const WHOLE: bool>(
+    w: &IntRows<'_>,
+    u: &Unpack,
+    t: &Tables,
+    r: usize,
+    v: usize,
+) -> [f32; NB] {
+    let p = &w.rows;
+    let c = BITS as usize;
+    let rb = p.cols / 8 * c;
+    let padded = w.padded_cols();
+    let blocks = w.blocks();
+    // SAFETY: row r starts inside `packed` and its scales inside `scales`
+    // (the caller).
+    let (row_ptr, scale_ptr) =
+        unsafe { (p.packed.as_ptr().add(r * rb), p.scales.as_ptr().add(r * p.scale_stride)) };
+    let zero = _mm256_setzero_si256();
+    let lanes = [zero; 2];
+    let mut fsum = [_mm256_setzero_ps(); NB];
+    let mut groups = GroupWalk::new(w);
+    for (b, c0) in (0..p.cols).step_by(64).enumerate() {
+        let n = (p.cols - c0).min(64);
+        let k = byte_mask(n / 8 * c);
+        // SAFETY: as in `rows`.
+        let codes = unsafe {
+            let at = row_ptr.add(c0 / 8 * c);
+            if WHOLE && n == 64 {
+                codes64::<BITS, true>(u, at, k)
+            } else {
+                codes64::<BITS, false>(u, at, k)
+            }
+        };
+        let [w0, w1] = lookup::<BITS>(codes, t);
+        // SAFETY: the block's group of row r has a scale (the caller).
+        let gs = unsafe { block_scales(1, scale_ptr, b, groups.next()) };
+        for (q, fsum) in fsum.iter_mut().enumerate() {
+            // SAFETY: vector v + q's block at c0 lies in act16, and its
+            // factor in act_scales (`supports`, v + q < batch).
+            let (a0, a1, act) = unsafe {
+                let at = w.act16.as_ptr().add((v + q) * padded + c0);
+                (
+                    _mm512_loadu_si512(at.cast()),
+                    _mm512_loadu_si512(at.add(32).cast()),
+                    *w.act_scales.get_unchecked((v + q) * blocks + b),
+                )
+            };
+            let acc =
+                _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(_mm512_setzero_si512(), w0, a0), w1, a1);
+            let folded =
+                _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc));
+            *fsum = add_block::<false>(*fsum, [folded, zero], gs, act, &lanes);
+        }
+    }
+    core::array::from_fn(|q| lanes_sum(fsum[q]))
+}
