@@ -2,6 +2,7 @@
 //!
 //! `linear_b1_*`: linear at batch 1 on packed weights (4096x4096 and
 //! 11008x4096 at C = 2..8; 4096x11008 at C = 4 and 8): the default path
+//! (on an AVX-512 CPU also its AVX2 path, `packed_log_avx2`)
 //! (`packed_log`: integer dot products at C <= 8, int8 at C <= 2, int16
 //! above) beside the exact f32 table path (`packed_log_exact`), beside:
 //! - f32 `ndarray` `Array2::dot` (what a Rust user would write),
@@ -47,6 +48,7 @@ use lsqr_kernels::packed::{
     dequantize_into, dequantize_into_bf16, dequantize_into_f16, linear, linear_into,
     linear_scratch_len, PackedWeight,
 };
+use lsqr_kernels::paths;
 use ndarray::{Array1, Array2};
 
 /// `flush` and `cold`: the weights out of cache before every timed call.
@@ -113,6 +115,19 @@ fn linear_b1(c: &mut Criterion, flush_buf: &mut [u8], rows: usize, cols: usize, 
                 })
             })
         });
+        // On an AVX-512 CPU the default is the AVX-512 table; its AVX2
+        // one, in the same run, for the CPUs that have only AVX2.
+        if let (Some(avx2), Some(_)) = (paths::avx2(), paths::avx512()) {
+            g.bench_function(BenchmarkId::new("packed_log_avx2", format!("C{bits}")), |b| {
+                b.iter_custom(|n| {
+                    cold(n, flush_buf, || {
+                        paths::linear_into_with(avx2, &packed, None, &x, 1, &mut y, &mut scratch)
+                            .unwrap();
+                        black_box(&y);
+                    })
+                })
+            });
+        }
         if packed.int_form().is_some() {
             packed.set_exact(true);
             g.bench_function(BenchmarkId::new("packed_log_exact", format!("C{bits}")), |b| {

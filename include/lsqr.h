@@ -529,7 +529,8 @@ void lsqr_micro_free(lsqr_micro *micro);
  * path (`exact = true`), or lets layers whose weights allow it run on
  * integer dot products (`false`, the default of `lsqr_micro_load`):
  * quantized weights of C <= 8 bits, rows of whole bytes, groups of whole
- * blocks of 32. The integer path is 1.2-2.3x faster in the batch-1 bench,
+ * blocks of 32. The integer path is 1.2-6x faster in the batch-1 bench
+ * (by width and CPU),
  * not bit-exact with the f32 path, and its added error stays at least
  * 20 dB below the codec's own.
  * `LSQR_EXACT=1` in the environment forces the exact path whatever this
@@ -1033,8 +1034,9 @@ lsqr_status lsqr_tensor_dequantize(const lsqr_tensor *tensor, float *out, size_t
  * Precision: a quantized weight of C <= 8 bits runs on integer dot
  * products where its table allows (each input vector quantized per block
  * of 32 or 64 to int8 or int16, up to batch 64 (8 at C >= 5); a vector's outputs are
- * the same bits at any batch up to that): 1.2-2.3x faster than the f32
- * table path in the batch-1 bench and 2.5x f32 sgemm at batch 8, not
+ * the same bits at any batch up to that): 1.2-6x faster than the f32
+ * table path in the batch-1 bench (by width and CPU) and 2.7-4.3x f32
+ * sgemm at batch 8, not
  * bit-exact with the f32 path,
  * and its added error at least 20 dB below the codec's own. `LSQR_EXACT=1`
  * in the environment (read once per process) selects the exact f32 path
@@ -1179,7 +1181,7 @@ void lsqr_weight_free(lsqr_weight *weight);
  * (`exact = true`), or lets it run on integer dot products up to batch 64 (8 at C >= 5)
  * where the weight allows (`false`, the default): quantized, C <= 8,
  * rows of whole bytes (columns a multiple of 8), groups of whole blocks
- * of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
+ * of 32. The integer path is 1.2-6x faster in the batch-1 bench (README
  * "Kernels on packed weights"), not bit-exact with the f32 path, and its added error stays at
  * least 20 dB below the codec's own. `LSQR_EXACT=1` in the environment
  * forces the exact path whatever this says. conv2d always runs the f32

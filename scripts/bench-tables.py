@@ -84,8 +84,10 @@ def kernels(r):
             continue
         print(f"linear, batch 1, {shape} (out x in), `log` codec, groups of 64, weights out of cache. "
               f"f32 ndarray: {nd[0] / 1e6:.2f} ms, f32 loop: {loop[0] / 1e6:.2f} ms\n")
-        print("| C | packed | exact path | vs ndarray | vs f32 loop | roofline (memcpy) | fraction of roofline | 2 threads |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        avx2 = any(k.startswith(f"{g}/packed_log_avx2/") for k in r)
+        extra = " AVX2 path |" if avx2 else ""
+        print("| C | packed | exact path | vs ndarray | vs f32 loop | roofline (memcpy) | fraction of roofline | 2 threads |" + extra)
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if avx2 else ""))
         for c in range(2, 9):
             p = r.get(f"{g}/packed_log/C{c}")
             if not p:
@@ -98,12 +100,28 @@ def kernels(r):
             read2 = r.get(f"{g}/read_packed_2threads/C{c}")
             if two and read2:
                 two_s += f", {read2[0] / two[0]:.0%} of the 2-thread read roofline"
+            a2 = r.get(f"{g}/packed_log_avx2/C{c}")
+            a2_s = (f" {a2[0] / 1e6:.2f} ms |" if a2 else " - |") if avx2 else ""
             print(f"| {c} | {p[0] / 1e6:.2f} ms | {exact_s} | {nd[0] / p[0]:.2f}x | {loop[0] / p[0]:.2f}x | "
-                  f"{m[0] / 1e6:.2f} ms | {m[0] / p[0]:.0%} | {two_s} |")
+                  f"{m[0] / 1e6:.2f} ms | {m[0] / p[0]:.0%} | {two_s} |" + a2_s)
         read1, read2 = r.get(f"{g}/read_packed/C4"), r.get(f"{g}/read_packed_2threads/C4")
         if read1 and read2:
             print(f"\nRead-only roofline of the C = 4 weight (its bytes summed, cold): "
                   f"{read1[0] / 1e6:.2f} ms on one thread, {read2[0] / 1e6:.2f} ms on two.")
+        print()
+    g = "linear_hot_b1"
+    shapes = [sh for sh in ("10x128", "128x784", "384x384", "1536x384") if f"{g}/{sh}/f32_loop" in r]
+    if shapes:
+        print("linear, batch 1, small weights kept in cache (µs, default path / exact path), `log` codec, "
+              "groups of 64, one thread\n")
+        print("| out x in | f32 loop | " + " | ".join(f"C={c}" for c in range(2, 9)) + " |")
+        print("|---|---:|" + "---:|" * 7)
+        for sh in shapes:
+            cells = []
+            for c in range(2, 9):
+                a, e = r.get(f"{g}/{sh}/packed_log/C{c}"), r.get(f"{g}/{sh}/packed_log_exact/C{c}")
+                cells.append(f"{a[0] / 1e3:.2f} / {e[0] / 1e3:.2f}" if a and e else "-")
+            print(f"| {sh} | {r[f'{g}/{sh}/f32_loop'][0] / 1e3:.2f} | " + " | ".join(cells) + " |")
         print()
     g = "dequantize_4096x4096"
     if f"{g}/memcpy_f32" in r:

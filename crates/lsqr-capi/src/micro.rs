@@ -317,7 +317,8 @@ pub unsafe extern "C" fn lsqr_micro_free(micro: *mut lsqr_micro) {
 /// path (`exact = true`), or lets layers whose weights allow it run on
 /// integer dot products (`false`, the default of `lsqr_micro_load`):
 /// quantized weights of C <= 8 bits, rows of whole bytes, groups of whole
-/// blocks of 32. The integer path is 1.2-2.3x faster in the batch-1 bench,
+/// blocks of 32. The integer path is 1.2-6x faster in the batch-1 bench
+/// (by width and CPU),
 /// not bit-exact with the f32 path, and its added error stays at least
 /// 20 dB below the codec's own.
 /// `LSQR_EXACT=1` in the environment forces the exact path whatever this

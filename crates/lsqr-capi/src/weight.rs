@@ -144,7 +144,7 @@ pub unsafe extern "C" fn lsqr_weight_free(weight: *mut lsqr_weight) {
 /// (`exact = true`), or lets it run on integer dot products up to batch 64 (8 at C >= 5)
 /// where the weight allows (`false`, the default): quantized, C <= 8,
 /// rows of whole bytes (columns a multiple of 8), groups of whole blocks
-/// of 32. The integer path is 1.2-2.3x faster in the batch-1 bench (README
+/// of 32. The integer path is 1.2-6x faster in the batch-1 bench (README
 /// "Kernels on packed weights"), not bit-exact with the f32 path, and its added error stays at
 /// least 20 dB below the codec's own. `LSQR_EXACT=1` in the environment
 /// forces the exact path whatever this says. conv2d always runs the f32
