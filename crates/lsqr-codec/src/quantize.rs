@@ -12,7 +12,8 @@ use alloc::vec::Vec;
 
 use crate::codebook::{CodeWidth, Codebook, CodecKind, FpLayout};
 use crate::scale::{
-    element_count, settle_tiny_groups, GroupLayout, GroupScales, ScaleDtype, Scaling,
+    element_count, settle_tiny_groups, zero_groups_worse_than_zeros, GroupLayout, GroupScales,
+    ScaleDtype, Scaling,
 };
 use crate::scale_fit::{self, Importance, TwoLevelFit};
 #[cfg(target_has_atomic = "ptr")]
@@ -220,6 +221,7 @@ fn one_level(
         }
     }
     settle_tiny_groups(data, layout, &codebook, dtype, &mut scales);
+    zero_groups_worse_than_zeros(data, layout, &codebook, &mut scales);
     Ok((codebook, GroupScales::new(dtype, scales)?))
 }
 

@@ -227,6 +227,45 @@ pub(crate) fn settle_tiny_groups(
     }
 }
 
+/// For a codebook without an exact zero level (`lut` and `uniform` at some
+/// widths), sets to 0 the scale of every group that its nearest codes
+/// would decode worse than zeros would: a group of one spike among values
+/// near zero puts each of those on the smallest level, ± a fraction of the
+/// spike, and the squared error can pass the group's own energy. With a
+/// zero level the nearest code of each value is at most as far as 0, so
+/// no group can be worse than zeros and nothing is checked.
+pub(crate) fn zero_groups_worse_than_zeros(
+    data: &[f32],
+    layout: &GroupLayout,
+    codebook: &crate::codebook::Codebook,
+    scales: &mut [f32],
+) {
+    let table = codebook.decode_table();
+    if table.contains(&0.0) {
+        return;
+    }
+    let mut codes = Vec::new();
+    for (range, scale) in layout.groups().zip(scales.iter_mut()) {
+        if *scale == 0.0 {
+            continue;
+        }
+        let xs = &data[range];
+        codes.clear();
+        codes.resize(xs.len(), 0u16);
+        codebook.encode_scaled(xs, 1.0 / *scale, &mut codes);
+        let (mut zeros, mut coded) = (0.0f64, 0.0f64);
+        for (&x, &c) in xs.iter().zip(&codes) {
+            let x = f64::from(x);
+            let e = x - f64::from(table[usize::from(c)] * *scale);
+            zeros += x * x;
+            coded += e * e;
+        }
+        if coded > zeros {
+            *scale = 0.0;
+        }
+    }
+}
+
 /// Where the groups of one tensor lie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GroupLayout {
