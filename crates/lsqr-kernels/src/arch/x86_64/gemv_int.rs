@@ -50,8 +50,9 @@
 //! span four rows on (a row's codes are a stream of 2-4 KB, too short for
 //! the hardware prefetcher to run ahead).
 //!
-//! On CPUs with AVX-512 VBMI and VNNI, C = 3..=8 with int16 tables and
-//! blocks of 64 run `super::gemv_int512` instead, with the same results.
+//! On CPUs with AVX-512 VBMI and VNNI, C = 2..=8 with blocks of 64 and
+//! one scale group per block run `super::gemv_int512` instead, with the
+//! same results.
 //!
 //! Scale groups of 32 at C = 4 (two-level scales' sub-blocks) still run
 //! 64-code spans: in the stored order, int32 lanes 0-3 of a span's sums

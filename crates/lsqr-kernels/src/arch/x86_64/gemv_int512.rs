@@ -1,15 +1,19 @@
 //! Linear on packed rows with integer dot products, AVX-512 (F, BW, VL,
-//! VBMI, VNNI), for one activation vector or a batch of them: C = 3..=8,
-//! int16 tables, blocks of 64 columns lying in one scale group. Other jobs
-//! (int8 tables at C <= 2, blocks of 32, several scale groups per block)
-//! take the AVX2 kernel (`super::gemv_int`), whose results these equal
-//! bit for bit.
+//! VBMI, VNNI), for one activation vector or a batch of them: C = 2 with
+//! int8 tables and C = 3..=8 with int16 ones, blocks of 64 columns lying
+//! in one scale group. Other jobs (C = 1, blocks of 32, several scale
+//! groups per block) take the AVX2 kernel (`super::gemv_int`), whose
+//! results these equal bit for bit.
 //!
 //! A block's 64 codes fill one register, arranged so that the two
 //! `vpunpck{l,h}bw` of their looked-up low and high bytes give the int16
 //! levels of the block's stored positions `0..32` and `32..64` (the AVX2
 //! kernel's order, `crate::kernels::int_act_column`), which two
 //! `vpdpwssd` multiply with the block's activations as two plain loads:
+//! - C = 2 (int8 levels and activations): each 32-code span's 8 bytes in
+//!   four qwords shifted by 0, 2, 4 and 6 bits (`vpsrlvq`), the AVX2
+//!   kernel's order, looked up by `vpshufb`; `vpdpbusd` multiplies the
+//!   levels' magnitudes by the activations carrying their signs;
 //! - C = 4: the 32 bytes' low and high nibbles, the halves' qwords
 //!   interleaved (`vpermq`), looked up by `vpshufb` (16 entries);
 //! - C = 3, 5..=7: the 8·C bytes' qwords of eight codes, gathered (`vpermb`)
@@ -49,9 +53,10 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     let form = match w.table {
         IntTable::I16(_) => p.bits == 3 || p.bits == 4,
         IntTable::I16Large(_) => (5..=8).contains(&p.bits),
-        IntTable::I8(_) => false,
+        IntTable::I8(_) => p.bits == 2,
     };
     let padded = p.cols.div_ceil(64) * 64;
+    let acts = if w.table.wide() { w.act16.len() } else { w.act8.len() };
     form && w.batch >= 1
         && w.block == 64
         && w.groups_per_block == 1
@@ -60,7 +65,7 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
         && p.group > 0
         && (p.group.is_multiple_of(64) || p.group >= p.cols)
         && w.act_scales.len() >= w.batch.saturating_mul(padded / 64)
-        && w.act16.len() >= w.batch.saturating_mul(padded)
+        && acts >= w.batch.saturating_mul(padded)
 }
 
 /// `y[r · batch + v]` for every row and vector (`y.len() / batch` rows);
@@ -76,6 +81,7 @@ pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
     // SAFETY: forwarded.
     unsafe {
         match w.rows.bits {
+            2 => gemv_c::<2>(w, y),
             3 => gemv_c::<3>(w, y),
             4 => gemv_c::<4>(w, y),
             5 => gemv_c::<5>(w, y),
@@ -171,7 +177,11 @@ fn tables(t: &IntTable) -> Tables {
             let p = [planes(0), planes(1), planes(2), planes(3)];
             Tables { lo: p.map(|p| p.0), hi: p.map(|p| p.1) }
         }
-        IntTable::I8(_) => Tables { lo: [zero; 4], hi: [zero; 4] },
+        IntTable::I8(v) => {
+            // SAFETY: 16 readable bytes.
+            let t = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(v.as_ptr().cast()) });
+            Tables { lo: [t, zero, zero, zero], hi: [zero; 4] }
+        }
     }
 }
 
@@ -208,6 +218,13 @@ fn unpack_consts(bits: u32) -> Unpack {
     let qwords: [u64; 8] = QWORD_ORDER.map(|g| g as u64);
     // SAFETY: each array is 64 readable bytes.
     let load = |p: *const u8| unsafe { _mm512_loadu_si512(p.cast()) };
+    if bits == 2 {
+        return Unpack {
+            perm: _mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1),
+            shift: _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6),
+            mask: _mm512_set1_epi8(3),
+        };
+    }
     Unpack {
         perm: if bits == 4 || bits == 8 {
             load(qwords.as_ptr().cast())
@@ -239,6 +256,21 @@ fn byte_mask(n: usize) -> u64 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
 #[inline]
 unsafe fn codes64<const BITS: u32, const WHOLE: bool>(u: &Unpack, p: *const u8, k: u64) -> __m512i {
+    if BITS == 2 {
+        // SAFETY: the caller (k has at most 16 bits set; WHOLE: 16
+        // readable bytes).
+        let raw = unsafe {
+            if WHOLE {
+                _mm_loadu_si128(p.cast())
+            } else {
+                _mm_maskz_loadu_epi8(k as u16, p.cast())
+            }
+        };
+        // Each span's 8 bytes in four qwords, shifted by 0, 2, 4, 6: the
+        // AVX2 kernel's order (stored position 8j + i: code 4i + j).
+        let spans = _mm512_permutexvar_epi64(u.perm, _mm512_castsi128_si512(raw));
+        return _mm512_and_si512(_mm512_srlv_epi64(spans, u.shift), u.mask);
+    }
     if BITS == 4 {
         // SAFETY: the caller (k has at most 32 bits set; WHOLE: 32
         // readable bytes).
@@ -275,18 +307,68 @@ unsafe fn codes64<const BITS: u32, const WHOLE: bool>(u: &Unpack, p: *const u8, 
 /// The bytes a plain load of a block's codes reads (8·C of them are the
 /// block's).
 const fn load_len(bits: u32) -> usize {
-    if bits == 4 {
-        32
-    } else {
-        64
+    match bits {
+        2 => 16,
+        4 => 32,
+        _ => 64,
     }
 }
 
-/// The looked-up levels of 64 arranged codes as int16 words: stored
-/// positions `0..32` and `32..64`.
+/// A block's looked-up levels: int16 words of stored positions `0..32`
+/// and `32..64` (`levels`); C = 2, the int8 levels' magnitudes (in
+/// `levels[0]`) and their signs (`negative`).
+struct Looked {
+    levels: [__m512i; 2],
+    negative: __mmask64,
+}
+
+/// The block's int32 sums, 16 lanes, added to `acc`: `a`, the block's
+/// activations (two registers of int16, or one of int8 at C = 2).
+/// `vpdpbusd` multiplies the int8 levels' magnitudes by the activations
+/// carrying the levels' signs, as the AVX2 kernel's `vpmaddubsw` does
+/// (no pair can saturate: 2 · 127 · 127 < 2^15).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
 #[inline]
-fn lookup<const BITS: u32>(codes: __m512i, t: &Tables) -> [__m512i; 2] {
+fn dot<const BITS: u32>(acc: __m512i, l: &Looked, a: [__m512i; 2]) -> __m512i {
+    if BITS == 2 {
+        let signed = _mm512_mask_sub_epi8(a[0], l.negative, _mm512_setzero_si512(), a[0]);
+        _mm512_dpbusd_epi32(acc, l.levels[0], signed)
+    } else {
+        _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(acc, l.levels[0], a[0]), l.levels[1], a[1])
+    }
+}
+
+/// The activations of vector `v`'s block at column `c0`, as [`dot`]
+/// takes them.
+///
+/// # Safety
+/// The block lies in `act8` (C = 2) or `act16` (`supports`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn block_acts<const BITS: u32>(w: &IntRows<'_>, v: usize, c0: usize) -> [__m512i; 2] {
+    let at = v * w.padded_cols() + c0;
+    // SAFETY: the caller.
+    unsafe {
+        if BITS == 2 {
+            [_mm512_loadu_si512(w.act8.as_ptr().add(at).cast()), _mm512_setzero_si512()]
+        } else {
+            let p = w.act16.as_ptr().add(at);
+            [_mm512_loadu_si512(p.cast()), _mm512_loadu_si512(p.add(32).cast())]
+        }
+    }
+}
+
+/// The looked-up levels of 64 arranged codes ([`Looked`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+fn lookup<const BITS: u32>(codes: __m512i, t: &Tables) -> Looked {
+    if BITS == 2 {
+        let v = _mm512_shuffle_epi8(t.lo[0], codes);
+        return Looked {
+            levels: [_mm512_abs_epi8(v), _mm512_setzero_si512()],
+            negative: _mm512_movepi8_mask(v),
+        };
+    }
     let plane = |p: &[__m512i; 4]| match BITS {
         3 | 4 => _mm512_shuffle_epi8(p[0], codes),
         5 | 6 => _mm512_permutexvar_epi8(codes, p[0]),
@@ -298,7 +380,7 @@ fn lookup<const BITS: u32>(codes: __m512i, t: &Tables) -> [__m512i; 2] {
         }
     };
     let (l, h) = (plane(&t.lo), plane(&t.hi));
-    [_mm512_unpacklo_epi8(l, h), _mm512_unpackhi_epi8(l, h)]
+    Looked { levels: [_mm512_unpacklo_epi8(l, h), _mm512_unpackhi_epi8(l, h)], negative: 0 }
 }
 
 const PREFETCH: bool = true;
@@ -332,11 +414,9 @@ unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
     for (b, c0) in (0..p.cols).step_by(64).enumerate() {
         let n = (p.cols - c0).min(64);
         let k = byte_mask(n / 8 * c);
-        // SAFETY: c0 + 64 <= the padded columns <= act16.len() (`supports`).
-        let (a0, a1) = unsafe {
-            let at = w.act16.as_ptr().add(c0);
-            (_mm512_loadu_si512(at.cast()), _mm512_loadu_si512(at.add(32).cast()))
-        };
+        // SAFETY: c0 + 64 <= the padded columns <= the activations' length
+        // (`supports`).
+        let a = unsafe { block_acts::<BITS>(w, 0, c0) };
         let mut acc = [_mm512_setzero_si512(); R];
         for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
             // SAFETY: k selects the block's bytes of the row, which lie in
@@ -356,8 +436,7 @@ unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
                     codes64::<BITS, false>(u, at, k)
                 }
             };
-            let [w0, w1] = lookup::<BITS>(codes, t);
-            *acc = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*acc, w0, a0), w1, a1);
+            *acc = dot::<BITS>(*acc, &lookup::<BITS>(codes, t), a);
         }
         // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
         let act = unsafe { *w.act_scales.get_unchecked(b) };
@@ -446,7 +525,6 @@ unsafe fn row_batch<const NB: usize, const BITS: u32, const WHOLE: bool>(
     let p = &w.rows;
     let c = BITS as usize;
     let rb = p.cols / 8 * c;
-    let padded = w.padded_cols();
     let blocks = w.blocks();
     // SAFETY: row r starts inside `packed` and its scales inside `scales`
     // (the caller).
@@ -468,22 +546,19 @@ unsafe fn row_batch<const NB: usize, const BITS: u32, const WHOLE: bool>(
                 codes64::<BITS, false>(u, at, k)
             }
         };
-        let [w0, w1] = lookup::<BITS>(codes, t);
+        let looked = lookup::<BITS>(codes, t);
         // SAFETY: the block's group of row r has a scale (the caller).
         let gs = unsafe { block_scales(1, scale_ptr, b, groups.next()) };
         for (q, fsum) in fsum.iter_mut().enumerate() {
-            // SAFETY: vector v + q's block at c0 lies in act16, and its
-            // factor in act_scales (`supports`, v + q < batch).
-            let (a0, a1, act) = unsafe {
-                let at = w.act16.as_ptr().add((v + q) * padded + c0);
+            // SAFETY: vector v + q's block at c0 lies in the activations,
+            // and its factor in act_scales (`supports`, v + q < batch).
+            let (a, act) = unsafe {
                 (
-                    _mm512_loadu_si512(at.cast()),
-                    _mm512_loadu_si512(at.add(32).cast()),
+                    block_acts::<BITS>(w, v + q, c0),
                     *w.act_scales.get_unchecked((v + q) * blocks + b),
                 )
             };
-            let acc =
-                _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(_mm512_setzero_si512(), w0, a0), w1, a1);
+            let acc = dot::<BITS>(_mm512_setzero_si512(), &looked, a);
             let folded =
                 _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc));
             *fsum = add_block::<false>(*fsum, [folded, zero], gs, act, &lanes);

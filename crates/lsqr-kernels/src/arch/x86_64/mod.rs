@@ -304,7 +304,7 @@ mod safe512 {
 }
 
 /// The AVX-512 table: the AVX2+FMA one with AVX-512 integer linear at
-/// batch 1 (C = 3..=8, blocks of 64). Only `crate::arch` may hand it out,
+/// any batch (C = 2..=8, blocks of 64). Only `crate::arch` may hand it out,
 /// after detection.
 pub(crate) static AVX512: Kernels =
     Kernels { name: "avx512", gemv_int: safe512::gemv_int, ..AVX2_TABLE };
