@@ -304,6 +304,29 @@ unsafe fn codes64<const BITS: u32, const WHOLE: bool>(u: &Unpack, p: *const u8, 
     }
 }
 
+/// [`codes64`] of a block of `n` columns: a plain load when the row is
+/// `WHOLE` and the block full, else the masked one.
+///
+/// # Safety
+/// As [`codes64`] for the load it picks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn block_codes<const BITS: u32, const WHOLE: bool>(
+    u: &Unpack,
+    p: *const u8,
+    n: usize,
+    k: u64,
+) -> __m512i {
+    // SAFETY: the caller.
+    unsafe {
+        if WHOLE && n == 64 {
+            codes64::<BITS, true>(u, p, k)
+        } else {
+            codes64::<BITS, false>(u, p, k)
+        }
+    }
+}
+
 /// The bytes a plain load of a block's codes reads (8·C of them are the
 /// block's).
 const fn load_len(bits: u32) -> usize {
@@ -383,8 +406,6 @@ fn lookup<const BITS: u32>(codes: __m512i, t: &Tables) -> Looked {
     Looked { levels: [_mm512_unpacklo_epi8(l, h), _mm512_unpackhi_epi8(l, h)], negative: 0 }
 }
 
-const PREFETCH: bool = true;
-
 /// Rows `r..r + R` against the single vector: per block, each row's 16
 /// int32 lanes folded to the AVX2 kernel's eight, then its epilogue.
 ///
@@ -424,17 +445,11 @@ unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
             // `load_len` bytes from any block (the caller), whole here.
             let codes = unsafe {
                 let at = ptr.add(c0 / 8 * c);
-                if PREFETCH {
-                    // The same block R rows on: the rows' streams are short
-                    // (a row is 2-4 KB), so the hardware prefetcher alone
-                    // leaves the loads waiting. A hint: never faults.
-                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(R * rb).cast());
-                }
-                if WHOLE && n == 64 {
-                    codes64::<BITS, true>(u, at, k)
-                } else {
-                    codes64::<BITS, false>(u, at, k)
-                }
+                // The same block R rows on: the rows' streams are short (a
+                // row is 2-4 KB), so the hardware prefetcher alone leaves
+                // the loads waiting. A hint: never faults.
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(R * rb).cast());
+                block_codes::<BITS, WHOLE>(u, at, n, k)
             };
             *acc = dot::<BITS>(*acc, &lookup::<BITS>(codes, t), a);
         }
@@ -540,11 +555,7 @@ unsafe fn row_batch<const NB: usize, const BITS: u32, const WHOLE: bool>(
         // SAFETY: as in `rows`.
         let codes = unsafe {
             let at = row_ptr.add(c0 / 8 * c);
-            if WHOLE && n == 64 {
-                codes64::<BITS, true>(u, at, k)
-            } else {
-                codes64::<BITS, false>(u, at, k)
-            }
+            block_codes::<BITS, WHOLE>(u, at, n, k)
         };
         let looked = lookup::<BITS>(codes, t);
         // SAFETY: the block's group of row r has a scale (the caller).
