@@ -11,11 +11,15 @@ use lsqr_import::{Buffer, Format, SourceModel, SourceTensor, TensorBytes};
 use crate::pattern::Pattern;
 use crate::pipeline::Settings;
 
-/// Parses `NAME=d0,d1,...` for `--input-shape`.
+/// Parses `NAME=d0,d1,...` for `--input-shape`; `NAME=` is a scalar
+/// (rank 0), as ONNX's Clip bounds or a Pad value can be.
 pub fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>), String> {
     let (name, dims) = s.rsplit_once('=').ok_or_else(|| format!("'{s}' is not NAME=d0,d1,..."))?;
     if name.is_empty() {
         return Err(format!("'{s}' has no input name"));
+    }
+    if dims.trim().is_empty() {
+        return Ok((name.to_string(), Vec::new()));
     }
     let dims = dims
         .split(',')

@@ -59,7 +59,7 @@ enum Command {
         #[arg(long, value_name = "PATTERN=C", value_parser = parse_bits_for)]
         bits_for: Vec<(Pattern, u32)>,
         /// Shape of an ONNX graph input, giving its symbolic dims, e.g.
-        /// `--input-shape x=1,3,48,320`. Repeatable.
+        /// `--input-shape x=1,3,48,320` (`x=` for a scalar). Repeatable.
         #[arg(long, value_name = "NAME=D0,D1,...", value_parser = graph::parse_input_shape)]
         input_shape: Vec<(String, Vec<usize>)>,
         /// Store the weights only: an ONNX model's graph is not imported.

@@ -22,6 +22,7 @@
 //!   importer does not handle is an error naming the node, its op type and
 //!   the opset, not a silent guess.
 
+mod expand;
 mod parse;
 mod tensor;
 
@@ -89,7 +90,9 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "AveragePool",
     "BatchNormalization",
     "Cast",
+    "CastLike",
     "Ceil",
+    "Celu",
     "Clip",
     "Concat",
     "Constant",
@@ -97,6 +100,8 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "Conv",
     "ConvTranspose",
     "Cos",
+    "Cosh",
+    "DepthToSpace",
     "Div",
     "Dropout",
     "Elu",
@@ -104,6 +109,7 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "Erf",
     "Exp",
     "Expand",
+    "EyeLike",
     "Flatten",
     "Floor",
     "Gather",
@@ -116,28 +122,34 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
     "LayerNormalization",
     "LeakyRelu",
     "Less",
     "LessOrEqual",
     "Log",
     "LogSoftmax",
+    "LpNormalization",
     "MatMul",
     "Max",
     "MaxPool",
     "Mean",
+    "MeanVarianceNormalization",
     "Min",
+    "Mish",
     "Mod",
     "Mul",
     "Neg",
     "Not",
     "Or",
+    "PRelu",
     "Pad",
     "Pow",
     "Range",
     "Reciprocal",
-    "ReduceL1",
-    "ReduceL2",
+    "ReduceLogSum",
     "ReduceLogSumExp",
     "ReduceMax",
     "ReduceMean",
@@ -149,7 +161,9 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "Reshape",
     "Resize",
     "Round",
+    "Selu",
     "Shape",
+    "Shrink",
     "Sigmoid",
     "Sign",
     "Sin",
@@ -157,17 +171,23 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "Slice",
     "Softmax",
     "Softplus",
+    "Softsign",
+    "SpaceToDepth",
     "Split",
     "Sqrt",
     "Squeeze",
     "Sub",
     "Sum",
+    "Tan",
     "Tanh",
+    "ThresholdedRelu",
     "Tile",
     "Transpose",
+    "Trilu",
     "Unsqueeze",
     "Upsample",
     "Where",
+    "Xor",
 ];
 
 /// Reads the graph of the ONNX model at `path`.
@@ -237,6 +257,9 @@ struct Converter<'m> {
     /// Readers of each `.lsq` value among the ONNX nodes (the sum over the
     /// ONNX values it stands for), for the fusions' single-use checks.
     lsq_uses: HashMap<String, usize>,
+    /// The ONNX element type the model declares for graph inputs and
+    /// annotated values (runtime values are all f32; CastLike needs it).
+    elem_types: HashMap<String, u64>,
 }
 
 type R<T> = Result<T, ImportError>;
@@ -324,6 +347,13 @@ impl<'m> Converter<'m> {
                 .declared
                 .iter()
                 .filter_map(|d| Some((d.name.clone(), d.dims.clone()?)))
+                .collect(),
+            elem_types: onnx
+                .inputs
+                .iter()
+                .chain(&onnx.declared)
+                .filter(|d| d.elem_type != 0)
+                .map(|d| (d.name.clone(), d.elem_type))
                 .collect(),
         }
     }
@@ -863,6 +893,21 @@ impl<'m> Converter<'m> {
                 if node.op == "Dropout" && node.outputs.len() > 1 && !node.outputs[1].is_empty() {
                     return Err(self.node_err(node, "the mask output is not supported"));
                 }
+                // In training mode Dropout zeroes random elements: only a
+                // constant false (or a ratio of 0) is the identity.
+                if node.op == "Dropout" && node.inputs.get(2).is_some_and(|t| !t.is_empty()) {
+                    let training = self.need_const(node, 2, "training_mode")?;
+                    let ratio = match self.opt_const(node, 1, "ratio")? {
+                        Some(r) => scalar_of(&r, "ratio").map_err(|m| self.node_err(node, m))?,
+                        None => 0.5,
+                    };
+                    if training.data.iter().any(|&t| t != 0.0) && ratio != 0.0 {
+                        return Err(self.node_err(
+                            node,
+                            "training_mode is true: random dropout is not supported",
+                        ));
+                    }
+                }
                 self.set(node, 0, v)
             }
             "Cast" => self.cast(node),
@@ -1061,6 +1106,7 @@ impl<'m> Converter<'m> {
             "Gather" => self.gather(node),
             "Pad" => self.pad(node),
             "Resize" | "Upsample" => self.resize(node),
+            op if expand::EXPANDED_OPS.contains(&op) => self.by_expansion(node),
             _ => Err(self.node_err(
                 node,
                 format!("op is not supported (supported ops: {})", SUPPORTED_ONNX_OPS.join(", ")),
@@ -1159,6 +1205,11 @@ impl<'m> Converter<'m> {
                 self.attr_float(node, "max", f32::INFINITY)?,
             )
         } else {
+            for k in [1, 2] {
+                if matches!(self.input(node, k)?, Some(Val::Dyn { .. })) {
+                    return self.by_expansion(node);
+                }
+            }
             let lo = match self.opt_const(node, 1, "min")? {
                 None => f32::NEG_INFINITY,
                 Some(c) => scalar_of(&c, "min").map_err(|m| self.node_err(node, m))? as f32,
@@ -1490,6 +1541,9 @@ impl<'m> Converter<'m> {
         let trans_a = self.attr_int(node, "transA", 0)? != 0;
         let trans_b = self.attr_int(node, "transB", 0)? != 0;
         let a = self.need(node, 0)?;
+        if matches!(a, Val::Const(_)) || matches!(self.need(node, 1)?, Val::Dyn { .. }) {
+            return self.by_expansion(node);
+        }
         let b = self.need_const(node, 1, "B")?;
         let c = self.opt_const(node, 2, "C")?;
         if a.shape().len() != 2 || b.shape.len() != 2 {
@@ -1945,10 +1999,7 @@ impl<'m> Converter<'m> {
         let axis = axis_of(self.attr_int(node, "axis", -1)?, xs.len())
             .ok_or_else(|| self.node_err(node, "axis out of range"))?;
         if axis + 1 != xs.len() || node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err(self.node_err(
-                node,
-                "only normalisation over the last axis, with one output, is supported",
-            ));
+            return self.by_expansion(node);
         }
         let d = xs[axis];
         let g = self.need_const(node, 1, "scale")?;
@@ -2247,6 +2298,9 @@ impl<'m> Converter<'m> {
 
     fn tile(&mut self, node: &Node) -> R<()> {
         self.allow(node, &[])?;
+        if matches!(self.need(node, 0)?, Val::Dyn { .. }) {
+            return self.by_expansion(node);
+        }
         let x = self.need_const(node, 0, "input")?;
         let reps = self.need_const(node, 1, "repeats")?.to_i64s();
         if reps.len() != x.shape.len() || reps.iter().any(|&r| r < 0) {

@@ -456,3 +456,42 @@ fn channel_mul_and_add_after_a_conv_fold_into_it() {
         }
     }
 }
+
+#[test]
+fn prelu_after_a_conv_expands_without_folding_its_slope_into_the_conv() {
+    // PRelu expands to Less, Mul(x, slope), Where: the Mul by a per-channel
+    // constant must not fold into the conv, whose output Where also reads.
+    let w: Vec<f32> = (0..2 * 3).map(|i| i as f32 * 0.3 - 0.7).collect();
+    let mut m = Model::new(
+        vec![value_info("x", &["1", "3", "2", "2"])],
+        vec![value_info("y", &["1", "2", "2", "2"])],
+    );
+    m.inits = vec![f32_tensor("W", &[2, 3, 1, 1], &w), f32_tensor("a", &[2, 1, 1], &[0.25, -2.0])];
+    m.nodes = vec![node("Conv", &["x", "W"], &["c"], &[]), node("PRelu", &["c", "a"], &["y"], &[])];
+    let g = m.import(&[]).unwrap();
+    assert_eq!(ops(&g).iter().filter(|&&o| o == "conv2d").count(), 1);
+    let x: Vec<f32> = (0..12).map(|i| (i as f32 * 0.9).sin()).collect();
+    let y = run(&g, &[&x]).remove(0);
+    let slope = [0.25, -2.0];
+    let mut signs = [0, 0];
+    for oc in 0..2 {
+        for p in 0..4 {
+            let c: f32 = (0..3).map(|ic| w[oc * 3 + ic] * x[ic * 4 + p]).sum();
+            let want = if c < 0.0 { c * slope[oc] } else { c };
+            signs[usize::from(c < 0.0)] += 1;
+            assert!((y[oc * 4 + p] - want).abs() < 1e-5, "{oc} {p}: {} vs {want}", y[oc * 4 + p]);
+        }
+    }
+    assert!(signs[0] > 0 && signs[1] > 0, "both branches are taken: {signs:?}");
+}
+
+#[test]
+fn an_expansion_error_names_the_original_node() {
+    let mut m = Model::new(
+        vec![value_info("x", &["1", "4", "2", "2"])],
+        vec![value_info("y", &["1", "1", "4", "4"])],
+    );
+    m.nodes = vec![node("DepthToSpace", &["x"], &["y"], &[attr_int("blocksize", 3)])];
+    let e = error(&m, &[]);
+    assert!(e.contains("(DepthToSpace, opset 17)") && e.contains("multiple of blocksize"), "{e}");
+}

@@ -1,0 +1,658 @@
+//! ONNX ops that are compositions of ops the importer already converts,
+//! rewritten as those ops (as ONNX defines many of them, by a function
+//! body): the runtime gains no op, and each part is converted, folded and
+//! checked as any node would be.
+//!
+//! An expansion sees the shapes of its inputs (every value's shape is known
+//! at import), so shape-dependent rewrites (DepthToSpace's reshapes, Trilu's
+//! mask) are exact. Its intermediate values get names no ONNX value has.
+
+use super::parse::{Attr, Node};
+use super::tensor::{Const, Dtype};
+use super::{axis_of, numel, Converter, Val, R};
+
+/// The ops [`Converter::by_expansion`] rewrites.
+pub(super) const EXPANDED_OPS: &[&str] = &[
+    "Celu",
+    "CastLike",
+    "Cosh",
+    "DepthToSpace",
+    "EyeLike",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LpNormalization",
+    "MeanVarianceNormalization",
+    "Mish",
+    "PRelu",
+    "ReduceLogSum",
+    "Selu",
+    "Shrink",
+    "Softsign",
+    "SpaceToDepth",
+    "Tan",
+    "ThresholdedRelu",
+    "Trilu",
+    "Xor",
+];
+
+/// The nodes and constants an op is rewritten into.
+struct Expansion {
+    base: String,
+    nodes: Vec<Node>,
+    consts: Vec<(String, Const)>,
+    names: Vec<String>,
+}
+
+impl Expansion {
+    fn new(node: &Node) -> Self {
+        let base = node.outputs.first().cloned().unwrap_or_default();
+        Expansion { base, nodes: Vec::new(), consts: Vec::new(), names: Vec::new() }
+    }
+
+    fn fresh(&mut self, cx: &Converter<'_>, what: &str) -> String {
+        let mut k = self.names.len();
+        loop {
+            let name = format!("{}#{what}{k}", self.base);
+            let known = cx.vals.contains_key(&name)
+                || cx.sources.contains_key(name.as_str())
+                || cx.uses.contains_key(&name)
+                || self.names.contains(&name);
+            if !known {
+                self.names.push(name.clone());
+                return name;
+            }
+            k += 1;
+        }
+    }
+
+    fn konst(&mut self, cx: &Converter<'_>, c: Const) -> String {
+        let name = self.fresh(cx, "const");
+        self.consts.push((name.clone(), c));
+        name
+    }
+
+    fn scalar(&mut self, cx: &Converter<'_>, v: f64) -> String {
+        self.konst(
+            cx,
+            Const { dtype: Dtype::Float, shape: vec![], data: std::rc::Rc::new(vec![v]) },
+        )
+    }
+
+    fn ints(&mut self, cx: &Converter<'_>, v: &[i64]) -> String {
+        self.konst(cx, Const::ints(v))
+    }
+
+    /// Adds `op(inputs)` writing `out`.
+    fn node_to(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>, out: &str) {
+        self.nodes.push(Node {
+            name: String::new(),
+            op: op.into(),
+            domain: String::new(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![out.to_string()],
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        });
+    }
+
+    /// Adds `op(inputs)` writing a fresh value; its name.
+    fn node(
+        &mut self,
+        cx: &Converter<'_>,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+    ) -> String {
+        let out = self.fresh(cx, &op.to_ascii_lowercase());
+        self.node_to(op, inputs, attrs, &out);
+        out
+    }
+
+    /// A reduction over `axes` with kept dims, in the form the model's
+    /// opset reads (axes as an input from opset 13 for ReduceSum, 18 for
+    /// the others).
+    fn reduce(&mut self, cx: &Converter<'_>, op: &str, x: &str, axes: &[usize]) -> String {
+        let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
+        let from = if op == "ReduceSum" { 13 } else { 18 };
+        if cx.opset >= from {
+            let a = self.ints(cx, &axes);
+            self.node(cx, op, &[x, &a], vec![("keepdims", Attr::Int(1))])
+        } else {
+            self.node(cx, op, &[x], vec![("axes", Attr::Ints(axes)), ("keepdims", Attr::Int(1))])
+        }
+    }
+
+    fn reshape(&mut self, cx: &Converter<'_>, x: &str, shape: &[usize]) -> String {
+        let s: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let s = self.ints(cx, &s);
+        self.node(cx, "Reshape", &[x, &s], vec![])
+    }
+}
+
+impl Converter<'_> {
+    /// Converts `node` through its expansion.
+    pub(super) fn by_expansion(&mut self, node: &Node) -> R<()> {
+        let mut e = Expansion::new(node);
+        self.expansion(node, &mut e)?;
+        for (name, c) in e.consts.drain(..) {
+            self.vals.insert(name, Val::Const(c));
+        }
+        // Every read counts, so that no fusion takes a value another part
+        // still reads (the original node's own count stays: conservative).
+        for n in &e.nodes {
+            for i in n.inputs.iter().filter(|i| !i.is_empty()) {
+                *self.uses.entry(i.clone()).or_default() += 1;
+                if let Some(Val::Dyn { name, .. }) = self.vals.get(i) {
+                    *self.lsq_uses.entry(name.clone()).or_default() += 1;
+                }
+            }
+        }
+        for part in &e.nodes {
+            self.node(part).map_err(|err| {
+                let inner = err.message.split_once("): ").map_or(err.message.as_str(), |(_, m)| m);
+                self.node_err(node, format!("in its expansion, {}: {inner}", part.op))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn expansion(&mut self, node: &Node, e: &mut Expansion) -> R<()> {
+        let out = node.outputs[0].clone();
+        let x = node.inputs.first().cloned().unwrap_or_default();
+        let float = |cx: &Self, name: &str, default: f32| cx.attr_float(node, name, default);
+        match node.op.as_str() {
+            "PRelu" => {
+                self.allow(node, &[])?;
+                let slope = self.input_name(node, 1)?;
+                let zero = e.scalar(self, 0.0);
+                let neg = e.node(self, "Less", &[&x, &zero], vec![]);
+                let scaled = e.node(self, "Mul", &[&x, &slope], vec![]);
+                e.node_to("Where", &[&neg, &scaled, &x], vec![], &out);
+            }
+            "Softsign" => {
+                self.allow(node, &[])?;
+                let one = e.scalar(self, 1.0);
+                let a = e.node(self, "Abs", &[&x], vec![]);
+                let d = e.node(self, "Add", &[&a, &one], vec![]);
+                e.node_to("Div", &[&x, &d], vec![], &out);
+            }
+            "Selu" => {
+                self.allow(node, &["alpha", "gamma"])?;
+                let alpha = float(self, "alpha", 1.673_263_2)?;
+                let gamma = e.scalar(self, float(self, "gamma", 1.050_701)? as f64);
+                let elu = e.node(self, "Elu", &[&x], vec![("alpha", Attr::Float(alpha))]);
+                e.node_to("Mul", &[&elu, &gamma], vec![], &out);
+            }
+            "Celu" => {
+                self.allow(node, &["alpha"])?;
+                let alpha = float(self, "alpha", 1.0)? as f64;
+                let a = e.scalar(self, alpha);
+                let scaled = e.node(self, "Div", &[&x, &a], vec![]);
+                let elu = e.node(self, "Elu", &[&scaled], vec![("alpha", Attr::Float(1.0))]);
+                e.node_to("Mul", &[&elu, &a], vec![], &out);
+            }
+            "ThresholdedRelu" => {
+                self.allow(node, &["alpha"])?;
+                let alpha = e.scalar(self, float(self, "alpha", 1.0)? as f64);
+                let zero = e.scalar(self, 0.0);
+                let above = e.node(self, "Greater", &[&x, &alpha], vec![]);
+                e.node_to("Where", &[&above, &x, &zero], vec![], &out);
+            }
+            "Shrink" => {
+                self.allow(node, &["bias", "lambd"])?;
+                let bias = float(self, "bias", 0.0)? as f64;
+                let lambd = float(self, "lambd", 0.5)? as f64;
+                let (b, l, nl) =
+                    (e.scalar(self, bias), e.scalar(self, lambd), e.scalar(self, -lambd));
+                let zero = e.scalar(self, 0.0);
+                let above = e.node(self, "Greater", &[&x, &l], vec![]);
+                let below = e.node(self, "Less", &[&x, &nl], vec![]);
+                let down = e.node(self, "Sub", &[&x, &b], vec![]);
+                let up = e.node(self, "Add", &[&x, &b], vec![]);
+                let low = e.node(self, "Where", &[&below, &up, &zero], vec![]);
+                e.node_to("Where", &[&above, &down, &low], vec![], &out);
+            }
+            "Mish" => {
+                self.allow(node, &[])?;
+                let sp = e.node(self, "Softplus", &[&x], vec![]);
+                let t = e.node(self, "Tanh", &[&sp], vec![]);
+                e.node_to("Mul", &[&x, &t], vec![], &out);
+            }
+            "Tan" | "Cosh" => {
+                self.allow(node, &[])?;
+                if node.op == "Tan" {
+                    let s = e.node(self, "Sin", &[&x], vec![]);
+                    let c = e.node(self, "Cos", &[&x], vec![]);
+                    e.node_to("Div", &[&s, &c], vec![], &out);
+                } else {
+                    let half = e.scalar(self, 0.5);
+                    let n = e.node(self, "Neg", &[&x], vec![]);
+                    let a = e.node(self, "Exp", &[&x], vec![]);
+                    let b = e.node(self, "Exp", &[&n], vec![]);
+                    let s = e.node(self, "Add", &[&a, &b], vec![]);
+                    e.node_to("Mul", &[&s, &half], vec![], &out);
+                }
+            }
+            "IsNaN" => {
+                self.allow(node, &[])?;
+                let same = e.node(self, "Equal", &[&x, &x], vec![]);
+                e.node_to("Not", &[&same], vec![], &out);
+            }
+            "IsInf" => {
+                self.allow(node, &["detect_negative", "detect_positive"])?;
+                let neg = self.attr_int(node, "detect_negative", 1)? != 0;
+                let pos = self.attr_int(node, "detect_positive", 1)? != 0;
+                let max = e.scalar(self, f32::MAX as f64);
+                let min = e.scalar(self, f32::MIN as f64);
+                match (neg, pos) {
+                    (true, true) => {
+                        let a = e.node(self, "Abs", &[&x], vec![]);
+                        e.node_to("Greater", &[&a, &max], vec![], &out);
+                    }
+                    (false, true) => e.node_to("Greater", &[&x, &max], vec![], &out),
+                    (true, false) => e.node_to("Less", &[&x, &min], vec![], &out),
+                    (false, false) => {
+                        // Never true: x < -inf.
+                        let a = e.node(self, "Abs", &[&x], vec![]);
+                        let zero = e.scalar(self, 0.0);
+                        e.node_to("Less", &[&a, &zero], vec![], &out);
+                    }
+                }
+            }
+            "Xor" => {
+                self.allow(node, &[])?;
+                let b = self.input_name(node, 1)?;
+                let same = e.node(self, "Equal", &[&x, &b], vec![]);
+                e.node_to("Not", &[&same], vec![], &out);
+            }
+            "CastLike" => {
+                self.allow(node, &["saturate"])?;
+                let like = self.input_name(node, 1)?;
+                // A constant's kind, or the type the model declares.
+                let to = match self.need(node, 1)? {
+                    Val::Const(c) => match c.dtype {
+                        Dtype::Float => 1,
+                        Dtype::Int => 7,
+                        Dtype::Bool => 9,
+                    },
+                    Val::Dyn { .. } => *self.elem_types.get(&like).ok_or_else(|| {
+                        self.node_err(node, format!("the model declares no type for '{like}'"))
+                    })? as i64,
+                };
+                e.node_to("Cast", &[&x], vec![("to", Attr::Int(to))], &out);
+            }
+            "Clip" => {
+                // Bounds computed at run time (constant ones convert directly).
+                let mut y = x.clone();
+                for (k, op) in [(1, "Max"), (2, "Min")] {
+                    if let Some(bound) = node.inputs.get(k).filter(|b| !b.is_empty()) {
+                        y = e.node(self, op, &[&y, bound], vec![]);
+                    }
+                }
+                e.node_to("Identity", &[&y], vec![], &out);
+            }
+            "Gemm" => {
+                // A computed B (or a constant A): the general form, as MatMul.
+                let alpha = float(self, "alpha", 1.0)?;
+                let beta = float(self, "beta", 1.0)?;
+                let mut operand = |cx: &mut Self, k: usize, attr: &str| -> R<String> {
+                    let v = cx.input_name(node, k)?;
+                    Ok(if cx.attr_int(node, attr, 0)? != 0 {
+                        e.node(cx, "Transpose", &[&v], vec![("perm", Attr::Ints(vec![1, 0]))])
+                    } else {
+                        v
+                    })
+                };
+                let a = operand(self, 0, "transA")?;
+                let b = operand(self, 1, "transB")?;
+                let mut p = e.node(self, "MatMul", &[&a, &b], vec![]);
+                if alpha != 1.0 {
+                    let al = e.scalar(self, alpha as f64);
+                    p = e.node(self, "Mul", &[&p, &al], vec![]);
+                }
+                match node.inputs.get(2).filter(|c| !c.is_empty()) {
+                    Some(c) if beta != 0.0 => {
+                        let mut c = c.clone();
+                        if beta != 1.0 {
+                            let be = e.scalar(self, beta as f64);
+                            c = e.node(self, "Mul", &[&c, &be], vec![]);
+                        }
+                        e.node_to("Add", &[&p, &c], vec![], &out);
+                    }
+                    _ => e.node_to("Identity", &[&p], vec![], &out),
+                }
+            }
+            "Tile" => {
+                // [d0, d1, ...] as [1, d0, 1, d1, ...], expanded to
+                // [r0, d0, r1, d1, ...], then merged pairwise.
+                let s = self.need(node, 0)?.shape().to_vec();
+                let reps = self.need_const(node, 1, "repeats")?.to_i64s();
+                let reps: Vec<usize> =
+                    reps.iter().filter_map(|&r| usize::try_from(r).ok()).collect();
+                if reps.len() != s.len() {
+                    return Err(self.node_err(node, format!("repeats do not fit shape {s:?}")));
+                }
+                let spread: Vec<usize> = s.iter().flat_map(|&d| [1, d]).collect();
+                let wide: Vec<i64> =
+                    s.iter().zip(&reps).flat_map(|(&d, &r)| [r as i64, d as i64]).collect();
+                let tiled: Vec<usize> =
+                    s.iter().zip(&reps).map(|(&d, &r)| d.saturating_mul(r)).collect();
+                let r = e.reshape(self, &x, &spread);
+                let w = e.ints(self, &wide);
+                let big = e.node(self, "Expand", &[&r, &w], vec![]);
+                let t: Vec<i64> = tiled.iter().map(|&d| d as i64).collect();
+                let t = e.ints(self, &t);
+                e.node_to("Reshape", &[&big, &t], vec![], &out);
+            }
+            "GroupNormalization" => {
+                self.allow(node, &["epsilon", "num_groups", "stash_type"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                let groups = self.attr_int(node, "num_groups", 0)?;
+                let c = s.get(1).copied().unwrap_or(0);
+                let g = usize::try_from(groups).ok().filter(|&g| g > 0 && c % g == 0);
+                let Some(g) = g.filter(|_| s.len() >= 3) else {
+                    return Err(self.node_err(
+                        node,
+                        format!("input {s:?} does not split into {groups} groups of channels"),
+                    ));
+                };
+                let eps = float(self, "epsilon", 1e-5)?;
+                let mut cshape = vec![c];
+                cshape.resize(s.len() - 1, 1);
+                // Opset 18 gives one scale and bias per group, 21 per channel.
+                let mut per_channel = |cx: &mut Self, k: usize, what: &str| -> R<String> {
+                    let v = cx.need(node, k)?;
+                    match v {
+                        Val::Const(p) if p.len() == g && g != c => {
+                            let data = (0..c).map(|ch| p.data[ch / (c / g)]).collect();
+                            let p = Const::new(Dtype::Float, cshape.clone(), data)
+                                .map_err(|m| cx.node_err(node, m))?;
+                            Ok(e.konst(cx, p))
+                        }
+                        _ if numel(v.shape()) == c => {
+                            let name = cx.input_name(node, k)?;
+                            Ok(e.reshape(cx, &name, &cshape))
+                        }
+                        _ => Err(cx.node_err(node, format!("{what} must have {g} or {c} values"))),
+                    }
+                };
+                let scale = per_channel(self, 1, "scale")?;
+                let bias = per_channel(self, 2, "bias")?;
+                let grouped = e.reshape(self, &x, &[s[0], g, numel(&s[1..]) / g]);
+                let n = normalized(self, e, &grouped, &[2], eps as f64);
+                let back = e.reshape(self, &n.y, &s);
+                let y = e.node(self, "Mul", &[&back, &scale], vec![]);
+                e.node_to("Add", &[&y, &bias], vec![], &out);
+            }
+            "ReduceLogSum" => {
+                self.allow(node, &["axes", "keepdims", "noop_with_empty_axes"])?;
+                // ReduceSum reads axes as an input from opset 13,
+                // ReduceLogSum only from 18: move them when they differ.
+                let mut inputs = vec![x.clone()];
+                let mut attrs: Vec<(&str, Attr)> = node
+                    .attrs
+                    .iter()
+                    .filter(|(k, _)| k != "axes")
+                    .map(|(k, v)| {
+                        (
+                            if k == "keepdims" { "keepdims" } else { "noop_with_empty_axes" },
+                            v.clone(),
+                        )
+                    })
+                    .collect();
+                match (self.opset >= 13, self.opset >= 18) {
+                    (true, false) => {
+                        if let Some(axes) = self.attr_ints(node, "axes")? {
+                            inputs.push(e.ints(self, &axes));
+                        }
+                    }
+                    (true, true) => inputs.extend(node.inputs.get(1).cloned()),
+                    _ => {
+                        if let Some(axes) = self.attr_ints(node, "axes")? {
+                            attrs.push(("axes", Attr::Ints(axes)));
+                        }
+                    }
+                }
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let s = e.node(self, "ReduceSum", &refs, attrs);
+                e.node_to("Log", &[&s], vec![], &out);
+            }
+            "LpNormalization" => {
+                self.allow(node, &["axis", "p"])?;
+                let rank = self.need(node, 0)?.shape().len();
+                let axis = self.attr_axis(node, -1, rank)?;
+                let op = match self.attr_int(node, "p", 2)? {
+                    1 => "ReduceL1",
+                    2 => "ReduceL2",
+                    p => {
+                        return Err(
+                            self.node_err(node, format!("p = {p}: only 1 and 2 are defined"))
+                        )
+                    }
+                };
+                let n = e.reduce(self, op, &x, &[axis]);
+                e.node_to("Div", &[&x, &n], vec![], &out);
+            }
+            "InstanceNormalization" => {
+                self.allow(node, &["epsilon"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                if s.len() < 3 {
+                    return Err(
+                        self.node_err(node, format!("input has shape {s:?}, expected [n, c, ...]"))
+                    );
+                }
+                let eps = float(self, "epsilon", 1e-5)?;
+                let axes: Vec<usize> = (2..s.len()).collect();
+                let mut cshape = vec![s[1]];
+                cshape.resize(s.len() - 1, 1);
+                let scale = self.input_name(node, 1)?;
+                let bias = self.input_name(node, 2)?;
+                let scale = e.reshape(self, &scale, &cshape);
+                let bias = e.reshape(self, &bias, &cshape);
+                let n = normalized(self, e, &x, &axes, eps as f64);
+                let y = e.node(self, "Mul", &[&n.y, &scale], vec![]);
+                e.node_to("Add", &[&y, &bias], vec![], &out);
+            }
+            "MeanVarianceNormalization" => {
+                self.allow(node, &["axes"])?;
+                let rank = self.need(node, 0)?.shape().len();
+                let raw = self.attr_ints(node, "axes")?.unwrap_or_else(|| vec![0, 2, 3]);
+                let axes = self.axis_list(node, &raw, rank)?;
+                // ONNX's function body adds 1e-9 to the standard deviation.
+                let mean = e.reduce(self, "ReduceMean", &x, &axes);
+                let d = e.node(self, "Sub", &[&x, &mean], vec![]);
+                let d2 = e.node(self, "Mul", &[&d, &d], vec![]);
+                let var = e.reduce(self, "ReduceMean", &d2, &axes);
+                let sd = e.node(self, "Sqrt", &[&var], vec![]);
+                let eps = e.scalar(self, 1e-9);
+                let sde = e.node(self, "Add", &[&sd, &eps], vec![]);
+                e.node_to("Div", &[&d, &sde], vec![], &out);
+            }
+            "LayerNormalization" => {
+                // Over axes [axis, rank), with the optional Mean and
+                // InvStdDev outputs (the fused op covers the last axis).
+                let s = self.need(node, 0)?.shape().to_vec();
+                let axis = self.attr_axis(node, -1, s.len())?;
+                let eps = float(self, "epsilon", 1e-5)?;
+                let axes: Vec<usize> = (axis..s.len()).collect();
+                let n = normalized(self, e, &x, &axes, eps as f64);
+                let scale = self.input_name(node, 1)?;
+                let y = e.node(self, "Mul", &[&n.y, &scale], vec![]);
+                match node.inputs.get(2).filter(|b| !b.is_empty()) {
+                    Some(b) => e.node_to("Add", &[&y, b], vec![], &out),
+                    None => e.node_to("Identity", &[&y], vec![], &out),
+                }
+                if let Some(m) = node.outputs.get(1).filter(|o| !o.is_empty()) {
+                    e.node_to("Identity", &[&n.mean], vec![], m);
+                }
+                if let Some(r) = node.outputs.get(2).filter(|o| !o.is_empty()) {
+                    e.node_to("Reciprocal", &[&n.std], vec![], r);
+                }
+            }
+            "DepthToSpace" | "SpaceToDepth" => {
+                let s = self.need(node, 0)?.shape().to_vec();
+                let to_space = node.op == "DepthToSpace";
+                self.allow(node, if to_space { &["blocksize", "mode"] } else { &["blocksize"] })?;
+                let b = self.attr_int(node, "blocksize", 0)?;
+                let [n, c, h, w] = s[..] else {
+                    return Err(self
+                        .node_err(node, format!("input has shape {s:?}, expected [n, c, h, w]")));
+                };
+                let b = usize::try_from(b).ok().filter(|&b| b > 0 && b <= 1 << 16);
+                let b = b.ok_or_else(|| self.node_err(node, "blocksize must be positive"))?;
+                let (mid, perm, last) = if to_space {
+                    if c % (b * b) != 0 {
+                        return Err(self.node_err(
+                            node,
+                            format!("{c} channels are not a multiple of blocksize² = {}", b * b),
+                        ));
+                    }
+                    let crd = match self.attr_str(node, "mode", "DCR")?.as_str() {
+                        "DCR" => false,
+                        "CRD" => true,
+                        m => {
+                            return Err(self.node_err(node, format!("mode '{m}' is not DCR or CRD")))
+                        }
+                    };
+                    let k = c / (b * b);
+                    if crd {
+                        (vec![n, k, b, b, h, w], vec![0, 1, 4, 2, 5, 3], vec![n, k, h * b, w * b])
+                    } else {
+                        (vec![n, b, b, k, h, w], vec![0, 3, 4, 1, 5, 2], vec![n, k, h * b, w * b])
+                    }
+                } else {
+                    if h % b != 0 || w % b != 0 {
+                        return Err(self.node_err(
+                            node,
+                            format!("{h} x {w} is not a multiple of blocksize {b}"),
+                        ));
+                    }
+                    let (hb, wb) = (h / b, w / b);
+                    (vec![n, c, hb, b, wb, b], vec![0, 3, 5, 1, 2, 4], vec![n, c * b * b, hb, wb])
+                };
+                let r = e.reshape(self, &x, &mid);
+                let t = e.node(self, "Transpose", &[&r], vec![("perm", Attr::Ints(perm))]);
+                let last: Vec<i64> = last.iter().map(|&d| d as i64).collect();
+                let l = e.ints(self, &last);
+                e.node_to("Reshape", &[&t, &l], vec![], &out);
+            }
+            "Trilu" => {
+                self.allow(node, &["upper"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                if s.len() < 2 {
+                    return Err(self
+                        .node_err(node, format!("input has rank {}, at least 2 needed", s.len())));
+                }
+                let k = match self.opt_const(node, 1, "k")? {
+                    None => 0,
+                    Some(c) => {
+                        super::scalar_of(&c, "k").map_err(|m| self.node_err(node, m))? as i64
+                    }
+                };
+                let upper = self.attr_int(node, "upper", 1)? != 0;
+                let (rows, cols) = (s[s.len() - 2], s[s.len() - 1]);
+                if numel(&[rows, cols]) > super::tensor::MAX_GROWN_ELEMENTS {
+                    return Err(self.node_err(node, "the matrix is too large for a mask"));
+                }
+                let keep = |i: usize, j: usize| {
+                    let d = j as i64 - i as i64;
+                    if upper {
+                        d >= k
+                    } else {
+                        d <= k
+                    }
+                };
+                let data = (0..rows * cols)
+                    .map(|p| f64::from(u8::from(keep(p / cols, p % cols))))
+                    .collect();
+                let mask = e.konst(
+                    self,
+                    Const {
+                        dtype: Dtype::Bool,
+                        shape: vec![rows, cols],
+                        data: std::rc::Rc::new(data),
+                    },
+                );
+                let zero = e.scalar(self, 0.0);
+                e.node_to("Where", &[&mask, &x, &zero], vec![], &out);
+            }
+            "EyeLike" => {
+                self.allow(node, &["dtype", "k"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                let [rows, cols] = s[..] else {
+                    return Err(self.node_err(node, format!("input has shape {s:?}, expected 2-D")));
+                };
+                if numel(&s) > super::tensor::MAX_GROWN_ELEMENTS {
+                    return Err(self.node_err(node, "the matrix is too large"));
+                }
+                let k = self.attr_int(node, "k", 0)?;
+                let data = (0..rows * cols)
+                    .map(|p| f64::from(u8::from((p % cols) as i64 - (p / cols) as i64 == k)))
+                    .collect();
+                let eye = e.konst(
+                    self,
+                    Const { dtype: Dtype::Float, shape: s, data: std::rc::Rc::new(data) },
+                );
+                e.node_to("Identity", &[&eye], vec![], &out);
+            }
+            other => return Err(self.node_err(node, format!("no expansion for {other}"))),
+        }
+        Ok(())
+    }
+
+    /// Input `k`'s name; an error if it is absent.
+    fn input_name(&self, node: &Node, k: usize) -> R<String> {
+        node.inputs
+            .get(k)
+            .filter(|i| !i.is_empty())
+            .cloned()
+            .ok_or_else(|| self.node_err(node, format!("input {k} is missing")))
+    }
+
+    fn attr_axis(&self, node: &Node, default: i64, rank: usize) -> R<usize> {
+        let a = self.attr_int(node, "axis", default)?;
+        axis_of(a, rank)
+            .ok_or_else(|| self.node_err(node, format!("axis {a} is out of range for rank {rank}")))
+    }
+
+    fn axis_list(&self, node: &Node, raw: &[i64], rank: usize) -> R<Vec<usize>> {
+        let mut axes = Vec::new();
+        for &a in raw {
+            let ax = axis_of(a, rank).ok_or_else(|| {
+                self.node_err(node, format!("axis {a} is out of range for rank {rank}"))
+            })?;
+            if axes.contains(&ax) {
+                return Err(self.node_err(node, format!("axis {a} is repeated")));
+            }
+            axes.push(ax);
+        }
+        axes.sort_unstable();
+        Ok(axes)
+    }
+}
+
+/// `(x - mean) / std` over `axes`, with `std = sqrt(var + eps)`.
+struct Normalized {
+    y: String,
+    mean: String,
+    std: String,
+}
+
+fn normalized(
+    cx: &Converter<'_>,
+    e: &mut Expansion,
+    x: &str,
+    axes: &[usize],
+    eps: f64,
+) -> Normalized {
+    let mean = e.reduce(cx, "ReduceMean", x, axes);
+    let d = e.node(cx, "Sub", &[x, &mean], vec![]);
+    let d2 = e.node(cx, "Mul", &[&d, &d], vec![]);
+    let var = e.reduce(cx, "ReduceMean", &d2, axes);
+    let eps = e.scalar(cx, eps);
+    let ve = e.node(cx, "Add", &[&var, &eps], vec![]);
+    let std = e.node(cx, "Sqrt", &[&ve], vec![]);
+    let y = e.node(cx, "Div", &[&d, &std], vec![]);
+    Normalized { y, mean, std }
+}
