@@ -84,6 +84,15 @@ if [[ "$(cat "$cache/reference/.stamp" 2>/dev/null)" != "$stamp" ]]; then
   echo "$stamp" > "$cache/reference/.stamp"
 fi
 (cd "$cache/reference" && for d in */ ops/*/; do [[ -f "$d/SHA256SUMS" ]] && (cd "$d" && sha256sum --quiet -c SHA256SUMS); done)
+# ONNX's own conformance cases (onnx/backend/test/data/node in the pinned
+# onnx wheel above), as .npy for crates/lsqr-cli/tests/onnx_node_suite.rs.
+stamp="$(sha_of "$here/onnx-node-suite.py") $pins"
+if [[ "$(cat "$cache/onnx-node/.stamp" 2>/dev/null)" != "$stamp" ]]; then
+  echo "laying out ONNX's node test cases" >&2
+  "$venv/bin/python" "$here/onnx-node-suite.py" "$cache/onnx-node"
+  echo "$stamp" > "$cache/onnx-node/.stamp"
+fi
+(cd "$cache/onnx-node" && sha256sum --quiet -c SHA256SUMS)
 # Reference embeddings of MiniLM on the sentences of the example and the
 # test, by a float64 NumPy BERT written apart from the Rust one
 # (crates/lsqr-cli/tests/minilm_embeddings.rs checks the Rust forward pass
