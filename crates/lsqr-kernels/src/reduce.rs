@@ -436,3 +436,65 @@ pub fn log_softmax_axis_inplace(
 ) -> Result<(), OpError> {
     Kernels::active().log_softmax_axis_inplace(x, shape, axis)
 }
+
+/// Writes, for each position of `x` (of `shape`) without `axis`, the index
+/// along `axis` of its largest value (`max`) or smallest, as f32: ONNX's
+/// ArgMax / ArgMin. Ties go to the first index, or the last with
+/// `last_index`; a NaN counts as beyond every number (NumPy's rule), so the
+/// first NaN wins (the last with `last_index`). `out` holds the positions
+/// in row-major order (with or without the kept size-1 axis, the same
+/// elements).
+///
+/// A selection, not arithmetic: one scalar pass, no SIMD path to check.
+pub fn arg_extreme_into(
+    x: &[f32],
+    shape: &[usize],
+    axis: usize,
+    max: bool,
+    last_index: bool,
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    const OP: &str = "arg_extreme";
+    check_shape(OP, x.len(), shape)?;
+    let Some(&n) = shape.get(axis) else {
+        return Err(OpError::BadParameter { op: OP, reason: "axis must be below the rank" });
+    };
+    if n == 0 {
+        return Err(OpError::BadParameter { op: OP, reason: "the axis is empty" });
+    }
+    let inner: usize = shape[axis + 1..].iter().product();
+    let outer: usize = shape[..axis].iter().product();
+    if out.len() != outer * inner {
+        return Err(OpError::LengthMismatch {
+            op: OP,
+            what: "out",
+            expected: outer * inner,
+            actual: out.len(),
+        });
+    }
+    // Whether `v` beats the best so far `b` (strictly, or on a tie with
+    // `last_index`).
+    let beats = |v: f32, b: f32| {
+        if b.is_nan() {
+            return last_index && v.is_nan();
+        }
+        if v.is_nan() {
+            return true;
+        }
+        let (better, tie) = if max { (v > b, v == b) } else { (v < b, v == b) };
+        better || (last_index && tie)
+    };
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| x[(o * n + k) * inner + i];
+            let mut best = 0;
+            for k in 1..n {
+                if beats(at(k), at(best)) {
+                    best = k;
+                }
+            }
+            out[o * inner + i] = best as f32;
+        }
+    }
+    Ok(())
+}

@@ -992,3 +992,69 @@ fn where_broadcasts_three_operands() {
     where_into(&[0.0], &[], &[5.0], &[], &[7.0], &[], &mut one).unwrap();
     assert_eq!(one, [7.0]);
 }
+
+/// ArgMax / ArgMin against a walk written out per axis, on values with
+/// ties and NaNs, every axis of a 3-D shape.
+#[test]
+fn arg_extreme_matches_a_direct_walk() {
+    use lsqr_kernels::reduce::arg_extreme_into;
+    let shape = [3usize, 4, 5];
+    // Few distinct values (ties everywhere), a NaN in some lines.
+    let x: Vec<f32> =
+        (0..60).map(|i| if i % 17 == 5 { f32::NAN } else { ((i * 7) % 5) as f32 - 2.0 }).collect();
+    for axis in 0..3 {
+        for (max, last) in [(true, false), (true, true), (false, false), (false, true)] {
+            let mut out_shape = shape.to_vec();
+            out_shape[axis] = 1;
+            let n: usize = out_shape.iter().product();
+            let mut got = vec![-1.0f32; n];
+            arg_extreme_into(&x, &shape, axis, max, last, &mut got).unwrap();
+            let strides = [20usize, 5, 1];
+            for (p, &g) in got.iter().enumerate() {
+                let idx = [
+                    p / (out_shape[1] * out_shape[2]),
+                    p / out_shape[2] % out_shape[1],
+                    p % out_shape[2],
+                ];
+                let line: Vec<f32> = (0..shape[axis])
+                    .map(|k| {
+                        let mut i = idx;
+                        i[axis] = k;
+                        x[i[0] * strides[0] + i[1] * strides[1] + i[2] * strides[2]]
+                    })
+                    .collect();
+                let want = match line.iter().position(|v| v.is_nan()) {
+                    Some(first) if !last => first,
+                    Some(_) => line.iter().rposition(|v| v.is_nan()).unwrap(),
+                    None => {
+                        let best = line.iter().copied().fold(
+                            if max { f32::MIN } else { f32::MAX },
+                            |b, v| {
+                                if max {
+                                    b.max(v)
+                                } else {
+                                    b.min(v)
+                                }
+                            },
+                        );
+                        let hits =
+                            line.iter().enumerate().filter(|(_, &v)| v == best).map(|(k, _)| k);
+                        if last {
+                            hits.max().unwrap()
+                        } else {
+                            hits.min().unwrap()
+                        }
+                    }
+                };
+                assert_eq!(
+                    g, want as f32,
+                    "axis {axis} max {max} last {last} at {idx:?}: {line:?}"
+                );
+            }
+        }
+    }
+    let mut out = vec![0.0; 12];
+    assert!(arg_extreme_into(&x, &shape, 3, true, false, &mut out).is_err(), "axis past the rank");
+    assert!(arg_extreme_into(&x, &shape, 2, true, false, &mut out[..11]).is_err(), "short out");
+    assert!(arg_extreme_into(&[], &[2, 0], 1, true, false, &mut [0.0; 2]).is_err(), "empty axis");
+}

@@ -242,6 +242,9 @@ fn exec<'x>(
         }
         Op::GlobalPool { max: true, input } => global_max_pool2d_into(x, *input, out),
         Op::Reduce { op: r, axes } => reduce_into(*r, x, shape(0), axes, out),
+        Op::ArgExtreme { max, axis, last_index } => {
+            lsqr_kernels::reduce::arg_extreme_into(x, shape(0), *axis, *max, *last_index, out)
+        }
         Op::MatMul => {
             let y = input(1).map_err(|_| missing())?;
             lsqr_kernels::batched_matmul_into(x, shape(0), y, shape(1), out)

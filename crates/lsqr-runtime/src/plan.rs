@@ -114,6 +114,12 @@ pub(crate) enum Op<'f> {
         op: ReduceOp,
         axes: Vec<usize>,
     },
+    /// Index of the largest / smallest value along `axis`.
+    ArgExtreme {
+        max: bool,
+        axis: usize,
+        last_index: bool,
+    },
     MatMul,
     Transpose {
         perm: Vec<usize>,
@@ -256,6 +262,8 @@ pub const OPS: &[&str] = &[
     "reduce_l2",
     "reduce_sum_square",
     "reduce_log_sum_exp",
+    "arg_max",
+    "arg_min",
     "matmul",
     "transpose",
     "concat",
@@ -987,6 +995,31 @@ fn plan_layer<'f>(
                 _ => ReduceOp::LogSumExp,
             };
             Ok((Op::Reduce { op, axes }, out, 0))
+        }
+        "arg_max" | "arg_min" => {
+            cx.allow_attrs(&["axis", "keepdims", "select_last_index"])?;
+            cx.inputs(ins, 1)?;
+            cx.weights(0, 0, "[]")?;
+            let s = ins[0];
+            let rank = s.len();
+            if rank == 0 || rank > MAX_RANK {
+                return Err(cx.shape(format!("input has rank {rank}, expected 1..={MAX_RANK}")));
+            }
+            let axis = cx.int("axis", Some(0))?;
+            if axis >= rank {
+                return Err(cx.attr_err("axis", format!("is {axis}, the input has rank {rank}")));
+            }
+            if s[axis] == 0 {
+                return Err(cx.shape(format!("input {s:?} is empty on axis {axis}")));
+            }
+            let keep = cx.int("keepdims", Some(1))? != 0;
+            let last_index = cx.int("select_last_index", Some(0))? != 0;
+            let out: Vec<usize> = if keep {
+                (0..s.len()).map(|k| if k == axis { 1 } else { s[k] }).collect()
+            } else {
+                (0..s.len()).filter(|&k| k != axis).map(|k| s[k]).collect()
+            };
+            Ok((Op::ArgExtreme { max: op_name == "arg_max", axis, last_index }, out, 0))
         }
         "matmul" => {
             cx.allow_attrs(&[])?;

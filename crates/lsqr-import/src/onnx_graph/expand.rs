@@ -19,6 +19,7 @@ pub(super) const EXPANDED_OPS: &[&str] = &[
     "DepthToSpace",
     "EyeLike",
     "GroupNormalization",
+    "Hardmax",
     "InstanceNormalization",
     "IsInf",
     "IsNaN",
@@ -344,6 +345,32 @@ impl Converter<'_> {
                 let t: Vec<i64> = tiled.iter().map(|&d| d as i64).collect();
                 let t = e.ints(self, &t);
                 e.node_to("Reshape", &[&big, &t], vec![], &out);
+            }
+            "Hardmax" => {
+                // 1 at the first largest value along `axis`; before opset 13
+                // the axis split a 2-D view, the same only for the last axis.
+                self.allow(node, &["axis"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                let axis = self.attr_axis(node, if self.opset >= 13 { -1 } else { 1 }, s.len())?;
+                if self.opset < 13 && axis + 1 != s.len() {
+                    return Err(
+                        self.node_err(node, "before opset 13, only the last axis is supported")
+                    );
+                }
+                let a = e.node(
+                    self,
+                    "ArgMax",
+                    &[&x],
+                    vec![("axis", Attr::Int(axis as i64)), ("keepdims", Attr::Int(1))],
+                );
+                let mut ishape = vec![1; s.len()];
+                ishape[axis] = s[axis];
+                let data = (0..s[axis]).map(|k| k as f64).collect();
+                let idx =
+                    Const::new(Dtype::Int, ishape, data).map_err(|m| self.node_err(node, m))?;
+                let idx = e.konst(self, idx);
+                let hit = e.node(self, "Equal", &[&a, &idx], vec![]);
+                e.node_to("Cast", &[&hit], vec![("to", Attr::Int(1))], &out);
             }
             "GroupNormalization" => {
                 self.allow(node, &["epsilon", "num_groups", "stash_type"])?;

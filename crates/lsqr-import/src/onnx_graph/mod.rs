@@ -87,6 +87,8 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "Abs",
     "Add",
     "And",
+    "ArgMax",
+    "ArgMin",
     "AveragePool",
     "BatchNormalization",
     "Cast",
@@ -121,6 +123,7 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "GreaterOrEqual",
     "HardSigmoid",
     "HardSwish",
+    "Hardmax",
     "Identity",
     "InstanceNormalization",
     "IsInf",
@@ -1053,6 +1056,7 @@ impl<'m> Converter<'m> {
                 self.emit(node, 0, op, vec![xn], vec![], vec![], out).map(drop)
             }
             "Softmax" | "LogSoftmax" => self.softmax(node),
+            "ArgMax" | "ArgMin" => self.arg_extreme(node),
             "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
             | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => self.reduce(node),
             "Transpose" => self.transpose(node),
@@ -1990,6 +1994,40 @@ impl<'m> Converter<'m> {
         let shn = self.dyn_name(&sh, &hint);
         let y = self.emit_tmp(&hint, "mul", vec![xn, scn], vec![]);
         self.emit(node, 0, "add", vec![y, shn], vec![], vec![], xs).map(drop)
+    }
+
+    fn arg_extreme(&mut self, node: &Node) -> R<()> {
+        self.allow(node, &["axis", "keepdims", "select_last_index"])?;
+        let x = self.need(node, 0)?;
+        let s = x.shape().to_vec();
+        let a = self.attr_int(node, "axis", 0)?;
+        let axis = axis_of(a, s.len()).ok_or_else(|| {
+            self.node_err(node, format!("axis {a} is out of range for rank {}", s.len()))
+        })?;
+        let keep = self.attr_int(node, "keepdims", 1)? != 0;
+        let last = self.attr_int(node, "select_last_index", 0)? != 0;
+        let out: Vec<usize> = if keep {
+            (0..s.len()).map(|k| if k == axis { 1 } else { s[k] }).collect()
+        } else {
+            (0..s.len()).filter(|&k| k != axis).map(|k| s[k]).collect()
+        };
+        let max = node.op == "ArgMax";
+        if let Val::Const(c) = &x {
+            let mut idx = vec![0.0f32; numel(&out)];
+            lsqr::kernels::reduce::arg_extreme_into(&c.to_f32s(), &s, axis, max, last, &mut idx)
+                .map_err(|e| self.node_err(node, e))?;
+            let data = idx.into_iter().map(f64::from).collect();
+            let c = Const::new(Dtype::Int, out, data).map_err(|m| self.node_err(node, m))?;
+            return self.set(node, 0, Val::Const(c));
+        }
+        let attrs = vec![
+            ("axis", Value::Int(axis as i64)),
+            ("keepdims", Value::Int(i64::from(keep))),
+            ("select_last_index", Value::Int(i64::from(last))),
+        ];
+        let op = if max { "arg_max" } else { "arg_min" };
+        let xn = self.dyn_name(&x, &node.outputs[0]);
+        self.emit(node, 0, op, vec![xn], vec![], attrs, out).map(drop)
     }
 
     fn layer_norm(&mut self, node: &Node) -> R<()> {
