@@ -527,3 +527,52 @@ pub fn gather_into(
     }
     Ok(())
 }
+
+/// [`gather_into`] with indices computed at run time (token ids into an
+/// embedding table): `indices` holds whole numbers as f32, a negative one
+/// counting from the end of `axis` (ONNX Gather). Out holds `x` with
+/// `indices.len()` on `axis`.
+///
+/// An index that is not a whole number or lies outside `[-dim, dim)` is an
+/// error, not a clamp: a model fed an id past its vocabulary must say so.
+pub fn gather_computed_into(
+    x: &[f32],
+    shape: &[usize],
+    axis: usize,
+    indices: &[f32],
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    const OP: &str = "gather";
+    let rank = shape.len();
+    check_rank(OP, rank)?;
+    if axis >= rank {
+        return Err(bad(OP, "axis out of range"));
+    }
+    check_len(OP, "x", x.len(), shape)?;
+    let dim = shape[axis];
+    let mut oshape = [0usize; MAX_RANK];
+    oshape[..rank].copy_from_slice(shape);
+    oshape[axis] = indices.len();
+    check_len(OP, "out", out.len(), &oshape[..rank])?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let inner = numel(OP, &shape[axis + 1..])?;
+    let block = dim * inner;
+    let out_block = indices.len() * inner;
+    let row = |v: f32| -> Result<usize, OpError> {
+        let d = dim as f64;
+        let v = f64::from(v);
+        if v.fract() != 0.0 || !(-d..d).contains(&v) {
+            return Err(bad(OP, "an index is not a whole number inside [-dim, dim)"));
+        }
+        Ok(if v < 0.0 { (v + d) as usize } else { v as usize })
+    };
+    for (src, dst) in x.chunks_exact(block).zip(out.chunks_exact_mut(out_block)) {
+        for (&v, d) in indices.iter().zip(dst.chunks_exact_mut(inner)) {
+            let i = row(v)?;
+            d.copy_from_slice(&src[i * inner..(i + 1) * inner]);
+        }
+    }
+    Ok(())
+}

@@ -257,8 +257,31 @@ proptest! {
             .collect();
         let mut out = vec![f32::NAN; want.len()];
         gather_into(&x, &shape, axis, &indices, &mut out).unwrap();
-        prop_assert_eq!(out, want);
+        prop_assert_eq!(&out, &want);
+        // The same indices computed at run time, half of them negative.
+        let computed: Vec<f32> = indices
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| if k % 2 == 1 { i as f32 - shape[axis] as f32 } else { i as f32 })
+            .collect();
+        let mut out2 = vec![f32::NAN; want.len()];
+        gather_computed_into(&x, &shape, axis, &computed, &mut out2).unwrap();
+        prop_assert_eq!(out2, want);
     }
+}
+
+#[test]
+fn gather_computed_refuses_indices_it_cannot_read() {
+    let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let mut o = [0.0; 2];
+    for bad_index in [3.0, -4.0, 0.5, f32::NAN, f32::INFINITY, 1e30] {
+        let r = gather_computed_into(&x, &[2, 3], 1, &[bad_index], &mut o);
+        assert!(is_bad(r), "{bad_index}");
+    }
+    gather_computed_into(&x, &[2, 3], 1, &[-1.0], &mut o).unwrap();
+    assert_eq!(o, [3.0, 6.0]);
+    assert!(is_len(gather_computed_into(&x, &[2, 3], 1, &[0.0, 1.0], &mut o)));
+    assert!(is_bad(gather_computed_into(&x, &[2, 3], 2, &[0.0], &mut o)));
 }
 
 #[test]

@@ -261,6 +261,10 @@ fn exec<'x>(
         }
         Op::Slice { starts, steps } => slice_into(x, shape(0), starts, steps, out_shape, out),
         Op::Gather { axis, indices } => gather_into(x, shape(0), *axis, indices, out),
+        Op::GatherComputed { axis } => {
+            let indices = input(1).map_err(|_| missing())?;
+            lsqr_kernels::layout::gather_computed_into(x, shape(0), *axis, indices, out)
+        }
         Op::Expand => expand_into(x, shape(0), out_shape, out),
         Op::Pad { begin, end, mode } => pad_into(x, shape(0), begin, end, *mode, out),
         Op::Resize(params) => resize_into(x, shape(0), out_shape, params, out),

@@ -131,6 +131,10 @@ pub(crate) enum Op<'f> {
         starts: Vec<usize>,
         steps: Vec<isize>,
     },
+    /// Gather with the indices in the second input (whole numbers as f32).
+    GatherComputed {
+        axis: usize,
+    },
     Gather {
         axis: usize,
         indices: Vec<usize>,
@@ -1096,15 +1100,29 @@ fn plan_layer<'f>(
             Ok((Op::Slice { starts, steps }, out, 0))
         }
         "gather" => {
-            cx.allow_attrs(&["axis", "indices"])?;
-            cx.inputs(ins, 1)?;
+            // Indices as an attribute, or (with a second input) computed.
             cx.weights(0, 0, "[]")?;
+            let computed = ins.len() == 2;
+            if computed {
+                cx.allow_attrs(&["axis"])?;
+            } else {
+                cx.allow_attrs(&["axis", "indices"])?;
+                cx.inputs(ins, 1)?;
+            }
             let s = ins[0];
             let axis = cx.int("axis", Some(0))?;
             if axis >= s.len() {
                 return Err(
                     cx.attr_err("axis", format!("is {axis}, the input has rank {}", s.len()))
                 );
+            }
+            if computed {
+                if s[axis] == 0 {
+                    return Err(cx.shape(format!("input {s:?} is empty on axis {axis}")));
+                }
+                let mut out = s.to_vec();
+                out[axis] = ins[1].iter().product();
+                return Ok((Op::GatherComputed { axis }, out, 0));
             }
             let indices = cx.usizes("indices")?;
             if let Some(&i) = indices.iter().find(|&&i| i >= s[axis]) {

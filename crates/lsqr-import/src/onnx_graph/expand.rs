@@ -16,13 +16,16 @@ pub(super) const EXPANDED_OPS: &[&str] = &[
     "Celu",
     "CastLike",
     "Cosh",
+    "CumSum",
     "DepthToSpace",
     "EyeLike",
+    "GatherElements",
     "GroupNormalization",
     "Hardmax",
     "InstanceNormalization",
     "IsInf",
     "IsNaN",
+    "LRN",
     "LpNormalization",
     "MeanVarianceNormalization",
     "Mish",
@@ -371,6 +374,140 @@ impl Converter<'_> {
                 let idx = e.konst(self, idx);
                 let hit = e.node(self, "Equal", &[&a, &idx], vec![]);
                 e.node_to("Cast", &[&hit], vec![("to", Attr::Int(1))], &out);
+            }
+            "BatchNormalization" => {
+                // Statistics computed at run time (constant ones fold into
+                // a per-channel affine map, or into the conv before).
+                let s = self.need(node, 0)?.shape().to_vec();
+                if s.len() < 2 {
+                    return Err(
+                        self.node_err(node, format!("input has shape {s:?}, expected [n, c, ...]"))
+                    );
+                }
+                let eps = e.scalar(self, float(self, "epsilon", 1e-5)? as f64);
+                let mut cshape = vec![s[1]];
+                cshape.resize(s.len() - 1, 1);
+                let [g, b, m, v] = [1, 2, 3, 4].map(|k| self.input_name(node, k));
+                let [g, b, m, v] = [g?, b?, m?, v?].map(|t| e.reshape(self, &t, &cshape));
+                let d = e.node(self, "Sub", &[&x, &m], vec![]);
+                let ve = e.node(self, "Add", &[&v, &eps], vec![]);
+                let sd = e.node(self, "Sqrt", &[&ve], vec![]);
+                let n = e.node(self, "Div", &[&d, &sd], vec![]);
+                let y = e.node(self, "Mul", &[&n, &g], vec![]);
+                e.node_to("Add", &[&y, &b], vec![], &out);
+            }
+            "GatherElements" => {
+                // Constant indices: a Gather of the flattened data.
+                self.allow(node, &["axis"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                let idx = self.need_const(node, 1, "indices")?;
+                let axis = self.attr_axis(node, 0, s.len())?;
+                let t = idx.shape.clone();
+                if t.len() != s.len()
+                    || t.iter().zip(&s).enumerate().any(|(d, (&a, &b))| d != axis && a > b)
+                {
+                    return Err(self.node_err(node, format!("indices {t:?} do not fit data {s:?}")));
+                }
+                if idx.len() > super::tensor::MAX_GROWN_ELEMENTS {
+                    return Err(self.node_err(node, "too many indices"));
+                }
+                let strides = super::tensor::strides(&s);
+                let tstrides = super::tensor::strides(&t);
+                let mut flat = Vec::with_capacity(idx.len());
+                for (p, &v) in idx.to_i64s().iter().enumerate() {
+                    let dim = s[axis] as i64;
+                    let r = if v < 0 { v + dim } else { v };
+                    if !(0..dim).contains(&r) {
+                        return Err(
+                            self.node_err(node, format!("index {v} is out of range for {dim}"))
+                        );
+                    }
+                    let mut at = 0;
+                    for d in 0..t.len() {
+                        let coord = if d == axis { r as usize } else { p / tstrides[d] % t[d] };
+                        at += coord * strides[d];
+                    }
+                    flat.push(at as i64);
+                }
+                let flat_x = e.reshape(self, &x, &[numel(&s)]);
+                let i = e.ints(self, &flat);
+                let g = e.node(self, "Gather", &[&flat_x, &i], vec![("axis", Attr::Int(0))]);
+                let ts: Vec<i64> = t.iter().map(|&d| d as i64).collect();
+                let ts = e.ints(self, &ts);
+                e.node_to("Reshape", &[&g, &ts], vec![], &out);
+            }
+            "CumSum" => {
+                // Prefix sums in log2(n) steps: y += y shifted by 1, 2, 4, ...
+                // along the axis.
+                self.allow(node, &["exclusive", "reverse"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                let a = self.need_const(node, 1, "axis")?;
+                let a = super::scalar_of(&a, "axis").map_err(|m| self.node_err(node, m))? as i64;
+                let axis = axis_of(a, s.len()).ok_or_else(|| {
+                    self.node_err(node, format!("axis {a} is out of range for rank {}", s.len()))
+                })?;
+                let exclusive = self.attr_int(node, "exclusive", 0)? != 0;
+                let reverse = self.attr_int(node, "reverse", 0)? != 0;
+                let n = s[axis];
+                // y shifted by k along the axis, zeros shifted in: a Slice
+                // and a Pad (no constant as large as the input).
+                let rank = s.len();
+                let shift = |cx: &Self, e: &mut Expansion, y: &str, k: usize| -> String {
+                    let k = k.min(n);
+                    let (from, to) = if reverse { (k, n) } else { (0, n - k) };
+                    let st = e.ints(cx, &[from as i64]);
+                    let en = e.ints(cx, &[to as i64]);
+                    let ax = e.ints(cx, &[axis as i64]);
+                    let kept = e.node(cx, "Slice", &[y, &st, &en, &ax], vec![]);
+                    let mut pads = vec![0i64; 2 * rank];
+                    pads[if reverse { rank + axis } else { axis }] = k as i64;
+                    let pads = e.ints(cx, &pads);
+                    e.node(cx, "Pad", &[&kept, &pads], vec![])
+                };
+                let mut y = if exclusive { shift(self, e, &x, 1) } else { x.clone() };
+                let mut k = 1;
+                while k < n {
+                    let sh = shift(self, e, &y, k);
+                    y = e.node(self, "Add", &[&y, &sh], vec![]);
+                    k *= 2;
+                }
+                e.node_to("Identity", &[&y], vec![], &out);
+            }
+            "LRN" => {
+                // x / (bias + alpha * mean of x² over `size` channels)^beta,
+                // the mean as an average pool over [channels, 1] that counts
+                // the zero padding (ONNX divides by size, padded or not).
+                self.allow(node, &["alpha", "beta", "bias", "size"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                let size = self.attr_int(node, "size", 0)?;
+                let size = usize::try_from(size).ok().filter(|&k| k > 0 && k <= 1 << 16);
+                let size = size.ok_or_else(|| self.node_err(node, "size must be positive"))?;
+                if s.len() < 3 {
+                    return Err(
+                        self.node_err(node, format!("input has shape {s:?}, expected [n, c, ...]"))
+                    );
+                }
+                let alpha = e.scalar(self, float(self, "alpha", 1e-4)? as f64);
+                let beta = e.scalar(self, float(self, "beta", 0.75)? as f64);
+                let bias = e.scalar(self, float(self, "bias", 1.0)? as f64);
+                let sq = e.node(self, "Mul", &[&x, &x], vec![]);
+                let r = e.reshape(self, &sq, &[s[0], 1, s[1], numel(&s[2..])]);
+                let (lo, hi) = ((size - 1) / 2, size - 1 - (size - 1) / 2);
+                let pool = e.node(
+                    self,
+                    "AveragePool",
+                    &[&r],
+                    vec![
+                        ("kernel_shape", Attr::Ints(vec![size as i64, 1])),
+                        ("pads", Attr::Ints(vec![lo as i64, 0, hi as i64, 0])),
+                        ("count_include_pad", Attr::Int(1)),
+                    ],
+                );
+                let back = e.reshape(self, &pool, &s);
+                let scaled = e.node(self, "Mul", &[&back, &alpha], vec![]);
+                let d = e.node(self, "Add", &[&scaled, &bias], vec![]);
+                let p = e.node(self, "Pow", &[&d, &beta], vec![]);
+                e.node_to("Div", &[&x, &p], vec![], &out);
             }
             "GroupNormalization" => {
                 self.allow(node, &["epsilon", "num_groups", "stash_type"])?;

@@ -103,6 +103,7 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "ConvTranspose",
     "Cos",
     "Cosh",
+    "CumSum",
     "DepthToSpace",
     "Div",
     "Dropout",
@@ -115,6 +116,7 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "Flatten",
     "Floor",
     "Gather",
+    "GatherElements",
     "Gelu",
     "Gemm",
     "GlobalAveragePool",
@@ -128,6 +130,7 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "InstanceNormalization",
     "IsInf",
     "IsNaN",
+    "LRN",
     "LayerNormalization",
     "LeakyRelu",
     "Less",
@@ -1914,6 +1917,11 @@ impl<'m> Converter<'m> {
         }
         let eps = self.attr_float(node, "epsilon", 1e-5)?;
         let x = self.need(node, 0)?;
+        for k in 1..=4 {
+            if matches!(self.input(node, k)?, Some(Val::Dyn { .. })) {
+                return self.by_expansion(node);
+            }
+        }
         let [g, b, m, v] = [1, 2, 3, 4].map(|k| self.need_const(node, k, "statistics"));
         let (g, b, m, v) = (g?, b?, m?, v?);
         let xs = x.shape().to_vec();
@@ -2516,11 +2524,31 @@ impl<'m> Converter<'m> {
     fn gather(&mut self, node: &Node) -> R<()> {
         self.allow(node, &["axis"])?;
         let x = self.need(node, 0)?;
-        let idx = self.need_const(node, 1, "indices")?;
         let xs = x.shape().to_vec();
         let a = self.attr_int(node, "axis", 0)?;
         let axis = axis_of(a, xs.len())
             .ok_or_else(|| self.node_err(node, format!("axis {a} out of range")))?;
+        if let Val::Dyn { name: iname, shape: is } = self.need(node, 1)? {
+            // Indices computed at run time (token ids into an embedding
+            // table): checked by the runtime as it reads them.
+            if xs[axis] == 0 {
+                return Err(self.node_err(node, "the data is empty on the gathered axis"));
+            }
+            let out: Vec<usize> =
+                xs[..axis].iter().chain(&is).chain(&xs[axis + 1..]).copied().collect();
+            let xn = self.dyn_name(&x, &node.outputs[0]);
+            let attrs = vec![("axis", Value::Int(axis as i64))];
+            let mut flat = xs.clone();
+            flat[axis] = numel(&is);
+            if flat == out {
+                return self.emit(node, 0, "gather", vec![xn, iname], vec![], attrs, out).map(drop);
+            }
+            let g = self.emit_tmp(&node.outputs[0], "gather", vec![xn, iname], attrs);
+            return self
+                .emit(node, 0, "reshape", vec![g], vec![], vec![("shape", ints(&out))], out)
+                .map(drop);
+        }
+        let idx = self.need_const(node, 1, "indices")?;
         let dim = xs[axis] as i64;
         let mut indices = Vec::with_capacity(idx.len());
         for v in idx.to_i64s() {

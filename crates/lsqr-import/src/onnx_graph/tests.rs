@@ -495,3 +495,37 @@ fn an_expansion_error_names_the_original_node() {
     let e = error(&m, &[]);
     assert!(e.contains("(DepthToSpace, opset 17)") && e.contains("multiple of blocksize"), "{e}");
 }
+
+#[test]
+fn gather_of_computed_indices_runs_and_checks_them_at_run_time() {
+    // An embedding lookup: a [5, 3] table, token ids [2, 2] given at run
+    // time, one of them negative.
+    let table: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
+    let mut m =
+        Model::new(vec![value_info("ids", &["2", "2"])], vec![value_info("y", &["2", "2", "3"])]);
+    m.inits = vec![f32_tensor("E", &[5, 3], &table)];
+    m.nodes = vec![node("Gather", &["E", "ids"], &["y"], &[])];
+    let g = m.import(&[]).unwrap();
+    let y = run(&g, &[&[4.0, 0.0, -1.0, 2.0]]).remove(0);
+    let want: Vec<f32> =
+        [4, 0, 4, 2].iter().flat_map(|&r| table[r * 3..r * 3 + 3].to_vec()).collect();
+    assert_eq!(y, want);
+    // An id past the table is a run-time error, not a read out of bounds.
+    let mut w = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
+    for (name, shape) in &g.input_shapes {
+        let dims = shape.iter().map(|&d| d as i64).collect();
+        w.add_metadata(&format!("input_shape.{name}"), Value::IntList(dims)).unwrap();
+    }
+    for t in &g.tensors {
+        w.add_raw_f32(&t.name, &t.shape, &t.data).unwrap();
+    }
+    w.set_graph(g.graph.clone());
+    let bytes = w.finish().unwrap().into_inner();
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let plan = Plan::new(&file).unwrap();
+    let mut arena = vec![0u8; plan.arena_len()];
+    let mut r = plan.bind(&mut arena).unwrap();
+    r.set_input(0, &[5.0, 0.0, 0.0, 0.0]).unwrap();
+    let e = r.run().expect_err("id 5 is past the table").to_string();
+    assert!(e.contains("gather") && e.contains("index"), "{e}");
+}
