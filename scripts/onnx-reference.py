@@ -65,11 +65,27 @@ def det_image(rng, shape):
     std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
     return ((text_image(rng, shape) - mean) / std).astype(np.float32)
 
+def token_ids(rng, shape):
+    # [CLS] ids... [SEP], then padding (id 0) from a per-row length on.
+    n, t = shape
+    ids = rng.integers(1000, 29000, size=shape, dtype=np.int64)
+    for r in range(n):
+        length = t - 5 * r
+        ids[r, 0], ids[r, length - 1], ids[r, length:] = 101, 102, 0
+    return ids
+
+
+def token_mask(rng, shape):
+    n, t = shape
+    return np.array([[1 if j < t - 5 * r else 0 for j in range(t)] for r in range(n)], np.int64)
+
 MODELS = {
     "magika": ("magika/model.onnx", {"bytes": ((4, 2048), magika_bytes)}),
     "ppocr-cls": ("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": ((1, 3, 48, 192), cls_rec_image)}),
     "ppocr-det": ("ppocr/ch_PP-OCRv4_det_infer.onnx", {"x": ((1, 3, 320, 320), det_image)}),
     "ppocr-rec": ("ppocr/ch_PP-OCRv4_rec_infer.onnx", {"x": ((1, 3, 48, 320), cls_rec_image)}),
+    "bert-minilm-l3": ("bert/paraphrase-MiniLM-L3-v2.onnx",
+                       {"input_ids": ((2, 16), token_ids), "attention_mask": ((2, 16), token_mask)}),
 }
 
 

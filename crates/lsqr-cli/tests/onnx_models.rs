@@ -24,6 +24,10 @@ fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
             .collect(),
+        lsqr::format::RawDtype::I64 => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         _ => m.to_f32(t).unwrap().into_owned(),
     };
     (t.shape.clone(), data)
@@ -116,6 +120,74 @@ fn float_graphs_match_onnxruntime() {
         ]);
         let written = std::fs::read_dir(&out_dir).unwrap().next().unwrap().unwrap().path();
         assert_eq!(npy(&written).1, got, "{name}: lsqr run");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A BERT text encoder (paraphrase-MiniLM-L3-v2 as exported to ONNX):
+/// embedding lookups of token ids computed at run time, attention with a
+/// padding mask, two rows of different lengths. Float against onnxruntime
+/// output by output; quantized with default options, the pooled embedding
+/// against float.
+#[test]
+fn bert_graph_matches_onnxruntime() {
+    let dir = temp_dir("bert");
+    let rel = "bert/paraphrase-MiniLM-L3-v2.onnx";
+    let (_, _) = reference("bert-minilm-l3");
+    let refdir = model("reference/bert-minilm-l3/SHA256SUMS").parent().unwrap().to_path_buf();
+    let (_, ids) = npy(&refdir.join("input.input_ids.npy"));
+    let (_, mask) = npy(&refdir.join("input.attention_mask.npy"));
+    let shapes = ["input_ids=2,16", "attention_mask=2,16"];
+    let lsq_for = |tag: &str, extra: &[&str]| {
+        let out = dir.join(format!("{tag}.lsq"));
+        let src = model(rel);
+        let mut args = vec!["quantize", src.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        for s in &shapes {
+            args.extend(["--input-shape", s]);
+        }
+        args.extend(extra);
+        lsqr(&args);
+        out
+    };
+    let float = lsq_for("float", &["--keep", "*"]);
+    let bytes = std::fs::read(&float).unwrap();
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let plan = Plan::new(&file).unwrap();
+    let names: Vec<String> = plan.inputs().iter().map(|i| i.name.clone()).collect();
+    assert_eq!(names, ["input_ids", "attention_mask"]);
+    let outputs: Vec<String> = plan.outputs().iter().map(|o| o.name.clone()).collect();
+    let got = run(&float, &[&ids, &mask]);
+    let mut pooled = None;
+    for (name, got) in outputs.iter().zip(&got) {
+        let safe: String = name
+            .chars()
+            .map(|c| if c.is_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .collect();
+        let (_, want) = npy(&refdir.join(format!("output.{safe}.npy")));
+        assert_eq!(got.len(), want.len(), "{name}");
+        let max_ref = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max_diff = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("bert {name}: max |diff| / max |ref| = {:.1e}", max_diff / max_ref.max(1e-30));
+        assert!(
+            max_diff <= 1e-4 * max_ref.max(1.0),
+            "{name}: max |diff| {max_diff}, max |ref| {max_ref}"
+        );
+        if want.len() == 2 * 384 {
+            pooled = Some(want);
+        }
+    }
+    let pooled = pooled.expect("a [2, 384] pooled output");
+    let quant = lsq_for("quant", &[]);
+    let q = run(&quant, &[&ids, &mask]);
+    let qp = q.iter().find(|o| o.len() == 2 * 384).expect("the pooled output");
+    for row in 0..2 {
+        let (a, b) = (&pooled[row * 384..][..384], &qp[row * 384..][..384]);
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let cos = dot / (na * nb);
+        eprintln!("bert quantized (defaults), row {row}: cosine to float {cos:.4}");
+        assert!(cos >= 0.97, "row {row}: cosine {cos}");
     }
     std::fs::remove_dir_all(dir).ok();
 }
