@@ -575,6 +575,40 @@ fn decode_flat(kern: &crate::Kernels, w: &PackedWeight<'_>, start: usize, out: &
     }
 }
 
+/// Decodes rows `indices` of the weight's row view, one after another, into
+/// `out` (`indices.len() * cols` values): an embedding table's lookup of
+/// token ids, which reads only the rows it needs. Indices are whole numbers
+/// as f32 (a runtime value), a negative one counting from the end; one that
+/// is not whole or lies outside `[-rows, rows)` is an error.
+pub fn gather_rows_into(
+    w: &PackedWeight<'_>,
+    indices: &[f32],
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    const OP: &str = "gather_rows";
+    let expected = indices
+        .len()
+        .checked_mul(w.cols)
+        .ok_or(OpError::BadParameter { op: OP, reason: "element count overflows" })?;
+    if out.len() != expected {
+        return Err(OpError::LengthMismatch { op: OP, what: "out", expected, actual: out.len() });
+    }
+    let kern = crate::Kernels::active();
+    let rows = w.rows as f64;
+    for (&v, row) in indices.iter().zip(out.chunks_exact_mut(w.cols.max(1))) {
+        let v = f64::from(v);
+        if v.fract() != 0.0 || !(-rows..rows).contains(&v) {
+            return Err(OpError::BadParameter {
+                op: OP,
+                reason: "an index is not a whole number inside [-rows, rows)",
+            });
+        }
+        let r = if v < 0.0 { (v + rows) as usize } else { v as usize };
+        decode_flat(kern, w, r * w.cols, row);
+    }
+    Ok(())
+}
+
 /// Decodes the whole weight into `out` (row-major, `rows * cols` values).
 /// Outputs beyond 8 MiB are written with streaming stores on AVX2.
 pub fn dequantize_into(w: &PackedWeight<'_>, out: &mut [f32]) -> Result<(), OpError> {

@@ -8,7 +8,8 @@ use lsqr_codec::{
 };
 use lsqr_format::{LsqFile, LsqWriter, TensorView};
 use lsqr_kernels::packed::{
-    dequantize_into, dequantize_into_bf16, dequantize_into_f16, linear, PackedWeight,
+    dequantize_into, dequantize_into_bf16, dequantize_into_f16, gather_rows_into, linear,
+    PackedWeight,
 };
 use lsqr_kernels::OpError;
 use proptest::prelude::*;
@@ -77,8 +78,25 @@ fn check(kind: CodecKind, bits: u32, scaling: Scaling, shape: &[usize], batch: u
         "bf16 {kind} C={bits}"
     );
 
-    // linear agrees with a naive f64 product of the decoded weight.
+    // Gathered rows (an embedding lookup) are the decoded rows.
     let (rows, cols) = (w.rows(), w.cols());
+    if rows > 0 && cols > 0 {
+        let picks = [rows - 1, 0, rows / 2, rows - 1];
+        let ids: Vec<f32> = picks.iter().map(|&r| r as f32).chain([-1.0]).collect();
+        let mut g = vec![f32::NAN; ids.len() * cols];
+        gather_rows_into(&w, &ids, &mut g).unwrap();
+        for (k, &r) in picks.iter().chain([rows - 1].iter()).enumerate() {
+            assert_eq!(g[k * cols..][..cols], dense[r * cols..][..cols], "{kind} C={bits} row {r}");
+        }
+        for bad in [rows as f32, -(rows as f32) - 1.0, 0.5, f32::NAN] {
+            let r = gather_rows_into(&w, &[bad], &mut g[..cols]);
+            assert!(matches!(r, Err(OpError::BadParameter { .. })), "index {bad}");
+        }
+        let r = gather_rows_into(&w, &[0.0], &mut g[..cols + 1]);
+        assert!(matches!(r, Err(OpError::LengthMismatch { .. })));
+    }
+
+    // linear agrees with a naive f64 product of the decoded weight.
     let x = values(batch * cols, seed ^ 7);
     let bias = values(rows, seed ^ 9);
     let mut y = vec![0.0f32; batch * rows];

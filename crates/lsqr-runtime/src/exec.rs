@@ -261,6 +261,7 @@ fn exec<'x>(
         }
         Op::Slice { starts, steps } => slice_into(x, shape(0), starts, steps, out_shape, out),
         Op::Gather { axis, indices } => gather_into(x, shape(0), *axis, indices, out),
+        Op::GatherRows { w } => lsqr_kernels::packed::gather_rows_into(w, x, out),
         Op::GatherComputed { axis } => {
             let indices = input(1).map_err(|_| missing())?;
             lsqr_kernels::layout::gather_computed_into(x, shape(0), *axis, indices, out)

@@ -131,6 +131,10 @@ pub(crate) enum Op<'f> {
         starts: Vec<usize>,
         steps: Vec<isize>,
     },
+    /// Rows of a table weight at the input's indices (whole numbers as f32).
+    GatherRows {
+        w: Weight<'f>,
+    },
     /// Gather with the indices in the second input (whole numbers as f32).
     GatherComputed {
         axis: usize,
@@ -1099,6 +1103,7 @@ fn plan_layer<'f>(
             let steps = steps.iter().map(|&v| v as isize).collect();
             Ok((Op::Slice { starts, steps }, out, 0))
         }
+        "gather" if !cx.layer.weights.is_empty() => plan_gather_rows(cx, file, ins),
         "gather" => {
             // Indices as an attribute, or (with a second input) computed.
             cx.weights(0, 0, "[]")?;
@@ -1424,6 +1429,27 @@ fn plan_linear<'f>(
     *out.last_mut().expect("rank >= 1") = out_f;
     let scratch = linear_scratch_len(&w, batch);
     Ok((Op::Linear { w, bias, batch }, out, scratch))
+}
+
+/// `gather` of a (possibly quantized) table's rows by computed indices:
+/// only the rows looked up are decoded.
+fn plan_gather_rows<'f>(
+    cx: &Cx<'_>,
+    file: &'f LsqFile<'_>,
+    ins: &[&[usize]],
+) -> Result<Planned<'f>, RuntimeError> {
+    cx.allow_attrs(&["axis"])?;
+    cx.inputs(ins, 1)?;
+    let names = cx.weights(1, 1, "[table]")?;
+    if cx.int("axis", Some(0))? != 0 {
+        return Err(cx.attr_err("axis", "must be 0 with a table weight"));
+    }
+    let w = cx.weight(file, &names[0], 2, "[rows, cols]")?;
+    if w.rows() == 0 {
+        return Err(cx.weight_err(&names[0], "has no rows"));
+    }
+    let out = vec![element_count(ins[0])?, w.cols()];
+    Ok((Op::GatherRows { w }, out, 0))
 }
 
 fn plan_conv2d<'f>(

@@ -2536,8 +2536,30 @@ impl<'m> Converter<'m> {
             }
             let out: Vec<usize> =
                 xs[..axis].iter().chain(&is).chain(&xs[axis + 1..]).copied().collect();
-            let xn = self.dyn_name(&x, &node.outputs[0]);
             let attrs = vec![("axis", Value::Int(axis as i64))];
+            if let (Val::Const(c), 0, 2) = (&x, axis, xs.len()) {
+                // An embedding table: a weight the quantizer compresses, of
+                // which the runtime decodes only the rows looked up.
+                let hint = node.outputs[0].clone();
+                let t = self.tensor(
+                    &format!("{hint}.table"),
+                    xs.clone(),
+                    c.to_f32s(),
+                    TensorRole::Weight,
+                );
+                let flat = vec![numel(&is), xs[1]];
+                if flat == out {
+                    return self
+                        .emit(node, 0, "gather", vec![iname], vec![t], attrs, out)
+                        .map(drop);
+                }
+                let g = self.claim(&format!("{hint}#gather"));
+                self.push_layer("gather", vec![iname], vec![t], attrs, &g);
+                return self
+                    .emit(node, 0, "reshape", vec![g], vec![], vec![("shape", ints(&out))], out)
+                    .map(drop);
+            }
+            let xn = self.dyn_name(&x, &node.outputs[0]);
             let mut flat = xs.clone();
             flat[axis] = numel(&is);
             if flat == out {

@@ -506,6 +506,10 @@ fn gather_of_computed_indices_runs_and_checks_them_at_run_time() {
     m.inits = vec![f32_tensor("E", &[5, 3], &table)];
     m.nodes = vec![node("Gather", &["E", "ids"], &["y"], &[])];
     let g = m.import(&[]).unwrap();
+    let gather = g.graph.layers.iter().find(|l| l.op == "gather").unwrap();
+    assert_eq!(gather.weights.len(), 1, "the table is a weight");
+    let table_role = g.tensors.iter().find(|t| t.name == gather.weights[0]).unwrap().role;
+    assert_eq!(table_role, TensorRole::Weight, "which the quantizer compresses");
     let y = run(&g, &[&[4.0, 0.0, -1.0, 2.0]]).remove(0);
     let want: Vec<f32> =
         [4, 0, 4, 2].iter().flat_map(|&r| table[r * 3..r * 3 + 3].to_vec()).collect();
@@ -528,4 +532,19 @@ fn gather_of_computed_indices_runs_and_checks_them_at_run_time() {
     r.set_input(0, &[5.0, 0.0, 0.0, 0.0]).unwrap();
     let e = r.run().expect_err("id 5 is past the table").to_string();
     assert!(e.contains("gather") && e.contains("index"), "{e}");
+}
+
+#[test]
+fn gather_of_computed_indices_from_a_computed_table() {
+    // The table is itself a run-time value: the two-input gather form.
+    let mut m = Model::new(
+        vec![value_info("E", &["4", "2"]), value_info("ids", &["3"])],
+        vec![value_info("y", &["3", "2"])],
+    );
+    m.nodes = vec![node("Gather", &["E", "ids"], &["y"], &[])];
+    let g = m.import(&[]).unwrap();
+    assert!(g.graph.layers.iter().any(|l| l.op == "gather" && l.inputs.len() == 2));
+    let table = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+    let y = run(&g, &[&table, &[3.0, -4.0, 1.0]]).remove(0);
+    assert_eq!(y, [6.0, 7.0, 0.0, 1.0, 2.0, 3.0]);
 }
