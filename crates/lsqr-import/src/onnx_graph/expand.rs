@@ -13,6 +13,13 @@ use super::{axis_of, numel, Converter, Val, R};
 
 /// The ops [`Converter::by_expansion`] rewrites.
 pub(super) const EXPANDED_OPS: &[&str] = &[
+    "ConvInteger",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
     "Celu",
     "CastLike",
     "Cosh",
@@ -509,6 +516,129 @@ impl Converter<'_> {
                 let p = e.node(self, "Pow", &[&d, &beta], vec![]);
                 e.node_to("Div", &[&x, &p], vec![], &out);
             }
+            "QuantizeLinear" => {
+                self.allow(node, &["axis", "saturate"])?;
+                let (lo, hi) = self.quant_range(node, 2)?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                let scale = self.per_axis(node, e, 1, &s)?;
+                let zp = self.opt_per_axis(node, e, 2, &s)?;
+                quantize(self, e, &x, &scale, zp.as_deref(), (lo, hi), &out);
+            }
+            "DequantizeLinear" => {
+                self.allow(node, &["axis"])?;
+                let s = self.need(node, 0)?.shape().to_vec();
+                let scale = self.per_axis(node, e, 1, &s)?;
+                let zp = self.opt_per_axis(node, e, 2, &s)?;
+                dequantize(e, self, &x, &scale, zp.as_deref(), &out);
+            }
+            "DynamicQuantizeLinear" => {
+                // ONNX's definition: uint8 over [min(x, 0), max(x, 0)].
+                self.allow(node, &[])?;
+                let rank = self.need(node, 0)?.shape().len();
+                let all: Vec<usize> = (0..rank).collect();
+                let (zero, q) = (e.scalar(self, 0.0), e.scalar(self, 255.0));
+                let mx = e.reduce(self, "ReduceMax", &x, &all);
+                let mn = e.reduce(self, "ReduceMin", &x, &all);
+                let mx = e.node(self, "Max", &[&mx, &zero], vec![]);
+                let mn = e.node(self, "Min", &[&mn, &zero], vec![]);
+                let range = e.node(self, "Sub", &[&mx, &mn], vec![]);
+                let scale = e.node(self, "Div", &[&range, &q], vec![]);
+                let m = e.node(self, "Div", &[&mn, &scale], vec![]);
+                let m = e.node(self, "Neg", &[&m], vec![]);
+                let zp = clip(self, e, &m, (0.0, 255.0), None);
+                let zp = e.node(self, "Round", &[&zp], vec![]);
+                let scalar = e.ints(self, &[]);
+                let outs: Vec<String> = node.outputs.clone();
+                quantize(self, e, &x, &scale, Some(&zp), (0.0, 255.0), &out);
+                if let Some(o) = outs.get(1).filter(|o| !o.is_empty()) {
+                    e.node_to("Reshape", &[&scale, &scalar], vec![], o);
+                }
+                if let Some(o) = outs.get(2).filter(|o| !o.is_empty()) {
+                    e.node_to("Reshape", &[&zp, &scalar], vec![], o);
+                }
+            }
+            "MatMulInteger" | "ConvInteger" => {
+                // (a - a_zero_point) times (b - b_zero_point), in f32 (exact
+                // while the sums stay below 2^24 in magnitude).
+                let conv = node.op == "ConvInteger";
+                if conv {
+                    self.allow(
+                        node,
+                        &["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"],
+                    )?;
+                } else {
+                    self.allow(node, &[])?;
+                }
+                let a = self.centred(node, e, 0, 2, if conv { 1 } else { 0 }, false)?;
+                let b = self.centred(node, e, 1, 3, if conv { 0 } else { 1 }, !conv)?;
+                let attrs = if conv { node.attrs.clone() } else { Vec::new() };
+                let op = if conv { "Conv" } else { "MatMul" };
+                e.nodes.push(Node {
+                    name: String::new(),
+                    op: op.into(),
+                    domain: String::new(),
+                    inputs: vec![a, b],
+                    outputs: vec![out.clone()],
+                    attrs,
+                });
+            }
+            "QLinearMatMul" | "QLinearConv" => {
+                // Dequantize both operands, multiply in f32, quantize.
+                let conv = node.op == "QLinearConv";
+                if conv {
+                    self.allow(
+                        node,
+                        &["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"],
+                    )?;
+                } else {
+                    self.allow(node, &[])?;
+                }
+                let (lo, hi) = self.quant_range(node, 7)?;
+                let deq = |cx: &mut Self, e: &mut Expansion, k: usize, axis: usize| -> R<String> {
+                    let s = cx.need(node, k)?.shape().to_vec();
+                    let v = cx.input_name(node, k)?;
+                    let scale = cx.per_axis_at(node, e, k + 1, &s, axis)?;
+                    let zp = cx.opt_per_axis_at(node, e, k + 2, &s, axis)?;
+                    let d = e.fresh(cx, "dequantized");
+                    dequantize(e, cx, &v, &scale, zp.as_deref(), &d);
+                    Ok(d)
+                };
+                let a = deq(self, e, 0, if conv { 1 } else { 0 })?;
+                let b_rank = self.need(node, 3)?.shape().len();
+                let b = deq(self, e, 3, if conv { 0 } else { b_rank.saturating_sub(1) })?;
+                let mut y = e.fresh(self, "product");
+                let attrs = if conv { node.attrs.clone() } else { Vec::new() };
+                e.nodes.push(Node {
+                    name: String::new(),
+                    op: if conv { "Conv" } else { "MatMul" }.into(),
+                    domain: String::new(),
+                    inputs: vec![a, b],
+                    outputs: vec![y.clone()],
+                    attrs,
+                });
+                if conv {
+                    if let Some(bias) = node.inputs.get(8).filter(|b| !b.is_empty()) {
+                        // int32 bias at scale x_scale * w_scale.
+                        let rank = self.need(node, 0)?.shape().len();
+                        let ws = self.input_name(node, 4)?;
+                        let xs = self.input_name(node, 1)?;
+                        let bs = e.node(self, "Mul", &[&xs, &ws], vec![]);
+                        let bf = e.node(self, "Mul", &[bias, &bs], vec![]);
+                        let mut cshape =
+                            vec![self.need(node, 3)?.shape().first().copied().unwrap_or(1)];
+                        cshape.resize(rank.saturating_sub(1), 1);
+                        let bf = e.reshape(self, &bf, &cshape);
+                        y = e.node(self, "Add", &[&y, &bf], vec![]);
+                    }
+                }
+                let ys = self.need(node, 6)?.shape().to_vec();
+                if numel(&ys) != 1 {
+                    return Err(self.node_err(node, "only a per-tensor output scale is supported"));
+                }
+                let scale = self.input_name(node, 6)?;
+                let zp = self.input_name(node, 7)?;
+                quantize(self, e, &y, &scale, Some(&zp), (lo, hi), &out);
+            }
             "GroupNormalization" => {
                 self.allow(node, &["epsilon", "num_groups", "stash_type"])?;
                 let s = self.need(node, 0)?.shape().to_vec();
@@ -765,6 +895,128 @@ impl Converter<'_> {
         Ok(())
     }
 
+    /// The integer range of a quantized value, from its zero point's type
+    /// (input `zp`; uint8 without one).
+    fn quant_range(&self, node: &Node, zp: usize) -> R<(f64, f64)> {
+        use lsqr::format::RawDtype;
+        let Some(name) = node.inputs.get(zp).filter(|n| !n.is_empty()) else {
+            return Ok((0.0, 255.0));
+        };
+        let dtype = match self.sources.get(name.as_str()) {
+            Some(&i) => Some(self.model.tensors[i].dtype),
+            None => self.elem_types.get(name).and_then(|&c| crate::onnx::onnx_dtype(c).ok()),
+        };
+        match dtype {
+            Some(RawDtype::U8) => Ok((0.0, 255.0)),
+            Some(RawDtype::I8) => Ok((-128.0, 127.0)),
+            Some(RawDtype::I16) => Ok((-32768.0, 32767.0)),
+            Some(RawDtype::I32) => Ok((f64::from(i32::MIN), f64::from(i32::MAX))),
+            other => Err(self.node_err(
+                node,
+                format!(
+                    "zero point '{name}' has type {other:?}: uint8, int8, int16 or int32 expected"
+                ),
+            )),
+        }
+    }
+
+    /// Input `k` (a scale or zero point: one value, or one per slice of
+    /// the `axis` attribute's dim of a value of shape `s`), shaped to
+    /// broadcast against that value.
+    fn per_axis(&self, node: &Node, e: &mut Expansion, k: usize, s: &[usize]) -> R<String> {
+        if numel(&self.shape_of(node, k)?) == 1 {
+            return self.input_name(node, k);
+        }
+        let axis = self.attr_axis(node, 1, s.len())?;
+        self.per_axis_at(node, e, k, s, axis)
+    }
+
+    /// Input `k`'s shape (a computed or constant value, or a tensor of
+    /// the model not read yet).
+    fn shape_of(&self, node: &Node, k: usize) -> R<Vec<usize>> {
+        let name = self.input_name(node, k)?;
+        Ok(match self.vals.get(&name) {
+            Some(v) => v.shape().to_vec(),
+            None => self
+                .sources
+                .get(name.as_str())
+                .map(|&i| self.model.tensors[i].shape.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn opt_per_axis(
+        &self,
+        node: &Node,
+        e: &mut Expansion,
+        k: usize,
+        s: &[usize],
+    ) -> R<Option<String>> {
+        match node.inputs.get(k).filter(|n| !n.is_empty()) {
+            None => Ok(None),
+            Some(_) => self.per_axis(node, e, k, s).map(Some),
+        }
+    }
+
+    fn opt_per_axis_at(
+        &self,
+        node: &Node,
+        e: &mut Expansion,
+        k: usize,
+        s: &[usize],
+        axis: usize,
+    ) -> R<Option<String>> {
+        match node.inputs.get(k).filter(|n| !n.is_empty()) {
+            None => Ok(None),
+            Some(_) => self.per_axis_at(node, e, k, s, axis).map(Some),
+        }
+    }
+
+    fn per_axis_at(
+        &self,
+        node: &Node,
+        e: &mut Expansion,
+        k: usize,
+        s: &[usize],
+        axis: usize,
+    ) -> R<String> {
+        let name = self.input_name(node, k)?;
+        let p = self.shape_of(node, k)?;
+        let n = numel(&p);
+        if n == 1 {
+            return Ok(name);
+        }
+        if p.len() != 1 || s.get(axis) != Some(&n) {
+            return Err(self.node_err(
+                node,
+                format!("input {k} has shape {p:?}: one value, or one per index of axis {axis} of {s:?} (blocked quantization is not supported)"),
+            ));
+        }
+        let mut b = vec![1; s.len()];
+        b[axis] = n;
+        Ok(e.reshape(self, &name, &b))
+    }
+
+    /// `x - zero_point` for input `k` with zero point `zp` (absent: x),
+    /// the zero point one value or one per index of `axis` (or, for
+    /// `last`-style matrices, of the last dim).
+    fn centred(
+        &mut self,
+        node: &Node,
+        e: &mut Expansion,
+        k: usize,
+        zp: usize,
+        axis: usize,
+        last: bool,
+    ) -> R<String> {
+        let v = self.input_name(node, k)?;
+        let Some(_) = node.inputs.get(zp).filter(|n| !n.is_empty()) else { return Ok(v) };
+        let s = self.need(node, k)?.shape().to_vec();
+        let axis = if last { s.len().saturating_sub(1) } else { axis };
+        let z = self.per_axis_at(node, e, zp, &s, axis)?;
+        Ok(e.node(self, "Sub", &[&v, &z], vec![]))
+    }
+
     /// Input `k`'s name; an error if it is absent.
     fn input_name(&self, node: &Node, k: usize) -> R<String> {
         node.inputs
@@ -794,6 +1046,60 @@ impl Converter<'_> {
         axes.sort_unstable();
         Ok(axes)
     }
+}
+
+/// `clip(x, lo, hi)` as Max and Min with constant bounds (written to
+/// `out`, or a fresh value).
+fn clip(
+    cx: &Converter<'_>,
+    e: &mut Expansion,
+    x: &str,
+    (lo, hi): (f64, f64),
+    out: Option<&str>,
+) -> String {
+    let (l, h) = (e.scalar(cx, lo), e.scalar(cx, hi));
+    let m = e.node(cx, "Max", &[x, &l], vec![]);
+    match out {
+        Some(o) => {
+            e.node_to("Min", &[&m, &h], vec![], o);
+            o.to_string()
+        }
+        None => e.node(cx, "Min", &[&m, &h], vec![]),
+    }
+}
+
+/// ONNX QuantizeLinear: `clip(round_half_even(x / scale) + zero_point)`.
+fn quantize(
+    cx: &Converter<'_>,
+    e: &mut Expansion,
+    x: &str,
+    scale: &str,
+    zp: Option<&str>,
+    range: (f64, f64),
+    out: &str,
+) {
+    let d = e.node(cx, "Div", &[x, scale], vec![]);
+    let mut r = e.node(cx, "Round", &[&d], vec![]);
+    if let Some(z) = zp {
+        r = e.node(cx, "Add", &[&r, z], vec![]);
+    }
+    clip(cx, e, &r, range, Some(out));
+}
+
+/// ONNX DequantizeLinear: `(x - zero_point) * scale`.
+fn dequantize(
+    e: &mut Expansion,
+    cx: &Converter<'_>,
+    x: &str,
+    scale: &str,
+    zp: Option<&str>,
+    out: &str,
+) {
+    let c = match zp {
+        Some(z) => e.node(cx, "Sub", &[x, z], vec![]),
+        None => x.to_string(),
+    };
+    e.node_to("Mul", &[&c, scale], vec![], out);
 }
 
 /// `(x - mean) / std` over `axes`, with `std = sqrt(var + eps)`.
