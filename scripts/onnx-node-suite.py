@@ -12,7 +12,9 @@ string value, which the runtime has no type for). The runtime computes in
 f32 and takes shape-like operands (Reshape's shape, Slice's starts, Gather's
 indices, ...) as constants only, so inputs that are not floating point
 become initializers of the copied model: the same computation, with the
-value ONNX's test feeds. Floating-point inputs stay graph inputs.
+value ONNX's test feeds. Floating-point inputs stay graph inputs, except
+those that are weights in real models (WEIGHT_INPUTS: a Conv's or an
+LSTM's W, ...).
 
 usage: onnx-node-suite.py OUT_DIR
 """
@@ -33,6 +35,17 @@ FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOA
 # (onnxruntime gives -128 where the file says 20 for
 # (a - a_zp)(b - b_zp) = -52135). For these the expected outputs are
 # onnxruntime's (pinned in the same venv).
+# Inputs that are weights in real models (the runtime takes them as
+# constants): by op, the input positions that become initializers too.
+WEIGHT_INPUTS = {
+    "Conv": (1, 2),
+    "ConvTranspose": (1, 2),
+    "LSTM": (1, 2, 3, 7),
+    "GRU": (1, 2, 3),
+    "RNN": (1, 2, 3),
+    "QLinearConv": (1, 2, 4, 5, 6, 7, 8),
+}
+
 ONNXRUNTIME_REFERENCE = {
     "test_qlinearmatmul_2D_int8_float16",
     "test_qlinearmatmul_2D_int8_float32",
@@ -83,9 +96,10 @@ def convert(src, dst):
     outs = [to_array(read_pb(os.path.join(data, f)), elem(vi)) for f, vi in zip(sorted(out_files, key=key), g.output)]
     if not all(numeric(a) for a in ins + outs):
         return "a string value"
+    weights = {n.input[k] for n in g.node for k in WEIGHT_INPUTS.get(n.op_type, ()) if k < len(n.input)}
     kept, fed = [], []
     for vi, arr in zip(inputs, ins):
-        if vi.type.tensor_type.elem_type in FLOATS:
+        if vi.type.tensor_type.elem_type in FLOATS and vi.name not in weights:
             kept.append(vi)
             fed.append((vi.name, arr))
         else:

@@ -79,11 +79,22 @@ def token_mask(rng, shape):
     n, t = shape
     return np.array([[1 if j < t - 5 * r else 0 for j in range(t)] for r in range(n)], np.int64)
 
+def uniform(rng, shape):
+    return rng.random(size=shape, dtype=np.float32)
+
+
+def normal(rng, shape):
+    return (0.5 * rng.standard_normal(size=shape)).astype(np.float32)
+
 MODELS = {
     "magika": ("magika/model.onnx", {"bytes": ((4, 2048), magika_bytes)}),
     "ppocr-cls": ("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": ((1, 3, 48, 192), cls_rec_image)}),
     "ppocr-det": ("ppocr/ch_PP-OCRv4_det_infer.onnx", {"x": ((1, 3, 320, 320), det_image)}),
     "ppocr-rec": ("ppocr/ch_PP-OCRv4_rec_infer.onnx", {"x": ((1, 3, 48, 320), cls_rec_image)}),
+    "plcmos-gru": ("speechmos/plcmos_v2.onnx",
+                   {"degraded_audio": ((1, 1, 100, 257), uniform), "rater_embed": ((1, 64), normal)}),
+    "aecmos-gru": ("speechmos/aecmos_1668423760.onnx",
+                   {"input": ((1, 3, 100, 160), uniform), "h0": ((4, 1, 96), normal)}),
     "bert-minilm-l3": ("bert/paraphrase-MiniLM-L3-v2.onnx",
                        {"input_ids": ((2, 16), token_ids), "attention_mask": ((2, 16), token_mask)}),
 }

@@ -114,7 +114,12 @@ pub fn quantize(
         .then(|| lsqr_import::onnx_graph::graph_of(model, graph_options))
     {
         None => None,
-        Some(Ok(g)) => Some(g),
+        Some(Ok(g)) => {
+            for note in &g.notes {
+                eprintln!("note: {note}");
+            }
+            Some(g)
+        }
         Some(Err(e)) if require_graph || !graph_options.input_shapes.is_empty() => {
             return Err(e.to_string())
         }

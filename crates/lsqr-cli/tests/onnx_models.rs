@@ -124,70 +124,118 @@ fn float_graphs_match_onnxruntime() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Imports `rel` with `--input-shape` for each of `shapes` and `extra`
+/// options; the .lsq written.
+fn import_multi(dir: &Path, rel: &str, shapes: &[&str], extra: &[&str], tag: &str) -> PathBuf {
+    let out = dir.join(format!("{tag}.lsq"));
+    let src = model(rel);
+    let mut args = vec!["quantize", src.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    for s in shapes {
+        args.extend(["--input-shape", s]);
+    }
+    args.extend(extra);
+    lsqr(&args);
+    out
+}
+
+/// Runs `lsq` on reference `name`'s inputs (by the graph's input names);
+/// each output with onnxruntime's: (name, ours, onnxruntime's).
+fn run_on_reference(name: &str, lsq: &Path) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let _ = reference(name); // checks the sha256s
+    let refdir = model(&format!("reference/{name}/SHA256SUMS")).parent().unwrap().to_path_buf();
+    let bytes = std::fs::read(lsq).unwrap();
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    let plan = Plan::new(&file).unwrap();
+    let inputs: Vec<Vec<f32>> = plan
+        .inputs()
+        .iter()
+        .map(|i| npy(&refdir.join(format!("input.{}.npy", i.name))).1)
+        .collect();
+    let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    let got = run(lsq, &refs);
+    plan.outputs()
+        .iter()
+        .zip(got)
+        .map(|(o, got)| {
+            let safe: String = o
+                .name
+                .chars()
+                .map(|c| if c.is_alphanumeric() || "._-".contains(c) { c } else { '_' })
+                .collect();
+            let (_, want) = npy(&refdir.join(format!("output.{safe}.npy")));
+            assert_eq!(got.len(), want.len(), "{name} {}", o.name);
+            (o.name.clone(), got, want)
+        })
+        .collect()
+}
+
+fn assert_close(name: &str, outputs: &[(String, Vec<f32>, Vec<f32>)]) {
+    for (o, got, want) in outputs {
+        let max_ref = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max_diff = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("{name} {o}: max |diff| / max |ref| = {:.1e}", max_diff / max_ref.max(1e-30));
+        assert!(max_diff <= 1e-4 * max_ref.max(1.0), "{name} {o}: {max_diff} against {max_ref}");
+    }
+}
+
 /// A BERT text encoder (paraphrase-MiniLM-L3-v2 as exported to ONNX):
 /// embedding lookups of token ids computed at run time, attention with a
 /// padding mask, two rows of different lengths. Float against onnxruntime
-/// output by output; quantized with default options, the pooled embedding
-/// against float.
+/// output by output; quantized with default options (the embedding table
+/// too), the pooled embedding against float.
 #[test]
 fn bert_graph_matches_onnxruntime() {
     let dir = temp_dir("bert");
     let rel = "bert/paraphrase-MiniLM-L3-v2.onnx";
-    let (_, _) = reference("bert-minilm-l3");
-    let refdir = model("reference/bert-minilm-l3/SHA256SUMS").parent().unwrap().to_path_buf();
-    let (_, ids) = npy(&refdir.join("input.input_ids.npy"));
-    let (_, mask) = npy(&refdir.join("input.attention_mask.npy"));
     let shapes = ["input_ids=2,16", "attention_mask=2,16"];
-    let lsq_for = |tag: &str, extra: &[&str]| {
-        let out = dir.join(format!("{tag}.lsq"));
-        let src = model(rel);
-        let mut args = vec!["quantize", src.to_str().unwrap(), "-o", out.to_str().unwrap()];
-        for s in &shapes {
-            args.extend(["--input-shape", s]);
-        }
-        args.extend(extra);
-        lsqr(&args);
-        out
-    };
-    let float = lsq_for("float", &["--keep", "*"]);
-    let bytes = std::fs::read(&float).unwrap();
-    let file = LsqFile::from_bytes(&bytes).unwrap();
-    let plan = Plan::new(&file).unwrap();
-    let names: Vec<String> = plan.inputs().iter().map(|i| i.name.clone()).collect();
-    assert_eq!(names, ["input_ids", "attention_mask"]);
-    let outputs: Vec<String> = plan.outputs().iter().map(|o| o.name.clone()).collect();
-    let got = run(&float, &[&ids, &mask]);
-    let mut pooled = None;
-    for (name, got) in outputs.iter().zip(&got) {
-        let safe: String = name
-            .chars()
-            .map(|c| if c.is_alphanumeric() || "._-".contains(c) { c } else { '_' })
-            .collect();
-        let (_, want) = npy(&refdir.join(format!("output.{safe}.npy")));
-        assert_eq!(got.len(), want.len(), "{name}");
-        let max_ref = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let max_diff = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        eprintln!("bert {name}: max |diff| / max |ref| = {:.1e}", max_diff / max_ref.max(1e-30));
-        assert!(
-            max_diff <= 1e-4 * max_ref.max(1.0),
-            "{name}: max |diff| {max_diff}, max |ref| {max_ref}"
-        );
-        if want.len() == 2 * 384 {
-            pooled = Some(want);
-        }
-    }
-    let pooled = pooled.expect("a [2, 384] pooled output");
-    let quant = lsq_for("quant", &[]);
-    let q = run(&quant, &[&ids, &mask]);
-    let qp = q.iter().find(|o| o.len() == 2 * 384).expect("the pooled output");
+    let float = import_multi(&dir, rel, &shapes, &["--keep", "*"], "float");
+    let outputs = run_on_reference("bert-minilm-l3", &float);
+    assert_close("bert", &outputs);
+    let pooled = outputs.iter().find(|o| o.2.len() == 2 * 384).expect("a [2, 384] output");
+    let quant = import_multi(&dir, rel, &shapes, &[], "quant");
+    let q = run_on_reference("bert-minilm-l3", &quant);
+    let qp = &q.iter().find(|o| o.0 == pooled.0).unwrap().1;
     for row in 0..2 {
-        let (a, b) = (&pooled[row * 384..][..384], &qp[row * 384..][..384]);
+        let (a, b) = (&pooled.2[row * 384..][..384], &qp[row * 384..][..384]);
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
         let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
         let cos = dot / (na * nb);
         eprintln!("bert quantized (defaults), row {row}: cosine to float {cos:.4}");
         assert!(cos >= 0.97, "row {row}: cosine {cos}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Audio quality models with GRUs (speechmos' PLCMOS v2 and an AECMOS
+/// stage, with a given initial state), unrolled at import: float against
+/// onnxruntime, and quantized with defaults, the output's SNR.
+#[test]
+fn recurrent_graphs_match_onnxruntime() {
+    let dir = temp_dir("gru");
+    let cases: [(&str, &str, &[&str], f64); 2] = [
+        (
+            "plcmos-gru",
+            "speechmos/plcmos_v2.onnx",
+            &["degraded_audio=1,1,100,257", "rater_embed=1,64"],
+            17.0,
+        ),
+        (
+            "aecmos-gru",
+            "speechmos/aecmos_1668423760.onnx",
+            &["input=1,3,100,160", "h0=4,1,96"],
+            30.0,
+        ),
+    ];
+    for (name, rel, shapes, min_snr) in cases {
+        let float = import_multi(&dir, rel, shapes, &["--keep", "*"], &format!("{name}-float"));
+        assert_close(name, &run_on_reference(name, &float));
+        let quant = import_multi(&dir, rel, shapes, &[], &format!("{name}-quant"));
+        for (o, got, want) in run_on_reference(name, &quant) {
+            let snr = snr_db(&want, &got);
+            eprintln!("{name} quantized (defaults) {o}: SNR {snr:.1} dB against onnxruntime");
+            assert!(snr >= min_snr, "{name} {o}: {snr:.1} dB");
+        }
     }
     std::fs::remove_dir_all(dir).ok();
 }

@@ -20,6 +20,7 @@ pub(super) const EXPANDED_OPS: &[&str] = &[
     "QLinearConv",
     "QLinearMatMul",
     "QuantizeLinear",
+    "RNN",
     "Celu",
     "CastLike",
     "Cosh",
@@ -27,12 +28,14 @@ pub(super) const EXPANDED_OPS: &[&str] = &[
     "DepthToSpace",
     "EyeLike",
     "GatherElements",
+    "GRU",
     "GroupNormalization",
     "Hardmax",
     "InstanceNormalization",
     "IsInf",
     "IsNaN",
     "LRN",
+    "LSTM",
     "LpNormalization",
     "MeanVarianceNormalization",
     "Mish",
@@ -58,7 +61,7 @@ struct Expansion {
 
 impl Expansion {
     fn new(node: &Node) -> Self {
-        let base = node.outputs.first().cloned().unwrap_or_default();
+        let base = node.outputs.iter().find(|o| !o.is_empty()).cloned().unwrap_or_default();
         Expansion { base, nodes: Vec::new(), consts: Vec::new(), names: Vec::new() }
     }
 
@@ -169,7 +172,7 @@ impl Converter<'_> {
     }
 
     fn expansion(&mut self, node: &Node, e: &mut Expansion) -> R<()> {
-        let out = node.outputs[0].clone();
+        let out = node.outputs.first().cloned().unwrap_or_default();
         let x = node.inputs.first().cloned().unwrap_or_default();
         let float = |cx: &Self, name: &str, default: f32| cx.attr_float(node, name, default);
         match node.op.as_str() {
@@ -639,6 +642,7 @@ impl Converter<'_> {
                 let zp = self.input_name(node, 7)?;
                 quantize(self, e, &y, &scale, Some(&zp), (lo, hi), &out);
             }
+            "LSTM" | "GRU" | "RNN" => self.recurrence(node, e)?,
             "GroupNormalization" => {
                 self.allow(node, &["epsilon", "num_groups", "stash_type"])?;
                 let s = self.need(node, 0)?.shape().to_vec();
@@ -1015,6 +1019,334 @@ impl Converter<'_> {
         let axis = if last { s.len().saturating_sub(1) } else { axis };
         let z = self.per_axis_at(node, e, zp, &s, axis)?;
         Ok(e.node(self, "Sub", &[&v, &z], vec![]))
+    }
+
+    /// LSTM, GRU and RNN unrolled over the sequence (its length is known at
+    /// import): the input projection of every step is one MatMul, each step's
+    /// recurrent MatMul shares one weight, so both are `linear` layers the
+    /// quantizer compresses. ONNX's default activations only.
+    fn recurrence(&mut self, node: &Node, e: &mut Expansion) -> R<()> {
+        let op = node.op.clone();
+        let gates = match op.as_str() {
+            "LSTM" => 4,
+            "GRU" => 3,
+            _ => 1,
+        };
+        let mut known = vec!["direction", "hidden_size", "layout"];
+        if op == "GRU" {
+            known.push("linear_before_reset");
+        }
+        if op == "LSTM" {
+            known.push("input_forget");
+        }
+        // activations (the defaults spelled out) are accepted and checked.
+        known.push("activations");
+        self.allow(node, &known)?;
+        let default_acts: &[&str] = match op.as_str() {
+            "LSTM" => &["Sigmoid", "Tanh", "Tanh"],
+            "GRU" => &["Sigmoid", "Tanh"],
+            _ => &["Tanh"],
+        };
+        if let Some(a) = node.attrs.iter().find(|(k, _)| k == "activations") {
+            let ok = matches!(&a.1, super::parse::Attr::Strings(v) if v.len() % default_acts.len() == 0
+                && v.iter().enumerate().all(|(i, s)| s.eq_ignore_ascii_case(default_acts[i % default_acts.len()])));
+            if !ok {
+                return Err(self.node_err(node, "only the default activations are supported"));
+            }
+        }
+        if op == "LSTM" && self.attr_int(node, "input_forget", 0)? != 0 {
+            return Err(self.node_err(node, "input_forget is not supported"));
+        }
+        let lbr = op == "GRU" && self.attr_int(node, "linear_before_reset", 0)? != 0;
+        let layout = self.attr_int(node, "layout", 0)?;
+        let dirs: Vec<bool> = match self.attr_str(node, "direction", "forward")?.as_str() {
+            "forward" => vec![false],
+            "reverse" => vec![true],
+            "bidirectional" => vec![false, true],
+            d => return Err(self.node_err(node, format!("direction '{d}' is not supported"))),
+        };
+        let xs = self.need(node, 0)?.shape().to_vec();
+        let [t_len, batch, _] = match (layout, &xs[..]) {
+            (0, &[t, b, i]) => [t, b, i],
+            (1, &[b, t, i]) => [t, b, i],
+            _ => return Err(self.node_err(node, format!("X has shape {xs:?} (layout {layout})"))),
+        };
+        let w = self.need_const(node, 1, "W")?;
+        let r = self.need_const(node, 2, "R")?;
+        let h = usize::try_from(self.attr_int(node, "hidden_size", 0)?).unwrap_or(0);
+        let d_n = dirs.len();
+        let input = xs[2];
+        if h == 0 || w.shape != [d_n, gates * h, input] || r.shape != [d_n, gates * h, h] {
+            return Err(self.node_err(
+                node,
+                format!(
+                    "W {:?} and R {:?} do not fit hidden_size {h} and X {xs:?}",
+                    w.shape, r.shape
+                ),
+            ));
+        }
+        let b = self.opt_const(node, 3, "B")?;
+        if b.as_ref().is_some_and(|b| b.shape != [d_n, 2 * gates * h]) {
+            return Err(self.node_err(node, "B does not fit W"));
+        }
+        if let Some(l) = self.opt_const(node, 4, "sequence_lens")? {
+            if l.data.iter().any(|&v| v as usize != t_len) {
+                return Err(self
+                    .node_err(node, "sequence_lens shorter than the sequence are not supported"));
+            }
+        }
+        let p = if op == "LSTM" { self.opt_const(node, 7, "P")? } else { None };
+        if p.as_ref().is_some_and(|p| p.shape != [d_n, 3 * h]) {
+            return Err(self.node_err(node, "P does not fit hidden_size"));
+        }
+        if t_len == 0 || t_len > 1 << 14 {
+            return Err(self.node_err(node, format!("a sequence of {t_len} steps is not unrolled")));
+        }
+        // Steps in [T, B, I] order.
+        let x0 = node.inputs[0].clone();
+        let x = if layout == 1 {
+            e.node(self, "Transpose", &[&x0], vec![("perm", Attr::Ints(vec![1, 0, 2]))])
+        } else {
+            x0
+        };
+        // Initial states [D, B, H] (layout 1: [B, D, H]).
+        let initial = |cx: &mut Self, e: &mut Expansion, k: usize, d: usize| -> R<String> {
+            match node.inputs.get(k).filter(|n| !n.is_empty()) {
+                None => {
+                    let z = Const::new(Dtype::Float, vec![batch, h], vec![0.0; batch * h]);
+                    Ok(e.konst(cx, z.map_err(|m| cx.node_err(node, m))?))
+                }
+                Some(name) => {
+                    let axis = if layout == 1 { 1 } else { 0 };
+                    let idx = Const {
+                        dtype: Dtype::Int,
+                        shape: vec![],
+                        data: std::rc::Rc::new(vec![d as f64]),
+                    };
+                    let i = e.konst(cx, idx);
+                    Ok(e.node(cx, "Gather", &[name, &i], vec![("axis", Attr::Int(axis))]))
+                }
+            }
+        };
+        let block = |c: &Const, d: usize, rows: std::ops::Range<usize>, cols: usize| -> Vec<f64> {
+            let per = c.shape[1] * cols;
+            (rows.start * cols..rows.end * cols).map(|k| c.data[d * per + k]).collect()
+        };
+        // A [rows, cols] slice of W or R, transposed for MatMul.
+        let transposed = |cx: &Self,
+                          e: &mut Expansion,
+                          c: &Const,
+                          d: usize,
+                          rows: std::ops::Range<usize>,
+                          cols: usize|
+         -> R<String> {
+            let n = rows.len();
+            let data = block(c, d, rows, cols);
+            let m =
+                Const::new(Dtype::Float, vec![n, cols], data).map_err(|m| cx.node_err(node, m))?;
+            let t = super::tensor::transpose(&m, &[1, 0]).map_err(|m| cx.node_err(node, m))?;
+            Ok(e.konst(cx, t))
+        };
+        let gh = gates * h;
+        // Columns from..to of a [B, n] value: a Slice (its opset's form),
+        // which the graph stores as a few numbers.
+        let cols_of = |cx: &Self, e: &mut Expansion, v: &str, from: usize, to: usize| -> String {
+            let (from, to) = (from as i64, to as i64);
+            if cx.opset >= 10 {
+                let (st, en, ax) = (e.ints(cx, &[from]), e.ints(cx, &[to]), e.ints(cx, &[1]));
+                e.node(cx, "Slice", &[v, &st, &en, &ax], vec![])
+            } else {
+                let attrs = vec![
+                    ("starts", Attr::Ints(vec![from])),
+                    ("ends", Attr::Ints(vec![to])),
+                    ("axes", Attr::Ints(vec![1])),
+                ];
+                e.node(cx, "Slice", &[v], attrs)
+            }
+        };
+        let (mut ys, mut hs, mut cs) = (Vec::new(), Vec::new(), Vec::new());
+        for (d, &reverse) in dirs.iter().enumerate() {
+            // Input projection of every step, with the biases that sit
+            // outside the recurrence.
+            let wt = transposed(self, e, &w, d, 0..gh, input)?;
+            let mut xw = e.node(self, "MatMul", &[&x, &wt], vec![]);
+            if let Some(b) = &b {
+                let wb = block(b, d, 0..gh, 1);
+                let rb = block(b, d, gh..2 * gh, 1);
+                // GRU with linear_before_reset keeps R's bias inside the
+                // reset gate's product; otherwise R's bias of the h gate
+                // adds outside it, as W's does.
+                let sum: Vec<f64> = (0..gh)
+                    .map(|k| {
+                        if lbr {
+                            wb[k] + if k < 2 * h { rb[k] } else { 0.0 }
+                        } else {
+                            wb[k] + rb[k]
+                        }
+                    })
+                    .collect();
+                let bias =
+                    Const::new(Dtype::Float, vec![gh], sum).map_err(|m| self.node_err(node, m))?;
+                let bias = e.konst(self, bias);
+                xw = e.node(self, "Add", &[&xw, &bias], vec![]);
+            }
+            let mut hcur = initial(self, e, 5, d)?;
+            let mut ccur = if op == "LSTM" { Some(initial(self, e, 6, d)?) } else { None };
+            let rt = transposed(self, e, &r, d, 0..gh, h)?;
+            let (rzr, rhh) = if op == "GRU" && !lbr {
+                (
+                    Some(transposed(self, e, &r, d, 0..2 * h, h)?),
+                    Some(transposed(self, e, &r, d, 2 * h..3 * h, h)?),
+                )
+            } else {
+                (None, None)
+            };
+            let rb_h = if lbr {
+                let data = b.as_ref().map_or(vec![0.0; h], |b| block(b, d, gh + 2 * h..2 * gh, 1));
+                let c =
+                    Const::new(Dtype::Float, vec![h], data).map_err(|m| self.node_err(node, m))?;
+                Some(e.konst(self, c))
+            } else {
+                None
+            };
+            let peep: Option<[String; 3]> = match &p {
+                Some(p) => {
+                    let mut v = Vec::new();
+                    for g in 0..3 {
+                        let c =
+                            Const::new(Dtype::Float, vec![h], block(p, d, g * h..(g + 1) * h, 1))
+                                .map_err(|m| self.node_err(node, m))?;
+                        v.push(e.konst(self, c));
+                    }
+                    Some([v[0].clone(), v[1].clone(), v[2].clone()])
+                }
+                None => None,
+            };
+            let mut steps = vec![String::new(); t_len];
+            let order: Vec<usize> =
+                if reverse { (0..t_len).rev().collect() } else { (0..t_len).collect() };
+            for &t in &order {
+                let ti = e.konst(
+                    self,
+                    Const {
+                        dtype: Dtype::Int,
+                        shape: vec![],
+                        data: std::rc::Rc::new(vec![t as f64]),
+                    },
+                );
+                let xt = e.node(self, "Gather", &[&xw, &ti], vec![("axis", Attr::Int(0))]);
+                match op.as_str() {
+                    "LSTM" => {
+                        let c_prev = ccur.clone().unwrap_or_default();
+                        let hr = e.node(self, "MatMul", &[&hcur, &rt], vec![]);
+                        let g = e.node(self, "Add", &[&xt, &hr], vec![]);
+                        let mut gi = cols_of(self, e, &g, 0, h);
+                        let mut go = cols_of(self, e, &g, h, 2 * h);
+                        let mut gf = cols_of(self, e, &g, 2 * h, 3 * h);
+                        let gc = cols_of(self, e, &g, 3 * h, 4 * h);
+                        if let Some([pi, _, pf]) = &peep {
+                            let a = e.node(self, "Mul", &[pi, &c_prev], vec![]);
+                            gi = e.node(self, "Add", &[&gi, &a], vec![]);
+                            let f = e.node(self, "Mul", &[pf, &c_prev], vec![]);
+                            gf = e.node(self, "Add", &[&gf, &f], vec![]);
+                        }
+                        let i = e.node(self, "Sigmoid", &[&gi], vec![]);
+                        let f = e.node(self, "Sigmoid", &[&gf], vec![]);
+                        let cand = e.node(self, "Tanh", &[&gc], vec![]);
+                        let keep = e.node(self, "Mul", &[&f, &c_prev], vec![]);
+                        let add = e.node(self, "Mul", &[&i, &cand], vec![]);
+                        let c = e.node(self, "Add", &[&keep, &add], vec![]);
+                        if let Some([_, po, _]) = &peep {
+                            let a = e.node(self, "Mul", &[po, &c], vec![]);
+                            go = e.node(self, "Add", &[&go, &a], vec![]);
+                        }
+                        let o = e.node(self, "Sigmoid", &[&go], vec![]);
+                        let tc = e.node(self, "Tanh", &[&c], vec![]);
+                        hcur = e.node(self, "Mul", &[&o, &tc], vec![]);
+                        ccur = Some(c);
+                    }
+                    "GRU" => {
+                        let xz = cols_of(self, e, &xt, 0, h);
+                        let xr = cols_of(self, e, &xt, h, 2 * h);
+                        let xh = cols_of(self, e, &xt, 2 * h, 3 * h);
+                        let (hz, hr_, hh) = if lbr {
+                            let hrall = e.node(self, "MatMul", &[&hcur, &rt], vec![]);
+                            let hz = cols_of(self, e, &hrall, 0, h);
+                            let hr_ = cols_of(self, e, &hrall, h, 2 * h);
+                            let hh = cols_of(self, e, &hrall, 2 * h, 3 * h);
+                            let rb = rb_h.clone().unwrap_or_default();
+                            let hh = e.node(self, "Add", &[&hh, &rb], vec![]);
+                            (hz, hr_, Some(hh))
+                        } else {
+                            let rzr = rzr.clone().unwrap_or_default();
+                            let hzr = e.node(self, "MatMul", &[&hcur, &rzr], vec![]);
+                            (cols_of(self, e, &hzr, 0, h), cols_of(self, e, &hzr, h, 2 * h), None)
+                        };
+                        let gz = e.node(self, "Add", &[&xz, &hz], vec![]);
+                        let gr = e.node(self, "Add", &[&xr, &hr_], vec![]);
+                        let z = e.node(self, "Sigmoid", &[&gz], vec![]);
+                        let rg = e.node(self, "Sigmoid", &[&gr], vec![]);
+                        let inner = match hh {
+                            Some(hh) => e.node(self, "Mul", &[&rg, &hh], vec![]),
+                            None => {
+                                let rh = e.node(self, "Mul", &[&rg, &hcur], vec![]);
+                                let rhh = rhh.clone().unwrap_or_default();
+                                e.node(self, "MatMul", &[&rh, &rhh], vec![])
+                            }
+                        };
+                        let gh_ = e.node(self, "Add", &[&xh, &inner], vec![]);
+                        let cand = e.node(self, "Tanh", &[&gh_], vec![]);
+                        let one = e.scalar(self, 1.0);
+                        let omz = e.node(self, "Sub", &[&one, &z], vec![]);
+                        let a = e.node(self, "Mul", &[&omz, &cand], vec![]);
+                        let bz = e.node(self, "Mul", &[&z, &hcur], vec![]);
+                        hcur = e.node(self, "Add", &[&a, &bz], vec![]);
+                    }
+                    _ => {
+                        let hr = e.node(self, "MatMul", &[&hcur, &rt], vec![]);
+                        let g = e.node(self, "Add", &[&xt, &hr], vec![]);
+                        hcur = e.node(self, "Tanh", &[&g], vec![]);
+                    }
+                }
+                steps[t] = e.reshape(self, &hcur, &[1, 1, batch, h]);
+            }
+            let refs: Vec<&str> = steps.iter().map(String::as_str).collect();
+            ys.push(if refs.len() == 1 {
+                refs[0].to_string()
+            } else {
+                e.node(self, "Concat", &refs, vec![("axis", Attr::Int(0))])
+            });
+            hs.push(e.reshape(self, &hcur, &[1, batch, h]));
+            if let Some(c) = &ccur {
+                cs.push(e.reshape(self, c, &[1, batch, h]));
+            }
+        }
+        let join = |cx: &Self, e: &mut Expansion, parts: &[String], axis: i64| -> String {
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            if refs.len() == 1 {
+                refs[0].to_string()
+            } else {
+                e.node(cx, "Concat", &refs, vec![("axis", Attr::Int(axis))])
+            }
+        };
+        // Y [T, D, B, H] (layout 1: [B, T, D, H]); Y_h, Y_c [D, B, H]
+        // (layout 1: [B, D, H]).
+        let y = join(self, e, &ys, 1);
+        let yh = join(self, e, &hs, 0);
+        let yc = (!cs.is_empty()).then(|| join(self, e, &cs, 0));
+        let outs =
+            [(0, Some(y), vec![2, 0, 1, 3]), (1, Some(yh), vec![1, 0, 2]), (2, yc, vec![1, 0, 2])];
+        for (k, v, perm) in outs {
+            let (Some(o), Some(v)) = (node.outputs.get(k).filter(|o| !o.is_empty()), v) else {
+                continue;
+            };
+            if layout == 1 {
+                e.node_to("Transpose", &[&v], vec![("perm", Attr::Ints(perm))], o);
+            } else {
+                e.node_to("Identity", &[&v], vec![], o);
+            }
+        }
+        Ok(())
     }
 
     /// Input `k`'s name; an error if it is absent.

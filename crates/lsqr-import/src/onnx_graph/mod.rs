@@ -79,6 +79,11 @@ pub struct ImportedGraph {
     pub tensors: Vec<GraphTensor>,
     /// The model's opset (default domain).
     pub opset: i64,
+    /// What the import noticed and let pass: a graph output whose shape
+    /// differs from the one the model declares (exporters leave stale
+    /// declarations; onnxruntime warns and gives the computed shape, as
+    /// this import does).
+    pub notes: Vec<String>,
 }
 
 /// The ONNX ops [`import_graph`] handles (some only when their inputs are
@@ -118,6 +123,7 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "EyeLike",
     "Flatten",
     "Floor",
+    "GRU",
     "Gather",
     "GatherElements",
     "Gelu",
@@ -134,6 +140,7 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "IsInf",
     "IsNaN",
     "LRN",
+    "LSTM",
     "LayerNormalization",
     "LeakyRelu",
     "Less",
@@ -160,6 +167,7 @@ pub const SUPPORTED_ONNX_OPS: &[&str] = &[
     "QLinearConv",
     "QLinearMatMul",
     "QuantizeLinear",
+    "RNN",
     "Range",
     "Reciprocal",
     "ReduceLogSum",
@@ -270,6 +278,12 @@ struct Converter<'m> {
     /// Readers of each `.lsq` value among the ONNX nodes (the sum over the
     /// ONNX values it stands for), for the fusions' single-use checks.
     lsq_uses: HashMap<String, usize>,
+    /// `linear` weights made from a MatMul's constant operand, by that
+    /// constant's data: MatMuls of the same constant (an unrolled
+    /// recurrence's steps) share one weight tensor.
+    linear_weights: HashMap<*const Vec<f64>, (Vec<usize>, String)>,
+    /// See [`ImportedGraph::notes`].
+    notes: Vec<String>,
     /// The ONNX element type the model declares for graph inputs and
     /// annotated values (runtime values are all f32; CastLike needs it).
     elem_types: HashMap<String, u64>,
@@ -361,10 +375,13 @@ impl<'m> Converter<'m> {
                 .iter()
                 .filter_map(|d| Some((d.name.clone(), d.dims.clone()?)))
                 .collect(),
+            linear_weights: HashMap::new(),
+            notes: Vec::new(),
             elem_types: onnx
                 .inputs
                 .iter()
                 .chain(&onnx.declared)
+                .chain(&onnx.annotated)
                 .filter(|d| d.elem_type != 0)
                 .map(|d| (d.name.clone(), d.elem_type))
                 .collect(),
@@ -377,7 +394,8 @@ impl<'m> Converter<'m> {
 
     fn node_err(&self, node: &Node, message: impl std::fmt::Display) -> ImportError {
         let name = if node.name.is_empty() {
-            node.outputs.first().map_or(String::new(), |o| format!("producing '{o}'"))
+            let first = node.outputs.iter().find(|o| !o.is_empty()).or(node.outputs.first());
+            first.map_or(String::new(), |o| format!("producing '{o}'"))
         } else {
             format!("'{}'", node.name)
         };
@@ -408,7 +426,8 @@ impl<'m> Converter<'m> {
         let mut graph = graph;
         fuse_layer_norms(&mut graph, &mut tensors);
         let (graph, tensors) = prune(graph, tensors);
-        Ok(ImportedGraph { graph, input_shapes, tensors, opset: self.opset })
+        let notes = std::mem::take(&mut self.notes);
+        Ok(ImportedGraph { graph, input_shapes, tensors, opset: self.opset, notes })
     }
 
     /// Fixes every graph input's shape.
@@ -660,12 +679,10 @@ impl<'m> Converter<'m> {
                         _ => "?".into(),
                     })
                     .collect();
-                return Err(self.node_err(
-                    node,
-                    format!(
-                        "output '{name}' has shape {shape:?} here, but the model declares [{}]",
-                        declared.join(", ")
-                    ),
+                self.notes.push(format!(
+                    "graph output '{name}' has shape {shape:?}; the model declares [{}] \
+                     (onnxruntime gives the computed shape too)",
+                    declared.join(", ")
                 ));
             }
         }
@@ -890,7 +907,11 @@ impl<'m> Converter<'m> {
         if node.attrs.iter().any(|(_, a)| matches!(a, Attr::Graph)) {
             return Err(self.node_err(node, "subgraphs (If, Loop, Scan) are not supported"));
         }
-        if node.outputs.first().is_none_or(String::is_empty) {
+        // Recurrences may leave Y out and keep only their final states.
+        let optional_first = matches!(node.op.as_str(), "LSTM" | "GRU" | "RNN");
+        if node.outputs.first().is_none_or(String::is_empty)
+            && !(optional_first && node.outputs.iter().any(|o| !o.is_empty()))
+        {
             return Err(self.node_err(node, "has no output"));
         }
         match node.op.as_str() {
@@ -1381,6 +1402,14 @@ impl<'m> Converter<'m> {
             let values: Vec<f32> =
                 if c.len() == 1 { vec![c.data[0] as f32; channels] } else { c.to_f32s() };
             let weights = self.layers[li].weights.clone();
+            // A tensor other layers also use (a weight shared by MatMuls of
+            // one constant) is not this layer's to change.
+            let shared = |w: &String| {
+                self.layers.iter().enumerate().any(|(j, l)| j != li && l.weights.contains(w))
+            };
+            if (scale && shared(&weights[0])) || weights.get(1).is_some_and(shared) {
+                continue;
+            }
             let find = |name: &str| self.tensors.iter().position(|t| t.name == name);
             let (Some(wi), bi) = (find(&weights[0]), weights.get(1).map(|b| find(b))) else {
                 continue;
@@ -1511,10 +1540,19 @@ impl<'m> Converter<'m> {
                 if w.shape.len() == 2 && !xs.is_empty() =>
             {
                 let (k, n) = (w.shape[0], w.shape[1]);
-                // linear's weight is [out, in]: the transpose of B.
-                let wt = tensor::transpose(w, &[1, 0]).map_err(|m| self.node_err(node, m))?;
-                let base = format!("{}.weight", node.outputs[0]);
-                let t = self.tensor(&base, vec![n, k], wt.to_f32s(), TensorRole::Weight);
+                let key = Rc::as_ptr(&w.data);
+                let t = match self.linear_weights.get(&key) {
+                    Some((s, t)) if s == &w.shape => t.clone(),
+                    _ => {
+                        // linear's weight is [out, in]: the transpose of B.
+                        let wt =
+                            tensor::transpose(w, &[1, 0]).map_err(|m| self.node_err(node, m))?;
+                        let base = format!("{}.weight", node.outputs[0]);
+                        let t = self.tensor(&base, vec![n, k], wt.to_f32s(), TensorRole::Weight);
+                        self.linear_weights.insert(key, (w.shape.clone(), t.clone()));
+                        t
+                    }
+                };
                 if xs.len() == 1 {
                     // [k] @ [k, n] -> [n]: linear over a [1, k] view.
                     let x2 = self.emit_tmp(

@@ -33,8 +33,8 @@ pub(crate) enum Attr {
     Tensor(Const),
     Floats(Vec<f32>),
     Ints(Vec<i64>),
-    /// String lists are not read by any supported op.
-    Strings,
+    /// A string list (LSTM/GRU/RNN activations).
+    Strings(Vec<String>),
     /// A subgraph (If, Loop, Scan): never supported, kept to say so.
     Graph,
 }
@@ -67,6 +67,10 @@ pub(crate) struct OnnxGraph {
     /// Declared shapes of outputs and intermediate values (value_info),
     /// checked against the shapes the import computes.
     pub declared: Vec<Input>,
+    /// Intermediate values' annotations (value_info): their types are read
+    /// (CastLike); their shapes are not checked, as onnxruntime only warns
+    /// when exporters leave stale ones.
+    pub annotated: Vec<Input>,
 }
 
 struct Parser<'p> {
@@ -140,7 +144,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxGraph, ImportError>
                 out.outputs.push(info.name.clone());
                 out.declared.push(info);
             }
-            13 => out.declared.push(value_info(&p, p.message(&field)?)?),
+            13 => out.annotated.push(value_info(&p, p.message(&field)?)?),
             _ => {}
         }
     }
@@ -175,7 +179,7 @@ fn node(p: &Parser<'_>, msg: Message<'_>) -> Result<Node, ImportError> {
 fn attribute(p: &Parser<'_>, msg: Message<'_>) -> Result<(String, Attr), ImportError> {
     let mut name = String::new();
     let (mut f, mut i, mut s, mut t, mut graph) = (None, None, None, None, false);
-    let (mut floats, mut ints, mut strings) = (Vec::new(), Vec::new(), 0usize);
+    let (mut floats, mut ints, mut strings) = (Vec::new(), Vec::new(), Vec::new());
     let mut kind = 0u64;
     for field in msg.fields() {
         let field = field.map_err(|e| p.malformed(e))?;
@@ -197,7 +201,7 @@ fn attribute(p: &Parser<'_>, msg: Message<'_>) -> Result<(String, Attr), ImportE
                 field.varints(&mut v).map_err(m)?;
                 ints.extend(v.into_iter().map(|x| x as i64));
             }
-            9 => strings += 1,
+            9 => strings.push(String::from_utf8_lossy(field.bytes().map_err(m)?.0).into_owned()),
             20 => kind = field.varint().map_err(m)?,
             _ => {}
         }
@@ -217,7 +221,7 @@ fn attribute(p: &Parser<'_>, msg: Message<'_>) -> Result<(String, Attr), ImportE
         5 | 10 | 13 => Attr::Graph,
         6 => Attr::Floats(floats),
         7 => Attr::Ints(ints),
-        8 => Attr::Strings,
+        8 => Attr::Strings(strings),
         _ if graph => Attr::Graph,
         _ => match (f, i, s, t) {
             (Some(f), _, _, _) => Attr::Float(f),
@@ -225,7 +229,7 @@ fn attribute(p: &Parser<'_>, msg: Message<'_>) -> Result<(String, Attr), ImportE
             (_, _, Some(s), _) => Attr::String(s),
             (_, _, _, Some(t)) => Attr::Tensor(t),
             _ if !floats.is_empty() => Attr::Floats(floats),
-            _ if strings > 0 => Attr::Strings,
+            _ if !strings.is_empty() => Attr::Strings(strings),
             _ => Attr::Ints(ints),
         },
     };
