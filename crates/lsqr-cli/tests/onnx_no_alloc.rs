@@ -61,30 +61,57 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn imported_graphs_run_without_allocating() {
     let dir = common::process_dir("onnx-noalloc");
-    let models = [
-        ("magika/model.onnx", "bytes=1,2048"),
-        ("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x=1,3,48,192"),
-        ("ppocr/ch_PP-OCRv4_det_infer.onnx", "x=1,3,96,96"),
-        ("ppocr/ch_PP-OCRv4_rec_infer.onnx", "x=1,3,48,96"),
+    // (model, input shapes, whether the inputs are token ids)
+    let models: [(&str, &[&str], bool); 7] = [
+        ("magika/model.onnx", &["bytes=1,2048"], false),
+        ("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", &["x=1,3,48,192"], false),
+        ("ppocr/ch_PP-OCRv4_det_infer.onnx", &["x=1,3,96,96"], false),
+        ("ppocr/ch_PP-OCRv4_rec_infer.onnx", &["x=1,3,48,96"], false),
+        ("bert/paraphrase-MiniLM-L3-v2.onnx", &["input_ids=1,8", "attention_mask=1,8"], true),
+        ("speechmos/plcmos_v2.onnx", &["degraded_audio=1,1,20,257", "rater_embed=1,64"], false),
+        ("speechmos/aecmos_1668423760.onnx", &["input=1,3,20,160", "h0=4,1,96"], false),
     ];
-    for (rel, shape) in models {
+    for (rel, shapes, ids) in models {
         for (tag, extra) in [("f32", ["--keep", "*"]), ("c4", ["--bits", "4"])] {
             let src = model(rel);
             let out = dir.join(format!("{}-{tag}.lsq", rel.replace('/', "_")));
             let (src, out_s) = (src.to_str().unwrap(), out.to_str().unwrap());
-            lsqr(&["quantize", src, "-o", out_s, "--input-shape", shape, extra[0], extra[1]]);
+            let mut args = vec!["quantize", src, "-o", out_s, extra[0], extra[1]];
+            for s in shapes {
+                args.extend(["--input-shape", s]);
+            }
+            lsqr(&args);
             let bytes = std::fs::read(&out).unwrap();
             let file = LsqFile::from_bytes(&bytes).unwrap();
             let plan = Plan::new(&file).unwrap();
             let mut arena = vec![0u8; plan.arena_len()];
             let mut r = plan.bind(&mut arena).unwrap();
-            let n: usize = plan.inputs()[0].shape.iter().product();
-            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 257) as f32) / 128.0 - 1.0).collect();
-            r.set_input(0, &x).unwrap();
-            r.run().unwrap();
+            let xs: Vec<Vec<f32>> = plan
+                .inputs()
+                .iter()
+                .map(|i| {
+                    let n: usize = i.shape.iter().product();
+                    (0..n)
+                        .map(|k| {
+                            if ids {
+                                (k * 37 % 1000) as f32 + 1.0
+                            } else {
+                                ((k * 37 % 257) as f32) / 128.0 - 1.0
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let feed = |r: &mut lsqr::runtime::Runner<'_, '_, '_>| -> Result<(), _> {
+                for (k, x) in xs.iter().enumerate() {
+                    r.set_input(k, x)?;
+                }
+                r.run()
+            };
+            feed(&mut r).unwrap();
             ALLOCATIONS.set(0);
             ARMED.set(true);
-            let ok = r.set_input(0, &x).and_then(|()| r.run()).and_then(|()| r.output(0).map(drop));
+            let ok = feed(&mut r).and_then(|()| r.output(0).map(drop));
             ARMED.set(false);
             ok.unwrap();
             let count = ALLOCATIONS.get();
