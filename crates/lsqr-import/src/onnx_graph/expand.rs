@@ -1349,6 +1349,137 @@ impl Converter<'_> {
         Ok(())
     }
 
+    /// ONNX If. A condition known at import (shape arithmetic, usually)
+    /// selects its branch, whose nodes are converted in place. A computed
+    /// condition runs both branches and selects each output with Where:
+    /// the branches' outputs must then have equal shapes. The branches'
+    /// own values are renamed apart; they may read the outer graph's.
+    pub(super) fn if_op(&mut self, node: &Node) -> R<()> {
+        self.allow(node, &["then_branch", "else_branch"])?;
+        let branch = |k: &str| match node.attrs.iter().find(|(n, _)| n == k) {
+            Some((_, Attr::Graph(g))) => Some(g.clone()),
+            _ => None,
+        };
+        let (Some(then_g), Some(else_g)) = (branch("then_branch"), branch("else_branch")) else {
+            return Err(self.node_err(node, "needs then_branch and else_branch graphs"));
+        };
+        let outs = node.outputs.len();
+        if then_g.outputs.len() != outs || else_g.outputs.len() != outs {
+            return Err(self.node_err(node, "the branches' outputs do not match the node's"));
+        }
+        let cond = self.need(node, 0)?;
+        if let Val::Const(c) = &cond {
+            let take = super::scalar_of(c, "cond").map_err(|m| self.node_err(node, m))? != 0.0;
+            let g = if take { then_g } else { else_g };
+            let produced = self.inline_branch(node, &g, "then")?;
+            for (k, o) in produced.iter().enumerate() {
+                let v = self
+                    .get(o)?
+                    .ok_or_else(|| self.node_err(node, format!("branch output '{o}' is empty")))?;
+                self.set(node, k, v)?;
+            }
+            return Ok(());
+        }
+        let a = self.inline_branch(node, &then_g, "then")?;
+        let b = self.inline_branch(node, &else_g, "else")?;
+        let mut e = Expansion::new(node);
+        let c = node.inputs[0].clone();
+        for k in 0..outs {
+            let (sa, sb) = (self.get(&a[k])?, self.get(&b[k])?);
+            let (Some(sa), Some(sb)) = (sa, sb) else {
+                return Err(self.node_err(node, "a branch output is empty"));
+            };
+            if sa.shape() != sb.shape() {
+                return Err(self.node_err(
+                    node,
+                    format!(
+                        "output {k}: the branches give shapes {:?} and {:?}; with a condition computed at run time they must agree",
+                        sa.shape(),
+                        sb.shape()
+                    ),
+                ));
+            }
+            if !node.outputs[k].is_empty() {
+                e.node_to("Where", &[&c, &a[k], &b[k]], vec![], &node.outputs[k]);
+            }
+        }
+        for n in &e.nodes {
+            for i in &n.inputs {
+                *self.uses.entry(i.clone()).or_default() += 1;
+            }
+        }
+        for part in &e.nodes {
+            self.node(part)?;
+        }
+        Ok(())
+    }
+
+    /// Converts branch `g` of `node` with its own values renamed
+    /// (`{if output}#{tag}/{name}`); the names its outputs have now.
+    fn inline_branch(
+        &mut self,
+        node: &Node,
+        g: &super::parse::SubGraph,
+        tag: &str,
+    ) -> R<Vec<String>> {
+        let base = node.outputs.iter().find(|o| !o.is_empty()).cloned().unwrap_or_default();
+        let mut renamed: std::collections::HashMap<String, String> =
+            std::collections::HashMap::new();
+        for n in &g.nodes {
+            for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+                let mut name = format!("{base}#{tag}/{o}");
+                while self.vals.contains_key(&name)
+                    || self.sources.contains_key(name.as_str())
+                    || renamed.values().any(|v| v == &name)
+                {
+                    name.push('\'');
+                }
+                renamed.insert(o.clone(), name);
+            }
+        }
+        let rename = |v: &String| renamed.get(v).cloned().unwrap_or_else(|| v.clone());
+        for n in &g.nodes {
+            let inner = Node {
+                name: n.name.clone(),
+                op: n.op.clone(),
+                domain: n.domain.clone(),
+                inputs: n.inputs.iter().map(rename).collect(),
+                outputs: n
+                    .outputs
+                    .iter()
+                    .map(|o| if o.is_empty() { o.clone() } else { rename(o) })
+                    .collect(),
+                // Nested branches read this branch's values by their new names.
+                attrs: n
+                    .attrs
+                    .iter()
+                    .map(|(k, a)| match a {
+                        Attr::Graph(sub) => {
+                            (k.clone(), Attr::Graph(std::rc::Rc::new(renamed_reads(sub, &renamed))))
+                        }
+                        other => (k.clone(), other.clone()),
+                    })
+                    .collect(),
+            };
+            for i in inner.inputs.iter().filter(|i| !i.is_empty()) {
+                *self.uses.entry(i.clone()).or_default() += 1;
+            }
+            // A Constant's value is the model's tensor under its own name.
+            if n.op == "Constant" {
+                let original = n.outputs.first().cloned().unwrap_or_default();
+                let v = self.get(&original)?.ok_or_else(|| self.node_err(n, "has no value"))?;
+                let out = inner.outputs.first().cloned().unwrap_or_default();
+                self.vals.insert(out, v);
+                continue;
+            }
+            self.node(&inner).map_err(|err| {
+                let inner_msg = err.message.clone();
+                self.node_err(node, format!("in its {tag} branch: {inner_msg}"))
+            })?;
+        }
+        Ok(g.outputs.iter().map(rename).collect())
+    }
+
     /// Input `k`'s name; an error if it is absent.
     fn input_name(&self, node: &Node, k: usize) -> R<String> {
         node.inputs
@@ -1377,6 +1508,42 @@ impl Converter<'_> {
         }
         axes.sort_unstable();
         Ok(axes)
+    }
+}
+
+/// `g` with its reads of values in `map` (an enclosing branch's renamed
+/// values) renamed, except the values `g` itself produces, at every depth.
+fn renamed_reads(
+    g: &super::parse::SubGraph,
+    map: &std::collections::HashMap<String, String>,
+) -> super::parse::SubGraph {
+    let own: std::collections::HashSet<&String> = g.nodes.iter().flat_map(|n| &n.outputs).collect();
+    let map: std::collections::HashMap<String, String> =
+        map.iter().filter(|(k, _)| !own.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let read = |v: &String| map.get(v).cloned().unwrap_or_else(|| v.clone());
+    super::parse::SubGraph {
+        nodes: g
+            .nodes
+            .iter()
+            .map(|n| Node {
+                name: n.name.clone(),
+                op: n.op.clone(),
+                domain: n.domain.clone(),
+                inputs: n.inputs.iter().map(read).collect(),
+                outputs: n.outputs.clone(),
+                attrs: n
+                    .attrs
+                    .iter()
+                    .map(|(k, a)| match a {
+                        Attr::Graph(sub) => {
+                            (k.clone(), Attr::Graph(std::rc::Rc::new(renamed_reads(sub, &map))))
+                        }
+                        other => (k.clone(), other.clone()),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        outputs: g.outputs.iter().map(read).collect(),
     }
 }
 

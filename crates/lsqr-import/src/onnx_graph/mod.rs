@@ -342,11 +342,23 @@ impl<'m> Converter<'m> {
     fn new(model: &'m SourceModel, onnx: &OnnxGraph) -> Self {
         let sources = model.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
         let mut uses: HashMap<String, usize> = HashMap::new();
-        for n in &onnx.nodes {
-            for i in n.inputs.iter().filter(|i| !i.is_empty()) {
-                *uses.entry(i.clone()).or_default() += 1;
+        // Reads from inside subgraphs (If branches) count too.
+        fn count(nodes: &[Node], uses: &mut HashMap<String, usize>) {
+            for n in nodes {
+                for i in n.inputs.iter().filter(|i| !i.is_empty()) {
+                    *uses.entry(i.clone()).or_default() += 1;
+                }
+                for (_, a) in &n.attrs {
+                    if let Attr::Graph(g) = a {
+                        count(&g.nodes, uses);
+                        for o in &g.outputs {
+                            *uses.entry(o.clone()).or_default() += 1;
+                        }
+                    }
+                }
             }
         }
+        count(&onnx.nodes, &mut uses);
         for o in &onnx.outputs {
             *uses.entry(o.clone()).or_default() += 1;
         }
@@ -904,8 +916,11 @@ impl<'m> Converter<'m> {
                 format!("domain '{}' is not supported (only the default ONNX domain)", node.domain),
             ));
         }
-        if node.attrs.iter().any(|(_, a)| matches!(a, Attr::Graph)) {
-            return Err(self.node_err(node, "subgraphs (If, Loop, Scan) are not supported"));
+        if node.op == "If" && node.domain.is_empty() {
+            return self.if_op(node);
+        }
+        if node.attrs.iter().any(|(_, a)| matches!(a, Attr::Graph(_))) {
+            return Err(self.node_err(node, "subgraphs (Loop, Scan) are not supported"));
         }
         // Recurrences may leave Y out and keep only their final states.
         let optional_first = matches!(node.op.as_str(), "LSTM" | "GRU" | "RNN");

@@ -35,9 +35,21 @@ pub(crate) enum Attr {
     Ints(Vec<i64>),
     /// A string list (LSTM/GRU/RNN activations).
     Strings(Vec<String>),
-    /// A subgraph (If, Loop, Scan): never supported, kept to say so.
-    Graph,
+    /// A subgraph (If's branches; Loop and Scan bodies are refused).
+    Graph(std::rc::Rc<SubGraph>),
 }
+
+/// A subgraph: its nodes (in the file's order) and its outputs' names. Its
+/// initializers and Constant nodes are tensors of the `SourceModel`, by
+/// name, as the main graph's are.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SubGraph {
+    pub nodes: Vec<Node>,
+    pub outputs: Vec<String>,
+}
+
+/// How deep subgraphs are read (the tensor import refuses deeper ones).
+const MAX_DEPTH: usize = 32;
 
 /// A dimension of a declared input shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +141,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxGraph, ImportError>
     for field in graph.fields() {
         let field = field.map_err(|e| p.malformed(e))?;
         match field.number {
-            1 => out.nodes.push(node(&p, p.message(&field)?)?),
+            1 => out.nodes.push(node(&p, p.message(&field)?, 0)?),
             5 => {
                 for f in p.message(&field)?.fields() {
                     let f = f.map_err(|e| p.malformed(e))?;
@@ -152,7 +164,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxGraph, ImportError>
     Ok(out)
 }
 
-fn node(p: &Parser<'_>, msg: Message<'_>) -> Result<Node, ImportError> {
+fn node(p: &Parser<'_>, msg: Message<'_>, depth: usize) -> Result<Node, ImportError> {
     let mut n = Node {
         name: String::new(),
         op: String::new(),
@@ -168,7 +180,7 @@ fn node(p: &Parser<'_>, msg: Message<'_>) -> Result<Node, ImportError> {
             2 => n.outputs.push(p.string(&field)?),
             3 => n.name = p.string(&field)?,
             4 => n.op = p.string(&field)?,
-            5 => n.attrs.push(attribute(p, p.message(&field)?)?),
+            5 => n.attrs.push(attribute(p, p.message(&field)?, depth)?),
             7 => n.domain = p.string(&field)?,
             _ => {}
         }
@@ -176,9 +188,13 @@ fn node(p: &Parser<'_>, msg: Message<'_>) -> Result<Node, ImportError> {
     Ok(n)
 }
 
-fn attribute(p: &Parser<'_>, msg: Message<'_>) -> Result<(String, Attr), ImportError> {
+fn attribute(
+    p: &Parser<'_>,
+    msg: Message<'_>,
+    depth: usize,
+) -> Result<(String, Attr), ImportError> {
     let mut name = String::new();
-    let (mut f, mut i, mut s, mut t, mut graph) = (None, None, None, None, false);
+    let (mut f, mut i, mut s, mut t, mut graph) = (None, None, None, None, None);
     let (mut floats, mut ints, mut strings) = (Vec::new(), Vec::new(), Vec::new());
     let mut kind = 0u64;
     for field in msg.fields() {
@@ -190,7 +206,8 @@ fn attribute(p: &Parser<'_>, msg: Message<'_>) -> Result<(String, Attr), ImportE
             3 => i = Some(field.varint().map_err(m)? as i64),
             4 => s = Some(String::from_utf8_lossy(field.bytes().map_err(m)?.0).into_owned()),
             5 => t = Some(attr_tensor(p, p.message(&field)?)?),
-            6 | 11 => graph = true,
+            6 => graph = Some(subgraph(p, p.message(&field)?, depth + 1)?),
+            11 => graph = Some(SubGraph::default()),
             7 => {
                 let mut v = Vec::new();
                 field.fixed32s(&mut v).map_err(m)?;
@@ -218,11 +235,11 @@ fn attribute(p: &Parser<'_>, msg: Message<'_>) -> Result<(String, Attr), ImportE
                 return Err(ImportError::new(p.path, format!("attribute '{name}' has no tensor")))
             }
         },
-        5 | 10 | 13 => Attr::Graph,
+        5 | 10 | 13 => Attr::Graph(std::rc::Rc::new(graph.unwrap_or_default())),
         6 => Attr::Floats(floats),
         7 => Attr::Ints(ints),
         8 => Attr::Strings(strings),
-        _ if graph => Attr::Graph,
+        _ if graph.is_some() => Attr::Graph(std::rc::Rc::new(graph.unwrap_or_default())),
         _ => match (f, i, s, t) {
             (Some(f), _, _, _) => Attr::Float(f),
             (_, Some(i), _, _) => Attr::Int(i),
@@ -311,6 +328,23 @@ fn shape(p: &Parser<'_>, msg: Message<'_>) -> Result<Vec<Dim>, ImportError> {
         dims.push(dim);
     }
     Ok(dims)
+}
+
+/// A GraphProto attribute's nodes and outputs.
+fn subgraph(p: &Parser<'_>, msg: Message<'_>, depth: usize) -> Result<SubGraph, ImportError> {
+    if depth > MAX_DEPTH {
+        return Err(ImportError::new(p.path, format!("subgraphs nested deeper than {MAX_DEPTH}")));
+    }
+    let mut g = SubGraph::default();
+    for field in msg.fields() {
+        let field = field.map_err(|e| p.malformed(e))?;
+        match field.number {
+            1 => g.nodes.push(node(p, p.message(&field)?, depth)?),
+            12 => g.outputs.push(value_info(p, p.message(&field)?)?.name),
+            _ => {}
+        }
+    }
+    Ok(g)
 }
 
 /// The dtype of an ONNX elem_type for our purposes.

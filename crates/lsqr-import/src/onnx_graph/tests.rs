@@ -371,8 +371,11 @@ fn a_stale_intermediate_annotation_is_ignored_as_onnxruntime_does() {
 fn subgraphs_and_other_domains_are_errors() {
     let mut m = Model::new(vec![value_info("x", &["1"])], vec![value_info("y", &["1"])]);
     let branch = Enc::default().str(1, "then_branch").msg(6, Enc::default().str(2, "b")).int(20, 5);
-    m.nodes = vec![node("If", &["x"], &["y"], &[branch])];
-    assert!(error(&m, &[]).contains("subgraphs"), "{}", error(&m, &[]));
+    m.nodes = vec![node("If", &["x"], &["y"], std::slice::from_ref(&branch))];
+    assert!(error(&m, &[]).contains("needs then_branch and else_branch"), "{}", error(&m, &[]));
+    let body = Enc::default().str(1, "body").msg(6, Enc::default().str(2, "b")).int(20, 5);
+    m.nodes = vec![node("Loop", &["", "x"], &["y"], &[body])];
+    assert!(error(&m, &[]).contains("subgraphs (Loop, Scan)"), "{}", error(&m, &[]));
     let mut custom = node("Relu", &["x"], &["y"], &[]);
     custom = custom.str(7, "com.microsoft");
     m.nodes = vec![custom];
@@ -565,4 +568,66 @@ fn gather_of_computed_indices_from_a_computed_table() {
     let table = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
     let y = run(&g, &[&table, &[3.0, -4.0, 1.0]]).remove(0);
     assert_eq!(y, [6.0, 7.0, 0.0, 1.0, 2.0, 3.0]);
+}
+
+fn attr_graph(name: &str, nodes: Vec<Enc>, outputs: &[&str]) -> Enc {
+    let mut g = Enc::default();
+    for n in nodes {
+        g = g.msg(1, n);
+    }
+    g = g.str(2, name);
+    for o in outputs {
+        g = g.msg(12, value_info(o, &[]));
+    }
+    Enc::default().str(1, name).msg(6, g).int(20, 5)
+}
+
+#[test]
+fn if_with_a_computed_condition_runs_both_branches_and_selects() {
+    // y = sum(x) > 0 ? x * 2 : -x, the branches reading the outer x.
+    let mut m = Model::new(vec![value_info("x", &["2"])], vec![value_info("y", &["2"])]);
+    m.inits = vec![f32_tensor("zero", &[], &[0.0]), f32_tensor("two", &[], &[2.0])];
+    let then_b = attr_graph("then_branch", vec![node("Mul", &["x", "two"], &["t"], &[])], &["t"]);
+    let else_b = attr_graph("else_branch", vec![node("Neg", &["x"], &["t"], &[])], &["t"]);
+    m.nodes = vec![
+        node("ReduceSum", &["x"], &["s"], &[]),
+        node("Greater", &["s", "zero"], &["c"], &[]),
+        node("If", &["c"], &["y"], &[then_b, else_b]),
+    ];
+    let g = m.import(&[]).unwrap();
+    assert!(ops(&g).contains(&"where"), "{:?}", ops(&g));
+    assert_eq!(run(&g, &[&[1.0, 2.0]]).remove(0), [2.0, 4.0]);
+    assert_eq!(run(&g, &[&[-1.0, -2.0]]).remove(0), [1.0, 2.0]);
+}
+
+#[test]
+fn if_with_a_constant_condition_takes_its_branch_only() {
+    let mut m = Model::new(vec![value_info("x", &["2"])], vec![value_info("y", &["2"])]);
+    m.inits = vec![f32_tensor("two", &[], &[2.0])];
+    let then_b = attr_graph("then_branch", vec![node("Mul", &["x", "two"], &["t"], &[])], &["t"]);
+    let else_b = attr_graph("else_branch", vec![node("Neg", &["x"], &["t"], &[])], &["t"]);
+    m.nodes = vec![
+        node("Shape", &["x"], &["s"], &[]),
+        node("ReduceSum", &["s"], &["n"], &[]),
+        node("Cast", &["n"], &["c"], &[attr_int("to", 9)]),
+        node("If", &["c"], &["y"], &[then_b, else_b]),
+    ];
+    let g = m.import(&[]).unwrap();
+    assert!(ops(&g).contains(&"mul") && !ops(&g).contains(&"neg"), "only the then branch");
+    assert_eq!(run(&g, &[&[1.0, -3.0]]).remove(0), [2.0, -6.0]);
+}
+
+#[test]
+fn if_branches_of_different_shapes_need_a_constant_condition() {
+    let mut m = Model::new(vec![value_info("x", &["2"])], vec![value_info("y", &["1"])]);
+    m.inits = vec![f32_tensor("zero", &[], &[0.0])];
+    let then_b = attr_graph("then_branch", vec![node("Neg", &["x"], &["t"], &[])], &["t"]);
+    let else_b = attr_graph("else_branch", vec![node("ReduceSum", &["x"], &["t"], &[])], &["t"]);
+    m.nodes = vec![
+        node("ReduceSum", &["x"], &["s"], &[]),
+        node("Greater", &["s", "zero"], &["c"], &[]),
+        node("If", &["c"], &["y"], &[then_b, else_b]),
+    ];
+    let e = error(&m, &[]);
+    assert!(e.contains("(If, opset 17)") && e.contains("must agree"), "{e}");
 }
