@@ -1073,7 +1073,11 @@ impl Converter<'_> {
         };
         let w = self.need_const(node, 1, "W")?;
         let r = self.need_const(node, 2, "R")?;
+        // Bounded so that the size arithmetic below cannot overflow.
         let h = usize::try_from(self.attr_int(node, "hidden_size", 0)?).unwrap_or(0);
+        if h > 1 << 24 {
+            return Err(self.node_err(node, format!("hidden_size {h} is too large")));
+        }
         let d_n = dirs.len();
         let input = xs[2];
         if h == 0 || w.shape != [d_n, gates * h, input] || r.shape != [d_n, gates * h, h] {
