@@ -378,6 +378,7 @@ impl Converter<'_> {
                 );
                 let mut ishape = vec![1; s.len()];
                 ishape[axis] = s[axis];
+                bounded(self, node, s[axis])?;
                 let data = (0..s[axis]).map(|k| k as f64).collect();
                 let idx =
                     Const::new(Dtype::Int, ishape, data).map_err(|m| self.node_err(node, m))?;
@@ -663,6 +664,7 @@ impl Converter<'_> {
                     let v = cx.need(node, k)?;
                     match v {
                         Val::Const(p) if p.len() == g && g != c => {
+                            bounded(cx, node, c)?;
                             let data = (0..c).map(|ch| p.data[ch / (c / g)]).collect();
                             let p = Const::new(Dtype::Float, cshape.clone(), data)
                                 .map_err(|m| cx.node_err(node, m))?;
@@ -1117,6 +1119,7 @@ impl Converter<'_> {
         let initial = |cx: &mut Self, e: &mut Expansion, k: usize, d: usize| -> R<String> {
             match node.inputs.get(k).filter(|n| !n.is_empty()) {
                 None => {
+                    bounded(cx, node, batch.saturating_mul(h))?;
                     let z = Const::new(Dtype::Float, vec![batch, h], vec![0.0; batch * h]);
                     Ok(e.konst(cx, z.map_err(|m| cx.node_err(node, m))?))
                 }
@@ -1513,6 +1516,22 @@ impl Converter<'_> {
         axes.sort_unstable();
         Ok(axes)
     }
+}
+
+/// An error unless a constant of `n` elements, built from a computed
+/// value's dims (each up to 2^32), fits the cap on grown constants:
+/// checked before it is allocated.
+fn bounded(cx: &Converter<'_>, node: &Node, n: usize) -> R<()> {
+    if n > super::tensor::MAX_GROWN_ELEMENTS {
+        return Err(cx.node_err(
+            node,
+            format!(
+                "its expansion needs a constant of {n} elements, more than the {} allowed",
+                super::tensor::MAX_GROWN_ELEMENTS
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `g` with its reads of values in `map` (an enclosing branch's renamed

@@ -2503,6 +2503,7 @@ impl<'m> Converter<'m> {
             }
             match &x {
                 Val::Const(c) => {
+                    tensor::grown(&shape, c.len()).map_err(|m| self.node_err(node, m))?;
                     let picks: Vec<Vec<usize>> = (0..xs.len())
                         .map(|d| (starts[d]..starts[d] + shape[d]).collect())
                         .collect();
@@ -2558,6 +2559,7 @@ impl<'m> Converter<'m> {
         }
         match &x {
             Val::Const(c) => {
+                tensor::grown(&out, c.len()).map_err(|m| self.node_err(node, m))?;
                 let picks: Vec<Vec<usize>> = (0..rank)
                     .map(|d| {
                         (0..out[d])
@@ -2644,9 +2646,21 @@ impl<'m> Converter<'m> {
             xs[..axis].iter().chain(&idx.shape).chain(&xs[axis + 1..]).copied().collect();
         match &x {
             Val::Const(c) => {
-                let mut picks: Vec<Vec<usize>> =
-                    (0..xs.len()).map(|d| (0..xs[d]).collect()).collect();
-                picks[axis] = indices;
+                // Bounded before any index list is built (an empty constant
+                // may have dims of 2^28).
+                let mut flat = xs.clone();
+                flat[axis] = indices.len();
+                tensor::grown(&flat, c.len()).map_err(|m| self.node_err(node, m))?;
+                let mut indices = Some(indices);
+                let picks: Vec<Vec<usize>> = (0..xs.len())
+                    .map(|d| {
+                        if d == axis {
+                            indices.take().unwrap_or_default()
+                        } else {
+                            (0..xs[d]).collect()
+                        }
+                    })
+                    .collect();
                 let t = tensor::pick(c, &picks).map_err(|m| self.node_err(node, m))?;
                 let t = t.reshaped(out).map_err(|m| self.node_err(node, m))?;
                 self.set(node, 0, Val::Const(t))
