@@ -499,33 +499,13 @@ pub fn gather_into(
     indices: &[usize],
     out: &mut [f32],
 ) -> Result<(), OpError> {
-    const OP: &str = "gather";
-    let rank = shape.len();
-    check_rank(OP, rank)?;
-    if axis >= rank {
-        return Err(bad(OP, "axis out of range"));
-    }
-    check_len(OP, "x", x.len(), shape)?;
-    let dim = shape[axis];
-    if indices.iter().any(|&i| i >= dim) {
-        return Err(bad(OP, "index out of range"));
-    }
-    let mut oshape = [0usize; MAX_RANK];
-    oshape[..rank].copy_from_slice(shape);
-    oshape[axis] = indices.len();
-    check_len(OP, "out", out.len(), &oshape[..rank])?;
-    if out.is_empty() {
-        return Ok(());
-    }
-    let inner = numel(OP, &shape[axis + 1..])?;
-    let block = dim * inner;
-    let out_block = indices.len() * inner;
-    for (src, dst) in x.chunks_exact(block).zip(out.chunks_exact_mut(out_block)) {
-        for (&i, d) in indices.iter().zip(dst.chunks_exact_mut(inner)) {
-            d.copy_from_slice(&src[i * inner..(i + 1) * inner]);
+    gather_with(x, shape, axis, indices.len(), out, |j, dim| {
+        let i = indices[j];
+        if i >= dim {
+            return Err(bad("gather", "index out of range"));
         }
-    }
-    Ok(())
+        Ok(i)
+    })
 }
 
 /// [`gather_into`] with indices computed at run time (token ids into an
@@ -542,6 +522,27 @@ pub fn gather_computed_into(
     indices: &[f32],
     out: &mut [f32],
 ) -> Result<(), OpError> {
+    gather_with(x, shape, axis, indices.len(), out, |j, dim| {
+        let d = dim as f64;
+        let v = f64::from(indices[j]);
+        // (No `fract` in core: a whole number survives the round trip.)
+        if !(-d..d).contains(&v) || v as i64 as f64 != v {
+            return Err(bad("gather", "an index is not a whole number inside [-dim, dim)"));
+        }
+        Ok(if v < 0.0 { (v + d) as usize } else { v as usize })
+    })
+}
+
+/// The gathers' shared walk: `count` indices, the `j`-th resolved by
+/// `index(j, dim)`. Every index is checked before anything is written.
+fn gather_with(
+    x: &[f32],
+    shape: &[usize],
+    axis: usize,
+    count: usize,
+    out: &mut [f32],
+    index: impl Fn(usize, usize) -> Result<usize, OpError>,
+) -> Result<(), OpError> {
     const OP: &str = "gather";
     let rank = shape.len();
     check_rank(OP, rank)?;
@@ -550,28 +551,22 @@ pub fn gather_computed_into(
     }
     check_len(OP, "x", x.len(), shape)?;
     let dim = shape[axis];
+    for j in 0..count {
+        index(j, dim)?;
+    }
     let mut oshape = [0usize; MAX_RANK];
     oshape[..rank].copy_from_slice(shape);
-    oshape[axis] = indices.len();
+    oshape[axis] = count;
     check_len(OP, "out", out.len(), &oshape[..rank])?;
     if out.is_empty() {
         return Ok(());
     }
     let inner = numel(OP, &shape[axis + 1..])?;
     let block = dim * inner;
-    let out_block = indices.len() * inner;
-    let row = |v: f32| -> Result<usize, OpError> {
-        let d = dim as f64;
-        let v = f64::from(v);
-        // (No `fract` in core: a whole number survives the round trip.)
-        if !(-d..d).contains(&v) || v as i64 as f64 != v {
-            return Err(bad(OP, "an index is not a whole number inside [-dim, dim)"));
-        }
-        Ok(if v < 0.0 { (v + d) as usize } else { v as usize })
-    };
+    let out_block = count * inner;
     for (src, dst) in x.chunks_exact(block).zip(out.chunks_exact_mut(out_block)) {
-        for (&v, d) in indices.iter().zip(dst.chunks_exact_mut(inner)) {
-            let i = row(v)?;
+        for (j, d) in dst.chunks_exact_mut(inner).enumerate() {
+            let i = index(j, dim)?;
             d.copy_from_slice(&src[i * inner..(i + 1) * inner]);
         }
     }

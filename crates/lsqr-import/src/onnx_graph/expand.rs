@@ -51,6 +51,10 @@ pub(super) const EXPANDED_OPS: &[&str] = &[
     "Xor",
 ];
 
+/// The attributes of ONNX's Conv, which the integer convolutions share
+/// (and pass on to the Conv they become).
+const CONV_ATTRS: &[&str] = &["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
+
 /// The nodes and constants an op is rewritten into.
 struct Expansion {
     base: String,
@@ -565,14 +569,7 @@ impl Converter<'_> {
                 // (a - a_zero_point) times (b - b_zero_point), in f32 (exact
                 // while the sums stay below 2^24 in magnitude).
                 let conv = node.op == "ConvInteger";
-                if conv {
-                    self.allow(
-                        node,
-                        &["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"],
-                    )?;
-                } else {
-                    self.allow(node, &[])?;
-                }
+                self.allow(node, if conv { CONV_ATTRS } else { &[] })?;
                 let a = self.centred(node, e, 0, 2, if conv { 1 } else { 0 }, false)?;
                 let b = self.centred(node, e, 1, 3, if conv { 0 } else { 1 }, !conv)?;
                 let attrs = if conv { node.attrs.clone() } else { Vec::new() };
@@ -589,14 +586,7 @@ impl Converter<'_> {
             "QLinearMatMul" | "QLinearConv" => {
                 // Dequantize both operands, multiply in f32, quantize.
                 let conv = node.op == "QLinearConv";
-                if conv {
-                    self.allow(
-                        node,
-                        &["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"],
-                    )?;
-                } else {
-                    self.allow(node, &[])?;
-                }
+                self.allow(node, if conv { CONV_ATTRS } else { &[] })?;
                 let (lo, hi) = self.quant_range(node, 7)?;
                 let deq = |cx: &mut Self, e: &mut Expansion, k: usize, axis: usize| -> R<String> {
                     let s = cx.need(node, k)?.shape().to_vec();

@@ -153,8 +153,8 @@ fn error(m: &Model, shapes: &[(&str, &[usize])]) -> String {
     m.import(shapes).expect_err("the import must fail").to_string()
 }
 
-/// Writes the imported graph (all tensors f32) and runs it.
-fn run(g: &ImportedGraph, inputs: &[&[f32]]) -> Vec<Vec<f32>> {
+/// The imported graph as a .lsq file, all tensors f32.
+fn lsq_bytes(g: &ImportedGraph) -> Vec<u8> {
     let mut w = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
     for (name, shape) in &g.input_shapes {
         let dims = shape.iter().map(|&d| d as i64).collect();
@@ -164,7 +164,12 @@ fn run(g: &ImportedGraph, inputs: &[&[f32]]) -> Vec<Vec<f32>> {
         w.add_raw_f32(&t.name, &t.shape, &t.data).unwrap();
     }
     w.set_graph(g.graph.clone());
-    let bytes = w.finish().unwrap().into_inner();
+    w.finish().unwrap().into_inner()
+}
+
+/// Writes the imported graph (all tensors f32) and runs it.
+fn run(g: &ImportedGraph, inputs: &[&[f32]]) -> Vec<Vec<f32>> {
+    let bytes = lsq_bytes(g);
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let plan = Plan::new(&file).unwrap();
     let mut arena = vec![0u8; plan.arena_len()];
@@ -536,16 +541,7 @@ fn gather_of_computed_indices_runs_and_checks_them_at_run_time() {
         [4, 0, 4, 2].iter().flat_map(|&r| table[r * 3..r * 3 + 3].to_vec()).collect();
     assert_eq!(y, want);
     // An id past the table is a run-time error, not a read out of bounds.
-    let mut w = LsqWriter::new(Cursor::new(Vec::new())).unwrap();
-    for (name, shape) in &g.input_shapes {
-        let dims = shape.iter().map(|&d| d as i64).collect();
-        w.add_metadata(&format!("input_shape.{name}"), Value::IntList(dims)).unwrap();
-    }
-    for t in &g.tensors {
-        w.add_raw_f32(&t.name, &t.shape, &t.data).unwrap();
-    }
-    w.set_graph(g.graph.clone());
-    let bytes = w.finish().unwrap().into_inner();
+    let bytes = lsq_bytes(&g);
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let plan = Plan::new(&file).unwrap();
     let mut arena = vec![0u8; plan.arena_len()];
