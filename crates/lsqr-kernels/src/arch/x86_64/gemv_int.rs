@@ -696,7 +696,20 @@ unsafe fn rows<
     let mut fsum = [_mm256_setzero_ps(); R];
     let lanes = lane_groups(w);
     let mut groups = GroupWalk::new(w);
+    // The bytes of the next R rows' block that each block step prefetches.
+    let block_bytes = R * w.block / 8 * BITS as usize;
     for (b, c0) in (0..p.cols).step_by(w.block).enumerate() {
+        // The next R rows at this block's pace: a row is a short stream
+        // (2-4 KB), too short for the hardware prefetcher alone, and the R
+        // rows are one run of R · rb bytes, read here `block_bytes` per
+        // block step. A hint per 64 bytes covers every line once that is
+        // 64 or more (R = 1 repeats some); it never faults.
+        let ahead = row_ptr[0].wrapping_add(R * rb + b * block_bytes);
+        let mut line = 0;
+        while line < block_bytes {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+            line += 64;
+        }
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
         for c in (c0..c0 + w.block).step_by(span) {
             // SAFETY: c + span <= the padded columns <= the activations'
@@ -706,10 +719,6 @@ unsafe fn rows<
                 let a = span_acts::<WIDE, SPAN64>(w, 0, c);
                 let off = c / span * span_bytes;
                 for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
-                    // The same span R rows on: a row's stream is short (2-4
-                    // KB), too short for the hardware prefetcher alone. A
-                    // hint: never faults.
-                    _mm_prefetch::<_MM_HINT_T0>(ptr.add(off).wrapping_add(R * rb).cast());
                     let l = span_lookup::<BITS, WIDE, SIGN, SPAN64>(u, ptr.add(off), small, table);
                     *acc = accumulate::<SPLIT>(*acc, span_dot::<WIDE, SPAN64>(&l, &a));
                 }

@@ -14,8 +14,10 @@
 //!   four qwords shifted by 0, 2, 4 and 6 bits (`vpsrlvq`), the AVX2
 //!   kernel's order, looked up by `vpshufb`; `vpdpbusd` multiplies the
 //!   levels' magnitudes by the activations carrying their signs;
-//! - C = 4: the 32 bytes' low and high nibbles, the halves' qwords
-//!   interleaved (`vpermq`), looked up by `vpshufb` (16 entries);
+//! - C = 4: the 32 bytes spread to 32 words (`vpermb`, each word a byte
+//!   of the order the activations want), whose low and high nibbles are
+//!   looked up as words by two `vpermw` (16 entries): no byte planes to
+//!   interleave;
 //! - C = 3, 5..=7: the 8·C bytes' qwords of eight codes, gathered (`vpermb`)
 //!   in the order the unpacks want, cut into bytes by `vpmultishiftqb`
 //!   (eight bit fields per qword at offsets 0, C, .., 7·C) and a mask;
@@ -132,12 +134,15 @@ unsafe fn gemv_c<const BITS: u32>(w: &IntRows<'_>, y: &mut [f32]) -> usize {
     y.len()
 }
 
-/// The table's low and high bytes: C = 3, 4, the 16 entries in each 128-bit
-/// lane of `lo[0]`, `hi[0]`; C = 5..=8, entries `64k..64k + 64` in
-/// `lo[k]`, `hi[k]`.
+/// The table in registers: C = 2, the 16 int8 entries in each 128-bit
+/// lane of `lo[0]`; C = 3, the 16 int16 entries' low and high bytes so in
+/// `lo[0]`, `hi[0]`; C = 4, `words`; C = 5..=8, entries `64k..64k + 64`'
+/// low and high bytes in `lo[k]`, `hi[k]`.
 struct Tables {
     lo: [__m512i; 4],
     hi: [__m512i; 4],
+    /// C = 4: the 16 int16 levels, words 0..16 (`vpermw`).
+    words: __m512i,
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
@@ -149,9 +154,12 @@ fn tables(t: &IntTable) -> Tables {
             // SAFETY: 16 readable bytes.
             let bcast =
                 |b: [u8; 16]| _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(b.as_ptr().cast()) });
+            // SAFETY: 16 readable words.
+            let words = _mm512_zextsi256_si512(unsafe { _mm256_loadu_si256(v.as_ptr().cast()) });
             Tables {
                 lo: [bcast(plane(0)), zero, zero, zero],
                 hi: [bcast(plane(1)), zero, zero, zero],
+                words,
             }
         }
         IntTable::I16Large(v) => {
@@ -175,24 +183,24 @@ fn tables(t: &IntTable) -> Tables {
                 (lo, hi)
             };
             let p = [planes(0), planes(1), planes(2), planes(3)];
-            Tables { lo: p.map(|p| p.0), hi: p.map(|p| p.1) }
+            Tables { lo: p.map(|p| p.0), hi: p.map(|p| p.1), words: zero }
         }
         IntTable::I8(v) => {
             // SAFETY: 16 readable bytes.
             let t = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(v.as_ptr().cast()) });
-            Tables { lo: [t, zero, zero, zero], hi: [zero; 4] }
+            Tables { lo: [t, zero, zero, zero], hi: [zero; 4], words: zero }
         }
     }
 }
 
 /// The constants of arranging a block's codes (see the module doc).
 struct Unpack {
-    /// C = 4, 8: the `vpermq` control; C = 3, 5..=7: the `vpermb` control.
+    /// C = 2, 8: the `vpermq` control; C = 3..=7: the `vpermb` one.
     perm: __m512i,
     /// C = 3, 5..=7: the `vpmultishiftqb` control (bit offsets 0, C, ..,
-    /// 7·C).
+    /// 7·C); C = 2: each qword's `vpsrlvq` shift.
     shift: __m512i,
-    /// The low C bits of each byte.
+    /// The low C bits of each byte (C = 4: unused).
     mask: __m512i,
 }
 
@@ -225,12 +233,26 @@ fn unpack_consts(bits: u32) -> Unpack {
             mask: _mm512_set1_epi8(3),
         };
     }
+    if bits == 4 {
+        // Word s of the block's register: raw byte `m(s)`, whose low
+        // nibble is the code of stored position s and high nibble that of
+        // 32 + s (`int_act_column`: m swaps 8..16 with 16..24).
+        let mut bytes = [0u8; 64];
+        for (s, b) in bytes.chunks_exact_mut(2).enumerate() {
+            b[0] = match s {
+                8..=15 => s + 8,
+                16..=23 => s - 8,
+                _ => s,
+            } as u8;
+        }
+        return Unpack {
+            perm: load(bytes.as_ptr()),
+            shift: _mm512_setzero_si512(),
+            mask: _mm512_setzero_si512(),
+        };
+    }
     Unpack {
-        perm: if bits == 4 || bits == 8 {
-            load(qwords.as_ptr().cast())
-        } else {
-            load(perm.as_ptr())
-        },
+        perm: if bits == 8 { load(qwords.as_ptr().cast()) } else { load(perm.as_ptr()) },
         shift: load(shift.as_ptr()),
         mask: _mm512_set1_epi8(((1u32 << bits.min(7)) - 1) as i8),
     }
@@ -281,11 +303,8 @@ unsafe fn codes64<const BITS: u32, const WHOLE: bool>(u: &Unpack, p: *const u8, 
                 _mm256_maskz_loadu_epi8(k as u32, p.cast())
             }
         };
-        let nib = _mm256_set1_epi8(0x0f);
-        let lo = _mm256_and_si256(raw, nib);
-        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nib);
-        let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-        _mm512_permutexvar_epi64(u.perm, both)
+        // Each word a byte of two codes (`unpack_consts`).
+        _mm512_maskz_permutexvar_epi8(0x5555_5555_5555_5555, u.perm, _mm512_castsi256_si512(raw))
     } else {
         // SAFETY: the caller (WHOLE: 64 readable bytes).
         let raw = unsafe {
@@ -392,8 +411,18 @@ fn lookup<const BITS: u32>(codes: __m512i, t: &Tables) -> Looked {
             negative: _mm512_movepi8_mask(v),
         };
     }
+    if BITS == 4 {
+        // Words of two codes each: the low nibbles index positions 0..32,
+        // the high ones 32..64, each looked up by `vpermw`.
+        let lo = _mm512_and_si512(codes, _mm512_set1_epi16(0x0f));
+        let hi = _mm512_srli_epi16::<4>(codes);
+        return Looked {
+            levels: [_mm512_permutexvar_epi16(lo, t.words), _mm512_permutexvar_epi16(hi, t.words)],
+            negative: 0,
+        };
+    }
     let plane = |p: &[__m512i; 4]| match BITS {
-        3 | 4 => _mm512_shuffle_epi8(p[0], codes),
+        3 => _mm512_shuffle_epi8(p[0], codes),
         5 | 6 => _mm512_permutexvar_epi8(codes, p[0]),
         7 => _mm512_permutex2var_epi8(p[0], codes, p[1]),
         _ => {
@@ -407,7 +436,9 @@ fn lookup<const BITS: u32>(codes: __m512i, t: &Tables) -> Looked {
 }
 
 /// Rows `r..r + R` against the single vector: per block, each row's 16
-/// int32 lanes folded to the AVX2 kernel's eight, then its epilogue.
+/// int32 lanes folded to the AVX2 kernel's eight, then its epilogue, two
+/// rows to a register ([`add_pair`]; R = 1 on its own). The whole blocks
+/// run in a loop of their own, without the partial block's masks.
 ///
 /// # Safety
 /// As [`gemv_int`], and rows `r..r + R` exist.
@@ -420,53 +451,141 @@ unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
     r: usize,
 ) -> [f32; R] {
     let p = &w.rows;
+    let rb = p.cols / 8 * BITS as usize;
+    // SAFETY: row r starts inside `packed`, and its scales inside
+    // `scales` (the caller).
+    let (codes, scales) =
+        unsafe { (p.packed.as_ptr().add(r * rb), p.scales.as_ptr().add(r * p.scale_stride)) };
+    let mut st =
+        RowSums::<R> { codes, scales, fsum: [_mm512_setzero_ps(); 4], groups: GroupWalk::new(w) };
+    let full = p.cols / 64;
+    for b in 0..full {
+        // SAFETY: forwarded; block b is whole.
+        unsafe { row_block::<R, BITS, WHOLE>(w, u, t, &mut st, b, 64) };
+    }
+    if !p.cols.is_multiple_of(64) {
+        // SAFETY: forwarded; the last block has `cols % 64` columns.
+        unsafe { row_block::<R, BITS, false>(w, u, t, &mut st, full, p.cols % 64) };
+    }
+    core::array::from_fn(|q| {
+        let pair = st.fsum[q / 2];
+        let half = if q % 2 == 0 {
+            _mm512_castps512_ps256(pair)
+        } else {
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(pair)))
+        };
+        lanes_sum(half)
+    })
+}
+
+/// What [`rows`] carries from block to block.
+struct RowSums<const R: usize> {
+    /// The first row's codes (the others follow, `rb` bytes apart).
+    codes: *const u8,
+    /// The first row's scales (the others follow, `scale_stride` apart).
+    scales: *const f32,
+    /// Pair k: rows 2k (lanes 0..8) and 2k + 1 (lanes 8..16); R = 1: row 0
+    /// in lanes 0..8 of pair 0.
+    fsum: [__m512; 4],
+    groups: GroupWalk,
+}
+
+/// Block `b` (`n` columns) of [`rows`]: its codes looked up and
+/// multiplied, row by row, and added into `st`. `PLAIN`: plain loads of
+/// [`load_len`] bytes (a whole block of a `WHOLE` row), else masked ones.
+///
+/// # Safety
+/// As [`rows`]; `PLAIN` only where [`block_codes`] allows it.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn row_block<const R: usize, const BITS: u32, const PLAIN: bool>(
+    w: &IntRows<'_>,
+    u: &Unpack,
+    t: &Tables,
+    st: &mut RowSums<R>,
+    b: usize,
+    n: usize,
+) {
     let c = BITS as usize;
-    let rb = p.cols / 8 * c;
-    // SAFETY: row r + q starts inside `packed` (the caller).
-    let row_ptr: [*const u8; R] =
-        core::array::from_fn(|q| unsafe { p.packed.as_ptr().add((r + q) * rb) });
-    // SAFETY: row r + q's scales start inside `scales` (the caller).
-    let scale_ptr: [*const f32; R] =
-        core::array::from_fn(|q| unsafe { p.scales.as_ptr().add((r + q) * p.scale_stride) });
-    let zero = _mm256_setzero_si256();
-    let lanes = [zero; 2];
-    let mut fsum = [_mm256_setzero_ps(); R];
-    let mut groups = GroupWalk::new(w);
-    for (b, c0) in (0..p.cols).step_by(64).enumerate() {
-        let n = (p.cols - c0).min(64);
-        let k = byte_mask(n / 8 * c);
-        // SAFETY: c0 + 64 <= the padded columns <= the activations' length
-        // (`supports`).
-        let a = unsafe { block_acts::<BITS>(w, 0, c0) };
-        let mut acc = [_mm512_setzero_si512(); R];
-        for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
-            // SAFETY: k selects the block's bytes of the row, which lie in
-            // the row (c0 / 8 · C + that count <= rb); WHOLE rows can load
-            // `load_len` bytes from any block (the caller), whole here.
-            let codes = unsafe {
-                let at = ptr.add(c0 / 8 * c);
-                // The same block R rows on: the rows' streams are short (a
-                // row is 2-4 KB), so the hardware prefetcher alone leaves
-                // the loads waiting. A hint: never faults.
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(R * rb).cast());
-                block_codes::<BITS, WHOLE>(u, at, n, k)
-            };
-            *acc = dot::<BITS>(*acc, &lookup::<BITS>(codes, t), a);
-        }
-        // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
-        let act = unsafe { *w.act_scales.get_unchecked(b) };
-        let g = groups.next();
-        for q in 0..R {
-            let folded = _mm256_add_epi32(
-                _mm512_castsi512_si256(acc[q]),
-                _mm512_extracti64x4_epi64::<1>(acc[q]),
-            );
-            // SAFETY: the block's group of row r + q has a scale (the caller).
-            let gs = unsafe { block_scales(1, scale_ptr[q], b, g) };
-            fsum[q] = add_block::<false>(fsum[q], [folded, zero], gs, act, &lanes);
+    let rb = w.rows.cols / 8 * c;
+    let c0 = 64 * b;
+    let k = byte_mask(n / 8 * c);
+    // The next R rows' bytes at this block's pace: a row is a short
+    // stream (2-4 KB), too short for the hardware prefetcher alone, and
+    // the R rows are one run of R · rb bytes, of which each block step
+    // reads `span`. A hint per 64 bytes covers every line once the span is
+    // 64 bytes or more (R = 1 repeats some); it never faults.
+    let span = R * 8 * c;
+    let ahead = st.codes.wrapping_add(R * rb + b * span);
+    let mut line = 0;
+    while line < span {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+        line += 64;
+    }
+    // SAFETY: c0 + 64 <= the padded columns <= the activations' length
+    // (`supports`).
+    let a = unsafe { block_acts::<BITS>(w, 0, c0) };
+    // A loop, not `array::from_fn`: its closure was not always inlined.
+    let mut acc = [_mm512_setzero_si512(); R];
+    for (q, acc) in acc.iter_mut().enumerate() {
+        // SAFETY: k selects the block's bytes of row r + q, which lie in
+        // the row (c0 / 8 · C + that count <= rb); PLAIN: the caller.
+        let codes =
+            unsafe { block_codes::<BITS, PLAIN>(u, st.codes.add(q * rb + c0 / 8 * c), n, k) };
+        *acc = dot::<BITS>(*acc, &lookup::<BITS>(codes, t), a);
+    }
+    // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
+    let act = unsafe { *w.act_scales.get_unchecked(b) };
+    let g = st.groups.next();
+    let stride = w.rows.scale_stride;
+    if R == 1 {
+        let folded = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc[0]),
+            _mm512_extracti64x4_epi64::<1>(acc[0]),
+        );
+        // SAFETY: the block's group of the row has a scale (the caller).
+        let gs = unsafe { block_scales(1, st.scales, b, g) };
+        let zero = _mm256_setzero_si256();
+        let f = add_block::<false>(
+            _mm512_castps512_ps256(st.fsum[0]),
+            [folded, zero],
+            gs,
+            act,
+            &[zero; 2],
+        );
+        st.fsum[0] = _mm512_castps256_ps512(f);
+    } else {
+        let act = _mm512_set1_ps(act);
+        for q in (0..R).step_by(2) {
+            // SAFETY: the block's group of rows r + q and r + q + 1 has a
+            // scale (the caller; R is even).
+            let scales =
+                unsafe { [st.scales.add(q * stride + g), st.scales.add((q + 1) * stride + g)] };
+            // SAFETY: as above.
+            st.fsum[q / 2] = unsafe { add_pair(st.fsum[q / 2], [acc[q], acc[q + 1]], scales, act) };
         }
     }
-    core::array::from_fn(|q| lanes_sum(fsum[q]))
+}
+
+/// Two rows' block sums added to their f32 sums `fsum` (rows in lanes
+/// 0..8 and 8..16), each lane as the AVX2 kernel's `add_block` computes it
+/// (lanes `k` and `k + 8` of a row's sums added as integers, converted,
+/// times `scale · act`, added): one fold, conversion and two products for
+/// both rows.
+///
+/// # Safety
+/// Both `scale` pointers are readable.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn add_pair(fsum: __m512, acc: [__m512i; 2], scale: [*const f32; 2], act: __m512) -> __m512 {
+    // Lanes 0..8: row 0's halves' lanes added; 8..16: row 1's.
+    let low = _mm512_shuffle_i64x2::<0b01_00_01_00>(acc[0], acc[1]);
+    let high = _mm512_shuffle_i64x2::<0b11_10_11_10>(acc[0], acc[1]);
+    let folded = _mm512_add_epi32(low, high);
+    // SAFETY: the caller.
+    let (s0, s1) = unsafe { (*scale[0], *scale[1]) };
+    let s = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+    _mm512_add_ps(fsum, _mm512_mul_ps(_mm512_cvtepi32_ps(folded), _mm512_mul_ps(s, act)))
 }
 
 /// Rows per block of [`batch_rows`]: their codes stay in L1 while the
