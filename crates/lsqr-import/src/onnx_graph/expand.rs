@@ -1436,28 +1436,9 @@ impl Converter<'_> {
         }
         let rename = |v: &String| renamed.get(v).cloned().unwrap_or_else(|| v.clone());
         for n in &g.nodes {
-            let inner = Node {
-                name: n.name.clone(),
-                op: n.op.clone(),
-                domain: n.domain.clone(),
-                inputs: n.inputs.iter().map(rename).collect(),
-                outputs: n
-                    .outputs
-                    .iter()
-                    .map(|o| if o.is_empty() { o.clone() } else { rename(o) })
-                    .collect(),
-                // Nested branches read this branch's values by their new names.
-                attrs: n
-                    .attrs
-                    .iter()
-                    .map(|(k, a)| match a {
-                        Attr::Graph(sub) => {
-                            (k.clone(), Attr::Graph(std::rc::Rc::new(renamed_reads(sub, &renamed))))
-                        }
-                        other => (k.clone(), other.clone()),
-                    })
-                    .collect(),
-            };
+            // Nested branches read this branch's values by their new names.
+            let write = |o: &String| if o.is_empty() { o.clone() } else { rename(o) };
+            let inner = remapped_node(n, &rename, &write, &renamed);
             for i in inner.inputs.iter().filter(|i| !i.is_empty()) {
                 *self.uses.entry(i.clone()).or_default() += 1;
             }
@@ -1492,7 +1473,10 @@ impl Converter<'_> {
             .ok_or_else(|| self.node_err(node, format!("axis {a} is out of range for rank {rank}")))
     }
 
-    fn axis_list(&self, node: &Node, raw: &[i64], rank: usize) -> R<Vec<usize>> {
+    /// `raw`'s axes of a rank-`rank` value, negative ones counted from the
+    /// end, sorted; an error names the node for one out of range or
+    /// repeated (also `Converter::axes`).
+    pub(super) fn axis_list(&self, node: &Node, raw: &[i64], rank: usize) -> R<Vec<usize>> {
         let mut axes = Vec::new();
         for &a in raw {
             let ax = axis_of(a, rank).ok_or_else(|| {
@@ -1535,28 +1519,36 @@ fn renamed_reads(
         map.iter().filter(|(k, _)| !own.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
     let read = |v: &String| map.get(v).cloned().unwrap_or_else(|| v.clone());
     super::parse::SubGraph {
-        nodes: g
-            .nodes
+        nodes: g.nodes.iter().map(|n| remapped_node(n, &read, &|o| o.clone(), &map)).collect(),
+        outputs: g.outputs.iter().map(read).collect(),
+    }
+}
+
+/// `n` with its inputs read through `read` and its outputs named by
+/// `write`, and its subgraphs reading the values `map` renames by their
+/// new names ([`renamed_reads`]).
+fn remapped_node(
+    n: &Node,
+    read: &dyn Fn(&String) -> String,
+    write: &dyn Fn(&String) -> String,
+    map: &std::collections::HashMap<String, String>,
+) -> Node {
+    Node {
+        name: n.name.clone(),
+        op: n.op.clone(),
+        domain: n.domain.clone(),
+        inputs: n.inputs.iter().map(read).collect(),
+        outputs: n.outputs.iter().map(write).collect(),
+        attrs: n
+            .attrs
             .iter()
-            .map(|n| Node {
-                name: n.name.clone(),
-                op: n.op.clone(),
-                domain: n.domain.clone(),
-                inputs: n.inputs.iter().map(read).collect(),
-                outputs: n.outputs.clone(),
-                attrs: n
-                    .attrs
-                    .iter()
-                    .map(|(k, a)| match a {
-                        Attr::Graph(sub) => {
-                            (k.clone(), Attr::Graph(std::rc::Rc::new(renamed_reads(sub, &map))))
-                        }
-                        other => (k.clone(), other.clone()),
-                    })
-                    .collect(),
+            .map(|(k, a)| match a {
+                Attr::Graph(sub) => {
+                    (k.clone(), Attr::Graph(std::rc::Rc::new(renamed_reads(sub, map))))
+                }
+                other => (k.clone(), other.clone()),
             })
             .collect(),
-        outputs: g.outputs.iter().map(read).collect(),
     }
 }
 

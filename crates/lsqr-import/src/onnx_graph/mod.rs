@@ -893,18 +893,7 @@ impl<'m> Converter<'m> {
             self.attr_ints(node, "axes")?
         };
         let Some(raw) = raw else { return Ok(None) };
-        let mut axes = Vec::new();
-        for a in raw {
-            let ax = axis_of(a, rank).ok_or_else(|| {
-                self.node_err(node, format!("axis {a} is out of range for rank {rank}"))
-            })?;
-            if axes.contains(&ax) {
-                return Err(self.node_err(node, format!("axis {a} is repeated")));
-            }
-            axes.push(ax);
-        }
-        axes.sort_unstable();
-        Ok(Some(axes))
+        self.axis_list(node, &raw, rank).map(Some)
     }
 
     // ------------------------------------------------------------ nodes
