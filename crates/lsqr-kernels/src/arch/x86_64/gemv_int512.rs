@@ -1,9 +1,10 @@
 //! Linear on packed rows with integer dot products, AVX-512 (F, BW, VL,
 //! VBMI, VNNI), for one activation vector or a batch of them: C = 2 with
 //! int8 tables and C = 3..=8 with int16 ones, blocks of 64 columns lying
-//! in one scale group. Other jobs (C = 1, blocks of 32, several scale
-//! groups per block) take the AVX2 kernel (`super::gemv_int`), whose
-//! results these equal bit for bit.
+//! in one scale group (or at C = 4 in two of 32: two-level scales'
+//! sub-blocks). Other jobs (C = 1, blocks of 32, more scale groups per
+//! block) take the AVX2 kernel (`super::gemv_int`), whose results these
+//! equal bit for bit.
 //!
 //! A block's 64 codes fill one register, arranged so that the two
 //! `vpunpck{l,h}bw` of their looked-up low and high bytes give the int16
@@ -59,13 +60,20 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     };
     let padded = p.cols.div_ceil(64) * 64;
     let acts = if w.table.wide() { w.act16.len() } else { w.act8.len() };
+    // One group per block, or at C = 4 two of 32 columns (two-level
+    // scales' sub-blocks), in rows of whole blocks: lanes 0..4 of a row's
+    // folded sums hold the first group's columns, 4..8 the second's (the
+    // AVX2 kernel's `block_scales`).
+    let groups_fit = match w.groups_per_block {
+        1 => p.group > 0 && (p.group.is_multiple_of(64) || p.group >= p.cols),
+        2 => p.bits == 4 && p.group == 32 && p.cols.is_multiple_of(64),
+        _ => false,
+    };
     form && w.batch >= 1
         && w.block == 64
-        && w.groups_per_block == 1
+        && groups_fit
         && p.cols > 0
         && p.cols.is_multiple_of(8)
-        && p.group > 0
-        && (p.group.is_multiple_of(64) || p.group >= p.cols)
         && w.act_scales.len() >= w.batch.saturating_mul(padded / 64)
         && acts >= w.batch.saturating_mul(padded)
 }
@@ -543,8 +551,8 @@ unsafe fn row_block<const R: usize, const BITS: u32, const PLAIN: bool>(
             _mm512_castsi512_si256(acc[0]),
             _mm512_extracti64x4_epi64::<1>(acc[0]),
         );
-        // SAFETY: the block's group of the row has a scale (the caller).
-        let gs = unsafe { block_scales(1, st.scales, b, g) };
+        // SAFETY: the block's groups of the row have scales (the caller).
+        let gs = unsafe { block_scales(w.groups_per_block, st.scales, b, g) };
         let zero = _mm256_setzero_si256();
         let f = add_block::<false>(
             _mm512_castps512_ps256(st.fsum[0]),
@@ -557,12 +565,11 @@ unsafe fn row_block<const R: usize, const BITS: u32, const PLAIN: bool>(
     } else {
         let act = _mm512_set1_ps(act);
         for q in (0..R).step_by(2) {
-            // SAFETY: the block's group of rows r + q and r + q + 1 has a
-            // scale (the caller; R is even).
-            let scales =
-                unsafe { [st.scales.add(q * stride + g), st.scales.add((q + 1) * stride + g)] };
-            // SAFETY: as above.
-            st.fsum[q / 2] = unsafe { add_pair(st.fsum[q / 2], [acc[q], acc[q + 1]], scales, act) };
+            // SAFETY: the block's groups of rows r + q and r + q + 1 have
+            // scales (the caller; R is even).
+            let s =
+                unsafe { pair_scales(w.groups_per_block, st.scales.add(q * stride), stride, b, g) };
+            st.fsum[q / 2] = add_pair(st.fsum[q / 2], [acc[q], acc[q + 1]], s, act);
         }
     }
 }
@@ -570,22 +577,49 @@ unsafe fn row_block<const R: usize, const BITS: u32, const PLAIN: bool>(
 /// Two rows' block sums added to their f32 sums `fsum` (rows in lanes
 /// 0..8 and 8..16), each lane as the AVX2 kernel's `add_block` computes it
 /// (lanes `k` and `k + 8` of a row's sums added as integers, converted,
-/// times `scale · act`, added): one fold, conversion and two products for
-/// both rows.
-///
-/// # Safety
-/// Both `scale` pointers are readable.
+/// times `scale · act`, added; `scale` from [`pair_scales`]): one fold,
+/// conversion and two products for both rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
 #[inline]
-unsafe fn add_pair(fsum: __m512, acc: [__m512i; 2], scale: [*const f32; 2], act: __m512) -> __m512 {
+fn add_pair(fsum: __m512, acc: [__m512i; 2], scale: __m512, act: __m512) -> __m512 {
     // Lanes 0..8: row 0's halves' lanes added; 8..16: row 1's.
     let low = _mm512_shuffle_i64x2::<0b01_00_01_00>(acc[0], acc[1]);
     let high = _mm512_shuffle_i64x2::<0b11_10_11_10>(acc[0], acc[1]);
     let folded = _mm512_add_epi32(low, high);
+    _mm512_add_ps(fsum, _mm512_mul_ps(_mm512_cvtepi32_ps(folded), _mm512_mul_ps(scale, act)))
+}
+
+/// The scales of block `b` of the two rows whose scales start at `row`
+/// and `row + stride`, lane by lane as [`add_pair`] takes them: one group
+/// `g` per block, each row's broadcast to its eight lanes; two groups per
+/// block (`block_scales`' layout), each to four.
+///
+/// # Safety
+/// The block's groups of both rows have scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn pair_scales(
+    groups_per_block: usize,
+    row: *const f32,
+    stride: usize,
+    b: usize,
+    g: usize,
+) -> __m512 {
     // SAFETY: the caller.
-    let (s0, s1) = unsafe { (*scale[0], *scale[1]) };
-    let s = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
-    _mm512_add_ps(fsum, _mm512_mul_ps(_mm512_cvtepi32_ps(folded), _mm512_mul_ps(s, act)))
+    unsafe {
+        if groups_per_block == 2 {
+            let first = _mm_load_sd(row.add(2 * b).cast());
+            let both = _mm_castpd_ps(_mm_loadh_pd(first, row.add(stride + 2 * b).cast()));
+            let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+            _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(both))
+        } else {
+            _mm512_mask_blend_ps(
+                0xff00,
+                _mm512_set1_ps(*row.add(g)),
+                _mm512_set1_ps(*row.add(stride + g)),
+            )
+        }
+    }
 }
 
 /// Rows per block of [`batch_rows`]: their codes stay in L1 while the
@@ -677,8 +711,8 @@ unsafe fn row_batch<const NB: usize, const BITS: u32, const WHOLE: bool>(
             block_codes::<BITS, WHOLE>(u, at, n, k)
         };
         let looked = lookup::<BITS>(codes, t);
-        // SAFETY: the block's group of row r has a scale (the caller).
-        let gs = unsafe { block_scales(1, scale_ptr, b, groups.next()) };
+        // SAFETY: the block's groups of row r have scales (the caller).
+        let gs = unsafe { block_scales(w.groups_per_block, scale_ptr, b, groups.next()) };
         for (q, fsum) in fsum.iter_mut().enumerate() {
             // SAFETY: vector v + q's block at c0 lies in the activations,
             // and its factor in act_scales (`supports`, v + q < batch).
