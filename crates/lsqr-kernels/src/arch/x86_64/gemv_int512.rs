@@ -458,6 +458,8 @@ unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
     t: &Tables,
     r: usize,
 ) -> [f32; R] {
+    // One row alone, or pairs of rows in `RowSums::fsum`'s four registers.
+    const { assert!(R == 1 || (R.is_multiple_of(2) && R <= 8)) };
     let p = &w.rows;
     let rb = p.cols / 8 * BITS as usize;
     // SAFETY: row r starts inside `packed`, and its scales inside
