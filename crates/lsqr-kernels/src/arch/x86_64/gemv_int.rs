@@ -696,20 +696,10 @@ unsafe fn rows<
     let mut fsum = [_mm256_setzero_ps(); R];
     let lanes = lane_groups(w);
     let mut groups = GroupWalk::new(w);
-    // The bytes of the next R rows' block that each block step prefetches.
+    // The bytes of the R rows' block that each block step reads.
     let block_bytes = R * w.block / 8 * BITS as usize;
     for (b, c0) in (0..p.cols).step_by(w.block).enumerate() {
-        // The next R rows at this block's pace: a row is a short stream
-        // (2-4 KB), too short for the hardware prefetcher alone, and the R
-        // rows are one run of R · rb bytes, read here `block_bytes` per
-        // block step. A hint per 64 bytes covers every line once that is
-        // 64 or more (R = 1 repeats some); it never faults.
-        let ahead = row_ptr[0].wrapping_add(R * rb + b * block_bytes);
-        let mut line = 0;
-        while line < block_bytes {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-            line += 64;
-        }
+        prefetch_next_rows(row_ptr[0], R * rb, b * block_bytes, block_bytes);
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
         for c in (c0..c0 + w.block).step_by(span) {
             // SAFETY: c + span <= the padded columns <= the activations'
@@ -735,6 +725,24 @@ unsafe fn rows<
         }
     }
     core::array::from_fn(|q| lanes_sum(fsum[q]))
+}
+
+/// Hints the next `run` bytes after the run of rows at `rows` (R rows of
+/// `rb` bytes, `run` = R · rb), at the block step's pace: the `step`
+/// bytes from `offset` on, once per 64 (a line each once `step` >= 64; a
+/// smaller step repeats some). A row is a short stream (2-4 KB), too
+/// short for the hardware prefetcher alone, and R rows are one run that
+/// the kernels read at R places. A hint never faults.
+#[inline]
+pub(super) fn prefetch_next_rows(rows: *const u8, run: usize, offset: usize, step: usize) {
+    let ahead = rows.wrapping_add(run + offset);
+    let mut line = 0;
+    while line < step {
+        // SAFETY: a prefetch hint reads nothing and never faults, at any
+        // address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+        line += 64;
+    }
 }
 
 /// `acc + d`: part by part when `SPLIT`, else into part 0.

@@ -46,7 +46,7 @@
 
 use core::arch::x86_64::*;
 
-use super::gemv_int::{add_block, block_scales, lanes_sum, GroupWalk};
+use super::gemv_int::{add_block, block_scales, lanes_sum, prefetch_next_rows, GroupWalk};
 use crate::kernels::{IntRows, IntTable};
 
 /// Whether [`gemv_int`] takes this job (the caller has checked the
@@ -520,18 +520,9 @@ unsafe fn row_block<const R: usize, const BITS: u32, const PLAIN: bool>(
     let rb = w.rows.cols / 8 * c;
     let c0 = 64 * b;
     let k = byte_mask(n / 8 * c);
-    // The next R rows' bytes at this block's pace: a row is a short
-    // stream (2-4 KB), too short for the hardware prefetcher alone, and
-    // the R rows are one run of R · rb bytes, of which each block step
-    // reads `span`. A hint per 64 bytes covers every line once the span is
-    // 64 bytes or more (R = 1 repeats some); it never faults.
+    // Each block step reads R · 8 · C bytes of the R rows' run.
     let span = R * 8 * c;
-    let ahead = st.codes.wrapping_add(R * rb + b * span);
-    let mut line = 0;
-    while line < span {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-        line += 64;
-    }
+    prefetch_next_rows(st.codes, R * rb, b * span, span);
     // SAFETY: c0 + 64 <= the padded columns <= the activations' length
     // (`supports`).
     let a = unsafe { block_acts::<BITS>(w, 0, c0) };
