@@ -434,6 +434,24 @@ impl<'f> QuantizedView<'f> {
         lsqr_pack::get(packed, bits, g).unwrap_or(0)
     }
 
+    /// Two-level scales as stored: the super-scales as f32, one per
+    /// super-block (row by row), and the sub-scales unpacked, one per
+    /// sub-block; `None` without two-level scales. [`Self::scale`] of
+    /// sub-block `g` is `sup[layout.super_of(g)] * f32::from(sub[g])`, bit
+    /// for bit: kernels that read these compute the same scales from
+    /// fewer bytes.
+    pub fn two_level_scales(&self) -> Option<(Vec<f32>, Vec<u8>)> {
+        let shape = self.layout.two_level()?;
+        let sup = (0..self.layout.super_count())
+            .map(|s| read_scale(self.spec.scale_dtype, self.scales, s).unwrap_or(0.0))
+            .collect();
+        // Sub-scales have at most 8 bits (`TwoLevel::new`).
+        let sub = (0..self.layout.group_count())
+            .map(|g| self.sub_scale(g, shape.sub_bits()) as u8)
+            .collect();
+        Some((sup, sub))
+    }
+
     /// Every scale as f32, one per group (empty for `Scaling::Unit`).
     pub fn scales_f32(&self) -> Vec<f32> {
         if self.spec.scale_dtype.is_none() {

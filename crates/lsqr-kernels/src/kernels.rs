@@ -46,6 +46,26 @@ pub(crate) struct PackedRows<'a> {
     pub(crate) scale_stride: usize,
     /// Columns per scale group (`cols` when a row has one scale).
     pub(crate) group: usize,
+    /// Two-level scales as stored, beside `scales`, when the weight has
+    /// them in a form the integer kernels read ([`SubScales`]).
+    pub(crate) sub_scales: Option<SubScales<'a>>,
+}
+
+/// Two-level scales as the file stores them: the scale of row `r`'s group
+/// (sub-block) `g` is `sup[r · sup_stride + (g >> subs_per_super_log2)] ·
+/// f32::from(sub[r · scale_stride + g])`, one f32 multiply, the very value
+/// `PackedRows::scales` holds for it (the weight checks every one when it
+/// is built). The integer kernels read these instead of the f32 scales: a
+/// byte per sub-block rather than four, which at C = 4 with sub-blocks of
+/// 16 is 4.5 bits read per weight rather than 6.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SubScales<'a> {
+    pub(crate) sup: &'a [f32],
+    pub(crate) sup_stride: usize,
+    pub(crate) sub: &'a [u8],
+    /// Sub-blocks per super-block, as a power of two; a super-block holds
+    /// whole 64-column blocks (at least 64 columns).
+    pub(crate) subs_per_super_log2: u32,
 }
 
 /// A batch-1 packed-weight kernel: `(job, x, y)`.

@@ -69,6 +69,18 @@ pub(crate) struct Quantized<'a> {
     /// The integer form linear may use (see [`int_form_of`]); boxed, as a
     /// C = 5..=8 form carries a 256-entry table.
     int: Option<alloc::boxed::Box<IntForm>>,
+    /// Two-level scales as stored, when the integer kernels can read them
+    /// (`crate::kernels::SubScales`): `scales` was computed from these.
+    sub_scales: Option<StoredSubScales>,
+}
+
+/// The owned parts of `crate::kernels::SubScales`.
+#[derive(Debug, Clone)]
+struct StoredSubScales {
+    sup: Vec<f32>,
+    sup_stride: usize,
+    sub: Vec<u8>,
+    subs_per_super_log2: u32,
 }
 
 /// A quantized weight's integer form: its table's integer copy, the step
@@ -355,8 +367,66 @@ impl<'a> PackedWeight<'a> {
             });
         }
         let int = int_form_of(bits, &table, cols, mode, &scales).map(alloc::boxed::Box::new);
-        let storage = Storage::Quantized(Quantized { bits, packed, table, mode, scales, int });
+        let storage = Storage::Quantized(Quantized {
+            bits,
+            packed,
+            table,
+            mode,
+            scales,
+            int,
+            sub_scales: None,
+        });
         Ok(Self { shape: shape.to_vec(), rows, cols, storage, exact: false })
+    }
+
+    /// A weight with two-level scales `t` given as stored: `sup`, one f32
+    /// super-scale per super-block (row by row, `cols.div_ceil(S)` per
+    /// row), and `sub`, one sub-scale per sub-block (`cols.div_ceil(s)` per
+    /// row). The f32 scale of each sub-block is `sup · f32::from(sub)`,
+    /// one multiply, as `.lsq` readers compute it (FORMAT.md §5.2), so
+    /// the weight computes what [`PackedWeight::new`] does with those
+    /// scales; the integer kernels read the stored form, a byte per
+    /// sub-block rather than four.
+    pub fn new_two_level(
+        packed: &'a [u8],
+        bits: u32,
+        shape: &[usize],
+        t: lsqr_codec::TwoLevel,
+        sup: Vec<f32>,
+        sub: Vec<u8>,
+        table: Vec<f32>,
+    ) -> Result<Self, OpError> {
+        let (rows, cols, _) = row_view(shape)
+            .ok_or(OpError::BadParameter { op: OP, reason: "element count overflows" })?;
+        let (sup_stride, sub_stride) = (cols.div_ceil(t.super_len()), cols.div_ceil(t.sub_len()));
+        let per_super = t.subs_per_super();
+        for (what, expected, actual) in [
+            ("super-scales", rows * sup_stride, sup.len()),
+            ("sub-scales", rows * sub_stride, sub.len()),
+        ] {
+            if expected != actual {
+                return Err(OpError::LengthMismatch { op: OP, what, expected, actual });
+            }
+        }
+        let scales = (0..sub.len())
+            .map(|i| {
+                let (r, g) = (i / sub_stride.max(1), i % sub_stride.max(1));
+                sup[r * sup_stride + g / per_super] * f32::from(sub[i])
+            })
+            .collect();
+        let mut w = Self::new(packed, bits, shape, Scaling::TwoLevel(t), scales, table)?;
+        // A 64-column block of the integer kernels lies in one super-block.
+        if let Storage::Quantized(q) = &mut w.storage {
+            if t.super_len() >= 64 && per_super.is_power_of_two() {
+                q.sub_scales = Some(StoredSubScales {
+                    sup,
+                    sup_stride,
+                    sub,
+                    subs_per_super_log2: per_super.trailing_zeros(),
+                });
+            }
+        }
+        Ok(w)
     }
 
     /// A plain (unquantized) f32 weight of `shape`, borrowed: raw tensors
@@ -477,6 +547,12 @@ impl<'a> PackedWeight<'a> {
             scales: &q.scales,
             scale_stride,
             group,
+            sub_scales: q.sub_scales.as_ref().map(|s| crate::kernels::SubScales {
+                sup: &s.sup,
+                sup_stride: s.sup_stride,
+                sub: &s.sub,
+                subs_per_super_log2: s.subs_per_super_log2,
+            }),
         }
     }
 
@@ -1112,6 +1188,11 @@ fn for_row_blocks(
                 let sub = crate::kernels::PackedRows {
                     packed: job.packed.get(byte..).unwrap_or_default(),
                     scales: job.scales.get(first * job.scale_stride..).unwrap_or_default(),
+                    sub_scales: job.sub_scales.map(|s| crate::kernels::SubScales {
+                        sup: s.sup.get(first * s.sup_stride..).unwrap_or_default(),
+                        sub: s.sub.get(first * job.scale_stride..).unwrap_or_default(),
+                        ..s
+                    }),
                     ..*job
                 };
                 run(&sub, out)

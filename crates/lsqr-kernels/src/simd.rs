@@ -265,6 +265,7 @@ mod tests {
                 scales: &self.scales,
                 scale_stride: self.scale_stride,
                 group: self.group,
+                sub_scales: None,
             }
         }
     }
@@ -439,9 +440,10 @@ mod tests {
         /// reference bit for bit (exact integer block sums, the same f32
         /// steps): C = 1..=8, int8 and int16 tables (C = 5..=8: 32 to 256
         /// entries, sign-magnitude or not), blocks of 32 and 64,
-        /// every scale layout, 1 to 6 activation vectors (each vector's
-        /// results those of a batch of it alone), the codes in an exact
-        /// allocation (the last rows' 16-byte loads must be avoided).
+        /// every scale layout (two-level scales as stored or as f32), 1 to
+        /// 6 activation vectors (each vector's results those of a batch of
+        /// it alone), the codes in an exact allocation (the last rows'
+        /// 16-byte loads must be avoided).
         #[test]
         fn gemv_int_matches_portable(
             bits in 1u32..=8,
@@ -453,103 +455,162 @@ mod tests {
             sign_magnitude in prop::bool::ANY,
             batch in 1usize..7,
             tail in 0usize..4,
+            two_level in prop::bool::ANY,
             seed in any::<u64>(),
         ) {
-            use crate::kernels::{int_act_column, int_act_span, IntRows, IntTable};
-            let block = if block64 { 64 } else { 32 };
-            // Layouts 3-5: groups of 32, 16 or 8 (C = 4, int16, blocks of
-            // 64 only), in rows of whole blocks; otherwise the last block
-            // may lack up to 24 columns (`tail`).
-            let small = layout >= 3 && bits == 4 && block64 && wide;
-            let padded = blocks * block;
-            let cols = if small { padded } else { padded - 8 * tail };
-            let small_group = [32, 16, 8][layout.saturating_sub(3).min(2)];
-            let groups_per_block = if small { 64 / small_group } else { 1 };
-            let layout = match layout {
-                0 => (0, cols),
-                1 => (1, cols),
-                _ if small => (cols / small_group, small_group),
-                _ => (blocks, block),
-            };
-            let case = Case::new(bits, rows * cols, false, seed, None);
-            let mut w = RowsCase::new(case, rows, cols, layout, None);
-            let case = &mut w.case;
-            let mut t8 = [0i8; 16];
-            let mut t16 = [0i16; 16];
-            let mut large = [0i16; 256];
-            for k in 0..16 {
-                t8[k] = ((case.next() % 255) as i32 - 127) as i8;
-                t16[k] = ((case.next() % 16383) as i32 - 8191) as i16;
-            }
-            for v in &mut large {
-                *v = ((case.next() % 65535) as i32 - 32767) as i16;
-            }
-            let half = 1usize << (bits - 1);
-            if sign_magnitude && bits >= 5 {
-                for m in 0..half {
-                    large[half + m] = -large[m];
-                }
-            }
-            // C = 5..=8 take the large int16 form and its finer activations.
-            let wide = wide || bits >= 5;
-            let act_q = if bits >= 5 { 8191 } else { 4095 };
-            let n = batch * padded;
-            // The padding past `cols` holds zeros, as `crate::packed`
-            // stores it (the kernels may read codes there).
-            let span = int_act_span(bits, block);
-            let in_row = |i: usize| {
-                let s = i % padded;
-                s / span * span + int_act_column(bits, wide, span, s % span) < cols
-            };
-            let act8: Vec<i8> = (0..n)
-                .map(|i| ((case.next() % 255) as i32 - 127) as i8 * i8::from(in_row(i)))
-                .collect();
-            let act16: Vec<i16> = (0..n)
-                .map(|i| {
-                    ((case.next() % (2 * act_q + 1)) as i32 - act_q as i32) as i16 * i16::from(in_row(i))
-                })
-                .collect();
-            let act_scales: Vec<f32> = case.values(batch * blocks).iter().map(|v| v * 1e-3).collect();
-            // The f32 table is not read: the integer table stands for it.
-            let job = IntRows {
-                rows: w.job(),
-                table: match (bits >= 5, wide) {
-                    (true, _) => IntTable::I16Large(large),
-                    (false, true) => IntTable::I16(t16),
-                    (false, false) => IntTable::I8(t8),
-                },
-                block,
-                groups_per_block,
-                act8: &act8,
-                act16: &act16,
-                act_scales: &act_scales,
-                batch,
-            };
-            let mut want = vec![f32::NAN; rows * batch];
-            generic::gemv_int(&job, &mut want);
-            for v in 0..batch {
-                let alone = IntRows {
-                    act8: act8.get(v * padded..(v + 1) * padded).unwrap_or_default(),
-                    act16: act16.get(v * padded..(v + 1) * padded).unwrap_or_default(),
-                    act_scales: &act_scales[v * blocks..(v + 1) * blocks],
-                    batch: 1,
-                    ..job
-                };
-                let mut one = vec![f32::NAN; rows];
-                generic::gemv_int(&alone, &mut one);
-                for r in 0..rows {
-                    assert!(same(one[r], want[r * batch + v]), "vector {v} row {r} alone");
-                }
-            }
-            for_each_simd_path(SUITE, |path| {
-                let mut got = vec![f32::NAN; rows * batch].into_boxed_slice();
-                (path.kernels().gemv_int)(&job, &mut got);
-                for (k, (&g, &e)) in got.iter().zip(&want).enumerate() {
-                    let (r, v) = (k / batch, k % batch);
-                    assert!(same(g, e), "{} C={bits} row {r} vector {v}: {g} vs {e}", path.name);
-                }
-            });
+            gemv_int_case(bits, rows, (blocks, block64, layout, tail), wide, sign_magnitude, batch, two_level, seed);
         }
+
+        /// As above, for the layout `--bpw` picks most: C = 4, int16,
+        /// two-level scales as stored with sub-blocks of 8 to 64, rows in
+        /// groups of four (expanded to f32 four rows at a time) and alone.
+        #[test]
+        fn gemv_int_stored_two_level_scales(
+            rows in 1usize..14,
+            blocks in 1usize..20,
+            layout in 2usize..6,
+            batch in 1usize..3,
+            seed in any::<u64>(),
+        ) {
+            gemv_int_case(4, rows, (blocks, true, layout, 0), true, false, batch, true, seed);
+        }
+    }
+
+    /// One case of [`gemv_int_matches_portable`]: `(blocks, block64, layout,
+    /// tail)` say the columns and scale layout (0: one scale, 1: per row,
+    /// 2: per block, 3-5: groups of 32, 16 or 8 at C = 4 with int16 and
+    /// blocks of 64).
+    #[allow(clippy::too_many_arguments)]
+    fn gemv_int_case(
+        bits: u32,
+        rows: usize,
+        (blocks, block64, layout, tail): (usize, bool, usize, usize),
+        wide: bool,
+        sign_magnitude: bool,
+        batch: usize,
+        two_level: bool,
+        seed: u64,
+    ) {
+        use crate::kernels::{int_act_column, int_act_span, IntRows, IntTable, SubScales};
+        let block = if block64 { 64 } else { 32 };
+        // Layouts 3-5: groups of 32, 16 or 8 (C = 4, int16, blocks of
+        // 64 only), in rows of whole blocks; otherwise the last block
+        // may lack up to 24 columns (`tail`).
+        let small = layout >= 3 && bits == 4 && block64 && wide;
+        let padded = blocks * block;
+        let cols = if small { padded } else { padded - 8 * tail };
+        let small_group = [32, 16, 8][layout.saturating_sub(3).min(2)];
+        let groups_per_block = if small { 64 / small_group } else { 1 };
+        let layout = match layout {
+            0 => (0, cols),
+            1 => (1, cols),
+            _ if small => (cols / small_group, small_group),
+            _ => (blocks, block),
+        };
+        let case = Case::new(bits, rows * cols, false, seed, None);
+        let mut w = RowsCase::new(case, rows, cols, layout, None);
+        let case = &mut w.case;
+        let mut t8 = [0i8; 16];
+        let mut t16 = [0i16; 16];
+        let mut large = [0i16; 256];
+        for k in 0..16 {
+            t8[k] = ((case.next() % 255) as i32 - 127) as i8;
+            t16[k] = ((case.next() % 16383) as i32 - 8191) as i16;
+        }
+        for v in &mut large {
+            *v = ((case.next() % 65535) as i32 - 32767) as i16;
+        }
+        let half = 1usize << (bits - 1);
+        if sign_magnitude && bits >= 5 {
+            for m in 0..half {
+                large[half + m] = -large[m];
+            }
+        }
+        // C = 5..=8 take the large int16 form and its finer activations.
+        let wide = wide || bits >= 5;
+        let act_q = if bits >= 5 { 8191 } else { 4095 };
+        let n = batch * padded;
+        // The padding past `cols` holds zeros, as `crate::packed`
+        // stores it (the kernels may read codes there).
+        let span = int_act_span(bits, block);
+        let in_row = |i: usize| {
+            let s = i % padded;
+            s / span * span + int_act_column(bits, wide, span, s % span) < cols
+        };
+        let act8: Vec<i8> = (0..n)
+            .map(|i| ((case.next() % 255) as i32 - 127) as i8 * i8::from(in_row(i)))
+            .collect();
+        let act16: Vec<i16> = (0..n)
+            .map(|i| {
+                ((case.next() % (2 * act_q + 1)) as i32 - act_q as i32) as i16
+                    * i16::from(in_row(i))
+            })
+            .collect();
+        let act_scales: Vec<f32> = case.values(batch * blocks).iter().map(|v| v * 1e-3).collect();
+        // Two-level scales as stored, for the layouts with groups: the
+        // kernels read these, the reference the f32 scales made from
+        // them (super-blocks of 64 columns or more, as many as four
+        // times that, sub-scales 0..=255).
+        let (scale_stride, group) = layout;
+        let two_level = two_level && scale_stride > 1;
+        let shift = (1..8).find(|k| group << k >= 64).unwrap_or(1) + (case.next() % 3) as u32;
+        let sup_stride = scale_stride.div_ceil(1 << shift);
+        let sup: Vec<f32> = (0..rows * sup_stride)
+            .map(|i| [0.0, 1e-3, 0.02, 1.5][(case.next() % 4) as usize] * (1.0 + i as f32 / 64.0))
+            .collect();
+        let sub: Vec<u8> = (0..rows * scale_stride).map(|_| (case.next() % 256) as u8).collect();
+        if two_level {
+            for (i, s) in w.scales.iter_mut().enumerate() {
+                let (r, g) = (i / scale_stride, i % scale_stride);
+                *s = sup[r * sup_stride + (g >> shift)] * f32::from(sub[i]);
+            }
+        }
+        let mut rows_job = w.job();
+        if two_level {
+            rows_job.sub_scales =
+                Some(SubScales { sup: &sup, sup_stride, sub: &sub, subs_per_super_log2: shift });
+        }
+        // The f32 table is not read: the integer table stands for it.
+        let job = IntRows {
+            rows: rows_job,
+            table: match (bits >= 5, wide) {
+                (true, _) => IntTable::I16Large(large),
+                (false, true) => IntTable::I16(t16),
+                (false, false) => IntTable::I8(t8),
+            },
+            block,
+            groups_per_block,
+            act8: &act8,
+            act16: &act16,
+            act_scales: &act_scales,
+            batch,
+        };
+        let mut want = vec![f32::NAN; rows * batch];
+        // The reference reads the f32 scales only.
+        let f32_job = IntRows { rows: PackedRows { sub_scales: None, ..job.rows }, ..job };
+        generic::gemv_int(&f32_job, &mut want);
+        for v in 0..batch {
+            let alone = IntRows {
+                act8: act8.get(v * padded..(v + 1) * padded).unwrap_or_default(),
+                act16: act16.get(v * padded..(v + 1) * padded).unwrap_or_default(),
+                act_scales: &act_scales[v * blocks..(v + 1) * blocks],
+                batch: 1,
+                ..job
+            };
+            let mut one = vec![f32::NAN; rows];
+            generic::gemv_int(&alone, &mut one);
+            for r in 0..rows {
+                assert!(same(one[r], want[r * batch + v]), "vector {v} row {r} alone");
+            }
+        }
+        for_each_simd_path(SUITE, |path| {
+            let mut got = vec![f32::NAN; rows * batch].into_boxed_slice();
+            (path.kernels().gemv_int)(&job, &mut got);
+            for (k, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                let (r, v) = (k / batch, k % batch);
+                assert!(same(g, e), "{} C={bits} row {r} vector {v}: {g} vs {e}", path.name);
+            }
+        });
     }
 
     proptest! {

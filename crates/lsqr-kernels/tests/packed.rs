@@ -464,3 +464,72 @@ fn int_batch_precision() {
         }
     }
 }
+
+/// A weight given its two-level scales as stored (`new_two_level`, which
+/// lsqr-runtime uses and whose stored form the integer kernels read)
+/// computes what the same weight given the reader's f32 scales computes,
+/// bit for bit: decoding, and linear at batch 1 and 3 on the integer path.
+/// Super-blocks of 32 (a 64-column block spans two), partial super-blocks
+/// (rows of 200), C = 4 with sub-blocks of 8 to 64 and C = 5, and rows
+/// split over threads.
+#[test]
+fn two_level_scales_as_stored_equal_their_f32_scales() {
+    let cases = [
+        (4, TwoLevel::DEFAULT, [24, 512]),
+        (4, TwoLevel::new(1024, 16, 4).unwrap(), [8, 2048]),
+        (4, TwoLevel::new(256, 8, 4).unwrap(), [16, 512]),
+        (4, TwoLevel::new(32, 8, 3).unwrap(), [8, 256]),
+        (4, TwoLevel::new(256, 64, 6).unwrap(), [8, 512]),
+        (4, TwoLevel::new(256, 32, 8).unwrap(), [5, 200]),
+        (5, TwoLevel::DEFAULT, [24, 512]),
+        (4, TwoLevel::new(1024, 16, 4).unwrap(), [1100, 1024]),
+    ];
+    for (bits, t, shape) in cases {
+        let n = shape[0] * shape[1];
+        let mut o = QuantizeOptions::new(CodecSpec::default_for(CodecKind::Lut), bits);
+        o.scaling = Scaling::TwoLevel(t);
+        let q = quantize(&random(n, 0.02, true, 11), &shape, &o).unwrap();
+        let bytes = file_of(&q);
+        let file = LsqFile::from_bytes(&bytes).unwrap();
+        let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!("quantized") };
+        let plain = from_view(&view).unwrap();
+        let (sup, sub) = view.two_level_scales().unwrap();
+        let stored = PackedWeight::new_two_level(
+            view.packed(),
+            bits,
+            &shape,
+            t,
+            sup.clone(),
+            sub.clone(),
+            view.decode_table().to_vec(),
+        )
+        .unwrap();
+        let what = format!("C={bits} {t:?} {shape:?}");
+        assert_eq!(stored.int_form(), plain.int_form(), "{what}");
+        let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
+        dequantize_into(&plain, &mut a).unwrap();
+        dequantize_into(&stored, &mut b).unwrap();
+        assert_eq!(a, b, "{what}: decoded");
+        for batch in [1, 3] {
+            let x = random(batch * shape[1], 1.0, false, 12);
+            let (mut a, mut b) = (vec![0.0f32; batch * shape[0]], vec![0.0f32; batch * shape[0]]);
+            linear(&plain, None, &x, batch, &mut a).unwrap();
+            linear(&stored, None, &x, batch, &mut b).unwrap();
+            let bits_of = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits_of(&a), bits_of(&b), "{what}: linear, batch {batch}");
+        }
+        // Scales that do not match the shape are an error, not a guess.
+        for (sup, sub) in [(&sup[1..], &sub[..]), (&sup[..], &sub[1..])] {
+            let r = PackedWeight::new_two_level(
+                view.packed(),
+                bits,
+                &shape,
+                t,
+                sup.to_vec(),
+                sub.to_vec(),
+                view.decode_table().to_vec(),
+            );
+            assert!(matches!(r, Err(OpError::LengthMismatch { .. })), "{what}");
+        }
+    }
+}

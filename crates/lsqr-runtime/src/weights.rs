@@ -8,6 +8,21 @@ use lsqr_kernels::OpError;
 /// borrowed from the file, its decode table and its scales (decoded to f32
 /// once).
 pub fn packed_weight<'f>(view: &QuantizedView<'f>) -> Result<PackedWeight<'f>, OpError> {
+    // Two-level scales go to the kernels as stored (a byte per sub-block
+    // for the integer kernels), and as f32 scales computed from them.
+    if let (lsqr_codec::Scaling::TwoLevel(t), Some((sup, sub))) =
+        (view.spec().scaling, view.two_level_scales())
+    {
+        return PackedWeight::new_two_level(
+            view.packed(),
+            view.spec().width.bits(),
+            &view.info().shape_usize(),
+            t,
+            sup,
+            sub,
+            view.decode_table().to_vec(),
+        );
+    }
     let scales = if view.spec().scale_dtype.is_some() { view.scales_f32() } else { vec![1.0] };
     PackedWeight::new(
         view.packed(),

@@ -306,14 +306,24 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const SIGN: bool>(
         }
         return safe_rows;
     }
+    // Stored two-level scales: four rows' at a time expanded to f32 here,
+    // then read as f32 scales (`ExpandedScales`).
+    let mut expanded = ExpandedScales::new(p);
     let mut r = 0;
     while r + 4 <= safe_rows {
-        // SAFETY: rows r..r + 4 are safe; the rest is the caller's contract.
+        // SAFETY: rows r..r + 4 are safe, and have their scales; the rest
+        // is the caller's contract.
         let v = unsafe {
+            let s = match expanded.as_mut() {
+                // `rows` gives each row's stored scales, its group count
+                // and room for them.
+                Some(e) => e.rows::<4>(p, r, |s, n, out| expand_row(s, n, out)),
+                None => RowScales::of(p, r),
+            };
             match (span64, split) {
-                (true, true) => rows::<4, BITS, WIDE, SIGN, true, true>(w, &u, table, r),
-                (true, false) => rows::<4, BITS, WIDE, SIGN, true, false>(w, &u, table, r),
-                _ => rows::<4, BITS, WIDE, SIGN, false, false>(w, &u, table, r),
+                (true, true) => rows::<4, BITS, WIDE, SIGN, true, true>(w, &u, table, r, s),
+                (true, false) => rows::<4, BITS, WIDE, SIGN, true, false>(w, &u, table, r, s),
+                _ => rows::<4, BITS, WIDE, SIGN, false, false>(w, &u, table, r, s),
             }
         };
         y[r..r + 4].copy_from_slice(&v);
@@ -322,10 +332,11 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const SIGN: bool>(
     while r < safe_rows {
         // SAFETY: as above, one row.
         y[r] = unsafe {
+            let s = RowScales::of(p, r);
             match (span64, split) {
-                (true, true) => rows::<1, BITS, WIDE, SIGN, true, true>(w, &u, table, r),
-                (true, false) => rows::<1, BITS, WIDE, SIGN, true, false>(w, &u, table, r),
-                _ => rows::<1, BITS, WIDE, SIGN, false, false>(w, &u, table, r),
+                (true, true) => rows::<1, BITS, WIDE, SIGN, true, true>(w, &u, table, r, s),
+                (true, false) => rows::<1, BITS, WIDE, SIGN, true, false>(w, &u, table, r, s),
+                _ => rows::<1, BITS, WIDE, SIGN, false, false>(w, &u, table, r, s),
             }
         }[0];
         r += 1;
@@ -336,7 +347,7 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const SIGN: bool>(
 /// The `vpermps` controls that give each lane of part 0 and part 1 its
 /// scale group within a block of `w` (`crate::kernels::int_lane_group`).
 #[target_feature(enable = "avx2")]
-fn lane_groups(w: &IntRows<'_>) -> [__m256i; 2] {
+pub(super) fn lane_groups(w: &IntRows<'_>) -> [__m256i; 2] {
     let group = w.rows.group.max(1);
     core::array::from_fn(|part| {
         let idx: [i32; 8] = core::array::from_fn(|lane| match w.groups_per_block {
@@ -485,21 +496,251 @@ pub(super) fn add_block<const SPLIT: bool>(
     fsum
 }
 
-/// The scales of block `b` of a row whose scales start at `row`: the
-/// block's group `g` broadcast, or its `groups_per_block` groups (2: each
-/// broadcast to one half; 4, 8: loaded, for `lanes`' `vpermps`).
+/// Where one row's scales are read: its f32 scales, or its two-level
+/// scales as stored (`crate::kernels::SubScales`: a byte per sub-block and
+/// an f32 per super-block, multiplied here as the weight multiplied them
+/// into the f32 scales, so the scales are the same bits).
+#[derive(Clone, Copy)]
+pub(super) struct RowScales {
+    f32s: *const f32,
+    sup: *const f32,
+    sub: *const u8,
+    /// `log2` of sub-blocks per super-block; `u32::MAX`: the f32 scales.
+    shift: u32,
+    stride: usize,
+    sup_stride: usize,
+}
+
+impl RowScales {
+    /// Row `r`'s scales in `p`; the stored two-level ones when `p` has
+    /// them.
+    ///
+    /// # Safety
+    /// Row `r`'s scales (and sub-scales) start inside their slices.
+    #[inline]
+    pub(super) unsafe fn of(p: &crate::kernels::PackedRows<'_>, r: usize) -> Self {
+        let stride = p.scale_stride;
+        // SAFETY: the caller.
+        unsafe {
+            match p.sub_scales {
+                Some(s) => Self {
+                    f32s: p.scales.as_ptr().wrapping_add(r * stride),
+                    sup: s.sup.as_ptr().add(r * s.sup_stride),
+                    sub: s.sub.as_ptr().add(r * stride),
+                    shift: s.subs_per_super_log2,
+                    stride,
+                    sup_stride: s.sup_stride,
+                },
+                None => Self {
+                    f32s: p.scales.as_ptr().add(r * stride),
+                    sup: core::ptr::null(),
+                    sub: core::ptr::null(),
+                    shift: u32::MAX,
+                    stride,
+                    sup_stride: 0,
+                },
+            }
+        }
+    }
+
+    /// The scales of the row `q` rows on (reading them is the caller's
+    /// to justify, as for this row's).
+    #[inline]
+    pub(super) fn row(self, q: usize) -> Self {
+        Self {
+            f32s: self.f32s.wrapping_add(q * self.stride),
+            sup: self.sup.wrapping_add(q * self.sup_stride),
+            sub: self.sub.wrapping_add(q * self.stride),
+            ..self
+        }
+    }
+
+    /// The f32 scales from group `g` on.
+    ///
+    /// # Safety
+    /// The row has group `g`.
+    #[inline]
+    pub(super) unsafe fn f32s(&self, g: usize) -> *const f32 {
+        // SAFETY: the caller.
+        unsafe { self.f32s.add(g) }
+    }
+
+    /// The f32 scales of rows `stride` apart from `f32s` on.
+    pub(super) fn f32_rows(f32s: *const f32, stride: usize) -> Self {
+        let (sup, sub) = (core::ptr::null(), core::ptr::null());
+        Self { f32s, sup, sub, shift: u32::MAX, stride, sup_stride: 0 }
+    }
+
+    /// A stored row's super-scales, sub-scales and `log2` of sub-blocks per
+    /// super-block.
+    pub(super) fn stored_parts(&self) -> (*const f32, *const u8, u32) {
+        (self.sup, self.sub, self.shift)
+    }
+
+    /// Whether the scales are read as stored two-level ones.
+    #[inline]
+    pub(super) fn stored(&self) -> bool {
+        self.shift != u32::MAX
+    }
+
+    /// Group `g`'s scale (`g` counted from the row's first).
+    ///
+    /// # Safety
+    /// The row has group `g`.
+    #[inline]
+    pub(super) unsafe fn scale(&self, g: usize) -> f32 {
+        // SAFETY: the caller.
+        unsafe {
+            if self.stored() {
+                *self.sup.add(g >> self.shift) * f32::from(*self.sub.add(g))
+            } else {
+                *self.f32s.add(g)
+            }
+        }
+    }
+
+    /// The scales of block `b`: the block's group `g` broadcast, or its
+    /// `groups_per_block` groups (2: each broadcast to one half; 4, 8: in
+    /// order, for `lanes`' `vpermps`).
+    ///
+    /// # Safety
+    /// The block's groups have scales (`supports`: the row's columns are
+    /// whole blocks when a block has more than one group), and with
+    /// stored scales a block's groups lie in one super-block.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn block(&self, groups_per_block: usize, b: usize, g: usize) -> __m256 {
+        if groups_per_block <= 1 {
+            // SAFETY: the caller.
+            return _mm256_set1_ps(unsafe { self.scale(g) });
+        }
+        if !self.stored() {
+            // SAFETY: the caller.
+            return unsafe { block_scales(groups_per_block, self.f32s, b) };
+        }
+        let first = groups_per_block * b;
+        // SAFETY: the caller: sub-scales first..first + groups_per_block
+        // exist and share super-block `first >> shift`.
+        unsafe {
+            let sup = _mm_set1_ps(*self.sup.add(first >> self.shift));
+            let at = self.sub.add(first);
+            let bytes = match groups_per_block {
+                2 => _mm_cvtsi32_si128(i32::from(at.cast::<u16>().read_unaligned())),
+                4 => _mm_cvtsi32_si128(at.cast::<i32>().read_unaligned()),
+                _ => _mm_loadl_epi64(at.cast()),
+            };
+            let lo = _mm_mul_ps(_mm_cvtepi32_ps(_mm_cvtepu8_epi32(bytes)), sup);
+            match groups_per_block {
+                2 => _mm256_set_m128(
+                    _mm_shuffle_ps::<0b01_01_01_01>(lo, lo),
+                    _mm_shuffle_ps::<0>(lo, lo),
+                ),
+                4 => _mm256_castps128_ps256(lo),
+                _ => {
+                    let hi = _mm_cvtepu8_epi32(_mm_srli_si128::<4>(bytes));
+                    _mm256_set_m128(_mm_mul_ps(_mm_cvtepi32_ps(hi), sup), lo)
+                }
+            }
+        }
+    }
+}
+
+/// Groups per row up to which the batch-1 kernels expand four rows'
+/// stored two-level scales to f32 on their stack before the rows' blocks
+/// (16 KB): the block loop then reads f32 scales from L1, with no more
+/// work per block than f32 scales take, while memory gives a byte per
+/// sub-block. Longer rows read the stored scales block by block
+/// ([`RowScales::block`]).
+const EXPANDED_GROUPS: usize = 1024;
+
+/// The stack buffer of [`EXPANDED_GROUPS`].
+pub(super) struct ExpandedScales {
+    buf: core::mem::MaybeUninit<[f32; 4 * EXPANDED_GROUPS]>,
+    groups: usize,
+}
+
+impl ExpandedScales {
+    /// A buffer for `p`'s rows, when they have stored scales that fit.
+    pub(super) fn new(p: &crate::kernels::PackedRows<'_>) -> Option<Self> {
+        let groups = p.scale_stride;
+        (p.sub_scales.is_some() && groups > 0 && groups <= EXPANDED_GROUPS)
+            .then(|| Self { buf: core::mem::MaybeUninit::uninit(), groups })
+    }
+
+    /// Rows `r..r + R` (R <= 4) of `p` expanded by `expand(row, groups,
+    /// out)`, as f32 scales in the buffer.
+    ///
+    /// # Safety
+    /// Rows `r..r + R` of `p` have their scales; `expand` writes the
+    /// `groups` values it is given.
+    #[inline]
+    pub(super) unsafe fn rows<const R: usize>(
+        &mut self,
+        p: &crate::kernels::PackedRows<'_>,
+        r: usize,
+        expand: impl Fn(RowScales, usize, *mut f32),
+    ) -> RowScales {
+        const { assert!(R <= 4) };
+        let out = self.buf.as_mut_ptr().cast::<f32>();
+        for q in 0..R {
+            // SAFETY: the caller; row q's slot lies in the buffer.
+            unsafe { expand(RowScales::of(p, r + q), self.groups, out.add(q * self.groups)) };
+        }
+        // The next R rows' scales are read at once when their turn comes:
+        // hinted now, they arrive while these rows' blocks run (without,
+        // each four rows began with a wait on memory).
+        if let Some(s) = p.sub_scales {
+            let run = R * p.scale_stride;
+            let sub = s.sub.as_ptr().wrapping_add(r * p.scale_stride);
+            prefetch_next_rows(sub, run, 0, run);
+            let sup = s.sup.as_ptr().wrapping_add(r * s.sup_stride).cast::<u8>();
+            let sup_run = 4 * R * s.sup_stride;
+            prefetch_next_rows(sup, sup_run, 0, sup_run);
+        }
+        RowScales::f32_rows(out, self.groups)
+    }
+}
+
+/// Row `s`'s first `groups` scales (stored two-level ones) as f32 at
+/// `out`, eight at a time within each super-block: `sup · f32::from(sub)`,
+/// the multiply [`RowScales::scale`] does.
 ///
 /// # Safety
-/// The block's groups have scales (`supports`: the row's columns are whole
-/// blocks when a block has more than one group).
+/// `s` is stored and has `groups` groups; `out` is writable for `groups`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn expand_row(s: RowScales, groups: usize, out: *mut f32) {
+    let (sup, sub, shift) = s.stored_parts();
+    let mut g = 0;
+    while g < groups {
+        let end = (((g >> shift) + 1) << shift).min(groups);
+        // SAFETY: groups g..end and their super-block exist, `out` has
+        // room for them (the caller).
+        unsafe {
+            let one = *sup.add(g >> shift);
+            let v = _mm256_set1_ps(one);
+            while g + 8 <= end {
+                let q =
+                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sub.add(g).cast())));
+                _mm256_storeu_ps(out.add(g), _mm256_mul_ps(q, v));
+                g += 8;
+            }
+            while g < end {
+                *out.add(g) = one * f32::from(*sub.add(g));
+                g += 1;
+            }
+        }
+    }
+}
+
+/// The f32 scales of block `b` of a row whose scales start at `row`, its
+/// `groups_per_block` groups (2: each broadcast to one half; 4, 8:
+/// loaded, for `lanes`' `vpermps`).
+///
+/// # Safety
+/// The block's groups have scales.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn block_scales(
-    groups_per_block: usize,
-    row: *const f32,
-    b: usize,
-    g: usize,
-) -> __m256 {
+unsafe fn block_scales(groups_per_block: usize, row: *const f32, b: usize) -> __m256 {
     // SAFETY: the caller.
     unsafe {
         match groups_per_block {
@@ -509,8 +750,7 @@ pub(super) unsafe fn block_scales(
                 _mm256_set_m128(hi, lo)
             }
             4 => _mm256_castps128_ps256(_mm_loadu_ps(row.add(4 * b))),
-            8 => _mm256_loadu_ps(row.add(8 * b)),
-            _ => _mm256_broadcast_ss(&*row.add(g)),
+            _ => _mm256_loadu_ps(row.add(8 * b)),
         }
     }
 }
@@ -665,7 +905,8 @@ pub(super) fn lanes_sum(v: __m256) -> f32 {
 /// its own group's scale.
 ///
 /// # Safety
-/// As [`gemv_int`], and rows `r..r + R` are safe.
+/// As [`gemv_int`], and rows `r..r + R` are safe, their scales in
+/// `scales`.
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn rows<
@@ -680,6 +921,7 @@ unsafe fn rows<
     u: &Unpack,
     table: &Tables,
     r: usize,
+    scales: RowScales,
 ) -> [f32; R] {
     let p = &w.rows;
     let span = if SPAN64 { 64 } else { 32 };
@@ -688,9 +930,7 @@ unsafe fn rows<
     // SAFETY: row r + q starts inside `packed` (safe rows).
     let row_ptr: [*const u8; R] =
         core::array::from_fn(|q| unsafe { p.packed.as_ptr().add((r + q) * rb) });
-    // SAFETY: row r + q's scales start inside `scales` (the caller).
-    let scale_ptr: [*const f32; R] =
-        core::array::from_fn(|q| unsafe { p.scales.as_ptr().add((r + q) * p.scale_stride) });
+    let scales: [RowScales; R] = core::array::from_fn(|q| scales.row(q));
     // The C <= 4 table in registers for the whole loop.
     let small = table.small;
     let mut fsum = [_mm256_setzero_ps(); R];
@@ -720,7 +960,7 @@ unsafe fn rows<
         for q in 0..R {
             // SAFETY: the block's groups of row r + q have scales (the
             // caller).
-            let gs = unsafe { block_scales(w.groups_per_block, scale_ptr[q], b, g) };
+            let gs = unsafe { scales[q].block(w.groups_per_block, b, g) };
             fsum[q] = add_block::<SPLIT>(fsum[q], acc[q], gs, act, &lanes);
         }
     }
@@ -861,8 +1101,7 @@ unsafe fn rows_batch<
     let rb = p.cols / 8 * BITS as usize;
     // SAFETY: row r starts inside `packed` and its scales inside `scales`
     // (safe rows, the caller).
-    let (row_ptr, scale_ptr) =
-        unsafe { (p.packed.as_ptr().add(r * rb), p.scales.as_ptr().add(r * p.scale_stride)) };
+    let (row_ptr, scales) = unsafe { (p.packed.as_ptr().add(r * rb), RowScales::of(p, r)) };
     let blocks = w.blocks();
     let small = table.small;
     let mut fsum = [_mm256_setzero_ps(); NB];
@@ -886,7 +1125,7 @@ unsafe fn rows_batch<
             }
         }
         // SAFETY: the block's groups of row r have scales (the caller).
-        let gs = unsafe { block_scales(w.groups_per_block, scale_ptr, b, groups.next()) };
+        let gs = unsafe { scales.block(w.groups_per_block, b, groups.next()) };
         for (q, (fsum, acc)) in fsum.iter_mut().zip(acc).enumerate() {
             // SAFETY: (v + q) · blocks + b < batch · blocks <=
             // act_scales.len() (`supports`).

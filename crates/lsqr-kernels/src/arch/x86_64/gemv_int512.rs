@@ -46,7 +46,9 @@
 
 use core::arch::x86_64::*;
 
-use super::gemv_int::{add_block, block_scales, lanes_sum, prefetch_next_rows, GroupWalk};
+use super::gemv_int::{
+    add_block, lane_groups, lanes_sum, prefetch_next_rows, ExpandedScales, GroupWalk, RowScales,
+};
 use crate::kernels::{IntRows, IntTable};
 
 /// Whether [`gemv_int`] takes this job (the caller has checked the
@@ -66,7 +68,7 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     // AVX2 kernel's `block_scales`).
     let groups_fit = match w.groups_per_block {
         1 => p.group > 0 && (p.group.is_multiple_of(64) || p.group >= p.cols),
-        2 => p.bits == 4 && p.group == 32 && p.cols.is_multiple_of(64),
+        n @ (2 | 4 | 8) => p.bits == 4 && p.group == 64 / n && p.cols.is_multiple_of(64),
         _ => false,
     };
     form && w.batch >= 1
@@ -127,16 +129,28 @@ unsafe fn gemv_c<const BITS: u32>(w: &IntRows<'_>, y: &mut [f32]) -> usize {
         unsafe { batch_rows::<BITS>(w, &u, &t, whole, y) };
         return y.len();
     }
+    // Stored two-level scales: four rows' at a time expanded to f32 here,
+    // then read as f32 scales (`ExpandedScales`).
+    let mut expanded = ExpandedScales::new(p);
     let mut r = 0;
     while r + 4 <= whole {
-        // SAFETY: rows r..r + 4 exist and are whole (the caller, above).
-        let v = unsafe { rows::<4, BITS, true>(w, &u, &t, r) };
+        // SAFETY: rows r..r + 4 exist and are whole (the caller, above);
+        // so are their scales.
+        let v = unsafe {
+            let scales = match expanded.as_mut() {
+                // `rows` gives each row's stored scales, its group count
+                // and room for them.
+                Some(e) => e.rows::<4>(p, r, |s, n, out| expand_row(s, n, out)),
+                None => RowScales::of(p, r),
+            };
+            rows::<4, BITS, true>(w, &u, &t, r, scales)
+        };
         y[r..r + 4].copy_from_slice(&v);
         r += 4;
     }
     while r < y.len() {
         // SAFETY: row r exists (the caller).
-        y[r] = unsafe { rows::<1, BITS, false>(w, &u, &t, r) }[0];
+        y[r] = unsafe { rows::<1, BITS, false>(w, &u, &t, r, RowScales::of(p, r)) }[0];
         r += 1;
     }
     y.len()
@@ -449,7 +463,7 @@ fn lookup<const BITS: u32>(codes: __m512i, t: &Tables) -> Looked {
 /// run in a loop of their own, without the partial block's masks.
 ///
 /// # Safety
-/// As [`gemv_int`], and rows `r..r + R` exist.
+/// As [`gemv_int`], and rows `r..r + R` exist, their scales in `scales`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
 #[inline]
 unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
@@ -457,17 +471,21 @@ unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
     u: &Unpack,
     t: &Tables,
     r: usize,
+    scales: RowScales,
 ) -> [f32; R] {
     // One row alone, or pairs of rows in `RowSums::fsum`'s four registers.
     const { assert!(R == 1 || (R.is_multiple_of(2) && R <= 8)) };
     let p = &w.rows;
     let rb = p.cols / 8 * BITS as usize;
-    // SAFETY: row r starts inside `packed`, and its scales inside
-    // `scales` (the caller).
-    let (codes, scales) =
-        unsafe { (p.packed.as_ptr().add(r * rb), p.scales.as_ptr().add(r * p.scale_stride)) };
-    let mut st =
-        RowSums::<R> { codes, scales, fsum: [_mm512_setzero_ps(); 4], groups: GroupWalk::new(w) };
+    // SAFETY: row r starts inside `packed` (the caller).
+    let codes = unsafe { p.packed.as_ptr().add(r * rb) };
+    let mut st = RowSums::<R> {
+        codes,
+        scales,
+        fsum: [_mm512_setzero_ps(); 4],
+        groups: GroupWalk::new(w),
+        split: SplitLanes::of(w),
+    };
     let full = p.cols / 64;
     for b in 0..full {
         // SAFETY: forwarded; block b is whole.
@@ -492,12 +510,43 @@ unsafe fn rows<const R: usize, const BITS: u32, const WHOLE: bool>(
 struct RowSums<const R: usize> {
     /// The first row's codes (the others follow, `rb` bytes apart).
     codes: *const u8,
-    /// The first row's scales (the others follow, `scale_stride` apart).
-    scales: *const f32,
+    /// The first row's scales (the others' follow).
+    scales: RowScales,
     /// Pair k: rows 2k (lanes 0..8) and 2k + 1 (lanes 8..16); R = 1: row 0
     /// in lanes 0..8 of pair 0.
     fsum: [__m512; 4],
     groups: GroupWalk,
+    split: SplitLanes,
+}
+
+/// Four or eight scale groups per block (C = 4, two-level sub-blocks of
+/// 16 or 8): each of a row's 16 int32 lanes takes its own group's scale.
+/// Lanes 0..8 of a block's sums hold the AVX2 kernel's part 0 (stored
+/// positions 0..16 and 32..48), lanes 8..16 its part 1; the AVX2 kernel
+/// adds each part's lanes into the row's f32 sums in turn, each scaled
+/// through its own `vpermps` control (`lanes`), and so does this kernel.
+#[derive(Clone, Copy)]
+struct SplitLanes {
+    on: bool,
+    /// The AVX2 kernel's controls for parts 0 and 1.
+    lanes: [__m256i; 2],
+    /// The same for two rows' scales side by side (the second row's
+    /// eight scales in lanes 8..16).
+    pair: [__m512i; 2],
+}
+
+impl SplitLanes {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+    #[inline]
+    fn of(w: &IntRows<'_>) -> Self {
+        let on = w.rows.bits == 4 && w.groups_per_block >= 4;
+        let lanes = if on { lane_groups(w) } else { [_mm256_setzero_si256(); 2] };
+        let pair = lanes.map(|ctl| {
+            let second = _mm256_add_epi32(ctl, _mm256_set1_epi32(8));
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ctl), second)
+        });
+        Self { on, lanes, pair }
+    }
 }
 
 /// Block `b` (`n` columns) of [`rows`]: its codes looked up and
@@ -538,31 +587,25 @@ unsafe fn row_block<const R: usize, const BITS: u32, const PLAIN: bool>(
     // SAFETY: b < the padded blocks <= act_scales.len() (`supports`).
     let act = unsafe { *w.act_scales.get_unchecked(b) };
     let g = st.groups.next();
-    let stride = w.rows.scale_stride;
     if R == 1 {
-        let folded = _mm256_add_epi32(
-            _mm512_castsi512_si256(acc[0]),
-            _mm512_extracti64x4_epi64::<1>(acc[0]),
-        );
         // SAFETY: the block's groups of the row have scales (the caller).
-        let gs = unsafe { block_scales(w.groups_per_block, st.scales, b, g) };
-        let zero = _mm256_setzero_si256();
-        let f = add_block::<false>(
-            _mm512_castps512_ps256(st.fsum[0]),
-            [folded, zero],
-            gs,
-            act,
-            &[zero; 2],
-        );
+        let gs = unsafe { st.scales.block(w.groups_per_block, b, g) };
+        let f = add_row_block(_mm512_castps512_ps256(st.fsum[0]), acc[0], gs, act, &st.split);
         st.fsum[0] = _mm512_castps256_ps512(f);
     } else {
         let act = _mm512_set1_ps(act);
         for q in (0..R).step_by(2) {
+            let (row, pair) = (st.scales.row(q), [acc[q], acc[q + 1]]);
             // SAFETY: the block's groups of rows r + q and r + q + 1 have
             // scales (the caller; R is even).
-            let s =
-                unsafe { pair_scales(w.groups_per_block, st.scales.add(q * stride), stride, b, g) };
-            st.fsum[q / 2] = add_pair(st.fsum[q / 2], [acc[q], acc[q + 1]], s, act);
+            st.fsum[q / 2] = unsafe {
+                if BITS == 4 && st.split.on {
+                    let s = split_pair_scales(w.groups_per_block, row, b, &st.split);
+                    add_pair_split(st.fsum[q / 2], pair, s, act)
+                } else {
+                    add_pair(st.fsum[q / 2], pair, pair_scales(w.groups_per_block, row, b, g), act)
+                }
+            };
         }
     }
 }
@@ -582,36 +625,127 @@ fn add_pair(fsum: __m512, acc: [__m512i; 2], scale: __m512, act: __m512) -> __m5
     _mm512_add_ps(fsum, _mm512_mul_ps(_mm512_cvtepi32_ps(folded), _mm512_mul_ps(scale, act)))
 }
 
-/// The scales of block `b` of the two rows whose scales start at `row`
-/// and `row + stride`, lane by lane as [`add_pair`] takes them: one group
-/// `g` per block, each row's broadcast to its eight lanes; two groups per
-/// block (`block_scales`' layout), each to four.
+/// One row's block sums `acc` added to its f32 sums `fsum` as the AVX2
+/// kernel's `add_block` adds them: lanes `k` and `k + 8` added as
+/// integers, or with [`SplitLanes`] kept apart as its two parts.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+fn add_row_block(fsum: __m256, acc: __m512i, gs: __m256, act: f32, split: &SplitLanes) -> __m256 {
+    let (low, high) = (_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc));
+    if split.on {
+        add_block::<true>(fsum, [low, high], gs, act, &split.lanes)
+    } else {
+        let zero = _mm256_setzero_si256();
+        add_block::<false>(fsum, [_mm256_add_epi32(low, high), zero], gs, act, &[zero; 2])
+    }
+}
+
+/// [`add_pair`] with [`SplitLanes`]: each row's part 0 (lanes 0..8 of its
+/// sums), then its part 1 (lanes 8..16), converted, times `scale · act`
+/// (`scale[part]` from [`split_pair_scales`]) and added, as the AVX2
+/// kernel's `add_block` adds them.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+fn add_pair_split(fsum: __m512, acc: [__m512i; 2], scale: [__m512; 2], act: __m512) -> __m512 {
+    let part0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(acc[0], acc[1]);
+    let part1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(acc[0], acc[1]);
+    let f =
+        _mm512_add_ps(fsum, _mm512_mul_ps(_mm512_cvtepi32_ps(part0), _mm512_mul_ps(scale[0], act)));
+    _mm512_add_ps(f, _mm512_mul_ps(_mm512_cvtepi32_ps(part1), _mm512_mul_ps(scale[1], act)))
+}
+
+/// The scales of block `b` of the rows `row` and the one after it for
+/// [`add_pair_split`]: per part, each lane's group's scale, the first
+/// row's in lanes 0..8 and the second's in 8..16.
 ///
 /// # Safety
 /// The block's groups of both rows have scales.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
 #[inline]
-unsafe fn pair_scales(
+unsafe fn split_pair_scales(
     groups_per_block: usize,
-    row: *const f32,
-    stride: usize,
+    row: RowScales,
     b: usize,
-    g: usize,
-) -> __m512 {
+    split: &SplitLanes,
+) -> [__m512; 2] {
+    // SAFETY: the caller.
+    let (first, second) =
+        unsafe { (row.block(groups_per_block, b, 0), row.row(1).block(groups_per_block, b, 0)) };
+    let both = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        _mm512_castpd256_pd512(_mm256_castps_pd(first)),
+        _mm256_castps_pd(second),
+    ));
+    split.pair.map(|idx| _mm512_permutexvar_ps(idx, both))
+}
+
+/// The scales of block `b` of the rows `row` and the one after it, lane
+/// by lane as [`add_pair`] takes them: one group `g` per block, each row's
+/// broadcast to its eight lanes; two groups per block (`RowScales::block`'s
+/// layout), each to four.
+///
+/// # Safety
+/// The block's groups of both rows have scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn pair_scales(groups_per_block: usize, row: RowScales, b: usize, g: usize) -> __m512 {
     // SAFETY: the caller.
     unsafe {
-        if groups_per_block == 2 {
-            let first = _mm_load_sd(row.add(2 * b).cast());
-            let both = _mm_castpd_ps(_mm_loadh_pd(first, row.add(stride + 2 * b).cast()));
+        let next = row.row(1);
+        if row.stored() {
+            let low = _mm256_castps_pd(row.block(groups_per_block, b, g));
+            let high = _mm256_castps_pd(next.block(groups_per_block, b, g));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(low), high))
+        } else if groups_per_block == 2 {
+            let (first, second) = (row.f32s(2 * b), next.f32s(2 * b));
+            let both = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(first.cast()), second.cast()));
             let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
             _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(both))
         } else {
             _mm512_mask_blend_ps(
                 0xff00,
-                _mm512_set1_ps(*row.add(g)),
-                _mm512_set1_ps(*row.add(stride + g)),
+                _mm512_set1_ps(row.scale(g)),
+                _mm512_set1_ps(next.scale(g)),
             )
         }
+    }
+}
+
+/// Row `s`'s first `groups` scales (stored two-level ones) as f32 at
+/// `out`, sixteen at a time: `sup · f32::from(sub)`, the multiply
+/// `RowScales::scale` does.
+///
+/// # Safety
+/// `s` is stored and has `groups` groups; `out` is writable for `groups`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
+unsafe fn expand_row(s: RowScales, groups: usize, out: *mut f32) {
+    let (sup, sub, shift) = s.stored_parts();
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let shift_v = _mm_cvtsi32_si128(shift as i32);
+    let mut g = 0;
+    while g < groups {
+        let n = (groups - g).min(16);
+        let k = ((1u32 << n) - 1) as __mmask16;
+        let base = g >> shift;
+        let supers = ((g + n - 1) >> shift) - base + 1;
+        // SAFETY: groups g..g + n and their super-blocks base..base +
+        // supers exist (the caller); the masks keep the loads and the
+        // store to them.
+        unsafe {
+            let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(
+                k,
+                sub.add(g).cast(),
+            )));
+            let sups = _mm512_maskz_loadu_ps(((1u32 << supers) - 1) as __mmask16, sup.add(base));
+            let at = _mm512_add_epi32(iota, _mm512_set1_epi32(g as i32));
+            let idx =
+                _mm512_sub_epi32(_mm512_srl_epi32(at, shift_v), _mm512_set1_epi32(base as i32));
+            _mm512_mask_storeu_ps(
+                out.add(g),
+                k,
+                _mm512_mul_ps(q, _mm512_permutexvar_ps(idx, sups)),
+            );
+        }
+        g += 16;
     }
 }
 
@@ -689,10 +823,8 @@ unsafe fn row_batch<const NB: usize, const BITS: u32, const WHOLE: bool>(
     let blocks = w.blocks();
     // SAFETY: row r starts inside `packed` and its scales inside `scales`
     // (the caller).
-    let (row_ptr, scale_ptr) =
-        unsafe { (p.packed.as_ptr().add(r * rb), p.scales.as_ptr().add(r * p.scale_stride)) };
-    let zero = _mm256_setzero_si256();
-    let lanes = [zero; 2];
+    let (row_ptr, scales) = unsafe { (p.packed.as_ptr().add(r * rb), RowScales::of(p, r)) };
+    let split = SplitLanes::of(w);
     let mut fsum = [_mm256_setzero_ps(); NB];
     let mut groups = GroupWalk::new(w);
     for (b, c0) in (0..p.cols).step_by(64).enumerate() {
@@ -705,7 +837,7 @@ unsafe fn row_batch<const NB: usize, const BITS: u32, const WHOLE: bool>(
         };
         let looked = lookup::<BITS>(codes, t);
         // SAFETY: the block's groups of row r have scales (the caller).
-        let gs = unsafe { block_scales(w.groups_per_block, scale_ptr, b, groups.next()) };
+        let gs = unsafe { scales.block(w.groups_per_block, b, groups.next()) };
         for (q, fsum) in fsum.iter_mut().enumerate() {
             // SAFETY: vector v + q's block at c0 lies in the activations,
             // and its factor in act_scales (`supports`, v + q < batch).
@@ -716,9 +848,7 @@ unsafe fn row_batch<const NB: usize, const BITS: u32, const WHOLE: bool>(
                 )
             };
             let acc = dot::<BITS>(_mm512_setzero_si512(), &looked, a);
-            let folded =
-                _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc));
-            *fsum = add_block::<false>(*fsum, [folded, zero], gs, act, &lanes);
+            *fsum = add_row_block(*fsum, acc, gs, act, &split);
         }
     }
     core::array::from_fn(|q| lanes_sum(fsum[q]))

@@ -115,6 +115,7 @@ pub(crate) mod safe {
             let rest = crate::kernels::PackedRows {
                 packed: w.packed.get(done * w.cols * w.bits as usize / 8..).unwrap_or_default(),
                 scales: w.scales.get(done * w.scale_stride..).unwrap_or_default(),
+                sub_scales: None,
                 ..*w
             };
             let dot = |t: &[f32], c: &[u16], v: &[f32]| {
@@ -138,8 +139,33 @@ pub(crate) mod safe {
             })
     }
 
+    /// `w` as the kernels may read it: its stored two-level scales kept
+    /// only when they cover `y`'s rows as its f32 scales must (checked by
+    /// [`int_job_consistent`]) and each 64-column block's groups lie in
+    /// one super-block; otherwise the kernels read the f32 scales.
+    pub(super) fn with_checked_sub_scales<'a>(
+        w: &crate::kernels::IntRows<'a>,
+        y: &[f32],
+    ) -> crate::kernels::IntRows<'a> {
+        let p = &w.rows;
+        let rows = y.len() / w.batch.max(1);
+        let fits = p.sub_scales.is_some_and(|s| {
+            let last_group = (p.cols.max(1) - 1) / p.group.max(1);
+            s.subs_per_super_log2 < usize::BITS
+                && (p.group << s.subs_per_super_log2) >= 64
+                && rows.checked_sub(1).is_none_or(|last| {
+                    s.sub.len() > last * p.scale_stride + last_group
+                        && s.sup.len() > last * s.sup_stride + (last_group >> s.subs_per_super_log2)
+                })
+        });
+        let rows =
+            crate::kernels::PackedRows { sub_scales: if fits { p.sub_scales } else { None }, ..*p };
+        crate::kernels::IntRows { rows, ..*w }
+    }
+
     pub(super) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
         let batch = w.batch.max(1);
+        let w = &with_checked_sub_scales(w, y);
         let consistent = int_job_consistent(w, y);
         let done = if consistent && super::gemv_int::supports(w) {
             // SAFETY: the table is handed out only once AVX2 was detected;
@@ -292,6 +318,7 @@ mod safe_gemm {
 /// once [`avx512_detected`] returned `true`.
 mod safe512 {
     pub(super) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
+        let w = &super::safe::with_checked_sub_scales(w, y);
         if super::safe::int_job_consistent(w, y) && super::gemv_int512::supports(w) {
             // SAFETY: this table is handed out only once AVX-512 F, BW,
             // VL, VBMI and VNNI, AVX2 and FMA were detected; `supports`
