@@ -1,10 +1,15 @@
 //! Linear on packed rows with integer dot products, AVX-512 (F, BW, VL,
 //! VBMI, VNNI), for one activation vector or a batch of them: C = 2 with
 //! int8 tables and C = 3..=8 with int16 ones, blocks of 64 columns lying
-//! in one scale group (or at C = 4 in two of 32: two-level scales'
-//! sub-blocks). Other jobs (C = 1, blocks of 32, more scale groups per
-//! block) take the AVX2 kernel (`super::gemv_int`), whose results these
-//! equal bit for bit.
+//! in one scale group (or at C = 4 in two, four or eight: two-level
+//! scales' sub-blocks of 32, 16 and 8, [`SplitLanes`] for the last two).
+//! Other jobs (C = 1, blocks of 32) take the AVX2 kernel
+//! (`super::gemv_int`), whose results these equal bit for bit.
+//!
+//! Two-level scales as stored (`crate::kernels::SubScales`) are expanded
+//! to f32 four rows at a time before those rows' blocks
+//! (`super::gemv_int::ExpandedScales`), so that memory gives a byte per
+//! sub-block and the block loop reads f32 scales from L1.
 //!
 //! A block's 64 codes fill one register, arranged so that the two
 //! `vpunpck{l,h}bw` of their looked-up low and high bytes give the int16
@@ -62,10 +67,10 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     };
     let padded = p.cols.div_ceil(64) * 64;
     let acts = if w.table.wide() { w.act16.len() } else { w.act8.len() };
-    // One group per block, or at C = 4 two of 32 columns (two-level
-    // scales' sub-blocks), in rows of whole blocks: lanes 0..4 of a row's
-    // folded sums hold the first group's columns, 4..8 the second's (the
-    // AVX2 kernel's `block_scales`).
+    // One group per block, or at C = 4 two, four or eight (two-level
+    // scales' sub-blocks), in rows of whole blocks: with two, lanes 0..4
+    // of a row's folded sums hold the first group's columns, 4..8 the
+    // second's; with four or eight, each lane its own (`SplitLanes`).
     let groups_fit = match w.groups_per_block {
         1 => p.group > 0 && (p.group.is_multiple_of(64) || p.group >= p.cols),
         n @ (2 | 4 | 8) => p.bits == 4 && p.group == 64 / n && p.cols.is_multiple_of(64),
