@@ -313,8 +313,10 @@ fn magika_keeps_top1() {
     let calibrate: Vec<&str> =
         calibrate.iter().copied().chain([samples.to_str().unwrap()]).collect();
     let feedback: Vec<&str> = calibrate.iter().copied().chain(["--error-feedback"]).collect();
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 6] = [
         ("c8", &["--codec", "lut", "--bits", "8"]),
+        ("c6", &["--codec", "lut", "--bits", "6"]),
+        ("c5", &["--codec", "lut", "--bits", "5"]),
         ("bpw4.5", &["--codec", "lut", "--scale-method", "mse", "--bpw", "4.5"]),
         ("bpw4.5-calibrated", &calibrate),
         ("bpw4.5-calibrated-feedback", &feedback),
@@ -352,6 +354,7 @@ fn magika_keeps_top1() {
         }
         let floor = match tag {
             "c8" => 0.995,
+            "c6" => 0.99,
             "bpw4.5" | "bpw4.5-calibrated-feedback" => 0.975,
             _ => 0.985,
         };

@@ -605,8 +605,8 @@ unsafe fn row_block<const R: usize, const BITS: u32, const PLAIN: bool>(
             // scales (the caller; R is even).
             st.fsum[q / 2] = unsafe {
                 if BITS == 4 && st.split.on {
-                    let s = split_pair_scales(w.groups_per_block, row, b, &st.split);
-                    add_pair_split(st.fsum[q / 2], pair, s, act)
+                    let s = split_pair_scales(w.groups_per_block, row, b, act, &st.split);
+                    add_pair_split(st.fsum[q / 2], pair, s)
                 } else {
                     add_pair(st.fsum[q / 2], pair, pair_scales(w.groups_per_block, row, b, g), act)
                 }
@@ -647,21 +647,21 @@ fn add_row_block(fsum: __m256, acc: __m512i, gs: __m256, act: f32, split: &Split
 
 /// [`add_pair`] with [`SplitLanes`]: each row's part 0 (lanes 0..8 of its
 /// sums), then its part 1 (lanes 8..16), converted, times `scale · act`
-/// (`scale[part]` from [`split_pair_scales`]) and added, as the AVX2
+/// (`scaled[part]` from [`split_pair_scales`]) and added, as the AVX2
 /// kernel's `add_block` adds them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")]
 #[inline]
-fn add_pair_split(fsum: __m512, acc: [__m512i; 2], scale: [__m512; 2], act: __m512) -> __m512 {
+fn add_pair_split(fsum: __m512, acc: [__m512i; 2], scaled: [__m512; 2]) -> __m512 {
     let part0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(acc[0], acc[1]);
     let part1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(acc[0], acc[1]);
-    let f =
-        _mm512_add_ps(fsum, _mm512_mul_ps(_mm512_cvtepi32_ps(part0), _mm512_mul_ps(scale[0], act)));
-    _mm512_add_ps(f, _mm512_mul_ps(_mm512_cvtepi32_ps(part1), _mm512_mul_ps(scale[1], act)))
+    let f = _mm512_add_ps(fsum, _mm512_mul_ps(_mm512_cvtepi32_ps(part0), scaled[0]));
+    _mm512_add_ps(f, _mm512_mul_ps(_mm512_cvtepi32_ps(part1), scaled[1]))
 }
 
-/// The scales of block `b` of the rows `row` and the one after it for
-/// [`add_pair_split`]: per part, each lane's group's scale, the first
-/// row's in lanes 0..8 and the second's in 8..16.
+/// `scale · act` of block `b` of the rows `row` and the one after it for
+/// [`add_pair_split`]: per part, each lane's group's, the first row's in
+/// lanes 0..8 and the second's in 8..16 (one product for both parts: the
+/// permutes move the products, which are each lane's own).
 ///
 /// # Safety
 /// The block's groups of both rows have scales.
@@ -671,6 +671,7 @@ unsafe fn split_pair_scales(
     groups_per_block: usize,
     row: RowScales,
     b: usize,
+    act: __m512,
     split: &SplitLanes,
 ) -> [__m512; 2] {
     // SAFETY: the caller.
@@ -680,7 +681,8 @@ unsafe fn split_pair_scales(
         _mm512_castpd256_pd512(_mm256_castps_pd(first)),
         _mm256_castps_pd(second),
     ));
-    split.pair.map(|idx| _mm512_permutexvar_ps(idx, both))
+    let scaled = _mm512_mul_ps(both, act);
+    split.pair.map(|idx| _mm512_permutexvar_ps(idx, scaled))
 }
 
 /// The scales of block `b` of the rows `row` and the one after it, lane
