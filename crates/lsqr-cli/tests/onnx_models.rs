@@ -277,16 +277,17 @@ fn quantized_bits_per_weight(lsq: &Path) -> f64 {
 }
 
 /// Magika keeps its top-1 label on ≥ 99.5 % of the machine's files at
-/// C = 8. At a budget of 4.5 bits per weight it keeps it on 98.3 % by
-/// weight SNR alone and 98.75 % calibrated on its outputs (importance
-/// weights and output gains); error-compensating rounding on the same 64
-/// calibration files (`--error-feedback`) gives 98.3 % (output SNR 31.9 dB
-/// against 32.2 with the same plan: 64 files are too few for the
-/// convolution's 1280 x 1280 input covariance to generalise). Issue 12
-/// asks 99.5 %, which this does not reach (the 655k-weight convolution,
-/// 84 % of the weights, stays at C = 4 within 4.5 bits; a probe with
-/// `--bpw 5.5` kept 637 of 640); the bounds below hold the measured
-/// figures.
+/// C = 8 (638 of 640). Issue 12 asks 99.5 % at a budget of 4.5 bits per
+/// weight; this does not reach it: 98.3 % by weight SNR alone, 98.75 %
+/// calibrated on its outputs (importance weights and output gains), and
+/// 98.3 % with error-compensating rounding on the same 64 calibration
+/// files (`--error-feedback`; output SNR 31.9 dB against 32.2 with the
+/// same plan: 64 files are too few for the convolution's 1280 x 1280
+/// input covariance to generalise). Uniform widths show why: C = 5 (5.25
+/// bits) keeps 99.06 % and C = 6 (6.25 bits) 99.53 %, because some files
+/// are near ties for the float model itself (the test prints how many
+/// have their top two scores within 0.02), and any error flips them. The
+/// bounds below hold the measured figures.
 #[test]
 fn magika_keeps_top1() {
     const BATCH: usize = 16;
@@ -321,6 +322,7 @@ fn magika_keeps_top1() {
         ("bpw4.5-calibrated", &calibrate),
         ("bpw4.5-calibrated-feedback", &feedback),
     ];
+    let mut near_ties = 0;
     for (tag, args) in cases {
         let quantized = import(&dir, "magika/model.onnx", "bytes", &shape, args, tag);
         let bpw = quantized_bits_per_weight(&quantized);
@@ -338,11 +340,18 @@ fn magika_keeps_top1() {
             for (ra, rb) in a.chunks(labels.len()).zip(b.chunks(labels.len())) {
                 total += 1;
                 agree += usize::from(magika::top1(ra).0 == magika::top1(rb).0);
+                near_ties += usize::from(tag == "c8" && top2_margin(ra) < 0.02);
             }
             reference.extend(a);
             test.extend(b);
         }
         let rate = agree as f64 / total as f64;
+        if tag == "c8" {
+            eprintln!(
+                "magika float: {near_ties} of {total} files have a top-1 score within 0.02 of the \
+                 second"
+            );
+        }
         eprintln!(
             "magika {tag} ({bpw:.3} bits per weight): top-1 agreement {agree}/{total} = {:.2} %, \
              output SNR {:.2} dB",
@@ -361,6 +370,19 @@ fn magika_keeps_top1() {
         assert!(total >= 500 && rate >= floor, "{tag}: top-1 agreement {agree}/{total}");
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The top score minus the second (Magika's scores are probabilities).
+fn top2_margin(scores: &[f32]) -> f32 {
+    let (first, second) =
+        scores.iter().fold((f32::NEG_INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            if v > a {
+                (v, a)
+            } else {
+                (a, b.max(v))
+            }
+        });
+    first - second
 }
 
 fn snr_db(reference: &[f32], test: &[f32]) -> f64 {
