@@ -6,6 +6,10 @@
 #
 #   scripts/bench-candle.sh [criterion filter]
 #
+# With MISTRALRS_FORCE_AVX2=1 (candle's switch) candle keeps to its AVX2
+# tier and ours to our AVX2 kernel (single-thread entries): the pair an
+# AVX2-only CPU runs, measured on this one.
+#
 # Two processes: candle's CPU pool is sized once per process from
 # CANDLE_NUM_THREADS / RAYON_NUM_THREADS, so the single-thread figures (and
 # all of ours) come from a run with RAYON_NUM_THREADS=1, and
@@ -28,6 +32,9 @@ cpu() {
     flags="$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2- | tr ' ' '\n' |
         grep -E '^(avx2|fma|avx512[a-z0-9_]*|avx_vnni|amx[a-z0-9_]*)$' | tr '\n' ' ')"
     echo "CPU: ${model:-unknown} ($(nproc) logical CPUs); flags: ${flags:-none of avx2/fma/avx512*/avx_vnni}"
+    if [ "${MISTRALRS_FORCE_AVX2:-}" = 1 ]; then
+        echo "MISTRALRS_FORCE_AVX2=1: candle's AVX2 tier and our AVX2 kernel (one thread)"
+    fi
 }
 
 cpu

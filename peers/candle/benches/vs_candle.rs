@@ -59,6 +59,7 @@ use lsqr::codec::{quantize, CodecSpec, QuantizeOptions};
 use lsqr::format::{LsqFile, LsqWriter, TensorView};
 use lsqr::synthetic::{weights, Distribution};
 use lsqr_kernels::packed::{linear, linear_into, linear_scratch_len};
+use lsqr_kernels::paths;
 use ndarray::{Array1, Array2};
 use rayon::ThreadPool;
 
@@ -228,6 +229,10 @@ fn linear_b1(
     });
     drop(wa);
 
+    // `MISTRALRS_FORCE_AVX2=1` keeps candle to its AVX2 tier; ours then
+    // runs its AVX2 kernel too: an AVX2-only CPU's pair, on this machine.
+    let avx2_only =
+        std::env::var("MISTRALRS_FORCE_AVX2").is_ok_and(|v| v == "1").then(paths::avx2).flatten();
     let mut y = vec![0.0f32; rows];
     for &bits in widths {
         let q =
@@ -250,8 +255,19 @@ fn linear_b1(
         g.bench_function(BenchmarkId::new("lsqr_log", format!("C{bits}")), |b| {
             b.iter_custom(|n| {
                 cold(n, flush_buf, || {
-                    one.install(|| linear_into(&packed, None, &x, 1, &mut y, &mut scratch))
-                        .unwrap();
+                    one.install(|| match avx2_only {
+                        Some(avx2) => paths::linear_into_with(
+                            avx2,
+                            &packed,
+                            None,
+                            &x,
+                            1,
+                            &mut y,
+                            &mut scratch,
+                        ),
+                        None => linear_into(&packed, None, &x, 1, &mut y, &mut scratch),
+                    })
+                    .unwrap();
                     black_box(&y);
                 })
             })
