@@ -742,15 +742,19 @@ unsafe fn expand_row(s: RowScales, groups: usize, out: *mut f32) {
                 k,
                 sub.add(g).cast(),
             )));
-            let sups = _mm512_maskz_loadu_ps(((1u32 << supers) - 1) as __mmask16, sup.add(base));
-            let at = _mm512_add_epi32(iota, _mm512_set1_epi32(g as i32));
-            let idx =
-                _mm512_sub_epi32(_mm512_srl_epi32(at, shift_v), _mm512_set1_epi32(base as i32));
-            _mm512_mask_storeu_ps(
-                out.add(g),
-                k,
-                _mm512_mul_ps(q, _mm512_permutexvar_ps(idx, sups)),
-            );
+            // Sixteen or more sub-blocks per super-block (1024/16, 1024/8):
+            // g is a multiple of 16, so all sixteen share one.
+            let spread = if shift >= 4 {
+                _mm512_set1_ps(*sup.add(base))
+            } else {
+                let sups =
+                    _mm512_maskz_loadu_ps(((1u32 << supers) - 1) as __mmask16, sup.add(base));
+                let at = _mm512_add_epi32(iota, _mm512_set1_epi32(g as i32));
+                let idx =
+                    _mm512_sub_epi32(_mm512_srl_epi32(at, shift_v), _mm512_set1_epi32(base as i32));
+                _mm512_permutexvar_ps(idx, sups)
+            };
+            _mm512_mask_storeu_ps(out.add(g), k, _mm512_mul_ps(q, spread));
         }
         g += 16;
     }
