@@ -128,6 +128,9 @@ pub fn run(
     json: bool,
 ) -> Result<(), String> {
     let file = LsqFile::open(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    // The data checksums first: opening checks the header only, and a
+    // corrupted weight would otherwise run and give wrong outputs silently.
+    file.verify().map_err(|e| format!("{}: {e}", model.display()))?;
     let plan = Plan::new(&file).map_err(|e| format!("{}: {e}", model.display()))?;
     let mut arena = arena_for(&plan).map_err(|e| format!("{}: {e}", model.display()))?;
     for (name, _) in inputs {

@@ -666,6 +666,28 @@ fn run_refuses_an_arena_it_cannot_allocate() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A flipped byte in a weight's data is a checksum error before anything
+/// runs, not slightly different outputs.
+#[test]
+fn run_refuses_corrupted_weights() {
+    let dir = temp_dir("corrupt");
+    let lsq =
+        import(&dir, "ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x", "1,3,48,192", &[], "cls");
+    let mut bytes = std::fs::read(&lsq).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    let bad = dir.join("corrupt.lsq");
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsqr"))
+        .args(["run", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("corrupt.lsq") && e.to_lowercase().contains("crc"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn run_reports_nan_outputs_as_such() {
     let dir = temp_dir("nan");
