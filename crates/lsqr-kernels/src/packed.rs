@@ -114,7 +114,7 @@ impl IntForm {
     /// [`INT_MAX_BATCH_LARGE`] at C = 5..=8).
     fn max_batch(&self) -> usize {
         match self.table {
-            crate::kernels::IntTable::I16Large(_) => INT_MAX_BATCH_LARGE,
+            crate::kernels::IntTable::I16Large(..) => INT_MAX_BATCH_LARGE,
             _ => INT_MAX_BATCH,
         }
     }
@@ -167,6 +167,65 @@ const Q16_LARGE_ACT: f32 = 8191.0;
 /// 0.29 of a cell (RMS), so the added error stays about 20 dB below, and
 /// the tests measure it (`tests/packed.rs`, `int_path_precision`).
 const MAX_TABLE_ERROR: f32 = 1.0 / 16.0;
+
+/// The nibble factors (`crate::kernels::NibbleFactors`) closest to a
+/// 256-entry `table` on the integer grid of `step`, if every level they
+/// give lies in ±32767; whether they stand for the table is the caller's
+/// test. The shape is the widest high nibble's run of 16 levels,
+/// normalised to 0..=32767; each run's offset and span are its least
+/// squares fit to that shape, then nudged (offset ±1, span ±2) to the
+/// smallest largest error in integer units.
+fn nibble_factors(table: &[f32], step: f32) -> Option<crate::kernels::NibbleFactors> {
+    let target: Vec<f64> = table.iter().map(|&t| f64::from(t) / f64::from(step)).collect();
+    let run = |h: usize| target.get(16 * h..16 * h + 16);
+    let width = |h: usize| run(h).map_or(0.0, |r| (r[15] - r[0]).abs());
+    let widest = (0..16).fold(0, |best, h| if width(h) > width(best) { h } else { best });
+    let base = run(widest)?;
+    let d = base[15] - base[0];
+    if !(d.is_finite() && d != 0.0) {
+        return None;
+    }
+    let mut shape = [0i16; 16];
+    for (s, &t) in shape.iter_mut().zip(base) {
+        *s = libm::rint(32767.0 * (t - base[0]) / d).clamp(-32767.0, 32767.0) as i16;
+    }
+    let mut f = crate::kernels::NibbleFactors { offset: [0; 16], span: [0; 16], shape };
+    let x: [f64; 16] = core::array::from_fn(|l| f64::from(shape[l]) / 32768.0);
+    let x_mean = x.iter().sum::<f64>() / 16.0;
+    let x_var: f64 = x.iter().map(|x| (x - x_mean) * (x - x_mean)).sum();
+    for h in 0..16 {
+        let y = run(h)?;
+        let y_mean = y.iter().sum::<f64>() / 16.0;
+        let cov: f64 = x.iter().zip(y).map(|(x, y)| (x - x_mean) * (y - y_mean)).sum();
+        let span = cov / x_var;
+        let offset = y_mean - span * x_mean;
+        let mut best: Option<(f64, i16, i16)> = None;
+        for d_offset in -1..=1 {
+            for d_span in -2..=2 {
+                let o = libm::rint(offset) + f64::from(d_offset);
+                let s = libm::rint(span) + f64::from(d_span);
+                if !(o.abs() <= 32767.0 && s.abs() <= 32767.0) {
+                    continue;
+                }
+                let (o, s) = (o as i16, s as i16);
+                let worst = (0..16).try_fold(0.0f64, |worst, l| {
+                    // In i32: a level outside ±32767 rejects the pair.
+                    let p = (i32::from(s) * i32::from(shape[l]) + (1 << 14)) >> 15;
+                    let v = i32::from(o) + p;
+                    (v.abs() <= 32767).then(|| worst.max((f64::from(v) - y[l]).abs()))
+                });
+                if let Some(worst) = worst {
+                    if best.is_none_or(|(b, _, _)| worst < b) {
+                        best = Some((worst, o, s));
+                    }
+                }
+            }
+        }
+        let (_, o, s) = best?;
+        (f.offset[h], f.span[h]) = (o, s);
+    }
+    Some(f)
+}
 
 /// The integer form a C-bit table allows, chosen once per weight:
 /// C <= 8, finite entries and `scales`, rows of whole bytes (`cols` a multiple of 8), and groups of
@@ -221,13 +280,16 @@ fn int_form_of(
     let cell = |i: usize| {
         table.iter().filter(|&&v| v != table[i]).fold(tmax, |m, &v| m.min((v - table[i]).abs()))
     };
-    let fits = |q: f32| {
+    // Whether integer levels on the grid of ±q stand for `table` (each
+    // within [`MAX_TABLE_ERROR`] of its cell).
+    let stand_for = |q: f32, levels: &mut dyn Iterator<Item = f32>| {
         let step = tmax / q;
-        (0..table.len()).all(|i| {
-            let v = libm::rintf(table[i] / step) * step;
-            (v - table[i]).abs() <= MAX_TABLE_ERROR * cell(i)
-        })
+        levels
+            .zip(table)
+            .enumerate()
+            .all(|(i, (v, &t))| (v * step - t).abs() <= MAX_TABLE_ERROR * cell(i))
     };
+    let fits = |q: f32| stand_for(q, &mut table.iter().map(|&t| libm::rintf(t / (tmax / q))));
     let round = |q: f32| -> [i32; 256] {
         let step = tmax / q;
         let mut out = [0i32; 256];
@@ -248,10 +310,17 @@ fn int_form_of(
     // rounding must stay 20 dB below that.
     let first = |v: [i32; 256]| -> [i32; 16] { core::array::from_fn(|k| v[k]) };
     let table = if bits >= 5 {
-        if !fits(Q16_LARGE_TABLE) {
-            return None;
+        let nibbles = (bits == 8)
+            .then(|| nibble_factors(table, tmax / Q16_LARGE_TABLE))
+            .flatten()
+            .filter(|f| stand_for(Q16_LARGE_TABLE, &mut f.levels().iter().map(|&v| f32::from(v))));
+        match nibbles {
+            Some(f) => crate::kernels::IntTable::I16Large(f.levels(), Some(f)),
+            None if fits(Q16_LARGE_TABLE) => {
+                crate::kernels::IntTable::I16Large(round(Q16_LARGE_TABLE).map(|v| v as i16), None)
+            }
+            None => return None,
         }
-        crate::kernels::IntTable::I16Large(round(Q16_LARGE_TABLE).map(|v| v as i16))
     } else if bits <= 2 && fits(Q8) {
         crate::kernels::IntTable::I8(first(round(Q8)).map(|v| v as i8))
     } else if fits(Q16_TABLE) {
@@ -262,7 +331,7 @@ fn int_form_of(
     let (q, act_q) = match table {
         crate::kernels::IntTable::I8(_) => (Q8, Q8),
         crate::kernels::IntTable::I16(_) => (Q16_TABLE, Q16_ACT),
-        crate::kernels::IntTable::I16Large(_) => (Q16_LARGE_TABLE, Q16_LARGE_ACT),
+        crate::kernels::IntTable::I16Large(..) => (Q16_LARGE_TABLE, Q16_LARGE_ACT),
     };
     let wide = table.wide();
     let span = crate::kernels::int_act_span(bits, block);
@@ -481,14 +550,16 @@ impl<'a> PackedWeight<'a> {
     }
 
     /// The integer form linear runs on, if any: `"int8"` (int8 table and
-    /// activations) or `"int16"`; `None` on the exact path (plain weights,
+    /// activations), `"int16"`, or `"int16 nibbles"` (C = 8 levels made
+    /// of nibble factors); `None` on the exact path (plain weights,
     /// C > 8, tables whose levels an integer grid cannot hold, columns or
     /// groups not in whole blocks of 32, [`PackedWeight::set_exact`], or
     /// `LSQR_EXACT`).
     pub fn int_form(&self) -> Option<&'static str> {
         self.int().map(|f| match f.table {
             crate::kernels::IntTable::I8(_) => "int8",
-            crate::kernels::IntTable::I16(_) | crate::kernels::IntTable::I16Large(_) => "int16",
+            crate::kernels::IntTable::I16Large(_, Some(_)) => "int16 nibbles",
+            crate::kernels::IntTable::I16(_) | crate::kernels::IntTable::I16Large(..) => "int16",
         })
     }
 

@@ -439,7 +439,8 @@ mod tests {
         /// The integer kernel of every path equals the portable integer
         /// reference bit for bit (exact integer block sums, the same f32
         /// steps): C = 1..=8, int8 and int16 tables (C = 5..=8: 32 to 256
-        /// entries, sign-magnitude or not), blocks of 32 and 64,
+        /// entries, sign-magnitude or not; C = 8 also levels made of
+        /// nibble factors, any in range), blocks of 32 and 64,
         /// every scale layout (two-level scales as stored or as f32), 1 to
         /// 6 activation vectors (each vector's results those of a batch of
         /// it alone), the codes in an exact allocation (the last rows'
@@ -452,13 +453,13 @@ mod tests {
             block64 in prop::bool::ANY,
             layout in 0usize..6,
             wide in prop::bool::ANY,
-            sign_magnitude in prop::bool::ANY,
+            table_form in 0u8..3,
             batch in 1usize..7,
             tail in 0usize..4,
             two_level in prop::bool::ANY,
             seed in any::<u64>(),
         ) {
-            gemv_int_case(bits, rows, (blocks, block64, layout, tail), wide, sign_magnitude, batch, two_level, seed);
+            gemv_int_case(bits, rows, (blocks, block64, layout, tail), wide, table_form, batch, two_level, seed);
         }
 
         /// As above, for the layout `--bpw` picks most: C = 4, int16,
@@ -472,26 +473,44 @@ mod tests {
             batch in 1usize..3,
             seed in any::<u64>(),
         ) {
-            gemv_int_case(4, rows, (blocks, true, layout, 0), true, false, batch, true, seed);
+            gemv_int_case(4, rows, (blocks, true, layout, 0), true, 0, batch, true, seed);
+        }
+
+        /// As above, for C = 8 levels made of nibble factors (the `log`
+        /// and `uniform` codecs' form at C = 8), every scale layout.
+        #[test]
+        fn gemv_int_nibble_levels(
+            rows in 1usize..11,
+            blocks in 1usize..8,
+            block64 in prop::bool::ANY,
+            layout in 0usize..3,
+            batch in 1usize..4,
+            tail in 0usize..4,
+            seed in any::<u64>(),
+        ) {
+            gemv_int_case(8, rows, (blocks, block64, layout, tail), true, 2, batch, false, seed);
         }
     }
 
     /// One case of [`gemv_int_matches_portable`]: `(blocks, block64, layout,
     /// tail)` say the columns and scale layout (0: one scale, 1: per row,
     /// 2: per block, 3-5: groups of 32, 16 or 8 at C = 4 with int16 and
-    /// blocks of 64).
+    /// blocks of 64); `table_form` (C = 5..=8): 0 any levels, 1
+    /// sign-magnitude, 2 (C = 8) nibble factors.
     #[allow(clippy::too_many_arguments)]
     fn gemv_int_case(
         bits: u32,
         rows: usize,
         (blocks, block64, layout, tail): (usize, bool, usize, usize),
         wide: bool,
-        sign_magnitude: bool,
+        table_form: u8,
         batch: usize,
         two_level: bool,
         seed: u64,
     ) {
-        use crate::kernels::{int_act_column, int_act_span, IntRows, IntTable, SubScales};
+        use crate::kernels::{
+            int_act_column, int_act_span, IntRows, IntTable, NibbleFactors, SubScales,
+        };
         let block = if block64 { 64 } else { 32 };
         // Layouts 3-5: groups of 32, 16 or 8 (C = 4, int16, blocks of
         // 64 only), in rows of whole blocks; otherwise the last block
@@ -521,10 +540,22 @@ mod tests {
             *v = ((case.next() % 65535) as i32 - 32767) as i16;
         }
         let half = 1usize << (bits - 1);
-        if sign_magnitude && bits >= 5 {
+        if table_form == 1 && bits >= 5 {
             for m in 0..half {
                 large[half + m] = -large[m];
             }
+        }
+        // Offsets and spans below 2^14: every level is in ±32767.
+        let mut factor = |bound: u64| -> [i16; 16] {
+            core::array::from_fn(|_| ((case.next() % (2 * bound + 1)) as i64 - bound as i64) as i16)
+        };
+        let nibbles = (table_form == 2 && bits == 8).then(|| NibbleFactors {
+            offset: factor(16383),
+            span: factor(16383),
+            shape: factor(32767),
+        });
+        if let Some(f) = nibbles {
+            large = f.levels();
         }
         // C = 5..=8 take the large int16 form and its finer activations.
         let wide = wide || bits >= 5;
@@ -574,7 +605,7 @@ mod tests {
         let job = IntRows {
             rows: rows_job,
             table: match (bits >= 5, wide) {
-                (true, _) => IntTable::I16Large(large),
+                (true, _) => IntTable::I16Large(large, nibbles),
                 (false, true) => IntTable::I16(t16),
                 (false, false) => IntTable::I8(t8),
             },

@@ -376,7 +376,7 @@ pub(crate) fn int_block_lanes(
             crate::kernels::IntTable::I16(t) => {
                 i32::from(*t.get(code)?) * i32::from(*w.act16.get(a0 + s)?)
             }
-            crate::kernels::IntTable::I16Large(t) => {
+            crate::kernels::IntTable::I16Large(t, _) => {
                 i32::from(*t.get(code)?) * i32::from(*w.act16.get(a0 + s)?)
             }
         };

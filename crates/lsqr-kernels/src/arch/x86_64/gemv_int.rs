@@ -29,8 +29,13 @@
 //! - C = 5..=8: the same with 2 to 16 subtables of 16 entries chained by
 //!   XOR ([`xor_chain`]); a sign-magnitude table (`log`, the default,
 //!   whose upper half is its lower half negated) looks up half the levels
-//!   and negates with `vpsignw`: C = 8 `log` takes 16 `vpshufb` per 32
-//!   codes, C = 5 two.
+//!   and negates with `vpsignw`: C = 7 takes 8 `vpshufb` per 32 codes,
+//!   C = 5 two. C = 8 levels made of nibble factors
+//!   (`crate::kernels::NibbleFactors`: `log`, `uniform`) take three
+//!   16-entry lookups, a `vpmulhrsw` and an add ([`lookup_nibbles`]): 6
+//!   `vpshufb` where the sign-magnitude chain takes 16. 4096 x 4096 C = 8
+//!   `log`, one thread: 2.25 -> 1.25 ms (candle's AVX2 Q8_0: 1.84 ms in the
+//!   same run; `MISTRALRS_FORCE_AVX2=1 scripts/bench-candle.sh`).
 //!
 //! Every sum is exact (int8: pairs at most 2 · 127 · 127 < 2^15; int16:
 //! a 64-column block at most 64 · 8191 · 4095 < 2^31; C = 5..=8: a lane of
@@ -85,7 +90,7 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     };
     let form = match w.table {
         IntTable::I8(_) | IntTable::I16(_) => (1..=4).contains(&p.bits),
-        IntTable::I16Large(_) => (5..=8).contains(&p.bits) && w.groups_per_block == 1,
+        IntTable::I16Large(..) => (5..=8).contains(&p.bits) && w.groups_per_block == 1,
     };
     form && (w.block == 32 || w.block == 64)
         && p.cols.is_multiple_of(8)
@@ -238,39 +243,42 @@ unsafe fn codes32<const BITS: u32>(u: &Unpack, p: *const u8) -> __m256i {
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
     let wide = w.table.wide();
-    let sign = sign_magnitude(&w.table, w.rows.bits);
+    const CH: u8 = large::CHAIN;
+    const S: u8 = large::SIGN;
+    const N: u8 = large::NIBBLES;
     // SAFETY: forwarded.
     unsafe {
-        match (w.rows.bits, wide, sign) {
-            (1, false, _) => gemv_c::<1, false, false>(w, y),
-            (1, true, _) => gemv_c::<1, true, false>(w, y),
-            (2, false, _) => gemv_c::<2, false, false>(w, y),
-            (2, true, _) => gemv_c::<2, true, false>(w, y),
-            (3, false, _) => gemv_c::<3, false, false>(w, y),
-            (3, true, _) => gemv_c::<3, true, false>(w, y),
-            (4, false, _) => gemv_c::<4, false, false>(w, y),
-            (4, true, _) => gemv_c::<4, true, false>(w, y),
-            (5, true, false) => gemv_c::<5, true, false>(w, y),
-            (5, true, true) => gemv_c::<5, true, true>(w, y),
-            (6, true, false) => gemv_c::<6, true, false>(w, y),
-            (6, true, true) => gemv_c::<6, true, true>(w, y),
-            (7, true, false) => gemv_c::<7, true, false>(w, y),
-            (7, true, true) => gemv_c::<7, true, true>(w, y),
-            (8, true, false) => gemv_c::<8, true, false>(w, y),
-            (8, true, true) => gemv_c::<8, true, true>(w, y),
+        match (w.rows.bits, wide, large::form(&w.table, w.rows.bits)) {
+            (1, false, _) => gemv_c::<1, false, CH>(w, y),
+            (1, true, _) => gemv_c::<1, true, CH>(w, y),
+            (2, false, _) => gemv_c::<2, false, CH>(w, y),
+            (2, true, _) => gemv_c::<2, true, CH>(w, y),
+            (3, false, _) => gemv_c::<3, false, CH>(w, y),
+            (3, true, _) => gemv_c::<3, true, CH>(w, y),
+            (4, false, _) => gemv_c::<4, false, CH>(w, y),
+            (4, true, _) => gemv_c::<4, true, CH>(w, y),
+            (5, true, S) => gemv_c::<5, true, S>(w, y),
+            (5, true, _) => gemv_c::<5, true, CH>(w, y),
+            (6, true, S) => gemv_c::<6, true, S>(w, y),
+            (6, true, _) => gemv_c::<6, true, CH>(w, y),
+            (7, true, S) => gemv_c::<7, true, S>(w, y),
+            (7, true, _) => gemv_c::<7, true, CH>(w, y),
+            (8, true, N) => gemv_c::<8, true, N>(w, y),
+            (8, true, S) => gemv_c::<8, true, S>(w, y),
+            (8, true, _) => gemv_c::<8, true, CH>(w, y),
             _ => 0,
         }
     }
 }
 
-/// [`gemv_int`] for one width and table form (`SIGN`: a large table whose
-/// upper half is its lower half negated, [`sign_magnitude`]).
+/// [`gemv_int`] for one width and table form (`LARGE`, at C = 5..=8: how
+/// the large table is looked up, [`large`]).
 ///
 /// # Safety
 /// As [`gemv_int`], with `BITS == w.rows.bits`, `WIDE` the table form and
-/// `SIGN` as [`sign_magnitude`] says.
+/// `LARGE` as [`large::form`] says.
 #[target_feature(enable = "avx2")]
-unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const SIGN: bool>(
+unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const LARGE: u8>(
     w: &IntRows<'_>,
     y: &mut [f32],
 ) -> usize {
@@ -289,19 +297,19 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const SIGN: bool>(
         .checked_div(rb)
         .map_or(out_rows, |safe| safe.min(out_rows));
     let u = unpack_consts(BITS);
-    let table = &tables::<SIGN>(&w.table, BITS);
+    let table = &tables::<LARGE>(&w.table, BITS);
     let split = w.groups_per_block >= 4;
     if w.batch > 1 {
         // SAFETY: forwarded.
         unsafe {
             match (span64, split) {
                 (true, true) => {
-                    batch_rows::<BITS, WIDE, SIGN, true, true>(w, &u, table, safe_rows, y)
+                    batch_rows::<BITS, WIDE, LARGE, true, true>(w, &u, table, safe_rows, y)
                 }
                 (true, false) => {
-                    batch_rows::<BITS, WIDE, SIGN, true, false>(w, &u, table, safe_rows, y)
+                    batch_rows::<BITS, WIDE, LARGE, true, false>(w, &u, table, safe_rows, y)
                 }
-                _ => batch_rows::<BITS, WIDE, SIGN, false, false>(w, &u, table, safe_rows, y),
+                _ => batch_rows::<BITS, WIDE, LARGE, false, false>(w, &u, table, safe_rows, y),
             }
         }
         return safe_rows;
@@ -321,9 +329,9 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const SIGN: bool>(
                 None => RowScales::of(p, r),
             };
             match (span64, split) {
-                (true, true) => rows::<4, BITS, WIDE, SIGN, true, true>(w, &u, table, r, s),
-                (true, false) => rows::<4, BITS, WIDE, SIGN, true, false>(w, &u, table, r, s),
-                _ => rows::<4, BITS, WIDE, SIGN, false, false>(w, &u, table, r, s),
+                (true, true) => rows::<4, BITS, WIDE, LARGE, true, true>(w, &u, table, r, s),
+                (true, false) => rows::<4, BITS, WIDE, LARGE, true, false>(w, &u, table, r, s),
+                _ => rows::<4, BITS, WIDE, LARGE, false, false>(w, &u, table, r, s),
             }
         };
         y[r..r + 4].copy_from_slice(&v);
@@ -334,9 +342,9 @@ unsafe fn gemv_c<const BITS: u32, const WIDE: bool, const SIGN: bool>(
         y[r] = unsafe {
             let s = RowScales::of(p, r);
             match (span64, split) {
-                (true, true) => rows::<1, BITS, WIDE, SIGN, true, true>(w, &u, table, r, s),
-                (true, false) => rows::<1, BITS, WIDE, SIGN, true, false>(w, &u, table, r, s),
-                _ => rows::<1, BITS, WIDE, SIGN, false, false>(w, &u, table, r, s),
+                (true, true) => rows::<1, BITS, WIDE, LARGE, true, true>(w, &u, table, r, s),
+                (true, false) => rows::<1, BITS, WIDE, LARGE, true, false>(w, &u, table, r, s),
+                _ => rows::<1, BITS, WIDE, LARGE, false, false>(w, &u, table, r, s),
             }
         }[0];
         r += 1;
@@ -406,7 +414,7 @@ fn add_parts(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
 /// `p` readable for the span's bytes (as [`codes32`] needs, or 32).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn span_lookup<const BITS: u32, const WIDE: bool, const SIGN: bool, const SPAN64: bool>(
+unsafe fn span_lookup<const BITS: u32, const WIDE: bool, const LARGE: u8, const SPAN64: bool>(
     u: &Unpack,
     p: *const u8,
     small: (__m256i, __m256i),
@@ -414,7 +422,7 @@ unsafe fn span_lookup<const BITS: u32, const WIDE: bool, const SIGN: bool, const
 ) -> [__m256i; 4] {
     if BITS >= 5 {
         // SAFETY: forwarded.
-        let l = lookup_large::<BITS, SIGN>(unsafe { codes32::<BITS>(u, p) }, table);
+        let l = lookup_large::<BITS, LARGE>(unsafe { codes32::<BITS>(u, p) }, table);
         [l[0], l[1], _mm256_setzero_si256(), _mm256_setzero_si256()]
     } else if SPAN64 {
         // SAFETY: 32 readable bytes (the caller).
@@ -761,15 +769,16 @@ struct Tables {
     /// C <= 4: the int8 values, or the int16 values' low and high bytes.
     small: (__m256i, __m256i),
     /// C = 5..=8: the int16 levels' low (`lo`) and high (`hi`) bytes in
-    /// [`xor_chain`] form, 16 entries per register.
+    /// [`xor_chain`] form, 16 entries per register; or
+    /// ([`large::NIBBLES`]) the nibble factors' (offset, span, shape) in
+    /// `lo[0..3]` and `hi[0..3]`.
     lo: [__m256i; 16],
     hi: [__m256i; 16],
 }
 
-/// `t`'s registers; `SIGN` (C = 5..=8, [`sign_magnitude`]): only the
-/// lower half's levels, the upper half's are their negations.
+/// `t`'s registers for the form `LARGE` at C = 5..=8 ([`large`]).
 #[target_feature(enable = "avx2")]
-fn tables<const SIGN: bool>(t: &IntTable, bits: u32) -> Tables {
+fn tables<const LARGE: u8>(t: &IntTable, bits: u32) -> Tables {
     let bcast = |b: [u8; 16]| {
         // SAFETY: 16 readable bytes.
         _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(b.as_ptr().cast()) })
@@ -779,11 +788,19 @@ fn tables<const SIGN: bool>(t: &IntTable, bits: u32) -> Tables {
     let small = match t {
         IntTable::I8(v) => (bcast(v.map(|e| e as u8)), zero),
         IntTable::I16(v) => (bcast(v.map(byte(0))), bcast(v.map(byte(1)))),
-        IntTable::I16Large(_) => (zero, zero),
+        IntTable::I16Large(..) => (zero, zero),
     };
     let (lo, hi) = match t {
-        IntTable::I16Large(v) => {
-            let levels = if SIGN { 1usize << (bits - 1) } else { 1usize << bits };
+        IntTable::I16Large(_, Some(f)) if LARGE == large::NIBBLES => {
+            let mut lo = [zero; 16];
+            let mut hi = [zero; 16];
+            for (k, factor) in [f.offset, f.span, f.shape].into_iter().enumerate() {
+                (lo[k], hi[k]) = (bcast(factor.map(byte(0))), bcast(factor.map(byte(1))));
+            }
+            (lo, hi)
+        }
+        IntTable::I16Large(v, _) => {
+            let levels = if LARGE == large::SIGN { 1usize << (bits - 1) } else { 1usize << bits };
             let (lo, hi) = xor_chain(v.get(..levels).unwrap_or(v));
             (lo.map(bcast), hi.map(bcast))
         }
@@ -817,34 +834,76 @@ fn xor_chain(levels: &[i16]) -> ([[u8; 16]; 16], [[u8; 16]; 16]) {
     (d[0], d[1])
 }
 
-/// Whether a C = 5..=8 integer table is sign-magnitude: its upper half is
-/// its lower half negated (`log` and `fp` tables are), so that half the
-/// levels are looked up and a `vpsignw` gives the sign.
-fn sign_magnitude(t: &IntTable, bits: u32) -> bool {
-    match t {
-        IntTable::I16Large(v) if (5..=8).contains(&bits) => {
-            let half = 1usize << (bits - 1);
-            (0..half).all(|m| v[half + m] == v[m].wrapping_neg())
+/// How a C = 5..=8 integer table is looked up ([`lookup_large`]).
+mod large {
+    use crate::kernels::IntTable;
+
+    /// All `2^C` levels by [`super::xor_chain`] (C = 8: two halves).
+    pub(super) const CHAIN: u8 = 0;
+    /// Sign-magnitude: the upper half is the lower half negated (`log`
+    /// and `fp` tables are), so half the levels are looked up and a
+    /// `vpsignw` gives the sign.
+    pub(super) const SIGN: u8 = 1;
+    /// C = 8, levels computed from the code's nibbles
+    /// (`crate::kernels::NibbleFactors`): three 16-entry lookups.
+    pub(super) const NIBBLES: u8 = 2;
+
+    /// The form that looks `t` up fastest at C = `bits`.
+    pub(super) fn form(t: &IntTable, bits: u32) -> u8 {
+        match t {
+            IntTable::I16Large(_, Some(_)) if bits == 8 => NIBBLES,
+            IntTable::I16Large(v, _) if (5..=8).contains(&bits) => {
+                let half = 1usize << (bits - 1);
+                if (0..half).all(|m| v[half + m] == v[m].wrapping_neg()) {
+                    SIGN
+                } else {
+                    CHAIN
+                }
+            }
+            _ => CHAIN,
         }
-        _ => false,
     }
+}
+
+/// 32 C = 8 codes' levels from their nibbles ([`large::NIBBLES`]):
+/// `offset[h] + mulhrs(span[h], shape[l])`, as
+/// `crate::kernels::NibbleFactors::level`, in [`lookup_large`]'s order.
+/// Six `vpshufb`, six unpacks and a shift per 32 codes, where the
+/// sign-magnitude chain takes 16 `vpshufb` and four unpacks.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn lookup_nibbles(codes: __m256i, t: &Tables) -> [__m256i; 2] {
+    let mask = _mm256_set1_epi8(0x0f);
+    let low = _mm256_and_si256(codes, mask);
+    // A 16-bit shift: the bits that cross from the next byte are masked.
+    let high = _mm256_and_si256(_mm256_srli_epi16::<4>(codes), mask);
+    let words = |k: usize, idx: __m256i| {
+        let (l, h) = (_mm256_shuffle_epi8(t.lo[k], idx), _mm256_shuffle_epi8(t.hi[k], idx));
+        [_mm256_unpacklo_epi8(l, h), _mm256_unpackhi_epi8(l, h)]
+    };
+    let (offset, span, shape) = (words(0, high), words(1, high), words(2, low));
+    core::array::from_fn(|i| _mm256_add_epi16(offset[i], _mm256_mulhrs_epi16(span[i], shape[i])))
 }
 
 /// 32 C-bit codes (C = 5..=8, one byte each) looked up in a large
 /// table ([`xor_chain`]): the levels as int16 words, interleaved as
-/// [`lookup`]'s (`crate::kernels::int_act_column`). `SIGN`: the magnitude
+/// [`lookup`]'s (`crate::kernels::int_act_column`). [`large::SIGN`]: the magnitude
 /// is looked up, and `vpsignw` by the code's top bit negates it.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn lookup_large<const BITS: u32, const SIGN: bool>(codes: __m256i, t: &Tables) -> [__m256i; 2] {
+fn lookup_large<const BITS: u32, const LARGE: u8>(codes: __m256i, t: &Tables) -> [__m256i; 2] {
+    if BITS == 8 && LARGE == large::NIBBLES {
+        return lookup_nibbles(codes, t);
+    }
+    let sign = LARGE == large::SIGN;
     // Two halves of 128 levels only at C = 8 without the sign trick.
-    let halves = !SIGN && BITS == 8;
-    let m = if SIGN || halves {
+    let halves = !sign && BITS == 8;
+    let m = if sign || halves {
         _mm256_and_si256(codes, _mm256_set1_epi8(((1u32 << (BITS - 1)) - 1) as i8))
     } else {
         codes
     };
-    let subtables = if SIGN || halves { 1usize << (BITS - 5) } else { 1usize << (BITS - 4) };
+    let subtables = if sign || halves { 1usize << (BITS - 5) } else { 1usize << (BITS - 4) };
     let chain = |first: usize| {
         let (mut l, mut h) =
             (_mm256_shuffle_epi8(t.lo[first], m), _mm256_shuffle_epi8(t.hi[first], m));
@@ -865,7 +924,7 @@ fn lookup_large<const BITS: u32, const SIGN: bool>(codes: __m256i, t: &Tables) -
     };
     // Low and high bytes interleaved into words, as at C <= 4.
     let words = [_mm256_unpacklo_epi8(l, h), _mm256_unpackhi_epi8(l, h)];
-    if !SIGN {
+    if !sign {
         return words;
     }
     // Each code's top bit (C - 1) to its byte's bit 7 (a 16-bit shift:
@@ -913,7 +972,7 @@ unsafe fn rows<
     const R: usize,
     const BITS: u32,
     const WIDE: bool,
-    const SIGN: bool,
+    const LARGE: u8,
     const SPAN64: bool,
     const SPLIT: bool,
 >(
@@ -949,7 +1008,7 @@ unsafe fn rows<
                 let a = span_acts::<WIDE, SPAN64>(w, 0, c);
                 let off = c / span * span_bytes;
                 for (acc, ptr) in acc.iter_mut().zip(row_ptr) {
-                    let l = span_lookup::<BITS, WIDE, SIGN, SPAN64>(u, ptr.add(off), small, table);
+                    let l = span_lookup::<BITS, WIDE, LARGE, SPAN64>(u, ptr.add(off), small, table);
                     *acc = accumulate::<SPLIT>(*acc, span_dot::<WIDE, SPAN64>(&l, &a));
                 }
             }
@@ -1039,7 +1098,7 @@ const ROW_BLOCK: usize = 4;
 unsafe fn batch_rows<
     const BITS: u32,
     const WIDE: bool,
-    const SIGN: bool,
+    const LARGE: u8,
     const SPAN64: bool,
     const SPLIT: bool,
 >(
@@ -1058,7 +1117,7 @@ unsafe fn batch_rows<
         unsafe {
             while v + 4 <= batch {
                 for r in block.clone() {
-                    let s = rows_batch::<4, BITS, WIDE, SIGN, SPAN64, SPLIT>(w, u, table, r, v);
+                    let s = rows_batch::<4, BITS, WIDE, LARGE, SPAN64, SPLIT>(w, u, table, r, v);
                     y[r * batch + v..][..4].copy_from_slice(&s);
                 }
                 v += 4;
@@ -1066,7 +1125,7 @@ unsafe fn batch_rows<
             while v < batch {
                 for r in block.clone() {
                     y[r * batch + v] =
-                        rows_batch::<1, BITS, WIDE, SIGN, SPAN64, SPLIT>(w, u, table, r, v)[0];
+                        rows_batch::<1, BITS, WIDE, LARGE, SPAN64, SPLIT>(w, u, table, r, v)[0];
                 }
                 v += 1;
             }
@@ -1085,7 +1144,7 @@ unsafe fn rows_batch<
     const NB: usize,
     const BITS: u32,
     const WIDE: bool,
-    const SIGN: bool,
+    const LARGE: u8,
     const SPAN64: bool,
     const SPLIT: bool,
 >(
@@ -1112,7 +1171,7 @@ unsafe fn rows_batch<
         for c in (c0..c0 + w.block).step_by(span) {
             // SAFETY: as in `rows`, for vectors v..v + NB < batch.
             unsafe {
-                let l = span_lookup::<BITS, WIDE, SIGN, SPAN64>(
+                let l = span_lookup::<BITS, WIDE, LARGE, SPAN64>(
                     u,
                     row_ptr.add(c / span * span_bytes),
                     small,

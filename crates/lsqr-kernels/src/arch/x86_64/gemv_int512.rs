@@ -62,7 +62,7 @@ pub(crate) fn supports(w: &IntRows<'_>) -> bool {
     let p = &w.rows;
     let form = match w.table {
         IntTable::I16(_) => p.bits == 3 || p.bits == 4,
-        IntTable::I16Large(_) => (5..=8).contains(&p.bits),
+        IntTable::I16Large(..) => (5..=8).contains(&p.bits),
         IntTable::I8(_) => p.bits == 2,
     };
     let padded = p.cols.div_ceil(64) * 64;
@@ -189,7 +189,7 @@ fn tables(t: &IntTable) -> Tables {
                 words,
             }
         }
-        IntTable::I16Large(v) => {
+        IntTable::I16Large(v, _) => {
             // Entries 64k..64k + 64 as two registers of 32 words, each
             // narrowed to its low (high) bytes and the halves joined.
             let planes = |k: usize| {
