@@ -87,18 +87,19 @@ pub(crate) enum IntTable {
     I16([i16; 16]),
     /// C = 5..=8: int16 levels in -32767..=32767, activations int16 in
     /// -8191..=8191 (a 64-column block's lane adds 8 products: at most
-    /// 8 · 32767 · 8191 < 2^31); at C = 8, the factors the levels were
-    /// computed from, when they have that form.
+    /// 8 · 32767 · 8191 < 2^31); at C = 7 and 8, the factors the levels
+    /// were computed from, when they have that form.
     I16Large([i16; 256], Option<NibbleFactors>),
 }
 
-/// C = 8 levels computed from the code's two nibbles: level `16·h + l` is
+/// C = 7 or 8 levels computed from the code's two nibbles (C = 7: the high
+/// one 0..8): level `16·h + l` is
 /// `offset[h] + mulhrs(span[h], shape[l])`, `mulhrs(a, b) = (a·b + 2^14)
 /// >> 15` (`vpmulhrsw`).
 ///
 /// Why: a 256-entry table costs AVX2 16 `vpshufb` per 32 codes even with
-/// its sign folded (`arch::x86_64::gemv_int`), and bounds C = 8 there by
-/// the shuffle ports; three 16-entry tables cost 6. The `log` codec's
+/// its sign folded (`arch::x86_64::gemv_int`), 128 entries 8, with a
+/// chain of XORs; three 16-entry tables cost 6 and a multiply. The `log` codec's
 /// μ-law levels have this form in the reals: `(r^j - 1) / μ` over the 16
 /// codes of one high nibble is one curve (`r^l - 1`) scaled by `r^(16h)`
 /// and shifted, and the sign is the top bit of `h`. The integer levels
@@ -122,7 +123,7 @@ impl NibbleFactors {
         self.offset[h].wrapping_add(product as i16)
     }
 
-    /// The 256 levels.
+    /// The 256 levels (C = 7: the first 128).
     pub(crate) fn levels(&self) -> [i16; 256] {
         core::array::from_fn(|code| self.level(code))
     }

@@ -169,7 +169,7 @@ const Q16_LARGE_ACT: f32 = 8191.0;
 const MAX_TABLE_ERROR: f32 = 1.0 / 16.0;
 
 /// The nibble factors (`crate::kernels::NibbleFactors`) closest to a
-/// 256-entry `table` on the integer grid of `step`, if every level they
+/// 128- or 256-entry `table` on the integer grid of `step`, if every level they
 /// give lies in ±32767; whether they stand for the table is the caller's
 /// test. The shape is the widest high nibble's run of 16 levels,
 /// normalised to 0..=32767; each run's offset and span are its least
@@ -179,7 +179,8 @@ fn nibble_factors(table: &[f32], step: f32) -> Option<crate::kernels::NibbleFact
     let target: Vec<f64> = table.iter().map(|&t| f64::from(t) / f64::from(step)).collect();
     let run = |h: usize| target.get(16 * h..16 * h + 16);
     let width = |h: usize| run(h).map_or(0.0, |r| (r[15] - r[0]).abs());
-    let widest = (0..16).fold(0, |best, h| if width(h) > width(best) { h } else { best });
+    let widest =
+        (0..table.len() / 16).fold(0, |best, h| if width(h) > width(best) { h } else { best });
     let base = run(widest)?;
     let d = base[15] - base[0];
     if !(d.is_finite() && d != 0.0) {
@@ -193,7 +194,7 @@ fn nibble_factors(table: &[f32], step: f32) -> Option<crate::kernels::NibbleFact
     let x: [f64; 16] = core::array::from_fn(|l| f64::from(shape[l]) / 32768.0);
     let x_mean = x.iter().sum::<f64>() / 16.0;
     let x_var: f64 = x.iter().map(|x| (x - x_mean) * (x - x_mean)).sum();
-    for h in 0..16 {
+    for h in 0..table.len() / 16 {
         let y = run(h)?;
         let y_mean = y.iter().sum::<f64>() / 16.0;
         let cov: f64 = x.iter().zip(y).map(|(x, y)| (x - x_mean) * (y - y_mean)).sum();
@@ -310,7 +311,8 @@ fn int_form_of(
     // rounding must stay 20 dB below that.
     let first = |v: [i32; 256]| -> [i32; 16] { core::array::from_fn(|k| v[k]) };
     let table = if bits >= 5 {
-        let nibbles = (bits == 8)
+        let nibbles = (7..=8)
+            .contains(&bits)
             .then(|| nibble_factors(table, tmax / Q16_LARGE_TABLE))
             .flatten()
             .filter(|f| stand_for(Q16_LARGE_TABLE, &mut f.levels().iter().map(|&v| f32::from(v))));

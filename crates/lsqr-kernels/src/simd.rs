@@ -439,7 +439,7 @@ mod tests {
         /// The integer kernel of every path equals the portable integer
         /// reference bit for bit (exact integer block sums, the same f32
         /// steps): C = 1..=8, int8 and int16 tables (C = 5..=8: 32 to 256
-        /// entries, sign-magnitude or not; C = 8 also levels made of
+        /// entries, sign-magnitude or not; C = 7 and 8 also levels made of
         /// nibble factors, any in range), blocks of 32 and 64,
         /// every scale layout (two-level scales as stored or as f32), 1 to
         /// 6 activation vectors (each vector's results those of a batch of
@@ -476,10 +476,11 @@ mod tests {
             gemv_int_case(4, rows, (blocks, true, layout, 0), true, 0, batch, true, seed);
         }
 
-        /// As above, for C = 8 levels made of nibble factors (the `log`
-        /// and `uniform` codecs' form at C = 8), every scale layout.
+        /// As above, for C = 7 and 8 levels made of nibble factors (the
+        /// `log` and `uniform` codecs' form there), every scale layout.
         #[test]
         fn gemv_int_nibble_levels(
+            bits in 7u32..=8,
             rows in 1usize..11,
             blocks in 1usize..8,
             block64 in prop::bool::ANY,
@@ -488,7 +489,7 @@ mod tests {
             tail in 0usize..4,
             seed in any::<u64>(),
         ) {
-            gemv_int_case(8, rows, (blocks, block64, layout, tail), true, 2, batch, false, seed);
+            gemv_int_case(bits, rows, (blocks, block64, layout, tail), true, 2, batch, false, seed);
         }
     }
 
@@ -496,7 +497,7 @@ mod tests {
     /// tail)` say the columns and scale layout (0: one scale, 1: per row,
     /// 2: per block, 3-5: groups of 32, 16 or 8 at C = 4 with int16 and
     /// blocks of 64); `table_form` (C = 5..=8): 0 any levels, 1
-    /// sign-magnitude, 2 (C = 8) nibble factors.
+    /// sign-magnitude, 2 (C = 7, 8) nibble factors.
     #[allow(clippy::too_many_arguments)]
     fn gemv_int_case(
         bits: u32,
@@ -549,7 +550,7 @@ mod tests {
         let mut factor = |bound: u64| -> [i16; 16] {
             core::array::from_fn(|_| ((case.next() % (2 * bound + 1)) as i64 - bound as i64) as i16)
         };
-        let nibbles = (table_form == 2 && bits == 8).then(|| NibbleFactors {
+        let nibbles = (table_form == 2 && bits >= 7).then(|| NibbleFactors {
             offset: factor(16383),
             span: factor(16383),
             shape: factor(32767),

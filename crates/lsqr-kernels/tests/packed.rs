@@ -298,33 +298,45 @@ fn int_path_precision() {
     }
 }
 
-/// At C = 8 the `log` codec's μ-law levels and the `uniform` grid take the
+/// At C = 7 and 8 the `log` codec's μ-law levels and the `uniform` grid take the
 /// nibble form (`kernels::NibbleFactors`: three 16-entry lookups on AVX2)
 /// at every μ whose table the int16 grid holds, within the same error
 /// bound per level as the plain int16 table; levels without one curve per
 /// high nibble (`lut`, `nf`) keep the plain table.
 #[test]
-fn c8_nibble_form_where_the_levels_have_it() {
+fn c7_c8_nibble_form_where_the_levels_have_it() {
     if lsqr_kernels::packed::exact_forced() {
         return; // LSQR_EXACT=1: no integer form.
     }
     let (rows, cols) = (16, 256);
     let wf = random(rows * cols, 0.02, true, 8);
-    let form = |spec: CodecSpec| {
-        let q = quantize(&wf, &[rows, cols], &QuantizeOptions::new(spec, 8)).unwrap();
-        let bytes = file_of(&q);
-        let file = LsqFile::from_bytes(&bytes).unwrap();
-        let TensorView::Quantized(view) = file.tensor("w").unwrap() else { panic!("quantized") };
-        from_view(&view).unwrap().int_form()
-    };
-    for mu in [0.0, 1e-3, 0.5, 2.0, 7.0, 30.0, 100.0, 200.0] {
-        assert_eq!(form(CodecSpec::Log { mu: Some(mu) }), Some("int16 nibbles"), "log mu = {mu}");
-    }
-    for kind in [CodecKind::Log, CodecKind::Uniform] {
-        assert_eq!(form(CodecSpec::default_for(kind)), Some("int16 nibbles"), "{kind}");
-    }
-    for kind in [CodecKind::Lut, CodecKind::Nf] {
-        assert_eq!(form(CodecSpec::default_for(kind)), Some("int16"), "{kind}");
+    for bits in [7, 8] {
+        let form = |spec: CodecSpec| {
+            let q = quantize(&wf, &[rows, cols], &QuantizeOptions::new(spec, bits)).unwrap();
+            let bytes = file_of(&q);
+            let file = LsqFile::from_bytes(&bytes).unwrap();
+            let TensorView::Quantized(view) = file.tensor("w").unwrap() else {
+                panic!("quantized")
+            };
+            from_view(&view).unwrap().int_form()
+        };
+        for mu in [0.0, 1e-3, 0.5, 2.0, 7.0, 30.0, 100.0, 200.0] {
+            assert_eq!(
+                form(CodecSpec::Log { mu: Some(mu) }),
+                Some("int16 nibbles"),
+                "C={bits} log mu = {mu}"
+            );
+        }
+        for kind in [CodecKind::Log, CodecKind::Uniform] {
+            assert_eq!(
+                form(CodecSpec::default_for(kind)),
+                Some("int16 nibbles"),
+                "C={bits} {kind}"
+            );
+        }
+        for kind in [CodecKind::Lut, CodecKind::Nf] {
+            assert_eq!(form(CodecSpec::default_for(kind)), Some("int16"), "C={bits} {kind}");
+        }
     }
 }
 

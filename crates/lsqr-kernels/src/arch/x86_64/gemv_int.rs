@@ -29,13 +29,16 @@
 //! - C = 5..=8: the same with 2 to 16 subtables of 16 entries chained by
 //!   XOR ([`xor_chain`]); a sign-magnitude table (`log`, the default,
 //!   whose upper half is its lower half negated) looks up half the levels
-//!   and negates with `vpsignw`: C = 7 takes 8 `vpshufb` per 32 codes,
-//!   C = 5 two. C = 8 levels made of nibble factors
+//!   and negates with `vpsignw`: C = 6 takes 4 `vpshufb` per 32 codes,
+//!   C = 5 two. C = 7 and 8 levels made of nibble factors
 //!   (`crate::kernels::NibbleFactors`: `log`, `uniform`) take three
 //!   16-entry lookups, a `vpmulhrsw` and an add ([`lookup_nibbles`]): 6
-//!   `vpshufb` where the sign-magnitude chain takes 16. 4096 x 4096 C = 8
-//!   `log`, one thread: 2.25 -> 1.25 ms (candle's AVX2 Q8_0: 1.84 ms in the
-//!   same run; `MISTRALRS_FORCE_AVX2=1 scripts/bench-candle.sh`).
+//!   `vpshufb` where the sign-magnitude chain takes 8 (C = 7) or 16 (C =
+//!   8). 4096 x 4096 `log`, one thread (`MISTRALRS_FORCE_AVX2=1
+//!   scripts/bench-candle.sh`): C = 8 2.25 -> 1.25 ms, C = 7 2.17 -> 1.87
+//!   (candle's AVX2 Q8_0: 1.84-1.99 ms in the same runs). A bytewise
+//!   negation in place of `vpsignw` (fewer shuffles, more ALU operations)
+//!   made C = 5..=7 20 % slower.
 //!
 //! Every sum is exact (int8: pairs at most 2 · 127 · 127 < 2^15; int16:
 //! a 64-column block at most 64 · 8191 · 4095 < 2^31; C = 5..=8: a lane of
@@ -262,6 +265,7 @@ pub(crate) unsafe fn gemv_int(w: &IntRows<'_>, y: &mut [f32]) -> usize {
             (6, true, S) => gemv_c::<6, true, S>(w, y),
             (6, true, _) => gemv_c::<6, true, CH>(w, y),
             (7, true, S) => gemv_c::<7, true, S>(w, y),
+            (7, true, N) => gemv_c::<7, true, N>(w, y),
             (7, true, _) => gemv_c::<7, true, CH>(w, y),
             (8, true, N) => gemv_c::<8, true, N>(w, y),
             (8, true, S) => gemv_c::<8, true, S>(w, y),
@@ -702,7 +706,7 @@ impl ExpandedScales {
             let sub = s.sub.as_ptr().wrapping_add(r * p.scale_stride);
             prefetch_next_rows(sub, run, 0, run);
             let sup = s.sup.as_ptr().wrapping_add(r * s.sup_stride).cast::<u8>();
-            let sup_run = 4 * R * s.sup_stride;
+            let sup_run = core::mem::size_of::<f32>() * R * s.sup_stride;
             prefetch_next_rows(sup, sup_run, 0, sup_run);
         }
         RowScales::f32_rows(out, self.groups)
@@ -844,14 +848,14 @@ mod large {
     /// and `fp` tables are), so half the levels are looked up and a
     /// `vpsignw` gives the sign.
     pub(super) const SIGN: u8 = 1;
-    /// C = 8, levels computed from the code's nibbles
+    /// C = 7 and 8, levels computed from the code's nibbles
     /// (`crate::kernels::NibbleFactors`): three 16-entry lookups.
     pub(super) const NIBBLES: u8 = 2;
 
     /// The form that looks `t` up fastest at C = `bits`.
     pub(super) fn form(t: &IntTable, bits: u32) -> u8 {
         match t {
-            IntTable::I16Large(_, Some(_)) if bits == 8 => NIBBLES,
+            IntTable::I16Large(_, Some(_)) if (7..=8).contains(&bits) => NIBBLES,
             IntTable::I16Large(v, _) if (5..=8).contains(&bits) => {
                 let half = 1usize << (bits - 1);
                 if (0..half).all(|m| v[half + m] == v[m].wrapping_neg()) {
@@ -865,11 +869,13 @@ mod large {
     }
 }
 
-/// 32 C = 8 codes' levels from their nibbles ([`large::NIBBLES`]):
+/// 32 C = 7 or 8 codes' levels from their nibbles ([`large::NIBBLES`]):
 /// `offset[h] + mulhrs(span[h], shape[l])`, as
 /// `crate::kernels::NibbleFactors::level`, in [`lookup_large`]'s order.
 /// Six `vpshufb`, six unpacks and a shift per 32 codes, where the
-/// sign-magnitude chain takes 16 `vpshufb` and four unpacks.
+/// sign-magnitude chain takes 16 `vpshufb` and four unpacks at C = 8, 8
+/// and a chain of six XORs at C = 7. Not at C = 6: its chain of two is
+/// faster (1.72 against 2.04 ms at 4096 x 4096 on the AVX2 kernel).
 #[target_feature(enable = "avx2")]
 #[inline]
 fn lookup_nibbles(codes: __m256i, t: &Tables) -> [__m256i; 2] {
@@ -892,7 +898,7 @@ fn lookup_nibbles(codes: __m256i, t: &Tables) -> [__m256i; 2] {
 #[target_feature(enable = "avx2")]
 #[inline]
 fn lookup_large<const BITS: u32, const LARGE: u8>(codes: __m256i, t: &Tables) -> [__m256i; 2] {
-    if BITS == 8 && LARGE == large::NIBBLES {
+    if BITS >= 7 && LARGE == large::NIBBLES {
         return lookup_nibbles(codes, t);
     }
     let sign = LARGE == large::SIGN;
