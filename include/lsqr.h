@@ -453,8 +453,9 @@ const char *lsqr_last_error(void);
  * not run: one missing from docs/FORMAT.md §6.1);
  * `LSQR_STATUS_SHAPE_MISMATCH` (a layer's inputs or weights do not fit
  * its op: count, rank, shape or dtype);
- * `LSQR_STATUS_FORMAT` (a graph input without its `input_shape.<name>`
- * metadata, a bad attribute, an unreadable tensor);
+ * `LSQR_STATUS_FORMAT` (a tensor whose data fails its CRC-32, checked
+ * once per tensor: `lsqr_model_open`; a graph input without its
+ * `input_shape.<name>` metadata, a bad attribute, an unreadable tensor);
  * `LSQR_STATUS_INVALID_ARGUMENT` (sizes that overflow `size_t`). The last
  * error names the layer index, the op and the tensor, attribute or value.
  *
@@ -739,6 +740,13 @@ lsqr_status lsqr_micro_borrow_output(const lsqr_micro *micro,
  * used. As with any memory map, the file must not be truncated or
  * modified while the model is open.
  *
+ * Checksums: the first use of a tensor's data (`lsqr_tensor_dequantize`,
+ * `lsqr_linear`, `lsqr_conv2d`, `lsqr_weight_prepare`, or
+ * `lsqr_micro_arena_size` / `lsqr_micro_load`, which check every tensor
+ * of the model) checks the CRC-32s of its data sections, once per tensor
+ * and model, so a corrupted weight is `LSQR_STATUS_FORMAT` rather than
+ * wrong outputs. `lsqr_model_verify` checks the whole file up front.
+ *
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_INVALID_ARGUMENT`
  * (a path that is not UTF-8, on systems other than Unix),
  * `LSQR_STATUS_IO` (missing or unreadable file), `LSQR_STATUS_FORMAT`
@@ -793,7 +801,8 @@ void lsqr_model_free(lsqr_model *model);
 /**
  * Checks the CRC-32 of every data section of `model` (packed codes,
  * scales, tables and raw values), which opening does not: opening reads
- * only the header. Reads the whole file.
+ * only the header. Reads the whole file, once: tensors found intact are
+ * not checked again on their first use (`lsqr_model_open`).
  *
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_FORMAT` (a mismatch;
  * the last error names the tensor, the section and its byte offset).
@@ -1005,7 +1014,9 @@ lsqr_status lsqr_model_metadata_get_float_list(const lsqr_model *model,
  * partly written.
  *
  * Cost: one pass over the packed codes; builds the codebook's decode
- * table (2^C floats) on each call.
+ * table (2^C floats) on each call. The first use of a tensor also checks
+ * the CRC-32s of its data (`LSQR_STATUS_FORMAT` on a mismatch, `out`
+ * untouched; `lsqr_model_open`).
  *
  * Thread-safe: a model may be read from several threads at once.
  *
@@ -1046,7 +1057,9 @@ lsqr_status lsqr_tensor_dequantize(const lsqr_tensor *tensor, float *out, size_t
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
  * weight that is not 2-D, a bias of the wrong length),
  * `LSQR_STATUS_INVALID_ARGUMENT` (a length overflowing `size_t`, a
- * misaligned buffer). `y` is untouched when a check fails.
+ * misaligned buffer), `LSQR_STATUS_FORMAT` (weight or bias data that
+ * fails its CRC-32, checked on a tensor's first use: `lsqr_model_open`).
+ * `y` is untouched when a check fails.
  *
  * Thread-safe: a model may be read from several threads at once; `x` and
  * `y` must not overlap.
@@ -1104,8 +1117,10 @@ lsqr_status lsqr_conv2d_output_shape(const lsqr_tensor *weight,
  * only), so `LSQR_EXACT` does not change its result.
  *
  * Errors: as `lsqr_conv2d_output_shape`, plus
- * `LSQR_STATUS_BUFFER_TOO_SMALL` and `LSQR_STATUS_SHAPE_MISMATCH` for a
- * bias of the wrong length. `output` is untouched when a check fails.
+ * `LSQR_STATUS_BUFFER_TOO_SMALL`, `LSQR_STATUS_SHAPE_MISMATCH` for a
+ * bias of the wrong length, and `LSQR_STATUS_FORMAT` (weight or bias
+ * data that fails its CRC-32, checked on a tensor's first use:
+ * `lsqr_model_open`). `output` is untouched when a check fails.
  *
  * Thread-safe: a model may be read from several threads at once; `input`
  * and `output` must not overlap.
@@ -1146,8 +1161,9 @@ lsqr_status lsqr_conv2d(const lsqr_tensor *weight,
  *
  * Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
  * tensor that is neither 2-D nor 4-D, a bias of the wrong length),
- * `LSQR_STATUS_FORMAT` (unreadable tensor data; the last error names the
- * tensor).
+ * `LSQR_STATUS_FORMAT` (unreadable tensor data, or data that fails its
+ * CRC-32, checked on a tensor's first use: `lsqr_model_open`; the last
+ * error names the tensor).
  *
  * Thread-safe: a model may be read from several threads at once.
  *

@@ -147,8 +147,10 @@ fn runtime_error(e: RuntimeError) -> Error {
     Error::new(status, message)
 }
 
-/// Plans `model`'s graph (the caller keeps the model alive meanwhile).
+/// Checks `model`'s data (each tensor once) and plans its graph (the
+/// caller keeps the model alive meanwhile).
 fn plan(model: &lsqr_model) -> Result<Plan<'_>, Error> {
+    model.check_data()?;
     Plan::new(model.file()).map_err(runtime_error)
 }
 
@@ -164,8 +166,9 @@ fn plan(model: &lsqr_model) -> Result<Plan<'_>, Error> {
 /// not run: one missing from docs/FORMAT.md §6.1);
 /// `LSQR_STATUS_SHAPE_MISMATCH` (a layer's inputs or weights do not fit
 /// its op: count, rank, shape or dtype);
-/// `LSQR_STATUS_FORMAT` (a graph input without its `input_shape.<name>`
-/// metadata, a bad attribute, an unreadable tensor);
+/// `LSQR_STATUS_FORMAT` (a tensor whose data fails its CRC-32, checked
+/// once per tensor: `lsqr_model_open`; a graph input without its
+/// `input_shape.<name>` metadata, a bad attribute, an unreadable tensor);
 /// `LSQR_STATUS_INVALID_ARGUMENT` (sizes that overflow `size_t`). The last
 /// error names the layer index, the op and the tensor, attribute or value.
 ///
@@ -245,6 +248,7 @@ pub unsafe extern "C" fn lsqr_micro_load(
         // while the model is alive, which the caller guarantees for the
         // runner's whole life; the file is only read.
         let file: &'static LsqFile<'static> = unsafe { &*(model.file() as *const _) };
+        model.check_data()?;
         let plan = Plan::new(file).map_err(runtime_error)?;
         let needed = plan.arena_len();
         if arena_len < needed {

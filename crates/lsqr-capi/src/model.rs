@@ -4,6 +4,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::ops::Deref;
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use ::lsqr_codec::{CodecKind, Scaling};
 use lsqr_format::{LsqFile, RawDtype, Storage, TensorInfo, TensorView, Value};
@@ -34,6 +35,9 @@ pub struct lsqr_tensor {
     index: usize,
     /// The name as a C string, for `lsqr_tensor_info`.
     name: CString,
+    /// Set once the CRC-32s of the tensor's data sections matched
+    /// ([`lsqr_tensor::check`]).
+    checked: OnceLock<()>,
 }
 
 // SAFETY: `lsqr_tensor` only ever reads through `file`, which points to an
@@ -55,8 +59,22 @@ impl lsqr_tensor {
         &self.file().tensors()[self.index]
     }
 
-    /// A view of the tensor's data (checks scales and lut table).
+    /// Checks the CRC-32s of the tensor's data sections, the first time
+    /// only (a success is remembered; the model's bytes may not change
+    /// while it is open). Every use of the data goes through this: without
+    /// it a flipped bit in a weight would give wrong outputs silently.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.checked.get().is_none() {
+            self.file().verify_tensor_at(self.index)?;
+            let _ = self.checked.set(());
+        }
+        Ok(())
+    }
+
+    /// A view of the tensor's data (checks its CRC-32s once, then scales
+    /// and lut table).
     pub(crate) fn view(&self) -> Result<TensorView<'_>, Error> {
+        self.check()?;
         Ok(self.file().tensor_at(self.index)?)
     }
 
@@ -67,6 +85,7 @@ impl lsqr_tensor {
     /// The view, and anything borrowed from it, must not be used after the
     /// model that owns this handle is freed.
     pub(crate) unsafe fn view_unbounded(&self) -> Result<TensorView<'static>, Error> {
+        self.check()?;
         // SAFETY: `file` points to the model's `HeapFile`, whose address is
         // stable and which is only read, until the model is freed; the
         // caller does not use the view past that.
@@ -139,6 +158,7 @@ impl lsqr_model {
                     file: file.as_ptr(),
                     index,
                     name: c_string(&t.name, "tensor name")?,
+                    checked: OnceLock::new(),
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -154,6 +174,11 @@ impl lsqr_model {
     /// stable for the model's whole life (the micro runtime keeps it).
     pub(crate) fn file(&self) -> &LsqFile<'static> {
         &self.file
+    }
+
+    /// Checks every tensor's CRC-32s ([`lsqr_tensor::check`]: each once).
+    pub(crate) fn check_data(&self) -> Result<(), Error> {
+        self.tensors.iter().try_for_each(lsqr_tensor::check)
     }
 
     fn value(&self, key: &str) -> Result<&Value, Error> {
@@ -229,6 +254,13 @@ unsafe fn c_path<'a>(p: *const c_char) -> Result<&'a Path, Error> {
 /// Only the pages of the preamble and header are read until a tensor is
 /// used. As with any memory map, the file must not be truncated or
 /// modified while the model is open.
+///
+/// Checksums: the first use of a tensor's data (`lsqr_tensor_dequantize`,
+/// `lsqr_linear`, `lsqr_conv2d`, `lsqr_weight_prepare`, or
+/// `lsqr_micro_arena_size` / `lsqr_micro_load`, which check every tensor
+/// of the model) checks the CRC-32s of its data sections, once per tensor
+/// and model, so a corrupted weight is `LSQR_STATUS_FORMAT` rather than
+/// wrong outputs. `lsqr_model_verify` checks the whole file up front.
 ///
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_INVALID_ARGUMENT`
 /// (a path that is not UTF-8, on systems other than Unix),
@@ -323,7 +355,8 @@ pub unsafe extern "C" fn lsqr_model_free(model: *mut lsqr_model) {
 
 /// Checks the CRC-32 of every data section of `model` (packed codes,
 /// scales, tables and raw values), which opening does not: opening reads
-/// only the header. Reads the whole file.
+/// only the header. Reads the whole file, once: tensors found intact are
+/// not checked again on their first use (`lsqr_model_open`).
 ///
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_FORMAT` (a mismatch;
 /// the last error names the tensor, the section and its byte offset).
@@ -337,8 +370,7 @@ pub unsafe extern "C" fn lsqr_model_verify(model: *const lsqr_model) -> lsqr_sta
     ffi_fn!({
         // SAFETY: the export's contract.
         let model = unsafe { arg(model, "model") }?;
-        model.file.verify()?;
-        Ok(())
+        model.check_data()
     })
 }
 

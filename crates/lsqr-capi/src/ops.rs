@@ -212,7 +212,9 @@ pub(crate) unsafe fn conv2d_product(
 /// partly written.
 ///
 /// Cost: one pass over the packed codes; builds the codebook's decode
-/// table (2^C floats) on each call.
+/// table (2^C floats) on each call. The first use of a tensor also checks
+/// the CRC-32s of its data (`LSQR_STATUS_FORMAT` on a mismatch, `out`
+/// untouched; `lsqr_model_open`).
 ///
 /// Thread-safe: a model may be read from several threads at once.
 ///
@@ -280,7 +282,9 @@ pub unsafe extern "C" fn lsqr_tensor_dequantize(
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
 /// weight that is not 2-D, a bias of the wrong length),
 /// `LSQR_STATUS_INVALID_ARGUMENT` (a length overflowing `size_t`, a
-/// misaligned buffer). `y` is untouched when a check fails.
+/// misaligned buffer), `LSQR_STATUS_FORMAT` (weight or bias data that
+/// fails its CRC-32, checked on a tensor's first use: `lsqr_model_open`).
+/// `y` is untouched when a check fails.
 ///
 /// Thread-safe: a model may be read from several threads at once; `x` and
 /// `y` must not overlap.
@@ -451,8 +455,10 @@ pub unsafe extern "C" fn lsqr_conv2d_output_shape(
 /// only), so `LSQR_EXACT` does not change its result.
 ///
 /// Errors: as `lsqr_conv2d_output_shape`, plus
-/// `LSQR_STATUS_BUFFER_TOO_SMALL` and `LSQR_STATUS_SHAPE_MISMATCH` for a
-/// bias of the wrong length. `output` is untouched when a check fails.
+/// `LSQR_STATUS_BUFFER_TOO_SMALL`, `LSQR_STATUS_SHAPE_MISMATCH` for a
+/// bias of the wrong length, and `LSQR_STATUS_FORMAT` (weight or bias
+/// data that fails its CRC-32, checked on a tensor's first use:
+/// `lsqr_model_open`). `output` is untouched when a check fails.
 ///
 /// Thread-safe: a model may be read from several threads at once; `input`
 /// and `output` must not overlap.

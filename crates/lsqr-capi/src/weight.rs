@@ -66,8 +66,9 @@ fn _thread_safety_of_the_wrapped_types() {
 ///
 /// Errors: `LSQR_STATUS_NULL_ARGUMENT`, `LSQR_STATUS_SHAPE_MISMATCH` (a
 /// tensor that is neither 2-D nor 4-D, a bias of the wrong length),
-/// `LSQR_STATUS_FORMAT` (unreadable tensor data; the last error names the
-/// tensor).
+/// `LSQR_STATUS_FORMAT` (unreadable tensor data, or data that fails its
+/// CRC-32, checked on a tensor's first use: `lsqr_model_open`; the last
+/// error names the tensor).
 ///
 /// Thread-safe: a model may be read from several threads at once.
 ///

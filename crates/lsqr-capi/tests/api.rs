@@ -609,7 +609,9 @@ fn corrupt_truncated_and_missing_files_are_errors_with_details() {
     assert_eq!(out, std::ptr::dangling_mut(), "out untouched on failure");
 
     // A NaN scale in conv.weight's data: the file opens (data is checked
-    // lazily), and using the tensor names it and the scale's byte offset.
+    // lazily), and using the tensor names it and the scales' byte offset
+    // (the section's CRC-32 no longer matches; with a matching one, the
+    // reader's scale check names the same offset: lsqr-format's tests).
     let file = LsqFile::from_bytes(&bytes).unwrap();
     let offset = file.tensor_info("conv.weight").unwrap().scales.offset as usize;
     let mut nan = bytes.clone();
@@ -1006,6 +1008,71 @@ fn micro_runners_share_a_model_across_threads() {
             });
         }
     });
+}
+
+/// A flipped bit in a weight's packed codes: the model opens (only the
+/// header is read), and every call that reads the tensor's data refuses
+/// it with `LSQR_STATUS_FORMAT` naming the tensor, section and offset,
+/// where it used to run on the wrong codes. Its untouched tensors still
+/// work, and outputs stay untouched.
+#[test]
+fn corrupted_weight_refused_on_first_use() {
+    let bytes = graph_model();
+    let data = LsqFile::from_bytes(&bytes).unwrap().tensor_info("fc1.weight").unwrap().data.offset;
+    let mut flipped = bytes.clone();
+    flipped[data as usize + 5] ^= 0x04;
+    let m = Model::open(flipped);
+    let named = |what: &str| {
+        let msg = last_error();
+        assert!(
+            msg.contains(&format!("tensor 'fc1.weight': data section at {data:#x}")),
+            "{what}: {msg}"
+        );
+    };
+    let mut need = 0usize;
+    let mut y = [7.0f32; 24];
+    let mut w = [7.0f32; 192];
+    let mut ptr = null_mut();
+    let x = graph_input(1);
+    // SAFETY: live model and handles; writable outs; `y` holds 24 floats
+    // (2 x 12), `w` 192 (12 x 16), `x` 32 (2 x 16).
+    unsafe {
+        assert_eq!(lsqr_micro_arena_size(m.ptr, &mut need), lsqr_status::Format);
+        named("arena size");
+        assert_eq!(need, 0);
+        let mut arena = vec![0u8; 4096];
+        let mut micro: *mut lsqr_micro = null_mut();
+        let st = lsqr_micro_load(m.ptr, arena.as_mut_ptr().cast(), arena.len(), &mut micro);
+        assert_eq!(st, lsqr_status::Format);
+        named("load");
+        assert!(micro.is_null());
+        let st = lsqr_tensor_dequantize(m.tensor("fc1.weight"), w.as_mut_ptr(), w.len());
+        assert_eq!(st, lsqr_status::Format);
+        named("dequantize");
+        let st = lsqr_linear(m.tensor("fc1.weight"), null(), x.as_ptr(), 2, y.as_mut_ptr());
+        assert_eq!(st, lsqr_status::Format);
+        named("linear");
+        assert_eq!(
+            lsqr_weight_prepare(m.tensor("fc1.weight"), null(), &mut ptr),
+            lsqr_status::Format
+        );
+        named("prepare");
+        assert!(ptr.is_null());
+        // Asked again, the same answer: a failure is not remembered as a
+        // success.
+        let st = lsqr_tensor_dequantize(m.tensor("fc1.weight"), w.as_mut_ptr(), w.len());
+        assert_eq!(st, lsqr_status::Format);
+        assert!(w.iter().chain(&y).all(|&v| v == 7.0));
+        // The other tensors are intact and read.
+        let mut fc2 = [0.0f32; 60];
+        let st = lsqr_tensor_dequantize(m.tensor("fc2.weight"), fc2.as_mut_ptr(), fc2.len());
+        assert_eq!(st, lsqr_status::Ok, "{}", last_error());
+        assert_eq!(lsqr_model_verify(m.ptr), lsqr_status::Format);
+    }
+    // The intact file loads and runs as before.
+    let good = Model::open(bytes);
+    let micro = Micro::load(good.ptr);
+    assert_eq!(micro.set_input(0, &x), lsqr_status::Ok);
 }
 
 #[test]

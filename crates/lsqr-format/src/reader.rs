@@ -200,22 +200,33 @@ impl<'a> LsqFile<'a> {
 
     /// Checks the CRC-32 of every data section (reads the whole file).
     pub fn verify(&self) -> Result<(), FormatError> {
-        for t in &self.index.tensors {
-            for (s, kind) in [
-                (t.data, SectionKind::Data),
-                (t.scales, SectionKind::Scales),
-                (t.table, SectionKind::Table),
-            ] {
-                let computed = crc32fast::hash(self.section(&s));
-                if computed != s.crc32 {
-                    return Err(FormatError::DataChecksum {
-                        tensor: t.name.clone(),
-                        section: kind,
-                        offset: s.offset,
-                        stored: s.crc32,
-                        computed,
-                    });
-                }
+        (0..self.index.tensors.len()).try_for_each(|i| self.verify_tensor_at(i))
+    }
+
+    /// Checks the CRC-32 of the data sections of tensor `i` (in file
+    /// order): its codes or values, scales and table. Reads only that
+    /// tensor's bytes, so a caller that uses a few tensors of a large file
+    /// pays for those.
+    pub fn verify_tensor_at(&self, i: usize) -> Result<(), FormatError> {
+        let t = self
+            .index
+            .tensors
+            .get(i)
+            .ok_or_else(|| FormatError::NoSuchTensor { name: alloc::format!("#{i}") })?;
+        for (s, kind) in [
+            (t.data, SectionKind::Data),
+            (t.scales, SectionKind::Scales),
+            (t.table, SectionKind::Table),
+        ] {
+            let computed = crc32fast::hash(self.section(&s));
+            if computed != s.crc32 {
+                return Err(FormatError::DataChecksum {
+                    tensor: t.name.clone(),
+                    section: kind,
+                    offset: s.offset,
+                    stored: s.crc32,
+                    computed,
+                });
             }
         }
         Ok(())

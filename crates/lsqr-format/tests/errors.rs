@@ -363,6 +363,16 @@ fn data_checksum_found_by_verify_only() {
         "{e}"
     );
     assert!(message(&e).contains("CRC mismatch"));
+    // Per tensor: only the corrupted one fails; an index past the end is
+    // an error, not a panic.
+    let bias = (0..file.tensors().len()).find(|&i| file.tensors()[i].name == "fc.bias").unwrap();
+    for i in 0..file.tensors().len() {
+        assert_eq!(file.verify_tensor_at(i).is_err(), i == bias, "tensor {i}");
+    }
+    assert!(matches!(
+        file.verify_tensor_at(file.tensors().len()),
+        Err(FormatError::NoSuchTensor { .. })
+    ));
 }
 
 #[test]

@@ -290,6 +290,12 @@ impl<'f> Plan<'f> {
     /// is inferred from the graph inputs' `input_shape.<name>` metadata,
     /// and each value gets a 64-byte-aligned place in one arena, reusing
     /// the places of values no longer needed.
+    ///
+    /// Data checksums are not checked here: opening a file reads only its
+    /// header, and a flipped bit in a weight would run as a wrong value.
+    /// Call [`LsqFile::verify`] first (as `lsqr::load_lsq_model`,
+    /// `lsqr run` and the C API's `lsqr_micro_load` do), unless the bytes
+    /// were checked before.
     pub fn new(file: &'f LsqFile<'_>) -> Result<Plan<'f>, RuntimeError> {
         // CPU-path selection and `LSQR_EXACT` are read lazily in the kernel
         // crate, from the environment (which allocates); do it now, not in
