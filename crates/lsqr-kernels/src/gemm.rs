@@ -52,12 +52,12 @@ pub(crate) const TILE: usize = 192;
 /// `i < mr`, `j < nr`; `nr` is 8 (then `mr <= 12`) or 16 (`mr <= 6`).
 pub(crate) type TileFn = fn(&[f32], usize, &[f32], usize, usize, usize, &mut [f32; TILE]);
 
-/// `(nr, mr)`: the tile shape for a product with `n` columns.
-fn tile_shape(n: usize) -> (usize, usize) {
+/// `(nr, mr)`: the tile shape for a product with `n` columns on `kern`.
+fn tile_shape(kern: &Kernels, n: usize) -> (usize, usize) {
     if n <= 8 {
         (8, 12)
     } else {
-        (16, 6)
+        (16, kern.gemm_rows16.clamp(1, TILE / 16))
     }
 }
 
@@ -70,7 +70,7 @@ pub(crate) fn scratch_len(m: usize, k: usize, n: usize) -> usize {
     if m == 0 || k == 0 || n == 0 {
         return 0;
     }
-    let (nr, _) = tile_shape(n);
+    let nr = if n <= 8 { 8 } else { 16 };
     let ncp = n.min(NC).next_multiple_of(nr);
     ncp.saturating_mul(k).saturating_add(m.min(MC) * k.min(KC)).saturating_add(m.min(MC) * ncp)
 }
@@ -166,7 +166,7 @@ pub(crate) fn gemm(
             actual: scratch.len(),
         });
     }
-    let (nr, mr_max) = tile_shape(n);
+    let (nr, mr_max) = tile_shape(kern, n);
     let ncp_max = n.min(NC).next_multiple_of(nr);
     let (bbuf, rest) = scratch.split_at_mut(ncp_max * k);
     let (abuf, cbuf) = rest.split_at_mut(m.min(MC) * k.min(KC));

@@ -292,6 +292,10 @@ pub struct Kernels {
     pub(crate) decode_packed: DecodeFn,
     /// The register-tile micro-kernel of the blocked GEMM (`crate::gemm`).
     pub(crate) gemm_tile: crate::gemm::TileFn,
+    /// The rows of a `gemm_tile` tile with 16 columns (6: twelve AVX2
+    /// accumulators; 12 with AVX-512's 32 registers). Only the tiling
+    /// changes with it: each output is the same sum either way.
+    pub(crate) gemm_rows16: usize,
     /// One channel plane of a depthwise convolution.
     pub(crate) depthwise_plane: crate::conv::DwFn,
     /// `out = a (op) b`, equal lengths.

@@ -493,6 +493,59 @@ mod tests {
         }
     }
 
+    /// The GEMM micro-kernel of every SIMD path equals, bit for bit, the
+    /// FMA chain over the depth for each output (the AVX2 `6 x 16` and
+    /// `12 x 8` tiles and AVX-512's `12 x 16` alike), for every tile
+    /// height the path takes; the portable tile (a multiply, then an
+    /// add) is within rounding of it.
+    #[test]
+    fn gemm_tile_is_the_fma_chain() {
+        use crate::gemm::{tile_portable, TILE};
+        let mut case = Case::new(16, 1, false, 41, None);
+        for nr in [8usize, 16] {
+            for kc in [1usize, 5, 64, 257] {
+                let lda = kc + 3;
+                let a = case.values(11 * lda + kc);
+                let b = case.values(kc * nr);
+                for mr in 1..=12 {
+                    let want: Vec<f32> = (0..mr * nr)
+                        .map(|e| {
+                            let (i, j) = (e / nr, e % nr);
+                            (0..kc)
+                                .fold(0.0f32, |acc, p| a[i * lda + p].mul_add(b[p * nr + j], acc))
+                        })
+                        .collect();
+                    let mut portable = [f32::NAN; TILE];
+                    tile_portable(&a, lda, &b, kc, mr, nr, &mut portable);
+                    for (e, (&g, &w)) in portable.iter().zip(&want).enumerate() {
+                        let scale = (0..kc)
+                            .map(|p| (a[(e / nr) * lda + p] * b[p * nr + e % nr]).abs())
+                            .sum::<f32>();
+                        assert!(
+                            (g - w).abs() <= 1e-5 * scale.max(1e-30),
+                            "portable {mr}x{nr} kc {kc}"
+                        );
+                    }
+                    for_each_simd_path(SUITE, |path| {
+                        let k = path.kernels();
+                        if path.name == "portable" || (nr == 16 && mr > k.gemm_rows16) {
+                            return;
+                        }
+                        let mut got = [f32::NAN; TILE];
+                        (k.gemm_tile)(&a, lda, &b, kc, mr, nr, &mut got);
+                        for (e, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                same(g, w),
+                                "{} {mr}x{nr} kc {kc} element {e}: {g} vs {w}",
+                                path.name
+                            );
+                        }
+                    });
+                }
+            }
+        }
+    }
+
     /// One case of [`gemv_int_matches_portable`]: `(blocks, block64, layout,
     /// tail)` say the columns and scale layout (0: one scale, 1: per row,
     /// 2: per block, 3-5: groups of 32, 16 or 8 at C = 4 with int16 and

@@ -289,8 +289,28 @@ mod safe_gemm {
         nr: usize,
         out: &mut [f32; TILE],
     ) {
+        if !tile_fits(a, lda, b, kc, mr, nr, 6) {
+            return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
+        }
+        // SAFETY: AVX2 and FMA were detected (only the AVX2 table reaches
+        // here); the extents of a, b and out were checked just above
+        // (mr * nr <= 96 <= TILE).
+        unsafe { gemm::tile(a, lda, b, kc, mr, nr, out) }
+    }
+
+    /// Whether a tile call is in the micro-kernels' contract: `nr` 8
+    /// (`mr <= 12`) or 16 (`mr <= rows16`), and `a` and `b` long enough.
+    pub(super) fn tile_fits(
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        kc: usize,
+        mr: usize,
+        nr: usize,
+        rows16: usize,
+    ) -> bool {
         let max_rows = match nr {
-            16 => 6,
+            16 => rows16,
             8 => 12,
             _ => 0,
         };
@@ -299,13 +319,7 @@ mod safe_gemm {
             .and_then(|s| s.checked_add(kc))
             .is_some_and(|e| e <= a.len());
         let b_fits = kc.checked_mul(nr).is_some_and(|e| e <= b.len());
-        if mr == 0 || mr > max_rows || kc == 0 || !a_fits || !b_fits {
-            return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
-        }
-        // SAFETY: AVX2 and FMA were detected (only the AVX2 table reaches
-        // here); the extents of a, b and out were checked just above
-        // (mr * nr <= 96 <= TILE).
-        unsafe { gemm::tile(a, lda, b, kc, mr, nr, out) }
+        mr != 0 && mr <= max_rows && kc != 0 && a_fits && b_fits
     }
 
     pub(super) fn depthwise_plane(p: &DwPlane<'_>, out: &mut [f32]) {
@@ -317,6 +331,26 @@ mod safe_gemm {
 /// The AVX-512 kernels: reachable only through [`AVX512`], handed out only
 /// once [`avx512_detected`] returned `true`.
 mod safe512 {
+    use crate::gemm::TILE;
+
+    pub(super) fn gemm_tile(
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        kc: usize,
+        mr: usize,
+        nr: usize,
+        out: &mut [f32; TILE],
+    ) {
+        if !super::safe_gemm::tile_fits(a, lda, b, kc, mr, nr, 12) {
+            return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
+        }
+        // SAFETY: this table is handed out only once AVX-512 F, AVX2 and
+        // FMA were detected; the extents of a, b and out were checked just
+        // above (mr * nr <= 192 = TILE).
+        unsafe { super::gemm::tile512(a, lda, b, kc, mr, nr, out) }
+    }
+
     pub(super) fn gemv_int(w: &crate::kernels::IntRows<'_>, y: &mut [f32]) {
         let w = &super::safe::with_checked_sub_scales(w, y);
         if super::safe::int_job_consistent(w, y) && super::gemv_int512::supports(w) {
@@ -331,10 +365,15 @@ mod safe512 {
 }
 
 /// The AVX-512 table: the AVX2+FMA one with AVX-512 integer linear at
-/// any batch (C = 2..=8, blocks of 64). Only `crate::arch` may hand it out,
+/// any batch (C = 2..=8, blocks of 64) and the GEMM's 12 x 16 tile. Only `crate::arch` may hand it out,
 /// after detection.
-pub(crate) static AVX512: Kernels =
-    Kernels { name: "avx512", gemv_int: safe512::gemv_int, ..AVX2_TABLE };
+pub(crate) static AVX512: Kernels = Kernels {
+    name: "avx512",
+    gemv_int: safe512::gemv_int,
+    gemm_tile: safe512::gemm_tile,
+    gemm_rows16: 12,
+    ..AVX2_TABLE
+};
 
 /// The AVX2+FMA kernel table. Only `crate::arch` may hand it out, after
 /// detection.
@@ -364,6 +403,7 @@ const AVX2_TABLE: Kernels = Kernels {
     gemv_int: safe::gemv_int,
     decode_packed: safe::decode_packed,
     gemm_tile: safe_gemm::gemm_tile,
+    gemm_rows16: 6,
     depthwise_plane: safe_gemm::depthwise_plane,
     binary_same: safe::binary_same,
     binary_scalar_right: safe::binary_scalar_right,
