@@ -736,26 +736,39 @@ fn im2col_pack(
     let (mut py, mut px) = (jc / g.ow, jc % g.ow);
     for (panel, pdst) in dst.chunks_exact_mut(nr * kc).take(panels).enumerate() {
         let jn = nr.min(nc - panel * nr);
+        // The common case: a full panel inside one output row (stride 1).
+        // Which of its kernel taps read the input at every pixel, and
+        // where in a plane their contiguous run starts, depends on the tap
+        // `(ky, kx)` and not on the input channel: found once per panel,
+        // not per tap of every channel.
+        let mut full = [usize::MAX; FULL_TAPS];
+        let simple = sw == 1 && jn == nr && px + nr <= g.ow && khw <= FULL_TAPS;
+        if simple {
+            for ky in 0..g.kh {
+                let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
+                if !(oy_lo..oy_hi).contains(&py) {
+                    continue;
+                }
+                let y = py * sh + ky * dh - ph;
+                for kx in 0..g.kw {
+                    let (ox_lo, ox_hi) = valid_range_fast(g.ow, sw, kx * dw, pw, g.w);
+                    if px >= ox_lo && px + nr <= ox_hi {
+                        full[ky * g.kw + kx] = y * g.w + px + kx * dw - pw;
+                    }
+                }
+            }
+        }
         let (mut ic, mut ky, mut kx) = (t_ic, t_ky, t_kx);
         for tdst in pdst.chunks_exact_mut(nr) {
             let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
-            // This tap's valid output rows and columns.
-            let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
-            let (ox_lo, ox_hi) = valid_range_fast(g.ow, sw, kx * dw, pw, g.w);
-            let (mut oy, mut ox) = (py, px);
-            // The common case: a full panel inside one output row, every
-            // pixel reading the input (stride 1): one contiguous copy.
-            if sw == 1
-                && jn == nr
-                && ox + nr <= g.ow
-                && (oy_lo..oy_hi).contains(&oy)
-                && ox >= ox_lo
-                && ox + nr <= ox_hi
-            {
-                let y = oy * sh + ky * dh - ph;
-                let first = y * g.w + ox + kx * dw - pw;
-                copy_short(tdst, &plane[first..first + nr]);
+            let first = if simple { full[ky * g.kw + kx] } else { usize::MAX };
+            if first != usize::MAX {
+                copy_panel_row(tdst, &plane[first..first + nr]);
             } else {
+                // This tap's valid output rows and columns.
+                let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
+                let (ox_lo, ox_hi) = valid_range_fast(g.ow, sw, kx * dw, pw, g.w);
+                let (mut oy, mut ox) = (py, px);
                 let mut jj = 0;
                 while jj < jn {
                     let run = (g.ow - ox).min(jn - jj);
@@ -803,6 +816,21 @@ fn im2col_pack(
             px -= g.ow;
             py += 1;
         }
+    }
+}
+
+/// Kernel taps (`kh kw`) up to which [`im2col_pack`] finds each tap's
+/// run once per panel.
+const FULL_TAPS: usize = 64;
+
+/// One panel row of [`im2col_pack`]'s common case: `nr` contiguous
+/// values; at 16 (the AVX tiles' width) a fixed-size copy, which compiles
+/// to vector moves instead of a call or a loop.
+#[inline(always)]
+fn copy_panel_row(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; 16]>::try_from(&mut *dst), <&[f32; 16]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => copy_short(dst, src),
     }
 }
 
