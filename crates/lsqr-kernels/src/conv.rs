@@ -732,6 +732,24 @@ fn im2col_pack(
     let khw = g.kh * g.kw;
     let panels = nc.div_ceil(nr);
     let (t_ic, t_ky, t_kx) = (pc / khw, pc % khw / g.kw, pc % g.kw);
+    if khw == 1 && p.stride == [1, 1] && p.padding == [0, 0] {
+        // A 1x1 convolution without stride or padding: pixel `j` reads
+        // input pixel `j` of each channel, so a panel's row is one run of
+        // the plane, across output rows (which the general loop below
+        // copies a row at a time: a panel of 16 spans two or more rows of
+        // a 10- or 20-pixel-wide image).
+        let plane_len = g.h * g.w;
+        for (panel, pdst) in dst.chunks_exact_mut(nr * kc).take(panels).enumerate() {
+            let j0 = jc + panel * nr;
+            let jn = nr.min(nc - panel * nr);
+            for (t, tdst) in pdst.chunks_exact_mut(nr).enumerate() {
+                let plane = &planes[(pc + t) * plane_len..][..plane_len];
+                copy_panel_row(&mut tdst[..jn], &plane[j0..j0 + jn]);
+                zero_short(&mut tdst[jn..]);
+            }
+        }
+        return;
+    }
     // The first pixel of the current panel.
     let (mut py, mut px) = (jc / g.ow, jc % g.ow);
     for (panel, pdst) in dst.chunks_exact_mut(nr * kc).take(panels).enumerate() {

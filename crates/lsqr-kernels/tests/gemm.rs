@@ -366,8 +366,13 @@ fn conv2d_crosses_every_block() {
     // Large enough for the `parallel` feature to split channels.
     let p = Conv2dParams { padding: [1, 1], groups: 128, ..Conv2dParams::default() };
     assert!(conv_case([128, 1, 3, 3], [1, 128, 64, 64], &p, 4, 3, 5));
-    // 1x1: a plain GEMM over pixels.
+    // 1x1: a plain GEMM over pixels. Panels of 16 pixels cross rows of 7;
+    // then deeper than KC (300 channels) and wider than NC (17 x 19 = 323
+    // pixels), and grouped.
     assert!(conv_case([24, 16, 1, 1], [2, 16, 9, 7], &Conv2dParams::default(), 4, 1, 4));
+    assert!(conv_case([20, 300, 1, 1], [1, 300, 17, 19], &Conv2dParams::default(), 4, 3, 11));
+    let p = Conv2dParams { groups: 2, ..Conv2dParams::default() };
+    assert!(conv_case([8, 6, 1, 1], [2, 12, 5, 7], &p, 4, 3, 12));
     // More row blocks (> MC output channels) than column blocks, deeper
     // than KC: the weight-outer loop order of the GEMM with row-major C.
     let p = Conv2dParams { padding: [1, 1], ..Conv2dParams::default() };
