@@ -157,6 +157,120 @@ pub(crate) unsafe fn tile512(
     rows!(1 2 3 4 5 6 7 8 9 10 11 12);
 }
 
+/// The lanes `lo..hi` of a 16-lane mask.
+#[inline(always)]
+fn lanes(lo: usize, hi: usize) -> __mmask16 {
+    let below = |k: usize| if k >= 16 { u32::from(u16::MAX) } else { (1u32 << k) - 1 };
+    (below(hi) & !below(lo)) as __mmask16
+}
+
+/// Kernel widths up to which [`depthwise_plane512`] keeps each tap's
+/// lanes and offset per chunk of sixteen outputs.
+pub(crate) const DW512_MAX_KW: usize = 16;
+/// Output widths up to which the AVX-512 table takes it
+/// (`DW512_MAX_CHUNKS` chunks of 16). Wider rows keep the AVX2 loop,
+/// whose interior chunks need no masks: on PP-OCR det's planes (one
+/// thread, `examples/layer_times.rs`) this kernel took 10 x 10 (5x5
+/// filters) from 0.40 to 0.14-0.16 ms per layer, 20 x 20 from 0.33 to
+/// 0.23-0.25, 40 x 40 about even, but 80 x 80 and 160 x 160 (3x3) from
+/// 0.25 and 0.24 to 0.28 and 0.37.
+pub(crate) const DW512_MAX_OW: usize = 16 * DW512_MAX_CHUNKS;
+const DW512_MAX_CHUNKS: usize = 3;
+
+/// A depthwise plane at stride 1 along W, sixteen outputs of a row (a
+/// chunk) per register, with AVX-512 masks for the lanes each tap
+/// reaches: each output starts at the bias and adds its taps in `(ky,
+/// kx)` order, a multiply then an add, skipping the taps in the padding
+/// (a masked add leaves those lanes as they were; a row outside the
+/// input masks every lane), which is what the portable loop computes,
+/// bit for bit. Four (row, chunk) items at a time, so that four chains
+/// of dependent adds overlap. The portable and AVX2 loops slide taps
+/// along rows eight outputs at a time and leave rows narrower than 16
+/// (det's 10 x 10 planes) to scalar code.
+///
+/// # Safety
+/// AVX-512 F; `p.stride[1] == 1`, `p.kw <= DW512_MAX_KW`, `p.ow <=
+/// DW512_MAX_OW`, `out.len() == p.oh * p.ow`, `p.input.len() >= p.h *
+/// p.w` and `p.filter.len() >= p.kh * p.kw`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn depthwise_plane512(p: &DwPlane<'_>, out: &mut [f32]) {
+    let (ow, kw) = (p.ow, p.kw);
+    let chunks = ow.div_ceil(16);
+    // Tap kx of chunk c reads input columns start + lane for the lanes
+    // of its mask (those inside the row and the chunk).
+    let mut reach = [[(0 as __mmask16, 0isize); DW512_MAX_KW]; DW512_MAX_CHUNKS];
+    for (c, reach) in reach.iter_mut().enumerate().take(chunks) {
+        let (ox0, n) = (16 * c, (ow - 16 * c).min(16));
+        for (kx, r) in reach.iter_mut().enumerate().take(kw) {
+            let start = (ox0 + kx * p.dilation[1]) as isize - p.padding[1] as isize;
+            let lo = (-start).clamp(0, 16) as usize;
+            let hi = (p.w as isize - start).clamp(0, n as isize) as usize;
+            *r = (if lo < hi { lanes(lo, hi) } else { 0 }, start);
+        }
+    }
+    let items = p.oh * chunks;
+    let mut k = 0;
+    while k + 4 <= items {
+        // SAFETY: forwarded; items k..k + 4 exist.
+        unsafe { dw_items::<4>(p, &reach, k, out) };
+        k += 4;
+    }
+    while k < items {
+        // SAFETY: as above, one item.
+        unsafe { dw_items::<1>(p, &reach, k, out) };
+        k += 1;
+    }
+}
+
+/// Items `k..k + R` of [`depthwise_plane512`] (item `i`: output row `i /
+/// chunks`, chunk `i % chunks`).
+///
+/// # Safety
+/// As [`depthwise_plane512`]; items `k..k + R` exist.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn dw_items<const R: usize>(
+    p: &DwPlane<'_>,
+    reach: &[[(__mmask16, isize); DW512_MAX_KW]; DW512_MAX_CHUNKS],
+    k: usize,
+    out: &mut [f32],
+) {
+    let [sh, _] = p.stride;
+    let (ph, dh) = (p.padding[0], p.dilation[0]);
+    let (w, ow, kw) = (p.w, p.ow, p.kw);
+    let chunks = ow.div_ceil(16);
+    let items: [(usize, usize); R] = core::array::from_fn(|i| ((k + i) / chunks, (k + i) % chunks));
+    let mut acc = [_mm512_set1_ps(p.bias); R];
+    for ky in 0..p.kh {
+        // Each item's input row for this ky, or no lanes at all.
+        let rows: [(*const f32, __mmask16); R] = core::array::from_fn(|i| {
+            match (items[i].0 * sh + ky * dh).checked_sub(ph).filter(|&y| y < p.h) {
+                Some(y) => (p.input[y * w..(y + 1) * w].as_ptr(), u16::MAX),
+                None => (p.input.as_ptr(), 0),
+            }
+        });
+        for (kx, &t) in p.filter[ky * kw..(ky + 1) * kw].iter().enumerate() {
+            let t = _mm512_set1_ps(t);
+            for (i, a) in acc.iter_mut().enumerate() {
+                let (m, start) = reach[items[i].1][kx];
+                let m = m & rows[i].1;
+                // SAFETY: the lanes of `m` read row[start + lane], inside
+                // the item's input row; the others are masked off and not
+                // accessed.
+                let v = unsafe { _mm512_maskz_loadu_ps(m, rows[i].0.wrapping_offset(start)) };
+                *a = _mm512_mask_add_ps(*a, m, *a, _mm512_mul_ps(t, v));
+            }
+        }
+    }
+    for (i, &a) in acc.iter().enumerate() {
+        let (oy, c) = items[i];
+        let (ox0, n) = (16 * c, (ow - 16 * c).min(16));
+        let row = &mut out[oy * ow..(oy + 1) * ow];
+        // SAFETY: lanes 0..n are row[ox0..ox0 + n], inside the row.
+        unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr().add(ox0), lanes(0, n), a) };
+    }
+}
+
 /// The depthwise plane loop, compiled with AVX2 enabled so that its
 /// contiguous multiply-adds vectorise eight lanes wide (still a multiply
 /// then an add: bit-identical to the portable build).

@@ -331,7 +331,23 @@ mod safe_gemm {
 /// The AVX-512 kernels: reachable only through [`AVX512`], handed out only
 /// once [`avx512_detected`] returned `true`.
 mod safe512 {
+    use crate::conv::DwPlane;
     use crate::gemm::TILE;
+
+    pub(super) fn depthwise_plane(p: &DwPlane<'_>, out: &mut [f32]) {
+        let fits = p.stride[1] == 1
+            && p.kw <= super::gemm::DW512_MAX_KW
+            && p.ow <= super::gemm::DW512_MAX_OW
+            && p.oh.checked_mul(p.ow) == Some(out.len())
+            && p.h.checked_mul(p.w).is_some_and(|n| n <= p.input.len())
+            && p.kh.checked_mul(p.kw).is_some_and(|n| n <= p.filter.len());
+        if !fits {
+            return super::safe_gemm::depthwise_plane(p, out);
+        }
+        // SAFETY: this table is handed out only once AVX-512 F was
+        // detected; the contract's extents were checked just above.
+        unsafe { super::gemm::depthwise_plane512(p, out) }
+    }
 
     pub(super) fn gemm_tile(
         a: &[f32],
@@ -365,13 +381,15 @@ mod safe512 {
 }
 
 /// The AVX-512 table: the AVX2+FMA one with AVX-512 integer linear at
-/// any batch (C = 2..=8, blocks of 64) and the GEMM's 12 x 16 tile. Only `crate::arch` may hand it out,
+/// any batch (C = 2..=8, blocks of 64), the GEMM's 12 x 16 tile and
+/// masked depthwise rows. Only `crate::arch` may hand it out,
 /// after detection.
 pub(crate) static AVX512: Kernels = Kernels {
     name: "avx512",
     gemv_int: safe512::gemv_int,
     gemm_tile: safe512::gemm_tile,
     gemm_rows16: 12,
+    depthwise_plane: safe512::depthwise_plane,
     ..AVX2_TABLE
 };
 
