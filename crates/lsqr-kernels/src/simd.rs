@@ -502,8 +502,10 @@ mod tests {
     fn gemm_tile_is_the_fma_chain() {
         use crate::gemm::{tile_portable, TILE};
         let mut case = Case::new(16, 1, false, 41, None);
+        // Under Miri (the portable tile only) shallow tiles suffice.
+        let depths: &[usize] = if cfg!(miri) { &[1, 5] } else { &[1, 5, 64, 257] };
         for nr in [8usize, 16] {
-            for kc in [1usize, 5, 64, 257] {
+            for &kc in depths {
                 let lda = kc + 3;
                 let a = case.values(11 * lda + kc);
                 let b = case.values(kc * nr);
