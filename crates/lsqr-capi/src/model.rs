@@ -44,7 +44,9 @@ pub struct lsqr_tensor {
 // `LsqFile` that is itself Send + Sync (a byte slice or a read-only map and
 // owned header data) and outlives the handle.
 unsafe impl Send for lsqr_tensor {}
-// SAFETY: as above; no method mutates through the pointer.
+// SAFETY: as above; no method mutates through the pointer, and the one
+// field written through a shared handle, `checked`, is a `OnceLock`
+// (itself Sync: set at most once, by whichever thread gets there first).
 unsafe impl Sync for lsqr_tensor {}
 
 impl lsqr_tensor {
