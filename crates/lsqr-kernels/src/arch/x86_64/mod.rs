@@ -289,7 +289,7 @@ mod safe_gemm {
         nr: usize,
         out: &mut [f32; TILE],
     ) {
-        if !tile_fits(a, lda, b, kc, mr, nr, 6) {
+        if !tile_fits(a, lda, b, kc, mr, nr, AVX2_TABLE.gemm_rows16) {
             return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
         }
         // SAFETY: AVX2 and FMA were detected (only the AVX2 table reaches
@@ -297,6 +297,8 @@ mod safe_gemm {
         // (mr * nr <= 96 <= TILE).
         unsafe { gemm::tile(a, lda, b, kc, mr, nr, out) }
     }
+
+    use super::AVX2_TABLE;
 
     /// Whether a tile call is in the micro-kernels' contract: `nr` 8
     /// (`mr <= 12`) or 16 (`mr <= rows16`), and `a` and `b` long enough.
@@ -358,7 +360,7 @@ mod safe512 {
         nr: usize,
         out: &mut [f32; TILE],
     ) {
-        if !super::safe_gemm::tile_fits(a, lda, b, kc, mr, nr, 12) {
+        if !super::safe_gemm::tile_fits(a, lda, b, kc, mr, nr, super::AVX512.gemm_rows16) {
             return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
         }
         // SAFETY: this table is handed out only once AVX-512 F, AVX2 and
