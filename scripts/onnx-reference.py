@@ -86,6 +86,24 @@ def uniform(rng, shape):
 def normal(rng, shape):
     return (0.5 * rng.standard_normal(size=shape)).astype(np.float32)
 
+def voice(rng, shape):
+    """A voiced sound (a 140 Hz pulse train's first harmonics, slowly
+    modulated) in light noise, at 16 kHz: what a VAD should call speech
+    (Silero VAD 5 takes 64 samples of context and 512 new ones: 576)."""
+    t = np.arange(shape[-1]) / 16000.0
+    x = sum(0.3 / k * np.sin(2 * np.pi * 140 * k * t + rng.random() * 6.3) for k in range(1, 9))
+    x = x * (1 + 0.4 * np.sin(2 * np.pi * 4 * t)) + 0.01 * rng.standard_normal(t.shape)
+    return np.broadcast_to(x, shape).astype(np.float32)
+
+
+def zeros(rng, shape):
+    return np.zeros(shape, np.float32)
+
+
+def sample_rate_16k(rng, shape):
+    # Fixed at import (--input-value sr=16000); fed to onnxruntime as is.
+    return np.array(16000, dtype=np.int64)
+
 MODELS = {
     "magika": ("magika/model.onnx", {"bytes": ((4, 2048), magika_bytes)}),
     "ppocr-cls": ("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": ((1, 3, 48, 192), cls_rec_image)}),
@@ -95,6 +113,8 @@ MODELS = {
                    {"degraded_audio": ((1, 1, 100, 257), uniform), "rater_embed": ((1, 64), normal)}),
     "aecmos-gru": ("speechmos/aecmos_1668423760.onnx",
                    {"input": ((1, 3, 100, 160), uniform), "h0": ((4, 1, 96), normal)}),
+    "silero-vad": ("silero/silero_vad.onnx",
+                   {"input": ((1, 576), voice), "state": ((2, 1, 128), zeros), "sr": ((), sample_rate_16k)}),
     "bert-minilm-l3": ("bert/paraphrase-MiniLM-L3-v2.onnx",
                        {"input_ids": ((2, 16), token_ids), "attention_mask": ((2, 16), token_mask)}),
 }

@@ -44,7 +44,8 @@ pub struct Calibration {
 /// tensor quantized alone at `probe` (its gain). Names the calibration
 /// graph lacks, and tensors the probe leaves exact, get neither. With
 /// `error_feedback`, each tensor's input covariance is measured and
-/// factored too, and the probes and gains use it.
+/// factored too, and the probes and gains use it. `input_values` fix graph
+/// inputs as `--input-value` does.
 pub fn calibrate(
     source: &SourceModel,
     settings: &Settings,
@@ -52,8 +53,9 @@ pub fn calibrate(
     probe: (u32, Scaling),
     names: &[String],
     error_feedback: bool,
+    input_values: &[(String, Vec<f64>)],
 ) -> Result<Calibration, String> {
-    let (graph, inputs) = graph_for_samples(source, samples_path)?;
+    let (graph, inputs) = graph_for_samples(source, samples_path, input_values)?;
     let (importance, feedback) = measure_inputs(&graph, &inputs, names, error_feedback)?;
     let settings =
         Settings { importance: importance.clone(), feedback: feedback.clone(), ..settings.clone() };

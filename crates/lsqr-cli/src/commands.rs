@@ -99,8 +99,12 @@ pub fn quantize(
     let source = lsqr_import::open(input).map_err(|e| e.to_string())?;
     let model = &source;
     let is_onnx = model.format == lsqr_import::Format::Onnx;
-    if (!is_onnx || weights_only) && !graph_options.input_shapes.is_empty() {
-        return Err("--input-shape applies to ONNX graphs only (without --weights-only)".into());
+    let fixes_inputs =
+        !graph_options.input_shapes.is_empty() || !graph_options.input_values.is_empty();
+    if (!is_onnx || weights_only) && fixes_inputs {
+        return Err("--input-shape and --input-value apply to ONNX graphs only (without \
+                    --weights-only)"
+            .into());
     }
     if !is_onnx && require_graph {
         return Err(format!("--graph: {} files hold no graph (ONNX does)", model.format.name()));
@@ -120,9 +124,7 @@ pub fn quantize(
             }
             Some(g)
         }
-        Some(Err(e)) if require_graph || !graph_options.input_shapes.is_empty() => {
-            return Err(e.to_string())
-        }
+        Some(Err(e)) if require_graph || fixes_inputs => return Err(e.to_string()),
         Some(Err(e)) => {
             eprintln!(
                 "note: the graph is not imported, the file holds the weights only: {}\n      \
@@ -163,7 +165,13 @@ pub fn quantize(
                     let probe = crate::budget::probe(budget.bits_per_weight, &budget.layouts);
                     let feedback = budget.error_feedback;
                     let c = crate::calibrate::calibrate(
-                        &source, &settings, samples, probe, &names, feedback,
+                        &source,
+                        &settings,
+                        samples,
+                        probe,
+                        &names,
+                        feedback,
+                        &graph_options.input_values,
                     )?;
                     // Importance given with --importance wins over measured.
                     for (name, w) in c.importance {
@@ -417,9 +425,13 @@ pub fn eval(
     json: bool,
     plot: Option<&Path>,
     samples: Option<&Path>,
+    input_values: &[(String, Vec<f64>)],
 ) -> Result<(), String> {
     if !budgets.is_empty() && samples.is_none() {
         return Err("eval --bpw runs the model's graph: give --inputs samples.npz".into());
+    }
+    if !input_values.is_empty() && samples.is_none() {
+        return Err("eval --input-value fixes a graph input: give --inputs samples.npz".into());
     }
     let (scale_dtype, scale_fallback) =
         (scales.dtype.unwrap_or(ScaleDtype::F16), scales.dtype.is_none());
@@ -436,7 +448,15 @@ pub fn eval(
     }
     if let Some(samples) = samples {
         return crate::graph_eval::eval_graph(
-            input, samples, widths, &kinds, scales, budgets, json, plot,
+            input,
+            samples,
+            widths,
+            &kinds,
+            scales,
+            budgets,
+            input_values,
+            json,
+            plot,
         );
     }
     let model = lsqr_import::open(input).map_err(|e| e.to_string())?;

@@ -28,6 +28,24 @@ pub fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>), String> {
     Ok((name.to_string(), dims))
 }
 
+/// Parses `NAME=v0,v1,...` for `--input-value` (finite numbers, at least
+/// one).
+pub fn parse_input_value(s: &str) -> Result<(String, Vec<f64>), String> {
+    let (name, values) =
+        s.rsplit_once('=').ok_or_else(|| format!("'{s}' is not NAME=v0,v1,..."))?;
+    if name.is_empty() {
+        return Err(format!("'{s}' has no input name"));
+    }
+    let values = values
+        .split(',')
+        .map(|v| match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(x),
+            _ => Err(format!("'{v}' in '{s}' is not a finite number")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name.to_string(), values))
+}
+
 /// The graph's tensors as a model for the quantizer: `Weight` tensors are
 /// quantized as any weight would be, the rest stay f32.
 pub fn tensors_as_model(

@@ -128,15 +128,23 @@ fn compare(
     (snr, (rows > 0).then(|| agree as f64 / rows as f64))
 }
 
-/// The model's graph imported at the shapes of the samples' arrays, and
-/// the arrays in the order of the graph's inputs.
+/// The model's graph imported at the shapes of the samples' arrays (the
+/// inputs fixed by `input_values` aside: an array of that name is not
+/// read), and the arrays in the order of the graph's inputs.
 pub(crate) fn graph_for_samples(
     model: &lsqr_import::SourceModel,
     samples_path: &Path,
+    input_values: &[(String, Vec<f64>)],
 ) -> Result<(ImportedGraph, Vec<Vec<f32>>), String> {
     let arrays = samples(samples_path)?;
+    let fixed = |n: &String| input_values.iter().any(|(v, _)| v == n);
     let options = GraphOptions {
-        input_shapes: arrays.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect(),
+        input_shapes: arrays
+            .iter()
+            .filter(|(n, _, _)| !fixed(n))
+            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .collect(),
+        input_values: input_values.to_vec(),
     };
     let graph = graph_of(model, &options).map_err(|e| e.to_string())?;
     let mut inputs = Vec::new();
@@ -158,11 +166,12 @@ pub fn eval_graph(
     kinds: &[CodecKind],
     scales: ScaleChoice,
     budgets: &[f64],
+    input_values: &[(String, Vec<f64>)],
     json: bool,
     plot: Option<&Path>,
 ) -> Result<(), String> {
     let model = lsqr_import::open(input).map_err(|e| e.to_string())?;
-    let (graph, inputs) = graph_for_samples(&model, samples_path)?;
+    let (graph, inputs) = graph_for_samples(&model, samples_path, input_values)?;
     let base = Settings {
         bits: 4,
         codec: CodecChoice::Fixed(CodecKind::Log),
@@ -250,6 +259,7 @@ pub fn eval_graph(
                         probe,
                         &names,
                         false,
+                        input_values,
                     )?;
                     s.importance = c.importance;
                     Some(c.gains)

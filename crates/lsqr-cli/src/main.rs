@@ -62,6 +62,12 @@ enum Command {
         /// `--input-shape x=1,3,48,320` (`x=` for a scalar). Repeatable.
         #[arg(long, value_name = "NAME=D0,D1,...", value_parser = graph::parse_input_shape)]
         input_shape: Vec<(String, Vec<usize>)>,
+        /// Fix an ONNX graph input to a value (row-major, as many values as
+        /// its shape holds), e.g. `--input-value sr=16000`: it becomes a
+        /// constant and leaves the graph's inputs, so a branch (`If`) on it
+        /// is decided at import. Repeatable.
+        #[arg(long, value_name = "NAME=V0,V1,...", value_parser = graph::parse_input_value)]
+        input_value: Vec<(String, Vec<f64>)>,
         /// Store the weights only: an ONNX model's graph is not imported.
         #[arg(long, conflicts_with = "graph")]
         weights_only: bool,
@@ -136,6 +142,11 @@ enum Command {
         /// agreement against the float graph for each codec and width.
         #[arg(long, value_name = "NPZ")]
         inputs: Option<PathBuf>,
+        /// With --inputs: fix a graph input to a value, as `quantize
+        /// --input-value` does (an array of that name in the samples is
+        /// not read). Repeatable.
+        #[arg(long, value_name = "NAME=V0,V1,...", value_parser = graph::parse_input_value)]
+        input_value: Vec<(String, Vec<f64>)>,
     },
     /// Write a .lsq file's tensors as a .safetensors file: quantized tensors
     /// as dequantized f32, raw tensors as stored.
@@ -324,6 +335,7 @@ fn main() -> ExitCode {
             keep,
             bits_for,
             input_shape,
+            input_value,
             weights_only,
             graph,
             json,
@@ -354,7 +366,8 @@ fn main() -> ExitCode {
                 },
                 feedback: Default::default(),
             };
-            let graph_options = GraphOptions { input_shapes: input_shape };
+            let graph_options =
+                GraphOptions { input_shapes: input_shape, input_values: input_value };
             commands::quantize(
                 &input,
                 &output,
@@ -380,6 +393,7 @@ fn main() -> ExitCode {
             json,
             plot,
             inputs,
+            input_value,
         } => {
             let scales = ScaleChoice { scaling: group, dtype: scale_dtype, method: scale_method };
             commands::eval(
@@ -391,6 +405,7 @@ fn main() -> ExitCode {
                 json,
                 plot.as_deref(),
                 inputs.as_deref(),
+                &input_value,
             )
         }
         Command::Export { file, output, no_verify } => commands::export(&file, &output, !no_verify),

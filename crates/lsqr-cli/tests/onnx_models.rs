@@ -240,6 +240,53 @@ fn recurrent_graphs_match_onnxruntime() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Silero VAD 5 branches on its sample rate: an `If` on the graph input
+/// `sr` picks the 16 kHz or the 8 kHz network, whose shapes differ. Left
+/// to run time, both must import at one input's shapes, which the 8 kHz
+/// network cannot at 16 kHz's 576 samples: the error names `sr` and what
+/// fixes it. With `--input-value sr=16000` the 16 kHz network (an STFT as
+/// a strided conv with reflect padding, four convs, an LSTM cell with a
+/// given state) imports alone. Float against onnxruntime; quantized, the
+/// speech probability and the next state against it: C = 8, and the
+/// defaults (C = 4: a small model with every layer in the signal path
+/// loses more than its 22 dB weight SNR says, 12 and 9.5 dB measured).
+#[test]
+fn silero_vad_with_its_sample_rate_fixed() {
+    let dir = temp_dir("silero");
+    let rel = "silero/silero_vad.onnx";
+    let shapes = ["input=1,576", "state=2,1,128"];
+    let (src, out) = (model(rel), dir.join("dynamic.lsq"));
+    let mut args = vec!["quantize", src.to_str().unwrap(), "-o", out.to_str().unwrap(), "--graph"];
+    args.extend(shapes.iter().flat_map(|s| ["--input-shape", s]));
+    let failed =
+        std::process::Command::new(env!("CARGO_BIN_EXE_lsqr")).args(&args).output().unwrap();
+    let e = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "the graph imported with sr left to run time");
+    assert!(e.contains("node 'If_0'") && e.contains("from graph input 'sr'"), "{e}");
+    assert!(e.contains("--input-value"), "{e}");
+    assert!(!out.exists(), "a failed import left {}", out.display());
+
+    let fixed = ["--input-value", "sr=16000"];
+    let float = import_multi(&dir, rel, &shapes, &[&["--keep", "*"][..], &fixed].concat(), "float");
+    let plan_inputs = {
+        let bytes = std::fs::read(&float).unwrap();
+        let file = LsqFile::from_bytes(&bytes).unwrap();
+        Plan::new(&file).unwrap().inputs().iter().map(|i| i.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(plan_inputs, ["input", "state"], "sr is fixed, not an input");
+    assert_close("silero-vad", &run_on_reference("silero-vad", &float));
+    for (bits, min_snr) in [("8", 30.0), ("4", 7.0)] {
+        let extra = [&["--bits", bits][..], &fixed].concat();
+        let quant = import_multi(&dir, rel, &shapes, &extra, &format!("c{bits}"));
+        for (o, got, want) in run_on_reference("silero-vad", &quant) {
+            let snr = snr_db(&want, &got);
+            eprintln!("silero-vad C = {bits} {o}: SNR {snr:.1} dB against onnxruntime");
+            assert!(snr >= min_snr, "silero-vad C = {bits} {o}: {snr:.1} dB");
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Regular files on this machine, at least 8 bytes: a fixed, sorted walk
 /// of system folders, `count` of them spread over what it finds.
 fn machine_files(count: usize) -> Vec<PathBuf> {
@@ -546,7 +593,7 @@ fn run_refuses_missing_wrong_and_unknown_inputs() {
         "--input-shape",
         "x=1,2",
     ]);
-    assert!(e.contains("--input-shape applies to ONNX graphs only"), "{e}");
+    assert!(e.contains("--input-shape and --input-value apply to ONNX graphs only"), "{e}");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -1377,8 +1377,31 @@ impl Converter<'_> {
             }
             return Ok(());
         }
-        let a = self.inline_branch(node, &then_g, "then")?;
-        let b = self.inline_branch(node, &else_g, "else")?;
+        // Both branches become layers and `Where` picks: each must import
+        // at these shapes. Where one cannot, the inputs the condition
+        // comes from are what the caller can fix.
+        let hint = |mut e: crate::ImportError, behind: &[String]| {
+            if !e.message.contains("--input-value") {
+                let inputs = behind.iter().map(|i| format!("'{i}'")).collect::<Vec<_>>();
+                e.message.push_str(&format!(
+                    " (the condition is computed at run time{}, so both branches must import \
+                     at these input shapes; a graph input fixed with --input-value NAME=... \
+                     is decided at import)",
+                    if inputs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" from graph input {}", inputs.join(", "))
+                    }
+                ));
+            }
+            e
+        };
+        let behind = match &cond {
+            Val::Dyn { name, .. } => self.inputs_behind(name),
+            Val::Const(_) => Vec::new(),
+        };
+        let a = self.inline_branch(node, &then_g, "then").map_err(|e| hint(e, &behind))?;
+        let b = self.inline_branch(node, &else_g, "else").map_err(|e| hint(e, &behind))?;
         let mut e = Expansion::new(node);
         let c = node.inputs[0].clone();
         for k in 0..outs {
@@ -1387,14 +1410,14 @@ impl Converter<'_> {
                 return Err(self.node_err(node, "a branch output is empty"));
             };
             if sa.shape() != sb.shape() {
-                return Err(self.node_err(
+                return Err(hint(self.node_err(
                     node,
                     format!(
                         "output {k}: the branches give shapes {:?} and {:?}; with a condition computed at run time they must agree",
                         sa.shape(),
                         sb.shape()
                     ),
-                ));
+                ), &behind));
             }
             if !node.outputs[k].is_empty() {
                 e.node_to("Where", &[&c, &a[k], &b[k]], vec![], &node.outputs[k]);
@@ -1409,6 +1432,26 @@ impl Converter<'_> {
             self.node(part)?;
         }
         Ok(())
+    }
+
+    /// The graph inputs (ONNX names) that the run-time value `value` is
+    /// computed from, through the layers made so far.
+    fn inputs_behind(&self, value: &str) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![value.to_string()];
+        while let Some(v) = stack.pop() {
+            if let Some(layer) = self.producer.get(&v).and_then(|&l| self.layers.get(l)) {
+                if !seen.contains(&v) {
+                    stack.extend(layer.inputs.iter().filter(|i| !seen.contains(*i)).cloned());
+                }
+            }
+            seen.insert(v);
+        }
+        self.graph_inputs
+            .iter()
+            .filter(|(_, lsq)| seen.contains(lsq))
+            .map(|(o, _)| o.clone())
+            .collect()
     }
 
     /// Converts branch `g` of `node` with its own values renamed

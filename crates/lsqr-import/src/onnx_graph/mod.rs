@@ -42,6 +42,12 @@ pub struct GraphOptions {
     /// Full shapes of graph inputs, by name: they give the values of the
     /// model's symbolic dims (a fixed dim must agree with the model).
     pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// Graph inputs fixed to a value, by name (row-major, as many values as
+    /// the input's shape holds): each becomes a constant and leaves the
+    /// graph's inputs, so what it decides is decided at import. A model
+    /// that branches on a setting (Silero VAD's sample rate picks one of
+    /// two networks with an `If`) imports only the branch it takes.
+    pub input_values: Vec<(String, Vec<f64>)>,
 }
 
 /// How a tensor of the imported graph is used.
@@ -287,6 +293,8 @@ struct Converter<'m> {
     /// The ONNX element type the model declares for graph inputs and
     /// annotated values (runtime values are all f32; CastLike needs it).
     elem_types: HashMap<String, u64>,
+    /// The graph's run-time inputs: (ONNX name, `.lsq` value name).
+    graph_inputs: Vec<(String, String)>,
 }
 
 type R<T> = Result<T, ImportError>;
@@ -388,6 +396,7 @@ impl<'m> Converter<'m> {
                 .filter_map(|d| Some((d.name.clone(), d.dims.clone()?)))
                 .collect(),
             linear_weights: HashMap::new(),
+            graph_inputs: Vec::new(),
             notes: Vec::new(),
             elem_types: onnx
                 .inputs
@@ -444,11 +453,13 @@ impl<'m> Converter<'m> {
 
     /// Fixes every graph input's shape.
     fn inputs(&mut self, onnx: &OnnxGraph, options: &GraphOptions) -> R<Vec<(String, Vec<usize>)>> {
-        for (name, _) in &options.input_shapes {
+        let named = options.input_shapes.iter().map(|(n, _)| ("--input-shape", n));
+        let valued = options.input_values.iter().map(|(n, _)| ("--input-value", n));
+        for (flag, name) in named.chain(valued) {
             if !onnx.inputs.iter().any(|i| &i.name == name) {
                 let known: Vec<&str> = onnx.inputs.iter().map(|i| i.name.as_str()).collect();
                 return Err(self.err(format!(
-                    "--input-shape names '{name}', which is not a graph input (inputs: {})",
+                    "{flag} names '{name}', which is not a graph input (inputs: {})",
                     known.join(", ")
                 )));
             }
@@ -510,7 +521,18 @@ impl<'m> Converter<'m> {
             if bad_name {
                 return Err(err("its name is not a valid .lsq value name".into()));
             }
+            if let Some((_, values)) = options.input_values.iter().find(|(n, _)| n == &input.name) {
+                let dtype = parse::dtype_of_code(input.elem_type).unwrap_or(Dtype::Float);
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(err("--input-value gives a value that is not finite".into()));
+                }
+                let c = Const::new(dtype, shape, values.clone())
+                    .map_err(|m| err(format!("--input-value gives {m}")))?;
+                self.vals.insert(input.name.clone(), Val::Const(c));
+                continue;
+            }
             let name = self.claim(&input.name);
+            self.graph_inputs.push((input.name.clone(), name.clone()));
             self.vals.insert(input.name.clone(), Val::Dyn { name, shape: shape.clone() });
             out.push((input.name.clone(), shape));
         }

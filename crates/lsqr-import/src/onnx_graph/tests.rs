@@ -141,9 +141,19 @@ impl Model {
     }
 
     fn import(&self, shapes: &[(&str, &[usize])]) -> Result<ImportedGraph, ImportError> {
+        self.import_with(shapes, &[])
+    }
+
+    /// As `import`, with graph inputs fixed to values.
+    fn import_with(
+        &self,
+        shapes: &[(&str, &[usize])],
+        values: &[(&str, &[f64])],
+    ) -> Result<ImportedGraph, ImportError> {
         let model = crate::from_bytes(self.bytes(), "test.onnx")?;
         let options = GraphOptions {
             input_shapes: shapes.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect(),
+            input_values: values.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect(),
         };
         graph_of(&model, &options)
     }
@@ -611,6 +621,51 @@ fn if_with_a_constant_condition_takes_its_branch_only() {
     let g = m.import(&[]).unwrap();
     assert!(ops(&g).contains(&"mul") && !ops(&g).contains(&"neg"), "only the then branch");
     assert_eq!(run(&g, &[&[1.0, -3.0]]).remove(0), [2.0, -6.0]);
+}
+
+/// `y = mode > 0 ? -x : sum(x)`: branches of different shapes behind a
+/// condition computed from the graph input `mode`.
+fn model_branching_on_an_input() -> Model {
+    let inputs = vec![value_info("x", &["2"]), value_info("mode", &[])];
+    let mut m = Model::new(inputs, vec![value_info("y", &["?"])]);
+    m.inits = vec![f32_tensor("zero", &[], &[0.0])];
+    let then_b = attr_graph("then_branch", vec![node("Neg", &["x"], &["t"], &[])], &["t"]);
+    let else_b = attr_graph("else_branch", vec![node("ReduceSum", &["x"], &["t"], &[])], &["t"]);
+    m.nodes = vec![
+        node("Greater", &["mode", "zero"], &["c"], &[]),
+        node("If", &["c"], &["y"], &[then_b, else_b]),
+    ];
+    m
+}
+
+#[test]
+fn if_on_a_graph_input_names_the_input_to_fix() {
+    let e = error(&model_branching_on_an_input(), &[]);
+    assert!(e.contains("must agree") && e.contains("from graph input 'mode'"), "{e}");
+    assert!(e.contains("--input-value"), "{e}");
+}
+
+#[test]
+fn an_input_fixed_to_a_value_decides_its_branches_at_import() {
+    let m = model_branching_on_an_input();
+    let g = m.import_with(&[], &[("mode", &[1.0])]).unwrap();
+    assert_eq!(g.graph.inputs, ["x"], "'mode' is no longer an input");
+    let ops = ops(&g);
+    assert!(ops.contains(&"neg") && !ops.iter().any(|o| o.contains("reduce")), "{ops:?}");
+    assert_eq!(run(&g, &[&[1.0, -3.0]]).remove(0), [-1.0, 3.0]);
+    let g = m.import_with(&[], &[("mode", &[-2.0])]).unwrap();
+    assert_eq!(run(&g, &[&[1.0, -3.0]]).remove(0), [-2.0]);
+}
+
+#[test]
+fn input_values_are_checked() {
+    let m = model_branching_on_an_input();
+    let e = m.import_with(&[], &[("nope", &[1.0])]).unwrap_err().to_string();
+    assert!(e.contains("--input-value names 'nope'") && e.contains("inputs: x, mode"), "{e}");
+    let e = m.import_with(&[], &[("mode", &[1.0, 2.0])]).unwrap_err().to_string();
+    assert!(e.contains("graph input 'mode'") && e.contains("2 values for shape []"), "{e}");
+    let e = m.import_with(&[], &[("mode", &[f64::NAN])]).unwrap_err().to_string();
+    assert!(e.contains("graph input 'mode'") && e.contains("not finite"), "{e}");
 }
 
 #[test]
