@@ -53,6 +53,13 @@ impl AxisGeom {
     #[inline]
     fn taps(&self, o: usize, lo: isize, hi: isize) -> (isize, usize, usize) {
         let start = (o * self.s) as isize - self.pad_begin as isize;
+        if self.d == 1 {
+            // The same as below without its divisions (by 1): a division
+            // per output and axis cost more than a small window's taps.
+            let j0 = (lo - start).max(0);
+            let j1 = (hi - start).clamp(0, self.k as isize);
+            return (start, j0 as usize, j1.max(j0) as usize);
+        }
         let d = self.d as isize;
         let j0 = if start >= lo { 0 } else { (lo - start + d - 1) / d };
         let j1 = if hi <= start { 0 } else { ((hi - start + d - 1) / d).min(self.k as isize) };
@@ -108,15 +115,19 @@ impl Pool2dParams {
     }
 }
 
-/// Validates buffers, then calls `window(plane, gh, gw, oy, ox)` for every
-/// output element of every `[h, w]` plane.
+/// The taps of one output: `(first row, first jy, end jy)` and the same
+/// for columns ([`AxisGeom::taps`] on the unpadded input).
+type WindowTaps = ((isize, usize, usize), (isize, usize, usize));
+
+/// Validates buffers, then calls `window(plane, gh, gw, taps)` for every
+/// output element of every `[h, w]` plane (a row's taps found once).
 fn run(
     op: &'static str,
     x: &[f32],
     input: [usize; 4],
     p: &Pool2dParams,
     out: &mut [f32],
-    window: impl Fn(&[f32], &AxisGeom, &AxisGeom, usize, usize) -> f32,
+    window: impl Fn(&[f32], &AxisGeom, &AxisGeom, WindowTaps) -> f32,
 ) -> Result<(), OpError> {
     let [gh, gw] = p.geometry(op, input)?;
     check_len(op, "x", x.len(), &input)?;
@@ -127,8 +138,9 @@ fn run(
     }
     for (src, dst) in x.chunks_exact(plane).zip(out.chunks_exact_mut(oplane)) {
         for (oy, row) in dst.chunks_exact_mut(gw.out).enumerate() {
+            let rows = gh.taps(oy, 0, gh.size as isize);
             for (ox, o) in row.iter_mut().enumerate() {
-                *o = window(src, &gh, &gw, oy, ox);
+                *o = window(src, &gh, &gw, (rows, gw.taps(ox, 0, gw.size as isize)));
             }
         }
     }
@@ -146,9 +158,7 @@ pub fn max_pool2d_ext_into(
     p: &Pool2dParams,
     out: &mut [f32],
 ) -> Result<(), OpError> {
-    run(OP_MAX, x, input, p, out, |src, gh, gw, oy, ox| {
-        let (y0, jy0, jy1) = gh.taps(oy, 0, gh.size as isize);
-        let (x0, jx0, jx1) = gw.taps(ox, 0, gw.size as isize);
+    run(OP_MAX, x, input, p, out, |src, gh, gw, ((y0, jy0, jy1), (x0, jx0, jx1))| {
         let mut m = f32::NEG_INFINITY;
         for jy in jy0..jy1 {
             let y = (y0 + (jy * gh.d) as isize) as usize;
@@ -177,9 +187,7 @@ pub fn avg_pool2d_ext_into(
     out: &mut [f32],
 ) -> Result<(), OpError> {
     let include = p.count_include_pad;
-    run(OP_AVG, x, input, p, out, |src, gh, gw, oy, ox| {
-        let (y0, jy0, jy1) = gh.taps(oy, 0, gh.size as isize);
-        let (x0, jx0, jx1) = gw.taps(ox, 0, gw.size as isize);
+    run(OP_AVG, x, input, p, out, |src, gh, gw, ((y0, jy0, jy1), (x0, jx0, jx1))| {
         let mut sum = 0.0f32;
         for jy in jy0..jy1 {
             let y = (y0 + (jy * gh.d) as isize) as usize;

@@ -248,13 +248,25 @@ pub(crate) fn avg_pool2d(input: &[f32], out: &mut [f32], g: &PoolGeometry) {
     });
 }
 
-/// The mean of each plane of `plane` elements.
+/// The mean of each plane of `plane` elements: eight partial sums (lane
+/// `i % 8`, which vectorize; one serial chain of adds cost 4 cycles per
+/// element), added pairwise, then the rest in order.
 pub(crate) fn global_avg_pool(input: &[f32], out: &mut [f32], plane: usize) {
     if plane == 0 {
         return;
     }
     for (src, dst) in input.chunks_exact(plane).zip(out.iter_mut()) {
-        *dst = src.iter().sum::<f32>() / plane as f32;
+        let mut acc = [0.0f32; 8];
+        let chunks = src.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+        let sum = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7));
+        *dst = rest.iter().fold(sum, |s, &v| s + v) / plane as f32;
     }
 }
 
