@@ -195,6 +195,51 @@ fn ops(g: &ImportedGraph) -> Vec<&str> {
     g.graph.layers.iter().map(|l| l.op.as_str()).collect()
 }
 
+/// `(x * clip(x + 3, 0, 6)) / 6` with `x` read by Add and Mul, as
+/// PaddlePaddle exports hard swish; `extra` nodes follow.
+fn paddle_hardswish(extra: Vec<Enc>, outputs: &[&str]) -> Model {
+    let outs = outputs.iter().map(|o| value_info(o, &["8"])).collect();
+    let mut m = Model::new(vec![value_info("x", &["8"])], outs);
+    m.inits = vec![
+        f32_tensor("three", &[], &[3.0]),
+        f32_tensor("lo", &[], &[0.0]),
+        f32_tensor("hi", &[], &[6.0]),
+        f32_tensor("six", &[], &[6.0]),
+    ];
+    m.nodes = vec![
+        node("Add", &["x", "three"], &["t"], &[]),
+        node("Clip", &["t", "lo", "hi"], &["r"], &[]),
+        node("Mul", &["x", "r"], &["p"], &[]),
+        node("Div", &["p", "six"], &["y"], &[]),
+    ];
+    m.nodes.extend(extra);
+    m
+}
+
+#[test]
+fn paddle_hard_swish_becomes_one_layer_with_the_chains_values() {
+    let g = paddle_hardswish(vec![], &["y"]).import(&[]).unwrap();
+    assert_eq!(ops(&g), ["hardswish"]);
+    let x = [-f32::INFINITY, -4.0, -3.0, -1.2345, -0.0, 0.7, 2.9999, f32::MAX];
+    let y = run(&g, &[&x]).remove(0);
+    for (&v, &got) in x.iter().zip(&y) {
+        // The chain's own f32 steps.
+        let want = (v * (v + 3.0).clamp(0.0, 6.0)) / 6.0;
+        assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{v}");
+    }
+}
+
+#[test]
+fn a_hard_swish_chain_read_elsewhere_stays_a_chain() {
+    // The Mul's product is also a graph output: the steps stay.
+    let g = paddle_hardswish(vec![], &["y", "p"]).import(&[]).unwrap();
+    assert!(!ops(&g).contains(&"hardswish"), "{:?}", ops(&g));
+    // A divisor other than 6 is not hard swish.
+    let mut m = paddle_hardswish(vec![], &["y"]);
+    m.inits[3] = f32_tensor("six", &[], &[5.0]);
+    assert!(!ops(&m.import(&[]).unwrap()).contains(&"hardswish"));
+}
+
 #[test]
 fn matmul_add_relu_becomes_linear_with_bias() {
     let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
