@@ -776,63 +776,129 @@ fn im2col_pack(
                 }
             }
         }
-        let (mut ic, mut ky, mut kx) = (t_ic, t_ky, t_kx);
-        for tdst in pdst.chunks_exact_mut(nr) {
-            let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
-            let first = if simple { full[ky * g.kw + kx] } else { usize::MAX };
-            if first != usize::MAX {
-                copy_panel_row(tdst, &plane[first..first + nr]);
-            } else {
-                // This tap's valid output rows and columns.
-                let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
-                let (ox_lo, ox_hi) = valid_range_fast(g.ow, sw, kx * dw, pw, g.w);
-                let (mut oy, mut ox) = (py, px);
-                let mut jj = 0;
-                while jj < jn {
-                    let run = (g.ow - ox).min(jn - jj);
-                    let out = &mut tdst[jj..jj + run];
-                    let (x0, x1) = (ox_lo.max(ox), ox_hi.min(ox + run));
-                    if oy < oy_lo || oy >= oy_hi || x0 >= x1 {
-                        zero_short(out);
-                    } else {
-                        let y = oy * sh + ky * dh - ph;
-                        let row = &plane[y * g.w..(y + 1) * g.w];
-                        let (a, b) = (x0 - ox, x1 - ox);
-                        zero_short(&mut out[..a]);
-                        zero_short(&mut out[b..]);
-                        let first = x0 * sw + kx * dw - pw;
-                        if sw == 1 {
-                            copy_short(&mut out[a..b], &row[first..first + (b - a)]);
-                        } else {
-                            for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw))
-                            {
-                                *o = v;
-                            }
-                        }
-                    }
-                    jj += run;
-                    ox += run;
-                    if ox == g.ow {
-                        ox = 0;
-                        oy += 1;
-                    }
-                }
-                zero_short(&mut tdst[jn..]);
-            }
-            kx += 1;
-            if kx == g.kw {
-                kx = 0;
-                ky += 1;
-                if ky == g.kh {
-                    ky = 0;
-                    ic += 1;
-                }
-            }
+        if simple && full[..khw].iter().all(|&f| f != usize::MAX) {
+            // Every tap reads a contiguous run (an interior panel): the
+            // same copies as below with a channel's plane found once per
+            // channel and no tap counters (the per-tap bookkeeping, not
+            // the 64-byte copies, was most of im2col's time).
+            let start = (t_ic, pc % khw);
+            pack_interior_panel(planes, g.h * g.w, start, &full[..khw], pdst, nr);
+        } else {
+            pack_panel_taps(
+                g,
+                p,
+                planes,
+                (t_ic, t_ky, t_kx),
+                &full,
+                simple,
+                (py, px),
+                jn,
+                pdst,
+                nr,
+            );
         }
         px += nr;
         while px >= g.ow {
             px -= g.ow;
             py += 1;
+        }
+    }
+}
+
+/// One panel of [`im2col_pack`] whose every tap reads `nr` contiguous
+/// values: tap `k` of channel `ic` from `planes[ic plane + full[k]..]`,
+/// from tap `k0` of channel `ic0` on, a panel row per tap.
+fn pack_interior_panel(
+    planes: &[f32],
+    plane: usize,
+    (ic0, k0): (usize, usize),
+    full: &[usize],
+    pdst: &mut [f32],
+    nr: usize,
+) {
+    let mut rows = pdst.chunks_exact_mut(nr);
+    let (mut ic, mut k0) = (ic0, k0);
+    while rows.len() > 0 {
+        let channel = &planes[ic * plane..][..plane];
+        // `full` first: `zip` takes from its first side before its second.
+        for (&first, row) in full[k0..].iter().zip(rows.by_ref()) {
+            copy_panel_row(row, &channel[first..first + nr]);
+        }
+        k0 = 0;
+        ic += 1;
+    }
+}
+
+/// One panel of [`im2col_pack`], tap by tap from tap `(ic, ky, kx)`: a
+/// tap's contiguous run where `simple` found one (`full`), else its valid
+/// pixels of the panel's `jn` (from output pixel `(py, px)`), zeros
+/// elsewhere.
+#[allow(clippy::too_many_arguments)]
+fn pack_panel_taps(
+    g: &Geometry,
+    p: &Conv2dParams,
+    planes: &[f32],
+    (t_ic, t_ky, t_kx): (usize, usize, usize),
+    full: &[usize; FULL_TAPS],
+    simple: bool,
+    (py, px): (usize, usize),
+    jn: usize,
+    pdst: &mut [f32],
+    nr: usize,
+) {
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let [dh, dw] = p.dilation;
+    let (mut ic, mut ky, mut kx) = (t_ic, t_ky, t_kx);
+    for tdst in pdst.chunks_exact_mut(nr) {
+        let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
+        let first = if simple { full[ky * g.kw + kx] } else { usize::MAX };
+        if first != usize::MAX {
+            copy_panel_row(tdst, &plane[first..first + nr]);
+        } else {
+            // This tap's valid output rows and columns.
+            let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
+            let (ox_lo, ox_hi) = valid_range_fast(g.ow, sw, kx * dw, pw, g.w);
+            let (mut oy, mut ox) = (py, px);
+            let mut jj = 0;
+            while jj < jn {
+                let run = (g.ow - ox).min(jn - jj);
+                let out = &mut tdst[jj..jj + run];
+                let (x0, x1) = (ox_lo.max(ox), ox_hi.min(ox + run));
+                if oy < oy_lo || oy >= oy_hi || x0 >= x1 {
+                    zero_short(out);
+                } else {
+                    let y = oy * sh + ky * dh - ph;
+                    let row = &plane[y * g.w..(y + 1) * g.w];
+                    let (a, b) = (x0 - ox, x1 - ox);
+                    zero_short(&mut out[..a]);
+                    zero_short(&mut out[b..]);
+                    let first = x0 * sw + kx * dw - pw;
+                    if sw == 1 {
+                        copy_short(&mut out[a..b], &row[first..first + (b - a)]);
+                    } else {
+                        for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw)) {
+                            *o = v;
+                        }
+                    }
+                }
+                jj += run;
+                ox += run;
+                if ox == g.ow {
+                    ox = 0;
+                    oy += 1;
+                }
+            }
+            zero_short(&mut tdst[jn..]);
+        }
+        kx += 1;
+        if kx == g.kw {
+            kx = 0;
+            ky += 1;
+            if ky == g.kh {
+                ky = 0;
+                ic += 1;
+            }
         }
     }
 }
