@@ -14,8 +14,8 @@
 //! Shelling out to the same binary also benches exactly the files a user
 //! gets. The binary is `$LSQR_BIN`, else `lsqr` next to this bench's
 //! target directory (`cargo build --release -p lsqr-cli` first; the script
-//! does). The files are cached in `<target>/bench-models/` (delete them
-//! after changing the quantizer).
+//! does). The files are cached in `<target>/bench-models/` and made again
+//! when the binary is newer than them.
 //!
 //! Models: `$LSQR_MODELS` or `~/.cache/lsqr-models` (scripts/fetch-models.sh);
 //! a model that is missing is skipped with a note.
@@ -67,12 +67,17 @@ fn lsqr_bin() -> PathBuf {
     target_dir().join("release").join(format!("lsqr{}", std::env::consts::EXE_SUFFIX))
 }
 
-/// The `.lsq` of `model` with `flags`, made once.
+/// The `.lsq` of `model` with `flags`, made again whenever the `lsqr`
+/// binary is newer than the file (an import change, such as a new fusion,
+/// changes the graph that is timed).
 fn lsq(model: &Path, name: &str, shape: &str, flags: &[&str], out: &Path) -> Result<(), String> {
-    if out.exists() {
-        return Ok(());
-    }
     let bin = lsqr_bin();
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(made), Some(built)) = (modified(out), modified(&bin)) {
+        if made >= built {
+            return Ok(());
+        }
+    }
     let status = Command::new(&bin)
         .arg("quantize")
         .arg(model)
