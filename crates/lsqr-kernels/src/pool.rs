@@ -206,7 +206,8 @@ pub fn avg_pool2d_ext_into(
 }
 
 /// ONNX GlobalMaxPool of NCHW `x` into `out` (`[n, c, 1, 1]`). NaN
-/// propagates; an empty plane is an error (its max is undefined).
+/// propagates; an empty plane is an error (its max is undefined); of a tie
+/// between +0 and -0 either may be returned.
 pub fn global_max_pool2d_into(
     x: &[f32],
     input: [usize; 4],
@@ -237,8 +238,21 @@ pub fn global_max_pool_into(
     }
     check_len(OP_GMAX, "x", x.len(), &[n_c, plane])?;
     check_len(OP_GMAX, "out", out.len(), &[n_c])?;
+    let pick = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
     for (src, o) in x.chunks_exact(plane).zip(out.iter_mut()) {
-        *o = src.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() { v } else { m });
+        // Eight running maxima (lane `i % 8`), which vectorize: one chain
+        // of dependent compares took 0.5 ms on Magika's 512 x 508 plane.
+        // A NaN stays in its lane, so it still wins; only which of +0 and
+        // -0 a tie between them gives may differ from one chain's.
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        let chunks = src.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (m, &v) in lanes.iter_mut().zip(c) {
+                *m = pick(*m, v);
+            }
+        }
+        *o = lanes.into_iter().chain(rest.iter().copied()).fold(f32::NEG_INFINITY, pick);
     }
     Ok(())
 }

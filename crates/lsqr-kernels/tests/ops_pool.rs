@@ -123,6 +123,28 @@ proptest! {
         global_max_pool2d_into(&x, [n, c, h, w], &mut out).unwrap();
         prop_assert_eq!(out, want);
     }
+
+    /// Planes of any length (past the eight running maxima and their
+    /// remainder), negatives, signed zeros and a NaN anywhere: the max
+    /// (equal as a value: a tie of +0 and -0 may give either), NaN if the
+    /// plane has one.
+    #[test]
+    fn global_max_is_the_max_at_any_length(
+        x in prop::collection::vec(prop_oneof![-1e3f32..1e3, Just(0.0f32), Just(-0.0f32)], 1..70),
+        nan_at in prop::option::of(0usize..70),
+    ) {
+        let mut x = x;
+        if let Some(i) = nan_at.filter(|&i| i < x.len()) {
+            x[i] = f32::NAN;
+        }
+        let mut out = [0.0];
+        global_max_pool2d_into(&x, [1, 1, 1, x.len()], &mut out).unwrap();
+        if x.iter().any(|v| v.is_nan()) {
+            prop_assert!(out[0].is_nan());
+        } else {
+            prop_assert_eq!(out[0], x.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        }
+    }
 }
 
 fn p(kernel: usize, stride: usize, pad: usize) -> Pool2dParams {
