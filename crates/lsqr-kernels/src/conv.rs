@@ -760,7 +760,7 @@ fn im2col_pack(
         // `(ky, kx)` and not on the input channel: found once per panel,
         // not per tap of every channel.
         let mut full = [usize::MAX; FULL_TAPS];
-        let simple = sw == 1 && jn == nr && px + nr <= g.ow && khw <= FULL_TAPS;
+        let simple = jn == nr && px + nr <= g.ow && khw <= FULL_TAPS;
         if simple {
             for ky in 0..g.kh {
                 let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
@@ -771,18 +771,18 @@ fn im2col_pack(
                 for kx in 0..g.kw {
                     let (ox_lo, ox_hi) = valid_range_fast(g.ow, sw, kx * dw, pw, g.w);
                     if px >= ox_lo && px + nr <= ox_hi {
-                        full[ky * g.kw + kx] = y * g.w + px + kx * dw - pw;
+                        full[ky * g.kw + kx] = y * g.w + px * sw + kx * dw - pw;
                     }
                 }
             }
         }
         if simple && full[..khw].iter().all(|&f| f != usize::MAX) {
-            // Every tap reads a contiguous run (an interior panel): the
-            // same copies as below with a channel's plane found once per
+            // Every tap reads one input row (an interior panel): the same
+            // values as below with a channel's plane found once per
             // channel and no tap counters (the per-tap bookkeeping, not
             // the 64-byte copies, was most of im2col's time).
             let start = (t_ic, pc % khw);
-            pack_interior_panel(planes, g.h * g.w, start, &full[..khw], pdst, nr);
+            pack_interior_panel(planes, g.h * g.w, start, &full[..khw], pdst, (nr, sw));
         } else {
             pack_panel_taps(
                 g,
@@ -790,7 +790,8 @@ fn im2col_pack(
                 planes,
                 (t_ic, t_ky, t_kx),
                 &full,
-                simple,
+                // The tap-by-tap path copies `full`'s runs as contiguous.
+                simple && sw == 1,
                 (py, px),
                 jn,
                 pdst,
@@ -805,16 +806,17 @@ fn im2col_pack(
     }
 }
 
-/// One panel of [`im2col_pack`] whose every tap reads `nr` contiguous
-/// values: tap `k` of channel `ic` from `planes[ic plane + full[k]..]`,
-/// from tap `k0` of channel `ic0` on, a panel row per tap.
+/// One panel of [`im2col_pack`] whose every tap reads `nr` values of one
+/// input row, `sw` apart (contiguous at stride 1): tap `k` of channel `ic`
+/// from `planes[ic plane + full[k]..]`, from tap `k0` of channel `ic0` on,
+/// a panel row per tap.
 fn pack_interior_panel(
     planes: &[f32],
     plane: usize,
     (ic0, k0): (usize, usize),
     full: &[usize],
     pdst: &mut [f32],
-    nr: usize,
+    (nr, sw): (usize, usize),
 ) {
     let mut rows = pdst.chunks_exact_mut(nr);
     let (mut ic, mut k0) = (ic0, k0);
@@ -822,7 +824,14 @@ fn pack_interior_panel(
         let channel = &planes[ic * plane..][..plane];
         // `full` first: `zip` takes from its first side before its second.
         for (&first, row) in full[k0..].iter().zip(rows.by_ref()) {
-            copy_panel_row(row, &channel[first..first + nr]);
+            if sw == 1 {
+                copy_panel_row(row, &channel[first..first + nr]);
+            } else {
+                let run = &channel[first..first + (nr - 1) * sw + 1];
+                for (d, &v) in row.iter_mut().zip(run.iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
         }
         k0 = 0;
         ic += 1;

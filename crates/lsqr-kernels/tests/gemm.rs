@@ -383,6 +383,13 @@ fn conv2d_crosses_every_block() {
     assert!(conv_case([6, 1, 5, 5], [1, 6, 9, 53], &p, 4, 3, 8));
     let p = Conv2dParams { stride: [2, 1], padding: [2, 1], dilation: [1, 1], groups: 4 };
     assert!(conv_case([8, 1, 5, 5], [2, 4, 11, 37], &p, 8, 1, 9));
+    // Strided rows wide enough for interior panels of 16 pixels (whose
+    // taps im2col gathers `sw` apart): a network's first 3x3 stride-2
+    // convolution over 3 channels, then stride 3 with dilation.
+    let p = Conv2dParams { stride: [2, 2], padding: [1, 1], ..Conv2dParams::default() };
+    assert!(conv_case([16, 3, 3, 3], [1, 3, 24, 70], &p, 8, 2, 13));
+    let p = Conv2dParams { stride: [2, 3], padding: [1, 2], dilation: [2, 2], groups: 1 };
+    assert!(conv_case([8, 5, 3, 3], [1, 5, 30, 120], &p, 4, 3, 14));
     // Along H only (`w == kw == 1`, Magika's shape): run with H and W
     // swapped; strided, padded along H, dilated, and grouped.
     assert!(conv_case([40, 24, 5, 1], [1, 24, 300, 1], &Conv2dParams::default(), 4, 3, 6));
