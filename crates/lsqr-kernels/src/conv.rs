@@ -790,8 +790,7 @@ fn im2col_pack(
                 planes,
                 (t_ic, t_ky, t_kx),
                 &full,
-                // The tap-by-tap path copies `full`'s runs as contiguous.
-                simple && sw == 1,
+                simple,
                 (py, px),
                 jn,
                 pdst,
@@ -824,14 +823,7 @@ fn pack_interior_panel(
         let channel = &planes[ic * plane..][..plane];
         // `full` first: `zip` takes from its first side before its second.
         for (&first, row) in full[k0..].iter().zip(rows.by_ref()) {
-            if sw == 1 {
-                copy_panel_row(row, &channel[first..first + nr]);
-            } else {
-                let run = &channel[first..first + (nr - 1) * sw + 1];
-                for (d, &v) in row.iter_mut().zip(run.iter().step_by(sw)) {
-                    *d = v;
-                }
-            }
+            gather_row(row, &channel[first..], sw);
         }
         k0 = 0;
         ic += 1;
@@ -839,7 +831,7 @@ fn pack_interior_panel(
 }
 
 /// One panel of [`im2col_pack`], tap by tap from tap `(ic, ky, kx)`: a
-/// tap's contiguous run where `simple` found one (`full`), else its valid
+/// tap's run on one input row where `simple` found one (`full`), else its valid
 /// pixels of the panel's `jn` (from output pixel `(py, px)`), zeros
 /// elsewhere.
 #[allow(clippy::too_many_arguments)]
@@ -863,7 +855,7 @@ fn pack_panel_taps(
         let plane = &planes[ic * g.h * g.w..][..g.h * g.w];
         let first = if simple { full[ky * g.kw + kx] } else { usize::MAX };
         if first != usize::MAX {
-            copy_panel_row(tdst, &plane[first..first + nr]);
+            gather_row(tdst, &plane[first..], sw);
         } else {
             // This tap's valid output rows and columns.
             let (oy_lo, oy_hi) = valid_range_fast(g.oh, sh, ky * dh, ph, g.h);
@@ -883,13 +875,7 @@ fn pack_panel_taps(
                     zero_short(&mut out[..a]);
                     zero_short(&mut out[b..]);
                     let first = x0 * sw + kx * dw - pw;
-                    if sw == 1 {
-                        copy_short(&mut out[a..b], &row[first..first + (b - a)]);
-                    } else {
-                        for (o, &v) in out[a..b].iter_mut().zip(row[first..].iter().step_by(sw)) {
-                            *o = v;
-                        }
-                    }
+                    gather_row(&mut out[a..b], &row[first..], sw);
                 }
                 jj += run;
                 ox += run;
@@ -915,6 +901,20 @@ fn pack_panel_taps(
 /// Kernel taps (`kh kw`) up to which [`im2col_pack`] finds each tap's
 /// run once per panel.
 const FULL_TAPS: usize = 64;
+
+/// `dst[i] = src[i sw]` for every `i < dst.len()`: a panel row's pixels of
+/// one input row (contiguous at stride 1: [`copy_panel_row`]). Panics if
+/// `src` is too short.
+#[inline(always)]
+fn gather_row(dst: &mut [f32], src: &[f32], sw: usize) {
+    let Some(last) = dst.len().checked_sub(1) else { return };
+    if sw == 1 {
+        return copy_panel_row(dst, &src[..dst.len()]);
+    }
+    for (d, &v) in dst.iter_mut().zip(src[..last * sw + 1].iter().step_by(sw)) {
+        *d = v;
+    }
+}
 
 /// One panel row of [`im2col_pack`]'s common case: `nr` contiguous
 /// values; at 16 (the AVX tiles' width) a fixed-size copy, which compiles

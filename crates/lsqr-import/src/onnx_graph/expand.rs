@@ -1440,12 +1440,12 @@ impl Converter<'_> {
         let mut seen = std::collections::HashSet::new();
         let mut stack = vec![value.to_string()];
         while let Some(v) = stack.pop() {
-            if let Some(layer) = self.producer.get(&v).and_then(|&l| self.layers.get(l)) {
-                if !seen.contains(&v) {
-                    stack.extend(layer.inputs.iter().filter(|i| !seen.contains(*i)).cloned());
-                }
+            if !seen.insert(v.clone()) {
+                continue;
             }
-            seen.insert(v);
+            if let Some(layer) = self.producer.get(&v).and_then(|&l| self.layers.get(l)) {
+                stack.extend(layer.inputs.iter().cloned());
+            }
         }
         self.graph_inputs
             .iter()
