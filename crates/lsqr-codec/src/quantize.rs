@@ -239,20 +239,42 @@ fn two_level(
         ScaleMethod::AbsMax => TwoLevelFit::AbsMax,
         ScaleMethod::MseSearch => TwoLevelFit::Mse,
     };
-    let codebook = choose_codebook(data, layout, absmax, importance, width, &options.codec)?;
+    let mut codebook = choose_codebook(data, layout, absmax, importance, width, &options.codec)?;
     let scales_for = |codebook: &Codebook| {
         let (supers, subs) =
             scale_fit::two_level_scales(data, layout, codebook, dtype, fit, importance)?;
         GroupScales::two_level(dtype, layout, supers, subs)
     };
-    let scales = scales_for(&codebook)?;
+    let mut scales = scales_for(&codebook)?;
     if options.codec == CodecSpec::Lut && fit == TwoLevelFit::Mse {
         let values = GroupScales::values;
-        return alternate_lut(
-            data, layout, importance, width, codebook, scales, values, scales_for,
-        );
+        (codebook, scales) =
+            alternate_lut(data, layout, importance, width, codebook, scales, values, scales_for)?;
     }
+    let scales = zero_sub_blocks_worse_than_zeros(data, layout, &codebook, scales)?;
     Ok((codebook, scales))
+}
+
+/// [`zero_groups_worse_than_zeros`] for two-level scales: a sub-block that
+/// its codes decode worse than zeros gets sub-scale 0. A super-scale shared
+/// with larger sub-blocks can leave a small one at a scale whose smallest
+/// level is far from its values (a dead channel beside live ones).
+fn zero_sub_blocks_worse_than_zeros(
+    data: &[f32],
+    layout: &GroupLayout,
+    codebook: &Codebook,
+    scales: GroupScales,
+) -> Result<GroupScales, CodecError> {
+    let mut values = scales.values().to_vec();
+    zero_groups_worse_than_zeros(data, layout, codebook, &mut values);
+    let (Some(supers), Some(subs)) = (scales.super_scales(), scales.sub_scales()) else {
+        return Ok(scales);
+    };
+    if values == scales.values() {
+        return Ok(scales);
+    }
+    let subs = subs.iter().zip(&values).map(|(&q, &v)| if v == 0.0 { 0 } else { q }).collect();
+    GroupScales::two_level(scales.dtype(), layout, supers.to_vec(), subs)
 }
 
 /// [`LUT_REFIT_ROUNDS`] of: the `lut` table retrained for the scales
@@ -348,10 +370,19 @@ pub(crate) fn scale_of(scales: &[f32], g: usize) -> f32 {
     scales.get(g).copied().unwrap_or(1.0)
 }
 
-/// Multiplier that maps a group onto the codebook's unit range.
+/// Multiplier that maps a group onto the codebook's unit range; 0 (the
+/// group taken as zeros) for a scale of 0 or one too small to invert.
+///
+/// A subnormal scale below `1 / f32::MAX` (a group whose largest
+/// magnitude is under about 3e-39, as rows of a folded batch norm can be)
+/// has no finite inverse, and `x * inf` would turn the group's zeros into
+/// NaN. Stored scales are never that small (they are 0 or at least the
+/// smallest normal f32); the raw absmax scales a codebook is first fitted
+/// to can be.
 pub(crate) fn inverse(scale: f32) -> f32 {
-    if scale > 0.0 {
-        1.0 / scale
+    let inv = 1.0 / scale;
+    if scale > 0.0 && inv.is_finite() {
+        inv
     } else {
         0.0
     }
@@ -586,6 +617,38 @@ mod tests {
                     _ => 30.0,
                 };
                 assert!(snr > floor, "{kind} C={bits}: {snr} dB");
+            }
+        }
+    }
+
+    /// A row whose largest magnitude is a subnormal below `1 / f32::MAX`
+    /// (a folded batch norm's dead channel in PP-OCRv4 rec) beside an
+    /// ordinary row: its raw absmax scale has no finite inverse. Every
+    /// codec, scaling and scale method takes it, the dead row decodes to
+    /// (near) zeros and the ordinary row keeps its precision.
+    #[test]
+    fn a_row_too_small_to_invert_beside_an_ordinary_one() {
+        let mut x = vec![0.0f32; 2 * 480];
+        x[7] = 8.4e-40;
+        x[480..].copy_from_slice(&ramp(480));
+        let two_level = Scaling::TwoLevel(crate::TwoLevel::DEFAULT);
+        for kind in CodecKind::ALL {
+            for scaling in [Scaling::Group(64), Scaling::Row, two_level] {
+                for method in [ScaleMethod::AbsMax, ScaleMethod::MseSearch] {
+                    let opts = QuantizeOptions {
+                        scaling,
+                        scale_method: method,
+                        ..QuantizeOptions::new(CodecSpec::default_for(kind), 4)
+                    };
+                    let case = alloc::format!("{kind} {scaling:?} {method:?}");
+                    let q =
+                        quantize(&x, &[2, 480], &opts).unwrap_or_else(|e| panic!("{case}: {e}"));
+                    let y = q.dequantize();
+                    assert!(y[..480].iter().all(|v| v.abs() < 1e-38), "{case}");
+                    let snr = ErrorMetrics::between(&x[480..], &y[480..]).unwrap().snr_db();
+                    let floor = if kind == CodecKind::Seed { 5.0 } else { 15.0 };
+                    assert!(snr > floor, "{case}: {snr} dB");
+                }
             }
         }
     }

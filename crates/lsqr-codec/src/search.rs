@@ -28,7 +28,8 @@ const REFINE_SAMPLE: usize = 1 << 16;
 /// Elements taken at a fixed stride, divided by their group scales, with
 /// each one's weight `s²` (the factor that turns an error at unit scale into
 /// an error in the tensor's units). Elements of all-zero groups decode to 0
-/// under every codebook, so they are left out.
+/// under every codebook, so they are left out, and so are those of groups
+/// too small to invert (see [`inverse`]).
 pub(crate) struct Sample {
     normalized: Vec<f32>,
     /// `s²`, in f64: f32 overflows for scales above ~1.8e19.
@@ -48,7 +49,7 @@ impl Sample {
         let (normalized, weights) = (0..data.len())
             .step_by(stride)
             .map(|i| (i, data[i], scale_of(scales, layout.group_of(i))))
-            .filter(|&(_, _, s)| s > 0.0)
+            .filter(|&(_, _, s)| inverse(s) > 0.0)
             .map(|(i, x, s)| (x * inverse(s), weight(s) * f64::from(importance.at(i))))
             .unzip();
         Self { normalized, weights }
