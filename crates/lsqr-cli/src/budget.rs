@@ -14,7 +14,9 @@ use lsqr::codec::{GroupLayout, ScaleDtype, Scaling, TwoLevel};
 use lsqr_import::{SourceModel, SourceTensor};
 use rayon::prelude::*;
 
-use crate::pipeline::{best_quantization, Action, PipelineError, Settings};
+use lsqr::codec::CodecKind;
+
+use crate::pipeline::{best_quantization, Action, CodecChoice, PipelineError, Settings};
 
 /// Elements of each tensor, in whole rows spread over the tensor, that the
 /// candidates are measured on. On MiniLM, samples of 2^15, 2^16 and 2^17
@@ -39,17 +41,37 @@ pub fn default_layouts() -> Vec<Scaling> {
         .collect()
 }
 
-/// The widths tried for a budget of `bpw`: from its integer part to two
-/// above (4..=6 for 4.25), within 2..=8, and from one below for a tensor
-/// whose error is weighed by what it does (`informed`: importance weights
-/// or a calibrated gain). Weighed by weight error alone, a tensor of small
-/// weights is cheap to starve whatever the model's dependence on it, so a
-/// plan never takes such a tensor below the width the budget affords all
-/// of them.
-fn widths_for(bpw: f64, informed: bool) -> std::ops::RangeInclusive<u32> {
-    let base = bpw.floor().clamp(2.0, 8.0) as u32;
+/// The widths tried from `base` (see [`base_width`]): to two above (4..=6
+/// for 4.25 bits per weight), within 2..=8, and from one below for a
+/// tensor whose error is weighed by what it does (`informed`: importance
+/// weights or a calibrated gain). Weighed by weight error alone, a tensor
+/// of small weights is cheap to starve whatever the model's dependence on
+/// it, so a plan never takes such a tensor below the width the budget
+/// affords all of them.
+fn widths_for(base: u32, informed: bool) -> std::ops::RangeInclusive<u32> {
     let low = if informed { base.saturating_sub(1).max(2) } else { base };
     low..=(base + 2).min(8)
+}
+
+/// The width the budget affords every tensor: the largest C (at most the
+/// integer part of `bpw`, within 2..=8) at which every quantized tensor,
+/// stored with the first layout (always a candidate, see
+/// [`candidates_for`]) and its scales and table, fits `bpw`. So `--bpw 4`
+/// plans from C = 3, since C = 4 with any scales takes more than 4 bits;
+/// the stored sizes follow from the shapes alone.
+pub fn base_width(model: &SourceModel, settings: &Settings, bpw: f64, layouts: &[Scaling]) -> u32 {
+    let tensors = quantizable(model, settings);
+    let weights: u64 = tensors.iter().map(|t| t.element_count() as u64).sum();
+    let budget = (bpw * weights as f64).floor() as u64;
+    let lut = matches!(settings.codec, CodecChoice::Auto | CodecChoice::Fixed(CodecKind::Lut));
+    let top = bpw.floor().clamp(2.0, 8.0) as u32;
+    let fits = |bits: u32| {
+        let least = tensors
+            .iter()
+            .map(|t| stored_bits(&t.shape, bits, layouts[0], settings.scale_dtype, lut));
+        least.fold(0u64, u64::saturating_add) <= budget
+    };
+    (2..=top).rev().find(|&bits| fits(bits)).unwrap_or(2)
 }
 
 /// A `--bpw` request.
@@ -104,9 +126,10 @@ pub fn plan(
     let informed = |t: &SourceTensor| {
         settings.importance.contains_key(&t.name) || gains.is_some_and(|g| g.contains_key(&t.name))
     };
+    let base = base_width(model, settings, bpw, layouts);
     let mut candidates: Vec<Vec<Candidate>> = tensors
         .par_iter()
-        .map(|t| candidates_for(model, t, settings, widths_for(bpw, informed(t)), layouts))
+        .map(|t| candidates_for(model, t, settings, widths_for(base, informed(t)), layouts))
         .collect::<Result<_, _>>()?;
     if let Some(gains) = gains {
         let mut known: Vec<f64> = gains.values().copied().collect();
@@ -144,8 +167,13 @@ pub fn quantizable<'m>(model: &'m SourceModel, settings: &Settings) -> Vec<&'m S
 /// The setting calibration probes each tensor with: the smallest width
 /// and the first layout tried, so that its effect stands well above the
 /// runtime's rounding.
-pub fn probe(bpw: f64, layouts: &[Scaling]) -> (u32, Scaling) {
-    (*widths_for(bpw, true).start(), layouts[0])
+pub fn probe(
+    model: &SourceModel,
+    settings: &Settings,
+    bpw: f64,
+    layouts: &[Scaling],
+) -> (u32, Scaling) {
+    (*widths_for(base_width(model, settings, bpw, layouts), true).start(), layouts[0])
 }
 
 /// Every (width, layout) for one tensor, measured on a sample of its rows,
@@ -364,9 +392,30 @@ mod tests {
 
     #[test]
     fn widths_around_the_budget() {
-        assert_eq!(widths_for(4.25, false), 4..=6);
-        assert_eq!(widths_for(4.25, true), 3..=6);
-        assert_eq!(widths_for(2.1, true), 2..=4);
-        assert_eq!(widths_for(8.5, false), 8..=8);
+        assert_eq!(widths_for(4, false), 4..=6);
+        assert_eq!(widths_for(4, true), 3..=6);
+        assert_eq!(widths_for(2, true), 2..=4);
+        assert_eq!(widths_for(8, false), 8..=8);
+    }
+
+    /// The base width is the largest every tensor can have within the
+    /// budget, scales and table counted: a whole number of bits per weight
+    /// does not fit that many bits of codes plus scales.
+    #[test]
+    fn base_width_leaves_room_for_the_scales() {
+        use crate::pipeline::tests::{defaults, model_of};
+        let model = model_of(&vec![0.5; 64 * 1024], &[64, 1024]);
+        let layouts = default_layouts();
+        // 1024/32/3: 3 bits per 32 and an f16 per 1024, 0.109 bits per weight.
+        let log = defaults(CodecKind::Log);
+        let cases =
+            [(4.25, 4), (4.11, 4), (4.1, 3), (4.0, 3), (2.5, 2), (1.0, 2), (8.5, 8), (9.0, 8)];
+        for (bpw, base) in cases {
+            assert_eq!(base_width(&model, &log, bpw, &layouts), base, "--bpw {bpw}");
+        }
+        // A lut table at C = 8 is 1024 bytes, 0.125 bits per weight here.
+        let lut = defaults(CodecKind::Lut);
+        assert_eq!(base_width(&model, &lut, 8.2, &layouts), 7);
+        assert_eq!(base_width(&model, &lut, 8.25, &layouts), 8);
     }
 }

@@ -162,7 +162,12 @@ pub fn quantize(
                                     model whose graph imports"
                             .into());
                     }
-                    let probe = crate::budget::probe(budget.bits_per_weight, &budget.layouts);
+                    let probe = crate::budget::probe(
+                        model,
+                        &settings,
+                        budget.bits_per_weight,
+                        &budget.layouts,
+                    );
                     let feedback = budget.error_feedback;
                     let c = crate::calibrate::calibrate(
                         &source,

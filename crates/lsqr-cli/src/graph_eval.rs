@@ -250,7 +250,7 @@ pub fn eval_graph(
                 let layouts = crate::budget::default_layouts();
                 let names: Vec<String> = weights.iter().map(|t| t.name.clone()).collect();
                 let gains = if calibrated {
-                    let probe = crate::budget::probe(bpw, &layouts);
+                    let probe = crate::budget::probe(&source, &s, bpw, &layouts);
                     let base = Settings { codec: CodecChoice::Fixed(kind), ..base.clone() };
                     let c = crate::calibrate::calibrate(
                         &model,

@@ -518,14 +518,14 @@ pub fn evaluate(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use lsqr::format::RawDtype;
     use lsqr_import::{Format, TensorBytes};
     use proptest::prelude::*;
 
     /// What `lsqr quantize` uses when no option is given.
-    fn defaults(codec: CodecKind) -> Settings {
+    pub(crate) fn defaults(codec: CodecKind) -> Settings {
         Settings {
             bits: 4,
             codec: CodecChoice::Fixed(codec),
@@ -542,7 +542,7 @@ mod tests {
         }
     }
 
-    fn model_of(values: &[f32], shape: &[usize]) -> SourceModel {
+    pub(crate) fn model_of(values: &[f32], shape: &[usize]) -> SourceModel {
         SourceModel {
             path: "test.safetensors".into(),
             format: Format::Safetensors,

@@ -453,6 +453,27 @@ fn ppocr_det_c8_keeps_25_db() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// PP-OCRv4 rec's folded batch norms leave rows whose largest weight is a
+/// subnormal under 1 / f32::MAX (conv2d_201 has one): its raw absmax scale
+/// has no finite inverse, and `lut` with two-level scales, which every
+/// `--bpw` plan tries, once failed on it with a NaN table. And a whole
+/// number of bits per weight (`--bpw 4`) plans from C = 3, as C = 4 with
+/// scales takes more than 4 bits.
+#[test]
+fn ppocr_rec_lut_budget_of_four_bits() {
+    let dir = temp_dir("rec-lut");
+    let (x_path, _) = reference("ppocr-rec");
+    let (_, x) = npy(&x_path);
+    let options = ["--codec", "lut", "--scale-method", "mse", "--bpw", "4"];
+    let rel = "ppocr/ch_PP-OCRv4_rec_infer.onnx";
+    let lsq = import(&dir, rel, "x", "1,3,48,320", &options, "bpw4");
+    let bpw = quantized_bits_per_weight(&lsq);
+    assert!(bpw <= 4.0 && bpw > 3.9, "{bpw} bits per weight");
+    let out = run(&lsq, &[&x]).remove(0);
+    assert!(out.iter().all(|v| v.is_finite()), "non-finite output");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Writes an `.npz` of one f32 array `name` of `shape`.
 fn write_npz(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
     use std::io::Write;
