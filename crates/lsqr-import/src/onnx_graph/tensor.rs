@@ -66,8 +66,13 @@ pub(crate) fn grown(shape: &[usize], largest_input: usize) -> Result<usize, Stri
 
 impl Const {
     pub fn new(dtype: Dtype, shape: Vec<usize>, data: Vec<f64>) -> Result<Const, String> {
-        if numel(&shape)? != data.len() {
-            return Err(format!("{} values for shape {shape:?}", data.len()));
+        let expected = numel(&shape)?;
+        if expected != data.len() {
+            let got = match data.len() {
+                1 => "1 value".to_string(),
+                n => format!("{n} values"),
+            };
+            return Err(format!("{got} for shape {shape:?}, which holds {expected}"));
         }
         let data = match dtype {
             Dtype::Float => data.into_iter().map(|v| v as f32 as f64).collect(),

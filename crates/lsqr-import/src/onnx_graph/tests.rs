@@ -709,6 +709,11 @@ fn input_values_are_checked() {
     assert!(e.contains("--input-value names 'nope'") && e.contains("inputs: x, mode"), "{e}");
     let e = m.import_with(&[], &[("mode", &[1.0, 2.0])]).unwrap_err().to_string();
     assert!(e.contains("graph input 'mode'") && e.contains("2 values for shape []"), "{e}");
+    let e = m.import_with(&[], &[("x", &[1.0])]).unwrap_err().to_string();
+    assert!(
+        e.contains("graph input 'x'") && e.contains("1 value for shape [2], which holds 2"),
+        "{e}"
+    );
     let e = m.import_with(&[], &[("mode", &[f64::NAN])]).unwrap_err().to_string();
     assert!(e.contains("graph input 'mode'") && e.contains("not finite"), "{e}");
 }
