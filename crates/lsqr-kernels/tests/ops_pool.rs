@@ -90,6 +90,32 @@ fn params() -> impl Strategy<Value = ([usize; 4], Pool2dParams)> {
         )
 }
 
+/// Rows wider than the max pool's row buffer (1024) take the
+/// window-by-window loop; narrower ones the two-pass one, which the
+/// proptest below covers.
+#[test]
+fn max_pool_rows_wider_than_its_buffer() {
+    for (w, (k, s, d, pad, ceil)) in
+        [(1025, (2, 2, 1, 0, false)), (1031, (3, 1, 1, 1, false)), (1030, (3, 2, 2, 2, true))]
+    {
+        let input = [1, 2, 4, w];
+        let x: Vec<f32> = (0..2 * 4 * w).map(|i| ((i * 7919) % 113) as f32 - 50.0).collect();
+        let p = Pool2dParams {
+            kernel: [k, k],
+            stride: [s, s],
+            pads: [pad; 4],
+            dilation: [d, d],
+            ceil_mode: ceil,
+            count_include_pad: false,
+        };
+        let (mx, _, shape) = reference(&x, input, &p);
+        let mut out = vec![0.0; mx.len()];
+        max_pool2d_ext_into(&x, input, &p, &mut out).unwrap();
+        assert_eq!(p.output_shape(input).unwrap(), shape);
+        assert!(same(&out, &mx), "width {w}, {p:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
