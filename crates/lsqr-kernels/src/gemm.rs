@@ -202,9 +202,7 @@ pub(crate) fn gemm(
                     w.prefetch(row0 + r, far_pc, KC.min(k - far_pc));
                 }
                 let a = &mut abuf[..mc * kc];
-                for (i, row) in a.chunks_exact_mut(kc).enumerate() {
-                    w.decode_range(kern, row0 + ic + i, pc, row)?;
-                }
+                w.decode_block(kern, row0 + ic, pc, kc, a)?;
                 let bblock = &bbuf[pc * ncp..(pc + kc) * ncp];
                 for (jr, bp) in bblock.chunks_exact(nr * kc).enumerate() {
                     let mut ir = 0;
@@ -259,9 +257,7 @@ fn gemm_rows(
                     w.prefetch(row0 + r, pc, kc);
                 }
                 let a = &mut abuf[..mc * kc];
-                for (i, row) in a.chunks_exact_mut(kc).enumerate() {
-                    w.decode_range(kern, row0 + ic + i, pc, row)?;
-                }
+                w.decode_block(kern, row0 + ic, pc, kc, a)?;
                 let a = &*a;
                 for jc in (0..n).step_by(NC) {
                     let nc = NC.min(n - jc);
@@ -290,9 +286,7 @@ fn gemm_rows(
                     w.prefetch(row0 + r, pc, kc);
                 }
                 let a = &mut abuf[..mc * kc];
-                for (i, row) in a.chunks_exact_mut(kc).enumerate() {
-                    w.decode_range(kern, row0 + ic + i, pc, row)?;
-                }
+                w.decode_block(kern, row0 + ic, pc, kc, a)?;
                 add_tiles(kern, a, kc, mc, bblock, nr, mr_max, nc, ic, jc, &mut c, &mut tile);
             }
         }
