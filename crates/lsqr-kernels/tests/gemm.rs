@@ -366,6 +366,11 @@ fn conv2d_crosses_every_block() {
     // Large enough for the `parallel` feature to split channels.
     let p = Conv2dParams { padding: [1, 1], groups: 128, ..Conv2dParams::default() };
     assert!(conv_case([128, 1, 3, 3], [1, 128, 64, 64], &p, 4, 3, 5));
+    // Depthwise filters are decoded 1024 values at a time (113 3x3
+    // filters): 120 channels over two images cross that batch and return
+    // to channel 0.
+    let p = Conv2dParams { padding: [1, 1], groups: 120, ..Conv2dParams::default() };
+    assert!(conv_case([120, 1, 3, 3], [2, 120, 5, 7], &p, 4, 3, 15));
     // 1x1: a plain GEMM over pixels. Panels of 16 pixels cross rows of 7;
     // then deeper than KC (300 channels) and wider than NC (17 x 19 = 323
     // pixels), and grouped.
