@@ -55,10 +55,11 @@ fn widths_for(base: u32, informed: bool) -> std::ops::RangeInclusive<u32> {
 
 /// The width the budget affords every tensor: the largest C (at most the
 /// integer part of `bpw`, within 2..=8) at which every quantized tensor,
-/// stored with the first layout (always a candidate, see
-/// [`candidates_for`]) and its scales and table, fits `bpw`. So `--bpw 4`
-/// plans from C = 3, since C = 4 with any scales takes more than 4 bits;
-/// the stored sizes follow from the shapes alone.
+/// stored with its cheapest layout and its scales and table, fits `bpw`.
+/// So `--bpw 4` plans from C = 3, since C = 4 with any scales takes more
+/// than 4 bits; the stored sizes follow from the shapes alone. (A plan
+/// whose retained candidates still do not fit steps one width lower, see
+/// [`plan`].)
 pub fn base_width(model: &SourceModel, settings: &Settings, bpw: f64, layouts: &[Scaling]) -> u32 {
     let tensors = quantizable(model, settings);
     let weights: u64 = tensors.iter().map(|t| t.element_count() as u64).sum();
@@ -66,9 +67,11 @@ pub fn base_width(model: &SourceModel, settings: &Settings, bpw: f64, layouts: &
     let lut = matches!(settings.codec, CodecChoice::Auto | CodecChoice::Fixed(CodecKind::Lut));
     let top = bpw.floor().clamp(2.0, 8.0) as u32;
     let fits = |bits: u32| {
-        let least = tensors
-            .iter()
-            .map(|t| stored_bits(&t.shape, bits, layouts[0], settings.scale_dtype, lut));
+        let least = tensors.iter().map(|t| {
+            let sizes =
+                layouts.iter().map(|&l| stored_bits(&t.shape, bits, l, settings.scale_dtype, lut));
+            sizes.min().unwrap_or(0)
+        });
         least.fold(0u64, u64::saturating_add) <= budget
     };
     (2..=top).rev().find(|&bits| fits(bits)).unwrap_or(2)
@@ -126,30 +129,39 @@ pub fn plan(
     let informed = |t: &SourceTensor| {
         settings.importance.contains_key(&t.name) || gains.is_some_and(|g| g.contains_key(&t.name))
     };
-    let base = base_width(model, settings, bpw, layouts);
-    let mut candidates: Vec<Vec<Candidate>> = tensors
-        .par_iter()
-        .map(|t| candidates_for(model, t, settings, widths_for(base, informed(t)), layouts))
-        .collect::<Result<_, _>>()?;
-    if let Some(gains) = gains {
-        let mut known: Vec<f64> = gains.values().copied().collect();
-        known.sort_by(f64::total_cmp);
-        let median = known.get(known.len() / 2).copied().unwrap_or(1.0);
-        for (t, c) in tensors.iter().zip(&mut candidates) {
-            let gain = gains.get(&t.name).copied().unwrap_or(median);
-            c.iter_mut().for_each(|c| c.error *= gain);
-        }
-    }
     let weights: u64 = tensors.iter().map(|t| t.element_count() as u64).sum();
     let budget = (bpw * weights as f64).floor() as u64;
-    let picks = allocate(&candidates, budget).ok_or_else(|| {
+    let mut base = base_width(model, settings, bpw, layouts);
+    let (candidates, picks) = loop {
+        let mut candidates: Vec<Vec<Candidate>> = tensors
+            .par_iter()
+            .map(|t| candidates_for(model, t, settings, widths_for(base, informed(t)), layouts))
+            .collect::<Result<_, _>>()?;
+        if let Some(gains) = gains {
+            let mut known: Vec<f64> = gains.values().copied().collect();
+            known.sort_by(f64::total_cmp);
+            let median = known.get(known.len() / 2).copied().unwrap_or(1.0);
+            for (t, c) in tensors.iter().zip(&mut candidates) {
+                let gain = gains.get(&t.name).copied().unwrap_or(median);
+                c.iter_mut().for_each(|c| c.error *= gain);
+            }
+        }
+        if let Some(picks) = allocate(&candidates, budget) {
+            break (candidates, picks);
+        }
+        // The cheapest layouts were dropped as less faithful than the
+        // first one at this width: a width lower, if there is one.
+        if base > 2 {
+            base -= 1;
+            continue;
+        }
         let least: u64 =
             candidates.iter().map(|c| c.iter().map(|c| c.stored_bits).min().unwrap_or(0)).sum();
-        PipelineError::Budget(format!(
+        return Err(PipelineError::Budget(format!(
             "--bpw {bpw}: the smallest widths and scales tried take {:.3} bits per weight",
             least as f64 / weights.max(1) as f64
-        ))
-    })?;
+        )));
+    };
     let mut choices = BTreeMap::new();
     let mut stored = 0u64;
     for ((t, c), &p) in tensors.iter().zip(&candidates).zip(&picks) {
@@ -402,20 +414,41 @@ mod tests {
     /// budget, scales and table counted: a whole number of bits per weight
     /// does not fit that many bits of codes plus scales.
     #[test]
+    fn a_plan_steps_down_when_its_cheapest_layout_is_dropped() {
+        use crate::pipeline::tests::{defaults, model_of};
+        // Laplacian-like rows of 1024 with outliers: one f16 scale per row
+        // (4.016 bits at C = 4) is coarser than 1024/32/3 at C = 4 (4.109),
+        // so it is not a candidate; 4.05 bits must then plan from C = 3.
+        let values: Vec<f32> = (0..64 * 1024)
+            .map(|i| {
+                let u = ((i as u64 * 2654435761) % 1000) as f32 / 1000.0 - 0.5;
+                u.signum() * (-(1.0 - 2.0 * u.abs()).max(1e-6).ln())
+            })
+            .collect();
+        let model = model_of(&values, &[64, 1024]);
+        let log = defaults(CodecKind::Log);
+        let layouts = default_layouts();
+        assert_eq!(base_width(&model, &log, 4.05, &layouts), 4);
+        let plan = plan(&model, &log, 4.05, &layouts, None).unwrap();
+        assert!(plan.bits_per_weight <= 4.05, "{}", plan.bits_per_weight);
+        assert_eq!(plan.choices["w"].0, 3);
+    }
+
+    #[test]
     fn base_width_leaves_room_for_the_scales() {
         use crate::pipeline::tests::{defaults, model_of};
         let model = model_of(&vec![0.5; 64 * 1024], &[64, 1024]);
         let layouts = default_layouts();
-        // 1024/32/3: 3 bits per 32 and an f16 per 1024, 0.109 bits per weight.
+        // Rows of 1024: an f16 per row is the cheapest layout, 0.016 bits
+        // per weight.
         let log = defaults(CodecKind::Log);
-        let cases =
-            [(4.25, 4), (4.11, 4), (4.1, 3), (4.0, 3), (2.5, 2), (1.0, 2), (8.5, 8), (9.0, 8)];
+        let cases = [(4.25, 4), (4.016, 4), (4.015, 3), (4.0, 3), (2.5, 2), (1.0, 2), (9.0, 8)];
         for (bpw, base) in cases {
             assert_eq!(base_width(&model, &log, bpw, &layouts), base, "--bpw {bpw}");
         }
         // A lut table at C = 8 is 1024 bytes, 0.125 bits per weight here.
         let lut = defaults(CodecKind::Lut);
-        assert_eq!(base_width(&model, &lut, 8.2, &layouts), 7);
-        assert_eq!(base_width(&model, &lut, 8.25, &layouts), 8);
+        assert_eq!(base_width(&model, &lut, 8.14, &layouts), 7);
+        assert_eq!(base_width(&model, &lut, 8.15, &layouts), 8);
     }
 }
