@@ -296,6 +296,9 @@ pub struct Kernels {
     /// accumulators; 12 with AVX-512's 32 registers). Only the tiling
     /// changes with it: each output is the same sum either way.
     pub(crate) gemm_rows16: usize,
+    /// The rows of a `gemm_tile` tile with 32 columns, or 0 where the
+    /// path has no such tile (AVX-512: 12, 24 zmm accumulators).
+    pub(crate) gemm_rows32: usize,
     /// One channel plane of a depthwise convolution.
     pub(crate) depthwise_plane: crate::conv::DwFn,
     /// `out = a (op) b`, equal lengths.

@@ -495,7 +495,7 @@ mod tests {
 
     /// The GEMM micro-kernel of every SIMD path equals, bit for bit, the
     /// FMA chain over the depth for each output (the AVX2 `6 x 16` and
-    /// `12 x 8` tiles and AVX-512's `12 x 16` alike), for every tile
+    /// `12 x 8` tiles and AVX-512's `12 x 16` and `12 x 32` alike), for every tile
     /// height the path takes; the portable tile (a multiply, then an
     /// add) is within rounding of it.
     #[test]
@@ -504,7 +504,7 @@ mod tests {
         let mut case = Case::new(1, 1, false, 41, None);
         // Under Miri (the portable tile only) shallow tiles suffice.
         let depths: &[usize] = if cfg!(miri) { &[1, 5] } else { &[1, 5, 64, 257] };
-        for nr in [8usize, 16] {
+        for nr in [8usize, 16, 32] {
             for &kc in depths {
                 let lda = kc + 3;
                 let a = case.values(11 * lda + kc);
@@ -530,7 +530,12 @@ mod tests {
                     }
                     for_each_simd_path(SUITE, |path| {
                         let k = path.kernels();
-                        if path.name == "portable" || (nr == 16 && mr > k.gemm_rows16) {
+                        let rows = match nr {
+                            16 => k.gemm_rows16,
+                            32 => k.gemm_rows32,
+                            _ => 12,
+                        };
+                        if path.name == "portable" || mr > rows {
                             return;
                         }
                         let mut got = [f32::NAN; TILE];

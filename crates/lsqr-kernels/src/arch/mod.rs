@@ -43,6 +43,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
     decode_packed: generic::decode_packed,
     gemm_tile: crate::gemm::tile_portable,
     gemm_rows16: 6,
+    gemm_rows32: 0,
     depthwise_plane: crate::conv::depthwise_portable,
     binary_same: generic::binary_same,
     binary_scalar_right: generic::binary_scalar_right,

@@ -84,49 +84,56 @@ pub(crate) unsafe fn tile(
     }
 }
 
-/// The AVX-512 `R x 16` register tile over `kc`: `R` zmm accumulators
-/// (up to 12 of the 32 registers), one load of `b` and `R` broadcast
-/// multiply-adds per step. Each output element is the same chain of FMAs
+/// The AVX-512 `R x 16 NV` register tile over `kc`: `R NV` zmm
+/// accumulators (up to 24 of the 32 registers), `NV` loads of `b` and `R`
+/// broadcasts per step. Each output element is the same chain of FMAs
 /// over `p` as in [`kernel`], so the two agree bit for bit; the wider
-/// registers do twice the multiply-adds per instruction, and twelve rows
-/// per tile (the AVX2 tile takes six with sixteen columns) halve the
-/// loads of `b` per multiply-add.
+/// registers do twice the multiply-adds per instruction. Twelve rows of
+/// 32 columns load 14 values per 24 multiply-adds (12 x 16: 13 per 12),
+/// so the loads no longer pace the FMA units.
 ///
 /// # Safety
 /// AVX-512 F; `a` points at `R` rows of `kc` readable values `lda`
-/// apart, `b` at `kc * 16` readable values, `out` at `R * 16` writable
-/// ones.
+/// apart, `b` at `kc * 16 NV` readable values, `out` at `R * 16 NV`
+/// writable ones.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel512<const R: usize>(
+unsafe fn kernel512<const R: usize, const NV: usize>(
     a: *const f32,
     lda: usize,
     b: *const f32,
     kc: usize,
     out: *mut f32,
 ) {
-    let mut acc = [_mm512_setzero_ps(); R];
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
     for p in 0..kc {
-        // SAFETY: b[p * 16 .. + 16] is inside the panel (kc rows of 16).
-        let bv = unsafe { _mm512_loadu_ps(b.add(p * 16)) };
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, slot) in bv.iter_mut().enumerate() {
+            // SAFETY: b[p * 16NV + 16v .. + 16] is inside the panel (kc rows of 16 NV).
+            *slot = unsafe { _mm512_loadu_ps(b.add(p * 16 * NV + 16 * v)) };
+        }
         for (r, acc_r) in acc.iter_mut().enumerate() {
             // SAFETY: a[r * lda + p] with r < R, p < kc is inside the a block.
             let av = _mm512_set1_ps(unsafe { *a.add(r * lda + p) });
-            *acc_r = _mm512_fmadd_ps(av, bv, *acc_r);
+            for (acc_rv, &bw) in acc_r.iter_mut().zip(&bv) {
+                *acc_rv = _mm512_fmadd_ps(av, bw, *acc_rv);
+            }
         }
     }
-    for (r, &sum) in acc.iter().enumerate() {
-        // SAFETY: out[r * 16 .. + 16] is inside the R x 16 tile.
-        unsafe { _mm512_storeu_ps(out.add(r * 16), sum) };
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (v, &sum) in acc_r.iter().enumerate() {
+            // SAFETY: out[r * 16NV + 16v .. + 16] is inside the R x 16NV tile.
+            unsafe { _mm512_storeu_ps(out.add(r * 16 * NV + 16 * v), sum) };
+        }
     }
 }
 
-/// The AVX-512 micro-kernel of `crate::gemm::TileFn`: `nr` 16 with `mr <=
-/// 12` ([`kernel512`]), `nr` 8 as [`tile`].
+/// The AVX-512 micro-kernel of `crate::gemm::TileFn`: `nr` 16 or 32 with
+/// `mr <= 12` ([`kernel512`]), `nr` 8 as [`tile`].
 ///
 /// # Safety
 /// AVX-512 F, AVX2 and FMA; `mr >= 1`, `kc >= 1`, `a.len() >= (mr - 1)
-/// lda + kc`, `b.len() >= kc nr`, `mr nr <= TILE` and `nr` 8 or 16.
+/// lda + kc`, `b.len() >= kc nr`, `mr nr <= TILE` and `nr` 8, 16 or 32.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(crate) unsafe fn tile512(
     a: &[f32],
@@ -137,24 +144,28 @@ pub(crate) unsafe fn tile512(
     nr: usize,
     out: &mut [f32; TILE],
 ) {
-    if nr != 16 {
+    if nr != 16 && nr != 32 {
         // SAFETY: forwarded.
         return unsafe { tile(a, lda, b, kc, mr, nr, out) };
     }
     let (pa, pb, po) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
     macro_rules! rows {
-        ($($r:literal)*) => {
+        ($nv:literal; $($r:literal)*) => {
             // SAFETY: forwarded contract; the kernel reads mr rows of a, kc
-            // rows of the 16-wide panel and writes mr x 16 of out.
+            // rows of the nr-wide panel and writes mr x nr of out.
             unsafe {
                 match mr {
-                    $($r => kernel512::<$r>(pa, lda, pb, kc, po),)*
+                    $($r => kernel512::<$r, $nv>(pa, lda, pb, kc, po),)*
                     _ => {}
                 }
             }
         };
     }
-    rows!(1 2 3 4 5 6 7 8 9 10 11 12);
+    if nr == 32 {
+        rows!(2; 1 2 3 4 5 6 7 8 9 10 11 12);
+    } else {
+        rows!(1; 1 2 3 4 5 6 7 8 9 10 11 12);
+    }
 }
 
 /// The lanes `lo..hi` of a 16-lane mask.

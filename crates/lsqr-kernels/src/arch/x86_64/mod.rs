@@ -289,7 +289,8 @@ mod safe_gemm {
         nr: usize,
         out: &mut [f32; TILE],
     ) {
-        if !tile_fits(a, lda, b, kc, mr, nr, AVX2_TABLE.gemm_rows16) {
+        let rows = (AVX2_TABLE.gemm_rows16, AVX2_TABLE.gemm_rows32);
+        if !tile_fits(a, lda, b, kc, mr, nr, rows) {
             return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
         }
         // SAFETY: AVX2 and FMA were detected (only the AVX2 table reaches
@@ -301,7 +302,8 @@ mod safe_gemm {
     use super::AVX2_TABLE;
 
     /// Whether a tile call is in the micro-kernels' contract: `nr` 8
-    /// (`mr <= 12`) or 16 (`mr <= rows16`), and `a` and `b` long enough.
+    /// (`mr <= 12`), 16 (`mr <= rows16`) or 32 (`mr <= rows32`), and `a`
+    /// and `b` long enough.
     pub(super) fn tile_fits(
         a: &[f32],
         lda: usize,
@@ -309,9 +311,10 @@ mod safe_gemm {
         kc: usize,
         mr: usize,
         nr: usize,
-        rows16: usize,
+        (rows16, rows32): (usize, usize),
     ) -> bool {
         let max_rows = match nr {
+            32 => rows32,
             16 => rows16,
             8 => 12,
             _ => 0,
@@ -360,12 +363,13 @@ mod safe512 {
         nr: usize,
         out: &mut [f32; TILE],
     ) {
-        if !super::safe_gemm::tile_fits(a, lda, b, kc, mr, nr, super::AVX512.gemm_rows16) {
+        let rows = (super::AVX512.gemm_rows16, super::AVX512.gemm_rows32);
+        if !super::safe_gemm::tile_fits(a, lda, b, kc, mr, nr, rows) {
             return crate::gemm::tile_portable(a, lda, b, kc, mr, nr, out);
         }
         // SAFETY: this table is handed out only once AVX-512 F, AVX2 and
         // FMA were detected; the extents of a, b and out were checked just
-        // above (mr * nr <= 192 = TILE).
+        // above (mr * nr <= 384 = TILE).
         unsafe { super::gemm::tile512(a, lda, b, kc, mr, nr, out) }
     }
 
@@ -383,7 +387,7 @@ mod safe512 {
 }
 
 /// The AVX-512 table: the AVX2+FMA one with AVX-512 integer linear at
-/// any batch (C = 2..=8, blocks of 64), the GEMM's 12 x 16 tile and
+/// any batch (C = 2..=8, blocks of 64), the GEMM's 12 x 16 and 12 x 32 tiles and
 /// masked depthwise rows. Only `crate::arch` may hand it out,
 /// after detection.
 pub(crate) static AVX512: Kernels = Kernels {
@@ -391,6 +395,7 @@ pub(crate) static AVX512: Kernels = Kernels {
     gemv_int: safe512::gemv_int,
     gemm_tile: safe512::gemm_tile,
     gemm_rows16: 12,
+    gemm_rows32: 12,
     depthwise_plane: safe512::depthwise_plane,
     ..AVX2_TABLE
 };
@@ -424,6 +429,7 @@ const AVX2_TABLE: Kernels = Kernels {
     decode_packed: safe::decode_packed,
     gemm_tile: safe_gemm::gemm_tile,
     gemm_rows16: 6,
+    gemm_rows32: 0,
     depthwise_plane: safe_gemm::depthwise_plane,
     binary_same: safe::binary_same,
     binary_scalar_right: safe::binary_scalar_right,
