@@ -30,9 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         runner.set_input(i, data.get(..len).ok_or("input too small")?)?;
     }
     let graph = file.graph().ok_or("no graph")?;
-    // `constant` layers are folded into the plan: the steps are the rest.
-    let graph_layers: Vec<_> = graph.layers.iter().filter(|l| l.op != "constant").collect();
+    // `constant` layers are folded into the plan, and some layers fused.
     let layers = plan.layer_count();
+    let graph_layers: Vec<_> = (0..layers)
+        .map(|i| plan.graph_layer(i).and_then(|l| graph.layers.get(l)).ok_or("no such layer"))
+        .collect::<Result<_, _>>()?;
     let mut times = vec![Vec::with_capacity(repeat); layers];
     runner.run()?;
     for _ in 0..repeat {

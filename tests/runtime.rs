@@ -716,3 +716,87 @@ fn no_panic_on_assorted_layers() {
     // Some combinations are valid, and did run.
     assert!(ran > 100, "{ran}");
 }
+
+// ---- the one-hot linear fusion ----
+
+/// `linear(equal(x, keys))` (Magika's byte one-hot then its dense layer):
+/// `keys` a constant `[1, 1, K]`; with `one_hot_out` the one-hot is also a
+/// graph output, which leaves the two steps apart.
+fn one_hot_model(keys: &[f32], w: &WeightFormat, bias: bool, one_hot_out: bool) -> Vec<u8> {
+    let (batch, k, out) = (70, keys.len(), 5);
+    let weight = noise(out * k, 61);
+    let b = noise(out, 62);
+    let mut m = ModelBuilder::new();
+    m.input("x", &[1, batch, 1]);
+    m.tensor("keys", keys, &[1, 1, k], &WeightFormat::F32);
+    m.layer(Layer {
+        op: "constant".into(),
+        inputs: vec![],
+        outputs: vec!["keys".into()],
+        weights: vec!["keys".into()],
+        attrs: vec![],
+    });
+    m.layer(Layer {
+        op: "equal".into(),
+        inputs: vec!["x".into(), "keys".into()],
+        outputs: vec!["hot".into()],
+        weights: vec![],
+        attrs: vec![],
+    });
+    m.linear("y", "hot", "dense", &weight, [out, k], bias.then_some(&b[..]), w);
+    m.output("y");
+    if one_hot_out {
+        m.output("hot");
+    }
+    m.to_bytes().unwrap()
+}
+
+/// The fused step computes what the two steps compute on the exact path,
+/// for keys 0..K (looked up by index) and others (searched), values in
+/// range, out of it, fractional, -0 and NaN, f32 and quantized weights.
+#[test]
+fn one_hot_linear_is_fused_and_exact() {
+    let arange: Vec<f32> = (0..20).map(|k| k as f32).collect();
+    let scattered: Vec<f32> = (0..20).map(|k| (k * 7 % 20) as f32 * 0.5 - 3.0).collect();
+    let mut x: Vec<f32> = (0..70).map(|i| ((i * 13) % 25) as f32 - 2.0).collect();
+    x[3] = -0.0;
+    x[5] = 2.25;
+    x[8] = f32::NAN;
+    x[9] = 1e30;
+    x[10] = -3.0;
+    let formats =
+        [WeightFormat::F32, quantized(CodecSpec::Log { mu: None }, 4, Scaling::Group(16))];
+    for keys in [&arange, &scattered] {
+        for w in &formats {
+            for bias in [false, true] {
+                let fused = one_hot_model(keys, w, bias, false);
+                let apart = one_hot_model(keys, w, bias, true);
+                let file = LsqFile::from_bytes(&fused).unwrap();
+                assert_eq!(Plan::new(&file).unwrap().layer_count(), 1, "fused into one step");
+                let file = LsqFile::from_bytes(&apart).unwrap();
+                assert_eq!(Plan::new(&file).unwrap().layer_count(), 2, "one-hot is an output");
+                let got = run_exact(&fused, &[&x]).remove(0);
+                let want = run_exact(&apart, &[&x]).remove(0);
+                assert_eq!(got, want, "keys {:?}, bias {bias}", &keys[..3]);
+                // Rows whose value is no key are the bias (or zeros).
+                let zero_or_bias = if bias { noise(5, 62) } else { vec![0.0; 5] };
+                assert_eq!(got[5 * 5..6 * 5], zero_or_bias[..]);
+            }
+        }
+    }
+}
+
+/// Keys with a repeated value (a one-hot with two ones) are not fused.
+#[test]
+fn one_hot_linear_needs_distinct_keys() {
+    let mut keys: Vec<f32> = (0..20).map(|k| k as f32).collect();
+    keys[7] = 3.0;
+    let bytes = one_hot_model(&keys, &WeightFormat::F32, true, false);
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    assert_eq!(Plan::new(&file).unwrap().layer_count(), 2);
+    keys[7] = -0.0;
+    keys[0] = 0.0;
+    let bytes = one_hot_model(&keys, &WeightFormat::F32, true, false);
+    let file = LsqFile::from_bytes(&bytes).unwrap();
+    assert_eq!(Plan::new(&file).unwrap().layer_count(), 2, "-0 equals 0");
+}

@@ -7,7 +7,7 @@ use lsqr_kernels::conv::{conv1d_into, conv2d_into};
 use lsqr_kernels::conv_transpose::conv_transpose2d_into;
 use lsqr_kernels::elementwise::{binary_into, expand_into, unary_inplace, where_into};
 use lsqr_kernels::layout::{concat_into, gather_into, pad_into, slice_into, transpose_into};
-use lsqr_kernels::packed::linear_into;
+use lsqr_kernels::packed::{linear_into, one_hot_linear_into};
 use lsqr_kernels::pool::{avg_pool2d_ext_into, global_max_pool2d_into, max_pool2d_ext_into};
 use lsqr_kernels::reduce::{log_softmax_axis_inplace, reduce_into, softmax_axis_inplace};
 use lsqr_kernels::resize::resize_into;
@@ -186,6 +186,9 @@ fn exec<'x>(
     let x = input(0).map_err(|_| missing())?;
     match &step.op {
         Op::Linear { w, bias, batch } => linear_into(w, bias.as_deref(), x, *batch, out, scratch),
+        Op::OneHotLinear { w, bias, keys } => {
+            one_hot_linear_into(w, bias.as_deref(), x, keys, out, scratch)
+        }
         Op::Conv2d { w, bias, params, input } => {
             conv2d_into(w, bias.as_deref(), x, *input, params, out, scratch)
         }

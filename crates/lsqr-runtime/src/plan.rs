@@ -48,6 +48,13 @@ pub(crate) enum Op<'f> {
         bias: Option<Vec<f32>>,
         batch: usize,
     },
+    /// A `linear` whose input is `equal(x, keys)`, fused by
+    /// [`fuse_one_hot_linear`]: reads `x`.
+    OneHotLinear {
+        w: Weight<'f>,
+        bias: Option<Vec<f32>>,
+        keys: Vec<f32>,
+    },
     Conv2d {
         w: Weight<'f>,
         bias: Option<Vec<f32>>,
@@ -156,6 +163,8 @@ pub(crate) enum Op<'f> {
 
 #[derive(Debug)]
 pub(crate) struct Step<'f> {
+    /// The graph layer it runs (the last one, for fused layers).
+    pub layer: usize,
     pub op_name: &'static str,
     pub op: Op<'f>,
     pub inputs: Vec<usize>,
@@ -349,7 +358,7 @@ impl<'f> Plan<'f> {
                 view.info().shape_usize()
             } else {
                 let (op, shape, scratch) = plan_layer(&cx, file, op_name, &in_shapes)?;
-                steps.push(Step { op_name, op, inputs, output, scratch });
+                steps.push(Step { layer: index, op_name, op, inputs, output, scratch });
                 shape
             };
             if shape.len() > MAX_DIMS {
@@ -371,6 +380,7 @@ impl<'f> Plan<'f> {
         };
         let input_ids: Vec<usize> = (0..graph.inputs.len()).collect();
         let output_ids = graph.outputs.iter().map(lookup).collect::<Result<Vec<_>, _>>()?;
+        fuse_one_hot_linear(&mut steps, &values, &consts, &const_of, &output_ids);
         let is_const: Vec<bool> = (0..values.len()).map(|v| const_of.contains_key(&v)).collect();
         let ranges = assign_buffers(&values, &is_const, &steps, &input_ids, &output_ids)?;
         let values_len = ranges.iter().map(|r| r.end).max().unwrap_or(0);
@@ -441,6 +451,14 @@ impl<'f> Plan<'f> {
         self.steps.len()
     }
 
+    /// The index in the file's graph of the layer that step `i` of
+    /// [`Runner::run_layer`] runs. `constant` layers have no step, and a
+    /// step may run several layers fused (`equal` then a `linear` of its
+    /// one-hot output: the `linear`'s index).
+    pub fn graph_layer(&self, i: usize) -> Option<usize> {
+        self.steps.get(i).map(|s| s.layer)
+    }
+
     /// The graph inputs, in order, with their shapes.
     pub fn inputs(&self) -> &[ValueInfo] {
         &self.inputs
@@ -506,6 +524,89 @@ fn input_shape(file: &LsqFile<'_>, name: &str) -> Result<Vec<usize>, RuntimeErro
 /// run again, and outputs read after `run`). Values are then placed first
 /// fit, in definition order, in the lowest gap no value of overlapping
 /// lifetime occupies. Returns each value's range in f32 elements.
+/// Each `linear` whose only input is `equal(x, keys)`, that value read by
+/// nothing else, becomes one [`Op::OneHotLinear`] step on `x`: `keys` a
+/// constant of shape `[1, ..., 1, K]` with distinct values, `x` of the
+/// one-hot's shape with a last dim of 1, the weight finite. It computes
+/// the values the two steps did on the exact path (see
+/// `lsqr_kernels::packed::one_hot_linear_into`); an integer-path linear
+/// (batch <= 64 on C <= 8 weights) computed approximations of them. The
+/// one-hot value is left unwritten and unread.
+fn fuse_one_hot_linear(
+    steps: &mut Vec<Step<'_>>,
+    values: &[ValueInfo],
+    consts: &[Vec<f32>],
+    const_of: &HashMap<usize, usize>,
+    output_ids: &[usize],
+) {
+    let mut fused_away = vec![false; steps.len()];
+    for i in 0..steps.len() {
+        let Some((j, x, keys)) = one_hot_input(steps, i, values, consts, const_of, output_ids)
+        else {
+            continue;
+        };
+        let Op::Linear { w, bias, .. } = std::mem::replace(&mut steps[i].op, Op::Copy) else {
+            continue;
+        };
+        steps[i].scratch = lsqr_kernels::packed::one_hot_linear_scratch_len(&w);
+        steps[i].op = Op::OneHotLinear { w, bias, keys };
+        steps[i].inputs = vec![x];
+        fused_away[j] = true;
+    }
+    let mut k = 0;
+    steps.retain(|_| {
+        k += 1;
+        !fused_away[k - 1]
+    });
+}
+
+/// For step `i`, a `linear` fed by `equal(x, keys)` that
+/// [`fuse_one_hot_linear`] may fuse: the `equal` step, `x` and the keys.
+fn one_hot_input(
+    steps: &[Step<'_>],
+    i: usize,
+    values: &[ValueInfo],
+    consts: &[Vec<f32>],
+    const_of: &HashMap<usize, usize>,
+    output_ids: &[usize],
+) -> Option<(usize, usize, Vec<f32>)> {
+    let Op::Linear { w, .. } = &steps[i].op else { return None };
+    let t = *steps[i].inputs.first()?;
+    let readers = steps.iter().filter(|s| s.inputs.contains(&t)).count();
+    if readers != 1 || output_ids.contains(&t) {
+        return None;
+    }
+    let j = steps.iter().position(|s| s.output == t)?;
+    let Op::Binary(BinaryOp::Equal) = steps[j].op else { return None };
+    let &[p, q] = steps[j].inputs.as_slice() else { return None };
+    let (x, keys) = match (const_of.get(&p), const_of.get(&q)) {
+        (None, Some(&c)) => (p, (q, c)),
+        (Some(&c), None) => (q, (p, c)),
+        _ => return None,
+    };
+    let (one_hot, x_shape) = (&values[t].shape, &values[x].shape);
+    let (keys_shape, keys) = (&values[keys.0].shape, consts.get(keys.1)?);
+    let k = *one_hot.last()?;
+    let x_fits = x_shape.len() == one_hot.len()
+        && x_shape[..x_shape.len() - 1] == one_hot[..one_hot.len() - 1]
+        && x_shape.last() == Some(&1);
+    let keys_fit = keys_shape.last() == Some(&k)
+        && keys_shape[..keys_shape.len() - 1].iter().all(|&d| d == 1)
+        && keys.len() == k
+        && w.cols() == k;
+    if !x_fits || !keys_fit {
+        return None;
+    }
+    let mut sorted = keys.clone();
+    sorted.sort_by(f32::total_cmp);
+    if sorted.windows(2).any(|p| p[0] == p[1]) {
+        return None;
+    }
+    let mut dense = vec![0.0f32; w.rows().checked_mul(w.cols())?];
+    lsqr_kernels::packed::dequantize_into(w, &mut dense).ok()?;
+    dense.iter().all(|v| v.is_finite()).then(|| (j, x, keys.clone()))
+}
+
 fn assign_buffers(
     values: &[ValueInfo],
     is_const: &[bool],
