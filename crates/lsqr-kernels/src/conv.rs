@@ -615,26 +615,21 @@ fn depthwise_planes(
     let cout_g = g.cout / g.groups;
     let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
     let flen = filter.len();
-    // Filters are decoded DW_DECODED at a time (a call to the decoder
-    // per 5x5 filter cost 40 ns, a quarter of a 2 x 96 plane's work),
-    // into `filter` when one is all that fits.
-    let mut batch = [0.0f32; DW_DECODED];
-    let per_batch = (DW_DECODED / flen.max(1)).min(g.cout);
+    // Filters are decoded DW_DECODED values at a time (a call to the
+    // decoder per 5x5 filter cost 40 ns, a quarter of a 2 x 96 plane's
+    // work); a filter larger than that, one at a time into `filter`.
+    let mut stack = [0.0f32; DW_DECODED];
+    let batch: &mut [f32] = if flen <= DW_DECODED { &mut stack } else { filter };
+    let per_batch = (batch.len() / flen.max(1)).min(g.cout);
     let mut decoded = 0..0;
     for (i, out) in out.chunks_exact_mut(oplane).enumerate() {
         let (n, oc) = ((first + i) / g.cout, (first + i) % g.cout);
         if !decoded.contains(&oc) {
-            if per_batch > 1 {
-                let count = per_batch.min(g.cout - oc);
-                weight.decode_block(kern, oc, 0, flen, &mut batch[..count * flen])?;
-                decoded = oc..oc + count;
-            } else {
-                weight.decode_range(kern, oc, 0, filter)?;
-                decoded = oc..oc + 1;
-            }
+            let count = per_batch.min(g.cout - oc);
+            weight.decode_block(kern, oc, 0, flen, &mut batch[..count * flen])?;
+            decoded = oc..oc + count;
         }
-        let filter: &[f32] =
-            if per_batch > 1 { &batch[(oc - decoded.start) * flen..][..flen] } else { filter };
+        let filter = &batch[(oc - decoded.start) * flen..][..flen];
         let ic = oc / cout_g;
         let args = DwPlane {
             input: &input[(n * g.cin + ic) * plane..][..plane],

@@ -703,9 +703,7 @@ impl<'a> PackedWeight<'a> {
         (kern.decode_packed)(&self.rows_job(q), r * self.cols + c0, out);
         Ok(())
     }
-}
 
-impl PackedWeight<'_> {
     /// Decodes columns `c0..c0 + kc` of rows `r0..r0 + out.len() / kc`
     /// into `out` (row-major, `kc` per row): in one call to the decoder
     /// when the block is whole rows, which are contiguous in the weight

@@ -371,6 +371,9 @@ fn conv2d_crosses_every_block() {
     // to channel 0.
     let p = Conv2dParams { padding: [1, 1], groups: 120, ..Conv2dParams::default() };
     assert!(conv_case([120, 1, 3, 3], [2, 120, 5, 7], &p, 4, 3, 15));
+    // A filter of more than 1024 values (33 x 33) is decoded alone.
+    let p = Conv2dParams { padding: [16, 16], groups: 3, ..Conv2dParams::default() };
+    assert!(conv_case([3, 1, 33, 33], [1, 3, 20, 21], &p, 4, 3, 16));
     // 1x1: a plain GEMM over pixels. Panels of 16 pixels cross rows of 7;
     // then deeper than KC (300 channels) and wider than NC (17 x 19 = 323
     // pixels), and grouped.
