@@ -23,7 +23,7 @@ use lsqr::runtime::Plan;
 
 /// How many cases ran and matched when this floor was last raised: fewer
 /// is a regression.
-const MIN_RUN: usize = 798;
+const MIN_RUN: usize = 800;
 
 fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let m = lsqr_import::open(path).unwrap();

@@ -951,9 +951,6 @@ impl<'m> Converter<'m> {
             "Identity" | "Dropout" => {
                 self.allow(node, &["ratio", "seed"])?;
                 let v = self.need(node, 0)?;
-                if node.op == "Dropout" && node.outputs.len() > 1 && !node.outputs[1].is_empty() {
-                    return Err(self.node_err(node, "the mask output is not supported"));
-                }
                 // In training mode Dropout zeroes random elements: only a
                 // constant false (or a ratio of 0) is the identity.
                 if node.op == "Dropout" && node.inputs.get(2).is_some_and(|t| !t.is_empty()) {
@@ -968,6 +965,15 @@ impl<'m> Converter<'m> {
                             "training_mode is true: random dropout is not supported",
                         ));
                     }
+                }
+                // Older exporters (Caffe2, opset <= 9) declare the mask even
+                // where nothing reads it; at inference it keeps every element.
+                let mask = node.outputs.get(1).filter(|m| node.op == "Dropout" && !m.is_empty());
+                if mask.is_some_and(|m| self.uses(m) > 0) {
+                    let n = tensor::numel(v.shape()).map_err(|m| self.node_err(node, m))?;
+                    let ones = Const::new(Dtype::Bool, v.shape().to_vec(), vec![1.0; n])
+                        .map_err(|m| self.node_err(node, m))?;
+                    self.set(node, 1, Val::Const(ones))?;
                 }
                 self.set(node, 0, v)
             }

@@ -732,3 +732,25 @@ fn if_branches_of_different_shapes_need_a_constant_condition() {
     let e = error(&m, &[]);
     assert!(e.contains("(If, opset 17)") && e.contains("must agree"), "{e}");
 }
+
+#[test]
+fn dropout_masks_keep_every_element_at_inference() {
+    // Caffe2-era exports (SqueezeNet, opset 9) declare a mask nothing
+    // reads; a mask that is read is all true (1) at inference.
+    let mut m = Model::new(vec![value_info("x", &["2", "3"])], vec![value_info("y", &["2", "3"])]);
+    m.opset = 9;
+    m.nodes = vec![
+        node("Dropout", &["x"], &["d", "unused_mask"], &[attr_float("ratio", 0.5)]),
+        node("Relu", &["d"], &["y"], &[]),
+    ];
+    let g = m.import(&[("x", &[2, 3])]).unwrap();
+    let x = [-1.0, 2.0, -3.0, 4.0, 0.5, -0.5];
+    assert_eq!(run(&g, &[&x]), [vec![0.0, 2.0, 0.0, 4.0, 0.5, 0.0]]);
+
+    m.outputs.push(value_info("z", &["2", "3"]));
+    m.nodes.push(node("Cast", &["unused_mask"], &["mask_f"], &[attr_int("to", 1)]));
+    m.nodes.push(node("Mul", &["x", "mask_f"], &["z"], &[]));
+    let g = m.import(&[("x", &[2, 3])]).unwrap();
+    let out = run(&g, &[&x]);
+    assert_eq!(out[1], x, "x times a mask of ones");
+}
