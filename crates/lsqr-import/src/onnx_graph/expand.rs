@@ -153,6 +153,25 @@ impl Converter<'_> {
     pub(super) fn by_expansion(&mut self, node: &Node) -> R<()> {
         let mut e = Expansion::new(node);
         self.expansion(node, &mut e)?;
+        self.convert_expansion(node, e)
+    }
+
+    /// Converts `node` with its input `k` reshaped to `shape` (the other
+    /// inputs and the attributes as `node` has them): an operand aligned
+    /// the way an older opset aligned it (`super::legacy`).
+    pub(super) fn with_input_reshaped(&mut self, node: &Node, k: usize, shape: &[usize]) -> R<()> {
+        let mut e = Expansion::new(node);
+        let mut inputs = node.inputs.clone();
+        let input = inputs
+            .get_mut(k)
+            .ok_or_else(|| self.node_err(node, format!("input {k} is missing")))?;
+        *input = e.reshape(self, input, shape);
+        e.nodes.push(Node { inputs, ..node.clone() });
+        self.convert_expansion(node, e)
+    }
+
+    /// Converts the parts `e` rewrote `node` into.
+    fn convert_expansion(&mut self, node: &Node, mut e: Expansion) -> R<()> {
         for (name, c) in e.consts.drain(..) {
             self.vals.insert(name, Val::Const(c));
         }

@@ -24,6 +24,7 @@
 //!   the opset, not a silent guess.
 
 mod expand;
+mod legacy;
 mod parse;
 mod tensor;
 
@@ -933,6 +934,9 @@ impl<'m> Converter<'m> {
         }
         if node.attrs.iter().any(|(_, a)| matches!(a, Attr::Graph(_))) {
             return Err(self.node_err(node, "subgraphs (Loop, Scan) are not supported"));
+        }
+        if self.opset < 7 && self.legacy(node)? {
+            return Ok(());
         }
         // Recurrences may leave Y out and keep only their final states.
         let optional_first = matches!(node.op.as_str(), "LSTM" | "GRU" | "RNN");

@@ -754,3 +754,105 @@ fn dropout_masks_keep_every_element_at_inference() {
     let out = run(&g, &[&x]);
     assert_eq!(out[1], x, "x times a mask of ones");
 }
+
+fn attr_ints(name: &str, v: &[i64]) -> Enc {
+    let mut a = Enc::default().str(1, name);
+    for &x in v {
+        a = a.int(8, x);
+    }
+    a.int(20, 7)
+}
+
+/// `x [1, 2, 3, 2]` `op` a constant `b` with opset 6's attributes.
+fn opset6_binary(op: &str, b_dims: &[i64], b: &[f32], attrs: &[Enc]) -> Model {
+    let mut m = Model::new(
+        vec![value_info("x", &["1", "2", "3", "2"])],
+        vec![value_info("y", &["1", "2", "3", "2"])],
+    );
+    m.opset = 6;
+    m.inits = vec![f32_tensor("b", b_dims, b)];
+    m.nodes = vec![node(op, &["x", "b"], &["y"], attrs)];
+    m
+}
+
+#[test]
+fn opset6_broadcast_aligns_the_operand_at_axis() {
+    let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+    // b [2, 3] from axis 1: b[c, h] is added to x[0, c, h, w], where
+    // opset 7 would align [2, 3] with the last two dims (and refuse it).
+    let b = [100.0, 200.0, 300.0, 400.0, 500.0, 600.0];
+    let bcast = [attr_int("broadcast", 1), attr_int("axis", 1)];
+    let g = opset6_binary("Add", &[2, 3], &b, &bcast).import(&[]).unwrap();
+    let want: Vec<f32> = (0..12).map(|i| x[i] + b[i / 2]).collect();
+    assert_eq!(run(&g, &[&x]), [want]);
+    // Negative axes count from the end; without an axis, the last dims.
+    let bcast = [attr_int("broadcast", 1), attr_int("axis", -1)];
+    let g = opset6_binary("Mul", &[2], &[2.0, 3.0], &bcast).import(&[]).unwrap();
+    let want: Vec<f32> = (0..12).map(|i| x[i] * [2.0, 3.0][i % 2]).collect();
+    assert_eq!(run(&g, &[&x]), std::slice::from_ref(&want));
+    let g = opset6_binary("Mul", &[2], &[2.0, 3.0], &[attr_int("broadcast", 1)]).import(&[]);
+    assert_eq!(run(&g.unwrap(), &[&x]), [want]);
+
+    // broadcast = 0 asks for equal shapes; an operand that is not a run
+    // of the dims from its axis is an error too.
+    let e = error(&opset6_binary("Sub", &[2], &[1.0, 2.0], &[attr_int("broadcast", 0)]), &[]);
+    assert!(e.contains("broadcast is 0, and the shapes [1, 2, 3, 2] and [2] differ"), "{e}");
+    let bad = [attr_int("broadcast", 1), attr_int("axis", 2)];
+    let e = error(&opset6_binary("Div", &[2, 3], &b, &bad), &[]);
+    assert!(e.contains("[2, 3] is not a run of [1, 2, 3, 2]'s dims from axis 2"), "{e}");
+    let bad = [attr_int("broadcast", 1), attr_int("axis", 4)];
+    let e = error(&opset6_binary("Div", &[2], &[1.0, 2.0], &bad), &[]);
+    assert!(e.contains("is not a run"), "{e}");
+}
+
+#[test]
+fn opset6_prelu_slopes_are_per_channel() {
+    let mut m = Model::new(
+        vec![value_info("x", &["1", "2", "1", "2"])],
+        vec![value_info("y", &["1", "2", "1", "2"])],
+    );
+    m.opset = 6;
+    m.inits = vec![f32_tensor("s", &[2], &[0.5, 0.25])];
+    m.nodes = vec![node("PRelu", &["x", "s"], &["y"], &[])];
+    let x = [-4.0, -4.0, -4.0, 4.0];
+    let g = m.import(&[]).unwrap();
+    assert_eq!(run(&g, &[&x]), [vec![-2.0, -2.0, -1.0, 4.0]]);
+    // From opset 7 a 1-D slope is aligned with the last dim.
+    m.opset = 7;
+    let g = m.import(&[]).unwrap();
+    assert_eq!(run(&g, &[&x]), [vec![-2.0, -1.0, -2.0, 4.0]]);
+}
+
+#[test]
+fn opset6_test_mode_and_memory_hints_are_read_as_opset_7_writes_them() {
+    let mut m = Model::new(vec![value_info("x", &["1", "2"])], vec![value_info("y", &["1", "2"])]);
+    m.opset = 5;
+    m.inits = ["g", "b", "mean", "var"]
+        .iter()
+        .zip([[2.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 4.0]])
+        .map(|(n, v)| f32_tensor(n, &[2], &v))
+        .collect();
+    let bn = |is_test: i64| {
+        node(
+            "BatchNormalization",
+            &["d", "g", "b", "mean", "var"],
+            &["n"],
+            &[
+                attr_int("is_test", is_test),
+                attr_float("epsilon", 0.0),
+                attr_ints("consumed_inputs", &[0, 0, 0, 1, 1]),
+            ],
+        )
+    };
+    m.nodes = vec![
+        node("Dropout", &["x"], &["d"], &[attr_int("is_test", 1), attr_float("ratio", 0.5)]),
+        bn(1),
+        node("Relu", &["n"], &["y"], &[attr_ints("consumed_inputs", &[1])]),
+    ];
+    let g = m.import(&[]).unwrap();
+    // (x - mean) / sqrt(var) * g + b, then relu.
+    assert_eq!(run(&g, &[&[3.0, -8.0]]), [vec![4.0, 0.0]]);
+    m.nodes[1] = bn(0);
+    let e = error(&m, &[]);
+    assert!(e.contains("(BatchNormalization, opset 5): is_test = 0 (training mode)"), "{e}");
+}
