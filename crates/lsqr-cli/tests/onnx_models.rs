@@ -57,6 +57,10 @@ const MODELS: &[(&str, &str, &str, &str)] = &[
     ("ppocr-cls", "ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x", "1,3,48,192"),
     ("ppocr-det", "ppocr/ch_PP-OCRv4_det_infer.onnx", "x", "1,3,320,320"),
     ("ppocr-rec", "ppocr/ch_PP-OCRv4_rec_infer.onnx", "x", "1,3,48,320"),
+    ("ppocrv6-det", "ppocr/PP-OCRv6_det_small.onnx", "x", "1,3,320,320"),
+    ("ppocrv6-rec", "ppocr/PP-OCRv6_rec_small.onnx", "x", "1,3,48,320"),
+    ("ddddocr", "ddddocr/common.onnx", "input1", "1,1,64,256"),
+    ("nudenet-yolov8n", "nudenet/320n.onnx", "images", "1,3,320,320"),
 ];
 
 /// The reference's input and output files, their sha256s checked.

@@ -262,6 +262,10 @@ fn default_options_work_on_every_fetched_model() {
         "ppocr/ch_PP-OCRv4_det_infer.onnx",
         "ppocr/ch_PP-OCRv4_rec_infer.onnx",
         "ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "ppocr/PP-OCRv6_det_small.onnx",
+        "ppocr/PP-OCRv6_rec_small.onnx",
+        "ddddocr/common.onnx",
+        "nudenet/320n.onnx",
     ] {
         let src = model(file);
         let tag = file.replace('/', "_");
