@@ -485,6 +485,16 @@ impl<'m> Converter<'m> {
                             )));
                         }
                     }
+                    // What to write: the fixed dims as they are, the others named.
+                    let template = dims
+                        .iter()
+                        .map(|d| match d {
+                            Dim::Fixed(v) if *v >= 0 => v.to_string(),
+                            Dim::Param(p) => format!("<{p}>"),
+                            _ => "<?>".to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",");
                     let mut shape = Vec::new();
                     for (i, d) in dims.iter().enumerate() {
                         let g = given.map(|g| g[i]);
@@ -499,14 +509,14 @@ impl<'m> Converter<'m> {
                             (Dim::Param(p), None) => {
                                 return Err(err(format!(
                                     "dim {i} is symbolic ('{p}'): give the input's shape with \
-                                     --input-shape {}=d0,d1,...",
+                                     --input-shape {}={template}",
                                     input.name
                                 )))
                             }
                             _ => {
                                 return Err(err(format!(
                                     "dim {i} is unknown: give the input's shape with \
-                                     --input-shape {}=d0,d1,...",
+                                     --input-shape {}={template}",
                                     input.name
                                 )))
                             }
