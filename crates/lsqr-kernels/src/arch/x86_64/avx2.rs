@@ -407,15 +407,24 @@ pub(crate) unsafe fn softmax(x: &mut [f32], axis_len: usize) {
             mv = _mm256_max_ps(mv, v);
         }
         let max = _mm256_set1_ps(hmax(mv));
-        // Pass 2: exponentials, stored, and their sum.
-        let mut acc = _mm256_setzero_ps();
+        // Pass 2: exponentials, stored, and their sum, compensated (Kahan)
+        // per lane: in a peaked row the lane holding the maximum would
+        // otherwise round away every term below half its ulp (5e-5 of a
+        // recognizer's 18,710-class sum, `a_long_rows_softmax_keeps_its_sum`).
+        let (mut acc, mut lost) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut add = |e: __m256| {
+            let term = _mm256_sub_ps(e, lost);
+            let next = _mm256_add_ps(acc, term);
+            lost = _mm256_sub_ps(_mm256_sub_ps(next, acc), term);
+            acc = next;
+        };
         let mut i = 0;
         while i + 8 <= n {
             // SAFETY: i + 8 <= n.
             unsafe {
                 let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), max));
                 _mm256_storeu_ps(p.add(i), e);
-                acc = _mm256_add_ps(acc, e);
+                add(e);
             }
             i += 8;
         }
@@ -425,10 +434,10 @@ pub(crate) unsafe fn softmax(x: &mut [f32], axis_len: usize) {
             unsafe {
                 let e = exp8(_mm256_sub_ps(_mm256_maskload_ps(p.add(i), m), max));
                 _mm256_maskstore_ps(p.add(i), m, e);
-                acc = _mm256_add_ps(acc, _mm256_and_ps(e, _mm256_castsi256_ps(m)));
+                add(_mm256_and_ps(e, _mm256_castsi256_ps(m)));
             }
         }
-        let sum = _mm256_set1_ps(hsum(acc));
+        let sum = _mm256_set1_ps(hsum(acc) - hsum(lost));
         // Pass 3: normalise (a division, as the scalar reference).
         // SAFETY: AVX2 and FMA are available (this function's contract).
         unsafe { map_in_place(row, |v| _mm256_div_ps(v, sum)) };
