@@ -358,12 +358,13 @@ impl Kernels {
         for block in x.chunks_exact_mut(n * inner) {
             for i in 0..inner {
                 let max = (0..n).fold(f32::NEG_INFINITY, |m, j| m.max(block[j * inner + i]));
-                let mut sum = 0.0f32;
+                let mut sum = generic::CompensatedSum::default();
                 for j in 0..n {
                     let v = &mut block[j * inner + i];
                     *v = libm::expf(*v - max);
-                    sum += *v;
+                    sum.add(*v);
                 }
+                let sum = sum.value();
                 (0..n).for_each(|j| block[j * inner + i] /= sum);
             }
         }
@@ -386,8 +387,9 @@ impl Kernels {
         for block in x.chunks_exact_mut(n * inner) {
             for i in 0..inner {
                 let max = (0..n).fold(f32::NEG_INFINITY, |m, j| m.max(block[j * inner + i]));
-                let sum: f32 = (0..n).map(|j| libm::expf(block[j * inner + i] - max)).sum();
-                let shift = max + libm::logf(sum);
+                let mut sum = generic::CompensatedSum::default();
+                (0..n).for_each(|j| sum.add(libm::expf(block[j * inner + i] - max)));
+                let shift = max + libm::logf(sum.value());
                 (0..n).for_each(|j| block[j * inner + i] -= shift);
             }
         }

@@ -1059,8 +1059,8 @@ fn arg_extreme_matches_a_direct_walk() {
     assert!(arg_extreme_into(&[], &[2, 0], 1, true, false, &mut [0.0; 2]).is_err(), "empty axis");
 }
 
-/// A long row's softmax keeps its sum to f32's precision on every path, the
-/// portable one included (a text recognizer's 18,710 classes summed one
+/// A long row's softmax (and log-softmax) keeps its sum to f32's precision
+/// on every path, the portable one included (a text recognizer's 18,710 classes summed one
 /// after another in f32 lost 1.4e-4 of the sum).
 #[test]
 fn a_long_rows_softmax_keeps_its_sum() {
@@ -1071,15 +1071,26 @@ fn a_long_rows_softmax_keeps_its_sum() {
     x[3] = 4.0;
     let m = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
     let sum: f64 = x.iter().map(|&v| (f64::from(v) - m).exp()).sum();
+    // The row along the last axis (the path's own softmax), and as both
+    // columns of [n, 2] along axis 0 (the strided loop every path shares).
+    let pairs: Vec<f32> = x.iter().flat_map(|&v| [v, v]).collect();
     let check = |k: &Kernels| {
-        let mut y = x.clone();
-        k.softmax_axis_inplace(&mut y, &[1, n], 1).unwrap();
-        let worst = x.iter().zip(&y).fold(0.0f64, |worst, (&v, &got)| {
+        let mut last = x.clone();
+        k.softmax_axis_inplace(&mut last, &[1, n], 1).unwrap();
+        let mut strided = pairs.clone();
+        k.softmax_axis_inplace(&mut strided, &[n, 2], 0).unwrap();
+        let mut log = x.clone();
+        k.log_softmax_axis_inplace(&mut log, &[1, n], 1).unwrap();
+        for (j, &v) in x.iter().enumerate() {
             let want = (f64::from(v) - m).exp() / sum;
-            worst.max((f64::from(got) - want).abs() / want)
-        });
-        // The vector exp's 2e-6 and a few roundings; not n of them.
-        assert!(worst < 5e-6, "{}: relative error {worst:.2e}", k.name());
+            // The vector exp's 2e-6 and a few roundings; not n of them.
+            for got in [last[j], strided[2 * j], strided[2 * j + 1]] {
+                let err = (f64::from(got) - want).abs() / want;
+                assert!(err < 5e-6, "{}: softmax at {j}: relative error {err:.2e}", k.name());
+            }
+            let err = (f64::from(log[j]) - want.ln()).abs();
+            assert!(err < 5e-6, "{}: log_softmax at {j}: error {err:.2e}", k.name());
+        }
     };
     check(paths::scalar());
     each_path(check);

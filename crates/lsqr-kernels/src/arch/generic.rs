@@ -129,6 +129,30 @@ pub fn affine(x: &mut [f32], scale: f32, shift: f32) {
     x.iter_mut().for_each(|v| *v = *v * scale + shift);
 }
 
+/// A running f32 sum with Kahan compensation, for softmax denominators: a
+/// peaked row (a text recognizer's one likely class among 18,710) summed
+/// one term after another rounds away every term below half the sum's ulp
+/// (1.4e-4 of the sum); f64 would be software on single-precision FPUs.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CompensatedSum {
+    sum: f32,
+    /// What the last additions rounded away, negated.
+    lost: f32,
+}
+
+impl CompensatedSum {
+    pub(crate) fn add(&mut self, v: f32) {
+        let term = v - self.lost;
+        let next = self.sum + term;
+        self.lost = (next - self.sum) - term;
+        self.sum = next;
+    }
+
+    pub(crate) fn value(self) -> f32 {
+        self.sum - self.lost
+    }
+}
+
 /// Softmax of each row of `axis_len` elements: `exp(x - max) / sum`.
 pub fn softmax(x: &mut [f32], axis_len: usize) {
     if axis_len == 0 {
@@ -136,18 +160,12 @@ pub fn softmax(x: &mut [f32], axis_len: usize) {
     }
     for row in x.chunks_exact_mut(axis_len) {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        // Compensated (Kahan) sum: a long row (a text recognizer's 18,710
-        // classes) summed in f32 one term after another lost 1.4e-4 of
-        // its sum, 10x the SIMD paths' lane sums; f64 would be software
-        // on single-precision FPUs.
-        let (mut sum, mut lost) = (0.0f32, 0.0f32);
+        let mut sum = CompensatedSum::default();
         for v in row.iter_mut() {
             *v = libm::expf(*v - max);
-            let term = *v - lost;
-            let next = sum + term;
-            lost = (next - sum) - term;
-            sum = next;
+            sum.add(*v);
         }
+        let sum = sum.value();
         row.iter_mut().for_each(|v| *v /= sum);
     }
 }
